@@ -1,0 +1,54 @@
+# connbudget: PGXS build of the server extension, plus the project's targets.
+
+EXTENSION = connbudget
+EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/default_version[[:space:]]*=[[:space:]]*'\([^']*\)'/\1/")
+
+MODULE_big = connbudget
+OBJS = \
+	extension/allocation.o \
+	extension/connbudget.o \
+	extension/connect.o \
+	extension/functions.o \
+	extension/guc.o \
+	extension/limits.o \
+	extension/state.o \
+	extension/worker.o
+
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
+
+# pg_regress runs in the database connbudget.database names (postgres by
+# default) of a throwaway cluster started by test/run, which preloads the
+# extension; "setup" creates the extensions and helpers the others use.
+REGRESS = setup identity allocation limits enforcement
+REGRESS_OPTS = --inputdir=test --use-existing
+
+PG_CONFIG ?= pg_config
+PG_CFLAGS += -Wall -Wextra
+
+# make WERROR=1 (the test build): warnings are errors, assertions on
+ifdef WERROR
+PG_CFLAGS += -Werror -DUSE_ASSERT_CHECKING
+endif
+
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# after the include, which sets it: the database named by connbudget.database
+CONTRIB_TESTDB = postgres
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+.PHONY: test demo bench
+
+test:
+	bash test/run
+
+demo:
+	bash client/examples/demo.sh
+
+bench:
+	bash bench/run

@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  Every difference between PostgreSQL major versions that connbudget
+ *	  depends on, in one place.  No other file tests PG_VERSION_NUM.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONNBUDGET_COMPAT_H
+#define CONNBUDGET_COMPAT_H
+
+#include "miscadmin.h"
+#include "postmaster/postmaster.h"
+#include "storage/backendid.h"
+
+#if PG_VERSION_NUM < 150000
+#error "connbudget requires PostgreSQL 15 or later"
+#endif
+
+/*
+ * This backend's index into per-backend arrays of MaxBackends entries.
+ * PostgreSQL 17 replaced the 1-based BackendId with the 0-based
+ * ProcNumber.
+ */
+#if PG_VERSION_NUM >= 170000
+#include "storage/procnumber.h"
+#define CB_MY_BACKEND_INDEX()	((int) MyProcNumber)
+#else
+#define CB_MY_BACKEND_INDEX()	((int) MyBackendId - 1)
+#endif
+
+/*
+ * Connection slots held back by the server itself: PostgreSQL 16 renamed
+ * ReservedBackends to SuperuserReservedConnections and added
+ * reserved_connections (for roles with pg_use_reserved_connections).
+ */
+#if PG_VERSION_NUM >= 160000
+#define CB_SUPERUSER_RESERVED()	(SuperuserReservedConnections)
+#define CB_SERVER_RESERVED()	(ReservedConnections)
+#else
+#define CB_SUPERUSER_RESERVED()	(ReservedBackends)
+#define CB_SERVER_RESERVED()	(0)
+#endif
+
+#endif							/* CONNBUDGET_COMPAT_H */

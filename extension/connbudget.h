@@ -1,0 +1,213 @@
+/*-------------------------------------------------------------------------
+ *
+ * connbudget.h
+ *	  Declarations shared by the files of the connbudget extension.
+ *
+ * Files, one per concern:
+ *	  connbudget.c	_PG_init: wires GUCs, hooks and the worker together
+ *	  guc.c			the connbudget.* settings
+ *	  state.c		shared memory: backends, applications, pods, shares
+ *	  connect.c		the connect-time hook: identity and enforcement
+ *	  allocation.c	the budget arithmetic (pure C, no PostgreSQL headers)
+ *	  limits.c		reading and publishing connbudget.application_limits
+ *	  worker.c		the background worker that loads limits at startup
+ *	  functions.c	SQL-callable functions behind the views and pool_share()
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONNBUDGET_H
+#define CONNBUDGET_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+
+#include "allocation.h"
+
+/* Names and pod ids are at most NAMEDATALEN - 1 (63) bytes. */
+#define CB_NAME_LEN			NAMEDATALEN
+/* Textual client address: IPv6 with scope, or empty for a Unix socket. */
+#define CB_ADDR_LEN			64
+/* Most rows application_limits may hold. */
+#define CB_MAX_CONFIGURED_APPS 1000
+/* How long a connection waits for the worker to load limits at startup. */
+#define CB_LIMITS_WAIT_MS	10000
+/* How often the worker re-reads limits even when nobody asked it to. */
+#define CB_WORKER_RELOAD_MS	10000
+
+/* ---- guc.c ---- */
+
+typedef enum CbEnforce
+{
+	CB_ENFORCE_OFF,
+	CB_ENFORCE_WARN,
+	CB_ENFORCE_ON
+} CbEnforce;
+
+extern int	cb_reserved_connections;
+extern int	cb_enforce;
+extern char *cb_database;
+extern int	cb_pod_ttl_ms;
+extern int	cb_refresh_interval_ms;
+extern char *cb_pod;
+
+extern void cb_define_gucs(void);
+extern bool cb_pod_id_is_valid(const char *id, const char **why);
+
+/* ---- state.c ---- */
+
+/* What a client backend is, as far as the budget goes. */
+typedef enum CbBackendKind
+{
+	CB_BACKEND_FREE = 0,		/* slot unused, or not a client backend */
+	CB_BACKEND_OTHER,			/* psql, pg_dump, cron: may use the reserve */
+	CB_BACKEND_GOVERNED			/* counted against its application */
+} CbBackendKind;
+
+/* Where limits come from; see worker.c. */
+typedef enum CbLimitsState
+{
+	CB_LIMITS_LOADING = 0,		/* server starting, worker not done yet */
+	CB_LIMITS_LOADED,			/* shared memory holds the table's rows */
+	CB_LIMITS_FAILED			/* worker could not read them; admit all */
+} CbLimitsState;
+
+/* The connect-time identity of a client backend (README "Identity"). */
+typedef struct CbIdentity
+{
+	char		application_name[CB_NAME_LEN];
+	char		pod[CB_NAME_LEN];	/* explicit connbudget.pod, or derived */
+	bool		explicit_pod;	/* pod came from connbudget.pod */
+	char		client_addr[CB_ADDR_LEN];	/* "" for a Unix socket */
+} CbIdentity;
+
+/* One row of connbudget.application_limits. */
+typedef struct CbLimit
+{
+	char		application_name[CB_NAME_LEN];
+	int32		min_connections;
+	int32		max_connections;	/* CB_UNBOUNDED = no cap */
+	int32		weight;
+} CbLimit;
+
+/* Why the connect hook would refuse a connection, and the numbers. */
+typedef enum CbVerdict
+{
+	CB_ADMIT,
+	CB_OVER_CAP,				/* the application holds its cap */
+	CB_OVER_BUDGET,				/* governed connections fill the budget */
+	CB_OVER_MINIMUMS			/* would eat another app's unused minimum */
+} CbVerdict;
+
+typedef struct CbAdmission
+{
+	CbVerdict	verdict;
+	int32		connections;	/* the app's, counting this one */
+	int32		cap;			/* the app's cap, or CB_UNBOUNDED */
+	int32		governed;		/* all governed, counting this one */
+	int32		budget;
+	int32		committed;		/* governed plus unused minimums */
+} CbAdmission;
+
+/* Result of pool_share(). */
+typedef struct CbShare
+{
+	int32		max_size;
+	int32		min_size;
+	int32		allocation;
+	int32		pods;
+	int32		budget;
+	int32		refresh_ms;
+} CbShare;
+
+/* Snapshot rows for the views. */
+typedef struct CbBudgetRow
+{
+	int32		max_connections;
+	int32		superuser_reserved;
+	int32		reserved_connections;
+	int32		extension_reserved;
+	int32		budget;
+	int32		governed;
+	int32		other;
+	int32		free;
+	int32		applications;
+	int32		pods;
+} CbBudgetRow;
+
+typedef struct CbApplicationRow
+{
+	char		application_name[CB_NAME_LEN];
+	bool		configured;
+	int32		min_connections;
+	int32		max_connections;	/* CB_UNBOUNDED = NULL */
+	int32		weight;
+	int32		allocation;
+	int32		connections;
+	int32		pods;
+	int64		demand;			/* CB_UNBOUNDED = NULL */
+	int64		refused;
+} CbApplicationRow;
+
+typedef struct CbPodRow
+{
+	char		application_name[CB_NAME_LEN];
+	char		pod[CB_NAME_LEN];
+	int32		connections;
+	int32		share;
+	int32		demand;			/* CB_UNBOUNDED = NULL */
+	char		client_addr[CB_ADDR_LEN];
+	TimestampTz first_seen;
+	TimestampTz last_seen;
+	TimestampTz lease_expires;	/* 0 = never called pool_share() */
+} CbPodRow;
+
+extern bool cb_shmem_attached(void);
+extern void cb_require_preload(void);
+extern void cb_shmem_request(void);
+extern void cb_shmem_startup(void);
+
+extern CbLimitsState cb_limits_state(void);
+extern void cb_set_limits_state(CbLimitsState state);
+extern bool cb_wait_for_limits(long timeout_ms);
+extern void cb_publish_limits(const CbLimit *limits, int nlimits);
+extern void cb_publish_settings(void);
+extern int32 cb_configured_budget(void);
+
+extern void cb_backend_attach(const CbIdentity *identity, bool enforce,
+							  CbAdmission *admission);
+extern void cb_backend_refused(bool keep);
+extern void cb_backend_detach(void);
+
+extern void cb_pool_share(int32 demand, CbShare *share);
+extern void cb_snapshot_budget(CbBudgetRow *row);
+extern int	cb_snapshot_applications(CbApplicationRow **rows);
+extern int	cb_snapshot_pods(CbPodRow **rows);
+
+extern void cb_set_worker_latch(Latch *latch);
+extern void cb_request_reload(void);
+extern bool cb_take_reload_request(void);
+
+/* ---- limits.c ---- */
+
+extern int	cb_read_limits(CbLimit **limits);
+extern bool cb_check_limits(const CbLimit *limits, int nlimits, int elevel);
+extern void cb_lock_limits(void);
+extern void cb_reload_limits(void);
+
+/* ---- connect.c ---- */
+
+extern void cb_install_connect_hook(void);
+
+/* ---- worker.c ---- */
+
+extern void cb_register_worker(void);
+
+#endif							/* CONNBUDGET_H */

@@ -1,0 +1,281 @@
+/*-------------------------------------------------------------------------
+ *
+ * connect.c
+ *	  The connect-time hook: work out which application and pod a new
+ *	  connection belongs to, count it, and refuse it if its application is
+ *	  over its limit.
+ *
+ * The hook runs in ClientAuthentication(), after the client proved who it
+ * is and before the server answers AuthenticationOk.  At that point
+ * PostgreSQL has not applied the client's options yet, so the hook reads
+ * application_name and connbudget.pod from the startup packet itself,
+ * with the same precedence PostgreSQL will use moments later.
+ *
+ * Order matters and follows the technique that makes admission exact:
+ * register the exit callback first, then count the connection, then check
+ * the counts (state.c does the last two under one exclusive lock).  A
+ * connection that is refused, or that fails for any later reason, is
+ * uncounted by the exit callback; no two connections can take the same
+ * last slot.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+#include <netdb.h>
+
+#include "catalog/pg_authid.h"
+#include "common/ip.h"
+#include "libpq/auth.h"
+#include "libpq/libpq-be.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "replication/walsender.h"
+#include "storage/ipc.h"
+#include "utils/guc.h"
+#include "utils/syscache.h"
+
+#include "connbudget.h"
+
+static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
+
+/* GUC names compare case-insensitively, and "--a-b=x" means "a_b". */
+static bool
+cb_option_name_matches(const char *given, size_t len, const char *name)
+{
+	if (strlen(name) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = given[i] == '-' ? '_' : pg_tolower((unsigned char) given[i]);
+
+		if (c != name[i])
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The value a startup option will have once PostgreSQL applies the
+ * startup packet: command-line style options ("-c name=value",
+ * "--name=value") first, then the packet's own name/value pairs, the last
+ * one winning.  Returns NULL if the client did not set it.
+ */
+static const char *
+cb_startup_option(Port *port, const char *name)
+{
+	const char *value = NULL;
+	ListCell   *cell;
+
+	if (port->cmdline_options != NULL)
+	{
+		int			maxac = 2 + (strlen(port->cmdline_options) + 1) / 2;
+		char	  **av = palloc(maxac * sizeof(char *));
+		int			ac = 0;
+
+		pg_split_opts(av, &ac, port->cmdline_options);
+		for (int i = 0; i < ac; i++)
+		{
+			const char *arg;
+			const char *eq;
+
+			if (strcmp(av[i], "-c") == 0 && i + 1 < ac)
+				arg = av[++i];
+			else if (strncmp(av[i], "-c", 2) == 0 || strncmp(av[i], "--", 2) == 0)
+				arg = av[i] + 2;
+			else
+				continue;
+			eq = strchr(arg, '=');
+			if (eq != NULL && cb_option_name_matches(arg, eq - arg, name))
+				value = eq + 1;
+		}
+	}
+
+	cell = list_head(port->guc_options);
+	while (cell != NULL)
+	{
+		const char *option = lfirst(cell);
+
+		cell = lnext(port->guc_options, cell);
+		if (cell == NULL)
+			break;
+		if (cb_option_name_matches(option, strlen(option), name))
+			value = lfirst(cell);
+		cell = lnext(port->guc_options, cell);
+	}
+	return value;
+}
+
+/*
+ * Application names are compared the way pg_stat_activity shows them:
+ * truncated to 63 bytes, with anything but printable ASCII replaced by
+ * '?' (PostgreSQL does the same to application_name).
+ */
+static void
+cb_clean_name(const char *name, char *out)
+{
+	size_t		len = 0;
+
+	if (name != NULL)
+	{
+		for (; name[len] != '\0' && len < CB_NAME_LEN - 1; len++)
+			out[len] = (name[len] < 32 || name[len] > 126) ? '?' : name[len];
+	}
+	out[len] = '\0';
+}
+
+/*
+ * Work out the connection's identity (README "Identity").  A pod id that
+ * is not acceptable refuses the connection with the reason.
+ */
+static void
+cb_identify(Port *port, CbIdentity *id)
+{
+	const char *pod = cb_startup_option(port, "connbudget.pod");
+
+	memset(id, 0, sizeof(CbIdentity));
+	cb_clean_name(cb_startup_option(port, "application_name"),
+				  id->application_name);
+
+	if (port->raddr.addr.ss_family != AF_UNIX)
+	{
+		char		host[NI_MAXHOST];
+
+		if (pg_getnameinfo_all(&port->raddr.addr, port->raddr.salen,
+							   host, sizeof(host), NULL, 0,
+							   NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+			strlcpy(id->client_addr, host, CB_ADDR_LEN);
+	}
+
+	if (pod != NULL && pod[0] != '\0')
+	{
+		const char *why;
+
+		if (!cb_pod_id_is_valid(pod, &why))
+			ereport(FATAL,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for parameter \"connbudget.pod\""),
+					 errdetail_internal("%s", why)));
+		strlcpy(id->pod, pod, CB_NAME_LEN);
+		id->explicit_pod = true;
+	}
+	else if (id->client_addr[0] != '\0')
+		strlcpy(id->pod, id->client_addr, CB_NAME_LEN);
+	else
+		strlcpy(id->pod, "local", CB_NAME_LEN);
+}
+
+/* Superusers are never refused; only looked up when about to refuse. */
+static bool
+cb_is_superuser(const char *user_name)
+{
+	HeapTuple	tuple;
+	bool		result;
+
+	if (user_name == NULL)
+		return false;
+	tuple = SearchSysCache1(AUTHNAME, PointerGetDatum(user_name));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	result = ((Form_pg_authid) GETSTRUCT(tuple))->rolsuper;
+	ReleaseSysCache(tuple);
+	return result;
+}
+
+static void
+cb_on_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	cb_backend_detach();
+}
+
+/*
+ * Report a refusal: FATAL when enforcing, a log line when only warning.
+ */
+static void
+cb_report(int elevel, const CbIdentity *id, const CbAdmission *a)
+{
+	switch (a->verdict)
+	{
+		case CB_OVER_CAP:
+			ereport(elevel,
+					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+					 errmsg("too many connections for application \"%s\"",
+							id->application_name),
+					 errdetail("Application \"%s\" holds %d connections and its limit is %d (connbudget.application_limits.max_connections); pod \"%s\".",
+							   id->application_name, a->connections - 1,
+							   a->cap, id->pod),
+					 errhint("Shrink the pools of this application, or raise its max_connections in connbudget.application_limits.")));
+			break;
+		case CB_OVER_BUDGET:
+			ereport(elevel,
+					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+					 errmsg("connection budget exhausted: application \"%s\" cannot open another connection",
+							id->application_name),
+					 errdetail("Governed connections already fill the budget: %d of %d in use; application \"%s\" holds %d; pod \"%s\".",
+							   a->governed - 1, a->budget, id->application_name,
+							   a->connections - 1, id->pod),
+					 errhint("Pools should size themselves with connbudget.pool_share(); see the connbudget.pods view.")));
+			break;
+		case CB_OVER_MINIMUMS:
+			ereport(elevel,
+					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+					 errmsg("connection for application \"%s\" would take another application's guaranteed minimum",
+							id->application_name),
+					 errdetail("Governed connections plus other applications' unused min_connections would be %d, and the budget is %d; application \"%s\" holds %d; pod \"%s\".",
+							   a->committed, a->budget, id->application_name,
+							   a->connections - 1, id->pod),
+					 errhint("Pools should size themselves with connbudget.pool_share(); see the connbudget.applications view.")));
+			break;
+		case CB_ADMIT:
+			break;
+	}
+}
+
+static void
+cb_client_auth(Port *port, int status)
+{
+	CbIdentity	id;
+	CbAdmission admission;
+	int			enforce = cb_enforce;
+
+	if (prev_client_auth_hook)
+		prev_client_auth_hook(port, status);
+
+	/* failed logins and replication connections are not ours to count */
+	if (status != STATUS_OK || am_walsender || !cb_shmem_attached())
+		return;
+
+	cb_identify(port, &id);
+
+	/* right after a restart, limits must be in force before we admit */
+	if (enforce != CB_ENFORCE_OFF && !cb_wait_for_limits(CB_LIMITS_WAIT_MS))
+		ereport(WARNING,
+				(errmsg("connbudget: application limits are not loaded yet; admitting \"%s\" without checking them",
+						id.application_name)));
+
+	before_shmem_exit(cb_on_exit, (Datum) 0);
+	cb_backend_attach(&id, enforce != CB_ENFORCE_OFF, &admission);
+	if (admission.verdict == CB_ADMIT)
+		return;
+	if (cb_is_superuser(port->user_name))
+		return;
+
+	if (enforce == CB_ENFORCE_ON)
+	{
+		cb_backend_refused(false);
+		cb_report(FATAL, &id, &admission);
+	}
+	cb_backend_refused(true);
+	cb_report(WARNING, &id, &admission);
+}
+
+void
+cb_install_connect_hook(void)
+{
+	prev_client_auth_hook = ClientAuthentication_hook;
+	ClientAuthentication_hook = cb_client_auth;
+}

@@ -1,0 +1,188 @@
+/*-------------------------------------------------------------------------
+ *
+ * functions.c
+ *	  SQL-callable functions: pool_share() and the set-returning functions
+ *	  behind the views connbudget.budget, connbudget.applications and
+ *	  connbudget.pods.
+ *
+ * Each copies what it needs out of shared memory (state.c) and builds
+ * tuples after the lock is released.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include "access/htup_details.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/timestamp.h"
+
+#include "connbudget.h"
+
+PG_FUNCTION_INFO_V1(connbudget_pool_share);
+PG_FUNCTION_INFO_V1(connbudget_read_budget);
+PG_FUNCTION_INFO_V1(connbudget_read_applications);
+PG_FUNCTION_INFO_V1(connbudget_read_pods);
+
+/*
+ * The result descriptor of a function returning a record, looked up once
+ * per call site: pool_share() is called by every pod every refresh
+ * interval, so it is kept cheap.
+ */
+static TupleDesc
+cb_result_desc(FunctionCallInfo fcinfo)
+{
+	TupleDesc	desc = (TupleDesc) fcinfo->flinfo->fn_extra;
+
+	if (desc == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		desc = BlessTupleDesc(CreateTupleDescCopy(desc));
+		fcinfo->flinfo->fn_extra = desc;
+		MemoryContextSwitchTo(old);
+	}
+	return desc;
+}
+
+/*
+ * pool_share(demand int default null): renew this session's pod lease,
+ * record its demand (NULL = unbounded) and return its share.
+ */
+Datum
+connbudget_pool_share(PG_FUNCTION_ARGS)
+{
+	int32		demand = CB_UNBOUNDED;
+	CbShare		share;
+	Datum		values[6];
+	bool		nulls[6] = {false};
+
+	cb_require_preload();
+	if (!PG_ARGISNULL(0))
+	{
+		demand = PG_GETARG_INT32(0);
+		if (demand < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("demand must not be negative: %d", demand),
+					 errhint("Pass the number of connections the pod could use, or NULL for no bound.")));
+	}
+
+	cb_pool_share(demand, &share);
+
+	values[0] = Int32GetDatum(share.max_size);
+	values[1] = Int32GetDatum(share.min_size);
+	values[2] = Int32GetDatum(share.allocation);
+	values[3] = Int32GetDatum(share.pods);
+	values[4] = Int32GetDatum(share.budget);
+	values[5] = Int32GetDatum(share.refresh_ms);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(cb_result_desc(fcinfo),
+													  values, nulls)));
+}
+
+Datum
+connbudget_read_budget(PG_FUNCTION_ARGS)
+{
+	CbBudgetRow row;
+	Datum		values[10];
+	bool		nulls[10] = {false};
+
+	cb_require_preload();
+	cb_snapshot_budget(&row);
+
+	values[0] = Int32GetDatum(row.max_connections);
+	values[1] = Int32GetDatum(row.superuser_reserved);
+	values[2] = Int32GetDatum(row.reserved_connections);
+	values[3] = Int32GetDatum(row.extension_reserved);
+	values[4] = Int32GetDatum(row.budget);
+	values[5] = Int32GetDatum(row.governed);
+	values[6] = Int32GetDatum(row.other);
+	values[7] = Int32GetDatum(row.free);
+	values[8] = Int32GetDatum(row.applications);
+	values[9] = Int32GetDatum(row.pods);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(cb_result_desc(fcinfo),
+													  values, nulls)));
+}
+
+Datum
+connbudget_read_applications(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CbApplicationRow *rows;
+	int			n;
+
+	cb_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	n = cb_snapshot_applications(&rows);
+	for (int i = 0; i < n; i++)
+	{
+		CbApplicationRow *row = &rows[i];
+		Datum		values[9];
+		bool		nulls[9] = {false};
+
+		values[0] = CStringGetTextDatum(row->application_name);
+		values[1] = Int32GetDatum(row->min_connections);
+		values[2] = Int32GetDatum(row->max_connections);
+		nulls[2] = row->max_connections == CB_UNBOUNDED;
+		values[3] = Int32GetDatum(row->weight);
+		values[4] = Int32GetDatum(row->allocation);
+		values[5] = Int32GetDatum(row->connections);
+		values[6] = Int32GetDatum(row->pods);
+		values[7] = Int64GetDatum(row->demand);
+		nulls[7] = row->demand == CB_UNBOUNDED;
+		values[8] = Int64GetDatum(row->refused);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* client_addr as inet, like pg_stat_activity.client_addr */
+static Datum
+cb_inet_datum(const char *addr, bool *isnull)
+{
+	*isnull = addr[0] == '\0';
+	if (*isnull)
+		return (Datum) 0;
+	return DirectFunctionCall1(inet_in, CStringGetDatum(addr));
+}
+
+Datum
+connbudget_read_pods(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CbPodRow   *rows;
+	int			n;
+
+	cb_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	n = cb_snapshot_pods(&rows);
+	for (int i = 0; i < n; i++)
+	{
+		CbPodRow   *row = &rows[i];
+		Datum		values[9];
+		bool		nulls[9] = {false};
+
+		values[0] = CStringGetTextDatum(row->application_name);
+		values[1] = CStringGetTextDatum(row->pod);
+		values[2] = Int32GetDatum(row->connections);
+		values[3] = Int32GetDatum(row->share);
+		values[4] = Int32GetDatum(row->demand);
+		nulls[4] = row->demand == CB_UNBOUNDED;
+		values[5] = cb_inet_datum(row->client_addr, &nulls[5]);
+		values[6] = TimestampTzGetDatum(row->first_seen);
+		values[7] = TimestampTzGetDatum(row->last_seen);
+		values[8] = TimestampTzGetDatum(row->lease_expires);
+		nulls[8] = row->lease_expires == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

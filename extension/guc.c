@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The connbudget.* settings.
+ *
+ * All but connbudget.pod are server-wide.  connbudget.pod is set by a
+ * client in its startup packet (options='-c connbudget.pod=...') and is
+ * fixed for the life of the connection; the connect hook reads it from the
+ * startup packet itself, because the hook runs before PostgreSQL applies
+ * client options, and both apply the same validity rule.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+
+#include "connbudget.h"
+
+int			cb_reserved_connections = 0;
+int			cb_enforce = CB_ENFORCE_ON;
+char	   *cb_database = NULL;
+int			cb_pod_ttl_ms = 3000;
+int			cb_refresh_interval_ms = 1000;
+char	   *cb_pod = NULL;
+
+static const struct config_enum_entry cb_enforce_options[] = {
+	{"off", CB_ENFORCE_OFF, false},
+	{"warn", CB_ENFORCE_WARN, false},
+	{"on", CB_ENFORCE_ON, false},
+	{"false", CB_ENFORCE_OFF, true},
+	{"true", CB_ENFORCE_ON, true},
+	{"no", CB_ENFORCE_OFF, true},
+	{"yes", CB_ENFORCE_ON, true},
+	{NULL, 0, false}
+};
+
+/*
+ * Pod ids are 1 to 63 bytes of printable ASCII.  They are shown in views
+ * and logs and compared byte for byte, so anything that could be mangled
+ * on the way (control characters, bytes that are not valid in every
+ * server encoding) is refused rather than silently rewritten.
+ */
+bool
+cb_pod_id_is_valid(const char *id, const char **why)
+{
+	size_t		len = strlen(id);
+
+	if (len == 0)
+	{
+		*why = "A pod id must not be empty.";
+		return false;
+	}
+	if (len >= CB_NAME_LEN)
+	{
+		*why = psprintf("A pod id is at most %d bytes; this one is %zu bytes.",
+						CB_NAME_LEN - 1, len);
+		return false;
+	}
+	for (const char *p = id; *p; p++)
+	{
+		if (*p < 32 || *p > 126)
+		{
+			*why = psprintf("A pod id may only contain printable ASCII characters; byte %d is 0x%02x.",
+							(int) (p - id) + 1, (unsigned char) *p);
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool
+cb_check_pod(char **newval, void **extra pg_attribute_unused(),
+			 GucSource source pg_attribute_unused())
+{
+	const char *why;
+
+	/* empty means "not given": the pod is the client's address */
+	if (*newval == NULL || **newval == '\0')
+		return true;
+	if (!cb_pod_id_is_valid(*newval, &why))
+	{
+		GUC_check_errdetail("%s", why);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Define the settings.  Called from _PG_init when the library is being
+ * preloaded; the prefix is then reserved so that a misspelt connbudget.*
+ * setting is reported rather than silently ignored.
+ */
+void
+cb_define_gucs(void)
+{
+	DefineCustomIntVariable("connbudget.reserved_connections",
+							"Connection slots held back from the budget for administration and batch work.",
+							"They come on top of superuser_reserved_connections (and, from PostgreSQL 16, "
+							"reserved_connections). Connections that are not governed by connbudget use them first.",
+							&cb_reserved_connections,
+							0, 0, MAX_BACKENDS,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("connbudget.enforce",
+							 "Whether connections beyond an application's limit are refused at connect time.",
+							 "on refuses them, warn only logs them, off does neither.",
+							 &cb_enforce,
+							 CB_ENFORCE_ON, cb_enforce_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("connbudget.database",
+							   "Database whose connbudget.application_limits table is authoritative.",
+							   "The background worker loads the limits from this database at startup.",
+							   &cb_database,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("connbudget.pod_ttl",
+							"How long a pod without connections stays live after its last pool_share() call.",
+							NULL,
+							&cb_pod_ttl_ms,
+							3000, 100, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("connbudget.refresh_interval",
+							"How often pools are told to re-read their share with pool_share().",
+							NULL,
+							&cb_refresh_interval_ms,
+							1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("connbudget.pod",
+							   "The pod (application instance) this connection belongs to.",
+							   "Set at connect time, e.g. options='-c connbudget.pod=web-7f9c'. "
+							   "Without it, the pod is the client's IP address, or \"local\" for a Unix socket.",
+							   &cb_pod,
+							   "",
+							   PGC_BACKEND, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   cb_check_pod, NULL, NULL);
+
+	MarkGUCPrefixReserved("connbudget");
+}

@@ -1,0 +1,413 @@
+/*
+ * pgtest.h -- helpers for the C tests that talk to a real PostgreSQL server.
+ *
+ * The test runner (test/run) starts a throwaway cluster and exports PGHOST,
+ * PGPORT, PGUSER, PGDATABASE, CB_SOCKET_DIR (its Unix socket directory),
+ * CB_CLUSTER_DIR (its directory, with data/ and server.log) and PG_BINDIR.
+ * Connections made here use those, plus per-call keyword/value pairs.
+ */
+#ifndef CONNBUDGET_TEST_PGTEST_H
+#define CONNBUDGET_TEST_PGTEST_H
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "tap.h"
+
+/* ---- connections ---- */
+
+/*
+ * Connect with the environment's defaults plus "key=value" pairs (NULL
+ * terminated).  On failure, returns NULL and copies the server's SQLSTATE
+ * (or "" if none, e.g. a network error) and message into the outputs.
+ */
+static inline PGconn *
+pg_connect_ex(char *sqlstate, char *message, size_t message_len, ...)
+{
+	const char *keys[32];
+	const char *values[32];
+	int			n = 0;
+	va_list		ap;
+	const char *pair;
+	char		buffers[32][1024];
+	PGconn	   *conn;
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+	va_start(ap, message_len);
+	while ((pair = va_arg(ap, const char *)) != NULL && n < 30)
+	{
+		const char *eq = strchr(pair, '=');
+		size_t		klen = eq ? (size_t) (eq - pair) : strlen(pair);
+
+		snprintf(buffers[n], sizeof(buffers[n]), "%.*s", (int) klen, pair);
+		keys[n] = buffers[n];
+		values[n] = eq ? eq + 1 : "";
+		n++;
+	}
+	va_end(ap);
+	keys[n] = "connect_timeout";
+	values[n++] = "30";
+	keys[n] = NULL;
+	values[n] = NULL;
+
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (message && message_len)
+		message[0] = '\0';
+
+	/*
+	 * Connect asynchronously so that verbose error messages can be asked
+	 * for before the server answers: a refused connection's SQLSTATE is
+	 * only available in the message text.
+	 */
+	conn = PQconnectStartParams(keys, values, 1);
+	if (conn == NULL)
+		return NULL;
+	PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+	while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
+		   st != PGRES_POLLING_FAILED)
+	{
+		struct pollfd pfd = {.fd = PQsocket(conn)};
+
+		pfd.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+		if (pfd.fd >= 0 && poll(&pfd, 1, 30000) < 0 && errno != EINTR)
+			break;
+		st = PQconnectPoll(conn);
+	}
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		const char *msg = PQerrorMessage(conn);
+		const char *p = strstr(msg, "FATAL:  ");
+
+		if (p && sqlstate && strlen(p) > 13 && p[13] == ':')
+			snprintf(sqlstate, 6, "%.5s", p + 8);
+		if (message && message_len)
+			snprintf(message, message_len, "%s", msg);
+		PQfinish(conn);
+		return NULL;
+	}
+	PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+	return conn;
+}
+
+#define pg_connect(...) pg_connect_ex(NULL, NULL, 0, __VA_ARGS__, (const char *) NULL)
+
+/* Connect or stop the test: for setup connections. */
+#define pg_connect_or_bail(...) \
+	({ \
+		char st_[6], msg_[2048]; \
+		PGconn *c_ = pg_connect_ex(st_, msg_, sizeof(msg_), __VA_ARGS__, (const char *) NULL); \
+		if (c_ == NULL) \
+			bail_out("cannot connect: %s", msg_); \
+		c_; \
+	})
+
+/* Run a statement that must succeed. */
+static inline void
+pg_exec(PGconn *conn, const char *sql)
+{
+	PGresult   *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		bail_out("statement failed: %s\n# %s", sql, PQerrorMessage(conn));
+	PQclear(res);
+}
+
+/*
+ * Run a statement expected to fail; returns its SQLSTATE ("" if it
+ * succeeded) and copies the primary message.
+ */
+static inline const char *
+pg_exec_error(PGconn *conn, const char *sql, char *message, size_t len)
+{
+	static __thread char sqlstate[6];
+	PGresult   *res = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(res);
+
+	sqlstate[0] = '\0';
+	if (message && len)
+		message[0] = '\0';
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+	{
+		const char *s = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		snprintf(sqlstate, sizeof(sqlstate), "%s", s ? s : "?????");
+		if (message && len)
+		{
+			const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			const char *d = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+
+			snprintf(message, len, "%s%s%s", m ? m : "", d ? " DETAIL: " : "",
+					 d ? d : "");
+		}
+	}
+	PQclear(res);
+	return sqlstate;
+}
+
+/* First column of the first row as text (static buffer), or NULL. */
+static inline const char *
+pg_value(PGconn *conn, const char *sql)
+{
+	static __thread char value[4096];
+	PGresult   *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		bail_out("query failed: %s\n# %s", sql, PQerrorMessage(conn));
+	if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0))
+	{
+		PQclear(res);
+		return NULL;
+	}
+	snprintf(value, sizeof(value), "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+static inline long
+pg_long(PGconn *conn, const char *sql)
+{
+	const char *v = pg_value(conn, sql);
+
+	return v ? atol(v) : -1;
+}
+
+static inline double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static inline void
+sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Poll a query until it returns "want" or the timeout passes; returns the
+ * last value seen (so a test can report it).
+ */
+static inline long
+pg_wait_for(PGconn *conn, const char *sql, long want, int timeout_ms)
+{
+	double		deadline = now_seconds() + timeout_ms / 1000.0;
+	long		got;
+
+	for (;;)
+	{
+		got = pg_long(conn, sql);
+		if (got == want || now_seconds() > deadline)
+			return got;
+		sleep_ms(20);
+	}
+}
+
+/* ---- the cluster ---- */
+
+static inline const char *
+cluster_dir(void)
+{
+	const char *dir = getenv("CB_CLUSTER_DIR");
+
+	if (dir == NULL)
+		bail_out("CB_CLUSTER_DIR is not set: run this test through test/run");
+	return dir;
+}
+
+/* Run a pg_ctl action (restart, reload, stop...) on the test cluster. */
+static inline int
+cluster_ctl(const char *action)
+{
+	char		cmd[2048];
+	const char *bindir = getenv("PG_BINDIR");
+
+	snprintf(cmd, sizeof(cmd),
+			 "'%s/pg_ctl' -D '%s/data' -l '%s/server.log' -w -t 60 -m fast %s >/dev/null 2>&1",
+			 bindir ? bindir : "", cluster_dir(), cluster_dir(), action);
+	return system(cmd);
+}
+
+/* Does the server log contain this text (after byte offset "from")? */
+static inline int
+server_log_contains(long from, const char *text)
+{
+	char		path[1024];
+	FILE	   *f;
+	char		line[8192];
+	int			found = 0;
+
+	snprintf(path, sizeof(path), "%s/server.log", cluster_dir());
+	f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	fseek(f, from, SEEK_SET);
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, text) != NULL;
+	fclose(f);
+	return found;
+}
+
+static inline long
+server_log_size(void)
+{
+	char		path[1024];
+	FILE	   *f;
+	long		size;
+
+	snprintf(path, sizeof(path), "%s/server.log", cluster_dir());
+	f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	fclose(f);
+	return size;
+}
+
+/* ---- many connections from separate processes ---- */
+
+/*
+ * A crowd of child processes, each holding one connection.  All children
+ * wait on a start pipe so that their connects happen at once; each reports
+ * its outcome (SQLSTATE, "00000" for success) on a result pipe and then
+ * holds its connection until the crowd is released.
+ */
+typedef struct Crowd
+{
+	int			n;
+	pid_t	   *pids;
+	int			start_pipe[2];
+	int			result_pipe[2];
+	int			release_pipe[2];
+	char	  (*outcome)[6];
+	int			admitted;
+	int			refused;		/* 53300 */
+	int			failed_other;
+	char		sample_message[2048];
+} Crowd;
+
+static inline void
+crowd_start(Crowd *crowd, int n, const char *application_name,
+			const char *options, const char *user)
+{
+	memset(crowd, 0, sizeof(*crowd));
+	crowd->n = n;
+	crowd->pids = calloc(n, sizeof(pid_t));
+	crowd->outcome = calloc(n, sizeof(*crowd->outcome));
+	if (pipe(crowd->start_pipe) || pipe(crowd->result_pipe) ||
+		pipe(crowd->release_pipe))
+		bail_out("pipe: %s", strerror(errno));
+	fflush(stdout);
+	for (int i = 0; i < n; i++)
+	{
+		pid_t		pid = fork();
+
+		if (pid < 0)
+			bail_out("fork: %s", strerror(errno));
+		if (pid == 0)
+		{
+			char		go;
+			char		app[256],
+						opt[256],
+						usr[256],
+						st[6],
+						msg[2048];
+			char		report[6 + 2048];
+			PGconn	   *conn;
+
+			close(crowd->start_pipe[1]);
+			close(crowd->release_pipe[1]);
+			close(crowd->result_pipe[0]);
+			if (read(crowd->start_pipe[0], &go, 1) < 0)
+				_exit(2);
+			snprintf(app, sizeof(app), "application_name=%s", application_name);
+			snprintf(opt, sizeof(opt), "options=%s", options ? options : "");
+			snprintf(usr, sizeof(usr), "user=%s", user ? user : "postgres");
+			conn = pg_connect_ex(st, msg, sizeof(msg), app, opt, usr,
+								 (const char *) NULL);
+			memset(report, 0, sizeof(report));
+			memcpy(report, conn ? "00000" : (st[0] ? st : "XXXXX"), 5);
+			if (!conn)
+				snprintf(report + 6, 2048, "%s", msg);
+			if (write(crowd->result_pipe[1], report, sizeof(report)) < 0)
+				_exit(2);
+			/* hold the connection until released (or the parent dies) */
+			if (read(crowd->release_pipe[0], &go, 1) < 0)
+				_exit(2);
+			if (conn)
+				PQfinish(conn);
+			_exit(0);
+		}
+		crowd->pids[i] = pid;
+	}
+	close(crowd->start_pipe[0]);
+	close(crowd->release_pipe[0]);
+	close(crowd->result_pipe[1]);
+
+	/* go: closing the start pipe wakes every child at the same moment */
+	close(crowd->start_pipe[1]);
+	for (int i = 0; i < n; i++)
+	{
+		char		report[6 + 2048];
+		size_t		got = 0;
+
+		while (got < sizeof(report))
+		{
+			ssize_t		r = read(crowd->result_pipe[0], report + got,
+								 sizeof(report) - got);
+
+			if (r <= 0)
+				bail_out("crowd: lost a child");
+			got += r;
+		}
+		memcpy(crowd->outcome[i], report, 5);
+		crowd->outcome[i][5] = '\0';
+		if (strcmp(crowd->outcome[i], "00000") == 0)
+			crowd->admitted++;
+		else if (strcmp(crowd->outcome[i], "53300") == 0)
+		{
+			crowd->refused++;
+			if (!crowd->sample_message[0])
+				snprintf(crowd->sample_message, sizeof(crowd->sample_message),
+						 "%s", report + 6);
+		}
+		else
+		{
+			crowd->failed_other++;
+			if (!crowd->sample_message[0])
+				snprintf(crowd->sample_message, sizeof(crowd->sample_message),
+						 "%s: %s", crowd->outcome[i], report + 6);
+		}
+	}
+}
+
+/* Let every child close its connection and exit. */
+static inline void
+crowd_release(Crowd *crowd)
+{
+	close(crowd->release_pipe[1]);
+	for (int i = 0; i < crowd->n; i++)
+		waitpid(crowd->pids[i], NULL, 0);
+	close(crowd->result_pipe[0]);
+	free(crowd->pids);
+	free(crowd->outcome);
+}
+
+#endif							/* CONNBUDGET_TEST_PGTEST_H */

@@ -1,0 +1,62 @@
+# setup.sh -- install what connbudget needs on Debian, build and install the
+# extension.  Sourced by test/run, the demo and the benchmarks.
+
+# Debian packages each job needs (PostgreSQL 15 from Debian 12).
+CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
+CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl"
+CB_PACKAGES_DEMO="$CB_PACKAGES_BUILD gnuplot-nox"
+CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer"
+
+# Install the packages that are missing (as root; with sudo otherwise).
+cb_install_packages() {
+    local missing="" pkg sudo=""
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing="$missing $pkg"
+        fi
+    done
+    [ -n "$missing" ] || return 0
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || { echo "missing packages:$missing (run as root)" >&2; return 1; }
+        sudo=sudo
+    fi
+    echo "== installing:$missing"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # a pgbouncer package starts its own service; we run our own instances
+    if [[ " $missing " == *" pgbouncer "* ]] && command -v systemctl >/dev/null; then
+        $sudo systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+    fi
+}
+
+# Build (warnings are errors, assertions on) and install the extension.
+cb_build_install() {
+    local src=$1 sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    make -C "$src" -s clean >/dev/null
+    make -C "$src" -s WERROR=1
+    $sudo make -C "$src" -s install >/dev/null
+}
+
+# The unprivileged user that runs PostgreSQL when we are root.
+cb_run_user() {
+    if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
+}
+
+# A scratch directory the run user owns, removed by the caller's trap.
+cb_scratch_dir() {
+    local dir
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/connbudget-$1.XXXXXX")
+    chmod 755 "$dir"
+    [ "$(id -u)" != 0 ] || chown "$(cb_run_user)" "$dir"
+    echo "$dir"
+}
+
+# Run a command as the run user, keeping the environment we set up.
+cb_as_run_user() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- env HOME=/tmp PATH="$PATH" "$@"
+    else
+        "$@"
+    fi
+}

@@ -1,0 +1,66 @@
+-- Extensions and helpers for the regression tests.  Pods are simulated with
+-- dblink connections that give connbudget.pod at connect time, exactly as a
+-- pool does.
+CREATE EXTENSION connbudget;
+CREATE EXTENSION dblink;
+
+SELECT extname, extversion, nspname
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE extname = 'connbudget';
+
+-- Open a connection of application "app" in pod "pod" (NULL: no pod setting).
+CREATE FUNCTION pod_connect(name text, app text, pod text DEFAULT NULL,
+                            role text DEFAULT 'postgres', host text DEFAULT '127.0.0.1')
+RETURNS text LANGUAGE sql AS $$
+    SELECT dblink_connect(name,
+        format('host=%s port=%s dbname=postgres user=%s application_name=%s %s',
+               host, current_setting('port'), role, app,
+               CASE WHEN pod IS NULL THEN ''
+                    ELSE format('options=''-c connbudget.pod=%s''', pod) END))
+$$;
+
+-- Like pod_connect, but report a refusal as the server's message and detail
+-- (without the host and port libpq puts in front of them).
+CREATE FUNCTION try_connect(name text, app text, pod text, role text DEFAULT 'postgres')
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    detail text;
+BEGIN
+    RETURN pod_connect(name, app, pod, role);
+EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN regexp_replace(detail, '^.*failed: ', '');
+END
+$$;
+
+-- Call pool_share() on that connection and return its max_size.
+CREATE FUNCTION pod_share(name text, demand int DEFAULT NULL) RETURNS int
+LANGUAGE sql AS $$
+    SELECT max_size FROM dblink(name,
+        format('SELECT max_size FROM connbudget.pool_share(%s)',
+               coalesce(demand::text, 'NULL'))) AS t(max_size int)
+$$;
+
+-- Poll a query until it returns "expected" (backends exit asynchronously
+-- after a disconnect); returns what it saw last.
+CREATE FUNCTION wait_for(query text, expected text, timeout_s float8 DEFAULT 10)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    got text;
+    deadline timestamptz := clock_timestamp() + timeout_s * interval '1 second';
+BEGIN
+    LOOP
+        EXECUTE query INTO got;
+        IF got IS NOT DISTINCT FROM expected OR clock_timestamp() > deadline THEN
+            RETURN got;
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END
+$$;
+
+-- The budget of the test cluster: max_connections 120, superuser reserve 0,
+-- connbudget.reserved_connections 40.  This session is the one "other".
+SELECT max_connections, superuser_reserved, reserved_connections,
+       extension_reserved, budget, governed, other, free, applications, pods
+FROM connbudget.budget;
