@@ -231,7 +231,10 @@ cluster_dir(void)
 	return dir;
 }
 
-/* Run a pg_ctl action (restart, reload, stop...) on the test cluster. */
+/*
+ * Run a pg_ctl action (restart, reload, stop...) on the test cluster;
+ * "-W restart" returns without waiting for the server to accept connections.
+ */
 static inline int
 cluster_ctl(const char *action)
 {
@@ -300,7 +303,7 @@ typedef struct Crowd
 	int			admitted;
 	int			refused;		/* 53300 */
 	int			failed_other;
-	char		sample_message[2048];
+	char		sample_message[4096];
 } Crowd;
 
 static inline void
