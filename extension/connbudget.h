@@ -179,6 +179,7 @@ extern void cb_set_limits_state(CbLimitsState state);
 extern bool cb_wait_for_limits(long timeout_ms);
 extern void cb_publish_limits(const CbLimit *limits, int nlimits);
 extern void cb_publish_settings(void);
+extern int32 cb_extension_reserved(void);
 extern int32 cb_configured_budget(void);
 
 extern void cb_backend_attach(const CbIdentity *identity, bool enforce,

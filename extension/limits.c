@@ -56,6 +56,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "compat.h"
 #include "connbudget.h"
 
 /* advisory lock keys: "conn", "budg" */
@@ -221,8 +222,9 @@ cb_check_limits(const CbLimit *limits, int nlimits, int elevel)
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("the applications' min_connections add up to %lld, more than the connection budget of %d",
 						(long long) sum_min, budget),
-				 errdetail("The budget is max_connections (%d) minus superuser_reserved_connections, reserved connections and connbudget.reserved_connections.",
-						   MaxConnections),
+				 errdetail("The budget is max_connections (%d) minus superuser_reserved_connections (%d), reserved_connections (%d) and connbudget.reserved_connections (%d).",
+						   MaxConnections, CB_SUPERUSER_RESERVED(), CB_SERVER_RESERVED(),
+						   cb_extension_reserved()),
 				 errhint("Lower some min_connections, or raise max_connections.")));
 		return false;
 	}

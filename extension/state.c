@@ -290,6 +290,13 @@ cb_require_preload(void)
  * ---------------------------------------------------------------------
  */
 
+/* connbudget.reserved_connections as all backends use it (see worker.c). */
+int32
+cb_extension_reserved(void)
+{
+	return cb_shared ? cb_shared->extension_reserved : cb_reserved_connections;
+}
+
 /*
  * The budget as configured: max_connections minus every reserve.
  */
@@ -297,10 +304,8 @@ int32
 cb_configured_budget(void)
 {
 	int32		reserve = CB_SUPERUSER_RESERVED() + CB_SERVER_RESERVED();
-	int32		extension_reserved = cb_shared ? cb_shared->extension_reserved
-		: cb_reserved_connections;
 
-	return Max(0, MaxConnections - reserve - extension_reserved);
+	return Max(0, MaxConnections - reserve - cb_extension_reserved());
 }
 
 /*

@@ -60,3 +60,35 @@ cb_as_run_user() {
         "$@"
     fi
 }
+
+# Re-run a script of the tree as the run user, on a scratch copy of the tree
+# it can write to, with CB_STAGE=inner and CB_WORK=<scratch dir>; remove the
+# copy (and stop any cluster left running in it) afterwards.  Set CB_KEEP to
+# keep it.  Usage: cb_run_unprivileged SRC_DIR NAME SCRIPT [ARGS...]
+cb_run_unprivileged() {
+    local src=$1 name=$2 script=$3 status=0
+    shift 3
+    CB_SCRATCH=$(cb_scratch_dir "$name")
+    trap cb_remove_scratch EXIT
+    mkdir "$CB_SCRATCH/src"
+    (cd "$src" && tar --exclude=.git -cf - .) | tar -C "$CB_SCRATCH/src" -xf -
+    [ "$(id -u)" != 0 ] || chown -R "$(cb_run_user)" "$CB_SCRATCH"
+    cb_as_run_user env CB_STAGE=inner CB_WORK="$CB_SCRATCH" \
+        bash "$CB_SCRATCH/src/$script" "$@" || status=$?
+    return $status
+}
+
+cb_remove_scratch() {
+    local pid_file
+    [ -n "${CB_SCRATCH:-}" ] && [ -d "$CB_SCRATCH" ] || return 0
+    for pid_file in "$CB_SCRATCH"/*/data/postmaster.pid "$CB_SCRATCH"/*/*/data/postmaster.pid; do
+        [ -f "$pid_file" ] || continue
+        cb_as_run_user "$(pg_config --bindir)/pg_ctl" -D "$(dirname "$pid_file")" \
+            -m immediate stop >/dev/null 2>&1 || true
+    done
+    if [ -n "${CB_KEEP:-}" ]; then
+        echo "== kept $CB_SCRATCH (CB_KEEP)"
+    else
+        rm -rf "$CB_SCRATCH"
+    fi
+}

@@ -1,0 +1,216 @@
+\unset ECHO
+\set QUIET 1
+\pset format unaligned
+\pset tuples_only true
+\pset pager off
+
+-- The objects of SPEC section 3.4: schema, limits table, views, pool_share(),
+-- and the registration that makes pg_dump include the limits.
+
+BEGIN;
+SELECT plan(43);
+
+-- ---- extension and schema -------------------------------------------------
+
+SELECT has_extension('connbudget', 'extension connbudget is installed');
+SELECT is(
+    (SELECT n.nspname::text FROM pg_extension e
+       JOIN pg_namespace n ON n.oid = e.extnamespace
+      WHERE e.extname = 'connbudget'),
+    'connbudget',
+    'extension connbudget lives in schema connbudget');
+SELECT has_schema('connbudget', 'schema connbudget exists');
+
+-- ---- connbudget.application_limits ----------------------------------------
+
+SELECT has_table('connbudget', 'application_limits',
+    'table connbudget.application_limits exists');
+SELECT results_eq(
+    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
+        FROM information_schema.columns
+       WHERE table_schema = 'connbudget' AND table_name = 'application_limits'
+       ORDER BY ordinal_position$$,
+    $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
+             ('max_connections', 'integer'), ('weight', 'integer')$$,
+    'application_limits has columns application_name, min_connections, max_connections, weight, in that order, with their types');
+
+SELECT col_type_is('connbudget', 'application_limits', 'application_name', 'text',
+    'application_limits.application_name is text');
+SELECT col_type_is('connbudget', 'application_limits', 'min_connections', 'integer',
+    'application_limits.min_connections is integer');
+SELECT col_type_is('connbudget', 'application_limits', 'max_connections', 'integer',
+    'application_limits.max_connections is integer');
+SELECT col_type_is('connbudget', 'application_limits', 'weight', 'integer',
+    'application_limits.weight is integer');
+
+SELECT col_not_null('connbudget', 'application_limits', 'application_name',
+    'application_limits.application_name is NOT NULL');
+SELECT col_not_null('connbudget', 'application_limits', 'min_connections',
+    'application_limits.min_connections is NOT NULL');
+SELECT col_is_null('connbudget', 'application_limits', 'max_connections',
+    'application_limits.max_connections is nullable (NULL = no cap)');
+SELECT col_not_null('connbudget', 'application_limits', 'weight',
+    'application_limits.weight is NOT NULL');
+
+SELECT col_hasnt_default('connbudget', 'application_limits', 'application_name',
+    'application_limits.application_name has no default');
+SELECT col_default_is('connbudget', 'application_limits', 'min_connections', '0',
+    'application_limits.min_connections defaults to 0');
+SELECT col_hasnt_default('connbudget', 'application_limits', 'max_connections',
+    'application_limits.max_connections has no default (NULL: uncapped)');
+SELECT col_default_is('connbudget', 'application_limits', 'weight', '1',
+    'application_limits.weight defaults to 1');
+
+SELECT has_pk('connbudget', 'application_limits',
+    'application_limits has a primary key');
+SELECT col_is_pk('connbudget', 'application_limits', 'application_name',
+    'the primary key of application_limits is application_name');
+
+SELECT set_eq(
+    $$SELECT conname::text COLLATE "default" FROM pg_constraint
+       WHERE conrelid = 'connbudget.application_limits'::regclass AND contype = 'c'$$,
+    ARRAY['application_name_not_empty', 'application_name_at_most_63_bytes',
+          'application_name_printable_ascii', 'min_connections_not_negative',
+          'max_connections_not_negative', 'weight_at_least_1',
+          'min_connections_not_above_max_connections'],
+    'application_limits has exactly the named check constraints');
+
+SELECT has_trigger('connbudget', 'application_limits', 'application_limits_changed',
+    'application_limits has the trigger that puts changes in force');
+SELECT trigger_is('connbudget', 'application_limits', 'application_limits_changed',
+    'connbudget', 'limits_changed',
+    'the application_limits trigger calls connbudget.limits_changed()');
+SELECT results_eq(
+    $$SELECT tgtype::int FROM pg_trigger
+       WHERE tgrelid = 'connbudget.application_limits'::regclass
+         AND tgname = 'application_limits_changed'$$,
+    -- AFTER (no BEFORE bit 2), FOR EACH STATEMENT (no ROW bit 1),
+    -- INSERT 4 + DELETE 8 + UPDATE 16 + TRUNCATE 32
+    ARRAY[4 | 8 | 16 | 32],
+    'the trigger fires after each INSERT, UPDATE, DELETE and TRUNCATE statement');
+
+-- pg_dump includes the rows (pg_extension_config_dump)
+SELECT results_eq(
+    $$SELECT extconfig::regclass[]::text COLLATE "default", extcondition::text COLLATE "default"
+        FROM pg_extension WHERE extname = 'connbudget'$$,
+    $$VALUES ('{connbudget.application_limits}', '{""}')$$,
+    'application_limits is registered with pg_extension_config_dump, all rows dumped');
+
+-- ---- views ----------------------------------------------------------------
+
+SELECT has_view('connbudget', 'budget', 'view connbudget.budget exists');
+SELECT has_view('connbudget', 'applications', 'view connbudget.applications exists');
+SELECT has_view('connbudget', 'pods', 'view connbudget.pods exists');
+
+SELECT results_eq(
+    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
+        FROM information_schema.columns
+       WHERE table_schema = 'connbudget' AND table_name = 'budget'
+       ORDER BY ordinal_position$$,
+    $$VALUES ('max_connections', 'integer'), ('superuser_reserved', 'integer'),
+             ('reserved_connections', 'integer'), ('extension_reserved', 'integer'),
+             ('budget', 'integer'), ('governed', 'integer'), ('other', 'integer'),
+             ('free', 'integer'), ('applications', 'integer'), ('pods', 'integer')$$,
+    'view budget has exactly the columns of SPEC 3.4, in order, all integer');
+
+SELECT results_eq(
+    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
+        FROM information_schema.columns
+       WHERE table_schema = 'connbudget' AND table_name = 'applications'
+       ORDER BY ordinal_position$$,
+    $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
+             ('max_connections', 'integer'), ('weight', 'integer'),
+             ('allocation', 'integer'), ('connections', 'integer'),
+             ('pods', 'integer'), ('demand', 'bigint'), ('refused', 'bigint')$$,
+    'view applications has exactly the columns of SPEC 3.4, in order, with their types');
+
+SELECT results_eq(
+    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
+        FROM information_schema.columns
+       WHERE table_schema = 'connbudget' AND table_name = 'pods'
+       ORDER BY ordinal_position$$,
+    $$VALUES ('application_name', 'text'), ('pod', 'text'),
+             ('connections', 'integer'), ('share', 'integer'),
+             ('demand', 'integer'), ('client_addr', 'inet'),
+             ('first_seen', 'timestamp with time zone'),
+             ('last_seen', 'timestamp with time zone'),
+             ('lease_expires', 'timestamp with time zone')$$,
+    'view pods has exactly the columns of SPEC 3.4, in order, with their types');
+
+SELECT columns_are('connbudget', 'budget',
+    ARRAY['max_connections', 'superuser_reserved', 'reserved_connections',
+          'extension_reserved', 'budget', 'governed', 'other', 'free',
+          'applications', 'pods'],
+    'view budget has no column beyond those of SPEC 3.4');
+SELECT columns_are('connbudget', 'applications',
+    ARRAY['application_name', 'min_connections', 'max_connections', 'weight',
+          'allocation', 'connections', 'pods', 'demand', 'refused'],
+    'view applications has no column beyond those of SPEC 3.4');
+SELECT columns_are('connbudget', 'pods',
+    ARRAY['application_name', 'pod', 'connections', 'share', 'demand',
+          'client_addr', 'first_seen', 'last_seen', 'lease_expires'],
+    'view pods has no column beyond those of SPEC 3.4');
+
+-- ---- pool_share(integer) --------------------------------------------------
+
+SELECT has_function('connbudget', 'pool_share', ARRAY['integer'],
+    'function connbudget.pool_share(integer) exists');
+SELECT is(
+    (SELECT count(*)::int FROM pg_proc
+      WHERE pronamespace = 'connbudget'::regnamespace AND proname = 'pool_share'),
+    1,
+    'pool_share is not overloaded');
+SELECT function_returns('connbudget', 'pool_share', ARRAY['integer'], 'record',
+    'pool_share(integer) returns a record');
+SELECT isnt(
+    (SELECT proretset FROM pg_proc WHERE oid = 'connbudget.pool_share(integer)'::regprocedure),
+    true,
+    'pool_share(integer) returns one row, not a set');
+SELECT volatility_is('connbudget', 'pool_share', ARRAY['integer'], 'volatile',
+    'pool_share(integer) is VOLATILE (it renews the lease)');
+SELECT results_eq(
+    $$SELECT p.parameter_mode::text COLLATE "default",
+             p.parameter_name::text COLLATE "default",
+             p.data_type::text COLLATE "default",
+             p.parameter_default::text COLLATE "default"
+        FROM information_schema.parameters p
+        JOIN information_schema.routines r USING (specific_catalog, specific_schema, specific_name)
+       WHERE r.routine_schema = 'connbudget' AND r.routine_name = 'pool_share'
+       ORDER BY p.ordinal_position$$,
+    $$VALUES ('IN', 'demand', 'integer', 'NULL::integer'),
+             ('OUT', 'max_size', 'integer', NULL),
+             ('OUT', 'min_size', 'integer', NULL),
+             ('OUT', 'allocation', 'integer', NULL),
+             ('OUT', 'pods', 'integer', NULL),
+             ('OUT', 'budget', 'integer', NULL),
+             ('OUT', 'refresh_ms', 'integer', NULL)$$,
+    'pool_share takes demand integer DEFAULT NULL and returns max_size, min_size, allocation, pods, budget, refresh_ms (all integer), in that order');
+SELECT ok(
+    (SELECT pronargdefaults = 1 FROM pg_proc
+      WHERE oid = 'connbudget.pool_share(integer)'::regprocedure),
+    'pool_share() can be called without arguments (demand has a default)');
+
+-- ---- the trigger function -------------------------------------------------
+
+SELECT has_function('connbudget', 'limits_changed', '{}'::name[],
+    'function connbudget.limits_changed() exists');
+SELECT function_returns('connbudget', 'limits_changed', '{}'::name[], 'trigger',
+    'connbudget.limits_changed() is a trigger function');
+
+-- ---- ownership ------------------------------------------------------------
+
+SELECT is_empty(
+    $$SELECT c.oid::regclass::text
+        FROM pg_class c
+       WHERE c.relnamespace = 'connbudget'::regnamespace
+         AND c.relkind IN ('r', 'v')
+         AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                            AND d.refclassid = 'pg_extension'::regclass
+                            AND d.deptype = 'e'
+                            AND d.refobjid = (SELECT oid FROM pg_extension
+                                               WHERE extname = 'connbudget'))$$,
+    'every table and view in schema connbudget belongs to the extension');
+
+SELECT * FROM finish();
+ROLLBACK;
