@@ -69,7 +69,6 @@ typedef struct CbApp
 	int32		weight;
 	int32		connections;	/* governed backends of this app */
 	int32		npods;			/* pod entries referring to this app */
-	uint32		hash;
 	uint64		refused;		/* refusals (or warnings) since start */
 	int32		alloc_index;	/* position in the allocation input */
 
@@ -88,7 +87,6 @@ typedef struct CbPod
 	int32		app;			/* index into apps[] */
 	int32		connections;	/* governed backends of this pod */
 	int32		demand;			/* last reported, CB_UNBOUNDED if none */
-	uint32		hash;
 	TimestampTz first_seen;
 	pg_atomic_uint64 last_seen; /* last connect or pool_share() */
 	pg_atomic_uint64 heartbeat; /* last pool_share(), 0 = never */
@@ -144,6 +142,15 @@ static CbApp *cb_apps;
 static CbPod *cb_pods;
 static CbBackend *cb_backends;
 
+/*
+ * Lookup keys, parallel to apps[] and pods[]: the name's hash with the low
+ * bit set while the entry is in use, 0 while it is free.  The connect path
+ * scans these few kilobytes instead of the entries themselves, so a new
+ * backend touches two pages of them rather than every entry.
+ */
+static uint32 *cb_app_keys;
+static uint32 *cb_pod_keys;
+
 /* scratch space for cb_allocate(), used under the exclusive lock */
 static CbAllocApp *cb_work_apps;
 static CbAllocPod *cb_work_pods;
@@ -176,6 +183,8 @@ cb_shmem_size(void)
 	size = add_size(size, MAXALIGN(mul_size(napps, sizeof(CbApp))));
 	size = add_size(size, MAXALIGN(mul_size(npods, sizeof(CbPod))));
 	size = add_size(size, MAXALIGN(mul_size(MaxBackends, sizeof(CbBackend))));
+	size = add_size(size, MAXALIGN(mul_size(napps, sizeof(uint32))));
+	size = add_size(size, MAXALIGN(mul_size(npods, sizeof(uint32))));
 	size = add_size(size, MAXALIGN(mul_size(napps, sizeof(CbAllocApp))));
 	size = add_size(size, MAXALIGN(mul_size(npods, sizeof(CbAllocPod))));
 	size = add_size(size, MAXALIGN(mul_size(napps, sizeof(int32))));
@@ -231,6 +240,10 @@ cb_shmem_startup(void)
 	cursor += MAXALIGN(mul_size(npods, sizeof(CbPod)));
 	cb_backends = (CbBackend *) cursor;
 	cursor += MAXALIGN(mul_size(MaxBackends, sizeof(CbBackend)));
+	cb_app_keys = (uint32 *) cursor;
+	cursor += MAXALIGN(mul_size(napps, sizeof(uint32)));
+	cb_pod_keys = (uint32 *) cursor;
+	cursor += MAXALIGN(mul_size(npods, sizeof(uint32)));
 	cb_work_apps = (CbAllocApp *) cursor;
 	cursor += MAXALIGN(mul_size(napps, sizeof(CbAllocApp)));
 	cb_work_pods = (CbAllocPod *) cursor;
@@ -328,10 +341,11 @@ cb_effective_budget_locked(void)
  * ---------------------------------------------------------------------
  */
 
+/* The lookup key of a name: never 0, which marks a free entry. */
 static uint32
 cb_hash_name(const char *name)
 {
-	return hash_bytes((const unsigned char *) name, (int) strlen(name));
+	return hash_bytes((const unsigned char *) name, (int) strlen(name)) | 1;
 }
 
 static int
@@ -339,9 +353,7 @@ cb_find_app_locked(const char *name, uint32 hash)
 {
 	for (int i = 0; i < cb_shared->napps; i++)
 	{
-		CbApp	   *app = &cb_apps[i];
-
-		if (app->in_use && app->hash == hash && strcmp(app->name, name) == 0)
+		if (cb_app_keys[i] == hash && strcmp(cb_apps[i].name, name) == 0)
 			return i;
 	}
 	return -1;
@@ -359,7 +371,7 @@ cb_add_app_locked(const char *name, uint32 hash)
 	int			slot = -1;
 
 	for (int i = 0; i < cb_shared->napps && slot < 0; i++)
-		if (!cb_apps[i].in_use)
+		if (cb_app_keys[i] == 0)
 			slot = i;
 	for (int i = 0; i < cb_shared->napps && slot < 0; i++)
 	{
@@ -375,8 +387,8 @@ cb_add_app_locked(const char *name, uint32 hash)
 	cb_apps[slot].in_use = true;
 	cb_apps[slot].max_connections = CB_UNBOUNDED;
 	cb_apps[slot].weight = 1;
-	cb_apps[slot].hash = hash;
 	strlcpy(cb_apps[slot].name, name, CB_NAME_LEN);
+	cb_app_keys[slot] = hash;
 	return slot;
 }
 
@@ -385,10 +397,8 @@ cb_find_pod_locked(int app, const char *id, uint32 hash)
 {
 	for (int i = 0; i < cb_shared->npods; i++)
 	{
-		CbPod	   *pod = &cb_pods[i];
-
-		if (pod->in_use && pod->app == app && pod->hash == hash &&
-			strcmp(pod->id, id) == 0)
+		if (cb_pod_keys[i] == hash && cb_pods[i].app == app &&
+			strcmp(cb_pods[i].id, id) == 0)
 			return i;
 	}
 	return -1;
@@ -402,6 +412,7 @@ cb_free_pod_locked(int slot)
 	Assert(pod->in_use && pod->connections == 0);
 	cb_apps[pod->app].npods--;
 	pod->in_use = false;
+	cb_pod_keys[slot] = 0;
 	cb_shared->alloc_valid = false;
 }
 
@@ -427,7 +438,7 @@ cb_add_pod_locked(int app, const char *id, uint32 hash, TimestampTz now)
 	CbPod	   *pod;
 
 	for (int i = 0; i < cb_shared->npods && slot < 0; i++)
-		if (!cb_pods[i].in_use)
+		if (cb_pod_keys[i] == 0)
 			slot = i;
 	if (slot < 0)
 	{
@@ -452,7 +463,6 @@ cb_add_pod_locked(int app, const char *id, uint32 hash, TimestampTz now)
 	pod->app = app;
 	pod->connections = 0;
 	pod->demand = CB_UNBOUNDED;
-	pod->hash = hash;
 	pod->first_seen = now;
 	pg_atomic_write_u64(&pod->last_seen, (uint64) now);
 	pg_atomic_write_u64(&pod->heartbeat, 0);
@@ -460,6 +470,7 @@ cb_add_pod_locked(int app, const char *id, uint32 hash, TimestampTz now)
 	pod->min_share = 0;
 	strlcpy(pod->id, id, CB_NAME_LEN);
 	pod->client_addr[0] = '\0';
+	cb_pod_keys[slot] = hash;
 	cb_apps[app].npods++;
 	cb_shared->alloc_valid = false;
 	return slot;

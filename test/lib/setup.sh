@@ -92,3 +92,12 @@ cb_remove_scratch() {
         rm -rf "$CB_SCRATCH"
     fi
 }
+
+# Build and install the extension as users get it (no assertions).
+cb_build_install_release() {
+    local src=$1 sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    make -C "$src" -s clean >/dev/null
+    make -C "$src" -s
+    $sudo make -C "$src" -s install >/dev/null
+}
