@@ -1,0 +1,2253 @@
+/* connbudget_pool.h - v1.0 - a libpq connection pool sized by the server's
+   connection budget.  PostgreSQL licence (see end of file).
+
+   Do this:
+       #define CBPOOL_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the
+   implementation.  Other files include it without the define.
+
+       #define CBPOOL_IMPLEMENTATION
+       #include "connbudget_pool.h"
+
+   Build: cc -std=c11 app.c -I$(pg_config --includedir) -lpq -pthread
+   (include this header before any system header in the implementation
+   file, or add -D_POSIX_C_SOURCE=200809L)
+
+   EXAMPLE
+
+       cbpool_config cfg = cbpool_config_default();
+       char err[256];
+       cfg.conninfo = "host=db.internal dbname=shop";
+       cfg.application_name = "api";            // the budget it draws from
+       cbpool *pool = cbpool_open(&cfg, err, sizeof err);
+       if (!pool) { fprintf(stderr, "%s\n", err); exit(1); }
+
+       PGconn *conn = cbpool_acquire(pool, 2000);        // NULL on timeout/error
+       if (conn) {
+           PGresult *res = PQexec(conn, "SELECT 1");
+           PQclear(res);
+           cbpool_release(pool, conn);                     // always give it back
+       }
+       cbpool_close(pool);
+
+   WHAT IT DOES
+
+   The pool asks the server how many connections its pod may hold
+   (connbudget.pool_share(), from the connbudget extension) every refresh
+   interval, reporting its demand (connections in use + waiting threads,
+   with headroom), and keeps itself within [min, share]:
+     - it never opens a connection beyond its share;
+     - when the share drops it closes idle connections at once and retires
+       over-share connections as they are released;
+     - against a server without the extension it uses max_size (10 if
+       max_size is 0) and logs that once.
+   It identifies itself at connect time with application_name and
+   connbudget.pod (options='-c connbudget.pod=<pod>').
+
+   Beyond sizing it does what a production pool does: FIFO waiters with an
+   acquire timeout and a cap on waiters (fail fast beyond it), validation
+   of connections idle for a while, dead-connection detection before every
+   hand-out, rollback of open transactions on release, lifetimes with
+   jitter, idle timeouts, leak detection, non-blocking connects with a
+   deadline, exponential backoff with full jitter, SQLSTATE 53300 treated
+   as backpressure, a transaction runner that retries idempotent work on
+   serialization failures, deadlocks and lost connections, and metrics in
+   Prometheus text format.
+
+   THREAD SAFETY
+
+   Every function may be called from any thread.  A PGconn returned by
+   cbpool_acquire() belongs to the calling thread until it passes it to
+   cbpool_release(); libpq connections must not be used by two threads at
+   once.  cbpool_open() refuses a libpq built without thread safety
+   (PQisthreadsafe()).  A background thread does the connecting, closing
+   and share refreshing; set cfg.background = 0 to do without it and call
+   cbpool_maintain() from your event loop (acquire then also drives it
+   while it waits).
+
+   CONTENTS
+
+       Options (compile time)
+       Configuration (with defaults and why)
+       API
+       Statistics and metrics
+       Transactions with retry: cbpool_run()
+       Revision history
+
+   OPTIONS (compile time)
+
+       CBPOOL_IMPLEMENTATION   emit the implementation in this translation unit
+       CBPOOL_STATIC           make every function static (private to one file)
+       CBPOOL_ASSERT(x)        your assert; default assert() from <assert.h>
+
+   CONFIGURATION  (cbpool_config_default() fills in every default)
+
+       conninfo            ""      libpq connection string or URI; the usual
+                                   PG* environment variables apply
+       application_name    NULL    the application whose budget the pool uses;
+                                   NULL: taken from conninfo, else "cbpool"
+       pod                 NULL    this pod's id (1-63 printable ASCII bytes);
+                                   NULL: the host name, which is the pod name
+                                   in Kubernetes
+       min_idle            1       idle connections kept ready; the pool also
+                                   keeps the server's min_size.  At least one
+                                   connection is kept so that the share can
+                                   be refreshed
+       max_size            0       the application's own upper bound; 0: as
+                                   large as the budget allows (10 without the
+                                   extension)
+       acquire_timeout_ms  30000   default for cbpool_acquire(pool, -1);
+                                   long enough to ride out a server restart
+       max_waiters         0       threads allowed to wait at once; beyond it
+                                   acquire fails at once (backpressure);
+                                   0: no limit
+       idle_timeout_ms     600000  close connections idle this long (beyond
+                                   the minimum); 0: never
+       max_lifetime_ms     1800000 retire connections this old, minus up to
+                                   lifetime_jitter_pct percent at random, so
+                                   they do not all retire at once; 0: never
+       lifetime_jitter_pct 5
+       validate_idle_ms    1000    a connection idle longer than this is
+                                   checked with a round trip before it is
+                                   handed out (a cheaper check, for a closed
+                                   socket, is always made); -1: never
+       validate_timeout_ms 5000    deadline of that check and of share
+                                   refreshes
+       leak_threshold_ms   0       report a connection held longer than this,
+                                   once, with where it was acquired; 0: off
+       refresh_ms          0       how often to re-read the share; 0: what
+                                   the server says (connbudget.refresh_interval)
+       connect_timeout_ms  5000    deadline of one connect attempt
+       backoff_initial_ms  100     first retry delay after a failed connect;
+                                   doubled per failure, up to
+       backoff_max_ms      5000    ... this; each delay is drawn uniformly
+                                   from [0, delay] (full jitter)
+       headroom_pct        25      demand reported = (in use + waiters) plus
+                                   this percentage, at least one more
+       background          1       run the maintenance thread
+       logger              {NULL}  {func, user_data}; NULL: warnings and
+                                   errors to stderr
+       allocator           {NULL}  {alloc_fn, free_fn, user_data}; NULL:
+                                   malloc/free
+
+   API
+
+       cbpool_config cbpool_config_default(void);
+       cbpool *cbpool_open(const cbpool_config *cfg, char *err, size_t errlen);
+           NULL and a message in err on invalid configuration.  Does not
+           wait for the server: the pool connects in the background.
+       PGconn *cbpool_acquire(cbpool *pool, int timeout_ms);
+           timeout_ms < 0: cfg.acquire_timeout_ms.  NULL on timeout or error;
+           cbpool_last_error() says which.
+       PGconn *CBPOOL_ACQUIRE(pool, timeout_ms);
+           the same, remembering __FILE__:__LINE__ for leak reports.
+       void cbpool_release(cbpool *pool, PGconn *conn);
+           rolls back an open or failed transaction; discards a broken
+           connection; releasing twice or into the wrong pool is reported
+           and ignored.
+       int  cbpool_wait_ready(cbpool *pool, int timeout_ms);
+           wait until the pool holds a connection; 0 or a CBPOOL_E* code.
+       void cbpool_maintain(cbpool *pool);   (only with cfg.background = 0)
+       void cbpool_stats(cbpool *pool, cbpool_stats_t *out);
+       int  cbpool_prometheus(cbpool *pool, char *buf, size_t len);
+           snprintf-like: returns the length the text needs.
+       void cbpool_close(cbpool *pool);
+           waiters return NULL at once; idle connections close; connections
+           still out are reported and closed when released.
+       cbpool_error cbpool_last_error(void);    this thread's last failure
+       const char  *cbpool_strerror(cbpool_error e);
+
+   TRANSACTIONS WITH RETRY
+
+       int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg,
+                      cbpool_run_opts *opts);
+
+   runs fn in a transaction (BEGIN ... COMMIT) on a pooled connection.  fn
+   runs its statements with cbpool_tx_exec() or checks its own results with
+   cbpool_tx_check(), which remember a failure's SQLSTATE, and returns 0 to
+   commit or anything else to roll back.  When opts->idempotent is set, a
+   failure by serialization (40001), deadlock (40P01) or a lost connection
+   is retried, up to opts->max_attempts times, with exponential backoff and
+   full jitter.  A connection lost before fn ran is retried even without
+   it.  Returns 0 once committed; otherwise what the last attempt gave:
+   fn's non-zero value, or a negative CBPOOL_E* code.  opts->attempts and
+   opts->sqlstate tell what happened.
+
+   REVISION HISTORY
+
+       1.0  (2026-11-22) first release
+*/
+/* The implementation uses POSIX (clock_gettime, poll, pipe): under -std=c11
+   ask for it, which only works before the first system header.  Include
+   this header first in the implementation file, or compile with
+   -D_POSIX_C_SOURCE=200809L or -std=gnu11. */
+#if defined(CBPOOL_IMPLEMENTATION) && !defined(_POSIX_C_SOURCE) && \
+    !defined(_GNU_SOURCE) && !defined(_DEFAULT_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#ifndef CONNBUDGET_POOL_H
+#define CONNBUDGET_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#ifdef CBPOOL_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define CBPOOL_DEF static __attribute__((unused))
+#else
+#define CBPOOL_DEF static
+#endif
+#else
+#define CBPOOL_DEF extern
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cbpool cbpool;
+
+typedef enum cbpool_error {
+    CBPOOL_OK = 0,
+    CBPOOL_ETIMEOUT = -1,       /* no connection within the timeout */
+    CBPOOL_EBACKPRESSURE = -2,  /* max_waiters threads already waiting */
+    CBPOOL_ECLOSED = -3,        /* the pool is closed or closing */
+    CBPOOL_EINVAL = -4,         /* NULL or invalid argument */
+    CBPOOL_EQUERY = -5          /* BEGIN/COMMIT failed (cbpool_run) */
+} cbpool_error;
+
+typedef enum cbpool_log_level {
+    CBPOOL_LOG_ERROR = 0,
+    CBPOOL_LOG_WARN = 1,
+    CBPOOL_LOG_INFO = 2,
+    CBPOOL_LOG_DEBUG = 3
+} cbpool_log_level;
+
+/* id: a stable message id ("connect-failed", "leak", ...); message: text */
+typedef void (*cbpool_log_fn)(void *user_data, cbpool_log_level level,
+                              const char *id, const char *message);
+
+typedef struct cbpool_logger {
+    cbpool_log_fn func;
+    void *user_data;
+} cbpool_logger;
+
+typedef struct cbpool_allocator {
+    void *(*alloc_fn)(size_t size, void *user_data);
+    void (*free_fn)(void *ptr, void *user_data);
+    void *user_data;
+} cbpool_allocator;
+
+typedef struct cbpool_config {
+    const char *conninfo;
+    const char *application_name;
+    const char *pod;
+    int min_idle;
+    int max_size;
+    int acquire_timeout_ms;
+    int max_waiters;
+    int idle_timeout_ms;
+    int max_lifetime_ms;
+    int lifetime_jitter_pct;
+    int validate_idle_ms;
+    int validate_timeout_ms;
+    int leak_threshold_ms;
+    int refresh_ms;
+    int connect_timeout_ms;
+    int backoff_initial_ms;
+    int backoff_max_ms;
+    int headroom_pct;
+    int background;
+    cbpool_logger logger;
+    cbpool_allocator allocator;
+} cbpool_config;
+
+typedef struct cbpool_stats_t {
+    /* gauges */
+    int total;              /* open connections (idle + in use) */
+    int idle;
+    int in_use;
+    int connecting;         /* connect attempts under way */
+    int waiters;            /* threads waiting in acquire */
+    int max_size;           /* the pool's current upper bound */
+    int min_size;           /* connections it keeps */
+    int share;              /* the server's share for this pod, -1 unknown */
+    int budget;             /* the server's budget, -1 unknown */
+    int extension;          /* 1 server has connbudget, 0 not, -1 unknown */
+    /* counters since open */
+    uint64_t acquired;
+    uint64_t acquire_timeouts;
+    uint64_t acquire_rejected;      /* max_waiters backpressure */
+    uint64_t acquire_wait_us_p50;   /* wait of successful acquires */
+    uint64_t acquire_wait_us_p99;
+    uint64_t acquire_wait_us_max;
+    uint64_t connects;
+    uint64_t connect_failures;
+    uint64_t connects_refused;      /* 53300: server-side backpressure */
+    uint64_t closed_idle;
+    uint64_t closed_lifetime;
+    uint64_t closed_broken;
+    uint64_t closed_over_share;
+    uint64_t rollbacks_on_release;
+    uint64_t validations_failed;
+    uint64_t budget_refreshes;
+    uint64_t budget_errors;
+    uint64_t leaks_detected;
+    uint64_t misuse;                /* double or foreign releases */
+} cbpool_stats_t;
+
+typedef struct cbpool_tx cbpool_tx;
+typedef int (*cbpool_tx_fn)(cbpool_tx *tx, void *arg);
+
+typedef struct cbpool_run_opts {
+    int idempotent;         /* may fn run more than once? */
+    int max_attempts;       /* 0: 5 */
+    int acquire_timeout_ms; /* 0: the pool's */
+    const char *begin;      /* NULL: "BEGIN" */
+    /* out */
+    int attempts;
+    char sqlstate[6];       /* of the last failure, "" if none */
+} cbpool_run_opts;
+
+CBPOOL_DEF cbpool_config cbpool_config_default(void);
+CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg, char *err, size_t errlen);
+CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms);
+CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms,
+                                     const char *file, int line);
+CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *conn);
+CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms);
+CBPOOL_DEF void cbpool_maintain(cbpool *pool);
+CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out);
+CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len);
+CBPOOL_DEF void cbpool_close(cbpool *pool);
+CBPOOL_DEF cbpool_error cbpool_last_error(void);
+CBPOOL_DEF const char *cbpool_strerror(cbpool_error e);
+
+CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg,
+                          cbpool_run_opts *opts);
+CBPOOL_DEF PGconn *cbpool_tx_conn(cbpool_tx *tx);
+CBPOOL_DEF PGresult *cbpool_tx_exec(cbpool_tx *tx, const char *sql);
+CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql,
+                                           int nparams,
+                                           const char *const *values);
+CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res);
+CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
+
+#define CBPOOL_ACQUIRE(pool, timeout_ms) \
+    cbpool_acquire_at((pool), (timeout_ms), __FILE__, __LINE__)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CONNBUDGET_POOL_H */
+
+/* ======================================================================== */
+
+#ifdef CBPOOL_IMPLEMENTATION
+#ifndef CBPOOL_IMPLEMENTATION_DONE
+#define CBPOOL_IMPLEMENTATION_DONE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CBPOOL_ASSERT
+#include <assert.h>
+#define CBPOOL_ASSERT(x) assert(x)
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define cbpool__def(val, def) (((val) == 0) ? (def) : (val))
+#define CBPOOL__HIST_BUCKETS 96
+#define CBPOOL__MAX_ATTEMPTS 16
+
+typedef enum cbpool__state {
+    CBPOOL__IDLE,
+    CBPOOL__IN_USE,
+    CBPOOL__CHECKING      /* taken by maintenance for a check or a refresh */
+} cbpool__state;
+
+typedef struct cbpool__conn {
+    PGconn *pg;
+    cbpool__state state;
+    int64_t created_ns;
+    int64_t retire_ns;          /* lifetime deadline (with jitter), 0 none */
+    int64_t last_used_ns;       /* last release */
+    int64_t acquired_ns;
+    const char *acquired_file;
+    int acquired_line;
+    int leak_reported;
+    int releasing;              /* cbpool_release() is resetting it */
+    struct cbpool__conn *next;  /* in all-connections list */
+} cbpool__conn;
+
+typedef struct cbpool__waiter {
+    pthread_cond_t cond;
+    cbpool__conn *conn;         /* handed over, or NULL */
+    struct cbpool__waiter *next;
+} cbpool__waiter;
+
+typedef struct cbpool__attempt {
+    PGconn *pg;
+    int64_t deadline_ns;
+    PostgresPollingStatusType status;
+    int for_refresh;            /* opened to renew a saturated pool's share */
+} cbpool__attempt;
+
+struct cbpool {
+    cbpool_config cfg;
+    char *conninfo;             /* copies owned by the pool */
+    char *application_name;
+    char *pod;
+    char *options;              /* user's options + -c connbudget.pod=... */
+
+    pthread_mutex_t lock;
+    pthread_condattr_t condattr;
+    pthread_cond_t ready_cond;  /* a connection arrived (wait_ready) */
+    pthread_t thread;
+    int thread_started;
+    int wake_fds[2];            /* wakes the maintenance thread */
+    int wake_pending;
+
+    cbpool__conn *conns;        /* every open connection */
+    cbpool__conn **idle;        /* idle stack, most recently used on top */
+    int idle_count;
+    int idle_capacity;
+    int total;
+    int in_use;
+    cbpool__waiter *wait_head;
+    cbpool__waiter *wait_tail;
+    int waiters;
+
+    /* maintenance: only the maintainer touches attempts[] */
+    int maintaining;
+    cbpool__attempt attempts[CBPOOL__MAX_ATTEMPTS];
+    int nattempts;
+    int connecting;             /* == nattempts, readable under lock */
+    int64_t backoff_until_ns;
+    int consecutive_failures;
+    char last_connect_error[256];
+    int refresh_wanted;         /* a connection to refresh with is wanted */
+    int64_t refresh_wanted_ns;  /* since when */
+    int refresh_attempt;        /* a for_refresh attempt is under way */
+    cbpool__conn *refresh_conn; /* handed to maintenance for a refresh */
+
+    /* the budget */
+    int extension;              /* -1 unknown, 0 no, 1 yes */
+    int share;                  /* -1 unknown */
+    int server_min;
+    int budget;
+    int last_demand;            /* reported at the last refresh */
+    int refresh_ms;             /* current refresh interval */
+    int64_t next_refresh_ns;
+    int limit;                  /* current upper bound */
+    int floor_size;             /* connections kept */
+
+    int closing;
+    int closed_final;           /* close() has counted what is still out */
+    int out_at_close;           /* connections out after close(); the pool is
+                                   freed when the last one comes back */
+    uint64_t rng;
+
+    cbpool_stats_t counters;
+    uint64_t hist[CBPOOL__HIST_BUCKETS];
+};
+
+struct cbpool_tx {
+    cbpool *pool;
+    PGconn *conn;
+    int attempt;
+    char sqlstate[6];
+};
+
+/* ---- small helpers ---- */
+
+static __thread cbpool_error cbpool__errno = CBPOOL_OK;
+
+static int64_t cbpool__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *cbpool__alloc(const cbpool_config *cfg, size_t size)
+{
+    void *p = cfg->allocator.alloc_fn
+                  ? cfg->allocator.alloc_fn(size, cfg->allocator.user_data)
+                  : malloc(size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
+
+static void cbpool__free(const cbpool_config *cfg, void *p)
+{
+    if (!p)
+        return;
+    if (cfg->allocator.free_fn)
+        cfg->allocator.free_fn(p, cfg->allocator.user_data);
+    else
+        free(p);
+}
+
+static char *cbpool__strdup(const cbpool_config *cfg, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = (char *)cbpool__alloc(cfg, n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* xorshift64*; called under the pool lock */
+static uint64_t cbpool__rand(cbpool *pool)
+{
+    pool->rng ^= pool->rng >> 12;
+    pool->rng ^= pool->rng << 25;
+    pool->rng ^= pool->rng >> 27;
+    return pool->rng * 2685821657736338717ULL;
+}
+
+/* full jitter: uniform in [0, min(cap, base * 2^n)] milliseconds */
+static int64_t cbpool__backoff_ns(cbpool *pool, int base_ms, int cap_ms, int n)
+{
+    int64_t ceiling = base_ms;
+    int i;
+    for (i = 0; i < n && ceiling < cap_ms; i++)
+        ceiling *= 2;
+    if (ceiling > cap_ms)
+        ceiling = cap_ms;
+    return (int64_t)(cbpool__rand(pool) % (uint64_t)(ceiling + 1)) * 1000000;
+}
+
+static void cbpool__default_log(void *user, cbpool_log_level level,
+                                const char *id, const char *message)
+{
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    (void)user;
+    if (level <= CBPOOL_LOG_WARN)
+        fprintf(stderr, "cbpool %s [%s]: %s\n", names[level], id, message);
+}
+
+/*
+ * Messages are formatted under the pool lock into a cbpool__msg and handed
+ * to the logger after the lock is released, so that a logger may call back
+ * into the pool (cbpool_stats(), say).
+ */
+typedef struct cbpool__msg {
+    cbpool_log_level level;
+    const char *id;
+    char text[512];
+} cbpool__msg;
+
+static void cbpool__format(cbpool__msg *m, cbpool_log_level level, const char *id,
+                           const char *fmt, ...)
+{
+    va_list ap;
+    m->level = level;
+    m->id = id;
+    va_start(ap, fmt);
+    vsnprintf(m->text, sizeof m->text, fmt, ap);
+    va_end(ap);
+}
+
+static void cbpool__emit(cbpool *pool, const cbpool__msg *m)
+{
+    if (!m->id)
+        return;
+    if (pool->cfg.logger.func)
+        pool->cfg.logger.func(pool->cfg.logger.user_data, m->level, m->id, m->text);
+    else
+        cbpool__default_log(NULL, m->level, m->id, m->text);
+}
+
+/* SQLSTATE of a result, "" if none */
+static void cbpool__sqlstate(const PGresult *res, char out[6])
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(out, 6, "%s", s ? s : "");
+}
+
+/* first line of libpq's error text, for logs */
+static void cbpool__first_line(const char *msg, char *out, size_t len)
+{
+    size_t n = strcspn(msg, "\n");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, msg, n);
+    out[n] = '\0';
+}
+
+static void cbpool__wake(cbpool *pool)
+{
+    if (pool->thread_started && !pool->wake_pending) {
+        char c = 1;
+        pool->wake_pending = 1;
+        if (write(pool->wake_fds[1], &c, 1) < 0) {
+            /* the pipe is full: the thread is awake anyway */
+        }
+    }
+}
+
+/* acquire-wait histogram: bucket i holds waits up to 2^(i/4) microseconds */
+static int cbpool__bucket(uint64_t us)
+{
+    int b = 0;
+    double bound = 1.0;
+    while (b < CBPOOL__HIST_BUCKETS - 1 && (double)us > bound) {
+        bound *= 1.189207115002721; /* 2^(1/4) */
+        b++;
+    }
+    return b;
+}
+
+static uint64_t cbpool__bucket_bound(int b)
+{
+    double bound = 1.0;
+    int i;
+    for (i = 0; i < b; i++)
+        bound *= 1.189207115002721;
+    return (uint64_t)(bound + 0.5);
+}
+
+static uint64_t cbpool__percentile(const cbpool *pool, double q)
+{
+    uint64_t n = 0, seen = 0, rank;
+    int b;
+    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
+        n += pool->hist[b];
+    if (n == 0)
+        return 0;
+    rank = (uint64_t)(q * (double)n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++) {
+        seen += pool->hist[b];
+        if (seen >= rank)
+            return cbpool__bucket_bound(b);
+    }
+    return cbpool__bucket_bound(CBPOOL__HIST_BUCKETS - 1);
+}
+
+/* ---- sizing ---- */
+
+/*
+ * Recompute the pool's bounds from its configuration and the share.  The
+ * pool keeps at least one connection (to refresh its share with); before
+ * the first refresh it opens only that one, so that it never holds more
+ * than its share.
+ */
+static void cbpool__resize_locked(cbpool *pool)
+{
+    int limit, floor_size;
+    if (pool->extension == 0)
+        limit = pool->cfg.max_size > 0 ? pool->cfg.max_size : 10;
+    else if (pool->share < 0)
+        limit = 1;
+    else {
+        limit = pool->share;
+        if (pool->cfg.max_size > 0 && pool->cfg.max_size < limit)
+            limit = pool->cfg.max_size;
+    }
+    if (limit < 1)
+        limit = 1;
+    floor_size = pool->server_min > pool->cfg.min_idle ? pool->server_min
+                                                       : pool->cfg.min_idle;
+    if (floor_size < 1)
+        floor_size = 1;
+    if (floor_size > limit)
+        floor_size = limit;
+    pool->limit = limit;
+    pool->floor_size = floor_size;
+}
+
+/* what the pod could use now: in use + waiting, plus headroom */
+static int cbpool__demand_locked(cbpool *pool)
+{
+    int busy = pool->in_use + pool->waiters;
+    int headroom = (busy * pool->cfg.headroom_pct + 99) / 100;
+    int demand;
+    if (headroom < 1)
+        headroom = 1;
+    demand = busy + headroom;
+    if (demand < pool->floor_size)
+        demand = pool->floor_size;
+    if (pool->cfg.max_size > 0 && demand > pool->cfg.max_size)
+        demand = pool->cfg.max_size;
+    return demand;
+}
+
+/* ---- connections ---- */
+
+static void cbpool__unlink_locked(cbpool *pool, cbpool__conn *c)
+{
+    cbpool__conn **p = &pool->conns;
+    while (*p && *p != c)
+        p = &(*p)->next;
+    if (*p)
+        *p = c->next;
+    pool->total--;
+}
+
+static cbpool__conn *cbpool__find_locked(cbpool *pool, PGconn *pg)
+{
+    cbpool__conn *c;
+    for (c = pool->conns; c; c = c->next)
+        if (c->pg == pg)
+            return c;
+    return NULL;
+}
+
+static void cbpool__idle_remove_locked(cbpool *pool, cbpool__conn *c)
+{
+    int i;
+    for (i = 0; i < pool->idle_count; i++) {
+        if (pool->idle[i] == c) {
+            memmove(&pool->idle[i], &pool->idle[i + 1],
+                    (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
+            pool->idle_count--;
+            return;
+        }
+    }
+}
+
+/* Free a connection record and its PGconn; outside the lock (PQfinish
+   talks to the server). */
+static void cbpool__destroy(cbpool *pool, cbpool__conn *c)
+{
+    if (c->pg)
+        PQfinish(c->pg);
+    cbpool__free(&pool->cfg, c);
+}
+
+static void cbpool__wait_unlink_locked(cbpool *pool, cbpool__waiter *w)
+{
+    cbpool__waiter **p = &pool->wait_head;
+    cbpool__waiter *prev = NULL;
+    while (*p && *p != w) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (*p) {
+        *p = w->next;
+        if (pool->wait_tail == w)
+            pool->wait_tail = prev;
+        pool->waiters--;
+    }
+}
+
+/*
+ * Give a usable connection to the first waiter, or put it on the idle
+ * stack.  The caller holds the lock and has checked it is within bounds.
+ */
+static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
+{
+    if (pool->refresh_wanted && !pool->refresh_conn) {
+        /* a saturated pool still refreshes its share: maintenance first */
+        pool->refresh_wanted = 0;
+        c->state = CBPOOL__CHECKING;
+        pool->refresh_conn = c;
+        cbpool__wake(pool);
+        return;
+    }
+    if (pool->wait_head) {
+        cbpool__waiter *w = pool->wait_head;
+        pool->wait_head = w->next;
+        if (!pool->wait_head)
+            pool->wait_tail = NULL;
+        pool->waiters--;
+        c->state = CBPOOL__IN_USE;
+        pool->in_use++;
+        w->conn = c;
+        pthread_cond_signal(&w->cond);
+        return;
+    }
+    c->state = CBPOOL__IDLE;
+    if (pool->idle_count == pool->idle_capacity) {
+        int cap = pool->idle_capacity ? pool->idle_capacity * 2 : 16;
+        cbpool__conn **grown = (cbpool__conn **)cbpool__alloc(
+            &pool->cfg, (size_t)cap * sizeof(cbpool__conn *));
+        if (grown) {
+            if (pool->idle_count)
+                memcpy(grown, pool->idle,
+                       (size_t)pool->idle_count * sizeof(cbpool__conn *));
+            cbpool__free(&pool->cfg, pool->idle);
+            pool->idle = grown;
+            pool->idle_capacity = cap;
+        }
+    }
+    if (pool->idle_count < pool->idle_capacity)
+        pool->idle[pool->idle_count++] = c;
+    pthread_cond_broadcast(&pool->ready_cond);
+}
+
+/* Is the socket closed or in error?  A cheap check with no round trip:
+   a server that restarted or terminated the backend has sent an error and
+   closed the connection, which shows as readable. */
+static int cbpool__looks_alive(PGconn *pg)
+{
+    struct pollfd pfd;
+    int rounds;
+    if (PQstatus(pg) != CONNECTION_OK)
+        return 0;
+    /* read whatever is waiting: NOTIFY and ParameterStatus messages are
+       fine; a terminated backend's FATAL error is followed by EOF, which
+       only a further read sees */
+    for (rounds = 0; rounds < 4; rounds++) {
+        pfd.fd = PQsocket(pg);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (pfd.fd < 0)
+            return 0;
+        if (poll(&pfd, 1, 0) <= 0)
+            break;
+        if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+            return 0;
+        if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK || PQisBusy(pg))
+            return 0;
+    }
+    return rounds < 4 && PQtransactionStatus(pg) == PQTRANS_IDLE;
+}
+
+/* Run one statement with a deadline; returns the result or NULL. */
+static PGresult *cbpool__exec_deadline(PGconn *pg, const char *sql, int nparams,
+                                       const char *const *values, int timeout_ms)
+{
+    int64_t deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
+    PGresult *res, *last = NULL;
+    int sent = nparams > 0
+                   ? PQsendQueryParams(pg, sql, nparams, NULL, values, NULL, NULL, 0)
+                   : PQsendQuery(pg, sql);
+    if (!sent)
+        return NULL;
+    for (;;) {
+        while (!PQisBusy(pg)) {
+            res = PQgetResult(pg);
+            if (!res)
+                return last;
+            if (last)
+                PQclear(last);
+            last = res;
+        }
+        {
+            struct pollfd pfd;
+            int64_t left = deadline - cbpool__now_ns();
+            if (left <= 0)
+                break;
+            pfd.fd = PQsocket(pg);
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+            if (poll(&pfd, 1, (int)(left / 1000000) + 1) < 0 && errno != EINTR)
+                break;
+            if (!PQconsumeInput(pg))
+                break;
+        }
+    }
+    if (last)
+        PQclear(last);
+    return NULL;
+}
+
+/* A round trip proves the connection works (an empty query). */
+static int cbpool__validate(cbpool *pool, PGconn *pg)
+{
+    PGresult *res = cbpool__exec_deadline(pg, "", 0, NULL,
+                                          pool->cfg.validate_timeout_ms);
+    int ok = res && PQresultStatus(res) == PGRES_EMPTY_QUERY &&
+             PQstatus(pg) == CONNECTION_OK;
+    if (res)
+        PQclear(res);
+    return ok;
+}
+
+/* ---- the budget ---- */
+
+/*
+ * Ask the server for this pod's share on a connection the maintainer
+ * holds.  Returns 0 if the connection is still good.
+ */
+static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
+{
+    char demand[16];
+    const char *values[1];
+    PGresult *res;
+    char state[6];
+    int broken = 0;
+    cbpool__msg msg;
+
+    msg.id = NULL;
+    pthread_mutex_lock(&pool->lock);
+    pool->last_demand = cbpool__demand_locked(pool);
+    snprintf(demand, sizeof demand, "%d", pool->last_demand);
+    pthread_mutex_unlock(&pool->lock);
+    values[0] = demand;
+
+    res = cbpool__exec_deadline(
+        c->pg,
+        "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)",
+        1, values, pool->cfg.validate_timeout_ms);
+    cbpool__sqlstate(res, state);
+
+    pthread_mutex_lock(&pool->lock);
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        int share = atoi(PQgetvalue(res, 0, 0));
+        int was = pool->share;
+        pool->share = share;
+        pool->server_min = atoi(PQgetvalue(res, 0, 1));
+        pool->budget = atoi(PQgetvalue(res, 0, 2));
+        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms
+                                                     : atoi(PQgetvalue(res, 0, 3));
+        if (pool->refresh_ms < 10)
+            pool->refresh_ms = 10;
+        if (pool->extension != 1)
+            cbpool__format(&msg, CBPOOL_LOG_INFO, "budget",
+                           "connbudget share for pod \"%s\" of \"%s\": %d",
+                           pool->pod, pool->application_name, share);
+        else if (share != was)
+            cbpool__format(&msg, CBPOOL_LOG_DEBUG, "share-changed",
+                           "share changed from %d to %d", was, share);
+        pool->extension = 1;
+        pool->counters.budget_refreshes++;
+    } else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
+               strcmp(state, "55000") == 0) {
+        /* no extension here (or not preloaded): a fixed size, said once */
+        if (pool->extension != 0)
+            cbpool__format(&msg, CBPOOL_LOG_WARN, "no-extension",
+                           "the server has no usable connbudget extension (%s); "
+                           "using a fixed max_size of %d",
+                           res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
+                               : "no answer",
+                           pool->cfg.max_size > 0 ? pool->cfg.max_size : 10);
+        pool->extension = 0;
+        /* look again now and then: the extension may be installed later */
+        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : 30000;
+        pool->counters.budget_errors++;
+    } else {
+        pool->counters.budget_errors++;
+        broken = PQstatus(c->pg) != CONNECTION_OK || !res;
+        cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-error",
+                       "connbudget.pool_share() failed: %s",
+                       res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+    }
+    cbpool__resize_locked(pool);
+    pool->next_refresh_ns = cbpool__now_ns() + (int64_t)pool->refresh_ms * 1000000;
+    pthread_mutex_unlock(&pool->lock);
+    cbpool__emit(pool, &msg);
+    if (res)
+        PQclear(res);
+    /* a failed query inside no transaction leaves the connection idle */
+    return broken || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+}
+
+/* ---- connecting ---- */
+
+static void cbpool__start_attempt(cbpool *pool, int for_refresh)
+{
+    const char *keys[5];
+    const char *values[5];
+    cbpool__attempt *a = &pool->attempts[pool->nattempts];
+
+    keys[0] = "dbname";
+    values[0] = pool->conninfo;
+    keys[1] = "application_name";
+    values[1] = pool->application_name;
+    keys[2] = "options";
+    values[2] = pool->options;
+    keys[3] = NULL;
+    values[3] = NULL;
+    a->pg = PQconnectStartParams(keys, values, 1);
+    a->deadline_ns = cbpool__now_ns() + (int64_t)pool->cfg.connect_timeout_ms * 1000000;
+    a->status = PGRES_POLLING_WRITING;
+    a->for_refresh = for_refresh;
+    if (a->pg) {
+        /* a refusal's SQLSTATE is only available in verbose error text */
+        PQsetErrorVerbosity(a->pg, PQERRORS_VERBOSE);
+        if (PQstatus(a->pg) == CONNECTION_BAD)
+            a->status = PGRES_POLLING_FAILED;
+    } else
+        a->status = PGRES_POLLING_FAILED;
+    pool->nattempts++;
+}
+
+static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
+                                   int for_refresh)
+{
+    char line[256];
+    const char *text = why ? why : (pg ? PQerrorMessage(pg) : "out of memory");
+    int refused = strstr(text, "FATAL:  53300") != NULL;
+    cbpool__msg msg;
+
+    msg.id = NULL;
+    cbpool__first_line(text, line, sizeof line);
+    pthread_mutex_lock(&pool->lock);
+    if (for_refresh)
+        pool->refresh_attempt = 0;
+    pool->counters.connect_failures++;
+    if (refused) {
+        /* backpressure, not an outage: back off and re-read the share */
+        pool->counters.connects_refused++;
+        pool->next_refresh_ns = 0;
+    }
+    pool->consecutive_failures++;
+    if (refused) {
+        /* the refusal registered this pod with the server, which shrinks the
+           others at their next refresh: retry at about that pace, within
+           the pod's lease */
+        int cap = pool->refresh_ms < pool->cfg.backoff_max_ms ? pool->refresh_ms
+                                                              : pool->cfg.backoff_max_ms;
+        pool->backoff_until_ns =
+            cbpool__now_ns() + cbpool__backoff_ns(pool, cap, cap, 0);
+    } else
+        pool->backoff_until_ns =
+            cbpool__now_ns() + cbpool__backoff_ns(pool, pool->cfg.backoff_initial_ms,
+                                                  pool->cfg.backoff_max_ms,
+                                                  pool->consecutive_failures - 1);
+    if (pool->consecutive_failures == 1 || strcmp(line, pool->last_connect_error) != 0 ||
+        (pool->consecutive_failures & (pool->consecutive_failures - 1)) == 0)
+        cbpool__format(&msg, refused ? CBPOOL_LOG_INFO : CBPOOL_LOG_WARN,
+                       refused ? "connect-refused" : "connect-failed",
+                       "connect failed (%d in a row): %s", pool->consecutive_failures,
+                       line);
+    snprintf(pool->last_connect_error, sizeof pool->last_connect_error, "%s", line);
+    pthread_mutex_unlock(&pool->lock);
+    cbpool__emit(pool, &msg);
+    if (pg)
+        PQfinish(pg);
+}
+
+static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
+{
+    cbpool__conn *c = (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+    int64_t now = cbpool__now_ns();
+    int keep;
+
+    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
+    if (!c) {
+        PQfinish(pg);
+        return;
+    }
+    c->pg = pg;
+    c->created_ns = now;
+    c->last_used_ns = now;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->cfg.max_lifetime_ms > 0) {
+        int64_t life = (int64_t)pool->cfg.max_lifetime_ms * 1000000;
+        int64_t jitter = life / 100 * pool->cfg.lifetime_jitter_pct;
+        c->retire_ns = now + life -
+                       (jitter > 0 ? (int64_t)(cbpool__rand(pool) % (uint64_t)jitter) : 0);
+    }
+    pool->counters.connects++;
+    pool->consecutive_failures = 0;
+    pool->backoff_until_ns = 0;
+    if (for_refresh)
+        pool->refresh_attempt = 0;
+    keep = !pool->closing &&
+           (pool->total < pool->limit ||
+            (for_refresh && !pool->refresh_conn &&
+             (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size)));
+    if (keep) {
+        c->next = pool->conns;
+        pool->conns = c;
+        pool->total++;
+        if (for_refresh && !pool->refresh_conn) {
+            /* renew the share with it first; kept only if the share allows */
+            c->state = CBPOOL__CHECKING;
+            pool->refresh_conn = c;
+            pool->refresh_wanted = 0;
+        } else
+            cbpool__offer_locked(pool, c);
+        if (pool->extension < 0 || pool->share < 0)
+            pool->next_refresh_ns = 0;  /* learn the share at once */
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!keep)
+        cbpool__destroy(pool, c);
+}
+
+/* Drive the connect attempts for up to wait_ms, waking early on the pipe. */
+static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
+{
+    struct pollfd pfd[CBPOOL__MAX_ATTEMPTS + 1];
+    int n = 0, i, rc;
+    int64_t now = cbpool__now_ns();
+
+    for (i = 0; i < pool->nattempts; i++) {
+        cbpool__attempt *a = &pool->attempts[i];
+        int64_t left = a->deadline_ns - now;
+        if (left < (int64_t)wait_ms * 1000000)
+            wait_ms = (int)(left > 0 ? left / 1000000 + 1 : 0);
+        pfd[n].fd = a->pg ? PQsocket(a->pg) : -1;
+        pfd[n].events = a->status == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        pfd[n].revents = 0;
+        n++;
+    }
+    if (pool->thread_started) {
+        pfd[n].fd = pool->wake_fds[0];
+        pfd[n].events = POLLIN;
+        pfd[n].revents = 0;
+        n++;
+    }
+    rc = n > 0 ? poll(pfd, (nfds_t)n, wait_ms) : 0;
+    if (n == 0 && wait_ms > 0) {
+        struct timespec ts;
+        ts.tv_sec = wait_ms / 1000;
+        ts.tv_nsec = (long)(wait_ms % 1000) * 1000000;
+        nanosleep(&ts, NULL);
+    }
+    if (pool->thread_started && rc > 0 && pfd[n - 1].revents) {
+        char buf[64];
+        while (read(pool->wake_fds[0], buf, sizeof buf) > 0) {
+        }
+        pthread_mutex_lock(&pool->lock);
+        pool->wake_pending = 0;
+        pthread_mutex_unlock(&pool->lock);
+    }
+
+    now = cbpool__now_ns();
+    for (i = 0; i < pool->nattempts;) {
+        cbpool__attempt *a = &pool->attempts[i];
+        int finished = 0;
+        if (a->status != PGRES_POLLING_FAILED &&
+            (pfd[i].revents || pfd[i].fd < 0))
+            a->status = PQconnectPoll(a->pg);
+        if (a->status == PGRES_POLLING_OK) {
+            cbpool__attempt_done(pool, a->pg, a->for_refresh);
+            finished = 1;
+        } else if (a->status == PGRES_POLLING_FAILED) {
+            cbpool__attempt_failed(pool, a->pg, NULL, a->for_refresh);
+            finished = 1;
+        } else if (now >= a->deadline_ns) {
+            cbpool__attempt_failed(pool, a->pg, "connect timed out", a->for_refresh);
+            finished = 1;
+        }
+        if (finished) {
+            pool->attempts[i] = pool->attempts[--pool->nattempts];
+            pfd[i] = pfd[pool->nattempts];
+        } else
+            i++;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool->connecting = pool->nattempts;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* ---- maintenance ---- */
+
+/*
+ * One round of maintenance: close what should go, check idle connections
+ * for a closed socket, report leaks, refresh the share, start connects,
+ * then drive connects for up to wait_ms.  Only one thread maintains at a
+ * time (the background thread, or whoever calls cbpool_maintain()).
+ */
+static void cbpool__maintain_step(cbpool *pool, int wait_ms)
+{
+    cbpool__conn *closing[64];
+    int nclosing = 0;
+    cbpool__conn *refresh = NULL;
+    int refresh_connect = 0;
+    cbpool__msg leaks[8];
+    int nleaks = 0;
+    int start = 0, i;
+    int64_t now = cbpool__now_ns();
+    int64_t next_ns;
+
+    pthread_mutex_lock(&pool->lock);
+    if (pool->maintaining) {
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+    pool->maintaining = 1;
+
+    /* idle connections, least recently used first: dead, expired, idle too
+       long, or over the share */
+    for (i = 0; i < pool->idle_count && nclosing < 64;) {
+        cbpool__conn *c = pool->idle[i];
+        int reason = 0;   /* 1 broken, 2 lifetime, 3 idle, 4 over share */
+        if (!cbpool__looks_alive(c->pg))
+            reason = 1;
+        else if (c->retire_ns && now >= c->retire_ns)
+            reason = 2;
+        else if (pool->total - nclosing > pool->limit)
+            reason = 4;
+        else if (pool->cfg.idle_timeout_ms > 0 &&
+                 pool->total - nclosing > pool->floor_size &&
+                 now - c->last_used_ns >= (int64_t)pool->cfg.idle_timeout_ms * 1000000)
+            reason = 3;
+        if (!reason) {
+            i++;
+            continue;
+        }
+        cbpool__idle_remove_locked(pool, c);
+        cbpool__unlink_locked(pool, c);
+        switch (reason) {
+        case 1: pool->counters.closed_broken++; break;
+        case 2: pool->counters.closed_lifetime++; break;
+        case 3: pool->counters.closed_idle++; break;
+        default: pool->counters.closed_over_share++; break;
+        }
+        closing[nclosing++] = c;
+    }
+
+    /* leaks */
+    if (pool->cfg.leak_threshold_ms > 0) {
+        cbpool__conn *c;
+        for (c = pool->conns; c; c = c->next) {
+            if (c->state == CBPOOL__IN_USE && !c->leak_reported &&
+                now - c->acquired_ns >= (int64_t)pool->cfg.leak_threshold_ms * 1000000) {
+                c->leak_reported = 1;
+                pool->counters.leaks_detected++;
+                if (nleaks < 8)
+                    cbpool__format(&leaks[nleaks++], CBPOOL_LOG_WARN, "leak",
+                                   "a connection acquired at %s:%d has been held for %lld ms "
+                                   "(leak_threshold_ms = %d)",
+                                   c->acquired_file ? c->acquired_file : "(unknown)",
+                                   c->acquired_line,
+                                   (long long)((now - c->acquired_ns) / 1000000),
+                                   pool->cfg.leak_threshold_ms);
+            }
+        }
+    }
+
+    /* the share: refresh with an idle connection, or the next one released */
+    if (!pool->closing && now >= pool->next_refresh_ns) {
+        if (pool->refresh_conn) {
+            refresh = pool->refresh_conn;
+            pool->refresh_conn = NULL;
+        } else if (pool->idle_count > 0) {
+            refresh = pool->idle[--pool->idle_count];
+            refresh->state = CBPOOL__CHECKING;
+        } else if (pool->total > 0 && !pool->refresh_wanted) {
+            pool->refresh_wanted = 1;
+            pool->refresh_wanted_ns = now;
+        }
+    }
+
+    /*
+     * Saturated: every connection is in use, threads wait, and none has
+     * come back for a refresh interval, so the pool cannot ask for more.
+     * If its share was only as small as the demand it reported (the server
+     * would grant more), or it never learnt its share (its first connection
+     * was taken at once), open one connection to renew the share with; it
+     * stays only if the new share covers it.  Without this, long-held
+     * connections would keep a pool at a share computed for a quieter time.
+     */
+    if (!pool->closing && pool->refresh_wanted && !pool->refresh_attempt &&
+        pool->waiters > 0 &&
+        (pool->extension < 0 || (pool->extension == 1 && pool->share == pool->last_demand)) &&
+        (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size) &&
+        now - pool->refresh_wanted_ns >= (int64_t)pool->refresh_ms * 1000000 &&
+        now >= pool->backoff_until_ns && pool->nattempts == 0) {
+        pool->refresh_attempt = 1;
+        refresh_connect = 1;
+    }
+
+    /* grow: waiters first, then the minimum and min_idle */
+    if (!pool->closing && now >= pool->backoff_until_ns) {
+        int have = pool->total - nclosing + pool->nattempts;
+        int need = pool->waiters;
+        int idle_after = pool->idle_count;
+        if (pool->cfg.min_idle > idle_after)
+            need += pool->cfg.min_idle - idle_after;
+        if (pool->total - nclosing + need < pool->floor_size)
+            need = pool->floor_size - (pool->total - nclosing);
+        need -= pool->nattempts;
+        start = pool->limit - have;
+        if (need < start)
+            start = need;
+        /* after failures, one attempt at a time until one succeeds */
+        if (pool->consecutive_failures > 0 && start > 1)
+            start = pool->nattempts == 0 ? 1 : 0;
+        if (start > CBPOOL__MAX_ATTEMPTS - 1 - pool->nattempts)
+            start = CBPOOL__MAX_ATTEMPTS - 1 - pool->nattempts;
+        if (start < 0)
+            start = 0;
+    }
+    next_ns = pool->next_refresh_ns;
+    if (pool->backoff_until_ns > now && pool->backoff_until_ns < next_ns)
+        next_ns = pool->backoff_until_ns;
+    pthread_mutex_unlock(&pool->lock);
+
+    for (i = 0; i < nleaks; i++)
+        cbpool__emit(pool, &leaks[i]);
+    for (i = 0; i < nclosing; i++)
+        cbpool__destroy(pool, closing[i]);
+
+    if (refresh) {
+        int broken = cbpool__refresh(pool, refresh);
+        pthread_mutex_lock(&pool->lock);
+        if (broken || pool->closing || pool->total > pool->limit) {
+            cbpool__unlink_locked(pool, refresh);
+            if (broken)
+                pool->counters.closed_broken++;
+            else if (!pool->closing)
+                pool->counters.closed_over_share++;
+            pthread_mutex_unlock(&pool->lock);
+            cbpool__destroy(pool, refresh);
+        } else {
+            refresh->last_used_ns = cbpool__now_ns();
+            cbpool__offer_locked(pool, refresh);
+            pthread_mutex_unlock(&pool->lock);
+        }
+        wait_ms = 0;   /* the share may allow growth right away */
+    }
+
+    for (i = 0; i < start; i++)
+        cbpool__start_attempt(pool, 0);
+    if (refresh_connect)
+        cbpool__start_attempt(pool, 1);
+
+    if (wait_ms > 0) {
+        int64_t until = (next_ns - cbpool__now_ns()) / 1000000 + 1;
+        if (until < wait_ms)
+            wait_ms = until < 0 ? 0 : (int)until;
+    }
+    cbpool__poll_attempts(pool, wait_ms);
+
+    pthread_mutex_lock(&pool->lock);
+    pool->maintaining = 0;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+static void *cbpool__thread_main(void *arg)
+{
+    cbpool *pool = (cbpool *)arg;
+    for (;;) {
+        int closing;
+        pthread_mutex_lock(&pool->lock);
+        closing = pool->closing;
+        pthread_mutex_unlock(&pool->lock);
+        if (closing)
+            break;
+        cbpool__maintain_step(pool, 250);
+    }
+    return NULL;
+}
+
+/* ---- public API ---- */
+
+CBPOOL_DEF cbpool_config cbpool_config_default(void)
+{
+    cbpool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.conninfo = "";
+    cfg.min_idle = 1;
+    cfg.max_size = 0;
+    cfg.acquire_timeout_ms = 30000;
+    cfg.max_waiters = 0;
+    cfg.idle_timeout_ms = 600000;
+    cfg.max_lifetime_ms = 1800000;
+    cfg.lifetime_jitter_pct = 5;
+    cfg.validate_idle_ms = 1000;
+    cfg.validate_timeout_ms = 5000;
+    cfg.leak_threshold_ms = 0;
+    cfg.refresh_ms = 0;
+    cfg.connect_timeout_ms = 5000;
+    cfg.backoff_initial_ms = 100;
+    cfg.backoff_max_ms = 5000;
+    cfg.headroom_pct = 25;
+    cfg.background = 1;
+    return cfg;
+}
+
+CBPOOL_DEF cbpool_error cbpool_last_error(void)
+{
+    return cbpool__errno;
+}
+
+CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
+{
+    switch (e) {
+    case CBPOOL_OK: return "success";
+    case CBPOOL_ETIMEOUT: return "no connection became available within the timeout";
+    case CBPOOL_EBACKPRESSURE: return "too many threads are waiting for a connection (max_waiters)";
+    case CBPOOL_ECLOSED: return "the pool is closed";
+    case CBPOOL_EINVAL: return "invalid argument";
+    case CBPOOL_EQUERY: return "BEGIN or COMMIT failed";
+    }
+    return "unknown error";
+}
+
+static int cbpool__fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+
+/* The checks connbudget applies to a pod id. */
+static int cbpool__valid_pod(const char *pod)
+{
+    size_t n = strlen(pod), i;
+    if (n == 0 || n > 63)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (pod[i] < 32 || pod[i] > 126)
+            return 0;
+    return 1;
+}
+
+/* options for the startup packet: the user's, then our pod */
+static char *cbpool__build_options(const cbpool_config *cfg, const char *user,
+                                   const char *pod)
+{
+    size_t n = (user ? strlen(user) : 0) + 2 * strlen(pod) + 32;
+    char *out = (char *)cbpool__alloc(cfg, n);
+    char *p;
+    size_t i;
+    if (!out)
+        return NULL;
+    p = out;
+    if (user && *user)
+        p += sprintf(p, "%s ", user);
+    p += sprintf(p, "-c connbudget.pod=");
+    for (i = 0; pod[i]; i++) {
+        if (pod[i] == ' ' || pod[i] == '\\')
+            *p++ = '\\';
+        *p++ = pod[i];
+    }
+    *p = '\0';
+    return out;
+}
+
+static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errlen)
+{
+#define CBPOOL__NONNEG(field)                                                   \
+    if (cfg->field < 0)                                                         \
+        return cbpool__fail(err, errlen, #field " must not be negative (got %d)", \
+                            cfg->field);
+    CBPOOL__NONNEG(min_idle)
+    CBPOOL__NONNEG(max_size)
+    CBPOOL__NONNEG(acquire_timeout_ms)
+    CBPOOL__NONNEG(max_waiters)
+    CBPOOL__NONNEG(idle_timeout_ms)
+    CBPOOL__NONNEG(max_lifetime_ms)
+    CBPOOL__NONNEG(lifetime_jitter_pct)
+    CBPOOL__NONNEG(validate_timeout_ms)
+    CBPOOL__NONNEG(leak_threshold_ms)
+    CBPOOL__NONNEG(refresh_ms)
+    CBPOOL__NONNEG(connect_timeout_ms)
+    CBPOOL__NONNEG(backoff_initial_ms)
+    CBPOOL__NONNEG(backoff_max_ms)
+    CBPOOL__NONNEG(headroom_pct)
+#undef CBPOOL__NONNEG
+    if (cfg->validate_idle_ms < -1)
+        return cbpool__fail(err, errlen,
+                            "validate_idle_ms must be -1 (never) or >= 0 (got %d)",
+                            cfg->validate_idle_ms);
+    if (cfg->max_size > 0 && cfg->min_idle > cfg->max_size)
+        return cbpool__fail(err, errlen, "min_idle (%d) must not exceed max_size (%d)",
+                            cfg->min_idle, cfg->max_size);
+    if (cfg->lifetime_jitter_pct > 50)
+        return cbpool__fail(err, errlen, "lifetime_jitter_pct must be at most 50 (got %d)",
+                            cfg->lifetime_jitter_pct);
+    if (cfg->backoff_max_ms < cfg->backoff_initial_ms)
+        return cbpool__fail(err, errlen,
+                            "backoff_max_ms (%d) must not be below backoff_initial_ms (%d)",
+                            cfg->backoff_max_ms, cfg->backoff_initial_ms);
+    if (cfg->connect_timeout_ms == 0 || cfg->validate_timeout_ms == 0)
+        return cbpool__fail(err, errlen,
+                            "connect_timeout_ms and validate_timeout_ms must be positive");
+    if ((cfg->allocator.alloc_fn == NULL) != (cfg->allocator.free_fn == NULL))
+        return cbpool__fail(err, errlen,
+                            "allocator needs both alloc_fn and free_fn, or neither");
+    return 1;
+}
+
+CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t errlen)
+{
+    cbpool *pool;
+    cbpool_config cfg;
+    PQconninfoOption *opts, *o;
+    char *parse_err = NULL;
+    const char *app = NULL, *user_options = NULL;
+    char host[256];
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!cfg_in) {
+        cbpool__fail(err, errlen, "cfg must not be NULL (use cbpool_config_default())");
+        return NULL;
+    }
+    cfg = *cfg_in;
+    if (!cfg.conninfo)
+        cfg.conninfo = "";
+    if (!cbpool__check_config(&cfg, err, errlen))
+        return NULL;
+    if (!PQisthreadsafe()) {
+        cbpool__fail(err, errlen, "this libpq is not thread-safe (PQisthreadsafe() is 0)");
+        return NULL;
+    }
+    opts = PQconninfoParse(cfg.conninfo, &parse_err);
+    if (!opts) {
+        size_t n = parse_err ? strlen(parse_err) : 0;
+        while (n > 0 && (parse_err[n - 1] == '\n' || parse_err[n - 1] == ' '))
+            parse_err[--n] = '\0';
+        cbpool__fail(err, errlen, "invalid conninfo: %s",
+                     parse_err ? parse_err : "out of memory");
+        if (parse_err)
+            PQfreemem(parse_err);
+        return NULL;
+    }
+    for (o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "application_name") == 0 && o->val && *o->val)
+            app = o->val;
+        if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
+            user_options = o->val;
+    }
+    if (cfg.application_name)
+        app = cfg.application_name;
+    if (!app)
+        app = "cbpool";
+    if (strlen(app) == 0 || strlen(app) > 63) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "application_name must be 1 to 63 bytes (got %zu)",
+                     strlen(app));
+        return NULL;
+    }
+    if (!cfg.pod) {
+        if (gethostname(host, sizeof host) != 0 || !host[0])
+            snprintf(host, sizeof host, "pid-%ld", (long)getpid());
+        host[63] = '\0';
+        cfg.pod = host;
+    }
+    if (!cbpool__valid_pod(cfg.pod)) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen,
+                     "pod \"%.80s\" is not 1 to 63 bytes of printable ASCII", cfg.pod);
+        return NULL;
+    }
+
+    pool = (cbpool *)cbpool__alloc(&cfg, sizeof(cbpool));
+    if (!pool) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    pool->cfg = cfg;
+    pool->conninfo = cbpool__strdup(&cfg, cfg.conninfo);
+    pool->application_name = cbpool__strdup(&cfg, app);
+    pool->pod = cbpool__strdup(&cfg, cfg.pod);
+    pool->options = cbpool__build_options(&cfg, user_options, cfg.pod);
+    PQconninfoFree(opts);
+    pool->cfg.conninfo = pool->conninfo;
+    pool->cfg.application_name = pool->application_name;
+    pool->cfg.pod = pool->pod;
+    if (!pool->conninfo || !pool->application_name || !pool->pod || !pool->options) {
+        cbpool__fail(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    pool->extension = -1;
+    pool->share = -1;
+    pool->budget = -1;
+    pool->refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
+    pool->rng = (uint64_t)cbpool__now_ns() ^ ((uint64_t)getpid() << 32) ^
+                (uint64_t)(uintptr_t)pool;
+    if (!pool->rng)
+        pool->rng = 88172645463325252ULL;
+    pool->wake_fds[0] = pool->wake_fds[1] = -1;
+    cbpool__resize_locked(pool);
+
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_condattr_init(&pool->condattr);
+    pthread_condattr_setclock(&pool->condattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool->ready_cond, &pool->condattr);
+
+    if (cfg.background) {
+        if (pipe(pool->wake_fds) != 0) {
+            cbpool__fail(err, errlen, "pipe: %s", strerror(errno));
+            goto fail_sync;
+        }
+        fcntl(pool->wake_fds[0], F_SETFL, O_NONBLOCK);
+        fcntl(pool->wake_fds[1], F_SETFL, O_NONBLOCK);
+        fcntl(pool->wake_fds[0], F_SETFD, FD_CLOEXEC);
+        fcntl(pool->wake_fds[1], F_SETFD, FD_CLOEXEC);
+        pool->thread_started = 1;
+        if (pthread_create(&pool->thread, NULL, cbpool__thread_main, pool) != 0) {
+            pool->thread_started = 0;
+            cbpool__fail(err, errlen, "cannot start the maintenance thread");
+            goto fail_sync;
+        }
+    }
+    return pool;
+
+fail_sync:
+    if (pool->wake_fds[0] >= 0) {
+        close(pool->wake_fds[0]);
+        close(pool->wake_fds[1]);
+    }
+    pthread_cond_destroy(&pool->ready_cond);
+    pthread_condattr_destroy(&pool->condattr);
+    pthread_mutex_destroy(&pool->lock);
+fail:
+    cbpool__free(&cfg, pool->conninfo);
+    cbpool__free(&cfg, pool->application_name);
+    cbpool__free(&cfg, pool->pod);
+    cbpool__free(&cfg, pool->options);
+    cbpool__free(&cfg, pool);
+    return NULL;
+}
+
+/* Free everything once closed and nothing is out; called with the lock. */
+static void cbpool__free_pool(cbpool *pool)
+{
+    cbpool_config cfg = pool->cfg;
+    pthread_mutex_unlock(&pool->lock);
+    pthread_cond_destroy(&pool->ready_cond);
+    pthread_condattr_destroy(&pool->condattr);
+    pthread_mutex_destroy(&pool->lock);
+    cbpool__free(&cfg, pool->idle);
+    cbpool__free(&cfg, pool->conninfo);
+    cbpool__free(&cfg, pool->application_name);
+    cbpool__free(&cfg, pool->pod);
+    cbpool__free(&cfg, pool->options);
+    cbpool__free(&cfg, pool);
+}
+
+/* A connection that was out came back after close(); returns 1 when it
+   was the last one and the pool must be freed now.  Called with the lock. */
+static int cbpool__returned_after_close_locked(cbpool *pool)
+{
+    return pool->closed_final && --pool->out_at_close == 0;
+}
+
+static void cbpool__record_wait_locked(cbpool *pool, int64_t waited_ns)
+{
+    uint64_t us = waited_ns > 0 ? (uint64_t)(waited_ns / 1000) : 0;
+    pool->hist[cbpool__bucket(us)]++;
+    if (us > pool->counters.acquire_wait_us_max)
+        pool->counters.acquire_wait_us_max = us;
+    pool->counters.acquired++;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
+                                     int line)
+{
+    int64_t start = cbpool__now_ns(), deadline;
+    cbpool__conn *c = NULL;
+
+    if (!pool) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = pool->cfg.acquire_timeout_ms;
+    deadline = start + (int64_t)timeout_ms * 1000000;
+
+    pthread_mutex_lock(&pool->lock);
+    for (;;) {
+        if (pool->closing) {
+            pthread_mutex_unlock(&pool->lock);
+            cbpool__errno = CBPOOL_ECLOSED;
+            return NULL;
+        }
+        c = NULL;
+        if (!pool->wait_head && pool->idle_count > 0) {
+            c = pool->idle[--pool->idle_count];
+            c->state = CBPOOL__IN_USE;
+            pool->in_use++;
+        } else {
+            cbpool__waiter w;
+            int64_t now;
+            if (pool->cfg.max_waiters > 0 && pool->waiters >= pool->cfg.max_waiters) {
+                pool->counters.acquire_rejected++;
+                pthread_mutex_unlock(&pool->lock);
+                cbpool__errno = CBPOOL_EBACKPRESSURE;
+                return NULL;
+            }
+            memset(&w, 0, sizeof w);
+            pthread_cond_init(&w.cond, &pool->condattr);
+            if (pool->wait_tail)
+                pool->wait_tail->next = &w;
+            else
+                pool->wait_head = &w;
+            pool->wait_tail = &w;
+            pool->waiters++;
+            cbpool__wake(pool);
+            while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
+                if (pool->thread_started) {
+                    struct timespec ts;
+                    int64_t until = now + 1000000000LL;  /* re-check each second */
+                    if (until > deadline)
+                        until = deadline;
+                    clock_gettime(CLOCK_MONOTONIC, &ts);
+                    ts.tv_sec += (time_t)((until - now) / 1000000000);
+                    ts.tv_nsec += (long)((until - now) % 1000000000);
+                    if (ts.tv_nsec >= 1000000000) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000;
+                    }
+                    pthread_cond_timedwait(&w.cond, &pool->lock, &ts);
+                } else {
+                    /* no background thread: drive maintenance while waiting */
+                    int slice = (int)((deadline - now) / 1000000) + 1;
+                    pthread_mutex_unlock(&pool->lock);
+                    cbpool__maintain_step(pool, slice < 20 ? slice : 20);
+                    pthread_mutex_lock(&pool->lock);
+                }
+            }
+            if (!w.conn)
+                cbpool__wait_unlink_locked(pool, &w);
+            pthread_cond_destroy(&w.cond);
+            c = w.conn;
+            if (!c) {
+                int closed = pool->closing;
+                if (!closed)
+                    pool->counters.acquire_timeouts++;
+                pthread_mutex_unlock(&pool->lock);
+                cbpool__errno = closed ? CBPOOL_ECLOSED : CBPOOL_ETIMEOUT;
+                return NULL;
+            }
+        }
+        pthread_mutex_unlock(&pool->lock);
+
+        /* never hand out a dead or expired connection */
+        {
+            int64_t now = cbpool__now_ns();
+            int alive = cbpool__looks_alive(c->pg);
+            int expired = c->retire_ns && now >= c->retire_ns;
+            int checked = alive && !expired &&
+                          (pool->cfg.validate_idle_ms < 0 ||
+                           now - c->last_used_ns <= (int64_t)pool->cfg.validate_idle_ms * 1000000 ||
+                           cbpool__validate(pool, c->pg));
+            pthread_mutex_lock(&pool->lock);
+            if (checked && !pool->closing)
+                break;
+            pool->in_use--;
+            cbpool__unlink_locked(pool, c);
+            if (pool->closing) {
+                /* closed while we checked it: it goes, and so may the pool */
+                int free_pool = cbpool__returned_after_close_locked(pool);
+                pthread_mutex_unlock(&pool->lock);
+                cbpool__destroy(pool, c);
+                if (free_pool) {
+                    pthread_mutex_lock(&pool->lock);
+                    cbpool__free_pool(pool);   /* unlocks */
+                }
+                cbpool__errno = CBPOOL_ECLOSED;
+                return NULL;
+            }
+            if (expired && alive)
+                pool->counters.closed_lifetime++;
+            else {
+                pool->counters.closed_broken++;
+                if (alive)
+                    pool->counters.validations_failed++;
+            }
+            cbpool__wake(pool);
+            pthread_mutex_unlock(&pool->lock);
+            cbpool__destroy(pool, c);
+            pthread_mutex_lock(&pool->lock);
+            if (cbpool__now_ns() >= deadline) {
+                pool->counters.acquire_timeouts++;
+                pthread_mutex_unlock(&pool->lock);
+                cbpool__errno = CBPOOL_ETIMEOUT;
+                return NULL;
+            }
+        }
+    }
+    c->acquired_ns = cbpool__now_ns();
+    c->acquired_file = file;
+    c->acquired_line = line;
+    c->leak_reported = 0;
+    cbpool__record_wait_locked(pool, c->acquired_ns - start);
+    pthread_mutex_unlock(&pool->lock);
+    cbpool__errno = CBPOOL_OK;
+    return c->pg;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms)
+{
+    return cbpool_acquire_at(pool, timeout_ms, NULL, 0);
+}
+
+CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
+{
+    cbpool__conn *c;
+    int broken = 0, rolled_back = 0, keep, free_pool = 0;
+    PGTransactionStatusType ts;
+    cbpool__msg msg;
+
+    if (!pool)
+        return;
+    msg.id = NULL;
+    pthread_mutex_lock(&pool->lock);
+    c = pg ? cbpool__find_locked(pool, pg) : NULL;
+    if (!c || c->state != CBPOOL__IN_USE || c->releasing) {
+        pool->counters.misuse++;
+        cbpool__format(&msg, CBPOOL_LOG_ERROR, "misuse", "%s",
+                       !pg ? "cbpool_release() called with a NULL connection; ignored"
+                       : c ? "a connection was released twice; the second release is ignored"
+                           : "a connection that does not belong to this pool was released; ignored");
+        pthread_mutex_unlock(&pool->lock);
+        cbpool__emit(pool, &msg);
+        return;
+    }
+    c->releasing = 1;   /* still in use: nobody else touches it */
+    pthread_mutex_unlock(&pool->lock);
+
+    /* reset its state outside the lock: roll back an open or failed
+       transaction; anything else odd means it cannot be trusted */
+    ts = PQtransactionStatus(pg);
+    if (PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN || ts == PQTRANS_ACTIVE)
+        broken = 1;
+    else if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        PGresult *res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
+                                              pool->cfg.validate_timeout_ms);
+        broken = !res || PQresultStatus(res) != PGRES_COMMAND_OK ||
+                 PQtransactionStatus(pg) != PQTRANS_IDLE;
+        if (res)
+            PQclear(res);
+        rolled_back = 1;
+    }
+
+    pthread_mutex_lock(&pool->lock);
+    c->releasing = 0;
+    pool->in_use--;
+    if (rolled_back)
+        pool->counters.rollbacks_on_release++;
+    c->last_used_ns = cbpool__now_ns();
+    keep = !broken && !pool->closing && pool->total <= pool->limit &&
+           !(c->retire_ns && c->last_used_ns >= c->retire_ns);
+    if (keep)
+        cbpool__offer_locked(pool, c);
+    else {
+        cbpool__unlink_locked(pool, c);
+        if (broken)
+            pool->counters.closed_broken++;
+        else if (pool->closing)
+            free_pool = cbpool__returned_after_close_locked(pool);
+        else if (c->retire_ns && c->last_used_ns >= c->retire_ns)
+            pool->counters.closed_lifetime++;
+        else
+            pool->counters.closed_over_share++;
+        if (broken && pool->closing)
+            free_pool = cbpool__returned_after_close_locked(pool);
+        cbpool__wake(pool);   /* maybe replace it */
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (!keep)
+        cbpool__destroy(pool, c);
+    if (free_pool) {
+        pthread_mutex_lock(&pool->lock);
+        cbpool__free_pool(pool);   /* unlocks */
+    }
+}
+
+CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
+{
+    int64_t deadline;
+    int rc = CBPOOL_OK;
+    if (!pool)
+        return CBPOOL_EINVAL;
+    deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
+    pthread_mutex_lock(&pool->lock);
+    while (pool->total == 0 && !pool->closing) {
+        int64_t now = cbpool__now_ns();
+        if (now >= deadline) {
+            rc = CBPOOL_ETIMEOUT;
+            break;
+        }
+        if (pool->thread_started) {
+            struct timespec ts;
+            int64_t left = deadline - now;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += (time_t)(left / 1000000000);
+            ts.tv_nsec += (long)(left % 1000000000);
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&pool->ready_cond, &pool->lock, &ts);
+        } else {
+            pthread_mutex_unlock(&pool->lock);
+            cbpool__maintain_step(pool, 20);
+            pthread_mutex_lock(&pool->lock);
+        }
+    }
+    if (pool->closing)
+        rc = CBPOOL_ECLOSED;
+    pthread_mutex_unlock(&pool->lock);
+    return rc;
+}
+
+CBPOOL_DEF void cbpool_maintain(cbpool *pool)
+{
+    if (pool && !pool->thread_started)
+        cbpool__maintain_step(pool, 0);
+}
+
+CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
+{
+    if (!pool || !out)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    *out = pool->counters;
+    out->total = pool->total;
+    out->idle = pool->idle_count;
+    out->in_use = pool->in_use;
+    out->connecting = pool->connecting;
+    out->waiters = pool->waiters;
+    out->max_size = pool->limit;
+    out->min_size = pool->floor_size;
+    out->share = pool->share;
+    out->budget = pool->budget;
+    out->extension = pool->extension;
+    out->acquire_wait_us_p50 = cbpool__percentile(pool, 0.50);
+    out->acquire_wait_us_p99 = cbpool__percentile(pool, 0.99);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* a Prometheus label value: backslash, double quote and newline escaped */
+static void cbpool__label(char *out, size_t len, const char *in)
+{
+    size_t n = 0;
+    for (; *in && n + 2 < len; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[n++] = '\\';
+            out[n++] = *in;
+        } else if (*in == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else
+            out[n++] = *in;
+    }
+    out[n] = '\0';
+}
+
+CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
+{
+    cbpool_stats_t s;
+    char app[160], pod[160], labels[360];
+    size_t used = 0;
+    int n;
+
+    if (!pool || (!buf && len))
+        return CBPOOL_EINVAL;
+    cbpool_stats(pool, &s);
+    cbpool__label(app, sizeof app, pool->application_name);
+    cbpool__label(pod, sizeof pod, pool->pod);
+    snprintf(labels, sizeof labels, "application=\"%s\",pod=\"%s\"", app, pod);
+
+#define CBPOOL__EMIT(...)                                                       \
+    do {                                                                        \
+        n = snprintf(buf ? buf + (used < len ? used : len) : NULL,              \
+                     used < len ? len - used : 0, __VA_ARGS__);                 \
+        if (n > 0)                                                              \
+            used += (size_t)n;                                                  \
+    } while (0)
+#define CBPOOL__GAUGE(name, help, value)                                        \
+    CBPOOL__EMIT("# HELP cbpool_" name " " help "\n# TYPE cbpool_" name " gauge\n" \
+                 "cbpool_" name "{%s} %lld\n", labels, (long long)(value))
+#define CBPOOL__COUNTER(name, help, value)                                      \
+    CBPOOL__EMIT("# HELP cbpool_" name " " help "\n# TYPE cbpool_" name " counter\n" \
+                 "cbpool_" name "{%s} %llu\n", labels, (unsigned long long)(value))
+
+    CBPOOL__EMIT("# HELP cbpool_connections Open connections by state.\n"
+                 "# TYPE cbpool_connections gauge\n"
+                 "cbpool_connections{%s,state=\"idle\"} %d\n"
+                 "cbpool_connections{%s,state=\"in_use\"} %d\n"
+                 "cbpool_connections{%s,state=\"connecting\"} %d\n",
+                 labels, s.idle, labels, s.in_use, labels, s.connecting);
+    CBPOOL__GAUGE("waiters", "Threads waiting for a connection.", s.waiters);
+    CBPOOL__GAUGE("max_size", "Current upper bound of the pool.", s.max_size);
+    CBPOOL__GAUGE("min_size", "Connections the pool keeps.", s.min_size);
+    CBPOOL__GAUGE("share", "This pod's share from connbudget.pool_share(), -1 if unknown.",
+                  s.share);
+    CBPOOL__GAUGE("budget", "The server's connection budget, -1 if unknown.", s.budget);
+    CBPOOL__COUNTER("acquired_total", "Successful acquires.", s.acquired);
+    CBPOOL__COUNTER("acquire_timeouts_total", "Acquires that timed out.", s.acquire_timeouts);
+    CBPOOL__COUNTER("acquire_rejected_total", "Acquires refused by max_waiters.",
+                    s.acquire_rejected);
+    CBPOOL__EMIT("# HELP cbpool_acquire_wait_seconds Wait of successful acquires.\n"
+                 "# TYPE cbpool_acquire_wait_seconds summary\n"
+                 "cbpool_acquire_wait_seconds{%s,quantile=\"0.5\"} %.6f\n"
+                 "cbpool_acquire_wait_seconds{%s,quantile=\"0.99\"} %.6f\n"
+                 "cbpool_acquire_wait_seconds_count{%s} %llu\n",
+                 labels, (double)s.acquire_wait_us_p50 / 1e6, labels,
+                 (double)s.acquire_wait_us_p99 / 1e6, labels,
+                 (unsigned long long)s.acquired);
+    CBPOOL__COUNTER("connects_total", "Connections opened.", s.connects);
+    CBPOOL__COUNTER("connect_failures_total", "Failed connect attempts.", s.connect_failures);
+    CBPOOL__COUNTER("connects_refused_total",
+                    "Connect attempts refused with SQLSTATE 53300.", s.connects_refused);
+    CBPOOL__EMIT("# HELP cbpool_closed_total Connections closed, by reason.\n"
+                 "# TYPE cbpool_closed_total counter\n"
+                 "cbpool_closed_total{%s,reason=\"idle\"} %llu\n"
+                 "cbpool_closed_total{%s,reason=\"lifetime\"} %llu\n"
+                 "cbpool_closed_total{%s,reason=\"broken\"} %llu\n"
+                 "cbpool_closed_total{%s,reason=\"over_share\"} %llu\n",
+                 labels, (unsigned long long)s.closed_idle, labels,
+                 (unsigned long long)s.closed_lifetime, labels,
+                 (unsigned long long)s.closed_broken, labels,
+                 (unsigned long long)s.closed_over_share);
+    CBPOOL__COUNTER("budget_refreshes_total", "Successful connbudget.pool_share() calls.",
+                    s.budget_refreshes);
+    CBPOOL__COUNTER("budget_errors_total", "Failed connbudget.pool_share() calls.",
+                    s.budget_errors);
+    CBPOOL__COUNTER("leaks_detected_total", "Connections held beyond leak_threshold_ms.",
+                    s.leaks_detected);
+#undef CBPOOL__COUNTER
+#undef CBPOOL__GAUGE
+#undef CBPOOL__EMIT
+    return (int)used;
+}
+
+CBPOOL_DEF void cbpool_close(cbpool *pool)
+{
+    cbpool__conn *c, *next, *idle_list = NULL;
+    cbpool__waiter *w;
+    int out;
+
+    cbpool__msg msg;
+
+    if (!pool)
+        return;
+    msg.id = NULL;
+    pthread_mutex_lock(&pool->lock);
+    if (pool->closing) {
+        /* the pool is gone once closed with nothing out: calling close
+           twice is undefined; while connections are out, it is harmless */
+        pthread_mutex_unlock(&pool->lock);
+        return;
+    }
+    pool->closing = 1;
+    for (w = pool->wait_head; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&pool->ready_cond);
+    cbpool__wake(pool);
+    pthread_mutex_unlock(&pool->lock);
+
+    if (pool->thread_started) {
+        pthread_join(pool->thread, NULL);
+        close(pool->wake_fds[0]);
+        close(pool->wake_fds[1]);
+    }
+
+    pthread_mutex_lock(&pool->lock);
+    /* wait for acquirers still inside the pool to leave */
+    while (pool->waiters > 0 || pool->maintaining) {
+        pthread_mutex_unlock(&pool->lock);
+        {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&pool->lock);
+    }
+    /* connect attempts still under way (no-thread mode) */
+    while (pool->nattempts > 0) {
+        PQfinish(pool->attempts[--pool->nattempts].pg);
+    }
+    for (c = pool->conns; c; c = next) {
+        next = c->next;
+        if (c->state != CBPOOL__IN_USE) {
+            cbpool__unlink_locked(pool, c);
+            c->next = idle_list;
+            idle_list = c;
+        }
+    }
+    if (pool->refresh_conn)
+        pool->refresh_conn = NULL;
+    pool->idle_count = 0;
+    out = pool->in_use;
+    pool->out_at_close = out;
+    pool->closed_final = 1;
+    if (out > 0)
+        cbpool__format(&msg, CBPOOL_LOG_WARN, "close-in-use",
+                       "cbpool_close(): %d connection(s) still in use; each is closed "
+                       "when released, and the pool is freed after the last",
+                       out);
+    pthread_mutex_unlock(&pool->lock);
+    cbpool__emit(pool, &msg);
+
+    for (c = idle_list; c; c = next) {
+        next = c->next;
+        cbpool__destroy(pool, c);
+    }
+    if (out == 0) {
+        pthread_mutex_lock(&pool->lock);
+        cbpool__free_pool(pool);   /* unlocks */
+    }
+}
+
+/* ---- transactions with retry ---- */
+
+CBPOOL_DEF PGconn *cbpool_tx_conn(cbpool_tx *tx)
+{
+    return tx ? tx->conn : NULL;
+}
+
+CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx)
+{
+    return tx ? tx->attempt : 0;
+}
+
+CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY ||
+        st == PGRES_SINGLE_TUPLE || st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
+        return 1;
+    if (tx) {
+        if (res)
+            cbpool__sqlstate(res, tx->sqlstate);
+        if (!tx->sqlstate[0] && tx->conn && PQstatus(tx->conn) != CONNECTION_OK)
+            snprintf(tx->sqlstate, sizeof tx->sqlstate, "08006");
+    }
+    return 0;
+}
+
+CBPOOL_DEF PGresult *cbpool_tx_exec(cbpool_tx *tx, const char *sql)
+{
+    PGresult *res;
+    if (!tx || !sql)
+        return NULL;
+    res = PQexec(tx->conn, sql);
+    cbpool_tx_check(tx, res);
+    return res;
+}
+
+CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql, int nparams,
+                                           const char *const *values)
+{
+    PGresult *res;
+    if (!tx || !sql)
+        return NULL;
+    res = PQexecParams(tx->conn, sql, nparams, NULL, values, NULL, NULL, 0);
+    cbpool_tx_check(tx, res);
+    return res;
+}
+
+static int cbpool__retryable(const char *state)
+{
+    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+           strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+}
+
+static int cbpool__lost(const char *state)
+{
+    return strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0;
+}
+
+CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_opts *opts)
+{
+    cbpool_run_opts defaults;
+    int max_attempts, attempt, rc = CBPOOL_EQUERY;
+
+    if (!pool || !fn)
+        return CBPOOL_EINVAL;
+    if (!opts) {
+        memset(&defaults, 0, sizeof defaults);
+        opts = &defaults;
+    }
+    max_attempts = cbpool__def(opts->max_attempts, 5);
+    opts->attempts = 0;
+    opts->sqlstate[0] = '\0';
+
+    for (attempt = 1; attempt <= max_attempts; attempt++) {
+        cbpool_tx tx;
+        PGresult *res;
+        int fn_rc, before_fn = 1, retry;
+
+        memset(&tx, 0, sizeof tx);
+        tx.pool = pool;
+        tx.attempt = attempt;
+        opts->attempts = attempt;
+        tx.conn = cbpool_acquire(pool, opts->acquire_timeout_ms > 0
+                                           ? opts->acquire_timeout_ms : -1);
+        if (!tx.conn)
+            return cbpool_last_error();
+
+        res = PQexec(tx.conn, opts->begin ? opts->begin : "BEGIN");
+        if (cbpool_tx_check(&tx, res)) {
+            PQclear(res);
+            res = NULL;
+            before_fn = 0;
+            fn_rc = fn(&tx, arg);
+            if (fn_rc == 0) {
+                res = PQexec(tx.conn, "COMMIT");
+                if (cbpool_tx_check(&tx, res) &&
+                    strcmp(PQcmdStatus(res), "ROLLBACK") != 0) {
+                    PQclear(res);
+                    cbpool_release(pool, tx.conn);
+                    return 0;
+                }
+                if (!tx.sqlstate[0])
+                    snprintf(tx.sqlstate, sizeof tx.sqlstate, "25P02");
+                rc = CBPOOL_EQUERY;
+            } else
+                rc = fn_rc;
+        } else
+            rc = CBPOOL_EQUERY;
+        if (res)
+            PQclear(res);
+        if (!tx.sqlstate[0] && PQstatus(tx.conn) != CONNECTION_OK)
+            snprintf(tx.sqlstate, sizeof tx.sqlstate, "08006");
+        cbpool_release(pool, tx.conn);   /* rolls back whatever is open */
+        memcpy(opts->sqlstate, tx.sqlstate, sizeof opts->sqlstate);
+        retry = cbpool__retryable(tx.sqlstate) &&
+                (opts->idempotent || (before_fn && cbpool__lost(tx.sqlstate)));
+        if (!retry || attempt == max_attempts)
+            return rc;
+        {
+            int64_t pause;
+            struct timespec ts;
+            pthread_mutex_lock(&pool->lock);
+            pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
+            pthread_mutex_unlock(&pool->lock);
+            ts.tv_sec = (time_t)(pause / 1000000000);
+            ts.tv_nsec = (long)(pause % 1000000000);
+            nanosleep(&ts, NULL);
+        }
+    }
+    return rc;
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CBPOOL_IMPLEMENTATION_DONE */
+#endif /* CBPOOL_IMPLEMENTATION */
+
+/*
+   LICENCE (PostgreSQL Licence)
+
+   Copyright (c) 2026, the connbudget authors
+
+   Permission to use, copy, modify, and distribute this software and its
+   documentation for any purpose, without fee, and without a written
+   agreement is hereby granted, provided that the above copyright notice and
+   this paragraph and the following two paragraphs appear in all copies.
+
+   IN NO EVENT SHALL THE AUTHORS BE LIABLE TO ANY PARTY FOR DIRECT,
+   INDIRECT, SPECIAL, INCIDENTAL, OR CONSEQUENTIAL DAMAGES, INCLUDING LOST
+   PROFITS, ARISING OUT OF THE USE OF THIS SOFTWARE AND ITS DOCUMENTATION,
+   EVEN IF THE AUTHORS HAVE BEEN ADVISED OF THE POSSIBILITY OF SUCH DAMAGE.
+
+   THE AUTHORS SPECIFICALLY DISCLAIM ANY WARRANTIES, INCLUDING, BUT NOT
+   LIMITED TO, THE IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS FOR A
+   PARTICULAR PURPOSE.  THE SOFTWARE PROVIDED HEREUNDER IS ON AN "AS IS"
+   BASIS, AND THE AUTHORS HAVE NO OBLIGATIONS TO PROVIDE MAINTENANCE,
+   SUPPORT, UPDATES, ENHANCEMENTS, OR MODIFICATIONS.
+*/

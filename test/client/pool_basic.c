@@ -1,0 +1,698 @@
+/*
+ * pool_basic.c -- the pool's everyday behaviour against a real server:
+ * acquire and release, resetting state, validation, timeouts and
+ * backpressure, FIFO waiters, lifetimes, idle timeouts, leak reports,
+ * misuse, invalid configurations, metrics, and cbpool_run() retries.
+ *
+ * cluster: max_connections=60 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.refresh_interval=100
+ */
+#include "common.h"
+
+static PGconn *admin;
+
+static void
+test_acquire_release(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-basic");
+	cbpool	   *pool = open_or_bail(&cfg);
+	PGconn	   *conn = cbpool_acquire(pool, 5000);
+	cbpool_stats_t s;
+
+	ok(conn != NULL && query_works(conn), "acquire gives a working connection");
+	is_str(pg_value(conn, "SELECT current_setting('application_name')"), "basic",
+		   "it connected with the pool's application_name");
+	is_str(pg_value(conn, "SELECT pod FROM connbudget.pods WHERE application_name = 'basic'"),
+		   "pod-basic", "and as the pool's pod (connbudget.pod)");
+	s = stats_of(pool);
+	ok(s.in_use == 1 && s.acquired == 1, "stats: 1 in use, 1 acquired");
+	cbpool_release(pool, conn);
+	ok(wait_stat(pool, s.in_use == 0 && s.idle >= 1, 5000),
+	   "after release: nothing in use, idle again");
+	ok(wait_stat(pool, s.budget_refreshes >= 1 && s.extension == 1, 5000),
+	   "the pool read its share from connbudget.pool_share()");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-basic' "
+				   "AND lease_expires IS NOT NULL"), 1,
+		   "the server sees the pod's lease");
+	cbpool_close(pool);
+}
+
+static void
+test_reset_on_release(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-reset");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	PGresult   *res;
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	pool = open_or_bail(&cfg);
+
+	conn = cbpool_acquire(pool, 5000);
+	PQclear(PQexec(conn, "BEGIN"));
+	PQclear(PQexec(conn, "CREATE TEMP TABLE t_reset (x int)"));
+	cbpool_release(pool, conn);
+	conn = cbpool_acquire(pool, 5000);
+	ok(PQtransactionStatus(conn) == PQTRANS_IDLE,
+	   "a transaction left open is rolled back on release");
+	is_int(pg_long(conn, "SELECT count(*) FROM pg_class WHERE relname = 't_reset'"), 0,
+		   "its work is undone");
+
+	PQclear(PQexec(conn, "BEGIN"));
+	res = PQexec(conn, "SELECT 1/0");
+	PQclear(res);
+	ok(PQtransactionStatus(conn) == PQTRANS_INERROR, "a failed transaction...");
+	cbpool_release(pool, conn);
+	conn = cbpool_acquire(pool, 5000);
+	ok(PQtransactionStatus(conn) == PQTRANS_IDLE && query_works(conn),
+	   "...is rolled back on release too, and the connection works");
+	s = stats_of(pool);
+	is_int(s.rollbacks_on_release, 2, "two rollbacks on release counted");
+
+	/* a query still running when released: the connection cannot be trusted */
+	PQsendQuery(conn, "SELECT pg_sleep(0.2)");
+	cbpool_release(pool, conn);
+	s = stats_of(pool);
+	is_int(s.closed_broken, 1, "a connection released with a query in flight is discarded");
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn), "and replaced by a working one");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+}
+
+static void
+test_dead_connections(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-dead");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	long		pid;
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	cfg.validate_idle_ms = 60000;	/* only the cheap socket check */
+	pool = open_or_bail(&cfg);
+
+	/* an idle connection terminated by the server is never handed out */
+	conn = cbpool_acquire(pool, 5000);
+	pid = pg_long(conn, "SELECT pg_backend_pid()");
+	cbpool_release(pool, conn);
+	{
+		char		sql[128];
+
+		snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%ld)", pid);
+		pg_exec(admin, sql);
+	}
+	sleep_ms(100);
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn),
+	   "after pg_terminate_backend of an idle connection, acquire gives a working one");
+	ok(pg_long(conn, "SELECT pg_backend_pid()") != pid, "a new backend, not the dead one");
+	s = stats_of(pool);
+	ok(s.closed_broken >= 1, "the dead connection was discarded (closed_broken %llu)",
+	   (unsigned long long) s.closed_broken);
+
+	/* a busy connection terminated under its user: discarded on release */
+	pid = pg_long(conn, "SELECT pg_backend_pid()");
+	{
+		char		sql[128];
+		PGresult   *res;
+
+		snprintf(sql, sizeof(sql),
+				 "SELECT pg_terminate_backend(%ld) FROM pg_sleep(0.1)", pid);
+		PQsendQuery(conn, "SELECT pg_sleep(5)");
+		pg_exec(admin, sql);
+		while ((res = PQgetResult(conn)) != NULL)
+			PQclear(res);
+		ok(PQstatus(conn) == CONNECTION_BAD, "terminating a busy connection breaks it");
+	}
+	cbpool_release(pool, conn);
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn), "it is discarded on release and replaced");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+
+	/* validation with a round trip after validate_idle_ms */
+	cfg.validate_idle_ms = 0;
+	pool = open_or_bail(&cfg);
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+	sleep_ms(20);
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn), "validate_idle_ms = 0: every hand-out is validated");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+}
+
+typedef struct Waiter
+{
+	cbpool	   *pool;
+	int			index;
+	int			timeout_ms;
+	PGconn	   *conn;
+	cbpool_error error;
+	double		waited;
+	int		   *order;
+	int		   *order_len;
+	pthread_mutex_t *order_lock;
+} Waiter;
+
+static void *
+waiter_main(void *arg)
+{
+	Waiter	   *w = arg;
+	double		t0 = now_seconds();
+
+	w->conn = cbpool_acquire(w->pool, w->timeout_ms);
+	w->error = cbpool_last_error();
+	w->waited = now_seconds() - t0;
+	if (w->conn)
+	{
+		pthread_mutex_lock(w->order_lock);
+		w->order[(*w->order_len)++] = w->index;
+		pthread_mutex_unlock(w->order_lock);
+		sleep_ms(5);
+		cbpool_release(w->pool, w->conn);
+	}
+	return NULL;
+}
+
+static void
+test_waiting(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-wait");
+	cbpool	   *pool;
+	PGconn	   *held;
+	PGconn	   *conn;
+	double		t0;
+	pthread_t	threads[6];
+	Waiter		waiters[6];
+	int			order[6];
+	int			order_len = 0;
+	pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+	int			fifo = 1;
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	cfg.max_waiters = 6;
+	pool = open_or_bail(&cfg);
+	held = cbpool_acquire(pool, 5000);
+
+	/* timeout */
+	t0 = now_seconds();
+	conn = cbpool_acquire(pool, 300);
+	ok(conn == NULL && cbpool_last_error() == CBPOOL_ETIMEOUT,
+	   "with the only connection held, acquire(300 ms) times out");
+	ok(now_seconds() - t0 >= 0.29, "after its timeout, not before (%.3f s)", now_seconds() - t0);
+	is_int(stats_of(pool).acquire_timeouts, 1, "acquire_timeouts counts it");
+
+	/* FIFO: six waiters queued one after another are served in order */
+	for (int i = 0; i < 6; i++)
+	{
+		waiters[i] = (Waiter) {
+			.pool = pool, .index = i, .timeout_ms = 10000,
+			.order = order, .order_len = &order_len, .order_lock = &order_lock
+		};
+		pthread_create(&threads[i], NULL, waiter_main, &waiters[i]);
+		ok(wait_stat(pool, s.waiters == i + 1, 5000), "waiter %d queued", i + 1);
+	}
+
+	/* backpressure: max_waiters = 6 are waiting, the 7th fails at once */
+	t0 = now_seconds();
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn == NULL && cbpool_last_error() == CBPOOL_EBACKPRESSURE,
+	   "with max_waiters (6) waiting, acquire fails at once with CBPOOL_EBACKPRESSURE");
+	ok(now_seconds() - t0 < 1.0, "without waiting (%.3f s)", now_seconds() - t0);
+	is_int(stats_of(pool).acquire_rejected, 1, "acquire_rejected counts it");
+
+	cbpool_release(pool, held);
+	for (int i = 0; i < 6; i++)
+		pthread_join(threads[i], NULL);
+	is_int(order_len, 6, "every waiter was served");
+	for (int i = 0; i < order_len; i++)
+		if (order[i] != i)
+			fifo = 0;
+	ok(fifo, "waiters were served first come, first served (%d %d %d %d %d %d)",
+	   order[0], order[1], order[2], order[3], order[4], order[5]);
+	s = stats_of(pool);
+	ok(s.acquire_wait_us_p99 >= s.acquire_wait_us_p50 && s.acquire_wait_us_p99 > 1000,
+	   "acquire-wait percentiles reflect the waits (p50 %llu us, p99 %llu us)",
+	   (unsigned long long) s.acquire_wait_us_p50,
+	   (unsigned long long) s.acquire_wait_us_p99);
+
+	/* a waiter is served when the connection comes back */
+	order_len = 0;
+	held = cbpool_acquire(pool, 5000);
+	waiters[0] = (Waiter) {
+		.pool = pool, .index = 0, .timeout_ms = 20000,
+		.order = order, .order_len = &order_len, .order_lock = &order_lock
+	};
+	pthread_create(&threads[0], NULL, waiter_main, &waiters[0]);
+	wait_stat(pool, s.waiters == 1, 5000);
+	cbpool_release(pool, held);
+	pthread_join(threads[0], NULL);
+	ok(waiters[0].conn != NULL && order_len == 1, "a single waiter gets the released connection");
+	cbpool_close(pool);
+}
+
+static void *
+close_waiter_main(void *arg)
+{
+	Waiter	   *w = arg;
+	double		t0 = now_seconds();
+
+	w->conn = cbpool_acquire(w->pool, w->timeout_ms);
+	w->error = cbpool_last_error();
+	w->waited = now_seconds() - t0;
+	return NULL;
+}
+
+static void
+test_close_wakes_waiters(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-close");
+	cbpool	   *pool;
+	PGconn	   *held;
+	pthread_t	thread;
+	Waiter		w = {0};
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	pool = open_or_bail(&cfg);
+	held = cbpool_acquire(pool, 5000);
+	w.pool = pool;
+	w.timeout_ms = 20000;
+	pthread_create(&thread, NULL, close_waiter_main, &w);
+	wait_stat(pool, s.waiters == 1, 5000);
+	log_reset();
+	cbpool_close(pool);
+	pthread_join(thread, NULL);
+	ok(w.conn == NULL && w.error == CBPOOL_ECLOSED && w.waited < 5,
+	   "cbpool_close() wakes a waiter at once with CBPOOL_ECLOSED (%.2f s)", w.waited);
+	is_int(logged("close-in-use", "1 connection(s) still in use"), 1,
+		   "closing with a connection out says so");
+	ok(query_works(held), "the connection still out keeps working");
+	cbpool_release(pool, held);
+	ok(1, "and releasing it after close frees the pool (checked by the sanitizers)");
+}
+
+static void
+test_lifetime_and_idle(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-life");
+	cbpool	   *pool;
+	PGconn	   *conns[4];
+	PGconn	   *conn;
+	cbpool_stats_t s;
+
+	/* lifetime: idle connections retire, in-use ones retire on release */
+	cfg.max_lifetime_ms = 400;
+	cfg.lifetime_jitter_pct = 10;
+	pool = open_or_bail(&cfg);
+	conn = cbpool_acquire(pool, 5000);
+	sleep_ms(600);
+	cbpool_release(pool, conn);
+	s = stats_of(pool);
+	ok(s.closed_lifetime >= 1, "a connection past max_lifetime_ms is retired on release");
+	ok(wait_stat(pool, s.closed_lifetime >= 2, 5000),
+	   "idle connections past their lifetime are retired too (closed_lifetime %llu)",
+	   (unsigned long long) s.closed_lifetime);
+	ok(wait_stat(pool, s.total >= 1, 5000), "and replaced to keep min_idle");
+	cbpool_close(pool);
+
+	/* after a burst, the pool gives connections back: its demand falls, so
+	   does its share, and idle connections beyond it close (the idle
+	   timeout alone is tested against a server without the extension) */
+	cfg = test_config("basic", "pod-idle");
+	cfg.max_size = 4;
+	pool = open_or_bail(&cfg);
+	for (int i = 0; i < 4; i++)
+		conns[i] = cbpool_acquire(pool, 10000);
+	ok(conns[0] && conns[1] && conns[2] && conns[3],
+	   "one thread taking 4 connections at once: the pool grows to 4");
+	for (int i = 0; i < 4; i++)
+		cbpool_release(pool, conns[i]);
+	ok(wait_stat(pool, s.total == 1, 5000),
+	   "once they are released, it shrinks back to 1 (total %d, share %d)", s.total, s.share);
+	s = stats_of(pool);
+	is_int(s.closed_idle + s.closed_over_share, 3, "the 3 idle connections were closed");
+	cbpool_close(pool);
+}
+
+static void
+test_leaks(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-leak");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	char		where[64];
+	cbpool_stats_t s;
+
+	cfg.leak_threshold_ms = 150;
+	pool = open_or_bail(&cfg);
+	log_reset();
+	conn = CBPOOL_ACQUIRE(pool, 5000);
+	snprintf(where, sizeof(where), "pool_basic.c:%d", __LINE__ - 1);
+	ok(wait_stat(pool, s.leaks_detected == 1, 5000),
+	   "a connection held past leak_threshold_ms is detected");
+	sleep_ms(400);
+	is_int(logged("leak", where), 1, "reported once, with where it was acquired (%s)", where);
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+}
+
+static void
+test_misuse(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-misuse");
+	cbpool	   *pool = open_or_bail(&cfg);
+	cbpool	   *other;
+	PGconn	   *conn;
+	PGconn	   *stranger;
+	cbpool_stats_t s;
+
+	log_reset();
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+	cbpool_release(pool, conn);
+	is_int(logged("misuse", "released twice"), 1,
+		   "releasing a connection twice is reported, not a crash");
+	stranger = pg_connect_or_bail("application_name=stranger");
+	cbpool_release(pool, stranger);
+	is_int(logged("misuse", "does not belong to this pool"), 1,
+		   "releasing a connection from elsewhere is reported and ignored");
+	ok(query_works(stranger), "and the stranger's connection is left alone");
+	PQfinish(stranger);
+
+	other = open_or_bail(&cfg);
+	conn = cbpool_acquire(other, 5000);
+	cbpool_release(pool, conn);
+	is_int(logged("misuse", "does not belong to this pool"), 2,
+		   "releasing a connection into another pool is reported and ignored");
+	cbpool_release(other, conn);
+	cbpool_close(other);
+
+	cbpool_release(pool, NULL);
+	is_int(logged("misuse", "NULL connection"), 1, "releasing NULL is reported");
+	s = stats_of(pool);
+	is_int(s.misuse, 4, "the misuse counter counts all four");
+	ok(cbpool_acquire(NULL, 10) == NULL && cbpool_last_error() == CBPOOL_EINVAL,
+	   "acquire from a NULL pool: NULL and CBPOOL_EINVAL");
+	cbpool_release(NULL, NULL);
+	cbpool_stats(NULL, &s);
+	cbpool_stats(pool, NULL);
+	cbpool_close(NULL);
+	ok(cbpool_prometheus(NULL, NULL, 0) == CBPOOL_EINVAL &&
+	   cbpool_run(NULL, NULL, NULL, NULL) == CBPOOL_EINVAL &&
+	   cbpool_run(pool, NULL, NULL, NULL) == CBPOOL_EINVAL &&
+	   cbpool_wait_ready(NULL, 10) == CBPOOL_EINVAL,
+	   "NULL arguments get CBPOOL_EINVAL, not a crash");
+	cbpool_close(pool);
+}
+
+/* Each invalid configuration, and the message cbpool_open must give. */
+static const char *
+invalid_case(int i, cbpool_config *c, const char **message)
+{
+	switch (i)
+	{
+		case 0:
+			c->min_idle = -1;
+			*message = "min_idle must not be negative (got -1)";
+			return "negative min_idle";
+		case 1:
+			c->max_size = -5;
+			*message = "max_size must not be negative (got -5)";
+			return "negative max_size";
+		case 2:
+			c->min_idle = 5;
+			c->max_size = 2;
+			*message = "min_idle (5) must not exceed max_size (2)";
+			return "min_idle above max_size";
+		case 3:
+			c->acquire_timeout_ms = -1;
+			*message = "acquire_timeout_ms must not be negative";
+			return "a negative acquire timeout";
+		case 4:
+			c->validate_idle_ms = -2;
+			*message = "validate_idle_ms must be -1 (never) or >= 0";
+			return "validate_idle_ms below -1";
+		case 5:
+			c->backoff_initial_ms = 500;
+			c->backoff_max_ms = 10;
+			*message = "backoff_max_ms (10) must not be below backoff_initial_ms (500)";
+			return "a backoff cap below its start";
+		case 6:
+			c->pod = "0123456789012345678901234567890123456789012345678901234567890123";
+			*message = "is not 1 to 63 bytes of printable ASCII";
+			return "a pod id of 64 bytes";
+		case 7:
+			c->pod = "p\xc3\xb6" "d";
+			*message = "is not 1 to 63 bytes of printable ASCII";
+			return "a multibyte pod id";
+		case 8:
+			c->application_name = "";
+			*message = "application_name must be 1 to 63 bytes";
+			return "an empty application_name";
+		case 9:
+			c->conninfo = "host='unterminated";
+			*message = "invalid conninfo";
+			return "an invalid conninfo";
+		case 10:
+			c->conninfo = "nosuchkeyword=1";
+			*message = "invalid conninfo";
+			return "an unknown conninfo keyword";
+		case 11:
+			c->lifetime_jitter_pct = 80;
+			*message = "lifetime_jitter_pct must be at most 50";
+			return "a jitter of 80%";
+		case 12:
+			c->connect_timeout_ms = 0;
+			*message = "connect_timeout_ms and validate_timeout_ms must be positive";
+			return "a connect timeout of 0";
+	}
+	return NULL;
+}
+
+static void
+test_invalid_config(void)
+{
+	const char *label;
+
+	for (int i = 0;; i++)
+	{
+		cbpool_config cfg = test_config("basic", "pod-cfg");
+		const char *message = NULL;
+		char		err[256] = "";
+		cbpool	   *pool;
+
+		label = invalid_case(i, &cfg, &message);
+		if (label == NULL)
+			break;
+		pool = cbpool_open(&cfg, err, sizeof(err));
+		ok(pool == NULL && strstr(err, message) != NULL,
+		   "cbpool_open refuses %s: \"%s\"", label, err);
+		if (pool)
+			cbpool_close(pool);
+	}
+	{
+		char		err[256] = "";
+
+		ok(cbpool_open(NULL, err, sizeof(err)) == NULL && strstr(err, "cfg must not be NULL"),
+		   "cbpool_open(NULL) refuses: \"%s\"", err);
+		ok(cbpool_open(NULL, NULL, 0) == NULL, "and does not need an error buffer");
+	}
+}
+
+static void
+test_prometheus(void)
+{
+	cbpool_config cfg = test_config("basic", "pod\"quote");
+	cbpool	   *pool;
+	char		buf[16384];
+	int			n;
+	cbpool_stats_t s;
+
+	cfg.refresh_ms = 3600 * 1000;	/* one refresh at start, so numbers hold still */
+	pool = open_or_bail(&cfg);
+	ok(wait_stat(pool, s.budget_refreshes == 1, 5000), "the pool read its share once");
+	n = cbpool_prometheus(pool, buf, sizeof(buf));
+	int			lines = 0,
+				bad = 0;
+	char	   *save = NULL;
+
+	ok(n > 0 && n < (int) sizeof(buf), "metrics written (%d bytes)", n);
+	is_int(cbpool_prometheus(pool, NULL, 0), n, "a NULL buffer returns the size needed");
+	{
+		char		small[64];
+		int			m = cbpool_prometheus(pool, small, sizeof(small));
+
+		ok(m == n && strlen(small) == sizeof(small) - 1,
+		   "a small buffer is filled and terminated, and the full size returned");
+	}
+	for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+	{
+		char		name[128];
+		char		rest[1024];
+		double		value;
+
+		lines++;
+		if (line[0] == '#')
+		{
+			if (strncmp(line, "# HELP cbpool_", 14) != 0 && strncmp(line, "# TYPE cbpool_", 14) != 0)
+				bad++;
+			continue;
+		}
+		if (sscanf(line, "%127[a-z_]{%1023[^}]} %lf", name, rest, &value) != 3 ||
+			strncmp(name, "cbpool_", 7) != 0 ||
+			strstr(rest, "application=\"basic\",pod=\"pod\\\"quote\"") != rest)
+		{
+			diag("bad line: %s", line);
+			bad++;
+		}
+	}
+	ok(lines > 40 && bad == 0,
+	   "every line is Prometheus text format with escaped labels (%d lines, %d bad)",
+	   lines, bad);
+	cbpool_close(pool);
+}
+
+/* ---- cbpool_run ---- */
+
+static int
+run_serialization(cbpool_tx *tx, void *arg)
+{
+	PGresult   *res = cbpool_tx_exec(tx, (const char *) arg);
+	int			ok_ = cbpool_tx_check(tx, res);
+
+	PQclear(res);
+	if (!ok_)
+		return 1;
+	res = cbpool_tx_exec(tx, "INSERT INTO run_log VALUES (1)");
+	ok_ = cbpool_tx_check(tx, res);
+	PQclear(res);
+	return ok_ ? 0 : 1;
+}
+
+static int
+run_lose_connection(cbpool_tx *tx, void *arg)
+{
+	(void) arg;
+	if (cbpool_tx_attempt(tx) == 1)
+	{
+		PGresult   *res = cbpool_tx_exec(tx, "SELECT pg_terminate_backend(pg_backend_pid())");
+
+		PQclear(res);
+		return 1;
+	}
+	PQclear(cbpool_tx_exec(tx, "INSERT INTO run_log VALUES (2)"));
+	return 0;
+}
+
+static void
+test_run(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-run");
+	cbpool	   *pool = open_or_bail(&cfg);
+	cbpool_run_opts opts;
+	int			rc;
+
+	pg_exec(admin, "CREATE TABLE run_log (kind int)");
+	pg_exec(admin, "CREATE SEQUENCE run_seq");
+	pg_exec(admin,
+			"CREATE FUNCTION fail_until(n int, code text) RETURNS void LANGUAGE plpgsql AS $$ "
+			"BEGIN IF nextval('run_seq') <= n THEN "
+			"RAISE EXCEPTION 'simulated %', code USING ERRCODE = code; END IF; END $$");
+
+	memset(&opts, 0, sizeof(opts));
+	opts.idempotent = 1;
+	rc = cbpool_run(pool, run_serialization, "SELECT fail_until(2, '40001')", &opts);
+	ok(rc == 0 && opts.attempts == 3,
+	   "idempotent work failing twice with 40001 commits on the 3rd attempt (rc %d, attempts %d)",
+	   rc, opts.attempts);
+	is_int(pg_long(admin, "SELECT count(*) FROM run_log WHERE kind = 1"), 1,
+		   "its effect is there once");
+
+	pg_exec(admin, "ALTER SEQUENCE run_seq RESTART");
+	memset(&opts, 0, sizeof(opts));
+	opts.idempotent = 1;
+	rc = cbpool_run(pool, run_serialization, "SELECT fail_until(1, '40P01')", &opts);
+	ok(rc == 0 && opts.attempts == 2, "a deadlock (40P01) is retried too (attempts %d)",
+	   opts.attempts);
+
+	pg_exec(admin, "ALTER SEQUENCE run_seq RESTART");
+	memset(&opts, 0, sizeof(opts));
+	rc = cbpool_run(pool, run_serialization, "SELECT fail_until(1, '40001')", &opts);
+	ok(rc == 1 && opts.attempts == 1 && strcmp(opts.sqlstate, "40001") == 0,
+	   "work not marked idempotent is not retried: fn's error is returned with SQLSTATE 40001");
+
+	pg_exec(admin, "ALTER SEQUENCE run_seq RESTART");
+	memset(&opts, 0, sizeof(opts));
+	opts.idempotent = 1;
+	opts.max_attempts = 3;
+	rc = cbpool_run(pool, run_serialization, "SELECT fail_until(10, '40001')", &opts);
+	ok(rc == 1 && opts.attempts == 3, "retries stop after max_attempts (3)");
+
+	pg_exec(admin, "ALTER SEQUENCE run_seq RESTART");
+	memset(&opts, 0, sizeof(opts));
+	opts.idempotent = 1;
+	rc = cbpool_run(pool, run_serialization, "SELECT fail_until(5, '23505')", &opts);
+	ok(rc == 1 && opts.attempts == 1 && strcmp(opts.sqlstate, "23505") == 0,
+	   "other errors (23505) are not retried");
+
+	memset(&opts, 0, sizeof(opts));
+	opts.idempotent = 1;
+	rc = cbpool_run(pool, run_lose_connection, NULL, &opts);
+	ok(rc == 0 && opts.attempts == 2,
+	   "a connection lost during idempotent work is retried on a new connection (attempts %d)",
+	   opts.attempts);
+	is_int(pg_long(admin, "SELECT count(*) FROM run_log WHERE kind = 2"), 1,
+		   "and its effect is there once");
+	cbpool_close(pool);
+}
+
+static void
+test_without_thread(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-loop");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	char		err[256];
+	cbpool_stats_t s;
+
+	cfg.background = 0;
+	pool = cbpool_open(&cfg, err, sizeof(err));
+	ok(pool != NULL, "a pool without its background thread opens");
+	for (int i = 0; i < 5; i++)
+		cbpool_maintain(pool);
+	conn = cbpool_acquire(pool, 10000);
+	ok(conn != NULL && query_works(conn),
+	   "without the thread, acquire drives the maintenance itself and connects");
+	cbpool_release(pool, conn);
+	ok(wait_stat(pool, (cbpool_maintain(pool), s.budget_refreshes >= 1), 5000),
+	   "cbpool_maintain() refreshes the share");
+	cbpool_close(pool);
+}
+
+int
+main(void)
+{
+	admin = pg_connect_or_bail("application_name=admin");
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+
+	test_acquire_release();
+	test_reset_on_release();
+	test_dead_connections();
+	test_waiting();
+	test_close_wakes_waiters();
+	test_lifetime_and_idle();
+	test_leaks();
+	test_misuse();
+	test_invalid_config();
+	test_prometheus();
+	test_run();
+	test_without_thread();
+
+	PQfinish(admin);
+	return done_testing();
+}

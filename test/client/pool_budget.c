@@ -1,0 +1,223 @@
+/*
+ * pool_budget.c -- pools in separate processes (different pods of one
+ * application) share the budget through the server: each stays within its
+ * share, shrinks when a pod joins, grows back when a pod is killed, and
+ * together they never exceed the budget.
+ *
+ * Budget: max_connections 40 - reserved 10 = 30.
+ *
+ * cluster: max_connections=40 superuser_reserved_connections=0 connbudget.reserved_connections=10 connbudget.pod_ttl=1500 connbudget.refresh_interval=200
+ */
+#include "common.h"
+
+#define BUDGET 30
+#define REFRESH_MS 200
+#define POD_TTL_MS 1500
+#define LOAD_THREADS 20
+
+/* ---- a pod: a process with a pool under more load than it can get ---- */
+
+static int	pod_stop;
+static cbpool *pod_pool;
+
+static void
+pod_on_term(int sig)
+{
+	(void) sig;
+	__atomic_store_n(&pod_stop, 1, __ATOMIC_RELAXED);
+}
+
+static void *
+pod_load(void *arg)
+{
+	(void) arg;
+	while (!__atomic_load_n(&pod_stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_acquire(pod_pool, 2000);
+
+		if (!conn)
+			continue;
+		PQclear(PQexec(conn, "SELECT pg_sleep(0.01)"));
+		cbpool_release(pod_pool, conn);
+	}
+	return NULL;
+}
+
+static void
+pod_main(const char *pod)
+{
+	cbpool_config cfg = test_config("shop", pod);
+	pthread_t	threads[LOAD_THREADS];
+	char		err[256];
+	char		conninfo[512];
+
+	/* a plain role: the server's limits apply (superusers are never refused) */
+	snprintf(conninfo, sizeof(conninfo), "%s user=shop_user", cluster_conninfo());
+	cfg.conninfo = conninfo;
+
+	signal(SIGTERM, pod_on_term);
+	cfg.logger.func = NULL;		/* default: warnings to stderr */
+	pod_pool = cbpool_open(&cfg, err, sizeof(err));
+	if (!pod_pool)
+	{
+		fprintf(stderr, "pod %s: %s\n", pod, err);
+		_exit(1);
+	}
+	for (int i = 0; i < LOAD_THREADS; i++)
+		pthread_create(&threads[i], NULL, pod_load, NULL);
+	for (int i = 0; i < LOAD_THREADS; i++)
+		pthread_join(threads[i], NULL);
+	cbpool_close(pod_pool);
+	_exit(0);
+}
+
+static pid_t
+start_pod(const char *pod)
+{
+	pid_t		pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		bail_out("fork: %s", strerror(errno));
+	if (pid == 0)
+		pod_main(pod);
+	return pid;
+}
+
+/* ---- the observer ---- */
+
+static PGconn *admin;
+static long samples;
+static long over_budget;
+static long max_governed;
+
+typedef struct PodView
+{
+	int			connections;
+	int			share;
+} PodView;
+
+/* Read the pods view; also check the budget on every sample. */
+static void
+observe(PodView *a, PodView *b, PodView *c)
+{
+	PGresult   *res = PQexec(admin,
+							 "SELECT pod, connections, share FROM connbudget.pods "
+							 "WHERE application_name = 'shop'");
+	long		governed = pg_long(admin, "SELECT governed FROM connbudget.budget");
+	PodView    *views[3] = {a, b, c};
+
+	for (int k = 0; k < 3; k++)
+		views[k]->connections = views[k]->share = -1;
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		const char *pod = PQgetvalue(res, i, 0);
+		int			k = pod[4] - 'a';
+
+		if (k >= 0 && k < 3)
+		{
+			views[k]->connections = atoi(PQgetvalue(res, i, 1));
+			views[k]->share = atoi(PQgetvalue(res, i, 2));
+		}
+	}
+	PQclear(res);
+	samples++;
+	if (governed > BUDGET)
+		over_budget++;
+	if (governed > max_governed)
+		max_governed = governed;
+}
+
+/* Sample until cond holds (or the timeout); returns the seconds it took, or -1. */
+#define wait_pods(cond, timeout_s) \
+	({ \
+		double start_ = now_seconds(), took_ = -1; \
+		for (;;) \
+		{ \
+			observe(&a, &b, &c); \
+			if (cond) { took_ = now_seconds() - start_; break; } \
+			if (now_seconds() - start_ > (timeout_s)) break; \
+			sleep_ms(20); \
+		} \
+		took_; \
+	})
+
+int
+main(void)
+{
+	PodView		a,
+				b,
+				c;
+	pid_t		pid_a,
+				pid_b,
+				pid_c;
+	double		took;
+	long		over_share = 0,
+				window = 0;
+
+	admin = pg_connect_or_bail("application_name=admin");
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+	pg_exec(admin, "CREATE ROLE shop_user LOGIN");
+	is_int(pg_long(admin, "SELECT budget FROM connbudget.budget"), BUDGET, "the budget is 30");
+
+	/* two pods: 15 each */
+	pid_a = start_pod("pod-a");
+	pid_b = start_pod("pod-b");
+	took = wait_pods(a.connections == 15 && b.connections == 15 &&
+					 a.share == 15 && b.share == 15, 30);
+	ok(took >= 0, "two pods under load each get a share of 15 and fill it (%.1f s)", took);
+	if (took < 0)
+		diag("pod-a %d/%d, pod-b %d/%d", a.connections, a.share, b.connections, b.share);
+
+	/* each stays within its share while the shares hold still */
+	for (double end = now_seconds() + 2; now_seconds() < end; sleep_ms(20))
+	{
+		observe(&a, &b, &c);
+		window++;
+		if (a.connections > a.share || b.connections > b.share)
+			over_share++;
+	}
+	is_int(over_share, 0, "over 2 s (%ld samples), neither pod held more than its share", window);
+
+	/* a third pod joins: 10 each, the first two shrink as they release */
+	pid_c = start_pod("pod-c");
+	took = wait_pods(c.share == 10, 10);
+	ok(took >= 0, "pod-c joins: the shares become 10");
+	took = wait_pods(a.connections <= 10 && b.connections <= 10, 10);
+	ok(took >= 0 && took <= 2.0 * REFRESH_MS / 1000 + 1.0,
+	   "pod-a and pod-b shrink to 10 within two refresh intervals (+1 s slack) "
+	   "(took %.2f s)", took);
+	took = wait_pods(a.connections == 10 && b.connections == 10 && c.connections == 10, 10);
+	ok(took >= 0, "all three pods settle at 10 connections");
+
+	/* pod-c is killed: after its lease, the others grow back to 15 */
+	kill(pid_c, SIGKILL);
+	waitpid(pid_c, NULL, 0);
+	took = wait_pods(a.connections == 15 && b.connections == 15, 15);
+	ok(took >= 0 && took <= (POD_TTL_MS + 2.0 * REFRESH_MS) / 1000 + 1.0,
+	   "pod-c killed with SIGKILL: the others grow back to 15 within pod_ttl + two refresh "
+	   "intervals (+1 s slack) (took %.2f s)", took);
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-c'"), 0,
+		   "pod-c is gone from the pods view");
+
+	kill(pid_a, SIGTERM);
+	kill(pid_b, SIGTERM);
+	{
+		int			status_a,
+					status_b;
+
+		waitpid(pid_a, &status_a, 0);
+		waitpid(pid_b, &status_b, 0);
+		ok(WIFEXITED(status_a) && WEXITSTATUS(status_a) == 0 &&
+		   WIFEXITED(status_b) && WEXITSTATUS(status_b) == 0,
+		   "the pods shut their pools down cleanly");
+	}
+	is_int(over_budget, 0,
+		   "the sum of all pools' connections never exceeded the budget of 30 "
+		   "(%ld samples, at most %ld)", samples, max_governed);
+	is_int(pg_wait_for(admin, "SELECT governed FROM connbudget.budget", 0, 10000), 0,
+		   "every connection was closed");
+	PQfinish(admin);
+	return done_testing();
+}

@@ -1,0 +1,226 @@
+/*
+ * pool_faults.c -- the pool recovers by itself: a server restart under
+ * load, a server that stops answering, and connects refused with 53300
+ * (backpressure, not an outage).
+ *
+ * cluster: max_connections=50 superuser_reserved_connections=3 connbudget.refresh_interval=100
+ */
+#include "common.h"
+
+#define THREADS 8
+
+static cbpool *pool;
+static int	stop;
+static PGconn *admin_c;
+
+/* The admin connection, re-made if a restart killed it. */
+static PGconn *
+admin_conn(void)
+{
+	PGresult   *res = admin_c ? PQexec(admin_c, "SELECT 1") : NULL;
+	int			alive = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+
+	PQclear(res);
+	if (!alive)
+	{
+		PQfinish(admin_c);
+		admin_c = pg_connect_or_bail("application_name=admin");
+	}
+	return admin_c;
+}
+static double restarted_at;		/* when pg_ctl restart returned, 0 before */
+static pthread_mutex_t tally_lock = PTHREAD_MUTEX_INITIALIZER;
+static long ok_before,
+			failed_during,
+			ok_after,
+			dead_after;
+static double first_ok_after;
+
+static double
+atomic_restarted_at(void)
+{
+	double		t;
+
+	pthread_mutex_lock(&tally_lock);
+	t = restarted_at;
+	pthread_mutex_unlock(&tally_lock);
+	return t;
+}
+
+static void *
+load_main(void *arg)
+{
+	(void) arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		double		back = atomic_restarted_at();
+		double		t0 = now_seconds();
+		PGconn	   *conn = cbpool_acquire(pool, 20000);
+		int			works;
+
+		if (!conn)
+			continue;
+		works = query_works(conn);
+		pthread_mutex_lock(&tally_lock);
+		if (back == 0 && works)
+			ok_before++;
+		else if (back == 0 || t0 < back)
+			failed_during += !works;
+		else if (works)
+		{
+			ok_after++;
+			if (first_ok_after == 0)
+				first_ok_after = now_seconds();
+		}
+		else
+			dead_after++;
+		pthread_mutex_unlock(&tally_lock);
+		cbpool_release(pool, conn);
+		sleep_ms(2);
+	}
+	return NULL;
+}
+
+static void
+test_restart_under_load(void)
+{
+	cbpool_config cfg = test_config("faults", "pod-restart");
+	pthread_t	threads[THREADS];
+	cbpool_stats_t s;
+	double		back;
+
+	cfg.max_size = 6;
+	cfg.validate_idle_ms = 60000;	/* rely on the cheap check, the harder case */
+	pool = open_or_bail(&cfg);
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&threads[i], NULL, load_main, NULL);
+	sleep_ms(1000);
+
+	if (cluster_ctl("restart") != 0)
+		bail_out("pg_ctl restart failed");
+	back = now_seconds();
+	pthread_mutex_lock(&tally_lock);
+	restarted_at = back;
+	pthread_mutex_unlock(&tally_lock);
+	sleep_ms(3000);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(threads[i], NULL);
+
+	s = stats_of(pool);
+	ok(ok_before > 100, "before the restart the pool served (%ld queries)", ok_before);
+	ok(ok_after > 100, "after pg_ctl restart -m fast it serves again (%ld queries)", ok_after);
+	is_int(dead_after, 0, "no dead connection was handed out after the restart");
+	ok(first_ok_after > 0 && first_ok_after - back < 5.0,
+	   "it served again %.2f s after the server was back", first_ok_after - back);
+	ok(s.closed_broken >= 1, "the connections the restart killed were discarded (%llu)",
+	   (unsigned long long) s.closed_broken);
+	diag("queries that failed while the server went down: %ld", failed_during);
+	ok(wait_stat(pool, s.budget_refreshes > 0 && s.share >= 1, 5000),
+	   "the pool re-registered with the restarted server");
+	is_int(pg_long(admin_conn(), "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-restart'"),
+		   1, "the new server sees the pod");
+	cbpool_close(pool);
+}
+
+static void
+test_unresponsive_server(void)
+{
+	cbpool_config cfg = test_config("faults", "pod-stopped");
+	char		cmd[512];
+	PGconn	   *conn;
+	double		t0;
+	cbpool_stats_t s;
+
+	cfg.validate_idle_ms = 0;
+	cfg.validate_timeout_ms = 300;
+	cfg.connect_timeout_ms = 300;
+	pool = open_or_bail(&cfg);
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+
+	/* every server process stops answering, as on a network partition */
+	snprintf(cmd, sizeof(cmd), "pkill -STOP -P $(head -1 '%s/data/postmaster.pid'); "
+			 "kill -STOP $(head -1 '%s/data/postmaster.pid')", cluster_dir(), cluster_dir());
+	if (system(cmd) != 0)
+		bail_out("could not stop the server");
+	t0 = now_seconds();
+	conn = cbpool_acquire(pool, 1500);
+	ok(conn == NULL && cbpool_last_error() == CBPOOL_ETIMEOUT,
+	   "with the server not answering, acquire times out instead of hanging (%.2f s)",
+	   now_seconds() - t0);
+	s = stats_of(pool);
+	ok(s.validations_failed + s.closed_broken >= 1,
+	   "the unanswering idle connection failed validation and was discarded");
+	snprintf(cmd, sizeof(cmd), "kill -CONT $(head -1 '%s/data/postmaster.pid'); "
+			 "pkill -CONT -P $(head -1 '%s/data/postmaster.pid')", cluster_dir(), cluster_dir());
+	if (system(cmd) != 0)
+		bail_out("could not resume the server");
+	conn = cbpool_acquire(pool, 15000);
+	ok(conn != NULL && query_works(conn), "once the server answers again, the pool serves");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+}
+
+static void
+test_refusal_is_backpressure(void)
+{
+	PGconn	   *admin = admin_conn();
+	PGconn	   *hog[3];
+	cbpool_config cfg = test_config("capped", "pod-mine");
+	char		conninfo[512];
+	PGconn	   *conn;
+	cbpool_stats_t s;
+
+	pg_exec(admin, "CREATE ROLE app LOGIN");
+	pg_exec(admin, "INSERT INTO connbudget.application_limits "
+			"(application_name, max_connections) VALUES ('capped', 3)");
+	for (int i = 0; i < 3; i++)
+		hog[i] = pg_connect_or_bail("application_name=capped", "user=app",
+									"options=-c connbudget.pod=hog");
+
+	snprintf(conninfo, sizeof(conninfo), "%s user=app", cluster_conninfo());
+	cfg.conninfo = conninfo;
+	log_reset();
+	{
+		char		err[256];
+
+		pool = cbpool_open(&cfg, err, sizeof(err));
+		if (!pool)
+			bail_out("%s", err);
+	}
+	ok(wait_stat(pool, s.connects_refused >= 2, 10000),
+	   "with the application at its cap, the pool's connects are refused with 53300 (%llu)",
+	   (unsigned long long) s.connects_refused);
+	ok(logged("connect-refused", "too many connections for application \"capped\"") >= 1 &&
+	   logged("connect-failed", NULL) == 0,
+	   "a refusal is logged as backpressure (connect-refused), not as a failure");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-mine'"), 1,
+		   "the refused pod is registered with the server all the same");
+
+	/* a thread waits; the hog gives two connections back; the waiter gets one */
+	PQfinish(hog[0]);
+	PQfinish(hog[1]);
+	conn = cbpool_acquire(pool, 10000);
+	ok(conn != NULL && query_works(conn),
+	   "when connections free up, the waiting acquire is served within its timeout");
+	s = stats_of(pool);
+	is_int(s.acquire_timeouts, 0, "no acquire timed out");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+	PQfinish(hog[2]);
+	pg_exec(admin, "DELETE FROM connbudget.application_limits");
+}
+
+int
+main(void)
+{
+	PGconn	   *admin = admin_conn();
+
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+	test_refusal_is_backpressure();
+	test_unresponsive_server();
+	test_restart_under_load();
+	PQfinish(admin_conn());
+	return done_testing();
+}
