@@ -60,10 +60,19 @@ cb_option_name_matches(const char *given, size_t len, const char *name)
 }
 
 /*
+ * The switches process_postgres_switches() accepts (its getopt string is
+ * "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:"): those that take an
+ * argument, and those that do not.
+ */
+#define CB_SWITCHES_WITH_ARG	"BcCDdfhkNprStvW-"
+#define CB_SWITCHES_WITHOUT_ARG "bEeFijlnOPsT"
+
+/*
  * The value a startup option will have once PostgreSQL applies the
- * startup packet: command-line style options ("-c name=value",
- * "--name=value") first, then the packet's own name/value pairs, the last
- * one winning.  Returns NULL if the client did not set it.
+ * startup packet: command-line style options first ("-c name=value",
+ * "--name=value", switches grouped the way getopt groups them), then the
+ * packet's own name/value pairs, the last one winning.  Returns NULL if
+ * the client did not set it.
  */
 static const char *
 cb_startup_option(Port *port, const char *name)
@@ -80,18 +89,29 @@ cb_startup_option(Port *port, const char *name)
 		pg_split_opts(av, &ac, port->cmdline_options);
 		for (int i = 0; i < ac; i++)
 		{
-			const char *arg;
-			const char *eq;
+			const char *arg = av[i];
 
-			if (strcmp(av[i], "-c") == 0 && i + 1 < ac)
-				arg = av[++i];
-			else if (strncmp(av[i], "-c", 2) == 0 || strncmp(av[i], "--", 2) == 0)
-				arg = av[i] + 2;
-			else
-				continue;
-			eq = strchr(arg, '=');
-			if (eq != NULL && cb_option_name_matches(arg, eq - arg, name))
-				value = eq + 1;
+			if (arg[0] != '-' || arg[1] == '\0')
+				continue;		/* not an option (PostgreSQL refuses it) */
+			if (strcmp(arg, "--") == 0)
+				break;			/* end of options */
+			for (const char *p = arg + 1; *p != '\0'; p++)
+			{
+				const char *optarg;
+				const char *eq;
+
+				if (strchr(CB_SWITCHES_WITHOUT_ARG, *p) != NULL)
+					continue;
+				if (strchr(CB_SWITCHES_WITH_ARG, *p) == NULL)
+					break;		/* unknown switch: PostgreSQL refuses it */
+				/* the argument is the rest of this word, or the next one */
+				optarg = p[1] != '\0' ? p + 1 : (i + 1 < ac ? av[++i] : NULL);
+				if (optarg != NULL && (*p == 'c' || *p == '-') &&
+					(eq = strchr(optarg, '=')) != NULL &&
+					cb_option_name_matches(optarg, eq - optarg, name))
+					value = eq + 1;
+				break;
+			}
 		}
 	}
 
@@ -112,19 +132,25 @@ cb_startup_option(Port *port, const char *name)
 
 /*
  * Application names are compared the way pg_stat_activity shows them:
- * truncated to 63 bytes, with anything but printable ASCII replaced by
- * '?' (PostgreSQL does the same to application_name).
+ * truncated to 63 bytes without splitting a character, then anything but
+ * printable ASCII replaced by '?' (PostgreSQL does the same to
+ * application_name).  The database encoding is not known yet, so the
+ * truncation assumes UTF-8, which is exact for UTF-8 databases.
  */
 static void
 cb_clean_name(const char *name, char *out)
 {
-	size_t		len = 0;
+	size_t		len = name != NULL ? strlen(name) : 0;
 
-	if (name != NULL)
+	if (len >= CB_NAME_LEN)
 	{
-		for (; name[len] != '\0' && len < CB_NAME_LEN - 1; len++)
-			out[len] = (name[len] < 32 || name[len] > 126) ? '?' : name[len];
+		len = CB_NAME_LEN - 1;
+		/* back up over the continuation bytes of a character cut in two */
+		while (len > 0 && (((unsigned char) name[len]) & 0xC0) == 0x80)
+			len--;
 	}
+	for (size_t i = 0; i < len; i++)
+		out[i] = (name[i] < 32 || name[i] > 126) ? '?' : name[i];
 	out[len] = '\0';
 }
 

@@ -149,10 +149,15 @@ connbudget_read_applications(PG_FUNCTION_ARGS)
 static Datum
 cb_inet_datum(const char *addr, bool *isnull)
 {
+	char		host[CB_ADDR_LEN];
+
 	*isnull = addr[0] == '\0';
 	if (*isnull)
 		return (Datum) 0;
-	return DirectFunctionCall1(inet_in, CStringGetDatum(addr));
+	/* inet has no room for an IPv6 zone ("fe80::1%eth0"): drop it */
+	strlcpy(host, addr, sizeof(host));
+	host[strcspn(host, "%")] = '\0';
+	return DirectFunctionCall1(inet_in, CStringGetDatum(host));
 }
 
 Datum

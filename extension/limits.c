@@ -249,7 +249,18 @@ cb_reload_limits(void)
 {
 	CbLimit    *limits;
 	int			n;
+	Oid			nspid = get_namespace_oid("connbudget", true);
+	Oid			relid = OidIsValid(nspid) ?
+		get_relname_relid("application_limits", nspid) : InvalidOid;
 
+	/*
+	 * Lock the table before the advisory lock, in the order writers take
+	 * them (they hold the table from their first statement and take the
+	 * advisory lock at pre-commit); the other order deadlocks with a
+	 * TRUNCATE in progress.
+	 */
+	if (OidIsValid(relid))
+		LockRelationOid(relid, AccessShareLock);
 	cb_lock_limits();
 	n = cb_read_limits(&limits);
 	if (n < 0)

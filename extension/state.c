@@ -64,6 +64,7 @@ typedef struct CbApp
 {
 	bool		in_use;
 	bool		configured;		/* has a row in application_limits */
+	bool		listed;			/* scratch for cb_publish_limits */
 	int32		min_connections;
 	int32		max_connections;	/* CB_UNBOUNDED = no cap */
 	int32		weight;
@@ -161,16 +162,21 @@ static void *cb_work;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static int
-cb_capacity_apps(void)
-{
-	return CB_MAX_CONFIGURED_APPS + MaxConnections + 16;
-}
-
+/*
+ * Pods: one per governed connection at most, plus as many again holding
+ * only a lease.  Applications: every configured one, plus one per pod
+ * (an unconfigured application exists only through its pods).
+ */
 static int
 cb_capacity_pods(void)
 {
 	return 2 * MaxConnections + 16;
+}
+
+static int
+cb_capacity_apps(void)
+{
+	return CB_MAX_CONFIGURED_APPS + cb_capacity_pods() + 16;
 }
 
 static Size
@@ -554,27 +560,32 @@ cb_uncount_backend_locked(CbBackend *backend)
 }
 
 /*
- * Recount every backend from its identity.  Needed when limits change:
+ * Re-sort every backend by its identity.  Needed when limits change:
  * configuring an application turns its existing connections into governed
- * ones, and removing it turns them back into "other".
+ * ones, and removing it turns them back into "other".  Each backend is
+ * uncounted and counted again in turn, so that the pods of backends not
+ * yet re-sorted keep their connections and are never evicted meanwhile.
  */
 static void
 cb_rebuild_counts_locked(TimestampTz now)
 {
-	cb_shared->governed = 0;
-	cb_shared->other = 0;
+	for (int i = 0; i < cb_shared->nbackends; i++)
+	{
+		CbBackend  *backend = &cb_backends[i];
+		CbBackendKind kind = backend->kind;
+
+		if (kind == CB_BACKEND_FREE)
+			continue;
+		cb_uncount_backend_locked(backend);
+		cb_count_backend_locked(backend, now);
+	}
+
+	/* minimums changed too: recompute what is committed from scratch */
 	cb_shared->committed = 0;
 	for (int i = 0; i < cb_shared->napps; i++)
-	{
-		cb_apps[i].connections = 0;
 		if (cb_apps[i].in_use)
-			cb_shared->committed += cb_apps[i].min_connections;
-	}
-	for (int i = 0; i < cb_shared->npods; i++)
-		cb_pods[i].connections = 0;
-	for (int i = 0; i < cb_shared->nbackends; i++)
-		if (cb_backends[i].kind != CB_BACKEND_FREE)
-			cb_count_backend_locked(&cb_backends[i], now);
+			cb_shared->committed += Max(cb_apps[i].connections,
+										cb_apps[i].min_connections);
 	cb_shared->alloc_valid = false;
 }
 
@@ -745,6 +756,13 @@ cb_backend_attach(const CbIdentity *identity, bool enforce,
  * Record a refusal against this backend's application.  Unless the
  * connection is kept (enforce = warn), it is also uncounted at once, so
  * that the slot is free before the FATAL error reaches the client.
+ *
+ * A refused connection still renews its pod's lease.  Otherwise a pod
+ * could never join a budget that the pods already there fill: it needs a
+ * connection to be counted, and it cannot connect until the others shrink,
+ * which they only do once it is counted.  With the lease, the pod is live
+ * for pod_ttl, the others' shares shrink at their next refresh, and the
+ * pod's retry finds room.
  */
 void
 cb_backend_refused(bool keep)
@@ -754,9 +772,15 @@ cb_backend_refused(bool keep)
 	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
 	if (me->kind == CB_BACKEND_GOVERNED)
 	{
+		CbPod	   *pod = &cb_pods[me->pod];
+
 		cb_apps[me->app].refused++;
 		if (!keep)
+		{
+			pg_atomic_write_u64(&pod->heartbeat, (uint64) GetCurrentTimestamp());
 			cb_uncount_backend_locked(me);
+			cb_shared->alloc_valid = false;
+		}
 	}
 	LWLockRelease(cb_shared->lock);
 }
@@ -1000,7 +1024,17 @@ cb_wait_for_limits(long timeout_ms)
 			break;
 	}
 	ConditionVariableCancelSleep();
-	return cb_limits_state() != CB_LIMITS_LOADING;
+	if (cb_limits_state() != CB_LIMITS_LOADING)
+		return true;
+
+	/* the worker never came: later connections should not wait too */
+	{
+		uint32		expected = CB_LIMITS_LOADING;
+
+		pg_atomic_compare_exchange_u32(&cb_shared->limits_state, &expected,
+									   CB_LIMITS_FAILED);
+	}
+	return false;
 }
 
 static bool
@@ -1037,19 +1071,18 @@ void
 cb_publish_limits(const CbLimit *limits, int nlimits)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	int			unplaced = 0;
 
 	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
 	if (!cb_limits_equal_locked(limits, nlimits))
 	{
+		/*
+		 * Place every row first, while the applications configured so far
+		 * still count as configured and so cannot be recycled for a new
+		 * name; then unconfigure those that lost their row.
+		 */
 		for (int i = 0; i < cb_shared->napps; i++)
-		{
-			CbApp	   *app = &cb_apps[i];
-
-			app->configured = false;
-			app->min_connections = 0;
-			app->max_connections = CB_UNBOUNDED;
-			app->weight = 1;
-		}
+			cb_apps[i].listed = false;
 		for (int k = 0; k < nlimits; k++)
 		{
 			const CbLimit *limit = &limits[k];
@@ -1059,15 +1092,35 @@ cb_publish_limits(const CbLimit *limits, int nlimits)
 			if (i < 0)
 				i = cb_add_app_locked(limit->application_name, hash);
 			if (i < 0)
-				continue;		/* cannot happen: cb_check_limits bounds it */
+			{
+				unplaced++;
+				continue;
+			}
 			cb_apps[i].configured = true;
+			cb_apps[i].listed = true;
 			cb_apps[i].min_connections = limit->min_connections;
 			cb_apps[i].max_connections = limit->max_connections;
 			cb_apps[i].weight = limit->weight;
 		}
+		for (int i = 0; i < cb_shared->napps; i++)
+		{
+			CbApp	   *app = &cb_apps[i];
+
+			if (app->in_use && app->configured && !app->listed)
+			{
+				app->configured = false;
+				app->min_connections = 0;
+				app->max_connections = CB_UNBOUNDED;
+				app->weight = 1;
+			}
+		}
 		cb_rebuild_counts_locked(now);
 	}
 	LWLockRelease(cb_shared->lock);
+	if (unplaced > 0)
+		ereport(WARNING,
+				(errmsg("connbudget: %d application limits could not be put in force: no room in shared memory",
+						unplaced)));
 	cb_set_limits_state(CB_LIMITS_LOADED);
 }
 

@@ -112,6 +112,11 @@ test_pod_ids(void)
 	expect_pod_accepted("the last of several pod settings wins",
 						"-c connbudget.pod=first -c connbudget.pod=second", "second");
 
+	expect_pod_accepted("switches grouped the way getopt groups them (-ec name=value)",
+						"-ec connbudget.pod=grouped", "grouped");
+	expect_pod_accepted("a value glued to its switch (-cname=value)",
+						"-cconnbudget.pod=glued", "glued");
+
 	/* an empty setting means "not given": the pod is the address */
 	pg_exec(admin, "INSERT INTO connbudget.application_limits (application_name) VALUES ('odd')");
 	expect_pod_accepted("an empty pod setting", "-c connbudget.pod=", "127.0.0.1");
@@ -185,6 +190,32 @@ test_application_names(void)
 	}
 	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.application_limits"), 4,
 		   "every odd name is in the limits table, nothing else");
+
+	/* a long name cut inside a multibyte character: cut like PostgreSQL cuts it */
+	{
+		char		name[80];
+		char		opts[] = "-c connbudget.pod=long";
+		const char *params[] = {"host", "port", "user", "dbname", "application_name",
+		"options", NULL};
+		const char *values[7];
+		PGconn	   *conn;
+
+		memset(name, 'a', 62);
+		strcpy(name + 62, "\xc3\xa9" "b");
+		values[0] = getenv("PGHOST");
+		values[1] = getenv("PGPORT");
+		values[2] = "postgres";
+		values[3] = "postgres";
+		values[4] = name;
+		values[5] = opts;
+		values[6] = NULL;
+		conn = PQconnectdbParams(params, values, 0);
+		ok(PQstatus(conn) == CONNECTION_OK, "a 65-byte name ending in a multibyte character connects");
+		is_str(pg_value(admin, "SELECT application_name FROM connbudget.pods WHERE pod = 'long'"),
+			   pg_value(conn, "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"),
+			   "its application is named exactly as pg_stat_activity shows it (62 bytes)");
+		PQfinish(conn);
+	}
 	is_int(pg_long(admin, "SELECT count(*) FROM pg_class WHERE relname = 'application_limits'"), 1,
 		   "the limits table is still there");
 	pg_exec(admin, "DELETE FROM connbudget.application_limits");

@@ -81,6 +81,30 @@ test_other_database(PGconn *a)
 	PQfinish(other);
 }
 
+/*
+ * A TRUNCATE holds the table while the worker wakes up to reload the limits:
+ * the worker must wait for the table, not deadlock with the commit.
+ */
+static void
+test_truncate_while_worker_reloads(PGconn *a, PGconn *b)
+{
+	char		msg[1024];
+
+	pg_exec(a, "INSERT INTO connbudget.application_limits VALUES ('t1', 0, 1, 1)");
+	pg_exec(a, "BEGIN");
+	pg_exec(a, "TRUNCATE connbudget.application_limits");
+	pg_exec(b, "SELECT pg_reload_conf()");	/* wakes the worker, which reloads */
+	is_int(pg_wait_for(b, "SELECT count(*) FROM pg_stat_activity "
+						   "WHERE backend_type = 'connbudget' AND wait_event_type = 'Lock'",
+						   1, 10000), 1,
+			   "the worker waits for the table the TRUNCATE holds");
+	is_str(pg_exec_error(a, "COMMIT", msg, sizeof(msg)), "",
+		   "the TRUNCATE commits without a deadlock%s%s", msg[0] ? ": " : "", msg);
+	is_int(pg_wait_for(b, "SELECT count(*) FROM connbudget.applications "
+					   "WHERE application_name = 't1'", 0, 10000), 0,
+		   "and the emptied table is in force");
+}
+
 static void
 test_dump(PGconn *a)
 {
@@ -111,6 +135,7 @@ main(void)
 	test_repeatable_read_writers(a, b);
 	test_other_database(a);
 	test_dump(a);
+	test_truncate_while_worker_reloads(a, b);
 	PQfinish(a);
 	PQfinish(b);
 	return done_testing();
