@@ -463,7 +463,10 @@ struct cbpool {
                                    freed when the last one comes back */
     uint64_t rng;
 
-    cbpool_stats_t counters;
+    cbpool_stats_t counters;    /* under the lock, but for the three below */
+    /* updated with atomics by acquire, which takes the lock only once */
+    uint64_t acquired;
+    uint64_t wait_us_max;
     uint64_t hist[CBPOOL__HIST_BUCKETS];
 };
 
@@ -477,6 +480,9 @@ struct cbpool_tx {
 /* ---- small helpers ---- */
 
 static __thread cbpool_error cbpool__errno = CBPOOL_OK;
+/* the connection this thread acquired last (only compared, never used) */
+static __thread const cbpool *cbpool__last_pool;
+static __thread const void *cbpool__last_conn;
 
 static int64_t cbpool__now_ns(void)
 {
@@ -625,19 +631,19 @@ static uint64_t cbpool__bucket_bound(int b)
     return (uint64_t)(bound + 0.5);
 }
 
-static uint64_t cbpool__percentile(const cbpool *pool, double q)
+static uint64_t cbpool__percentile(const uint64_t *hist, double q)
 {
     uint64_t n = 0, seen = 0, rank;
     int b;
     for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
-        n += pool->hist[b];
+        n += hist[b];
     if (n == 0)
         return 0;
     rank = (uint64_t)(q * (double)n + 0.999999);
     if (rank < 1)
         rank = 1;
     for (b = 0; b < CBPOOL__HIST_BUCKETS; b++) {
-        seen += pool->hist[b];
+        seen += hist[b];
         if (seen >= rank)
             return cbpool__bucket_bound(b);
     }
@@ -1277,7 +1283,19 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
         if (start < 0)
             start = 0;
     }
-    next_ns = pool->next_refresh_ns;
+    /*
+     * When to look again (a release, a new waiter or a finished connect
+     * wakes us earlier).  A deadline already passed that could not be acted
+     * on -- a refresh waiting for a connection to come back -- is not one:
+     * looking again at once would spin.
+     */
+    next_ns = INT64_MAX;
+    if (pool->refresh_wanted)
+        next_ns = pool->refresh_wanted_ns + (int64_t)pool->refresh_ms * 1000000;
+    else if (pool->next_refresh_ns > now)
+        next_ns = pool->next_refresh_ns;
+    if (next_ns <= now)
+        next_ns = INT64_MAX;
     if (pool->backoff_until_ns > now && pool->backoff_until_ns < next_ns)
         next_ns = pool->backoff_until_ns;
     pthread_mutex_unlock(&pool->lock);
@@ -1311,10 +1329,10 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
     if (refresh_connect)
         cbpool__start_attempt(pool, 1);
 
-    if (wait_ms > 0) {
+    if (wait_ms > 0 && next_ns != INT64_MAX) {
         int64_t until = (next_ns - cbpool__now_ns()) / 1000000 + 1;
         if (until < wait_ms)
-            wait_ms = until < 0 ? 0 : (int)until;
+            wait_ms = until < 1 ? 1 : (int)until;
     }
     cbpool__poll_attempts(pool, wait_ms);
 
@@ -1630,13 +1648,16 @@ static int cbpool__returned_after_close_locked(cbpool *pool)
     return pool->closed_final && --pool->out_at_close == 0;
 }
 
-static void cbpool__record_wait_locked(cbpool *pool, int64_t waited_ns)
+static void cbpool__record_wait(cbpool *pool, int64_t waited_ns)
 {
     uint64_t us = waited_ns > 0 ? (uint64_t)(waited_ns / 1000) : 0;
-    pool->hist[cbpool__bucket(us)]++;
-    if (us > pool->counters.acquire_wait_us_max)
-        pool->counters.acquire_wait_us_max = us;
-    pool->counters.acquired++;
+    uint64_t max = __atomic_load_n(&pool->wait_us_max, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&pool->hist[cbpool__bucket(us)], 1, __ATOMIC_RELAXED);
+    while (us > max &&
+           !__atomic_compare_exchange_n(&pool->wait_us_max, &max, us, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    __atomic_fetch_add(&pool->acquired, 1, __ATOMIC_RELAXED);
 }
 
 CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
@@ -1662,7 +1683,21 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
         }
         c = NULL;
         if (!pool->wait_head && pool->idle_count > 0) {
-            c = pool->idle[--pool->idle_count];
+            /* this thread's previous connection if it is idle (its backend
+               is warm and on the same CPU), else the most recently used */
+            int i = pool->idle_count - 1;
+            if (cbpool__last_pool == pool) {
+                int j;
+                for (j = i; j >= 0; j--)
+                    if (pool->idle[j] == cbpool__last_conn)
+                        break;
+                if (j >= 0)
+                    i = j;
+            }
+            c = pool->idle[i];
+            memmove(&pool->idle[i], &pool->idle[i + 1],
+                    (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
+            pool->idle_count--;
             c->state = CBPOOL__IN_USE;
             pool->in_use++;
         } else {
@@ -1718,20 +1753,28 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                 return NULL;
             }
         }
+        c->acquired_ns = cbpool__now_ns();
+        c->acquired_file = file;
+        c->acquired_line = line;
+        c->leak_reported = 0;
         pthread_mutex_unlock(&pool->lock);
 
-        /* never hand out a dead or expired connection */
+        /*
+         * Never hand out a dead or expired connection.  The check runs
+         * outside the lock; a pool closed meanwhile counts this connection
+         * as out and frees itself when it comes back.
+         */
         {
-            int64_t now = cbpool__now_ns();
+            int64_t now = c->acquired_ns;
             int alive = cbpool__looks_alive(c->pg);
             int expired = c->retire_ns && now >= c->retire_ns;
             int checked = alive && !expired &&
                           (pool->cfg.validate_idle_ms < 0 ||
                            now - c->last_used_ns <= (int64_t)pool->cfg.validate_idle_ms * 1000000 ||
                            cbpool__validate(pool, c->pg));
-            pthread_mutex_lock(&pool->lock);
-            if (checked && !pool->closing)
+            if (checked)
                 break;
+            pthread_mutex_lock(&pool->lock);
             pool->in_use--;
             cbpool__unlink_locked(pool, c);
             if (pool->closing) {
@@ -1765,12 +1808,9 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
             }
         }
     }
-    c->acquired_ns = cbpool__now_ns();
-    c->acquired_file = file;
-    c->acquired_line = line;
-    c->leak_reported = 0;
-    cbpool__record_wait_locked(pool, c->acquired_ns - start);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__last_pool = pool;
+    cbpool__last_conn = c;
+    cbpool__record_wait(pool, c->acquired_ns - start);
     cbpool__errno = CBPOOL_OK;
     return c->pg;
 }
@@ -1780,16 +1820,49 @@ CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms)
     return cbpool_acquire_at(pool, timeout_ms, NULL, 0);
 }
 
+/* Decide the fate of a connection coming back; called with the lock.
+   Returns 1 if it was kept, 0 if the caller must destroy it. */
+static int cbpool__return_locked(cbpool *pool, cbpool__conn *c, int broken,
+                                 int *free_pool)
+{
+    int keep;
+    pool->in_use--;
+    c->last_used_ns = cbpool__now_ns();
+    keep = !broken && !pool->closing && pool->total <= pool->limit &&
+           !(c->retire_ns && c->last_used_ns >= c->retire_ns);
+    if (keep) {
+        cbpool__offer_locked(pool, c);
+        return 1;
+    }
+    cbpool__unlink_locked(pool, c);
+    if (pool->closing)
+        *free_pool = cbpool__returned_after_close_locked(pool);
+    else if (broken)
+        pool->counters.closed_broken++;
+    else if (c->retire_ns && c->last_used_ns >= c->retire_ns)
+        pool->counters.closed_lifetime++;
+    else
+        pool->counters.closed_over_share++;
+    cbpool__wake(pool);   /* maybe replace it */
+    return 0;
+}
+
 CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
 {
     cbpool__conn *c;
-    int broken = 0, rolled_back = 0, keep, free_pool = 0;
+    int broken, clean, keep, free_pool = 0;
     PGTransactionStatusType ts;
     cbpool__msg msg;
 
     if (!pool)
         return;
     msg.id = NULL;
+    /* the caller owns the connection: its state can be read without the lock */
+    ts = pg ? PQtransactionStatus(pg) : PQTRANS_UNKNOWN;
+    broken = !pg || PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN ||
+             ts == PQTRANS_ACTIVE;
+    clean = !broken && ts == PQTRANS_IDLE;
+
     pthread_mutex_lock(&pool->lock);
     c = pg ? cbpool__find_locked(pool, pg) : NULL;
     if (!c || c->state != CBPOOL__IN_USE || c->releasing) {
@@ -1802,48 +1875,22 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         cbpool__emit(pool, &msg);
         return;
     }
-    c->releasing = 1;   /* still in use: nobody else touches it */
-    pthread_mutex_unlock(&pool->lock);
-
-    /* reset its state outside the lock: roll back an open or failed
-       transaction; anything else odd means it cannot be trusted */
-    ts = PQtransactionStatus(pg);
-    if (PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN || ts == PQTRANS_ACTIVE)
-        broken = 1;
-    else if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
-        PGresult *res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
-                                              pool->cfg.validate_timeout_ms);
+    if (!clean && !broken) {
+        /* an open or failed transaction: roll it back outside the lock */
+        PGresult *res;
+        c->releasing = 1;   /* still in use: nobody else touches it */
+        pthread_mutex_unlock(&pool->lock);
+        res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
+                                    pool->cfg.validate_timeout_ms);
         broken = !res || PQresultStatus(res) != PGRES_COMMAND_OK ||
                  PQtransactionStatus(pg) != PQTRANS_IDLE;
         if (res)
             PQclear(res);
-        rolled_back = 1;
-    }
-
-    pthread_mutex_lock(&pool->lock);
-    c->releasing = 0;
-    pool->in_use--;
-    if (rolled_back)
+        pthread_mutex_lock(&pool->lock);
+        c->releasing = 0;
         pool->counters.rollbacks_on_release++;
-    c->last_used_ns = cbpool__now_ns();
-    keep = !broken && !pool->closing && pool->total <= pool->limit &&
-           !(c->retire_ns && c->last_used_ns >= c->retire_ns);
-    if (keep)
-        cbpool__offer_locked(pool, c);
-    else {
-        cbpool__unlink_locked(pool, c);
-        if (broken)
-            pool->counters.closed_broken++;
-        else if (pool->closing)
-            free_pool = cbpool__returned_after_close_locked(pool);
-        else if (c->retire_ns && c->last_used_ns >= c->retire_ns)
-            pool->counters.closed_lifetime++;
-        else
-            pool->counters.closed_over_share++;
-        if (broken && pool->closing)
-            free_pool = cbpool__returned_after_close_locked(pool);
-        cbpool__wake(pool);   /* maybe replace it */
     }
+    keep = cbpool__return_locked(pool, c, broken, &free_pool);
     pthread_mutex_unlock(&pool->lock);
     if (!keep)
         cbpool__destroy(pool, c);
@@ -1912,9 +1959,17 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
     out->share = pool->share;
     out->budget = pool->budget;
     out->extension = pool->extension;
-    out->acquire_wait_us_p50 = cbpool__percentile(pool, 0.50);
-    out->acquire_wait_us_p99 = cbpool__percentile(pool, 0.99);
     pthread_mutex_unlock(&pool->lock);
+    {
+        uint64_t hist[CBPOOL__HIST_BUCKETS];
+        int b;
+        for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
+            hist[b] = __atomic_load_n(&pool->hist[b], __ATOMIC_RELAXED);
+        out->acquired = __atomic_load_n(&pool->acquired, __ATOMIC_RELAXED);
+        out->acquire_wait_us_max = __atomic_load_n(&pool->wait_us_max, __ATOMIC_RELAXED);
+        out->acquire_wait_us_p50 = cbpool__percentile(hist, 0.50);
+        out->acquire_wait_us_p99 = cbpool__percentile(hist, 0.99);
+    }
 }
 
 /* a Prometheus label value: backslash, double quote and newline escaped */

@@ -1,0 +1,299 @@
+/*
+ * pool_bench.c -- throughput of connbudget_pool.h against its peers.
+ *
+ *   pool_bench cycle    THREADS SECONDS           acquire+release, no queries
+ *   pool_bench baseline THREADS SECONDS           the same on a minimal pool
+ *   pool_bench pool      THREADS CONNS SECONDS    SELECT 1 through the pool
+ *   pool_bench dedicated THREADS SECONDS          SELECT 1, one persistent
+ *                                                 connection per thread
+ *   pool_bench newconn   THREADS SECONDS          a new connection per query
+ *
+ * Connection settings come from the libpq environment (PGHOST, PGPORT,
+ * ...); for PgBouncer, run "dedicated" with PGPORT pointing at it.  Prints
+ * one number: operations per second.  bench/run runs the comparisons and
+ * computes the ratios.
+ */
+#define CBPOOL_IMPLEMENTATION
+#include "../client/connbudget_pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int	stop;
+static cbpool *pool;
+
+typedef struct Worker
+{
+	pthread_t	thread;
+	long		ops;
+	int			failed;
+} Worker;
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+select1(PGconn *conn)
+{
+	PGresult   *res = PQexec(conn, "SELECT 1");
+	int			ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+
+	PQclear(res);
+	return ok;
+}
+
+/* ---- a minimal pool: a mutex, a condition variable, a stack ---- */
+
+static pthread_mutex_t mini_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mini_cond = PTHREAD_COND_INITIALIZER;
+static void *mini_stack[64];
+static int	mini_top;
+
+static void *
+mini_acquire(void)
+{
+	void	   *item;
+
+	pthread_mutex_lock(&mini_lock);
+	while (mini_top == 0)
+		pthread_cond_wait(&mini_cond, &mini_lock);
+	item = mini_stack[--mini_top];
+	pthread_mutex_unlock(&mini_lock);
+	return item;
+}
+
+static void
+mini_release(void *item)
+{
+	pthread_mutex_lock(&mini_lock);
+	mini_stack[mini_top++] = item;
+	pthread_cond_signal(&mini_cond);
+	pthread_mutex_unlock(&mini_lock);
+}
+
+/* ---- workers ---- */
+
+static void *
+cycle_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 10000);
+
+		if (!conn)
+		{
+			w->failed = 1;
+			break;
+		}
+		cbpool_release(pool, conn);
+		w->ops++;
+	}
+	return NULL;
+}
+
+static void *
+baseline_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		mini_release(mini_acquire());
+		w->ops++;
+	}
+	return NULL;
+}
+
+static void *
+pool_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 10000);
+
+		if (!conn)
+		{
+			w->failed = 1;
+			break;
+		}
+		if (!select1(conn))
+			w->failed = 1;
+		cbpool_release(pool, conn);
+		w->ops++;
+	}
+	return NULL;
+}
+
+static void *
+dedicated_main(void *arg)
+{
+	Worker	   *w = arg;
+	PGconn	   *conn = PQconnectdb("");
+
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		fprintf(stderr, "connect: %s", PQerrorMessage(conn));
+		w->failed = 1;
+		PQfinish(conn);
+		return NULL;
+	}
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		if (!select1(conn))
+			w->failed = 1;
+		w->ops++;
+	}
+	PQfinish(conn);
+	return NULL;
+}
+
+static void *
+newconn_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = PQconnectdb("");
+
+		if (PQstatus(conn) != CONNECTION_OK || !select1(conn))
+			w->failed = 1;
+		PQfinish(conn);
+		w->ops++;
+	}
+	return NULL;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: pool_bench cycle|baseline THREADS SECONDS\n"
+			"       pool_bench pool THREADS CONNS SECONDS\n"
+			"       pool_bench dedicated|newconn THREADS SECONDS\n");
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *mode;
+	int			threads,
+				conns = 0;
+	double		seconds,
+				t0,
+				elapsed;
+	void	   *(*fn) (void *);
+	Worker	   *workers;
+	long		total = 0;
+	int			failed = 0;
+
+	if (argc < 4)
+		usage();
+	mode = argv[1];
+	threads = atoi(argv[2]);
+	if (strcmp(mode, "pool") == 0)
+	{
+		if (argc < 5)
+			usage();
+		conns = atoi(argv[3]);
+		seconds = atof(argv[4]);
+	}
+	else
+		seconds = atof(argv[3]);
+	if (threads < 1 || threads > 256 || seconds <= 0)
+		usage();
+
+	if (strcmp(mode, "cycle") == 0 || strcmp(mode, "pool") == 0)
+	{
+		cbpool_config cfg = cbpool_config_default();
+		char		err[256];
+		PGconn	   *held[256];
+		int			size = strcmp(mode, "cycle") == 0 ? threads : conns;
+		cbpool_stats_t s;
+
+		cfg.application_name = "bench";
+		cfg.pod = "bench-pod";
+		cfg.max_size = size;
+		cfg.min_idle = size;
+		cfg.validate_idle_ms = -1;	/* no round trips in the hot path */
+		pool = cbpool_open(&cfg, err, sizeof(err));
+		if (!pool)
+		{
+			fprintf(stderr, "cbpool_open: %s\n", err);
+			return 1;
+		}
+		/* warm up: hold every connection once so the pool has them all */
+		for (int i = 0; i < size; i++)
+			if (!(held[i] = cbpool_acquire(pool, 30000)))
+			{
+				fprintf(stderr, "warm-up: %s\n", cbpool_strerror(cbpool_last_error()));
+				return 1;
+			}
+		for (int i = 0; i < size; i++)
+			cbpool_release(pool, held[i]);
+		cbpool_stats(pool, &s);
+		if (s.total < size)
+			fprintf(stderr, "warning: pool holds %d of %d connections\n", s.total, size);
+		fn = strcmp(mode, "cycle") == 0 ? cycle_main : pool_main;
+	}
+	else if (strcmp(mode, "baseline") == 0)
+	{
+		for (int i = 0; i < threads && i < 64; i++)
+			mini_stack[mini_top++] = &mini_stack[i];
+		fn = baseline_main;
+	}
+	else if (strcmp(mode, "dedicated") == 0)
+		fn = dedicated_main;
+	else if (strcmp(mode, "newconn") == 0)
+		fn = newconn_main;
+	else
+		usage();
+
+	workers = calloc((size_t) (threads > 0 ? threads : 1), sizeof(Worker));
+	for (int i = 0; i < threads; i++)
+		pthread_create(&workers[i].thread, NULL, fn, &workers[i]);
+	/* let every thread start (and connect) before counting */
+	{
+		struct timespec ts = {0, 300000000};
+
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < threads; i++)
+		__atomic_store_n(&workers[i].ops, 0, __ATOMIC_RELAXED);
+	t0 = now_s();
+	{
+		struct timespec ts = {(time_t) seconds, (long) ((seconds - (time_t) seconds) * 1e9)};
+
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < threads; i++)
+		total += __atomic_load_n(&workers[i].ops, __ATOMIC_RELAXED);
+	elapsed = now_s() - t0;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < threads; i++)
+	{
+		pthread_join(workers[i].thread, NULL);
+		failed |= workers[i].failed;
+	}
+	if (pool)
+		cbpool_close(pool);
+	free(workers);
+	if (failed)
+	{
+		fprintf(stderr, "some operations failed\n");
+		return 1;
+	}
+	printf("%.0f\n", total / elapsed);
+	return 0;
+}
