@@ -287,7 +287,22 @@ main(int argc, char **argv)
 		failed |= workers[i].failed;
 	}
 	if (pool)
+	{
+		if (getenv("CB_BENCH_VERBOSE"))
+		{
+			cbpool_stats_t s;
+
+			cbpool_stats(pool, &s);
+			fprintf(stderr, "pool: total %d max %d share %d acquired %llu p50 %llu us p99 %llu us "
+					"refreshes %llu connects %llu closed broken %llu over share %llu\n",
+					s.total, s.max_size, s.share, (unsigned long long) s.acquired,
+					(unsigned long long) s.acquire_wait_us_p50,
+					(unsigned long long) s.acquire_wait_us_p99,
+					(unsigned long long) s.budget_refreshes, (unsigned long long) s.connects,
+					(unsigned long long) s.closed_broken, (unsigned long long) s.closed_over_share);
+		}
 		cbpool_close(pool);
+	}
 	free(workers);
 	if (failed)
 	{

@@ -682,6 +682,13 @@ static void cbpool__resize_locked(cbpool *pool)
     pool->floor_size = floor_size;
 }
 
+/* How long a saturated pool waits for a connection to come back before it
+   opens one to renew its share with (see cbpool__maintain_step). */
+static int cbpool__patience_ms(const cbpool *pool)
+{
+    return pool->refresh_ms < 100 ? pool->refresh_ms : 100;
+}
+
 /* what the pod could use now: in use + waiting, plus headroom */
 static int cbpool__demand_locked(cbpool *pool)
 {
@@ -691,8 +698,11 @@ static int cbpool__demand_locked(cbpool *pool)
     if (headroom < 1)
         headroom = 1;
     demand = busy + headroom;
-    if (demand < pool->floor_size)
-        demand = pool->floor_size;
+    /* at least what the pool means to keep (not yet clamped by a share) */
+    if (demand < pool->cfg.min_idle)
+        demand = pool->cfg.min_idle;
+    if (demand < pool->server_min)
+        demand = pool->server_min;
     if (pool->cfg.max_size > 0 && demand > pool->cfg.max_size)
         demand = pool->cfg.max_size;
     return demand;
@@ -1070,15 +1080,17 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
         c->next = pool->conns;
         pool->conns = c;
         pool->total++;
-        if (for_refresh && !pool->refresh_conn) {
-            /* renew the share with it first; kept only if the share allows */
+        if ((for_refresh || pool->extension < 0) && !pool->refresh_conn) {
+            /* renew the share with it first (the very first connection
+               learns it before anyone uses the pool); kept only if the
+               share allows */
             c->state = CBPOOL__CHECKING;
             pool->refresh_conn = c;
             pool->refresh_wanted = 0;
+            pool->next_refresh_ns = 0;
+            cbpool__wake(pool);
         } else
             cbpool__offer_locked(pool, c);
-        if (pool->extension < 0 || pool->share < 0)
-            pool->next_refresh_ns = 0;  /* learn the share at once */
     }
     pthread_mutex_unlock(&pool->lock);
     if (!keep)
@@ -1245,7 +1257,7 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     /*
      * Saturated: every connection is in use, threads wait, and none has
-     * come back for a refresh interval, so the pool cannot ask for more.
+     * come back for a while (up to 100 ms), so the pool cannot ask for more.
      * If its share was only as small as the demand it reported (the server
      * would grant more), or it never learnt its share (its first connection
      * was taken at once), open one connection to renew the share with; it
@@ -1256,7 +1268,7 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
         pool->waiters > 0 &&
         (pool->extension < 0 || (pool->extension == 1 && pool->share == pool->last_demand)) &&
         (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size) &&
-        now - pool->refresh_wanted_ns >= (int64_t)pool->refresh_ms * 1000000 &&
+        now - pool->refresh_wanted_ns >= (int64_t)cbpool__patience_ms(pool) * 1000000 &&
         now >= pool->backoff_until_ns && pool->nattempts == 0) {
         pool->refresh_attempt = 1;
         refresh_connect = 1;
@@ -1291,7 +1303,7 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
      */
     next_ns = INT64_MAX;
     if (pool->refresh_wanted)
-        next_ns = pool->refresh_wanted_ns + (int64_t)pool->refresh_ms * 1000000;
+        next_ns = pool->refresh_wanted_ns + (int64_t)cbpool__patience_ms(pool) * 1000000;
     else if (pool->next_refresh_ns > now)
         next_ns = pool->next_refresh_ns;
     if (next_ns <= now)

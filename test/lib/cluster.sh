@@ -18,7 +18,7 @@ PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir)}
 cluster_free_port() {
     local port tries=0
     while [ $tries -lt 200 ]; do
-        port=$((20000 + RANDOM % 30000))
+        port=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

@@ -1,0 +1,201 @@
+/*
+ * convergence.c -- how fast pools follow the budget when a pod joins or
+ * leaves.
+ *
+ *   convergence BUDGET
+ *
+ * Starts two pods (processes with a pool of application "conv" under more
+ * load than the budget allows), waits until they settle at half the budget
+ * each, starts a third, and measures the time until every pod holds no
+ * more than its new share (a third).  Then stops the third pod (SIGTERM:
+ * its pool closes) and measures the time until the other two are told
+ * their larger share.  Prints "join_ms leave_ms".  The server's
+ * connbudget.refresh_interval and pod_ttl are set by the caller.
+ * Connection settings come from the libpq environment.
+ */
+#define CBPOOL_IMPLEMENTATION
+#include "../client/connbudget_pool.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#define LOAD_THREADS 16
+
+static int	stop;
+static cbpool *pool;
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+pause_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+static void
+on_term(int sig)
+{
+	(void) sig;
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+}
+
+static void *
+load(void *arg)
+{
+	(void) arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 1000);
+
+		if (!conn)
+			continue;
+		PQclear(PQexec(conn, "SELECT pg_sleep(0.005)"));
+		cbpool_release(pool, conn);
+	}
+	return NULL;
+}
+
+static pid_t
+start_pod(const char *pod)
+{
+	pid_t		pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0)
+	{
+		cbpool_config cfg = cbpool_config_default();
+		pthread_t	threads[LOAD_THREADS];
+		char		err[256];
+
+		signal(SIGTERM, on_term);
+		cfg.application_name = "conv";
+		cfg.pod = pod;
+		cfg.conninfo = "user=conv_user";
+		pool = cbpool_open(&cfg, err, sizeof(err));
+		if (!pool)
+		{
+			fprintf(stderr, "%s\n", err);
+			_exit(1);
+		}
+		for (int i = 0; i < LOAD_THREADS; i++)
+			pthread_create(&threads[i], NULL, load, NULL);
+		for (int i = 0; i < LOAD_THREADS; i++)
+			pthread_join(threads[i], NULL);
+		cbpool_close(pool);
+		_exit(0);
+	}
+	return pid;
+}
+
+/* connections and share of pods p0..p2 (-1 if absent) */
+static void
+observe(PGconn *admin, int conns[3], int shares[3])
+{
+	PGresult   *res = PQexec(admin, "SELECT pod, connections, share FROM connbudget.pods "
+							 "WHERE application_name = 'conv'");
+
+	for (int k = 0; k < 3; k++)
+		conns[k] = shares[k] = -1;
+	for (int i = 0; i < PQntuples(res); i++)
+	{
+		int			k = PQgetvalue(res, i, 0)[1] - '0';
+
+		if (k >= 0 && k < 3)
+		{
+			conns[k] = atoi(PQgetvalue(res, i, 1));
+			shares[k] = atoi(PQgetvalue(res, i, 2));
+		}
+	}
+	PQclear(res);
+}
+
+int
+main(int argc, char **argv)
+{
+	int			budget = argc > 1 ? atoi(argv[1]) : 30;
+	int			half = budget / 2,
+				third = budget / 3;
+	PGconn	   *admin = PQconnectdb("");
+	int			conns[3],
+				shares[3];
+	pid_t		a,
+				b,
+				c;
+	double		t0,
+				join_s = -1,
+				leave_s = -1,
+				deadline;
+
+	if (PQstatus(admin) != CONNECTION_OK)
+	{
+		fprintf(stderr, "%s", PQerrorMessage(admin));
+		return 1;
+	}
+	a = start_pod("p0");
+	b = start_pod("p1");
+	deadline = now_s() + 30;
+	do
+	{
+		pause_ms(20);
+		observe(admin, conns, shares);
+	} while (!(conns[0] == half && conns[1] == half) && now_s() < deadline);
+
+	/* join */
+	t0 = now_s();
+	c = start_pod("p2");
+	deadline = t0 + 30;
+	while (now_s() < deadline)
+	{
+		observe(admin, conns, shares);
+		if (shares[2] == third && conns[0] >= 0 && conns[0] <= third &&
+			conns[1] >= 0 && conns[1] <= third && conns[2] <= third)
+		{
+			join_s = now_s() - t0;
+			break;
+		}
+		pause_ms(10);
+	}
+
+	/* leave */
+	pause_ms(500);
+	t0 = now_s();
+	kill(c, SIGTERM);
+	deadline = t0 + 30;
+	while (now_s() < deadline)
+	{
+		observe(admin, conns, shares);
+		if (shares[2] < 0 && shares[0] == half && shares[1] == half)
+		{
+			leave_s = now_s() - t0;
+			break;
+		}
+		pause_ms(10);
+	}
+
+	kill(a, SIGTERM);
+	kill(b, SIGTERM);
+	waitpid(a, NULL, 0);
+	waitpid(b, NULL, 0);
+	waitpid(c, NULL, 0);
+	PQfinish(admin);
+	if (join_s < 0 || leave_s < 0)
+	{
+		fprintf(stderr, "did not converge (join %.3f, leave %.3f)\n", join_s, leave_s);
+		return 1;
+	}
+	printf("%.0f %.0f\n", join_s * 1000, leave_s * 1000);
+	return 0;
+}
