@@ -126,7 +126,8 @@
                                    this percentage, at least one more
        background          1       run the maintenance thread
        logger              {NULL}  {func, user_data}; NULL: warnings and
-                                   errors to stderr
+                                   errors to stderr.  Called outside the
+                                   pool's lock; must not call cbpool_close()
        allocator           {NULL}  {alloc_fn, free_fn, user_data}; NULL:
                                    malloc/free
 
@@ -143,8 +144,10 @@
            the same, remembering __FILE__:__LINE__ for leak reports.
        void cbpool_release(cbpool *pool, PGconn *conn);
            rolls back an open or failed transaction; discards a broken
-           connection; releasing twice or into the wrong pool is reported
-           and ignored.
+           connection; releasing into the wrong pool, or twice while the
+           connection is still idle in the pool, is reported and ignored
+           (once it was handed out again, a second release cannot be told
+           from the new owner's: do not release twice).
        int  cbpool_wait_ready(cbpool *pool, int timeout_ms);
            wait until the pool holds a connection; 0 or a CBPOOL_E* code.
        void cbpool_maintain(cbpool *pool);   (only with cfg.background = 0)
@@ -167,8 +170,8 @@
    cbpool_tx_check(), which remember a failure's SQLSTATE, and returns 0 to
    commit or anything else to roll back.  When opts->idempotent is set, a
    failure by serialization (40001), deadlock (40P01) or a lost connection
-   is retried, up to opts->max_attempts times, with exponential backoff and
-   full jitter.  A connection lost before fn ran is retried even without
+   is retried, with opts->max_attempts attempts in all (5 if 0), with
+   exponential backoff and full jitter.  A connection lost before fn ran is retried even without
    it.  Returns 0 once committed; otherwise what the last attempt gave:
    fn's non-zero value, or a negative CBPOOL_E* code.  opts->attempts and
    opts->sqlstate tell what happened.
@@ -371,7 +374,6 @@ CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
 extern "C" {
 #endif
 
-#define cbpool__def(val, def) (((val) == 0) ? (def) : (val))
 #define CBPOOL__HIST_BUCKETS 96
 #define CBPOOL__MAX_ATTEMPTS 16
 
@@ -458,6 +460,7 @@ struct cbpool {
     int floor_size;             /* connections kept */
 
     int closing;
+    int ready_waiters;          /* threads in cbpool_wait_ready() */
     int closed_final;           /* close() has counted what is still out */
     int out_at_close;           /* connections out after close(); the pool is
                                    freed when the last one comes back */
@@ -601,7 +604,7 @@ static void cbpool__first_line(const char *msg, char *out, size_t len)
 
 static void cbpool__wake(cbpool *pool)
 {
-    if (pool->thread_started && !pool->wake_pending) {
+    if (pool->thread_started && !pool->closing && !pool->wake_pending) {
         char c = 1;
         pool->wake_pending = 1;
         if (write(pool->wake_fds[1], &c, 1) < 0) {
@@ -788,28 +791,38 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
             pool->wait_tail = NULL;
         pool->waiters--;
         c->state = CBPOOL__IN_USE;
+        c->acquired_ns = cbpool__now_ns();   /* for the leak check meanwhile */
+        c->leak_reported = 0;
         pool->in_use++;
         w->conn = c;
         pthread_cond_signal(&w->cond);
         return;
     }
+    /* room for every connection was made when it was opened */
+    CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
     c->state = CBPOOL__IDLE;
-    if (pool->idle_count == pool->idle_capacity) {
-        int cap = pool->idle_capacity ? pool->idle_capacity * 2 : 16;
-        cbpool__conn **grown = (cbpool__conn **)cbpool__alloc(
-            &pool->cfg, (size_t)cap * sizeof(cbpool__conn *));
-        if (grown) {
-            if (pool->idle_count)
-                memcpy(grown, pool->idle,
-                       (size_t)pool->idle_count * sizeof(cbpool__conn *));
-            cbpool__free(&pool->cfg, pool->idle);
-            pool->idle = grown;
-            pool->idle_capacity = cap;
-        }
-    }
-    if (pool->idle_count < pool->idle_capacity)
-        pool->idle[pool->idle_count++] = c;
+    pool->idle[pool->idle_count++] = c;
     pthread_cond_broadcast(&pool->ready_cond);
+}
+
+/* Make room on the idle stack for one more open connection; called with
+   the lock before a connection is added.  Returns 0 on allocation failure. */
+static int cbpool__reserve_idle_locked(cbpool *pool)
+{
+    int cap;
+    cbpool__conn **grown;
+    if (pool->total < pool->idle_capacity)
+        return 1;
+    cap = pool->idle_capacity ? pool->idle_capacity * 2 : 16;
+    grown = (cbpool__conn **)cbpool__alloc(&pool->cfg, (size_t)cap * sizeof(cbpool__conn *));
+    if (!grown)
+        return 0;
+    if (pool->idle_count)
+        memcpy(grown, pool->idle, (size_t)pool->idle_count * sizeof(cbpool__conn *));
+    cbpool__free(&pool->cfg, pool->idle);
+    pool->idle = grown;
+    pool->idle_capacity = cap;
+    return 1;
 }
 
 /* Is the socket closed or in error?  A cheap check with no round trip:
@@ -1005,7 +1018,7 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
 {
     char line[256];
     const char *text = why ? why : (pg ? PQerrorMessage(pg) : "out of memory");
-    int refused = strstr(text, "FATAL:  53300") != NULL;
+    int refused = strstr(text, ":  53300: ") != NULL;   /* any language */
     cbpool__msg msg;
 
     msg.id = NULL;
@@ -1055,6 +1068,10 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     if (!c) {
         PQfinish(pg);
+        pthread_mutex_lock(&pool->lock);
+        if (for_refresh)
+            pool->refresh_attempt = 0;
+        pthread_mutex_unlock(&pool->lock);
         return;
     }
     c->pg = pg;
@@ -1075,7 +1092,8 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     keep = !pool->closing &&
            (pool->total < pool->limit ||
             (for_refresh && !pool->refresh_conn &&
-             (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size)));
+             (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size))) &&
+           cbpool__reserve_idle_locked(pool);
     if (keep) {
         c->next = pool->conns;
         pool->conns = c;
@@ -1091,6 +1109,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
             cbpool__wake(pool);
         } else
             cbpool__offer_locked(pool, c);
+        pthread_cond_broadcast(&pool->ready_cond);   /* cbpool_wait_ready() */
     }
     pthread_mutex_unlock(&pool->lock);
     if (!keep)
@@ -1172,7 +1191,7 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
  * then drive connects for up to wait_ms.  Only one thread maintains at a
  * time (the background thread, or whoever calls cbpool_maintain()).
  */
-static void cbpool__maintain_step(cbpool *pool, int wait_ms)
+static int cbpool__maintain_step(cbpool *pool, int wait_ms)
 {
     cbpool__conn *closing[64];
     int nclosing = 0;
@@ -1187,7 +1206,7 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
     pthread_mutex_lock(&pool->lock);
     if (pool->maintaining) {
         pthread_mutex_unlock(&pool->lock);
-        return;
+        return 0;   /* someone else is at it */
     }
     pool->maintaining = 1;
 
@@ -1200,10 +1219,10 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
             reason = 1;
         else if (c->retire_ns && now >= c->retire_ns)
             reason = 2;
-        else if (pool->total - nclosing > pool->limit)
+        else if (pool->total > pool->limit)
             reason = 4;
         else if (pool->cfg.idle_timeout_ms > 0 &&
-                 pool->total - nclosing > pool->floor_size &&
+                 pool->total > pool->floor_size &&
                  now - c->last_used_ns >= (int64_t)pool->cfg.idle_timeout_ms * 1000000)
             reason = 3;
         if (!reason) {
@@ -1276,13 +1295,13 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     /* grow: waiters first, then the minimum and min_idle */
     if (!pool->closing && now >= pool->backoff_until_ns) {
-        int have = pool->total - nclosing + pool->nattempts;
+        int have = pool->total + pool->nattempts;   /* closing ones are off total */
         int need = pool->waiters;
         int idle_after = pool->idle_count;
         if (pool->cfg.min_idle > idle_after)
             need += pool->cfg.min_idle - idle_after;
-        if (pool->total - nclosing + need < pool->floor_size)
-            need = pool->floor_size - (pool->total - nclosing);
+        if (pool->total + need < pool->floor_size)
+            need = pool->floor_size - pool->total;
         need -= pool->nattempts;
         start = pool->limit - have;
         if (need < start)
@@ -1351,6 +1370,21 @@ static void cbpool__maintain_step(cbpool *pool, int wait_ms)
     pthread_mutex_lock(&pool->lock);
     pool->maintaining = 0;
     pthread_mutex_unlock(&pool->lock);
+    return 1;
+}
+
+/* Sleep on cond for up to ms milliseconds; called with the lock. */
+static void cbpool__timed_wait(cbpool *pool, pthread_cond_t *cond, int64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(cond, &pool->lock, &ts);
 }
 
 static void *cbpool__thread_main(void *arg)
@@ -1731,25 +1765,21 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
             pool->waiters++;
             cbpool__wake(pool);
             while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
-                if (pool->thread_started) {
-                    struct timespec ts;
-                    int64_t until = now + 1000000000LL;  /* re-check each second */
-                    if (until > deadline)
-                        until = deadline;
-                    clock_gettime(CLOCK_MONOTONIC, &ts);
-                    ts.tv_sec += (time_t)((until - now) / 1000000000);
-                    ts.tv_nsec += (long)((until - now) % 1000000000);
-                    if (ts.tv_nsec >= 1000000000) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000;
-                    }
-                    pthread_cond_timedwait(&w.cond, &pool->lock, &ts);
-                } else {
-                    /* no background thread: drive maintenance while waiting */
-                    int slice = (int)((deadline - now) / 1000000) + 1;
+                int64_t left = deadline - now;
+                if (!pool->thread_started) {
+                    /* no background thread: drive maintenance while waiting,
+                       unless another thread already does */
+                    int ran;
                     pthread_mutex_unlock(&pool->lock);
-                    cbpool__maintain_step(pool, slice < 20 ? slice : 20);
+                    ran = cbpool__maintain_step(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
                     pthread_mutex_lock(&pool->lock);
+                    if (ran || w.conn || pool->closing)
+                        continue;
+                }
+                /* re-check at least every second (every 20 ms thread-less) */
+                {
+                    int64_t slice = pool->thread_started ? 1000000000 : 20000000;
+                    cbpool__timed_wait(pool, &w.cond, left < slice ? left : slice);
                 }
             }
             if (!w.conn)
@@ -1869,12 +1899,6 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
     if (!pool)
         return;
     msg.id = NULL;
-    /* the caller owns the connection: its state can be read without the lock */
-    ts = pg ? PQtransactionStatus(pg) : PQTRANS_UNKNOWN;
-    broken = !pg || PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN ||
-             ts == PQTRANS_ACTIVE;
-    clean = !broken && ts == PQTRANS_IDLE;
-
     pthread_mutex_lock(&pool->lock);
     c = pg ? cbpool__find_locked(pool, pg) : NULL;
     if (!c || c->state != CBPOOL__IN_USE || c->releasing) {
@@ -1887,6 +1911,10 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         cbpool__emit(pool, &msg);
         return;
     }
+    /* ours, and in use by the caller: its state can be read */
+    ts = PQtransactionStatus(pg);
+    broken = PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN || ts == PQTRANS_ACTIVE;
+    clean = !broken && ts == PQTRANS_IDLE;
     if (!clean && !broken) {
         /* an open or failed transaction: roll it back outside the lock */
         PGresult *res;
@@ -1920,31 +1948,26 @@ CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
         return CBPOOL_EINVAL;
     deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
     pthread_mutex_lock(&pool->lock);
+    pool->ready_waiters++;   /* cbpool_close() waits for us to leave */
     while (pool->total == 0 && !pool->closing) {
-        int64_t now = cbpool__now_ns();
-        if (now >= deadline) {
+        int64_t now = cbpool__now_ns(), left = deadline - now;
+        if (left <= 0) {
             rc = CBPOOL_ETIMEOUT;
             break;
         }
-        if (pool->thread_started) {
-            struct timespec ts;
-            int64_t left = deadline - now;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += (time_t)(left / 1000000000);
-            ts.tv_nsec += (long)(left % 1000000000);
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&pool->ready_cond, &pool->lock, &ts);
-        } else {
+        if (!pool->thread_started) {
+            int ran;
             pthread_mutex_unlock(&pool->lock);
-            cbpool__maintain_step(pool, 20);
+            ran = cbpool__maintain_step(pool, 20);
             pthread_mutex_lock(&pool->lock);
+            if (ran)
+                continue;
         }
+        cbpool__timed_wait(pool, &pool->ready_cond, left < 20000000 ? left : 20000000);
     }
     if (pool->closing)
         rc = CBPOOL_ECLOSED;
+    pool->ready_waiters--;
     pthread_mutex_unlock(&pool->lock);
     return rc;
 }
@@ -2106,13 +2129,18 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
 
     if (pool->thread_started) {
         pthread_join(pool->thread, NULL);
+        pthread_mutex_lock(&pool->lock);
         close(pool->wake_fds[0]);
         close(pool->wake_fds[1]);
+        pool->wake_fds[0] = pool->wake_fds[1] = -1;
+        pool->thread_started = 0;
+        pthread_mutex_unlock(&pool->lock);
     }
 
     pthread_mutex_lock(&pool->lock);
-    /* wait for acquirers still inside the pool to leave */
-    while (pool->waiters > 0 || pool->maintaining) {
+    /* wait for acquirers and wait_ready() callers still inside to leave */
+    while (pool->waiters > 0 || pool->ready_waiters > 0 || pool->maintaining) {
+        pthread_cond_broadcast(&pool->ready_cond);
         pthread_mutex_unlock(&pool->lock);
         {
             struct timespec ts = {0, 1000000};
@@ -2174,7 +2202,9 @@ CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY ||
         st == PGRES_SINGLE_TUPLE || st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
         return 1;
-    if (tx) {
+    /* the first failure is the cause; later ones in the same transaction
+       only say it is aborted (25P02) */
+    if (tx && !tx->sqlstate[0]) {
         if (res)
             cbpool__sqlstate(res, tx->sqlstate);
         if (!tx->sqlstate[0] && tx->conn && PQstatus(tx->conn) != CONNECTION_OK)
@@ -2227,7 +2257,7 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         memset(&defaults, 0, sizeof defaults);
         opts = &defaults;
     }
-    max_attempts = cbpool__def(opts->max_attempts, 5);
+    max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 5;
     opts->attempts = 0;
     opts->sqlstate[0] = '\0';
 

@@ -14,10 +14,19 @@ static void
 test_acquire_release(void)
 {
 	cbpool_config cfg = test_config("basic", "pod-basic");
-	cbpool	   *pool = open_or_bail(&cfg);
-	PGconn	   *conn = cbpool_acquire(pool, 5000);
+	char		err[256];
+	double		t0 = now_seconds();
+	cbpool	   *pool = cbpool_open(&cfg, err, sizeof(err));
+	int			ready = pool ? cbpool_wait_ready(pool, 10000) : -1;
+	PGconn	   *conn;
 	cbpool_stats_t s;
 
+	ok(pool != NULL && ready == CBPOOL_OK && now_seconds() - t0 < 5,
+	   "cbpool_wait_ready() returns once the first connection is there (%.2f s)",
+	   now_seconds() - t0);
+	if (!pool)
+		bail_out("cbpool_open: %s", err);
+	conn = cbpool_acquire(pool, 5000);
 	ok(conn != NULL && query_works(conn), "acquire gives a working connection");
 	is_str(pg_value(conn, "SELECT current_setting('application_name')"), "basic",
 		   "it connected with the pool's application_name");
@@ -339,6 +348,24 @@ test_lifetime_and_idle(void)
 	cbpool_close(pool);
 }
 
+/* Hold the pool's connection for 100 ms, five times. */
+static void *
+short_holder_main(void *arg)
+{
+	cbpool	   *pool = arg;
+
+	for (int i = 0; i < 5; i++)
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 10000);
+
+		if (!conn)
+			continue;
+		sleep_ms(100);
+		cbpool_release(pool, conn);
+	}
+	return NULL;
+}
+
 static void
 test_leaks(void)
 {
@@ -358,6 +385,23 @@ test_leaks(void)
 	sleep_ms(400);
 	is_int(logged("leak", where), 1, "reported once, with where it was acquired (%s)", where);
 	cbpool_release(pool, conn);
+	cbpool_close(pool);
+
+	/* connections passed from one holder to the next are not leaks */
+	cfg.max_size = 1;
+	cfg.leak_threshold_ms = 300;
+	pool = open_or_bail(&cfg);
+	log_reset();
+	{
+		pthread_t	threads[4];
+
+		for (int i = 0; i < 4; i++)
+			pthread_create(&threads[i], NULL, short_holder_main, pool);
+		for (int i = 0; i < 4; i++)
+			pthread_join(threads[i], NULL);
+	}
+	is_int(logged("leak", NULL), 0,
+		   "4 threads passing one connection around (100 ms holds, handed over directly): no leak reported");
 	cbpool_close(pool);
 }
 
