@@ -109,8 +109,9 @@
        lifetime_jitter_pct 5
        validate_idle_ms    1000    a connection idle longer than this is
                                    checked with a round trip before it is
-                                   handed out (a cheaper check, for a closed
-                                   socket, is always made); -1: never
+                                   handed out (one idle for 1 ms or more gets
+                                   a cheaper check, for a closed socket);
+                                   -1: never
        validate_timeout_ms 5000    deadline of that check and of share
                                    refreshes
        leak_threshold_ms   0       report a connection held longer than this,
@@ -375,6 +376,7 @@ extern "C" {
 #endif
 
 #define CBPOOL__HIST_BUCKETS 96
+#define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
 #define CBPOOL__MAX_ATTEMPTS 16
 
 typedef enum cbpool__state {
@@ -467,8 +469,8 @@ struct cbpool {
     uint64_t rng;
 
     cbpool_stats_t counters;    /* under the lock, but for the three below */
-    /* updated with atomics by acquire, which takes the lock only once */
-    uint64_t acquired;
+    /* updated with atomics by acquire, which takes the lock only once; the
+       histogram's total is the number of acquires */
     uint64_t wait_us_max;
     uint64_t hist[CBPOOL__HIST_BUCKETS];
 };
@@ -479,6 +481,25 @@ struct cbpool_tx {
     int attempt;
     char sqlstate[6];
 };
+
+/*
+ * The pool's critical sections are a few hundred nanoseconds.  When the
+ * lock is taken, spinning briefly (the holder is most likely running on
+ * another core) is cheaper than a sleep and a wake-up through the kernel.
+ */
+static void cbpool__lock(cbpool *pool)
+{
+    int spins;
+    for (spins = 0; spins < 64; spins++) {
+        if (pthread_mutex_trylock(&pool->lock) == 0)
+            return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    pthread_mutex_lock(&pool->lock);
+}
+
 
 /* ---- small helpers ---- */
 
@@ -920,7 +941,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__msg msg;
 
     msg.id = NULL;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     pool->last_demand = cbpool__demand_locked(pool);
     snprintf(demand, sizeof demand, "%d", pool->last_demand);
     pthread_mutex_unlock(&pool->lock);
@@ -932,7 +953,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         1, values, pool->cfg.validate_timeout_ms);
     cbpool__sqlstate(res, state);
 
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         int share = atoi(PQgetvalue(res, 0, 0));
         int was = pool->share;
@@ -1023,7 +1044,7 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
 
     msg.id = NULL;
     cbpool__first_line(text, line, sizeof line);
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     if (for_refresh)
         pool->refresh_attempt = 0;
     pool->counters.connect_failures++;
@@ -1068,7 +1089,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     if (!c) {
         PQfinish(pg);
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         if (for_refresh)
             pool->refresh_attempt = 0;
         pthread_mutex_unlock(&pool->lock);
@@ -1077,7 +1098,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     c->pg = pg;
     c->created_ns = now;
     c->last_used_ns = now;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     if (pool->cfg.max_lifetime_ms > 0) {
         int64_t life = (int64_t)pool->cfg.max_lifetime_ms * 1000000;
         int64_t jitter = life / 100 * pool->cfg.lifetime_jitter_pct;
@@ -1150,7 +1171,7 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         char buf[64];
         while (read(pool->wake_fds[0], buf, sizeof buf) > 0) {
         }
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         pool->wake_pending = 0;
         pthread_mutex_unlock(&pool->lock);
     }
@@ -1178,7 +1199,7 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         } else
             i++;
     }
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     pool->connecting = pool->nattempts;
     pthread_mutex_unlock(&pool->lock);
 }
@@ -1203,7 +1224,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     int64_t now = cbpool__now_ns();
     int64_t next_ns;
 
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     if (pool->maintaining) {
         pthread_mutex_unlock(&pool->lock);
         return 0;   /* someone else is at it */
@@ -1338,7 +1359,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     if (refresh) {
         int broken = cbpool__refresh(pool, refresh);
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         if (broken || pool->closing || pool->total > pool->limit) {
             cbpool__unlink_locked(pool, refresh);
             if (broken)
@@ -1367,7 +1388,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     }
     cbpool__poll_attempts(pool, wait_ms);
 
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     pool->maintaining = 0;
     pthread_mutex_unlock(&pool->lock);
     return 1;
@@ -1392,7 +1413,7 @@ static void *cbpool__thread_main(void *arg)
     cbpool *pool = (cbpool *)arg;
     for (;;) {
         int closing;
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         closing = pool->closing;
         pthread_mutex_unlock(&pool->lock);
         if (closing)
@@ -1703,7 +1724,6 @@ static void cbpool__record_wait(cbpool *pool, int64_t waited_ns)
            !__atomic_compare_exchange_n(&pool->wait_us_max, &max, us, 1,
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
-    __atomic_fetch_add(&pool->acquired, 1, __ATOMIC_RELAXED);
 }
 
 CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
@@ -1720,7 +1740,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
         timeout_ms = pool->cfg.acquire_timeout_ms;
     deadline = start + (int64_t)timeout_ms * 1000000;
 
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     for (;;) {
         if (pool->closing) {
             pthread_mutex_unlock(&pool->lock);
@@ -1772,7 +1792,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                     int ran;
                     pthread_mutex_unlock(&pool->lock);
                     ran = cbpool__maintain_step(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
-                    pthread_mutex_lock(&pool->lock);
+                    cbpool__lock(pool);
                     if (ran || w.conn || pool->closing)
                         continue;
                 }
@@ -1808,7 +1828,12 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
          */
         {
             int64_t now = c->acquired_ns;
-            int alive = cbpool__looks_alive(c->pg);
+            /* a connection back for less than CBPOOL__RECHECK_NS was alive a
+               moment ago; the socket check would cost a system call on
+               every acquire of a busy pool */
+            int alive = now - c->last_used_ns < CBPOOL__RECHECK_NS
+                            ? PQstatus(c->pg) == CONNECTION_OK
+                            : cbpool__looks_alive(c->pg);
             int expired = c->retire_ns && now >= c->retire_ns;
             int checked = alive && !expired &&
                           (pool->cfg.validate_idle_ms < 0 ||
@@ -1816,7 +1841,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                            cbpool__validate(pool, c->pg));
             if (checked)
                 break;
-            pthread_mutex_lock(&pool->lock);
+            cbpool__lock(pool);
             pool->in_use--;
             cbpool__unlink_locked(pool, c);
             if (pool->closing) {
@@ -1825,7 +1850,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                 pthread_mutex_unlock(&pool->lock);
                 cbpool__destroy(pool, c);
                 if (free_pool) {
-                    pthread_mutex_lock(&pool->lock);
+                    cbpool__lock(pool);
                     cbpool__free_pool(pool);   /* unlocks */
                 }
                 cbpool__errno = CBPOOL_ECLOSED;
@@ -1841,7 +1866,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
             cbpool__wake(pool);
             pthread_mutex_unlock(&pool->lock);
             cbpool__destroy(pool, c);
-            pthread_mutex_lock(&pool->lock);
+            cbpool__lock(pool);
             if (cbpool__now_ns() >= deadline) {
                 pool->counters.acquire_timeouts++;
                 pthread_mutex_unlock(&pool->lock);
@@ -1899,7 +1924,7 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
     if (!pool)
         return;
     msg.id = NULL;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     c = pg ? cbpool__find_locked(pool, pg) : NULL;
     if (!c || c->state != CBPOOL__IN_USE || c->releasing) {
         pool->counters.misuse++;
@@ -1926,7 +1951,7 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
                  PQtransactionStatus(pg) != PQTRANS_IDLE;
         if (res)
             PQclear(res);
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         c->releasing = 0;
         pool->counters.rollbacks_on_release++;
     }
@@ -1935,7 +1960,7 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
     if (!keep)
         cbpool__destroy(pool, c);
     if (free_pool) {
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         cbpool__free_pool(pool);   /* unlocks */
     }
 }
@@ -1947,7 +1972,7 @@ CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
     if (!pool)
         return CBPOOL_EINVAL;
     deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     pool->ready_waiters++;   /* cbpool_close() waits for us to leave */
     while (pool->total == 0 && !pool->closing) {
         int64_t now = cbpool__now_ns(), left = deadline - now;
@@ -1959,7 +1984,7 @@ CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
             int ran;
             pthread_mutex_unlock(&pool->lock);
             ran = cbpool__maintain_step(pool, 20);
-            pthread_mutex_lock(&pool->lock);
+            cbpool__lock(pool);
             if (ran)
                 continue;
         }
@@ -1982,7 +2007,7 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
 {
     if (!pool || !out)
         return;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     *out = pool->counters;
     out->total = pool->total;
     out->idle = pool->idle_count;
@@ -2000,7 +2025,9 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
         int b;
         for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
             hist[b] = __atomic_load_n(&pool->hist[b], __ATOMIC_RELAXED);
-        out->acquired = __atomic_load_n(&pool->acquired, __ATOMIC_RELAXED);
+        out->acquired = 0;
+        for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
+            out->acquired += hist[b];
         out->acquire_wait_us_max = __atomic_load_n(&pool->wait_us_max, __ATOMIC_RELAXED);
         out->acquire_wait_us_p50 = cbpool__percentile(hist, 0.50);
         out->acquire_wait_us_p99 = cbpool__percentile(hist, 0.99);
@@ -2113,7 +2140,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     if (!pool)
         return;
     msg.id = NULL;
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     if (pool->closing) {
         /* the pool is gone once closed with nothing out: calling close
            twice is undefined; while connections are out, it is harmless */
@@ -2129,7 +2156,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
 
     if (pool->thread_started) {
         pthread_join(pool->thread, NULL);
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         close(pool->wake_fds[0]);
         close(pool->wake_fds[1]);
         pool->wake_fds[0] = pool->wake_fds[1] = -1;
@@ -2137,7 +2164,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
         pthread_mutex_unlock(&pool->lock);
     }
 
-    pthread_mutex_lock(&pool->lock);
+    cbpool__lock(pool);
     /* wait for acquirers and wait_ready() callers still inside to leave */
     while (pool->waiters > 0 || pool->ready_waiters > 0 || pool->maintaining) {
         pthread_cond_broadcast(&pool->ready_cond);
@@ -2146,7 +2173,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
         }
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
     }
     /* connect attempts still under way (no-thread mode) */
     while (pool->nattempts > 0) {
@@ -2179,7 +2206,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
         cbpool__destroy(pool, c);
     }
     if (out == 0) {
-        pthread_mutex_lock(&pool->lock);
+        cbpool__lock(pool);
         cbpool__free_pool(pool);   /* unlocks */
     }
 }
@@ -2309,7 +2336,7 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         {
             int64_t pause;
             struct timespec ts;
-            pthread_mutex_lock(&pool->lock);
+            cbpool__lock(pool);
             pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
             pthread_mutex_unlock(&pool->lock);
             ts.tv_sec = (time_t)(pause / 1000000000);
