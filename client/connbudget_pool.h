@@ -128,7 +128,9 @@
        background          1       run the maintenance thread
        logger              {NULL}  {func, user_data}; NULL: warnings and
                                    errors to stderr.  Called outside the
-                                   pool's lock; must not call cbpool_close()
+                                   pool's lock; must not call cbpool_close().
+                                   Server notices on pooled connections
+                                   come here too, id "notice"
        allocator           {NULL}  {alloc_fn, free_fn, user_data}; NULL:
                                    malloc/free
 
@@ -623,6 +625,58 @@ static void cbpool__first_line(const char *msg, char *out, size_t len)
     out[n] = '\0';
 }
 
+/*
+ * Notices and warnings the server sends on a pooled connection (a RAISE
+ * WARNING, a connect-time WARNING, the FATAL of a terminated idle
+ * connection) go to the pool's logger, id "notice", instead of libpq's
+ * default of printing them to stderr.  Called by libpq on the thread using
+ * the connection; under the pool's lock they are kept and logged after it.
+ * The pool outlives its connections, so arg is valid.
+ */
+typedef struct cbpool__notice_sink {
+    cbpool__msg msgs[4];
+    int n;
+} cbpool__notice_sink;
+
+/* set while this thread reads connections under the pool's lock: notices
+   are kept here and logged after the lock is released */
+static __thread cbpool__notice_sink *cbpool__deferred_notices;
+
+static void cbpool__notice(void *arg, const PGresult *res)
+{
+    cbpool *pool = (cbpool *)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *text = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    cbpool_log_level level = CBPOOL_LOG_INFO;
+    cbpool__msg msg;
+
+    if (!sev)
+        sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    if (!sev)
+        sev = "NOTICE";
+    if (strcmp(sev, "WARNING") == 0 || strcmp(sev, "ERROR") == 0 ||
+        strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)
+        level = CBPOOL_LOG_WARN;
+    else if (strncmp(sev, "DEBUG", 5) == 0)
+        level = CBPOOL_LOG_DEBUG;
+    if (text)
+        cbpool__format(&msg, level, "notice", "server %s %s: %s", sev,
+                       code ? code : "00000", text);
+    else {
+        char line[400];
+        cbpool__first_line(PQresultErrorMessage(res), line, sizeof line);
+        cbpool__format(&msg, level, "notice", "server: %s", line);
+    }
+    if (cbpool__deferred_notices) {
+        cbpool__notice_sink *sink = cbpool__deferred_notices;
+        if (sink->n < (int)(sizeof sink->msgs / sizeof sink->msgs[0]))
+            sink->msgs[sink->n++] = msg;
+        return;
+    }
+    cbpool__emit(pool, &msg);
+}
+
 static void cbpool__wake(cbpool *pool)
 {
     if (pool->thread_started && !pool->closing && !pool->wake_pending) {
@@ -1027,6 +1081,7 @@ static void cbpool__start_attempt(cbpool *pool, int for_refresh)
     if (a->pg) {
         /* a refusal's SQLSTATE is only available in verbose error text */
         PQsetErrorVerbosity(a->pg, PQERRORS_VERBOSE);
+        PQsetNoticeReceiver(a->pg, cbpool__notice, pool);
         if (PQstatus(a->pg) == CONNECTION_BAD)
             a->status = PGRES_POLLING_FAILED;
     } else
@@ -1220,6 +1275,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     int refresh_connect = 0;
     cbpool__msg leaks[8];
     int nleaks = 0;
+    cbpool__notice_sink notices;
     int start = 0, i;
     int64_t now = cbpool__now_ns();
     int64_t next_ns;
@@ -1233,6 +1289,8 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     /* idle connections, least recently used first: dead, expired, idle too
        long, or over the share */
+    notices.n = 0;
+    cbpool__deferred_notices = &notices;
     for (i = 0; i < pool->idle_count && nclosing < 64;) {
         cbpool__conn *c = pool->idle[i];
         int reason = 0;   /* 1 broken, 2 lifetime, 3 idle, 4 over share */
@@ -1260,6 +1318,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         }
         closing[nclosing++] = c;
     }
+    cbpool__deferred_notices = NULL;
 
     /* leaks */
     if (pool->cfg.leak_threshold_ms > 0) {
@@ -1352,6 +1411,8 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         next_ns = pool->backoff_until_ns;
     pthread_mutex_unlock(&pool->lock);
 
+    for (i = 0; i < notices.n; i++)
+        cbpool__emit(pool, &notices.msgs[i]);
     for (i = 0; i < nleaks; i++)
         cbpool__emit(pool, &leaks[i]);
     for (i = 0; i < nclosing; i++)

@@ -718,6 +718,93 @@ test_without_thread(void)
 	cbpool_close(pool);
 }
 
+/* ---- server notices go to the logger ---- */
+
+static cbpool *notice_pool;
+static int	notice_stats_calls;
+
+/* For a notice, reads the pool's stats first, then logs like test_logger:
+   a logger called under the pool's lock would block here, and the message
+   never arrive. */
+static void
+notice_logger(void *user, cbpool_log_level level, const char *id, const char *message)
+{
+	cbpool	   *pool = __atomic_load_n(&notice_pool, __ATOMIC_ACQUIRE);
+
+	if (pool && strcmp(id, "notice") == 0)
+	{
+		cbpool_stats_t s;
+
+		cbpool_stats(pool, &s);
+		__atomic_fetch_add(&notice_stats_calls, 1, __ATOMIC_RELAXED);
+	}
+	test_logger(user, level, id, message);
+}
+
+static int
+logged_at(const char *id, const char *text, cbpool_log_level level)
+{
+	int			n = 0;
+
+	pthread_mutex_lock(&log_lock);
+	for (int i = 0; i < log_count; i++)
+		if (strcmp(log_entries[i].id, id) == 0 && log_entries[i].level == level &&
+			strstr(log_entries[i].text, text) != NULL)
+			n++;
+	pthread_mutex_unlock(&log_lock);
+	return n;
+}
+
+static void
+test_notices(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-notice");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	long		pid;
+	int			seen = 0;
+	char		sql[128];
+
+	cfg.max_size = 1;
+	cfg.logger.func = notice_logger;
+	log_reset();
+	pool = open_or_bail(&cfg);
+	__atomic_store_n(&notice_pool, pool, __ATOMIC_RELEASE);
+
+	conn = cbpool_acquire(pool, 5000);
+	pg_exec(conn, "DO $$BEGIN RAISE WARNING 'cbpool-warning %', 42; "
+			"RAISE NOTICE 'cbpool-notice'; END$$");
+	is_int(logged_at("notice", "server WARNING 01000: cbpool-warning 42", CBPOOL_LOG_WARN), 1,
+		   "a WARNING on a pooled connection reaches the logger as a warning");
+	is_int(logged_at("notice", "server NOTICE 00000: cbpool-notice", CBPOOL_LOG_INFO), 1,
+		   "a NOTICE reaches it as info");
+	pid = pg_long(conn, "SELECT pg_backend_pid()");
+	cbpool_release(pool, conn);
+
+	/* an idle connection terminated: the maintenance thread reads the
+	   FATAL while it checks idle connections under the pool's lock */
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%ld)", pid);
+	pg_exec(admin, sql);
+	for (int i = 0; i < 300 && !seen; i++)
+	{
+		seen = logged_at("notice", "server FATAL 57P01: terminating connection",
+						 CBPOOL_LOG_WARN);
+		if (!seen)
+			sleep_ms(10);
+	}
+	ok(seen, "the FATAL of a terminated idle connection reaches the logger");
+	if (!seen)
+		bail_out("no notice after 3 s: is the logger blocked under the pool's lock?");
+	ok(__atomic_load_n(&notice_stats_calls, __ATOMIC_RELAXED) >= 3,
+	   "and the logger could call back into the pool each time");
+
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn), "the pool replaced the terminated connection");
+	cbpool_release(pool, conn);
+	__atomic_store_n(&notice_pool, NULL, __ATOMIC_RELEASE);
+	cbpool_close(pool);
+}
+
 int
 main(void)
 {
@@ -736,6 +823,7 @@ main(void)
 	test_prometheus();
 	test_run();
 	test_without_thread();
+	test_notices();
 
 	PQfinish(admin);
 	return done_testing();
