@@ -41,19 +41,28 @@ test_logger(void *user, cbpool_log_level level, const char *id, const char *mess
 		diag("pool log [%s] %s", id, message);
 }
 
-/* How many messages with this id (and containing "text", if given). */
+/* How many messages with this id (containing "text", if given) at this
+   level (any level if level is -1). */
 static inline int
-logged(const char *id, const char *text)
+logged_at(const char *id, const char *text, int level)
 {
 	int			n = 0;
 
 	pthread_mutex_lock(&log_lock);
 	for (int i = 0; i < log_count; i++)
 		if (strcmp(log_entries[i].id, id) == 0 &&
+			(level < 0 || (int) log_entries[i].level == level) &&
 			(text == NULL || strstr(log_entries[i].text, text) != NULL))
 			n++;
 	pthread_mutex_unlock(&log_lock);
 	return n;
+}
+
+/* How many messages with this id (and containing "text", if given). */
+static inline int
+logged(const char *id, const char *text)
+{
+	return logged_at(id, text, -1);
 }
 
 static inline void

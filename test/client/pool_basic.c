@@ -741,20 +741,6 @@ notice_logger(void *user, cbpool_log_level level, const char *id, const char *me
 	test_logger(user, level, id, message);
 }
 
-static int
-logged_at(const char *id, const char *text, cbpool_log_level level)
-{
-	int			n = 0;
-
-	pthread_mutex_lock(&log_lock);
-	for (int i = 0; i < log_count; i++)
-		if (strcmp(log_entries[i].id, id) == 0 && log_entries[i].level == level &&
-			strstr(log_entries[i].text, text) != NULL)
-			n++;
-	pthread_mutex_unlock(&log_lock);
-	return n;
-}
-
 static void
 test_notices(void)
 {
