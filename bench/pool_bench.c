@@ -80,38 +80,8 @@ mini_release(void *item)
 
 /* ---- workers ---- */
 
-static void *
-cycle_main(void *arg)
-{
-	Worker	   *w = arg;
-
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
-	{
-		PGconn	   *conn = cbpool_acquire(pool, 10000);
-
-		if (!conn)
-		{
-			w->failed = 1;
-			break;
-		}
-		cbpool_release(pool, conn);
-		w->ops++;
-	}
-	return NULL;
-}
-
-static void *
-baseline_main(void *arg)
-{
-	Worker	   *w = arg;
-
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
-	{
-		mini_release(mini_acquire());
-		w->ops++;
-	}
-	return NULL;
-}
+/* acquire and release in a loop, with a SELECT 1 in between unless cycling */
+static int	with_query;
 
 static void *
 pool_main(void *arg)
@@ -127,9 +97,22 @@ pool_main(void *arg)
 			w->failed = 1;
 			break;
 		}
-		if (!select1(conn))
+		if (with_query && !select1(conn))
 			w->failed = 1;
 		cbpool_release(pool, conn);
+		w->ops++;
+	}
+	return NULL;
+}
+
+static void *
+baseline_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		mini_release(mini_acquire());
 		w->ops++;
 	}
 	return NULL;
@@ -245,7 +228,8 @@ main(int argc, char **argv)
 		cbpool_stats(pool, &s);
 		if (s.total < size)
 			fprintf(stderr, "warning: pool holds %d of %d connections\n", s.total, size);
-		fn = strcmp(mode, "cycle") == 0 ? cycle_main : pool_main;
+		with_query = strcmp(mode, "pool") == 0;
+		fn = pool_main;
 	}
 	else if (strcmp(mode, "baseline") == 0)
 	{
