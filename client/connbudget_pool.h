@@ -361,6 +361,7 @@ CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,25 +382,51 @@ extern "C" {
 #define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
 #define CBPOOL__MAX_ATTEMPTS 16
 
+/*
+ * A connection's state.  IDLE, IN_USE and CHECKING change under the lock.
+ * PARKING and PARKED belong to the per-thread fast path: a clean release
+ * with nobody waiting parks the connection without the lock (IN_USE ->
+ * PARKING -> PARKED), and the same thread's next acquire takes it back with
+ * one compare-and-swap (PARKED -> IN_USE).  Under the lock a parked
+ * connection still counts as in use until cbpool__drain_locked() moves it to
+ * the idle stack, which every locked path does before it needs it.
+ */
 typedef enum cbpool__state {
+    CBPOOL__FREE,         /* record kept for reuse, no connection */
     CBPOOL__IDLE,
     CBPOOL__IN_USE,
-    CBPOOL__CHECKING      /* taken by maintenance for a check or a refresh */
+    CBPOOL__CHECKING,     /* taken by maintenance for a check or a refresh */
+    CBPOOL__PARKING,      /* being parked by its releasing thread */
+    CBPOOL__PARKED        /* released without the lock */
 } cbpool__state;
 
+/*
+ * Records outlive their connections: a destroyed connection's record goes
+ * to the pool's spare list and is reused, and all are freed with the pool,
+ * so the fast path may look at the record a thread used last.  The fields
+ * the fast path touches come first; the padding keeps them off the cache
+ * line of the next record.  state, pg and the acquired_* fields are read
+ * without the lock and accessed atomically.
+ */
 typedef struct cbpool__conn {
-    PGconn *pg;
-    cbpool__state state;
-    int64_t created_ns;
-    int64_t retire_ns;          /* lifetime deadline (with jitter), 0 none */
-    int64_t last_used_ns;       /* last release */
-    int64_t acquired_ns;
-    const char *acquired_file;
+    char pad0_[64];
+    int state;                  /* cbpool__state */
     int acquired_line;
+    PGconn *pg;
+    int64_t last_used_ns;       /* last release */
+    int64_t retire_ns;          /* lifetime deadline (with jitter), 0 none */
+    int64_t acquired_ns;        /* 0 while parked */
+    const char *acquired_file;
+    uint64_t fast_acquires;     /* acquires through the fast path */
     int leak_reported;
     int releasing;              /* cbpool_release() is resetting it */
-    struct cbpool__conn *next;  /* in all-connections list */
+    int64_t created_ns;
+    struct cbpool__conn *next;  /* in all-connections list, or spare list */
+    char pad_[64];
 } cbpool__conn;
+
+#define CBPOOL__LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define CBPOOL__STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 typedef struct cbpool__waiter {
     pthread_cond_t cond;
@@ -421,6 +448,11 @@ struct cbpool {
     char *pod;
     char *options;              /* user's options + -c connbudget.pod=... */
 
+    /* read by the fast path without the lock, written rarely */
+    uint64_t id;                /* unique per pool, for the thread-locals */
+    int fast_off;               /* 1: acquire and release take the lock */
+    char pad_[64];
+
     pthread_mutex_t lock;
     pthread_condattr_t condattr;
     pthread_cond_t ready_cond;  /* a connection arrived (wait_ready) */
@@ -430,6 +462,7 @@ struct cbpool {
     int wake_pending;
 
     cbpool__conn *conns;        /* every open connection */
+    cbpool__conn *spare;        /* records to reuse */
     cbpool__conn **idle;        /* idle stack, most recently used on top */
     int idle_count;
     int idle_capacity;
@@ -485,6 +518,21 @@ struct cbpool_tx {
 };
 
 /*
+ * Releases may park connections without the lock only while nobody waits,
+ * the pool is open, no refresh waits for a connection and the pool is
+ * within its limit.  Every unlock brings fast_off up to date; a thread about
+ * to wait sets it first and then drains (see cbpool__drain_locked).
+ */
+static void cbpool__unlock(cbpool *pool)
+{
+    int off = pool->closing || pool->waiters > 0 || pool->refresh_wanted ||
+              pool->total > pool->limit;
+    if (off != __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
+        __atomic_store_n(&pool->fast_off, off, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/*
  * The pool's critical sections are a few hundred nanoseconds.  When the
  * lock is taken, spinning briefly (the holder is most likely running on
  * another core) is cheaper than a sleep and a wake-up through the kernel.
@@ -506,9 +554,12 @@ static void cbpool__lock(cbpool *pool)
 /* ---- small helpers ---- */
 
 static __thread cbpool_error cbpool__errno = CBPOOL_OK;
-/* the connection this thread acquired last (only compared, never used) */
+/* the connection this thread acquired last, and its pool (the pointer and
+   the id: a new pool may reuse a freed one's address) */
 static __thread const cbpool *cbpool__last_pool;
-static __thread const void *cbpool__last_conn;
+static __thread uint64_t cbpool__last_pool_id;
+static __thread cbpool__conn *cbpool__last_conn;
+static uint64_t cbpool__pool_ids;
 
 static int64_t cbpool__now_ns(void)
 {
@@ -820,13 +871,68 @@ static void cbpool__idle_remove_locked(cbpool *pool, cbpool__conn *c)
     }
 }
 
-/* Free a connection record and its PGconn; outside the lock (PQfinish
-   talks to the server). */
+/* Close a connection and keep its record for reuse; outside the lock
+   (PQfinish talks to the server). */
 static void cbpool__destroy(cbpool *pool, cbpool__conn *c)
 {
     if (c->pg)
         PQfinish(c->pg);
-    cbpool__free(&pool->cfg, c);
+    cbpool__lock(pool);
+    CBPOOL__STORE(&c->pg, (PGconn *)NULL);
+    CBPOOL__STORE(&c->state, CBPOOL__FREE);
+    c->next = pool->spare;
+    pool->spare = c;
+    cbpool__unlock(pool);
+}
+
+/* A record for a new connection: a spare one, or a new one (NULL if out of
+   memory).  The fast-acquire count stays with the record. */
+static cbpool__conn *cbpool__new_conn(cbpool *pool)
+{
+    cbpool__conn *c;
+    cbpool__lock(pool);
+    c = pool->spare;
+    if (c)
+        pool->spare = c->next;
+    cbpool__unlock(pool);
+    if (!c)
+        return (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+    c->next = NULL;
+    c->releasing = 0;
+    c->retire_ns = 0;
+    CBPOOL__STORE(&c->acquired_ns, (int64_t)0);
+    CBPOOL__STORE(&c->acquired_file, (const char *)NULL);
+    CBPOOL__STORE(&c->acquired_line, 0);
+    CBPOOL__STORE(&c->leak_reported, 0);
+    return c;
+}
+
+/*
+ * Move parked connections to the idle stack; called with the lock.  A
+ * connection being parked right now is waited for: its thread is between
+ * two stores.  Together with the releasing thread's check of fast_off after
+ * it marked the connection PARKING, this makes sure that a thread which set
+ * fast_off and then drained cannot miss a connection parked meanwhile.
+ */
+static void cbpool__drain_locked(cbpool *pool)
+{
+    cbpool__conn *c;
+    for (c = pool->conns; c; c = c->next) {
+        int st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
+        int spins = 0;
+        while (st == CBPOOL__PARKING) {
+            if (++spins > 100)
+                sched_yield();
+            st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
+        }
+        if (st == CBPOOL__PARKED &&
+            __atomic_compare_exchange_n(&c->state, &st, CBPOOL__IDLE, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
+            pool->in_use--;
+            pool->idle[pool->idle_count++] = c;
+        }
+    }
 }
 
 static void cbpool__wait_unlink_locked(cbpool *pool, cbpool__waiter *w)
@@ -854,7 +960,7 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
     if (pool->refresh_wanted && !pool->refresh_conn) {
         /* a saturated pool still refreshes its share: maintenance first */
         pool->refresh_wanted = 0;
-        c->state = CBPOOL__CHECKING;
+        CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
         pool->refresh_conn = c;
         cbpool__wake(pool);
         return;
@@ -865,9 +971,9 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
         if (!pool->wait_head)
             pool->wait_tail = NULL;
         pool->waiters--;
-        c->state = CBPOOL__IN_USE;
-        c->acquired_ns = cbpool__now_ns();   /* for the leak check meanwhile */
-        c->leak_reported = 0;
+        CBPOOL__STORE(&c->leak_reported, 0);
+        CBPOOL__STORE(&c->acquired_ns, cbpool__now_ns());   /* for the leak check meanwhile */
+        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
         pool->in_use++;
         w->conn = c;
         pthread_cond_signal(&w->cond);
@@ -875,7 +981,7 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
     }
     /* room for every connection was made when it was opened */
     CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
-    c->state = CBPOOL__IDLE;
+    CBPOOL__STORE(&c->state, CBPOOL__IDLE);
     pool->idle[pool->idle_count++] = c;
     pthread_cond_broadcast(&pool->ready_cond);
 }
@@ -998,7 +1104,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__lock(pool);
     pool->last_demand = cbpool__demand_locked(pool);
     snprintf(demand, sizeof demand, "%d", pool->last_demand);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     values[0] = demand;
 
     res = cbpool__exec_deadline(
@@ -1050,7 +1156,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     }
     cbpool__resize_locked(pool);
     pool->next_refresh_ns = cbpool__now_ns() + (int64_t)pool->refresh_ms * 1000000;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
     if (res)
         PQclear(res);
@@ -1129,7 +1235,7 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
                        "connect failed (%d in a row): %s", pool->consecutive_failures,
                        line);
     snprintf(pool->last_connect_error, sizeof pool->last_connect_error, "%s", line);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
     if (pg)
         PQfinish(pg);
@@ -1137,7 +1243,7 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
 
 static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
 {
-    cbpool__conn *c = (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+    cbpool__conn *c = cbpool__new_conn(pool);
     int64_t now = cbpool__now_ns();
     int keep;
 
@@ -1147,10 +1253,10 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
         cbpool__lock(pool);
         if (for_refresh)
             pool->refresh_attempt = 0;
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         return;
     }
-    c->pg = pg;
+    CBPOOL__STORE(&c->pg, pg);
     c->created_ns = now;
     c->last_used_ns = now;
     cbpool__lock(pool);
@@ -1178,7 +1284,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
             /* renew the share with it first (the very first connection
                learns it before anyone uses the pool); kept only if the
                share allows */
-            c->state = CBPOOL__CHECKING;
+            CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
             pool->refresh_conn = c;
             pool->refresh_wanted = 0;
             pool->next_refresh_ns = 0;
@@ -1187,7 +1293,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
             cbpool__offer_locked(pool, c);
         pthread_cond_broadcast(&pool->ready_cond);   /* cbpool_wait_ready() */
     }
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     if (!keep)
         cbpool__destroy(pool, c);
 }
@@ -1228,7 +1334,7 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         }
         cbpool__lock(pool);
         pool->wake_pending = 0;
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
     }
 
     now = cbpool__now_ns();
@@ -1256,7 +1362,7 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
     }
     cbpool__lock(pool);
     pool->connecting = pool->nattempts;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
 }
 
 /* ---- maintenance ---- */
@@ -1282,10 +1388,11 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     cbpool__lock(pool);
     if (pool->maintaining) {
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         return 0;   /* someone else is at it */
     }
     pool->maintaining = 1;
+    cbpool__drain_locked(pool);
 
     /* idle connections, least recently used first: dead, expired, idle too
        long, or over the share */
@@ -1324,17 +1431,22 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     if (pool->cfg.leak_threshold_ms > 0) {
         cbpool__conn *c;
         for (c = pool->conns; c; c = c->next) {
-            if (c->state == CBPOOL__IN_USE && !c->leak_reported &&
-                now - c->acquired_ns >= (int64_t)pool->cfg.leak_threshold_ms * 1000000) {
-                c->leak_reported = 1;
+            /* acquired_ns is stored last by an acquire, so file and line
+               read after it belong to the same acquire */
+            int64_t at = CBPOOL__LOAD(&c->acquired_ns);
+            if (CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && at != 0 &&
+                !CBPOOL__LOAD(&c->leak_reported) &&
+                now - at >= (int64_t)pool->cfg.leak_threshold_ms * 1000000) {
+                const char *file = CBPOOL__LOAD(&c->acquired_file);
+                CBPOOL__STORE(&c->leak_reported, 1);
                 pool->counters.leaks_detected++;
                 if (nleaks < 8)
                     cbpool__format(&leaks[nleaks++], CBPOOL_LOG_WARN, "leak",
                                    "a connection acquired at %s:%d has been held for %lld ms "
                                    "(leak_threshold_ms = %d)",
-                                   c->acquired_file ? c->acquired_file : "(unknown)",
-                                   c->acquired_line,
-                                   (long long)((now - c->acquired_ns) / 1000000),
+                                   file ? file : "(unknown)",
+                                   CBPOOL__LOAD(&c->acquired_line),
+                                   (long long)((now - at) / 1000000),
                                    pool->cfg.leak_threshold_ms);
             }
         }
@@ -1347,7 +1459,8 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
             pool->refresh_conn = NULL;
         } else if (pool->idle_count > 0) {
             refresh = pool->idle[--pool->idle_count];
-            refresh->state = CBPOOL__CHECKING;
+            CBPOOL__STORE(&refresh->state, CBPOOL__CHECKING);
+            pool->refresh_wanted = 0;   /* a drained connection came first */
         } else if (pool->total > 0 && !pool->refresh_wanted) {
             pool->refresh_wanted = 1;
             pool->refresh_wanted_ns = now;
@@ -1409,7 +1522,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         next_ns = INT64_MAX;
     if (pool->backoff_until_ns > now && pool->backoff_until_ns < next_ns)
         next_ns = pool->backoff_until_ns;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
 
     for (i = 0; i < notices.n; i++)
         cbpool__emit(pool, &notices.msgs[i]);
@@ -1427,12 +1540,12 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
                 pool->counters.closed_broken++;
             else if (!pool->closing)
                 pool->counters.closed_over_share++;
-            pthread_mutex_unlock(&pool->lock);
+            cbpool__unlock(pool);
             cbpool__destroy(pool, refresh);
         } else {
             refresh->last_used_ns = cbpool__now_ns();
             cbpool__offer_locked(pool, refresh);
-            pthread_mutex_unlock(&pool->lock);
+            cbpool__unlock(pool);
         }
         wait_ms = 0;   /* the share may allow growth right away */
     }
@@ -1451,7 +1564,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
 
     cbpool__lock(pool);
     pool->maintaining = 0;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     return 1;
 }
 
@@ -1476,7 +1589,7 @@ static void *cbpool__thread_main(void *arg)
         int closing;
         cbpool__lock(pool);
         closing = pool->closing;
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         if (closing)
             break;
         cbpool__maintain_step(pool, 250);
@@ -1706,6 +1819,7 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
     pool->share = -1;
     pool->budget = -1;
     pool->refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
+    pool->id = __atomic_add_fetch(&cbpool__pool_ids, 1, __ATOMIC_RELAXED);
     pool->rng = (uint64_t)cbpool__now_ns() ^ ((uint64_t)getpid() << 32) ^
                 (uint64_t)(uintptr_t)pool;
     if (!pool->rng)
@@ -1757,7 +1871,12 @@ fail:
 static void cbpool__free_pool(cbpool *pool)
 {
     cbpool_config cfg = pool->cfg;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__conn *c, *next;
+    cbpool__unlock(pool);
+    for (c = pool->spare; c; c = next) {
+        next = c->next;
+        cbpool__free(&cfg, c);
+    }
     pthread_cond_destroy(&pool->ready_cond);
     pthread_condattr_destroy(&pool->condattr);
     pthread_mutex_destroy(&pool->lock);
@@ -1787,11 +1906,143 @@ static void cbpool__record_wait(cbpool *pool, int64_t waited_ns)
     }
 }
 
+/* The fast path of an acquire: the connection this thread released last,
+   if it is still parked.  Returns it in use, or NULL. */
+static cbpool__conn *cbpool__take_parked(cbpool *pool)
+{
+    cbpool__conn *c = cbpool__last_conn;
+    int st = CBPOOL__PARKED;
+    if (cbpool__last_pool != pool || cbpool__last_pool_id != pool->id || !c ||
+        __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
+        return NULL;
+    if (!__atomic_compare_exchange_n(&c->state, &st, CBPOOL__IN_USE, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return NULL;
+    return c;
+}
+
+/* The fast path of a release: park a clean connection this thread acquired
+   last, without the lock.  Returns 1 if it was parked. */
+static int cbpool__park(cbpool *pool, PGconn *pg)
+{
+    cbpool__conn *c = cbpool__last_conn;
+    int64_t now;
+    if (cbpool__last_pool != pool || cbpool__last_pool_id != pool->id || !c ||
+        __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED) ||
+        CBPOOL__LOAD(&c->pg) != pg || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
+        PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE)
+        return 0;
+    now = cbpool__now_ns();
+    if (c->retire_ns && now >= c->retire_ns)
+        return 0;
+    c->last_used_ns = now;
+    /* PARKING first, then fast_off: a thread that set fast_off and drains
+       either sees this connection or is seen here (both are seq_cst) */
+    __atomic_store_n(&c->state, CBPOOL__PARKING, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool->fast_off, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    __atomic_store_n(&c->acquired_ns, (int64_t)0, __ATOMIC_RELAXED);
+    /* the last touch: once parked, a drain may hand it out, and a close
+       may free the pool */
+    __atomic_store_n(&c->state, CBPOOL__PARKED, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* Take an idle connection, or wait in line for one until deadline; called
+   with the lock, returns without it.  NULL with cbpool__errno set if none. */
+static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
+{
+    cbpool__conn *c;
+    if (pool->closing) {
+        cbpool__unlock(pool);
+        cbpool__errno = CBPOOL_ECLOSED;
+        return NULL;
+    }
+    if (!pool->wait_head && pool->idle_count == 0) {
+        /* connections parked by other threads: fast_off first, so that
+           none parked after the drain goes unseen */
+        __atomic_store_n(&pool->fast_off, 1, __ATOMIC_SEQ_CST);
+        cbpool__drain_locked(pool);
+    }
+    if (!pool->wait_head && pool->idle_count > 0) {
+        /* this thread's previous connection if it is idle (its backend
+           is warm and on the same CPU), else the most recently used */
+        int i = pool->idle_count - 1;
+        if (cbpool__last_pool == pool && cbpool__last_pool_id == pool->id) {
+            int j;
+            for (j = i; j >= 0; j--)
+                if (pool->idle[j] == cbpool__last_conn)
+                    break;
+            if (j >= 0)
+                i = j;
+        }
+        c = pool->idle[i];
+        memmove(&pool->idle[i], &pool->idle[i + 1],
+                (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
+        pool->idle_count--;
+        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
+        pool->in_use++;
+    } else {
+        cbpool__waiter w;
+        int64_t now;
+        if (pool->cfg.max_waiters > 0 && pool->waiters >= pool->cfg.max_waiters) {
+            pool->counters.acquire_rejected++;
+            cbpool__unlock(pool);
+            cbpool__errno = CBPOOL_EBACKPRESSURE;
+            return NULL;
+        }
+        memset(&w, 0, sizeof w);
+        pthread_cond_init(&w.cond, &pool->condattr);
+        if (pool->wait_tail)
+            pool->wait_tail->next = &w;
+        else
+            pool->wait_head = &w;
+        pool->wait_tail = &w;
+        pool->waiters++;
+        cbpool__wake(pool);
+        while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
+            int64_t left = deadline - now;
+            if (!pool->thread_started) {
+                /* no background thread: drive maintenance while waiting,
+                   unless another thread already does */
+                int ran;
+                cbpool__unlock(pool);
+                ran = cbpool__maintain_step(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
+                cbpool__lock(pool);
+                if (ran || w.conn || pool->closing)
+                    continue;
+            }
+            /* re-check at least every second (every 20 ms thread-less) */
+            {
+                int64_t slice = pool->thread_started ? 1000000000 : 20000000;
+                cbpool__timed_wait(pool, &w.cond, left < slice ? left : slice);
+            }
+        }
+        if (!w.conn)
+            cbpool__wait_unlink_locked(pool, &w);
+        pthread_cond_destroy(&w.cond);
+        c = w.conn;
+        if (!c) {
+            int closed = pool->closing;
+            if (!closed)
+                pool->counters.acquire_timeouts++;
+            cbpool__unlock(pool);
+            cbpool__errno = closed ? CBPOOL_ECLOSED : CBPOOL_ETIMEOUT;
+            return NULL;
+        }
+    }
+    cbpool__unlock(pool);
+    return c;
+}
+
 CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
                                      int line)
 {
-    int64_t start = cbpool__now_ns(), deadline;
-    cbpool__conn *c = NULL;
+    int64_t start = cbpool__now_ns(), deadline, now;
+    cbpool__conn *c;
+    int fast;
 
     if (!pool) {
         cbpool__errno = CBPOOL_EINVAL;
@@ -1801,86 +2052,19 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
         timeout_ms = pool->cfg.acquire_timeout_ms;
     deadline = start + (int64_t)timeout_ms * 1000000;
 
-    cbpool__lock(pool);
+    c = cbpool__take_parked(pool);
+    fast = c != NULL;
+    if (!fast)
+        cbpool__lock(pool);
     for (;;) {
-        if (pool->closing) {
-            pthread_mutex_unlock(&pool->lock);
-            cbpool__errno = CBPOOL_ECLOSED;
+        if (!c && !(c = cbpool__take_locked(pool, deadline)))
             return NULL;
-        }
-        c = NULL;
-        if (!pool->wait_head && pool->idle_count > 0) {
-            /* this thread's previous connection if it is idle (its backend
-               is warm and on the same CPU), else the most recently used */
-            int i = pool->idle_count - 1;
-            if (cbpool__last_pool == pool) {
-                int j;
-                for (j = i; j >= 0; j--)
-                    if (pool->idle[j] == cbpool__last_conn)
-                        break;
-                if (j >= 0)
-                    i = j;
-            }
-            c = pool->idle[i];
-            memmove(&pool->idle[i], &pool->idle[i + 1],
-                    (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
-            pool->idle_count--;
-            c->state = CBPOOL__IN_USE;
-            pool->in_use++;
-        } else {
-            cbpool__waiter w;
-            int64_t now;
-            if (pool->cfg.max_waiters > 0 && pool->waiters >= pool->cfg.max_waiters) {
-                pool->counters.acquire_rejected++;
-                pthread_mutex_unlock(&pool->lock);
-                cbpool__errno = CBPOOL_EBACKPRESSURE;
-                return NULL;
-            }
-            memset(&w, 0, sizeof w);
-            pthread_cond_init(&w.cond, &pool->condattr);
-            if (pool->wait_tail)
-                pool->wait_tail->next = &w;
-            else
-                pool->wait_head = &w;
-            pool->wait_tail = &w;
-            pool->waiters++;
-            cbpool__wake(pool);
-            while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
-                int64_t left = deadline - now;
-                if (!pool->thread_started) {
-                    /* no background thread: drive maintenance while waiting,
-                       unless another thread already does */
-                    int ran;
-                    pthread_mutex_unlock(&pool->lock);
-                    ran = cbpool__maintain_step(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
-                    cbpool__lock(pool);
-                    if (ran || w.conn || pool->closing)
-                        continue;
-                }
-                /* re-check at least every second (every 20 ms thread-less) */
-                {
-                    int64_t slice = pool->thread_started ? 1000000000 : 20000000;
-                    cbpool__timed_wait(pool, &w.cond, left < slice ? left : slice);
-                }
-            }
-            if (!w.conn)
-                cbpool__wait_unlink_locked(pool, &w);
-            pthread_cond_destroy(&w.cond);
-            c = w.conn;
-            if (!c) {
-                int closed = pool->closing;
-                if (!closed)
-                    pool->counters.acquire_timeouts++;
-                pthread_mutex_unlock(&pool->lock);
-                cbpool__errno = closed ? CBPOOL_ECLOSED : CBPOOL_ETIMEOUT;
-                return NULL;
-            }
-        }
-        c->acquired_ns = cbpool__now_ns();
-        c->acquired_file = file;
-        c->acquired_line = line;
-        c->leak_reported = 0;
-        pthread_mutex_unlock(&pool->lock);
+        now = fast ? start : cbpool__now_ns();
+        /* acquired_ns last: the leak check reads it first */
+        CBPOOL__STORE(&c->acquired_file, file);
+        CBPOOL__STORE(&c->acquired_line, line);
+        CBPOOL__STORE(&c->leak_reported, 0);
+        CBPOOL__STORE(&c->acquired_ns, now);
 
         /*
          * Never hand out a dead or expired connection.  The check runs
@@ -1888,7 +2072,6 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
          * as out and frees itself when it comes back.
          */
         {
-            int64_t now = c->acquired_ns;
             /* a connection back for less than CBPOOL__RECHECK_NS was alive a
                moment ago; the socket check would cost a system call on
                every acquire of a busy pool */
@@ -1908,7 +2091,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
             if (pool->closing) {
                 /* closed while we checked it: it goes, and so may the pool */
                 int free_pool = cbpool__returned_after_close_locked(pool);
-                pthread_mutex_unlock(&pool->lock);
+                cbpool__unlock(pool);
                 cbpool__destroy(pool, c);
                 if (free_pool) {
                     cbpool__lock(pool);
@@ -1925,20 +2108,28 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                     pool->counters.validations_failed++;
             }
             cbpool__wake(pool);
-            pthread_mutex_unlock(&pool->lock);
+            cbpool__unlock(pool);
             cbpool__destroy(pool, c);
             cbpool__lock(pool);
             if (cbpool__now_ns() >= deadline) {
                 pool->counters.acquire_timeouts++;
-                pthread_mutex_unlock(&pool->lock);
+                cbpool__unlock(pool);
                 cbpool__errno = CBPOOL_ETIMEOUT;
                 return NULL;
             }
+            c = NULL;
+            fast = 0;
         }
     }
     cbpool__last_pool = pool;
+    cbpool__last_pool_id = pool->id;
     cbpool__last_conn = c;
-    cbpool__record_wait(pool, c->acquired_ns - start);
+    if (fast)   /* no wait: counted in the histogram's first bucket */
+        __atomic_store_n(&c->fast_acquires,
+                         __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+    else
+        cbpool__record_wait(pool, now - start);
     cbpool__errno = CBPOOL_OK;
     return c->pg;
 }
@@ -1984,16 +2175,18 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
 
     if (!pool)
         return;
+    if (pg && cbpool__park(pool, pg))
+        return;
     msg.id = NULL;
     cbpool__lock(pool);
     c = pg ? cbpool__find_locked(pool, pg) : NULL;
-    if (!c || c->state != CBPOOL__IN_USE || c->releasing) {
+    if (!c || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE || c->releasing) {
         pool->counters.misuse++;
         cbpool__format(&msg, CBPOOL_LOG_ERROR, "misuse", "%s",
                        !pg ? "cbpool_release() called with a NULL connection; ignored"
                        : c ? "a connection was released twice; the second release is ignored"
                            : "a connection that does not belong to this pool was released; ignored");
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         cbpool__emit(pool, &msg);
         return;
     }
@@ -2005,7 +2198,7 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         /* an open or failed transaction: roll it back outside the lock */
         PGresult *res;
         c->releasing = 1;   /* still in use: nobody else touches it */
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
                                     pool->cfg.validate_timeout_ms);
         broken = !res || PQresultStatus(res) != PGRES_COMMAND_OK ||
@@ -2017,7 +2210,7 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         pool->counters.rollbacks_on_release++;
     }
     keep = cbpool__return_locked(pool, c, broken, &free_pool);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     if (!keep)
         cbpool__destroy(pool, c);
     if (free_pool) {
@@ -2043,7 +2236,7 @@ CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
         }
         if (!pool->thread_started) {
             int ran;
-            pthread_mutex_unlock(&pool->lock);
+            cbpool__unlock(pool);
             ran = cbpool__maintain_step(pool, 20);
             cbpool__lock(pool);
             if (ran)
@@ -2054,7 +2247,7 @@ CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
     if (pool->closing)
         rc = CBPOOL_ECLOSED;
     pool->ready_waiters--;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     return rc;
 }
 
@@ -2066,9 +2259,16 @@ CBPOOL_DEF void cbpool_maintain(cbpool *pool)
 
 CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
 {
+    uint64_t fast = 0;
+    cbpool__conn *c;
     if (!pool || !out)
         return;
     cbpool__lock(pool);
+    cbpool__drain_locked(pool);
+    for (c = pool->conns; c; c = c->next)
+        fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+    for (c = pool->spare; c; c = c->next)
+        fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
     *out = pool->counters;
     out->total = pool->total;
     out->idle = pool->idle_count;
@@ -2080,12 +2280,13 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
     out->share = pool->share;
     out->budget = pool->budget;
     out->extension = pool->extension;
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     {
         uint64_t hist[CBPOOL__HIST_BUCKETS];
         int b;
         for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
             hist[b] = __atomic_load_n(&pool->hist[b], __ATOMIC_RELAXED);
+        hist[0] += fast;
         out->acquired = 0;
         for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
             out->acquired += hist[b];
@@ -2205,15 +2406,16 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     if (pool->closing) {
         /* the pool is gone once closed with nothing out: calling close
            twice is undefined; while connections are out, it is harmless */
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         return;
     }
     pool->closing = 1;
+    __atomic_store_n(&pool->fast_off, 1, __ATOMIC_SEQ_CST);
     for (w = pool->wait_head; w; w = w->next)
         pthread_cond_signal(&w->cond);
     pthread_cond_broadcast(&pool->ready_cond);
     cbpool__wake(pool);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
 
     if (pool->thread_started) {
         pthread_join(pool->thread, NULL);
@@ -2222,14 +2424,14 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
         close(pool->wake_fds[1]);
         pool->wake_fds[0] = pool->wake_fds[1] = -1;
         pool->thread_started = 0;
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
     }
 
     cbpool__lock(pool);
     /* wait for acquirers and wait_ready() callers still inside to leave */
     while (pool->waiters > 0 || pool->ready_waiters > 0 || pool->maintaining) {
         pthread_cond_broadcast(&pool->ready_cond);
-        pthread_mutex_unlock(&pool->lock);
+        cbpool__unlock(pool);
         {
             struct timespec ts = {0, 1000000};
             nanosleep(&ts, NULL);
@@ -2240,9 +2442,10 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     while (pool->nattempts > 0) {
         PQfinish(pool->attempts[--pool->nattempts].pg);
     }
+    cbpool__drain_locked(pool);
     for (c = pool->conns; c; c = next) {
         next = c->next;
-        if (c->state != CBPOOL__IN_USE) {
+        if (CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE) {
             cbpool__unlink_locked(pool, c);
             c->next = idle_list;
             idle_list = c;
@@ -2259,7 +2462,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
                        "cbpool_close(): %d connection(s) still in use; each is closed "
                        "when released, and the pool is freed after the last",
                        out);
-    pthread_mutex_unlock(&pool->lock);
+    cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
 
     for (c = idle_list; c; c = next) {
@@ -2399,7 +2602,7 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
             struct timespec ts;
             cbpool__lock(pool);
             pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
-            pthread_mutex_unlock(&pool->lock);
+            cbpool__unlock(pool);
             ts.tv_sec = (time_t)(pause / 1000000000);
             ts.tv_nsec = (long)(pause % 1000000000);
             nanosleep(&ts, NULL);

@@ -723,6 +723,160 @@ test_without_thread(void)
 static cbpool *notice_pool;
 static int	notice_stats_calls;
 
+/* How many acquires went through the lock-free fast path (white box: the
+   tests include the implementation). */
+static uint64_t
+fast_acquires(cbpool *pool)
+{
+	uint64_t	n = 0;
+
+	pthread_mutex_lock(&pool->lock);
+	for (cbpool__conn *c = pool->conns; c; c = c->next)
+		n += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+	for (cbpool__conn *c = pool->spare; c; c = c->next)
+		n += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&pool->lock);
+	return n;
+}
+
+typedef struct CycleArgs
+{
+	cbpool	   *pool;
+	int			cycles;
+	int			failures;
+} CycleArgs;
+
+static void *
+cycler_main(void *arg)
+{
+	CycleArgs  *a = arg;
+
+	for (int i = 0; i < a->cycles; i++)
+	{
+		PGconn	   *conn = cbpool_acquire(a->pool, 10000);
+
+		if (!conn)
+		{
+			a->failures++;
+			continue;
+		}
+		if (i % 50 == 0 && !query_works(conn))
+			a->failures++;
+		cbpool_release(a->pool, conn);
+	}
+	return NULL;
+}
+
+static void
+test_fast_path(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-fast");
+	cbpool	   *pool;
+	PGconn	   *first,
+			   *conn;
+	char		where[64];
+	uint64_t	fast0;
+	cbpool_stats_t s;
+
+	cfg.max_size = 2;
+	cfg.min_idle = 2;
+	cfg.leak_threshold_ms = 150;
+	cfg.validate_idle_ms = -1;
+	pool = open_or_bail(&cfg);
+	ok(wait_stat(pool, s.total == 2, 5000), "the pool holds 2 connections");
+
+	/* the same thread gets its connection back, without the lock */
+	first = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, first);
+	fast0 = fast_acquires(pool);
+	for (int i = 0; i < 200; i++)
+	{
+		conn = cbpool_acquire(pool, 5000);
+		if (conn != first)
+			break;
+		cbpool_release(pool, conn);
+	}
+	ok(conn == first, "a thread that acquires again gets the connection it released");
+	ok(fast_acquires(pool) > fast0,
+	   "and most of the time through the fast path (%llu of 200)",
+	   (unsigned long long) (fast_acquires(pool) - fast0));
+	s = stats_of(pool);
+	ok(s.in_use == 0 && s.idle == 2 && s.acquired >= 201,
+	   "stats count parked connections as idle and fast acquires as acquired "
+	   "(in use %d, idle %d, acquired %llu)", s.in_use, s.idle,
+	   (unsigned long long) s.acquired);
+
+	/* a leak after a fast acquire names the fast acquire's line */
+	log_reset();
+	conn = CBPOOL_ACQUIRE(pool, 5000);
+	cbpool_release(pool, conn);
+	conn = CBPOOL_ACQUIRE(pool, 5000);
+	snprintf(where, sizeof(where), "pool_basic.c:%d", __LINE__ - 1);
+	ok(wait_stat(pool, s.leaks_detected >= 1, 5000), "a connection held too long is a leak");
+	sleep_ms(300);
+	ok(logged("leak", where) == 1 && logged("leak", NULL) == 1,
+	   "reported once, with the line of the last acquire (%s)", where);
+	cbpool_release(pool, conn);
+
+	/* a parked connection killed by the server is not handed out */
+	conn = cbpool_acquire(pool, 5000);
+	{
+		char		sql[128];
+
+		snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(conn));
+		cbpool_release(pool, conn);
+		pg_exec(admin, sql);
+	}
+	sleep_ms(50);
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn),
+	   "after the server ended a parked connection, acquire gives a working one");
+	cbpool_release(pool, conn);
+
+	/* threads handing 2 connections around: parked ones reach waiters */
+	{
+		CycleArgs	args[4];
+		pthread_t	threads[4];
+		int			failures = 0;
+
+		fast0 = fast_acquires(pool);
+		s = stats_of(pool);
+		for (int i = 0; i < 4; i++)
+		{
+			args[i].pool = pool;
+			args[i].cycles = 3000;
+			args[i].failures = 0;
+			pthread_create(&threads[i], NULL, cycler_main, &args[i]);
+		}
+		for (int i = 0; i < 4; i++)
+		{
+			pthread_join(threads[i], NULL);
+			failures += args[i].failures;
+		}
+		{
+			uint64_t	before = s.acquired;
+
+			s = stats_of(pool);
+			ok(failures == 0 && s.acquired - before == 12000 && s.acquire_timeouts == 0,
+			   "4 threads x 3000 cycles on 2 connections: every acquire served "
+			   "(%llu counted, %d failures, %llu timeouts)",
+			   (unsigned long long) (s.acquired - before), failures,
+			   (unsigned long long) s.acquire_timeouts);
+		}
+		ok(s.in_use == 0 && s.idle == s.total && s.waiters == 0,
+		   "and afterwards everything is idle (in use %d, idle %d, total %d)",
+		   s.in_use, s.idle, s.total);
+	}
+
+	/* closing with parked connections closes them */
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+	is_int(pg_wait_for(admin, "SELECT count(*) FROM pg_stat_activity "
+						 "WHERE application_name = 'basic' AND pid <> pg_backend_pid()", 0, 5000), 0,
+		   "close() with a parked connection closes every connection");
+}
+
 /* For a notice, reads the pool's stats first, then logs like test_logger:
    a logger called under the pool's lock would block here, and the message
    never arrive. */
@@ -810,6 +964,7 @@ main(void)
 	test_run();
 	test_without_thread();
 	test_notices();
+	test_fast_path();
 
 	PQfinish(admin);
 	return done_testing();
