@@ -23,9 +23,10 @@
 static int	stop;
 static cbpool *pool;
 
+/* one cache line each: counters of different threads must not share one */
 typedef struct Worker
 {
-	pthread_t	thread;
+	_Alignas(64) pthread_t thread;
 	long		ops;
 	int			failed;
 } Worker;
@@ -244,7 +245,8 @@ main(int argc, char **argv)
 	else
 		usage();
 
-	workers = calloc((size_t) (threads > 0 ? threads : 1), sizeof(Worker));
+	workers = aligned_alloc(_Alignof(Worker), (size_t) threads * sizeof(Worker));
+	memset(workers, 0, (size_t) threads * sizeof(Worker));
 	for (int i = 0; i < threads; i++)
 		pthread_create(&workers[i].thread, NULL, fn, &workers[i]);
 	/* let every thread start (and connect) before counting */
