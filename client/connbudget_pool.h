@@ -65,6 +65,12 @@
    cbpool_maintain() from your event loop (acquire then also drives it
    while it waits).
 
+   Acquire and release take no lock in the common case: a clean release
+   while nobody waits parks the connection, and the same thread's next
+   acquire takes it back with one atomic compare-and-swap.  A connection
+   may still be released on another thread than the one that acquired it;
+   that release takes the lock.
+
    CONTENTS
 
        Options (compile time)
@@ -1102,6 +1108,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
 
     msg.id = NULL;
     cbpool__lock(pool);
+    cbpool__drain_locked(pool);   /* parked connections are not in use */
     pool->last_demand = cbpool__demand_locked(pool);
     snprintf(demand, sizeof demand, "%d", pool->last_demand);
     cbpool__unlock(pool);
