@@ -490,6 +490,7 @@ struct cbpool {
     int64_t refresh_wanted_ns;  /* since when */
     int refresh_attempt;        /* a for_refresh attempt is under way */
     cbpool__conn *refresh_conn; /* handed to maintenance for a refresh */
+    int refreshing;             /* a pool_share() call is under way */
 
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
@@ -1459,19 +1460,31 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         }
     }
 
-    /* the share: refresh with an idle connection, or the next one released */
-    if (!pool->closing && now >= pool->next_refresh_ns) {
+    /*
+     * The share: refresh with the least recently used idle connection if it
+     * has been idle a while, else ask the next thread that releases one to
+     * refresh with it before it lets it go.  Taking a connection a thread
+     * is about to reuse would leave that thread waiting for the length of
+     * the call, and every thread behind it in turn.
+     */
+    if (!pool->closing && now >= pool->next_refresh_ns && !pool->refreshing) {
+        int64_t patience = (int64_t)cbpool__patience_ms(pool) * 1000000;
         if (pool->refresh_conn) {
             refresh = pool->refresh_conn;
             pool->refresh_conn = NULL;
-        } else if (pool->idle_count > 0) {
-            refresh = pool->idle[--pool->idle_count];
+        } else if (pool->idle_count > 0 &&
+                   (now - pool->idle[0]->last_used_ns >= patience ||
+                    (pool->refresh_wanted && now - pool->refresh_wanted_ns >= patience))) {
+            refresh = pool->idle[0];
+            cbpool__idle_remove_locked(pool, refresh);
             CBPOOL__STORE(&refresh->state, CBPOOL__CHECKING);
-            pool->refresh_wanted = 0;   /* a drained connection came first */
+            pool->refresh_wanted = 0;
         } else if (pool->total > 0 && !pool->refresh_wanted) {
             pool->refresh_wanted = 1;
             pool->refresh_wanted_ns = now;
         }
+        if (refresh)
+            pool->refreshing = 1;
     }
 
     /*
@@ -1541,6 +1554,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     if (refresh) {
         int broken = cbpool__refresh(pool, refresh);
         cbpool__lock(pool);
+        pool->refreshing = 0;
         if (broken || pool->closing || pool->total > pool->limit) {
             cbpool__unlink_locked(pool, refresh);
             if (broken)
@@ -1550,7 +1564,8 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
             cbpool__unlock(pool);
             cbpool__destroy(pool, refresh);
         } else {
-            refresh->last_used_ns = cbpool__now_ns();
+            /* last_used_ns stays: a refresh is no use, and the idle
+               timeout still applies to the connection */
             cbpool__offer_locked(pool, refresh);
             cbpool__unlock(pool);
         }
@@ -2215,6 +2230,20 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         cbpool__lock(pool);
         c->releasing = 0;
         pool->counters.rollbacks_on_release++;
+    }
+    if (!broken && pool->refresh_wanted && !pool->refresh_conn && !pool->refreshing &&
+        !pool->closing) {
+        /* a refresh waits for a connection: this thread makes the call on
+           its own before letting the connection go (one round trip) */
+        pool->refresh_wanted = 0;
+        pool->refreshing = 1;
+        c->releasing = 1;
+        cbpool__unlock(pool);
+        broken = cbpool__refresh(pool, c);
+        cbpool__lock(pool);
+        c->releasing = 0;
+        pool->refreshing = 0;
+        cbpool__wake(pool);   /* the share may allow growth */
     }
     keep = cbpool__return_locked(pool, c, broken, &free_pool);
     cbpool__unlock(pool);

@@ -868,6 +868,48 @@ test_fast_path(void)
 		   s.in_use, s.idle, s.total);
 	}
 
+	cbpool_close(pool);
+
+	/*
+	 * A thread that keeps using its connection never finds it taken for a
+	 * share refresh: the refresh (every 100 ms on this cluster) is made by
+	 * the thread itself when it releases the connection.  With one
+	 * connection and acquires that may not wait at all, a connection taken
+	 * away would show as a timeout.
+	 */
+	cfg.max_size = 1;
+	cfg.min_idle = 1;
+	cfg.leak_threshold_ms = 0;
+	pool = open_or_bail(&cfg);
+	ok(wait_stat(pool, s.budget_refreshes >= 1, 5000), "a pool of one connection has its share");
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+	{
+		uint64_t	refreshes = stats_of(pool).budget_refreshes;
+		long		cycles = 0,
+					timeouts = 0;
+		double		until = now_seconds() + 1.0;
+
+		while (now_seconds() < until)
+		{
+			conn = cbpool_acquire(pool, 0);
+			if (!conn)
+			{
+				timeouts++;
+				continue;
+			}
+			cycles++;
+			cbpool_release(pool, conn);
+		}
+		s = stats_of(pool);
+		ok(s.budget_refreshes >= refreshes + 3,
+		   "the share was refreshed while one thread cycled its connection for 1 s "
+		   "(%llu times)", (unsigned long long) (s.budget_refreshes - refreshes));
+		ok(timeouts == 0 && cycles > 1000,
+		   "and no acquire found the connection taken (%ld cycles, %ld without a connection)",
+		   cycles, timeouts);
+	}
+
 	/* closing with parked connections closes them */
 	conn = cbpool_acquire(pool, 5000);
 	cbpool_release(pool, conn);
