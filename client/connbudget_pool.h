@@ -42,7 +42,11 @@
      - against a server without the extension it uses max_size (10 if
        max_size is 0) and logs that once.
    It identifies itself at connect time with application_name and
-   connbudget.pod (options='-c connbudget.pod=<pod>').
+   connbudget.pod (options='-c connbudget.pod=<pod>').  The call is made on
+   a connection idle for a while, or else by the next thread that releases
+   a connection, on that connection before it lets it go (one round trip
+   per refresh interval), so that no busy thread finds its connection
+   taken.
 
    Beyond sizing it does what a production pool does: FIFO waiters with an
    acquire timeout and a cap on waiters (fail fast beyond it), validation
