@@ -1932,14 +1932,21 @@ static void cbpool__record_wait(cbpool *pool, int64_t waited_ns)
     }
 }
 
+/* The connection this thread used last if it belongs to this pool, or NULL */
+static cbpool__conn *cbpool__my_last(const cbpool *pool)
+{
+    return cbpool__last_pool == pool && cbpool__last_pool_id == pool->id
+               ? cbpool__last_conn
+               : NULL;
+}
+
 /* The fast path of an acquire: the connection this thread released last,
    if it is still parked.  Returns it in use, or NULL. */
 static cbpool__conn *cbpool__take_parked(cbpool *pool)
 {
-    cbpool__conn *c = cbpool__last_conn;
+    cbpool__conn *c = cbpool__my_last(pool);
     int st = CBPOOL__PARKED;
-    if (cbpool__last_pool != pool || cbpool__last_pool_id != pool->id || !c ||
-        __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
+    if (!c || __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
         return NULL;
     if (!__atomic_compare_exchange_n(&c->state, &st, CBPOOL__IN_USE, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
@@ -1951,10 +1958,9 @@ static cbpool__conn *cbpool__take_parked(cbpool *pool)
    last, without the lock.  Returns 1 if it was parked. */
 static int cbpool__park(cbpool *pool, PGconn *pg)
 {
-    cbpool__conn *c = cbpool__last_conn;
+    cbpool__conn *c = cbpool__my_last(pool);
     int64_t now;
-    if (cbpool__last_pool != pool || cbpool__last_pool_id != pool->id || !c ||
-        __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED) ||
+    if (!c || __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED) ||
         CBPOOL__LOAD(&c->pg) != pg || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
         PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE)
         return 0;
@@ -1996,10 +2002,11 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         /* this thread's previous connection if it is idle (its backend
            is warm and on the same CPU), else the most recently used */
         int i = pool->idle_count - 1;
-        if (cbpool__last_pool == pool && cbpool__last_pool_id == pool->id) {
+        cbpool__conn *mine = cbpool__my_last(pool);
+        if (mine) {
             int j;
             for (j = i; j >= 0; j--)
-                if (pool->idle[j] == cbpool__last_conn)
+                if (pool->idle[j] == mine)
                     break;
             if (j >= 0)
                 i = j;
