@@ -14,7 +14,6 @@
 
 #include "miscadmin.h"
 #include "postmaster/postmaster.h"
-#include "storage/backendid.h"
 
 #if PG_VERSION_NUM < 150000
 #error "connbudget requires PostgreSQL 15 or later"
@@ -29,6 +28,7 @@
 #include "storage/procnumber.h"
 #define CB_MY_BACKEND_INDEX()	((int) MyProcNumber)
 #else
+#include "storage/backendid.h"
 #define CB_MY_BACKEND_INDEX()	((int) MyBackendId - 1)
 #endif
 

@@ -12,7 +12,7 @@
 # port is kept in DIR/port.  connbudget is preloaded unless a setting says
 # shared_preload_libraries=''.
 
-PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir)}
+PG_BINDIR=${PG_BINDIR:-$("${PG_CONFIG:-pg_config}" --bindir)}
 
 # A TCP port nobody listens on right now (the start retries if it loses a race).
 cluster_free_port() {

@@ -1,5 +1,11 @@
 # setup.sh -- install what connbudget needs on Debian, build and install the
 # extension.  Sourced by test/run, the demo and the benchmarks.
+#
+# PG_CONFIG names the PostgreSQL installation to build against and test
+# with (default: the pg_config on PATH, Debian's PostgreSQL 15).  Its
+# binaries, headers, libpq and install directories follow it.
+PG_CONFIG=${PG_CONFIG:-pg_config}
+export PG_CONFIG
 
 # Debian packages each job needs (PostgreSQL 15 from Debian 12).
 CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
@@ -29,13 +35,32 @@ cb_install_packages() {
     fi
 }
 
+# The tests need pgTAP and dblink in the installation under test.  Debian's
+# postgresql-15-pgtap provides pgTAP for Debian's server; pgTAP is plain SQL,
+# so for another installation (PG_CONFIG=...) its files are copied there.
+cb_provide_test_extensions() {
+    local share sudo="" f
+    share=$("$PG_CONFIG" --sharedir)/extension
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    if [ ! -f "$share/pgtap.control" ]; then
+        echo "== copying pgTAP into $share"
+        for f in /usr/share/postgresql/15/extension/pgtap*; do
+            $sudo cp "$f" "$share/"
+        done
+    fi
+    if [ ! -f "$share/dblink.control" ]; then
+        echo "dblink is not installed in $share; build PostgreSQL's contrib (make -C contrib install)" >&2
+        return 1
+    fi
+}
+
 # Build (warnings are errors, assertions on) and install the extension.
 cb_build_install() {
     local src=$1 sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
-    make -C "$src" -s clean >/dev/null
-    make -C "$src" -s WERROR=1
-    $sudo make -C "$src" -s install >/dev/null
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" WERROR=1
+    $sudo make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
 
 # The unprivileged user that runs PostgreSQL when we are root.
@@ -55,7 +80,7 @@ cb_scratch_dir() {
 # Run a command as the run user, keeping the environment we set up.
 cb_as_run_user() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- env HOME=/tmp PATH="$PATH" "$@"
+        runuser -u postgres -- env HOME=/tmp PATH="$PATH" PG_CONFIG="$PG_CONFIG" "$@"
     else
         "$@"
     fi
@@ -83,7 +108,7 @@ cb_remove_scratch() {
     [ -n "${CB_SCRATCH:-}" ] && [ -d "$CB_SCRATCH" ] || return 0
     for pid_file in "$CB_SCRATCH"/*/data/postmaster.pid "$CB_SCRATCH"/*/*/data/postmaster.pid; do
         [ -f "$pid_file" ] || continue
-        cb_as_run_user "$(pg_config --bindir)/pg_ctl" -D "$(dirname "$pid_file")" \
+        cb_as_run_user "$("$PG_CONFIG" --bindir)/pg_ctl" -D "$(dirname "$pid_file")" \
             -m immediate stop >/dev/null 2>&1 || true
     done
     if [ -n "${CB_KEEP:-}" ]; then
@@ -97,7 +122,7 @@ cb_remove_scratch() {
 cb_build_install_release() {
     local src=$1 sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo
-    make -C "$src" -s clean >/dev/null
-    make -C "$src" -s
-    $sudo make -C "$src" -s install >/dev/null
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+    make -C "$src" -s PG_CONFIG="$PG_CONFIG"
+    $sudo make -C "$src" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
