@@ -6,12 +6,17 @@ EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/defau
 MODULE_big = connbudget
 OBJS = \
 	extension/allocation.o \
+	extension/budget.o \
 	extension/connbudget.o \
 	extension/connect.o \
 	extension/functions.o \
 	extension/guc.o \
 	extension/limits.o \
-	extension/state.o \
+	extension/lookup.o \
+	extension/publish.o \
+	extension/registry.o \
+	extension/share.o \
+	extension/shmem.o \
 	extension/worker.o
 
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -389,6 +389,7 @@ extern "C" {
 #endif
 
 #define CBPOOL__HIST_BUCKETS 96
+#define CBPOOL__PEAK_WINDOW 5          /* refresh intervals of demand history */
 #define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
 #define CBPOOL__MAX_ATTEMPTS 16
 
@@ -430,6 +431,7 @@ typedef struct cbpool__conn {
     uint64_t fast_acquires;     /* acquires through the fast path */
     int leak_reported;
     int releasing;              /* cbpool_release() is resetting it */
+    int held_for_answer;        /* kept beyond the share for one more ask */
     int64_t created_ns;
     struct cbpool__conn *next;  /* in all-connections list, or spare list */
     char pad_[64];
@@ -457,6 +459,9 @@ struct cbpool {
     char *application_name;
     char *pod;
     char *options;              /* user's options + -c connbudget.pod=... */
+    char *options_plain;        /* the same without connbudget.pool_session */
+    char session[20];           /* this pool's connbudget.pool_session */
+    int session_option;         /* 0 once a server refused the option */
 
     /* read by the fast path without the lock, written rarely */
     uint64_t id;                /* unique per pool, for the thread-locals */
@@ -502,6 +507,14 @@ struct cbpool {
     int server_min;
     int budget;
     int last_demand;            /* reported at the last refresh */
+    int reflected_demand;       /* the demand the current share knows about */
+    int reported;               /* a refresh has succeeded */
+    int peaks[CBPOOL__PEAK_WINDOW]; /* busiest moment of each recent interval */
+    int peak_next;
+    int interval_peak;          /* busiest moment since the last rotation */
+    int64_t peak_rotated_ns;
+    int ramp;                   /* connects allowed in one growth step */
+    int64_t ramp_at_ns;         /* the next growth step starts no earlier */
     int refresh_ms;             /* current refresh interval */
     int64_t next_refresh_ns;
     int limit;                  /* current upper bound */
@@ -627,6 +640,14 @@ static int64_t cbpool__backoff_ns(cbpool *pool, int base_ms, int cap_ms, int n)
     if (ceiling > cap_ms)
         ceiling = cap_ms;
     return (int64_t)(cbpool__rand(pool) % (uint64_t)(ceiling + 1)) * 1000000;
+}
+
+/* base_ms scaled by a factor drawn uniformly from [lo, hi] percent */
+static int64_t cbpool__jitter_ns(cbpool *pool, int base_ms, int lo_pct, int hi_pct)
+{
+    uint64_t span = (uint64_t)(hi_pct - lo_pct) + 1;
+    int64_t pct = lo_pct + (int64_t)(cbpool__rand(pool) % span);
+    return (int64_t)base_ms * 1000000 / 100 * pct;
 }
 
 static void cbpool__default_log(void *user, cbpool_log_level level,
@@ -810,8 +831,11 @@ static void cbpool__resize_locked(cbpool *pool)
         if (pool->cfg.max_size > 0 && pool->cfg.max_size < limit)
             limit = pool->cfg.max_size;
     }
-    if (limit < 1)
+    /* a share of 0 (more pods than budget) means no connection at all */
+    if (limit < 1 && !(pool->extension == 1 && pool->share == 0))
         limit = 1;
+    if (limit < 0)
+        limit = 0;
     floor_size = pool->server_min > pool->cfg.min_idle ? pool->server_min
                                                        : pool->cfg.min_idle;
     if (floor_size < 1)
@@ -829,12 +853,30 @@ static int cbpool__patience_ms(const cbpool *pool)
     return pool->refresh_ms < 100 ? pool->refresh_ms : 100;
 }
 
-/* what the pod could use now: in use + waiting, plus headroom */
-static int cbpool__demand_locked(cbpool *pool)
+/* Remember the busiest moment: connections in use (parked ones too: their
+   threads are using them) plus waiting threads.  Called under the lock
+   wherever that number grows. */
+static void cbpool__note_busy_locked(cbpool *pool)
 {
     int busy = pool->in_use + pool->waiters;
-    int headroom = (busy * pool->cfg.headroom_pct + 99) / 100;
-    int demand;
+    if (busy > pool->interval_peak)
+        pool->interval_peak = busy;
+}
+
+/*
+ * What the pod could use: the busiest moment of the last few refresh
+ * intervals, plus headroom.  It rises at once and falls only once a busy
+ * moment has left the window, so a steady pod reports the same number at
+ * every refresh instead of a new instant sample.
+ */
+static int cbpool__demand_locked(cbpool *pool)
+{
+    int busy = pool->interval_peak;
+    int headroom, demand, i;
+    for (i = 0; i < CBPOOL__PEAK_WINDOW; i++)
+        if (pool->peaks[i] > busy)
+            busy = pool->peaks[i];
+    headroom = (busy * pool->cfg.headroom_pct + 99) / 100;
     if (headroom < 1)
         headroom = 1;
     demand = busy + headroom;
@@ -910,6 +952,7 @@ static cbpool__conn *cbpool__new_conn(cbpool *pool)
         return (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
     c->next = NULL;
     c->releasing = 0;
+    c->held_for_answer = 0;
     c->retire_ns = 0;
     CBPOOL__STORE(&c->acquired_ns, (int64_t)0);
     CBPOOL__STORE(&c->acquired_file, (const char *)NULL);
@@ -1111,11 +1154,15 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     int broken = 0;
     cbpool__msg msg;
 
+    int reported_demand;
+    int64_t now;
+
     msg.id = NULL;
     cbpool__lock(pool);
-    cbpool__drain_locked(pool);   /* parked connections are not in use */
-    pool->last_demand = cbpool__demand_locked(pool);
-    snprintf(demand, sizeof demand, "%d", pool->last_demand);
+    cbpool__note_busy_locked(pool);   /* parked connections count as used here */
+    cbpool__drain_locked(pool);
+    reported_demand = cbpool__demand_locked(pool);
+    snprintf(demand, sizeof demand, "%d", reported_demand);
     cbpool__unlock(pool);
     values[0] = demand;
 
@@ -1126,9 +1173,11 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__sqlstate(res, state);
 
     cbpool__lock(pool);
+    now = cbpool__now_ns();
     if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         int share = atoi(PQgetvalue(res, 0, 0));
         int was = pool->share;
+        int changed = pool->reported && reported_demand != pool->last_demand;
         pool->share = share;
         pool->server_min = atoi(PQgetvalue(res, 0, 1));
         pool->budget = atoi(PQgetvalue(res, 0, 2));
@@ -1143,6 +1192,30 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         else if (share != was)
             cbpool__format(&msg, CBPOOL_LOG_DEBUG, "share-changed",
                            "share changed from %d to %d", was, share);
+        /* The share answers the latest published allocation, which knows
+           the demand reported here only one publish period later (a first
+           report waits for it).  After a change, ask again that soon. */
+        pool->reflected_demand = changed ? pool->last_demand : reported_demand;
+        if (changed)
+            pool->next_refresh_ns = now + (int64_t)(pool->refresh_ms >= 100
+                                                        ? pool->refresh_ms / 10 : 10) * 1000000;
+        else if (!pool->reported)
+            /* the second refresh at a random phase, so that pools started
+               together do not call in lockstep */
+            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 10, 100);
+        else if (share == 0)
+            /* nothing to hold: ask again no sooner than one interval */
+            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 100, 120);
+        else
+            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
+        pool->last_demand = reported_demand;
+        pool->reported = 1;
+        if (now - pool->peak_rotated_ns >= (int64_t)pool->refresh_ms * 900000) {
+            pool->peaks[pool->peak_next] = pool->interval_peak;
+            pool->peak_next = (pool->peak_next + 1) % CBPOOL__PEAK_WINDOW;
+            pool->interval_peak = pool->in_use + pool->waiters;
+            pool->peak_rotated_ns = now;
+        }
         pool->extension = 1;
         pool->counters.budget_refreshes++;
     } else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
@@ -1158,6 +1231,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         pool->extension = 0;
         /* look again now and then: the extension may be installed later */
         pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : 30000;
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
         pool->counters.budget_errors++;
     } else {
         pool->counters.budget_errors++;
@@ -1165,9 +1239,9 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-error",
                        "connbudget.pool_share() failed: %s",
                        res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
     }
     cbpool__resize_locked(pool);
-    pool->next_refresh_ns = cbpool__now_ns() + (int64_t)pool->refresh_ms * 1000000;
     cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
     if (res)
@@ -1189,7 +1263,7 @@ static void cbpool__start_attempt(cbpool *pool, int for_refresh)
     keys[1] = "application_name";
     values[1] = pool->application_name;
     keys[2] = "options";
-    values[2] = pool->options;
+    values[2] = pool->session_option ? pool->options : pool->options_plain;
     keys[3] = NULL;
     values[3] = NULL;
     a->pg = PQconnectStartParams(keys, values, 1);
@@ -1220,6 +1294,21 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     cbpool__lock(pool);
     if (for_refresh)
         pool->refresh_attempt = 0;
+    pool->ramp = 1;   /* grow again from one connection at a time */
+    if (pool->session_option && strstr(text, "connbudget.pool_session")) {
+        /* a server with connbudget before 1.1 reserves the prefix but does
+           not know the setting: connect without it, at once */
+        pool->session_option = 0;
+        cbpool__format(&msg, CBPOOL_LOG_INFO, "no-pool-session",
+                       "the server does not know connbudget.pool_session; "
+                       "pools that share pod id \"%s\" each take the pod's whole share",
+                       pool->pod);
+        cbpool__unlock(pool);
+        cbpool__emit(pool, &msg);
+        if (pg)
+            PQfinish(pg);
+        return;
+    }
     pool->counters.connect_failures++;
     if (refused) {
         /* backpressure, not an outage: back off and re-read the share */
@@ -1229,12 +1318,11 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     pool->consecutive_failures++;
     if (refused) {
         /* the refusal registered this pod with the server, which shrinks the
-           others at their next refresh: retry at about that pace, within
-           the pod's lease */
+           others at their next refresh: retry at that pace and no faster,
+           within the pod's lease */
         int cap = pool->refresh_ms < pool->cfg.backoff_max_ms ? pool->refresh_ms
                                                               : pool->cfg.backoff_max_ms;
-        pool->backoff_until_ns =
-            cbpool__now_ns() + cbpool__backoff_ns(pool, cap, cap, 0);
+        pool->backoff_until_ns = cbpool__now_ns() + cbpool__jitter_ns(pool, cap, 100, 120);
     } else
         pool->backoff_until_ns =
             cbpool__now_ns() + cbpool__backoff_ns(pool, pool->cfg.backoff_initial_ms,
@@ -1283,6 +1371,15 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     pool->backoff_until_ns = 0;
     if (for_refresh)
         pool->refresh_attempt = 0;
+    else if (pool->nattempts <= 1) {
+        /* the last connect of a growth step: the next step may open twice
+           as many, after a pause drawn at random */
+        pool->ramp = pool->ramp < (CBPOOL__MAX_ATTEMPTS - 1) / 2 ? pool->ramp * 2
+                                                                : CBPOOL__MAX_ATTEMPTS - 1;
+        pool->ramp_at_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms < 200
+                                                             ? pool->refresh_ms / 10 : 20,
+                                                     0, 100);
+    }
     keep = !pool->closing &&
            (pool->total < pool->limit ||
             (for_refresh && !pool->refresh_conn &&
@@ -1404,6 +1501,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         return 0;   /* someone else is at it */
     }
     pool->maintaining = 1;
+    cbpool__note_busy_locked(pool);
     cbpool__drain_locked(pool);
 
     /* idle connections, least recently used first: dead, expired, idle too
@@ -1502,7 +1600,8 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
      */
     if (!pool->closing && pool->refresh_wanted && !pool->refresh_attempt &&
         pool->waiters > 0 &&
-        (pool->extension < 0 || (pool->extension == 1 && pool->share == pool->last_demand)) &&
+        (pool->extension < 0 ||
+         (pool->extension == 1 && pool->share > 0 && pool->share == pool->reflected_demand)) &&
         (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size) &&
         now - pool->refresh_wanted_ns >= (int64_t)cbpool__patience_ms(pool) * 1000000 &&
         now >= pool->backoff_until_ns && pool->nattempts == 0) {
@@ -1510,8 +1609,25 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         refresh_connect = 1;
     }
 
-    /* grow: waiters first, then the minimum and min_idle */
-    if (!pool->closing && now >= pool->backoff_until_ns) {
+    /*
+     * A share of 0 (more pods than budget): the pool holds nothing, and once
+     * per refresh interval opens one connection to ask again; it keeps that
+     * connection only when the share has become positive.
+     */
+    if (!pool->closing && pool->extension == 1 && pool->share == 0 &&
+        pool->total == 0 && pool->nattempts == 0 && !pool->refresh_attempt &&
+        now >= pool->next_refresh_ns && now >= pool->backoff_until_ns) {
+        pool->refresh_attempt = 1;
+        refresh_connect = 1;
+    }
+
+    /* an empty pool (a start, an outage, a share of 0) grows from one */
+    if (pool->total == 0 && pool->nattempts == 0)
+        pool->ramp = 1;
+
+    /* grow: waiters first, then the minimum and min_idle; in steps of 1, 2,
+       4, ... connects (slow start) */
+    if (!pool->closing && now >= pool->backoff_until_ns && now >= pool->ramp_at_ns) {
         int have = pool->total + pool->nattempts;   /* closing ones are off total */
         int need = pool->waiters;
         int idle_after = pool->idle_count;
@@ -1523,6 +1639,9 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         start = pool->limit - have;
         if (need < start)
             start = need;
+        /* one step at a time: a step's connects finish before the next */
+        if (start > pool->ramp - pool->nattempts)
+            start = pool->ramp - pool->nattempts;
         /* after failures, one attempt at a time until one succeeds */
         if (pool->consecutive_failures > 0 && start > 1)
             start = pool->nattempts == 0 ? 1 : 0;
@@ -1546,6 +1665,11 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         next_ns = INT64_MAX;
     if (pool->backoff_until_ns > now && pool->backoff_until_ns < next_ns)
         next_ns = pool->backoff_until_ns;
+    if (pool->ramp_at_ns > now && pool->ramp_at_ns < next_ns)
+        next_ns = pool->ramp_at_ns;
+    if (pool->extension == 1 && pool->share == 0 && pool->next_refresh_ns > now &&
+        pool->next_refresh_ns < next_ns)
+        next_ns = pool->next_refresh_ns;
     cbpool__unlock(pool);
 
     for (i = 0; i < notices.n; i++)
@@ -1559,17 +1683,28 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         int broken = cbpool__refresh(pool, refresh);
         cbpool__lock(pool);
         pool->refreshing = 0;
-        if (broken || pool->closing || pool->total > pool->limit) {
+        if (!broken && !pool->closing && pool->total > pool->limit &&
+            pool->reflected_demand != pool->last_demand && !refresh->held_for_answer &&
+            !pool->refresh_conn) {
+            /* the answer does not know the demand just reported yet (it is
+               published a period later): keep the connection for the
+               follow-up ask rather than close one and open another */
+            refresh->held_for_answer = 1;
+            pool->refresh_conn = refresh;
+            cbpool__unlock(pool);
+        } else if (broken || pool->closing || pool->total > pool->limit) {
+            refresh->held_for_answer = 0;
             cbpool__unlink_locked(pool, refresh);
             if (broken)
                 pool->counters.closed_broken++;
-            else if (!pool->closing)
+            else if (!pool->closing && pool->limit > 0)
                 pool->counters.closed_over_share++;
             cbpool__unlock(pool);
             cbpool__destroy(pool, refresh);
         } else {
             /* last_used_ns stays: a refresh is no use, and the idle
                timeout still applies to the connection */
+            refresh->held_for_answer = 0;
             cbpool__offer_locked(pool, refresh);
             cbpool__unlock(pool);
         }
@@ -1690,11 +1825,11 @@ static int cbpool__valid_pod(const char *pod)
     return 1;
 }
 
-/* options for the startup packet: the user's, then our pod */
+/* options for the startup packet: the user's, then our pod and session */
 static char *cbpool__build_options(const cbpool_config *cfg, const char *user,
-                                   const char *pod)
+                                   const char *pod, const char *session)
 {
-    size_t n = (user ? strlen(user) : 0) + 2 * strlen(pod) + 32;
+    size_t n = (user ? strlen(user) : 0) + 2 * strlen(pod) + 80;
     char *out = (char *)cbpool__alloc(cfg, n);
     char *p;
     size_t i;
@@ -1710,6 +1845,8 @@ static char *cbpool__build_options(const cbpool_config *cfg, const char *user,
         *p++ = pod[i];
     }
     *p = '\0';
+    if (session)
+        sprintf(p, " -c connbudget.pool_session=%s", session);
     return out;
 }
 
@@ -1831,12 +1968,23 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
     pool->conninfo = cbpool__strdup(&cfg, cfg.conninfo);
     pool->application_name = cbpool__strdup(&cfg, app);
     pool->pod = cbpool__strdup(&cfg, cfg.pod);
-    pool->options = cbpool__build_options(&cfg, user_options, cfg.pod);
+    pool->rng = (uint64_t)cbpool__now_ns() ^ ((uint64_t)getpid() << 32) ^
+                (uint64_t)(uintptr_t)pool;
+    if (!pool->rng)
+        pool->rng = 88172645463325252ULL;
+    /* connections of this pool are one pool session of the pod, so that
+       pools sharing a pod id split its share */
+    snprintf(pool->session, sizeof pool->session, "%016llx",
+             (unsigned long long)cbpool__rand(pool));
+    pool->session_option = 1;
+    pool->options = cbpool__build_options(&cfg, user_options, cfg.pod, pool->session);
+    pool->options_plain = cbpool__build_options(&cfg, user_options, cfg.pod, NULL);
     PQconninfoFree(opts);
     pool->cfg.conninfo = pool->conninfo;
     pool->cfg.application_name = pool->application_name;
     pool->cfg.pod = pool->pod;
-    if (!pool->conninfo || !pool->application_name || !pool->pod || !pool->options) {
+    if (!pool->conninfo || !pool->application_name || !pool->pod || !pool->options ||
+        !pool->options_plain) {
         cbpool__fail(err, errlen, "out of memory");
         goto fail;
     }
@@ -1846,10 +1994,7 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
     pool->budget = -1;
     pool->refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
     pool->id = __atomic_add_fetch(&cbpool__pool_ids, 1, __ATOMIC_RELAXED);
-    pool->rng = (uint64_t)cbpool__now_ns() ^ ((uint64_t)getpid() << 32) ^
-                (uint64_t)(uintptr_t)pool;
-    if (!pool->rng)
-        pool->rng = 88172645463325252ULL;
+    pool->ramp = 1;
     pool->wake_fds[0] = pool->wake_fds[1] = -1;
     cbpool__resize_locked(pool);
 
@@ -1889,6 +2034,7 @@ fail:
     cbpool__free(&cfg, pool->application_name);
     cbpool__free(&cfg, pool->pod);
     cbpool__free(&cfg, pool->options);
+    cbpool__free(&cfg, pool->options_plain);
     cbpool__free(&cfg, pool);
     return NULL;
 }
@@ -1911,6 +2057,7 @@ static void cbpool__free_pool(cbpool *pool)
     cbpool__free(&cfg, pool->application_name);
     cbpool__free(&cfg, pool->pod);
     cbpool__free(&cfg, pool->options);
+    cbpool__free(&cfg, pool->options_plain);
     cbpool__free(&cfg, pool);
 }
 
@@ -2017,6 +2164,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         pool->idle_count--;
         CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
         pool->in_use++;
+        cbpool__note_busy_locked(pool);
     } else {
         cbpool__waiter w;
         int64_t now;
@@ -2034,6 +2182,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
             pool->wait_head = &w;
         pool->wait_tail = &w;
         pool->waiters++;
+        cbpool__note_busy_locked(pool);
         cbpool__wake(pool);
         while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;

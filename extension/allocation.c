@@ -2,14 +2,21 @@
  *
  * allocation.c
  *	  Weighted max-min fair sharing of the connection budget, in exact
- *	  integers.  See allocation.h for the rules.
+ *	  integers, and the connect-time admission rule.  See allocation.h for
+ *	  the rules.
  *
  * Everything here is a pure function of its inputs.  Water-filling is done
  * the classic way: sort the claimants by how soon they saturate (their
  * headroom divided by their weight), fill the ones whose headroom is below
  * the current fair level, and share what is left proportionally among the
- * rest, handing out the units lost to rounding by largest remainder.
- * That is O(n log n) per level, so 10,000 pods cost a few milliseconds.
+ * rest, handing out the units lost to rounding by largest remainder.  Two
+ * shortcuts cover most rounds without sorting: when every claimant fits
+ * (the budget exceeds the demand) and when none saturates (every claimant
+ * wants more than its fair part).
+ *
+ * Ordering by name (step 0) is the only part that compares strings.  It is
+ * separate so that the allocator worker, which shares the same pods again
+ * and again as their demands change, sorts only when pods join or leave.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -21,12 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Sort key for applications (by name) and pods (by app, then id). */
+/* Sort key for step 0: group, then name (or token), then input position. */
 typedef struct CbSortKey
 {
 	int32_t		group;
 	int32_t		index;
-	const char *name;
+	const char *name;			/* NULL: compare tokens */
+	uint64_t	token;
 } CbSortKey;
 
 /* One claimant in a water-filling round. */
@@ -38,6 +46,80 @@ typedef struct CbFillItem
 	uint64_t	remainder;		/* fractional part, numerator over the level */
 	int32_t		rank;			/* tie-breaker: lower rank wins */
 } CbFillItem;
+
+/* Scratch space, carved out of the caller's work area. */
+typedef struct CbWork
+{
+	CbSortKey  *keys;			/* step 0 */
+	CbFillItem *items;			/* one water-filling round */
+	CbFillItem **ptrs;			/* the round's claimants, sorted */
+	int32_t    *rank;			/* step 0: an app's position in app_order */
+	int32_t    *demand;			/* one group's demands (steps 3 and 4) */
+	int32_t    *min_part;		/* one group's parts of its minimum */
+	int32_t    *share;			/* one group's shares */
+	int32_t    *order;			/* cb_allocate's own CbAllocOrder arrays */
+} CbWork;
+
+static size_t
+cb_align(size_t n)
+{
+	return (n + 15) & ~(size_t) 15;
+}
+
+static int
+cb_max3(int a, int b, int c)
+{
+	int			m = a > b ? a : b;
+
+	m = m > c ? m : c;
+	return m < 1 ? 1 : m;
+}
+
+size_t
+cb_allocation_work_size_sessions(int napps, int npods, int nsessions)
+{
+	int			most = cb_max3(napps, npods, nsessions);
+
+	return cb_align(sizeof(CbSortKey) * (size_t) (napps + npods + nsessions + 1)) +
+		cb_align(sizeof(CbFillItem) * (size_t) most) +
+		cb_align(sizeof(CbFillItem *) * (size_t) most) +
+		4 * cb_align(sizeof(int32_t) * (size_t) most) +
+		cb_align(sizeof(int32_t) * (size_t) (napps + npods + nsessions + 1));
+}
+
+size_t
+cb_allocation_work_size(int napps, int npods)
+{
+	return cb_allocation_work_size_sessions(napps, npods, 0);
+}
+
+static void
+cb_carve(void *work, int napps, int npods, int nsessions, CbWork *w)
+{
+	char	   *cursor = work;
+	int			most = cb_max3(napps, npods, nsessions);
+
+	w->keys = (CbSortKey *) cursor;
+	cursor += cb_align(sizeof(CbSortKey) * (size_t) (napps + npods + nsessions + 1));
+	w->items = (CbFillItem *) cursor;
+	cursor += cb_align(sizeof(CbFillItem) * (size_t) most);
+	w->ptrs = (CbFillItem **) cursor;
+	cursor += cb_align(sizeof(CbFillItem *) * (size_t) most);
+	w->rank = (int32_t *) cursor;
+	cursor += cb_align(sizeof(int32_t) * (size_t) most);
+	w->demand = (int32_t *) cursor;
+	cursor += cb_align(sizeof(int32_t) * (size_t) most);
+	w->min_part = (int32_t *) cursor;
+	cursor += cb_align(sizeof(int32_t) * (size_t) most);
+	w->share = (int32_t *) cursor;
+	cursor += cb_align(sizeof(int32_t) * (size_t) most);
+	w->order = (int32_t *) cursor;
+}
+
+/* ---------------------------------------------------------------------
+ * Water-filling
+ * ---------------------------------------------------------------------
+ */
 
 /* Is a * b <= c * d?  Operands fit in 64 bits; products need 128. */
 static int
@@ -69,21 +151,6 @@ cb_product_le(uint64_t a, uint64_t b, uint64_t c, uint64_t d)
 #endif
 }
 
-static int
-cb_compare_keys(const void *pa, const void *pb)
-{
-	const CbSortKey *a = pa;
-	const CbSortKey *b = pb;
-	int			cmp;
-
-	if (a->group != b->group)
-		return a->group < b->group ? -1 : 1;
-	cmp = strcmp(a->name, b->name);
-	if (cmp != 0)
-		return cmp;
-	return a->index < b->index ? -1 : (a->index > b->index);
-}
-
 /* Order claimants by headroom / weight, the point where each saturates. */
 static int
 cb_compare_saturation(const void *pa, const void *pb)
@@ -112,17 +179,52 @@ cb_compare_remainder(const void *pa, const void *pb)
 }
 
 /*
+ * Give "remaining" to the claimants ptrs[k..m) in proportion to their
+ * weights, none of which saturates at that level: each gets the floor of
+ * its weighted part (strictly below its headroom), and the units lost to
+ * rounding go one each by largest remainder.  remaining and weights are
+ * below 2^31 each, and so is their product's share, so 64 bits suffice.
+ */
+static void
+cb_share_level(uint64_t remaining, uint64_t total_weight, CbFillItem **ptrs,
+			   int k, int m, int in_rank_order)
+{
+	uint64_t	assigned = 0;
+	int			equal = 1;
+
+	for (int j = k; j < m; j++)
+	{
+		uint64_t	numerator = remaining * ptrs[j]->weight;
+
+		ptrs[j]->given = numerator / total_weight;
+		ptrs[j]->remainder = numerator % total_weight;
+		assigned += ptrs[j]->given;
+		if (ptrs[j]->remainder != ptrs[k]->remainder)
+			equal = 0;
+	}
+	/* equal remainders in rank order need no sort: the first ones win */
+	if (assigned < remaining && !(equal && in_rank_order))
+		qsort(ptrs + k, m - k, sizeof(CbFillItem *), cb_compare_remainder);
+	for (int j = k; assigned < remaining; j++)
+	{
+		ptrs[j]->given++;
+		assigned++;
+	}
+}
+
+/*
  * Share "amount" among items by weighted max-min fairness: no item gets more
  * than its headroom, and no item could gain without taking from one that
- * has no more (relative to its weight).  "order" is scratch space for n
- * pointers.  Returns what could not be given because every item saturated.
+ * has no more (relative to its weight).  Items are in rank order.  Returns
+ * what could not be given because every item saturated.
  */
 static uint64_t
-cb_waterfill(uint64_t amount, CbFillItem *items, int n, CbFillItem **order)
+cb_waterfill(uint64_t amount, CbFillItem *items, int n, CbFillItem **ptrs)
 {
 	uint64_t	remaining = amount;
 	uint64_t	total_weight = 0;
-	uint64_t	assigned;
+	uint64_t	total_headroom = 0;
+	int			saturates = 0;
 	int			m = 0;
 	int			k;
 
@@ -134,17 +236,36 @@ cb_waterfill(uint64_t amount, CbFillItem *items, int n, CbFillItem **order)
 			items[i].headroom = amount;
 		if (items[i].headroom == 0)
 			continue;
-		order[m++] = &items[i];
+		ptrs[m++] = &items[i];
 		total_weight += items[i].weight;
+		total_headroom += items[i].headroom;
 	}
 	if (m == 0 || remaining == 0)
 		return remaining;
 
+	/* Everybody fits: the budget exceeds what is wanted. */
+	if (total_headroom <= remaining)
+	{
+		for (int j = 0; j < m; j++)
+			ptrs[j]->given = ptrs[j]->headroom;
+		return remaining - total_headroom;
+	}
+
+	/* Nobody saturates at the first level: share it and be done. */
+	for (int j = 0; j < m && !saturates; j++)
+		saturates = cb_product_le(ptrs[j]->headroom, total_weight,
+								  remaining, ptrs[j]->weight);
+	if (!saturates)
+	{
+		cb_share_level(remaining, total_weight, ptrs, 0, m, 1);
+		return 0;
+	}
+
 	/* Saturate, in order, every item whose headroom is below its fair part. */
-	qsort(order, m, sizeof(CbFillItem *), cb_compare_saturation);
+	qsort(ptrs, m, sizeof(CbFillItem *), cb_compare_saturation);
 	for (k = 0; k < m && remaining > 0; k++)
 	{
-		CbFillItem *item = order[k];
+		CbFillItem *item = ptrs[k];
 
 		if (!cb_product_le(item->headroom, total_weight,
 						   remaining, item->weight))
@@ -155,105 +276,300 @@ cb_waterfill(uint64_t amount, CbFillItem *items, int n, CbFillItem **order)
 	}
 	if (k == m || remaining == 0)
 		return remaining;
-
-	/*
-	 * No remaining item saturates at the fair level: each gets the floor of
-	 * its weighted part (strictly below its headroom), and the units lost to
-	 * rounding go one each by largest remainder.  remaining and weights are
-	 * below 2^31, so the products fit in 64 bits.
-	 */
-	assigned = 0;
-	for (int j = k; j < m; j++)
-	{
-		uint64_t	numerator = remaining * order[j]->weight;
-
-		order[j]->given = numerator / total_weight;
-		order[j]->remainder = numerator % total_weight;
-		assigned += order[j]->given;
-	}
-	qsort(order + k, m - k, sizeof(CbFillItem *), cb_compare_remainder);
-	for (int j = k; assigned < remaining; j++)
-	{
-		order[j]->given++;
-		assigned++;
-	}
+	cb_share_level(remaining, total_weight, ptrs, k, m, 0);
 	return 0;
 }
 
-static size_t
-cb_align(size_t n)
+/* ---------------------------------------------------------------------
+ * Step 0: order
+ * ---------------------------------------------------------------------
+ */
+
+static int
+cb_compare_keys(const void *pa, const void *pb)
 {
-	return (n + 15) & ~(size_t) 15;
+	const CbSortKey *a = pa;
+	const CbSortKey *b = pb;
+
+	if (a->group != b->group)
+		return a->group < b->group ? -1 : 1;
+	if (a->name != NULL && b->name != NULL)
+	{
+		int			cmp = strcmp(a->name, b->name);
+
+		if (cmp != 0)
+			return cmp;
+	}
+	else if (a->token != b->token)
+		return a->token < b->token ? -1 : 1;
+	return a->index < b->index ? -1 : (a->index > b->index);
 }
 
-size_t
-cb_allocation_work_size(int napps, int npods)
+static void
+cb_order_with(const CbAllocApp *apps, int napps,
+			  const CbAllocPod *pods, int npods,
+			  const CbAllocSession *sessions, int nsessions,
+			  CbAllocOrder *order, CbWork *w)
 {
-	int			most = napps > npods ? napps : npods;
+	CbSortKey  *keys = w->keys;
+	int32_t    *rank = w->rank;
 
-	if (most < 1)
-		most = 1;
-	return cb_align(sizeof(CbSortKey) * (size_t) (napps + npods + 1)) +
-		cb_align(sizeof(CbFillItem) * (size_t) most) +
-		cb_align(sizeof(CbFillItem *) * (size_t) most);
+	for (int a = 0; a < napps; a++)
+	{
+		keys[a].group = 0;
+		keys[a].index = a;
+		keys[a].name = apps[a].name;
+		keys[a].token = 0;
+	}
+	qsort(keys, napps, sizeof(CbSortKey), cb_compare_keys);
+	for (int r = 0; r < napps; r++)
+	{
+		order->app_order[r] = keys[r].index;
+		rank[keys[r].index] = r;
+	}
+
+	for (int p = 0; p < npods; p++)
+	{
+		keys[p].group = rank[pods[p].app];
+		keys[p].index = p;
+		keys[p].name = pods[p].id;
+		keys[p].token = 0;
+	}
+	qsort(keys, npods, sizeof(CbSortKey), cb_compare_keys);
+	for (int r = 0; r < npods; r++)
+	{
+		order->pod_order[r] = keys[r].index;
+		rank[keys[r].index] = r;	/* now: a pod's position in pod_order */
+	}
+
+	for (int s = 0; s < nsessions; s++)
+	{
+		keys[s].group = rank[sessions[s].pod];
+		keys[s].index = s;
+		keys[s].name = NULL;
+		keys[s].token = sessions[s].token;
+	}
+	qsort(keys, nsessions, sizeof(CbSortKey), cb_compare_keys);
+	for (int r = 0; r < nsessions; r++)
+		order->session_order[r] = keys[r].index;
+}
+
+void
+cb_allocation_order(const CbAllocApp *apps, int napps,
+					const CbAllocPod *pods, int npods,
+					const CbAllocSession *sessions, int nsessions,
+					CbAllocOrder *order, void *work)
+{
+	CbWork		w;
+
+	cb_carve(work, napps, npods, nsessions, &w);
+	cb_order_with(apps, napps, pods, npods, sessions, nsessions, order, &w);
+}
+
+/* ---------------------------------------------------------------------
+ * Steps 1 to 4
+ * ---------------------------------------------------------------------
+ */
+
+/* Step 1: every application's minimum, scaled down if the budget is short. */
+static void
+cb_alloc_minimums(int32_t budget, CbAllocApp *apps, int napps,
+				  const CbAllocOrder *order, CbWork *w)
+{
+	int64_t		total_min = 0;
+
+	for (int a = 0; a < napps; a++)
+		total_min += apps[a].min_connections;
+	if (total_min <= budget)
+	{
+		for (int a = 0; a < napps; a++)
+			apps[a].guaranteed = apps[a].min_connections;
+		return;
+	}
+	for (int r = 0; r < napps; r++)
+	{
+		CbAllocApp *app = &apps[order->app_order[r]];
+
+		w->items[r].weight = (uint64_t) app->weight;
+		w->items[r].headroom = (uint64_t) app->min_connections;
+		w->items[r].rank = r;
+	}
+	cb_waterfill((uint64_t) budget, w->items, napps, w->ptrs);
+	for (int r = 0; r < napps; r++)
+		apps[order->app_order[r]].guaranteed = (int32_t) w->items[r].given;
+}
+
+/*
+ * Step 2: the rest of the budget among applications with live pods,
+ * bounded by cap and demand.  Returns what was allocated in all.
+ */
+static int64_t
+cb_alloc_applications(int32_t budget, CbAllocApp *apps, int napps,
+					  const CbAllocOrder *order, CbWork *w)
+{
+	int64_t		remaining = budget;
+	int64_t		allocated = 0;
+
+	for (int a = 0; a < napps; a++)
+		remaining -= apps[a].guaranteed;
+	for (int r = 0; r < napps; r++)
+	{
+		CbAllocApp *app = &apps[order->app_order[r]];
+		int64_t		upper = remaining + app->guaranteed;
+
+		if (app->max_connections >= 0 && app->max_connections < upper)
+			upper = app->max_connections;
+		if (app->demand >= 0 && app->demand < upper)
+			upper = app->demand;
+		w->items[r].weight = (uint64_t) app->weight;
+		w->items[r].headroom = (app->live_pods > 0 && upper > app->guaranteed)
+			? (uint64_t) (upper - app->guaranteed) : 0;
+		w->items[r].rank = r;
+	}
+	cb_waterfill((uint64_t) remaining, w->items, napps, w->ptrs);
+	for (int r = 0; r < napps; r++)
+	{
+		CbAllocApp *app = &apps[order->app_order[r]];
+
+		app->allocation = app->guaranteed + (int32_t) w->items[r].given;
+		allocated += app->allocation;
+	}
+	return allocated;
+}
+
+/*
+ * Steps 3 and 4 for one group (the pods of an application, the sessions of
+ * a pod) in tie-breaking order: the group's guaranteed part is split
+ * evenly, the first members taking the units that do not divide; the rest
+ * of its total goes by max-min fairness bounded by each member's demand.
+ * A member's share is never below its part of the minimum.
+ */
+static void
+cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
+{
+	uint64_t	extra = (uint64_t) (total - guaranteed);
+	int32_t		each = n > 0 ? guaranteed / n : 0;
+	int32_t		left = n > 0 ? guaranteed % n : 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		int32_t		demand = w->demand[i];
+
+		w->min_part[i] = each + (i < left ? 1 : 0);
+		w->items[i].weight = 1;
+		if (demand < 0)
+			w->items[i].headroom = extra;
+		else if (demand > w->min_part[i])
+			w->items[i].headroom = (uint64_t) (demand - w->min_part[i]);
+		else
+			w->items[i].headroom = 0;
+		w->items[i].rank = i;
+	}
+	cb_waterfill(extra, w->items, n, w->ptrs);
+	for (int i = 0; i < n; i++)
+		w->share[i] = w->min_part[i] + (int32_t) w->items[i].given;
+}
+
+/* Step 3: each application's allocation among its pods. */
+static void
+cb_alloc_pods(CbAllocApp *apps, CbAllocPod *pods, int npods,
+			  const CbAllocOrder *order, CbWork *w)
+{
+	for (int first = 0; first < npods;)
+	{
+		int32_t		app_index = pods[order->pod_order[first]].app;
+		CbAllocApp *app = &apps[app_index];
+		int			n = 0;
+
+		while (first + n < npods && pods[order->pod_order[first + n]].app == app_index)
+		{
+			w->demand[n] = pods[order->pod_order[first + n]].demand;
+			n++;
+		}
+		cb_split_group(app->allocation, app->guaranteed, n, w);
+		for (int i = 0; i < n; i++)
+		{
+			CbAllocPod *pod = &pods[order->pod_order[first + i]];
+
+			pod->min_share = w->min_part[i];
+			pod->share = w->share[i];
+		}
+		first += n;
+	}
+}
+
+/* Step 4: each pod's share among its pool sessions. */
+static void
+cb_alloc_sessions(const CbAllocPod *pods, CbAllocSession *sessions,
+				  int nsessions, const CbAllocOrder *order, CbWork *w)
+{
+	for (int first = 0; first < nsessions;)
+	{
+		int32_t		pod_index = sessions[order->session_order[first]].pod;
+		const CbAllocPod *pod = &pods[pod_index];
+		int			n = 0;
+
+		while (first + n < nsessions &&
+			   sessions[order->session_order[first + n]].pod == pod_index)
+		{
+			w->demand[n] = sessions[order->session_order[first + n]].demand;
+			n++;
+		}
+		cb_split_group(pod->share, pod->min_share, n, w);
+		for (int i = 0; i < n; i++)
+		{
+			CbAllocSession *session = &sessions[order->session_order[first + i]];
+
+			session->min_share = w->min_part[i];
+			session->share = w->share[i];
+		}
+		first += n;
+	}
 }
 
 int64_t
-cb_allocate(int32_t budget, CbAllocApp *apps, int napps,
-			CbAllocPod *pods, int npods, void *work)
+cb_allocate_ordered(int32_t budget, CbAllocApp *apps, int napps,
+					CbAllocPod *pods, int npods,
+					CbAllocSession *sessions, int nsessions,
+					const CbAllocOrder *order, void *work)
 {
-	char	   *cursor = work;
-	CbSortKey  *app_keys;
-	CbSortKey  *pod_keys;
-	CbFillItem *items;
-	CbFillItem **order;
-	int32_t    *app_rank;
-	int64_t		total_min = 0;
-	int64_t		remaining;
-	int64_t		allocated = 0;
-	int			most = napps > npods ? napps : npods;
+	CbWork		w;
+	int64_t		allocated;
 
-	if (most < 1)
-		most = 1;
-	app_keys = (CbSortKey *) cursor;
-	pod_keys = app_keys + napps;
-	cursor += cb_align(sizeof(CbSortKey) * (size_t) (napps + npods + 1));
-	items = (CbFillItem *) cursor;
-	cursor += cb_align(sizeof(CbFillItem) * (size_t) most);
-	order = (CbFillItem **) cursor;
-
+	cb_carve(work, napps, npods, nsessions, &w);
 	if (budget < 0)
 		budget = 0;
 
-	/* Rank applications by name; ranks break ties deterministically. */
+	/* demands, summed upwards: sessions into pods, pods into apps */
+	if (nsessions > 0)
+	{
+		for (int p = 0; p < npods; p++)
+			pods[p].demand = 0;
+		for (int s = 0; s < nsessions; s++)
+		{
+			CbAllocPod *pod = &pods[sessions[s].pod];
+
+			sessions[s].share = 0;
+			sessions[s].min_share = 0;
+			if (sessions[s].demand < 0 || pod->demand == CB_UNBOUNDED)
+				pod->demand = CB_UNBOUNDED;
+			else if ((int64_t) pod->demand + sessions[s].demand > INT32_MAX)
+				pod->demand = INT32_MAX;
+			else
+				pod->demand += sessions[s].demand;
+		}
+	}
 	for (int a = 0; a < napps; a++)
 	{
-		app_keys[a].group = 0;
-		app_keys[a].index = a;
-		app_keys[a].name = apps[a].name;
 		apps[a].allocation = 0;
 		apps[a].guaranteed = 0;
 		apps[a].live_pods = 0;
 		apps[a].demand = 0;
-		total_min += apps[a].min_connections;
 	}
-	qsort(app_keys, napps, sizeof(CbSortKey), cb_compare_keys);
-
-	/*
-	 * Pods are grouped by their app's rank.  The rank table borrows the
-	 * "order" scratch space, which is not needed until the first fill.
-	 */
-	app_rank = (int32_t *) order;
-	for (int r = 0; r < napps; r++)
-		app_rank[app_keys[r].index] = r;
-
 	for (int p = 0; p < npods; p++)
 	{
 		CbAllocApp *app = &apps[pods[p].app];
 
-		pod_keys[p].group = app_rank[pods[p].app];
-		pod_keys[p].index = p;
-		pod_keys[p].name = pods[p].id;
 		pods[p].share = 0;
 		pods[p].min_share = 0;
 		app->live_pods++;
@@ -262,107 +578,48 @@ cb_allocate(int32_t budget, CbAllocApp *apps, int napps,
 		else
 			app->demand += pods[p].demand;
 	}
-	qsort(pod_keys, npods, sizeof(CbSortKey), cb_compare_keys);
 
-	/* 1. Minimums first, held even for applications without pods. */
-	if (total_min <= budget)
-	{
-		for (int a = 0; a < napps; a++)
-			apps[a].guaranteed = apps[a].min_connections;
-	}
-	else
-	{
-		for (int r = 0; r < napps; r++)
-		{
-			CbAllocApp *app = &apps[app_keys[r].index];
-
-			items[r].weight = (uint64_t) app->weight;
-			items[r].headroom = (uint64_t) app->min_connections;
-			items[r].rank = r;
-		}
-		cb_waterfill((uint64_t) budget, items, napps, order);
-		for (int r = 0; r < napps; r++)
-			apps[app_keys[r].index].guaranteed = (int32_t) items[r].given;
-	}
-	remaining = budget;
-	for (int a = 0; a < napps; a++)
-		remaining -= apps[a].guaranteed;
-
-	/* 2. The rest among applications with live pods, bounded by cap and demand. */
-	for (int r = 0; r < napps; r++)
-	{
-		CbAllocApp *app = &apps[app_keys[r].index];
-		int64_t		upper = remaining + app->guaranteed;
-
-		if (app->max_connections >= 0 && app->max_connections < upper)
-			upper = app->max_connections;
-		if (app->demand >= 0 && app->demand < upper)
-			upper = app->demand;
-		items[r].weight = (uint64_t) app->weight;
-		items[r].headroom = (app->live_pods > 0 && upper > app->guaranteed)
-			? (uint64_t) (upper - app->guaranteed) : 0;
-		items[r].rank = r;
-	}
-	cb_waterfill((uint64_t) remaining, items, napps, order);
-	for (int r = 0; r < napps; r++)
-	{
-		CbAllocApp *app = &apps[app_keys[r].index];
-
-		app->allocation = app->guaranteed + (int32_t) items[r].given;
-		allocated += app->allocation;
-	}
-
-	/* 3. Each application's allocation among its pods, in pod-id order. */
-	for (int first = 0; first < npods;)
-	{
-		int			last = first;
-		CbAllocApp *app = &apps[pods[pod_keys[first].index].app];
-		int			n;
-		uint64_t	extra;
-
-		while (last < npods && pod_keys[last].group == pod_keys[first].group)
-			last++;
-		n = last - first;
-
-		/* the guaranteed part, split evenly */
-		for (int i = 0; i < n; i++)
-		{
-			items[i].weight = 1;
-			items[i].headroom = (uint64_t) app->guaranteed;
-			items[i].rank = i;
-		}
-		cb_waterfill((uint64_t) app->guaranteed, items, n, order);
-		for (int i = 0; i < n; i++)
-		{
-			CbAllocPod *pod = &pods[pod_keys[first + i].index];
-
-			pod->min_share = (int32_t) items[i].given;
-		}
-
-		/* the rest, bounded by each pod's demand */
-		extra = (uint64_t) (app->allocation - app->guaranteed);
-		for (int i = 0; i < n; i++)
-		{
-			CbAllocPod *pod = &pods[pod_keys[first + i].index];
-
-			items[i].weight = 1;
-			if (pod->demand < 0)
-				items[i].headroom = extra;
-			else if (pod->demand > pod->min_share)
-				items[i].headroom = (uint64_t) (pod->demand - pod->min_share);
-			else
-				items[i].headroom = 0;
-			items[i].rank = i;
-		}
-		cb_waterfill(extra, items, n, order);
-		for (int i = 0; i < n; i++)
-		{
-			CbAllocPod *pod = &pods[pod_keys[first + i].index];
-
-			pod->share = pod->min_share + (int32_t) items[i].given;
-		}
-		first = last;
-	}
-
+	cb_alloc_minimums(budget, apps, napps, order, &w);
+	allocated = cb_alloc_applications(budget, apps, napps, order, &w);
+	cb_alloc_pods(apps, pods, npods, order, &w);
+	cb_alloc_sessions(pods, sessions, nsessions, order, &w);
 	return allocated;
+}
+
+int64_t
+cb_allocate(int32_t budget, CbAllocApp *apps, int napps,
+			CbAllocPod *pods, int npods, void *work)
+{
+	CbWork		w;
+	CbAllocOrder order;
+
+	cb_carve(work, napps, npods, 0, &w);
+	order.app_order = w.order;
+	order.pod_order = w.order + napps;
+	order.session_order = NULL;
+	cb_order_with(apps, napps, pods, npods, NULL, 0, &order, &w);
+	return cb_allocate_ordered(budget, apps, napps, pods, npods, NULL, 0,
+							   &order, work);
+}
+
+/* ---------------------------------------------------------------------
+ * Admission
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * The connect-time rule (README "Enforcement at connect time").  The
+ * counts already include the connection being admitted, so the one that
+ * takes the last slot is admitted and the one after it is not.
+ */
+CbVerdict
+cb_admission_verdict(const CbAdmissionCounts *c)
+{
+	if (c->cap >= 0 && c->connections > c->cap)
+		return CB_OVER_CAP;
+	if (c->governed > c->budget)
+		return CB_OVER_BUDGET;
+	if (c->connections > c->min_connections && c->committed > c->budget)
+		return CB_OVER_MINIMUMS;
+	return CB_ADMIT;
 }

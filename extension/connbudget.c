@@ -40,5 +40,5 @@ _PG_init(void)
 
 	cb_shmem_request();
 	cb_install_connect_hook();
-	cb_register_worker();
+	cb_register_workers();
 }

@@ -3,15 +3,25 @@
  * connbudget.h
  *	  Declarations shared by the files of the connbudget extension.
  *
- * Files, one per concern:
- *	  connbudget.c	_PG_init: wires GUCs, hooks and the worker together
+ * Files, one per concern, in the order data flows through them:
+ *	  connbudget.c	_PG_init: wires GUCs, hooks and the workers together
  *	  guc.c			the connbudget.* settings
- *	  state.c		shared memory: backends, applications, pods, shares
  *	  connect.c		the connect-time hook: identity and enforcement
- *	  allocation.c	the budget arithmetic (pure C, no PostgreSQL headers)
- *	  limits.c		reading and publishing connbudget.application_limits
- *	  worker.c		the background worker that loads limits at startup
+ *	  budget.c		the budget: max_connections minus every reserve, minus
+ *					the overflow of "other" connections
+ *	  registry.c	who is connected: applications, pods, pool sessions,
+ *					leases, counting (O(1) per connect and exit)
+ *	  share.c		the effective budget, publishing the allocation,
+ *					pool_share(), the views' snapshots
+ *	  publish.c		putting limits and settings in force in shared memory
+ *	  limits.c		reading and validating connbudget.application_limits
+ *	  worker.c		the allocator and the limits loader (background workers)
  *	  functions.c	SQL-callable functions behind the views and pool_share()
+ *	  shmem.c		the shared-memory layout, sized once, and its hooks
+ *	  state.h		the shared structs and the locking rules (private)
+ *	  allocation.c	the pure core: the budget arithmetic and the admission
+ *					rule (no PostgreSQL headers)
+ *	  lookup.c		hashed lookup of names to slots (no PostgreSQL headers)
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -39,6 +49,9 @@
 #define CB_MAX_CONFIGURED_APPS 1000
 /* How long a connection waits for the worker to load limits at startup. */
 #define CB_LIMITS_WAIT_MS	10000
+/* connbudget.max_pods: default and bounds. */
+#define CB_DEFAULT_MAX_PODS 10000
+#define CB_MAX_MAX_PODS		1000000
 /* How often the worker re-reads limits even when nobody asked it to. */
 #define CB_WORKER_RELOAD_MS	10000
 
@@ -56,12 +69,12 @@ extern int	cb_enforce;
 extern char *cb_database;
 extern int	cb_pod_ttl_ms;
 extern int	cb_refresh_interval_ms;
+extern int	cb_max_pods;
 extern char *cb_pod;
+extern char *cb_pool_session;
 
 extern void cb_define_gucs(void);
 extern bool cb_pod_id_is_valid(const char *id, const char **why);
-
-/* ---- state.c ---- */
 
 /* What a client backend is, as far as the budget goes. */
 typedef enum CbBackendKind
@@ -85,6 +98,7 @@ typedef struct CbIdentity
 	char		application_name[CB_NAME_LEN];
 	char		pod[CB_NAME_LEN];	/* explicit connbudget.pod, or derived */
 	bool		explicit_pod;	/* pod came from connbudget.pod */
+	uint64		session_token;	/* hash of connbudget.pool_session, 0 none */
 	char		client_addr[CB_ADDR_LEN];	/* "" for a Unix socket */
 } CbIdentity;
 
@@ -97,23 +111,21 @@ typedef struct CbLimit
 	int32		weight;
 } CbLimit;
 
-/* Why the connect hook would refuse a connection, and the numbers. */
-typedef enum CbVerdict
+/* Where a new connection would be counted, if anywhere. */
+typedef enum CbRoom
 {
-	CB_ADMIT,
-	CB_OVER_CAP,				/* the application holds its cap */
-	CB_OVER_BUDGET,				/* governed connections fill the budget */
-	CB_OVER_MINIMUMS			/* would eat another app's unused minimum */
-} CbVerdict;
+	CB_ROOM,					/* counted */
+	CB_NO_ROOM					/* a governed connection found every slot of
+								 * the pod (or session) table taken */
+} CbRoom;
 
+/* The connect hook's verdict on a new connection, and the numbers. */
 typedef struct CbAdmission
 {
-	CbVerdict	verdict;
-	int32		connections;	/* the app's, counting this one */
-	int32		cap;			/* the app's cap, or CB_UNBOUNDED */
-	int32		governed;		/* all governed, counting this one */
-	int32		budget;
-	int32		committed;		/* governed plus unused minimums */
+	CbVerdict	verdict;		/* see allocation.h */
+	CbRoom		room;
+	CbAdmissionCounts counts;	/* each counting this connection */
+	int32		capacity;		/* connbudget.max_pods, for CB_NO_ROOM */
 } CbAdmission;
 
 /* Result of pool_share(). */
@@ -169,30 +181,43 @@ typedef struct CbPodRow
 	TimestampTz lease_expires;	/* 0 = never called pool_share() */
 } CbPodRow;
 
+/* ---- shmem.c ---- */
+
 extern bool cb_shmem_attached(void);
 extern void cb_require_preload(void);
 extern void cb_shmem_request(void);
-extern void cb_shmem_startup(void);
+extern Size cb_shmem_size(void);
 
-extern CbLimitsState cb_limits_state(void);
-extern void cb_set_limits_state(CbLimitsState state);
-extern bool cb_wait_for_limits(long timeout_ms);
-extern void cb_publish_limits(const CbLimit *limits, int nlimits);
-extern void cb_publish_settings(void);
+/* ---- budget.c ---- */
+
 extern int32 cb_extension_reserved(void);
 extern int32 cb_configured_budget(void);
+
+/* ---- registry.c ---- */
 
 extern void cb_backend_attach(const CbIdentity *identity, bool enforce,
 							  CbAdmission *admission);
 extern void cb_backend_refused(bool keep);
 extern void cb_backend_detach(void);
 
+/* ---- share.c ---- */
+
 extern void cb_pool_share(int32 demand, CbShare *share);
 extern void cb_snapshot_budget(CbBudgetRow *row);
 extern int	cb_snapshot_applications(CbApplicationRow **rows);
 extern int	cb_snapshot_pods(CbPodRow **rows);
+extern long cb_allocator_cycle(void);
+extern void cb_allocator_attach(Latch *latch);
+extern void cb_allocator_detach(void);
 
-extern void cb_set_worker_latch(Latch *latch);
+/* ---- publish.c ---- */
+
+extern CbLimitsState cb_limits_state(void);
+extern void cb_set_limits_state(CbLimitsState state);
+extern bool cb_wait_for_limits(long timeout_ms);
+extern void cb_publish_limits(const CbLimit *limits, int nlimits);
+extern void cb_publish_settings(void);
+extern void cb_set_loader_latch(Latch *latch);
 extern void cb_request_reload(void);
 extern bool cb_take_reload_request(void);
 
@@ -209,6 +234,6 @@ extern void cb_install_connect_hook(void);
 
 /* ---- worker.c ---- */
 
-extern void cb_register_worker(void);
+extern void cb_register_workers(void);
 
 #endif							/* CONNBUDGET_H */

@@ -29,6 +29,7 @@
 #include <netdb.h>
 
 #include "catalog/pg_authid.h"
+#include "common/hashfn.h"
 #include "common/ip.h"
 #include "libpq/auth.h"
 #include "libpq/libpq-be.h"
@@ -154,14 +155,27 @@ cb_clean_name(const char *name, char *out)
 	out[len] = '\0';
 }
 
+/* A pod id or pool session that is not acceptable refuses the connection. */
+static void
+cb_check_id(const char *setting, const char *value)
+{
+	const char *why;
+
+	if (!cb_pod_id_is_valid(value, &why))
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for parameter \"%s\"", setting),
+				 errdetail_internal("%s", why)));
+}
+
 /*
- * Work out the connection's identity (README "Identity").  A pod id that
- * is not acceptable refuses the connection with the reason.
+ * Work out the connection's identity (README "Identity").
  */
 static void
 cb_identify(Port *port, CbIdentity *id)
 {
 	const char *pod = cb_startup_option(port, "connbudget.pod");
+	const char *pool_session = cb_startup_option(port, "connbudget.pool_session");
 
 	memset(id, 0, sizeof(CbIdentity));
 	cb_clean_name(cb_startup_option(port, "application_name"),
@@ -177,15 +191,18 @@ cb_identify(Port *port, CbIdentity *id)
 			strlcpy(id->client_addr, host, CB_ADDR_LEN);
 	}
 
+	if (pool_session != NULL && pool_session[0] != '\0')
+	{
+		cb_check_id("connbudget.pool_session", pool_session);
+		id->session_token = hash_bytes_extended((const unsigned char *) pool_session,
+												(int) strlen(pool_session), 0);
+		if (id->session_token == 0)
+			id->session_token = 1;	/* 0 is the pod's anonymous session */
+	}
+
 	if (pod != NULL && pod[0] != '\0')
 	{
-		const char *why;
-
-		if (!cb_pod_id_is_valid(pod, &why))
-			ereport(FATAL,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value for parameter \"connbudget.pod\""),
-					 errdetail_internal("%s", why)));
+		cb_check_id("connbudget.pod", pod);
 		strlcpy(id->pod, pod, CB_NAME_LEN);
 		id->explicit_pod = true;
 	}
@@ -219,12 +236,30 @@ cb_on_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 }
 
 /*
+ * Report a connection that found the pod table full: FATAL when enforcing,
+ * a log line otherwise (the connection is then counted as "other").
+ */
+static void
+cb_report_no_room(int elevel, const CbIdentity *id, const CbAdmission *admission)
+{
+	ereport(elevel,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("connbudget cannot register pod \"%s\" of application \"%s\": all %d pod slots are taken",
+					id->pod, id->application_name, admission->capacity),
+			 errdetail("connbudget.max_pods (%d) pods are live, or their pool sessions fill the %d session slots.",
+					   admission->capacity, admission->capacity * 2),
+			 errhint("Raise connbudget.max_pods (it takes a restart), or give fewer distinct pod ids.")));
+}
+
+/*
  * Report a refusal: FATAL when enforcing, a log line when only warning.
  */
 static void
-cb_report(int elevel, const CbIdentity *id, const CbAdmission *a)
+cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 {
-	switch (a->verdict)
+	const CbAdmissionCounts *a = &admission->counts;
+
+	switch (admission->verdict)
 	{
 		case CB_OVER_CAP:
 			ereport(elevel,
@@ -285,6 +320,15 @@ cb_client_auth(Port *port, int status)
 
 	before_shmem_exit(cb_on_exit, (Datum) 0);
 	cb_backend_attach(&id, enforce != CB_ENFORCE_OFF, &admission);
+	if (admission.room == CB_NO_ROOM)
+	{
+		/* never silently "other": refused, or let in with a warning */
+		if (cb_is_superuser(port->user_name))
+			return;
+		cb_report_no_room(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id,
+						  &admission);
+		return;
+	}
 	if (admission.verdict == CB_ADMIT)
 		return;
 	if (cb_is_superuser(port->user_name))

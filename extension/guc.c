@@ -26,7 +26,9 @@ int			cb_enforce = CB_ENFORCE_ON;
 char	   *cb_database = NULL;
 int			cb_pod_ttl_ms = 3000;
 int			cb_refresh_interval_ms = 1000;
+int			cb_max_pods = CB_DEFAULT_MAX_PODS;
 char	   *cb_pod = NULL;
+char	   *cb_pool_session = NULL;
 
 static const struct config_enum_entry cb_enforce_options[] = {
 	{"off", CB_ENFORCE_OFF, false},
@@ -139,11 +141,29 @@ cb_define_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("connbudget.max_pods",
+							"Most pods connbudget keeps track of at once.",
+							"Sizes the pod table in shared memory (about 560 bytes per pod, and twice as many pool "
+							"sessions); it does not depend on max_connections. A new pod beyond it is refused.",
+							&cb_max_pods,
+							CB_DEFAULT_MAX_PODS, 16, CB_MAX_MAX_PODS,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomStringVariable("connbudget.pod",
 							   "The pod (application instance) this connection belongs to.",
 							   "Set at connect time, e.g. options='-c connbudget.pod=web-7f9c'. "
 							   "Without it, the pod is the client's IP address, or \"local\" for a Unix socket.",
 							   &cb_pod,
+							   "",
+							   PGC_BACKEND, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   cb_check_pod, NULL, NULL);
+
+	DefineCustomStringVariable("connbudget.pool_session",
+							   "The client pool this connection belongs to, within its pod.",
+							   "Set at connect time by a pool, e.g. options='-c connbudget.pool_session=4f2a9c01'. "
+							   "Pools of one pod with different pool sessions split the pod's share.",
+							   &cb_pool_session,
 							   "",
 							   PGC_BACKEND, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   cb_check_pod, NULL, NULL);

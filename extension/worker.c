@@ -1,22 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The background worker that puts application limits in force at
- *	  server start and keeps them and the sighup settings published.
+ *	  The two background workers of connbudget: the allocator, which
+ *	  computes and publishes every pod's share, and the limits loader,
+ *	  which puts connbudget.application_limits in force at server start.
  *
- * Like pg_cron's launcher it is tied to one database, connbudget.database,
- * because that is where connbudget.application_limits is authoritative.
- * It loads the table as soon as the server accepts connections; the
- * connect hook waits for that (at most CB_LIMITS_WAIT_MS), so limits are
- * in force from the very first connection after a restart.  If it cannot
- * load them (the database does not exist, say), its exit callback says so
- * and connections are admitted unchecked instead of waiting; it is then
- * restarted every bgw_restart_time seconds.
+ * The allocator needs only shared memory, so it runs from postmaster start
+ * on every server, whatever the state of any database.  It is the one
+ * process that recomputes the allocation (share.c, "The publication
+ * model"): woken by a latch when an input changes, at most once per publish
+ * period, and when a lease ends.  It also publishes the sighup settings
+ * after every configuration reload, so that every backend shares the
+ * budget with the same values.
  *
- * Afterwards it re-reads the table when asked and every
- * CB_WORKER_RELOAD_MS, and republishes connbudget.reserved_connections,
- * pod_ttl and refresh_interval after every configuration reload so that
- * all backends share the budget with the same values.
+ * The loader is, like pg_cron's launcher, tied to one database,
+ * connbudget.database, because that is where the limits table is
+ * authoritative.  It loads the table as soon as the server accepts
+ * connections; the connect hook waits for that (at most CB_LIMITS_WAIT_MS),
+ * so limits are in force from the very first connection after a restart.
+ * If it cannot load them (the database does not exist, say), its exit
+ * callback says so and connections are admitted unchecked instead of
+ * waiting; it is then restarted every bgw_restart_time seconds.  Afterwards
+ * it re-reads the table when asked and every CB_WORKER_RELOAD_MS.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -38,29 +43,92 @@
 
 #include "connbudget.h"
 
+PGDLLEXPORT void connbudget_allocator_main(Datum main_arg);
 PGDLLEXPORT void connbudget_worker_main(Datum main_arg);
 
-void
-cb_register_worker(void)
+static void
+cb_register(const char *function, const char *name, BgWorkerStartTime start,
+			int flags, int restart_s)
 {
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 10;
+	worker.bgw_flags = flags;
+	worker.bgw_start_time = start;
+	worker.bgw_restart_time = restart_s;
 	strlcpy(worker.bgw_library_name, "connbudget", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "connbudget_worker_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_name, "connbudget limits loader", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
 	strlcpy(worker.bgw_type, "connbudget", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
+void
+cb_register_workers(void)
+{
+	cb_register("connbudget_allocator_main", "connbudget allocator",
+				BgWorkerStart_PostmasterStart, BGWORKER_SHMEM_ACCESS, 1);
+	cb_register("connbudget_worker_main", "connbudget limits loader",
+				BgWorkerStart_ConsistentState,
+				BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION, 10);
+}
+
+/* ---------------------------------------------------------------------
+ * The allocator
+ * ---------------------------------------------------------------------
+ */
+
+static void
+cb_allocator_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	cb_allocator_detach();
+}
+
+void
+connbudget_allocator_main(Datum main_arg pg_attribute_unused())
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	before_shmem_exit(cb_allocator_exit, (Datum) 0);
+	cb_publish_settings();
+	cb_allocator_attach(MyLatch);
+
+	for (;;)
+	{
+		long		wait_ms;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			cb_publish_settings();
+		}
+
+		wait_ms = cb_allocator_cycle();
+		if (wait_ms < 0)
+			/* the rest of the publish period: latches set meanwhile stay set */
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 -wait_ms, PG_WAIT_EXTENSION);
+		else if (wait_ms > 0)
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * The limits loader
+ * ---------------------------------------------------------------------
+ */
+
 static void
 cb_worker_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
-	cb_set_worker_latch(NULL);
+	cb_set_loader_latch(NULL);
 	if (cb_limits_state() == CB_LIMITS_LOADING)
 		cb_set_limits_state(CB_LIMITS_FAILED);
 }
@@ -85,8 +153,7 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	cb_set_worker_latch(MyLatch);
-	cb_publish_settings();
+	cb_set_loader_latch(MyLatch);
 
 	BackgroundWorkerInitializeConnection(cb_database, NULL, 0);
 
@@ -105,7 +172,6 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			cb_publish_settings();
 		}
 		(void) cb_take_reload_request();
 	}

@@ -11,7 +11,7 @@
 -- every other connbudget setting at its default.
 
 BEGIN;
-SELECT plan(36);
+SELECT plan(38);
 
 -- ---- the settings and their definitions ------------------------------------
 
@@ -19,8 +19,9 @@ SELECT set_eq(
     $$SELECT name::text COLLATE "default" FROM pg_settings WHERE name LIKE 'connbudget.%'$$,
     ARRAY['connbudget.reserved_connections', 'connbudget.enforce',
           'connbudget.database', 'connbudget.pod_ttl',
-          'connbudget.refresh_interval', 'connbudget.pod'],
-    'the connbudget.* settings are exactly those of SPEC 3.2');
+          'connbudget.refresh_interval', 'connbudget.pod',
+          'connbudget.max_pods', 'connbudget.pool_session'],
+    'the connbudget.* settings are exactly those of SPEC 3.2, plus max_pods and pool_session');
 
 -- vartype, boot_val (the built-in default), unit, context
 SELECT results_eq(
@@ -57,6 +58,16 @@ SELECT results_eq(
        WHERE name = 'connbudget.pod'$$,
     $$VALUES ('string'::text, ''::text, NULL::text, 'backend'::text)$$,
     'connbudget.pod: string, default empty, backend (connect time only)');
+SELECT results_eq(
+    $$SELECT vartype, boot_val, unit, context, min_val FROM pg_settings
+       WHERE name = 'connbudget.max_pods'$$,
+    $$VALUES ('integer'::text, '10000'::text, NULL::text, 'postmaster'::text, '16'::text)$$,
+    'connbudget.max_pods: integer, default 10000, at least 16, postmaster (restart)');
+SELECT results_eq(
+    $$SELECT vartype, boot_val, unit, context FROM pg_settings
+       WHERE name = 'connbudget.pool_session'$$,
+    $$VALUES ('string'::text, ''::text, NULL::text, 'backend'::text)$$,
+    'connbudget.pool_session: string, default empty, backend (connect time only)');
 
 SELECT is(
     (SELECT min_val FROM pg_settings WHERE name = 'connbudget.reserved_connections'),

@@ -18,7 +18,7 @@
 -- this rolled-back transaction.
 
 BEGIN;
-SELECT plan(36);
+SELECT plan(39);
 
 CREATE ROLE cb_viewer;
 
@@ -122,9 +122,9 @@ SELECT results_eq(
     $$SELECT application_name, pod, connections, share, demand, host(client_addr),
              lease_expires
         FROM connbudget.pods$$,
-    $$VALUES ('cb-views-app'::text, 'p1'::text, 1, 80, NULL::int, '127.0.0.1'::text,
+    $$VALUES ('cb-views-app'::text, 'p1'::text, 1, 1, 1, '127.0.0.1'::text,
               NULL::timestamptz)$$,
-    'pods shows the connection''s pod: one connection, the whole budget, no demand, no lease yet');
+    'pods shows the connection''s pod: one connection; until it reports, it demands and gets that one; no lease yet');
 SELECT ok(
     (SELECT first_seen <= last_seen AND last_seen <= clock_timestamp()
        FROM connbudget.pods WHERE pod = 'p1'),
@@ -133,8 +133,8 @@ SELECT results_eq(
     $$SELECT application_name, min_connections, max_connections, weight, allocation,
              connections, pods, demand, refused
         FROM connbudget.applications$$,
-    $$VALUES ('cb-views-app'::text, 0, NULL::int, 1, 80, 1, 1, NULL::bigint, 0::bigint)$$,
-    'applications shows the unconfigured application with default limits, its connection and pod');
+    $$VALUES ('cb-views-app'::text, 0, NULL::int, 1, 1, 1, 1, 1::bigint, 0::bigint)$$,
+    'applications shows the unconfigured application with default limits, its connection, pod and demand');
 SELECT results_eq(
     $$SELECT budget, governed, free, applications, pods FROM connbudget.budget$$,
     $$VALUES (80, 1, 79, 1, 1)$$,
@@ -149,12 +149,17 @@ SELECT results_eq(
 SELECT results_eq(
     $$SELECT * FROM dblink('cb_views_1', 'SELECT max_size FROM connbudget.pool_share(7)')
         AS t(max_size int)$$,
-    ARRAY[7],
-    'pool_share(7): the share is bounded by the reported demand');
+    ARRAY[80],
+    'pool_share(7) returns the latest published share, computed before this report');
 SELECT results_eq(
     $$SELECT demand, share, lease_expires - last_seen FROM connbudget.pods WHERE pod = 'p1'$$,
     $$VALUES (7, 7, interval '3 seconds')$$,
-    'pods shows the reported demand, the share, and a lease of connbudget.pod_ttl after the call');
+    'pods shows the reported demand, the share it now gets, and a lease of connbudget.pod_ttl after the call');
+SELECT results_eq(
+    $$SELECT * FROM dblink('cb_views_1', 'SELECT max_size FROM connbudget.pool_share(7)')
+        AS t(max_size int)$$,
+    ARRAY[7],
+    'once published, pool_share(7) returns the share bounded by the reported demand');
 SELECT results_eq(
     $$SELECT allocation, demand FROM connbudget.applications
        WHERE application_name = 'cb-views-app'$$,
@@ -172,13 +177,23 @@ SELECT is(pg_temp.pod_connect('cb_views_2', 'cb-views-app', 'P0'), 'OK',
     'a second governed connection (pod P0) opens');
 SELECT results_eq(
     $$SELECT pod, connections, share, demand FROM connbudget.pods$$,
-    $$VALUES ('P0'::text, 1, 73, NULL::int), ('p1', 1, 7, 7)$$,
-    'pods lists pods in byte order; the pod without demand takes what the other leaves');
+    $$VALUES ('P0'::text, 1, 1, 1), ('p1', 1, 7, 7)$$,
+    'pods lists pods in byte order; the pod that never reported demands the connection it holds');
+SELECT results_eq(
+    $$SELECT allocation, connections, pods, demand FROM connbudget.applications
+       WHERE application_name = 'cb-views-app'$$,
+    $$VALUES (8, 2, 2, 8::bigint)$$,
+    'the application''s demand is the sum of its pods''');
+SELECT is(
+    (SELECT max_size FROM dblink('cb_views_2', 'SELECT max_size FROM connbudget.pool_share()')
+        AS t(max_size int)),
+    73,
+    'a first report waits for its publication: the pod reporting no bound takes what the other leaves');
 SELECT results_eq(
     $$SELECT allocation, connections, pods, demand FROM connbudget.applications
        WHERE application_name = 'cb-views-app'$$,
     $$VALUES (80, 2, 2, NULL::bigint)$$,
-    'a pod reporting no demand makes the application''s demand unbounded (NULL)');
+    'a pod reporting no bound makes the application''s demand unbounded (NULL)');
 SELECT cmp_ok(
     (SELECT sum(share)::int FROM connbudget.pods),
     '<=',

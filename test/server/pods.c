@@ -29,6 +29,20 @@ share(PGconn *conn, const char *demand)
 	return pg_long(conn, sql);
 }
 
+/*
+ * The share a pod is told once the allocator has published the others'
+ * latest changes: pool_share() answers from the latest publication, which
+ * follows a change within one publish period, so poll for it.
+ */
+static long
+settled_share(PGconn *conn, const char *demand, long want)
+{
+	char		sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
+	return pg_wait_for(conn, sql, want, 5000);
+}
+
 static long
 pod_count(void)
 {
@@ -44,9 +58,14 @@ test_leases(void)
 	double		closed_at;
 	long		seen;
 
-	/* budget 50: two pods of one application */
-	is_int(share(a, "NULL"), 25, "two pods of one application share the budget of 50: 25");
-	is_int(share(b, "NULL"), 25, "the other pod also gets 25");
+	/*
+	 * budget 50: two pods of one application.  A pod's first report waits
+	 * for the publication that includes it; until pod-b reports, it demands
+	 * the one connection it holds.
+	 */
+	is_int(share(a, "NULL"), 49, "the first pod to report no bound gets all but the other's one connection: 49");
+	is_int(share(b, "NULL"), 25, "once the other reports no bound too, they share the budget of 50: 25");
+	is_int(share(a, "NULL"), 25, "and the first pod is told 25 at its next call");
 
 	/* a pod that called pool_share() outlives its connection by pod_ttl */
 	PQfinish(a);
@@ -63,11 +82,17 @@ test_leases(void)
 	is_int(seen, 1, "pod-a's lease expires after pod_ttl");
 	ok(now_seconds() - closed_at >= 1.4,
 	   "and not before (expired %.2f s after its last call)", now_seconds() - closed_at);
-	is_int(share(b, "NULL"), 50, "pod-b then gets the whole budget");
+	is_int(settled_share(b, "NULL", 50), 50, "pod-b then gets the whole budget");
 
-	/* a pod that never called pool_share() ends with its last connection */
+	/*
+	 * A pod that never called pool_share() demands the connections it holds
+	 * (a psql session, a pool of another kind), and ends with its last one.
+	 */
 	c = pod_connect("web", "pod-c");
-	is_int(share(b, "NULL"), 25, "pod-c joins (a connection is enough): pod-b drops to 25");
+	is_int(settled_share(b, "NULL", 49), 49,
+		   "pod-c joins with one connection and no report: it demands that one, pod-b drops to 49");
+	is_int(pg_long(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'pod-c'"), 1,
+		   "pods shows pod-c's demand: the connection it holds");
 	PQfinish(c);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 1, 5000), 1,
 		   "pod-c never called pool_share(): it ends with its connection");
@@ -85,7 +110,7 @@ test_leases(void)
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 1, 10000), 1,
 		   "the terminated pod expires after its lease");
 	PQfinish(a);
-	is_int(share(b, "NULL"), 50, "pod-b grows back to 50");
+	is_int(settled_share(b, "NULL", 50), 50, "pod-b grows back to 50");
 	PQfinish(b);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 10000), 0,
 		   "no pods left");
@@ -102,7 +127,7 @@ test_own_pod_only(void)
 	is_int(pg_long(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'api-1'"), 4,
 		   "pool_share(4) records the demand of the caller's own pod");
 	ok(pg_value(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'api-2'") == NULL,
-	   "and leaves the other pod's demand alone");
+	   "and leaves the other pod's demand (no bound) alone");
 	is_int(share(b, "NULL"), 50 - 4,
 		   "the other pod's share follows: the budget minus the 4 its sibling asked for");
 	PQfinish(a);

@@ -1,6 +1,7 @@
 -- Which application and pod a connection belongs to.
 
--- An explicit pod.
+-- An explicit pod.  Until it reports a demand, it demands the connection
+-- it holds.
 SELECT pod_connect('c1', 'shop', 'web-7f9c');
 SELECT application_name, pod, connections, host(client_addr), demand,
        lease_expires IS NULL AS never_called

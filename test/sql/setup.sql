@@ -41,6 +41,13 @@ LANGUAGE sql AS $$
                coalesce(demand::text, 'NULL'))) AS t(max_size int)
 $$;
 
+-- Report demand on each of these connections, as a pool does every refresh
+-- interval (NULL: no bound); returns how many reported.
+CREATE FUNCTION report(demand int, VARIADIC names text[]) RETURNS int
+LANGUAGE sql AS $$
+    SELECT count(pod_share(n, demand))::int FROM unnest(names) n
+$$;
+
 -- Poll a query until it returns "expected" (backends exit asynchronously
 -- after a disconnect); returns what it saw last.
 CREATE FUNCTION wait_for(query text, expected text, timeout_s float8 DEFAULT 10)

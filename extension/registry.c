@@ -1,0 +1,718 @@
+/*-------------------------------------------------------------------------
+ *
+ * registry.c
+ *	  Who is connected: applications, pods and pool sessions, their leases,
+ *	  and the counts that admission is decided on.
+ *
+ * A governed connection is counted in one application, one pod of it and
+ * one pool session of that pod.  Connect and exit do O(1) work under the
+ * exclusive lock: a hashed lookup (lookup.c) of each, a slot from a free
+ * stack when one is new, and a few counters.  Leases end without anybody
+ * noticing at once; the allocator reclaims pods and sessions that are no
+ * longer live (cb_reclaim_locked), and so keeps the free stacks stocked.
+ *
+ * See state.h for the structures and the locking rules.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "state.h"
+
+/* ---------------------------------------------------------------------
+ * Slots: applications, pods, sessions
+ * ---------------------------------------------------------------------
+ */
+
+uint32
+cb_name_hash(const char *name)
+{
+	return hash_bytes((const unsigned char *) name, (int) strlen(name));
+}
+
+static uint32
+cb_pod_hash(int32 app, const char *id)
+{
+	return hash_combine(cb_name_hash(id), hash_bytes_uint32((uint32) app));
+}
+
+static uint32
+cb_session_hash(int32 pod, uint64 token)
+{
+	return hash_combine(hash_bytes_uint32((uint32) pod),
+						hash_bytes_uint32((uint32) token ^ (uint32) (token >> 32)));
+}
+
+static uint32
+cb_new_incarnation(void)
+{
+	uint32		inc = cb_shared->next_incarnation++;
+
+	if (cb_shared->next_incarnation == 0)
+		cb_shared->next_incarnation = 1;	/* 0 marks a free slot */
+	return inc;
+}
+
+static Latch *
+cb_allocator_latch(void)
+{
+	return (Latch *) (uintptr_t) pg_atomic_read_u64(&cb_shared->allocator_latch);
+}
+
+/*
+ * An input of the allocation changed: count it, and wake the allocator.
+ * SetLatch() on a latch that is already set is a read, so a burst of
+ * changes costs one wake-up.
+ */
+void
+cb_inputs_changed(void)
+{
+	Latch	   *latch;
+
+	pg_atomic_fetch_add_u64(&cb_shared->input_gen, 1);
+	latch = cb_allocator_latch();
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+static void
+cb_membership_changed(void)
+{
+	pg_atomic_fetch_add_u64(&cb_shared->membership_gen, 1);
+}
+
+static bool
+cb_app_matches(int32 slot, const void *key)
+{
+	return strcmp(cb_apps[slot].name, (const char *) key) == 0;
+}
+
+typedef struct CbPodKey
+{
+	int32		app;
+	const char *id;
+} CbPodKey;
+
+static bool
+cb_pod_matches(int32 slot, const void *key)
+{
+	const CbPodKey *k = key;
+
+	return cb_pods[slot].app == k->app && strcmp(cb_pods[slot].id, k->id) == 0;
+}
+
+typedef struct CbSessionKey
+{
+	int32		pod;
+	uint64		token;
+} CbSessionKey;
+
+static bool
+cb_session_matches(int32 slot, const void *key)
+{
+	const CbSessionKey *k = key;
+
+	return cb_sessions[slot].pod == k->pod && cb_sessions[slot].token == k->token;
+}
+
+int
+cb_find_app_locked(const char *name, uint32 hash)
+{
+	return cb_lookup_find(cb_app_lookup, hash, cb_app_matches, name);
+}
+
+static void
+cb_free_app_locked(int slot)
+{
+	CbApp	   *app = &cb_apps[slot];
+
+	Assert(app->incarnation != 0 && app->connections == 0 && app->npods == 0);
+	cb_lookup_delete(cb_app_lookup, app->hash, slot);
+	app->incarnation = 0;
+	cb_app_free_stack[cb_shared->apps_free++] = slot;
+	cb_membership_changed();
+}
+
+/*
+ * The application slot that only keeps a refusal counter (not configured,
+ * no pods, no connections) and was refused longest ago, or -1.  A scan:
+ * only the allocator and limit changes evict, never a connect.
+ */
+static int
+cb_counter_only_app_locked(void)
+{
+	int			victim = -1;
+
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+	{
+		CbApp	   *app = &cb_apps[i];
+
+		if (app->incarnation == 0 || app->configured || app->npods > 0 ||
+			app->connections > 0)
+			continue;
+		if (victim < 0 || app->last_refused < cb_apps[victim].last_refused)
+			victim = i;
+	}
+	return victim;
+}
+
+/*
+ * Add an application slot; -1 if there is no room.  With may_evict, the
+ * oldest slot that only keeps a refusal counter makes room.
+ */
+int
+cb_add_app_locked(const char *name, uint32 hash, bool may_evict)
+{
+	int			slot;
+	CbApp	   *app;
+
+	if (cb_shared->apps_free == 0)
+	{
+		int			victim = may_evict ? cb_counter_only_app_locked() : -1;
+
+		if (victim < 0)
+			return -1;
+		cb_free_app_locked(victim);
+	}
+	slot = cb_app_free_stack[--cb_shared->apps_free];
+	app = &cb_apps[slot];
+	memset(app, 0, sizeof(CbApp));
+	app->incarnation = cb_new_incarnation();
+	app->max_connections = CB_UNBOUNDED;
+	app->weight = 1;
+	app->hash = hash;
+	strlcpy(app->name, name, CB_NAME_LEN);
+	cb_lookup_insert(cb_app_lookup, hash, slot);
+	cb_membership_changed();
+	return slot;
+}
+
+static int
+cb_find_pod_locked(int32 app, const char *id, uint32 hash)
+{
+	CbPodKey	key = {app, id};
+
+	return cb_lookup_find(cb_pod_lookup, hash, cb_pod_matches, &key);
+}
+
+static int
+cb_add_pod_locked(int32 app, const char *id, uint32 hash, TimestampTz now)
+{
+	int			slot;
+	CbPod	   *pod;
+
+	if (cb_shared->pods_free == 0)
+		return -1;
+	slot = cb_pod_free_stack[--cb_shared->pods_free];
+	pod = &cb_pods[slot];
+	pod->incarnation = cb_new_incarnation();
+	pod->app = app;
+	pod->connections = 0;
+	pod->nsessions = 0;
+	pod->hash = hash;
+	pod->first_seen = now;
+	pg_atomic_write_u64(&pod->last_seen, (uint64) now);
+	pg_atomic_write_u64(&pod->heartbeat, 0);
+	strlcpy(pod->id, id, CB_NAME_LEN);
+	pod->client_addr[0] = '\0';
+	cb_lookup_insert(cb_pod_lookup, hash, slot);
+	cb_apps[app].npods++;
+	cb_membership_changed();
+	return slot;
+}
+
+static void
+cb_free_pod_locked(int slot)
+{
+	CbPod	   *pod = &cb_pods[slot];
+
+	Assert(pod->incarnation != 0 && pod->connections == 0 && pod->nsessions == 0);
+	cb_lookup_delete(cb_pod_lookup, pod->hash, slot);
+	cb_apps[pod->app].npods--;
+	pod->incarnation = 0;
+	cb_pod_free_stack[cb_shared->pods_free++] = slot;
+	cb_membership_changed();
+}
+
+static int
+cb_find_session_locked(int32 pod, uint64 token, uint32 hash)
+{
+	CbSessionKey key = {pod, token};
+
+	return cb_lookup_find(cb_session_lookup, hash, cb_session_matches, &key);
+}
+
+static int
+cb_add_session_locked(int32 pod, uint64 token, uint32 hash)
+{
+	int			slot;
+	CbSession  *session;
+
+	if (cb_shared->sessions_free == 0)
+		return -1;
+	slot = cb_session_free_stack[--cb_shared->sessions_free];
+	session = &cb_sessions[slot];
+	session->incarnation = cb_new_incarnation();
+	session->pod = pod;
+	session->token = token;
+	session->hash = hash;
+	session->connections = 0;
+	pg_atomic_write_u32(&session->demand, (uint32) CB_NO_REPORT);
+	pg_atomic_write_u64(&session->heartbeat, 0);
+	cb_lookup_insert(cb_session_lookup, hash, slot);
+	cb_pods[pod].nsessions++;
+	cb_membership_changed();
+	return slot;
+}
+
+static void
+cb_free_session_locked(int slot)
+{
+	CbSession  *session = &cb_sessions[slot];
+
+	Assert(session->incarnation != 0 && session->connections == 0);
+	cb_lookup_delete(cb_session_lookup, session->hash, slot);
+	cb_pods[session->pod].nsessions--;
+	session->incarnation = 0;
+	cb_session_free_stack[cb_shared->sessions_free++] = slot;
+	cb_membership_changed();
+}
+
+/* ---------------------------------------------------------------------
+ * Leases
+ * ---------------------------------------------------------------------
+ */
+
+static TimestampTz
+cb_lease_end(uint64 heartbeat, int32 ttl_ms)
+{
+	if (heartbeat == 0)
+		return 0;
+	return (TimestampTz) heartbeat + (TimestampTz) ttl_ms * 1000;
+}
+
+/* When a pod without connections stops being live (0: it never reported). */
+TimestampTz
+cb_pod_lease_end(CbPod *pod, int32 ttl_ms)
+{
+	return cb_lease_end(pg_atomic_read_u64(&pod->heartbeat), ttl_ms);
+}
+
+bool
+cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms)
+{
+	return pod->incarnation != 0 &&
+		(pod->connections > 0 || cb_pod_lease_end(pod, ttl_ms) > now);
+}
+
+static bool
+cb_session_is_live(CbSession *session, TimestampTz now, int32 ttl_ms)
+{
+	return session->incarnation != 0 &&
+		(session->connections > 0 ||
+		 cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl_ms) > now);
+}
+
+/*
+ * Free every session and pod that is no longer live, and applications
+ * that are left with nothing to keep.  Keeps enough application slots free
+ * for every free pod slot and every application that may still be
+ * configured, so that a connect never has to evict (it cannot afford the
+ * scan).  Returns how many slots were freed.
+ */
+int
+cb_reclaim_locked(TimestampTz now)
+{
+	int32		ttl = cb_shared->pod_ttl_ms;
+	int			freed = 0;
+
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+	{
+		CbSession  *session = &cb_sessions[i];
+
+		if (session->incarnation != 0 && !cb_session_is_live(session, now, ttl))
+		{
+			cb_free_session_locked(i);
+			freed++;
+		}
+	}
+	for (int i = 0; i < cb_shared->pod_capacity; i++)
+	{
+		CbPod	   *pod = &cb_pods[i];
+
+		if (pod->incarnation != 0 && pod->nsessions == 0 &&
+			!cb_pod_is_live(pod, now, ttl))
+		{
+			cb_free_pod_locked(i);
+			freed++;
+		}
+	}
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+	{
+		CbApp	   *app = &cb_apps[i];
+
+		if (app->incarnation != 0 && !app->configured && app->npods == 0 &&
+			app->connections == 0 && app->refused == 0)
+		{
+			cb_free_app_locked(i);
+			freed++;
+		}
+	}
+	while (cb_shared->apps_free < cb_shared->pods_free +
+		   (CB_MAX_CONFIGURED_APPS - cb_shared->configured_apps))
+	{
+		int			victim = cb_counter_only_app_locked();
+
+		if (victim < 0)
+			break;
+		cb_free_app_locked(victim);
+		freed++;
+	}
+	return freed;
+}
+
+/*
+ * Without the lock: is any session's lease (or report) ending in
+ * (since, now], or any slot waiting to be reclaimed?  Sets *next_event to
+ * the earliest lease end after now (DT_NOEND if none).  The reads race
+ * with connects and reports, which is harmless: both bump input_gen, so
+ * the allocator looks again anyway.
+ */
+bool
+cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
+{
+	int32		ttl = cb_shared->pod_ttl_ms;
+	bool		due = false;
+	TimestampTz next = DT_NOEND;
+
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+	{
+		CbSession  *session = &cb_sessions[i];
+		TimestampTz end;
+
+		if (session->incarnation == 0)
+			continue;
+		end = cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl);
+		if (end > now)
+		{
+			if (end < next)
+				next = end;
+		}
+		else if (end > since || session->connections == 0)
+			due = true;
+	}
+	*next_event = next;
+	return due;
+}
+
+/* ---------------------------------------------------------------------
+ * Counting backends
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Where a backend with this identity is counted: governed when its
+ * application is configured or it named its pod, "other" otherwise.  Adds
+ * the application, pod and session slots a governed one needs; when one of
+ * them finds its table full, *room says so and the backend is "other"
+ * (the caller refuses it, or lets it in uncounted as governed).
+ */
+static CbBackendKind
+cb_place_locked(const CbIdentity *id, TimestampTz now, int32 *app_out,
+				int32 *pod_out, int32 *session_out, CbRoom *room)
+{
+	uint32		app_hash = cb_name_hash(id->application_name);
+	uint32		pod_hash;
+	uint32		session_hash;
+	int			app;
+	int			pod;
+	int			session;
+	bool		new_app = false;
+	bool		new_pod = false;
+
+	*app_out = *pod_out = *session_out = -1;
+	*room = CB_ROOM;
+
+	app = cb_find_app_locked(id->application_name, app_hash);
+	if (!id->explicit_pod && (app < 0 || !cb_apps[app].configured))
+		return CB_BACKEND_OTHER;
+	if (app < 0)
+	{
+		app = cb_add_app_locked(id->application_name, app_hash, false);
+		new_app = true;
+	}
+	if (app < 0)
+	{
+		*room = CB_NO_ROOM;
+		return CB_BACKEND_OTHER;
+	}
+
+	pod_hash = cb_pod_hash(app, id->pod);
+	pod = cb_find_pod_locked(app, id->pod, pod_hash);
+	if (pod < 0)
+	{
+		pod = cb_add_pod_locked(app, id->pod, pod_hash, now);
+		new_pod = true;
+	}
+	session = -1;
+	if (pod >= 0)
+	{
+		session_hash = cb_session_hash(pod, id->session_token);
+		session = cb_find_session_locked(pod, id->session_token, session_hash);
+		if (session < 0)
+			session = cb_add_session_locked(pod, id->session_token, session_hash);
+	}
+	if (session < 0)
+	{
+		/* undo what this backend added, so that nothing is left half made */
+		if (new_pod && pod >= 0)
+			cb_free_pod_locked(pod);
+		if (new_app && cb_apps[app].npods == 0 && cb_apps[app].refused == 0)
+			cb_free_app_locked(app);
+		*room = CB_NO_ROOM;
+		return CB_BACKEND_OTHER;
+	}
+	*app_out = app;
+	*pod_out = pod;
+	*session_out = session;
+	return CB_BACKEND_GOVERNED;
+}
+
+/* Add a placed backend to the counts. */
+static void
+cb_count_locked(CbBackend *backend)
+{
+	if (backend->kind == CB_BACKEND_OTHER)
+		cb_shared->other++;
+	else if (backend->kind == CB_BACKEND_GOVERNED)
+	{
+		CbApp	   *app = &cb_apps[backend->app];
+
+		if (app->connections >= app->min_connections)
+			cb_shared->committed++;
+		app->connections++;
+		cb_pods[backend->pod].connections++;
+		cb_sessions[backend->session].connections++;
+		cb_shared->governed++;
+	}
+}
+
+static void
+cb_uncount_locked(CbBackend *backend)
+{
+	if (backend->kind == CB_BACKEND_OTHER)
+		cb_shared->other--;
+	else if (backend->kind == CB_BACKEND_GOVERNED)
+	{
+		CbApp	   *app = &cb_apps[backend->app];
+
+		app->connections--;
+		if (app->connections >= app->min_connections)
+			cb_shared->committed--;
+		cb_pods[backend->pod].connections--;
+		cb_sessions[backend->session].connections--;
+		cb_shared->governed--;
+	}
+}
+
+/* Point pool_share() at the backend's session, or at nothing. */
+static void
+cb_set_reporting_locked(CbBackend *backend)
+{
+	uint64		reporting = 0;
+
+	if (backend->kind == CB_BACKEND_GOVERNED)
+		reporting = ((uint64) (backend->session + 1) << 32) |
+			cb_sessions[backend->session].incarnation;
+	if (pg_atomic_read_u64(&backend->reporting) != reporting)
+		pg_atomic_write_u64(&backend->reporting, reporting);
+}
+
+static void
+cb_clear_backend_locked(CbBackend *backend)
+{
+	backend->kind = CB_BACKEND_FREE;
+	backend->app = backend->pod = backend->session = -1;
+	cb_set_reporting_locked(backend);
+}
+
+/*
+ * Re-sort every backend by its identity against the limits now in force,
+ * and rebuild every count from scratch.  Needed when limits change:
+ * configuring an application turns its existing connections into governed
+ * ones, and removing it turns them back into "other".  A backend that
+ * stays where it was keeps its slots, so its pool_share() calls, which
+ * read them without the lock, never see it in between.
+ */
+void
+cb_recount_locked(TimestampTz now)
+{
+	cb_shared->governed = 0;
+	cb_shared->other = 0;
+	cb_shared->committed = 0;
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+		cb_apps[i].connections = 0;
+	for (int i = 0; i < cb_shared->pod_capacity; i++)
+		cb_pods[i].connections = 0;
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+		cb_sessions[i].connections = 0;
+
+	for (int i = 0; i < cb_shared->nbackends; i++)
+	{
+		CbBackend  *backend = &cb_backends[i];
+		CbRoom		room;
+
+		if (backend->kind == CB_BACKEND_FREE)
+			continue;
+		backend->kind = cb_place_locked(&backend->identity, now, &backend->app,
+										&backend->pod, &backend->session, &room);
+		cb_count_locked(backend);
+		cb_set_reporting_locked(backend);
+	}
+
+	/* minimums changed too: what is committed, from scratch */
+	cb_shared->committed = 0;
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+		if (cb_apps[i].incarnation != 0)
+			cb_shared->committed += Max(cb_apps[i].connections,
+										cb_apps[i].min_connections);
+	/* the limits the publisher copies may have changed too */
+	cb_membership_changed();
+	cb_inputs_changed();
+}
+
+/* ---------------------------------------------------------------------
+ * Connect and exit
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Count this backend first, then check it against the limits, all under
+ * the exclusive lock; see the locking rules in state.h.  The caller decides
+ * what to do with a verdict other than CB_ADMIT (superusers are never
+ * refused) and reports back with cb_backend_refused().
+ */
+void
+cb_backend_attach(const CbIdentity *identity, bool enforce,
+				  CbAdmission *admission)
+{
+	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
+	TimestampTz now = GetCurrentTimestamp();
+
+	memset(admission, 0, sizeof(CbAdmission));
+	admission->verdict = CB_ADMIT;
+	admission->room = CB_ROOM;
+	admission->capacity = cb_shared->pod_capacity;
+
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+
+	/* a slot is emptied at exit; be safe against a reused one anyway */
+	if (me->kind != CB_BACKEND_FREE)
+		cb_uncount_locked(me);
+
+	me->identity = *identity;
+	me->kind = cb_place_locked(identity, now, &me->app, &me->pod,
+							   &me->session, &admission->room);
+	cb_count_locked(me);
+	cb_set_reporting_locked(me);
+
+	if (me->kind == CB_BACKEND_GOVERNED)
+	{
+		CbApp	   *app = &cb_apps[me->app];
+		CbPod	   *pod = &cb_pods[me->pod];
+		CbAdmissionCounts *c = &admission->counts;
+
+		strlcpy(pod->client_addr, identity->client_addr, CB_ADDR_LEN);
+		pg_atomic_write_u64(&pod->last_seen, (uint64) now);
+
+		c->connections = app->connections;
+		c->min_connections = app->min_connections;
+		c->cap = app->max_connections;
+		c->governed = cb_shared->governed;
+		c->budget = cb_effective_budget_locked();
+		c->committed = cb_shared->committed;
+		if (enforce)
+			admission->verdict = cb_admission_verdict(c);
+	}
+	cb_inputs_changed();
+
+	LWLockRelease(cb_shared->lock);
+}
+
+/*
+ * Record a refusal against this backend's application.  Unless the
+ * connection is kept (enforce = warn), it is also uncounted at once, so
+ * that the slot is free before the FATAL error reaches the client.
+ *
+ * A refused connection still renews its session's lease, and counts as a
+ * report of wanting one connection more than it holds (unless its pool
+ * reported lately).  Otherwise a pod could never join a budget that the
+ * pods already there fill: it needs a connection to be counted, and it
+ * cannot connect until the others shrink, which they only do once it is
+ * counted.  With the lease, the pod is live for pod_ttl, the others'
+ * shares shrink at their next refresh, and the pod's retry finds room.
+ */
+void
+cb_backend_refused(bool keep)
+{
+	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+	if (me->kind == CB_BACKEND_GOVERNED)
+	{
+		CbApp	   *app = &cb_apps[me->app];
+
+		app->refused++;
+		app->last_refused = now;
+		if (!keep)
+		{
+			CbSession  *session = &cb_sessions[me->session];
+			uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
+			int32		demand = (int32) pg_atomic_read_u32(&session->demand);
+			bool		fresh = demand != CB_NO_REPORT &&
+				cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) > now;
+
+			cb_uncount_locked(me);
+			if (!fresh)
+				pg_atomic_write_u32(&session->demand,
+									(uint32) (session->connections + 1));
+			pg_atomic_write_u64(&session->heartbeat, (uint64) now);
+			pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
+			cb_clear_backend_locked(me);
+			cb_inputs_changed();
+		}
+	}
+	LWLockRelease(cb_shared->lock);
+}
+
+/*
+ * Exit callback: release this backend's slot.  Runs on every exit path of
+ * a backend that was counted (normal exit, FATAL during startup,
+ * pg_terminate_backend); a crash reinitialises shared memory instead.
+ */
+void
+cb_backend_detach(void)
+{
+	CbBackend  *me;
+
+	if (cb_shared == NULL)
+		return;
+	me = &cb_backends[CB_MY_BACKEND_INDEX()];
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+	if (me->kind != CB_BACKEND_FREE)
+	{
+		cb_uncount_locked(me);
+		cb_clear_backend_locked(me);
+		cb_inputs_changed();
+	}
+	LWLockRelease(cb_shared->lock);
+}

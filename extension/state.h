@@ -1,0 +1,260 @@
+/*-------------------------------------------------------------------------
+ *
+ * state.h
+ *	  The shared-memory state of connbudget, private to the files that keep
+ *	  it: shmem.c (layout), registry.c (who is connected), share.c (the
+ *	  published allocation) and publish.c (limits and settings).
+ *
+ * What is kept where
+ * ------------------
+ * backends[]	one slot per PGPROC that can be a client backend, indexed by
+ *				CB_MY_BACKEND_INDEX().  The connect hook fills it in with the
+ *				connection's identity and where it is counted; the exit
+ *				callback empties it.  Every count below can be rebuilt from
+ *				these slots (cb_recount_locked).
+ * apps[]		one slot per application that is configured (a row in
+ *				connbudget.application_limits), has pods, or was refused
+ *				since server start (to keep its counter).
+ * pods[]		one slot per pod: live while it holds a governed connection
+ *				or its lease from its last pool_share() has not ended.
+ *				connbudget.max_pods slots; a pod that is no longer live
+ *				is reclaimed by the allocator.
+ * sessions[]	one slot per pool session of a pod: the connections of one
+ *				client pool (connbudget.pool_session, or the pod's anonymous
+ *				session for connections that give none).  A pod's share is
+ *				split among its sessions, so two pools that give one pod id
+ *				never hold more than the pod's share together.  Twice
+ *				connbudget.max_pods slots.
+ * *_lookup	open-addressing tables (lookup.c) from a name's hash to its
+ *				slot, so that connect and exit cost the same at 10 pods and
+ *				at 10,000.  Free slots are kept on stacks.
+ * pubs[2]		the published allocation: every application's allocation,
+ *				every pod's share and every session's part, computed by one
+ *				publisher (the allocator worker) from a copy of the inputs
+ *				and published as an immutable snapshot.
+ *
+ * Locking
+ * -------
+ * One LWLock, "lock", protects the registry: slot membership, the lookup
+ * tables, the free stacks, the counts, the limits in apps[] and backends[],
+ * except for the fields declared atomic.
+ *
+ * - The connect hook and the exit callback take it exclusively, for a few
+ *	 microseconds and O(1) work: find or add the app, pod and session,
+ *	 adjust counts, compare them with the limits.  Counting and checking
+ *	 under the same exclusive lock is what makes admission exact: no two
+ *	 connections can take the same last slot.  ProcArrayLock is never taken,
+ *	 no catalog is read and no allocation is computed on this path.
+ * - pool_share() takes no lock.  Its session is pinned by the caller's own
+ *	 connection, so it stores the demand and heartbeat with atomic writes,
+ *	 and reads its share from the latest publication under that
+ *	 publication's sequence counter (a seqlock that the publisher never
+ *	 holds on the current snapshot).
+ * - The publisher (share.c) holds "publish_lock" so that there is one at a
+ *	 time.  It takes "lock" exclusively only to reclaim pods and sessions
+ *	 whose lease ended, and in shared mode to copy the inputs out; it
+ *	 computes the allocation with no lock held and writes it into the
+ *	 snapshot that readers are not reading.
+ * - The views take "lock" in shared mode to copy rows out, and build
+ *	 tuples after releasing it.
+ * - Nothing that can raise an error is done while holding "lock", so it
+ *	 never needs releasing on an error path.
+ *
+ * input_gen counts changes of the allocation's inputs (connects, exits,
+ * demands, limits, settings).  Whoever changes an input bumps it and sets
+ * the allocator's latch; a publication records the input_gen it was
+ * computed from, so a reader can tell whether it is current.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CONNBUDGET_STATE_H
+#define CONNBUDGET_STATE_H
+
+#include "connbudget.h"
+#include "lookup.h"
+
+/* Reported demand of a session that never reported (or whose report is
+ * older than pod_ttl): it demands the connections it holds. */
+#define CB_NO_REPORT		(-2)
+
+/* Pool sessions: this many times connbudget.max_pods. */
+#define CB_SESSIONS_PER_POD 2
+
+typedef struct CbApp
+{
+	uint32		incarnation;	/* 0: free slot */
+	bool		configured;		/* has a row in application_limits */
+	bool		listed;			/* scratch for cb_publish_limits */
+	int32		min_connections;
+	int32		max_connections;	/* CB_UNBOUNDED = no cap */
+	int32		weight;
+	int32		connections;	/* governed backends of this app */
+	int32		npods;			/* pod slots referring to this app */
+	uint64		refused;		/* refusals (or warnings) since start */
+	TimestampTz last_refused;	/* for reclaiming counter-only slots */
+	uint32		hash;
+	char		name[CB_NAME_LEN];
+} CbApp;
+
+typedef struct CbPod
+{
+	uint32		incarnation;	/* 0: free slot */
+	int32		app;			/* apps[] slot */
+	int32		connections;	/* governed backends of this pod */
+	int32		nsessions;		/* session slots referring to this pod */
+	uint32		hash;
+	TimestampTz first_seen;
+	pg_atomic_uint64 last_seen; /* last connect or pool_share() */
+	pg_atomic_uint64 heartbeat; /* last report of any session, 0 = never */
+	char		id[CB_NAME_LEN];
+	char		client_addr[CB_ADDR_LEN];
+} CbPod;
+
+typedef struct CbSession
+{
+	uint32		incarnation;	/* 0: free slot */
+	int32		pod;			/* pods[] slot */
+	uint64		token;			/* 0: the pod's anonymous session */
+	uint32		hash;
+	int32		connections;	/* governed backends of this session */
+	pg_atomic_uint32 demand;	/* int32: >= 0, CB_UNBOUNDED, CB_NO_REPORT */
+	pg_atomic_uint64 heartbeat; /* last report, 0 = never */
+} CbSession;
+
+typedef struct CbBackend
+{
+	CbBackendKind kind;
+	int32		app;			/* slots when governed, else -1 */
+	int32		pod;
+	int32		session;
+
+	/*
+	 * What pool_share() reads without the lock: (session slot + 1) << 32 |
+	 * the session's incarnation, or 0 when not governed.  Written under the
+	 * exclusive lock, only when it changes.
+	 */
+	pg_atomic_uint64 reporting;
+	CbIdentity	identity;
+} CbBackend;
+
+/* One published snapshot; see share.c. */
+typedef struct CbPubApp
+{
+	uint32		incarnation;
+	uint32		pubno;			/* the publication that wrote it */
+	int32		allocation;
+	int32		live_pods;
+	int64		demand;			/* CB_UNBOUNDED = unbounded */
+} CbPubApp;
+
+typedef struct CbPubPod
+{
+	uint32		incarnation;
+	uint32		pubno;
+	int32		share;
+	int32		min_share;
+	int32		demand;			/* CB_UNBOUNDED = unbounded */
+} CbPubPod;
+
+typedef struct CbPubSession
+{
+	uint32		incarnation;
+	uint32		pubno;
+	int32		share;
+	int32		min_share;
+} CbPubSession;
+
+typedef struct CbPublication
+{
+	pg_atomic_uint64 seq;		/* odd while being written */
+	uint32		pubno;			/* 0: never written */
+	uint64		input_gen;		/* the inputs it was computed from */
+	TimestampTz published_at;
+	int32		budget;			/* the effective budget it shared */
+	int32		refresh_ms;
+	int32		live_pods;
+	CbPubApp   *apps;			/* indexed by slot */
+	CbPubPod   *pods;
+	CbPubSession *sessions;
+} CbPublication;
+
+typedef struct CbShared
+{
+	LWLock	   *lock;			/* the registry; see above */
+	LWLock	   *publish_lock;	/* one publisher at a time */
+	ConditionVariable limits_cv;	/* signalled when limits_state changes */
+	ConditionVariable published_cv; /* signalled after every publication */
+	pg_atomic_uint32 limits_state;	/* CbLimitsState */
+	pg_atomic_uint32 reload_requested;
+	pg_atomic_uint64 input_gen;
+	pg_atomic_uint64 membership_gen;	/* slots added or freed, limits */
+	pg_atomic_uint32 current_pub;	/* index into pubs[] */
+	pg_atomic_uint32 allocator_pid; /* 0 when the allocator is not running */
+	pg_atomic_uint64 allocator_latch;	/* its Latch *, 0 when not running */
+	pg_atomic_uint64 loader_latch;	/* the limits loader's Latch * */
+
+	/* sighup settings, as last published by the allocator */
+	int32		extension_reserved;
+	int32		pod_ttl_ms;
+	int32		refresh_ms;
+
+	/* counts, derived from backends[] */
+	int32		governed;
+	int32		other;
+	int32		committed;		/* sum over apps of max(connections, min) */
+
+	uint32		next_incarnation;
+
+	/* capacities and free stacks */
+	int			app_capacity;
+	int			pod_capacity;
+	int			session_capacity;
+	int			nbackends;
+	int			apps_free;		/* entries on the free stacks */
+	int			pods_free;
+	int			sessions_free;
+	int			configured_apps;
+
+	CbPublication pubs[2];
+} CbShared;
+
+/* ---- shmem.c: the layout, attached in every process ---- */
+
+extern CbShared *cb_shared;
+extern CbApp *cb_apps;
+extern CbPod *cb_pods;
+extern CbSession *cb_sessions;
+extern CbBackend *cb_backends;
+extern CbLookup *cb_app_lookup;
+extern CbLookup *cb_pod_lookup;
+extern CbLookup *cb_session_lookup;
+extern int32 *cb_app_free_stack;
+extern int32 *cb_pod_free_stack;
+extern int32 *cb_session_free_stack;
+
+/* ---- budget.c ---- */
+
+extern int32 cb_effective_budget_locked(void);
+
+/* ---- registry.c ---- */
+
+extern void cb_inputs_changed(void);
+
+extern uint32 cb_name_hash(const char *name);
+extern int	cb_find_app_locked(const char *name, uint32 hash);
+extern int	cb_add_app_locked(const char *name, uint32 hash, bool may_evict);
+extern void cb_recount_locked(TimestampTz now);
+extern bool cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms);
+extern TimestampTz cb_pod_lease_end(CbPod *pod, int32 ttl_ms);
+extern int	cb_reclaim_locked(TimestampTz now);
+extern bool cb_reclaim_due(TimestampTz since, TimestampTz now,
+						   TimestampTz *next_event);
+
+/* ---- share.c ---- */
+
+extern int32 cb_publish_period_ms(void);
+
+#endif							/* CONNBUDGET_STATE_H */
