@@ -1,10 +1,13 @@
 /*
- * allocation_test.c -- exhaustive tests of the budget arithmetic.
+ * allocation_test.c -- exhaustive tests of the pure core: the budget
+ * arithmetic and the admission rule.
  *
  * The allocation is a pure function (extension/allocation.c), so it is
  * tested here without a server: the examples of the README, edge cases,
- * and randomised scenarios checked against the invariants that define
- * weighted max-min fairness, plus a 10,000-pod simulation.
+ * randomised scenarios checked against the invariants that define
+ * weighted max-min fairness, pool sessions splitting a pod's share, the
+ * cached order giving the same result as a fresh one, fleets of 10,000
+ * and 100,000 pods of 1,000 applications, and every admission verdict.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -654,6 +657,403 @@ test_ten_thousand_pods(void)
 	diag("10,000 pods, 100 apps: one allocation took %.2f ms", ms);
 }
 
+/* --- admission --- */
+
+static CbVerdict
+verdict(int connections, int min, int cap, int governed, int budget, int committed)
+{
+	CbAdmissionCounts c = {connections, min, cap, governed, budget, committed};
+
+	return cb_admission_verdict(&c);
+}
+
+static void
+test_admission(void)
+{
+	/* counts include the connection being admitted */
+	is_int(verdict(10, 0, 10, 50, 80, 50), CB_ADMIT,
+		   "the connection that takes an application's last slot is admitted");
+	is_int(verdict(11, 0, 10, 51, 80, 51), CB_OVER_CAP,
+		   "the one after it is over the cap");
+	is_int(verdict(1, 0, 0, 1, 80, 1), CB_OVER_CAP, "a cap of 0 admits nobody");
+	is_int(verdict(500, 0, CB_UNBOUNDED, 80, 80, 80), CB_ADMIT,
+		   "no cap: admitted while the budget lasts (the last slot)");
+	is_int(verdict(500, 0, CB_UNBOUNDED, 81, 80, 81), CB_OVER_BUDGET,
+		   "governed connections beyond the budget are refused");
+	is_int(verdict(11, 0, 10, 81, 80, 81), CB_OVER_CAP,
+		   "over both cap and budget: the cap is named");
+	is_int(verdict(4, 0, CB_UNBOUNDED, 60, 80, 81), CB_OVER_MINIMUMS,
+		   "admitting it would eat another application's unused minimum");
+	is_int(verdict(4, 5, CB_UNBOUNDED, 60, 80, 81), CB_ADMIT,
+		   "an application within its own minimum may take it (its minimum is its own)");
+	is_int(verdict(5, 5, CB_UNBOUNDED, 60, 80, 80), CB_ADMIT,
+		   "the minimums and the governed connections exactly fill the budget: admitted");
+	is_int(verdict(1, 0, CB_UNBOUNDED, 1, 0, 1), CB_OVER_BUDGET,
+		   "a budget of 0 admits no governed connection");
+
+	/* a sequence: a crowd of 60 for a cap of 10 gets exactly 10 in */
+	{
+		int			admitted = 0;
+		int			connections = 0;
+
+		for (int i = 0; i < 60; i++)
+		{
+			connections++;		/* counted first */
+			if (verdict(connections, 0, 10, connections, 80, connections) == CB_ADMIT)
+				admitted++;
+			else
+				connections--;	/* refused: uncounted */
+		}
+		is_int(admitted, 10, "60 connections one after another for a cap of 10: exactly 10 admitted");
+	}
+}
+
+/* --- pool sessions: a pod's share split among the pools that give it --- */
+
+static void
+test_sessions(void)
+{
+	static CbAllocApp apps[2];
+	static CbAllocPod pods[3];
+	static CbAllocSession sessions[5];
+	static int32_t order_mem[16];
+	static char work[65536];
+	CbAllocOrder order = {order_mem, order_mem + 2, order_mem + 5};
+
+	memset(apps, 0, sizeof(apps));
+	apps[0] = (CbAllocApp) {.name = "api", .min_connections = 6, .max_connections = CB_UNBOUNDED, .weight = 1};
+	apps[1] = (CbAllocApp) {.name = "web", .min_connections = 0, .max_connections = CB_UNBOUNDED, .weight = 1};
+	pods[0] = (CbAllocPod) {.app = 0, .id = "api-1", .demand = 0};
+	pods[1] = (CbAllocPod) {.app = 0, .id = "api-2", .demand = 0};
+	pods[2] = (CbAllocPod) {.app = 1, .id = "web-1", .demand = 0};
+	/* api-1: two pools, one wanting 3, one unbounded; api-2: one pool;
+	 * web-1: two pools of no bound, given in reverse token order */
+	sessions[0] = (CbAllocSession) {.pod = 0, .token = 0x20, .demand = 3};
+	sessions[1] = (CbAllocSession) {.pod = 0, .token = 0x10, .demand = CB_UNBOUNDED};
+	sessions[2] = (CbAllocSession) {.pod = 1, .token = 0x30, .demand = CB_UNBOUNDED};
+	sessions[3] = (CbAllocSession) {.pod = 2, .token = 0x99, .demand = CB_UNBOUNDED};
+	sessions[4] = (CbAllocSession) {.pod = 2, .token = 0x11, .demand = CB_UNBOUNDED};
+
+	ok(cb_allocation_work_size_sessions(2, 3, 5) <= sizeof(work), "work area fits");
+	cb_allocation_order(apps, 2, pods, 3, sessions, 5, &order, work);
+	is_int(cb_allocate_ordered(41, apps, 2, pods, 3, sessions, 5, &order, work), 41,
+		   "budget 41: all allocated");
+	is_int(pods[0].demand, CB_UNBOUNDED, "a pod's demand is its sessions' (unbounded if one is)");
+	is_int(apps[0].allocation + apps[1].allocation, 41, "both applications share the budget");
+	is_int(sessions[0].share + sessions[1].share, pods[0].share,
+		   "the sessions of api-1 together hold exactly the pod's share (%d)", pods[0].share);
+	is_int(sessions[0].share, 3, "the session that wants 3 gets 3");
+	is_int(sessions[1].share, pods[0].share - 3, "the unbounded one gets the rest of the pod's share");
+	is_int(sessions[2].share, pods[1].share, "a pod's only session gets the whole share");
+	is_int(sessions[0].min_share + sessions[1].min_share, pods[0].min_share,
+		   "the sessions' parts of the minimum add up to the pod's (%d)", pods[0].min_share);
+	ok(sessions[3].share + sessions[4].share == pods[2].share &&
+	   sessions[4].share - sessions[3].share >= 0 && sessions[4].share - sessions[3].share <= 1,
+	   "web-1's two unbounded sessions split its share %d evenly, the lower token first (%d, %d)",
+	   pods[2].share, sessions[4].share, sessions[3].share);
+
+	/* a pod whose sessions all report 2 demands 4 */
+	sessions[0].demand = 2;
+	sessions[1].demand = 2;
+	cb_allocate_ordered(41, apps, 2, pods, 3, sessions, 5, &order, work);
+	is_int(pods[0].demand, 4, "a pod's demand is the sum of its sessions' demands");
+	ok(sessions[0].share <= 2 || sessions[0].share <= sessions[0].min_share,
+	   "a session is held to its demand above its part of the minimum");
+}
+
+/* --- the cached order gives the same result as a fresh one --- */
+
+static void
+test_cached_order(void)
+{
+	static Scenario copy;
+	static int32_t order_mem[MAX_APPS + MAX_PODS + 1];
+	static char *work;
+	int			differ = 0;
+
+	work = malloc(cb_allocation_work_size_sessions(MAX_APPS, MAX_PODS, 0));
+	for (int i = 0; i < 2000; i++)
+	{
+		CbAllocOrder order = {order_mem, order_mem + MAX_APPS, NULL};
+
+		random_scenario(30, 6);
+		cb_allocation_order(sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
+		/* the demands change, the members do not: the order still holds */
+		for (int round = 0; round < 3; round++)
+		{
+			for (int p = 0; p < sc.npods; p++)
+				sc.pods[p].demand = rnd(3) == 0 ? CB_UNBOUNDED : (int) rnd(40);
+			memcpy(&copy, &sc, sizeof(Scenario));
+			cb_allocate_ordered(sc.budget, sc.apps, sc.napps, sc.pods, sc.npods,
+								NULL, 0, &order, work);
+			run_on(&copy);
+			for (int p = 0; p < sc.npods; p++)
+				if (sc.pods[p].share != copy.pods[p].share ||
+					sc.pods[p].min_share != copy.pods[p].min_share)
+					differ++;
+		}
+	}
+	is_int(differ, 0, "with the order kept while only demands change, every share equals a fresh allocation's");
+	free(work);
+}
+
+/* --- fleets: 10,000 and 100,000 pods of 1,000 applications --- */
+
+typedef struct Fleet
+{
+	int			napps;
+	int			npods;
+	CbAllocApp *apps;
+	CbAllocPod *pods;
+	char	  (*names)[16];
+	char	  (*ids)[24];
+	CbAllocOrder order;
+	void	   *work;
+} Fleet;
+
+static int
+fleet_compare_pods(const void *a, const void *b, void *ctx);
+
+static Fleet *fleet_for_sort;
+
+static int
+fleet_pod_order(const void *pa, const void *pb)
+{
+	return fleet_compare_pods(pa, pb, fleet_for_sort);
+}
+
+static int
+fleet_compare_pods(const void *pa, const void *pb, void *ctx)
+{
+	const Fleet *f = ctx;
+	int32_t		a = *(const int32_t *) pa;
+	int32_t		b = *(const int32_t *) pb;
+
+	if (f->pods[a].app != f->pods[b].app)
+		return f->pods[a].app < f->pods[b].app ? -1 : 1;
+	return strcmp(f->pods[a].id, f->pods[b].id);
+}
+
+static void
+fleet_make(Fleet *f, int napps, int npods)
+{
+	f->napps = napps;
+	f->npods = npods;
+	f->apps = calloc(napps, sizeof(CbAllocApp));
+	f->pods = calloc(npods, sizeof(CbAllocPod));
+	f->names = calloc(napps, sizeof(*f->names));
+	f->ids = calloc(npods, sizeof(*f->ids));
+	f->order.app_order = calloc(napps, sizeof(int32_t));
+	f->order.pod_order = calloc(npods, sizeof(int32_t));
+	f->order.session_order = NULL;
+	f->work = malloc(cb_allocation_work_size_sessions(napps, npods, 0));
+	for (int a = 0; a < napps; a++)
+	{
+		snprintf(f->names[a], sizeof(f->names[a]), "svc-%04d", (a * 7919) % napps);
+		f->apps[a].name = f->names[a];
+		f->apps[a].min_connections = a % 50 == 0 ? 2 : 0;
+		f->apps[a].max_connections = a % 7 == 0 ? 30 : CB_UNBOUNDED;
+		f->apps[a].weight = 1 + a % 4;
+	}
+	for (int p = 0; p < npods; p++)
+	{
+		snprintf(f->ids[p], sizeof(f->ids[p]), "pod-%06d", (int) ((p * 104729L) % npods));
+		f->pods[p].app = (int32_t) (rnd((uint32_t) napps));
+		f->pods[p].id = f->ids[p];
+	}
+}
+
+static void
+fleet_demands(Fleet *f)
+{
+	for (int p = 0; p < f->npods; p++)
+		f->pods[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
+}
+
+static void
+fleet_free(Fleet *f)
+{
+	free(f->apps);
+	free(f->pods);
+	free(f->names);
+	free(f->ids);
+	free(f->order.app_order);
+	free(f->order.pod_order);
+	free(f->work);
+}
+
+/*
+ * The invariants of weighted max-min fairness, checked in O(n log n) so
+ * that 100,000 pods take a moment: shares add up to allocations and
+ * allocations to at most the budget; caps, demands and minimums hold; no
+ * unsaturated application could gain from another without that one
+ * having less (relative to weight); within an application, unsaturated
+ * pods differ by at most one unit, the extra units in ascending pod-id
+ * order, and no pod has more than an unsaturated one plus one.
+ */
+static const char *
+fleet_check(Fleet *f, int32_t budget, int64_t allocated)
+{
+	static char why[256];
+	int32_t    *idx = malloc(sizeof(int32_t) * f->npods);
+	int64_t    *sum_share = calloc(f->napps, sizeof(int64_t));
+	int64_t    *sum_min = calloc(f->napps, sizeof(int64_t));
+	int64_t		total = 0;
+	const char *fail = NULL;
+
+	for (int p = 0; p < f->npods; p++)
+	{
+		CbAllocPod *pod = &f->pods[p];
+
+		idx[p] = p;
+		sum_share[pod->app] += pod->share;
+		sum_min[pod->app] += pod->min_share;
+		if (pod->share < pod->min_share)
+			fail = "a pod's share is below its part of the minimum";
+		if (pod->demand >= 0 && pod->share > pod->min_share && pod->share > pod->demand)
+			fail = "a pod's share exceeds its demand";
+	}
+	for (int a = 0; a < f->napps && !fail; a++)
+	{
+		CbAllocApp *app = &f->apps[a];
+
+		total += app->allocation;
+		if (app->max_connections >= 0 && app->allocation > app->max_connections)
+			fail = "an allocation exceeds its cap";
+		else if (app->live_pods > 0 && sum_share[a] != app->allocation)
+		{
+			snprintf(why, sizeof(why), "%s: pods hold %lld of its %d", app->name,
+					 (long long) sum_share[a], app->allocation);
+			fail = why;
+		}
+		else if (app->live_pods > 0 && sum_min[a] != app->guaranteed)
+			fail = "the pods' parts of a minimum do not add up to it";
+	}
+	if (!fail && total != allocated)
+		fail = "the return value is not the sum of allocations";
+	if (!fail && total > budget)
+		fail = "allocations exceed the budget";
+
+	/* weighted max-min among unsaturated applications: O(apps^2) */
+	for (int i = 0; i < f->napps && !fail; i++)
+	{
+		CbAllocApp *ai = &f->apps[i];
+		int64_t		upper = INT64_MAX;
+		int64_t		ei = ai->allocation - ai->guaranteed;
+
+		if (ai->live_pods == 0)
+			continue;
+		if (ai->max_connections >= 0)
+			upper = ai->max_connections;
+		if (ai->demand >= 0 && ai->demand < upper)
+			upper = ai->demand;
+		if (ai->allocation >= upper)
+			continue;
+		if (total < budget)
+			fail = "an unsaturated application was left short while budget remained";
+		for (int j = 0; j < f->napps && !fail; j++)
+		{
+			CbAllocApp *aj = &f->apps[j];
+			int64_t		ej = aj->allocation - aj->guaranteed;
+
+			if (j != i && aj->live_pods > 0 &&
+				(ej - 1) * ai->weight >= (ei + 1) * aj->weight)
+				fail = "applications are not weighted max-min fair";
+		}
+	}
+
+	/* within each application, in pod-id order */
+	fleet_for_sort = f;
+	qsort(idx, f->npods, sizeof(int32_t), fleet_pod_order);
+	for (int first = 0; first < f->npods && !fail;)
+	{
+		int			last = first;
+		int			lowest_unsat = INT32_MAX;
+		int			highest = INT32_MIN;
+		int			seen_base = 0;
+
+		while (last < f->npods && f->pods[idx[last]].app == f->pods[idx[first]].app)
+			last++;
+		for (int k = first; k < last; k++)
+		{
+			CbAllocPod *pod = &f->pods[idx[k]];
+			int			extra = pod->share - pod->min_share;
+
+			if (extra > highest)
+				highest = extra;
+			if ((pod->demand < 0 || pod->share < pod->demand) && extra < lowest_unsat)
+				lowest_unsat = extra;
+		}
+		if (lowest_unsat != INT32_MAX && highest > lowest_unsat + 1)
+			fail = "pods of an application are not max-min fair";
+		/* the pods with one unit more come first in pod-id order */
+		for (int k = first; k < last && !fail && lowest_unsat != INT32_MAX; k++)
+		{
+			CbAllocPod *pod = &f->pods[idx[k]];
+			int			extra = pod->share - pod->min_share;
+			int			unsat = pod->demand < 0 || pod->share < pod->demand;
+
+			if (!unsat || pod->min_share != f->pods[idx[first]].min_share)
+				continue;
+			if (extra == lowest_unsat)
+				seen_base = 1;
+			else if (extra == lowest_unsat + 1 && seen_base)
+				fail = "the units lost to rounding did not go in ascending pod-id order";
+		}
+		first = last;
+	}
+	free(idx);
+	free(sum_share);
+	free(sum_min);
+	return fail;
+}
+
+static double
+elapsed_ms(struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void
+test_fleet(int npods, int32_t budget)
+{
+	Fleet		f;
+	struct timespec t0;
+	double		order_ms,
+				best = 1e9;
+	const char *why = NULL;
+	int64_t		allocated = 0;
+
+	fleet_make(&f, 1000, npods);
+	fleet_demands(&f);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cb_allocation_order(f.apps, f.napps, f.pods, f.npods, NULL, 0, &f.order, f.work);
+	order_ms = elapsed_ms(&t0);
+	for (int round = 0; round < 5 && !why; round++)
+	{
+		double		ms;
+
+		fleet_demands(&f);		/* every pod reports a new demand */
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		allocated = cb_allocate_ordered(budget, f.apps, f.napps, f.pods, f.npods,
+										NULL, 0, &f.order, f.work);
+		ms = elapsed_ms(&t0);
+		if (ms < best)
+			best = ms;
+		why = fleet_check(&f, budget, allocated);
+	}
+	ok(why == NULL, "%d pods of 1,000 applications, 5 rounds of new demands: the invariants hold%s%s",
+	   npods, why ? ": " : "", why ? why : "");
+	ok(allocated <= budget, "%d pods: %lld of the budget of %d allocated", npods,
+	   (long long) allocated, budget);
+	diag("%d pods x 1,000 applications: ordering (when pods join or leave) %.2f ms; "
+		 "allocation with the order kept, best of 5: %.3f ms", npods, order_ms, best);
+	fleet_free(&f);
+}
+
 int
 main(void)
 {
@@ -662,5 +1062,10 @@ main(void)
 	test_join_and_leave();
 	test_random_invariants();
 	test_ten_thousand_pods();
+	test_admission();
+	test_sessions();
+	test_cached_order();
+	test_fleet(10000, 5000);
+	test_fleet(100000, 20000);
 	return done_testing();
 }
