@@ -292,6 +292,7 @@ typedef struct cbpool_stats_t {
     int min_size;           /* connections it keeps */
     int share;              /* the server's share for this pod, -1 unknown */
     int budget;             /* the server's budget, -1 unknown */
+    int demand;             /* reported at the last refresh, -1 before */
     int extension;          /* 1 server has connbudget, 0 not, -1 unknown */
     /* counters since open */
     uint64_t acquired;
@@ -2475,6 +2476,7 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
     out->min_size = pool->floor_size;
     out->share = pool->share;
     out->budget = pool->budget;
+    out->demand = pool->reported ? pool->last_demand : -1;
     out->extension = pool->extension;
     cbpool__unlock(pool);
     {
@@ -2549,6 +2551,8 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     CBPOOL__GAUGE("share", "This pod's share from connbudget.pool_share(), -1 if unknown.",
                   s.share);
     CBPOOL__GAUGE("budget", "The server's connection budget, -1 if unknown.", s.budget);
+    CBPOOL__GAUGE("demand", "Demand reported at the last share refresh, -1 before the first.",
+                  s.demand);
     CBPOOL__COUNTER("acquired_total", "Successful acquires.", s.acquired);
     CBPOOL__COUNTER("acquire_timeouts_total", "Acquires that timed out.", s.acquire_timeouts);
     CBPOOL__COUNTER("acquire_rejected_total", "Acquires refused by max_waiters.",

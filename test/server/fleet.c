@@ -1,0 +1,163 @@
+/*
+ * fleet.c -- 10,000 leased pods on a server with max_connections = 600:
+ * every one is listed, shares follow demand, connects still work, and a
+ * full pod table refuses a new pod with the error that names
+ * connbudget.max_pods instead of counting it as "other".
+ *
+ * The pods are created the way pools create them: a connection with its
+ * own pod id calls pool_share() and goes away, leaving a lease of
+ * pod_ttl (long here, so that they all stay live).
+ *
+ * cluster: max_connections=600 superuser_reserved_connections=3 connbudget.reserved_connections=20 connbudget.pod_ttl=900s connbudget.refresh_interval=100ms connbudget.max_pods=10000
+ */
+#include "../lib/pgtest.h"
+
+#define FLEET 10000
+#define WORKERS 40
+
+static PGconn *admin;
+
+/* Child: lease pods first..last-1 of application "fleet-N" (N = pod / 10). */
+static int
+lease_pods(int first, int last)
+{
+	int			failures = 0;
+
+	for (int i = first; i < last; i++)
+	{
+		char		app[64],
+					opt[128];
+		PGconn	   *conn;
+		PGresult   *res;
+
+		snprintf(app, sizeof(app), "application_name=fleet-%04d", i / 10);
+		snprintf(opt, sizeof(opt), "options=-c connbudget.pod=pod-%05d", i);
+		conn = pg_connect(app, opt, "user=fleetuser");
+		if (conn == NULL)
+		{
+			failures++;
+			continue;
+		}
+		res = PQexec(conn, "SELECT max_size FROM connbudget.pool_share(2)");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			failures++;
+		PQclear(res);
+		PQfinish(conn);
+	}
+	return failures;
+}
+
+static void
+test_ten_thousand_pods(void)
+{
+	pid_t		pids[WORKERS];
+	int			failures = 0;
+	double		t0 = now_seconds();
+
+	fflush(stdout);
+	for (int w = 0; w < WORKERS; w++)
+	{
+		pids[w] = fork();
+		if (pids[w] < 0)
+			bail_out("fork: %s", strerror(errno));
+		if (pids[w] == 0)
+			_exit(lease_pods(w * FLEET / WORKERS, (w + 1) * FLEET / WORKERS) > 0 ? 1 : 0);
+	}
+	for (int w = 0; w < WORKERS; w++)
+	{
+		int			status;
+
+		waitpid(pids[w], &status, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			failures++;
+	}
+	diag("%d pods leased by %d processes in %.1f s", FLEET, WORKERS, now_seconds() - t0);
+	is_int(failures, 0, "every pod connected and called pool_share()");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods"), FLEET,
+		   "all %d leased pods are listed in connbudget.pods (max_connections is 600)", FLEET);
+	is_int(pg_long(admin, "SELECT pods FROM connbudget.budget"), FLEET,
+		   "connbudget.budget counts them");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.applications WHERE pods = 10"), FLEET / 10,
+		   "each of the %d applications has its 10 pods", FLEET / 10);
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE demand = 2 AND lease_expires > now()"),
+		   FLEET, "each pod's reported demand and lease are kept");
+	ok(pg_long(admin, "SELECT sum(share) FROM connbudget.pods") <=
+	   pg_long(admin, "SELECT budget FROM connbudget.budget"),
+	   "their shares add up to no more than the budget (%ld of %ld)",
+	   pg_long(admin, "SELECT sum(share) FROM connbudget.pods"),
+	   pg_long(admin, "SELECT budget FROM connbudget.budget"));
+}
+
+static void
+test_connects_and_shares_in_a_fleet(void)
+{
+	PGconn	   *a;
+
+	/* 577 connections among 10,000 pods: most get 0; one application
+	 * weighs so much that its pods get what they ask for */
+	pg_exec(admin, "INSERT INTO connbudget.application_limits (application_name, weight) "
+			"VALUES ('fleet-0000', 1000)");
+	a = pg_connect_or_bail("application_name=fleet-0000",
+						   "options=-c connbudget.pod=pod-00000", "user=fleetuser");
+	is_int(pg_wait_for(a, "SELECT max_size FROM connbudget.pool_share(2)", 2, 5000), 2,
+		   "a pod of the heavy application connects again and gets the 2 it asks for");
+	pg_long(a, "SELECT max_size FROM connbudget.pool_share(3)");
+	is_int(pg_wait_for(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'pod-00000'", 3, 5000),
+		   3, "its new demand is recorded among 10,000 pods");
+	is_int(pg_wait_for(a, "SELECT max_size FROM connbudget.pool_share(3)", 3, 5000), 3,
+		   "and its share follows its demand within a publish period");
+	PQfinish(a);
+}
+
+static void
+test_full_table(void)
+{
+	char		st[6],
+				msg[2048];
+	PGconn	   *conn;
+	PGconn	   *super;
+
+	/* the table holds 10,000 live pods: one more is refused, by name */
+	conn = pg_connect_ex(st, msg, sizeof(msg), "application_name=fleet-new",
+						 "options=-c connbudget.pod=pod-new", "user=fleetuser",
+						 (const char *) NULL);
+	ok(conn == NULL, "a new pod with the pod table full is refused");
+	is_str(st, "53400", "with SQLSTATE 53400 (configuration_limit_exceeded)");
+	ok(strstr(msg, "all 10000 pod slots are taken") != NULL &&
+	   strstr(msg, "connbudget.max_pods") != NULL,
+	   "the message names the capacity and the setting: %.200s", msg);
+	is_int(pg_long(admin, "SELECT other FROM connbudget.budget"), 1,
+		   "and it was not counted as an \"other\" connection");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-new'"), 0,
+		   "nor listed as a pod");
+
+	/* existing pods still connect */
+	conn = pg_connect("application_name=fleet-0001", "options=-c connbudget.pod=pod-00010",
+					  "user=fleetuser");
+	ok(conn != NULL, "a pod that is already live still connects");
+	PQfinish(conn);
+
+	/* superusers are never refused: let in, counted as other */
+	super = pg_connect("application_name=fleet-new", "options=-c connbudget.pod=pod-super");
+	ok(super != NULL, "a superuser with a new pod is let in even so");
+	is_int(pg_long(admin, "SELECT other FROM connbudget.budget"), 2,
+		   "and counted as an \"other\" connection");
+	PQfinish(super);
+	ok(server_log_contains(0, "connbudget cannot register pod \"pod-new\""),
+	   "the server log has the refusal");
+}
+
+int
+main(void)
+{
+	admin = pg_connect_or_bail("application_name=admin");
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+	pg_exec(admin, "CREATE ROLE fleetuser LOGIN");
+
+	test_ten_thousand_pods();
+	test_connects_and_shares_in_a_fleet();
+	test_full_table();
+
+	PQfinish(admin);
+	return done_testing();
+}
