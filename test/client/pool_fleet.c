@@ -506,16 +506,11 @@ main(void)
 	pg_exec(admin, "CREATE EXTENSION connbudget");
 	pg_exec(admin, "CREATE ROLE fleet LOGIN");
 
-	if (getenv("ONLY_CROWD"))
-		test_hundred_pools();
-	else
-	{
 	test_two_pools_one_pod();
 	test_steady_demand();
 	test_refresh_spread();
 	test_more_pods_than_budget();
 	test_hundred_pools();
-	}
 
 	PQfinish(admin);
 	return done_testing();
