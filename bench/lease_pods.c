@@ -3,10 +3,11 @@
  * own pod id calls connbudget.pool_share() and goes away, which leaves the
  * pod live for connbudget.pod_ttl.
  *
- *   lease_pods N APPS [WORKERS]
+ *   lease_pods N PODS_PER_APP [WORKERS [FIRST]]
  *
- * Pods "pod-00000" ... of applications "fleet-0000" ... (N / APPS pods
- * each), leased by WORKERS processes at once (default 32).  Prints the
+ * Pods "pod-<FIRST>" ... "pod-<FIRST + N - 1>" of applications
+ * "fleet-<pod / PODS_PER_APP>", leased by WORKERS processes at once
+ * (default 32).  Prints the
  * seconds it took.  Used by bench/run to build a fleet of 10,000 pods.
  */
 #include <stdio.h>
@@ -58,9 +59,9 @@ int
 main(int argc, char **argv)
 {
 	int			n = argc > 1 ? atoi(argv[1]) : 10000;
-	int			apps = argc > 2 ? atoi(argv[2]) : 1000;
+	int			per_app = argc > 2 && atoi(argv[2]) > 0 ? atoi(argv[2]) : 10;
 	int			workers = argc > 3 ? atoi(argv[3]) : 32;
-	int			per_app = n / apps > 0 ? n / apps : 1;
+	int			first = argc > 4 ? atoi(argv[4]) : 0;
 	int			failed = 0;
 	struct timespec t0,
 				t1;
@@ -68,8 +69,8 @@ main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int w = 0; w < workers; w++)
 		if (fork() == 0)
-			_exit(lease_range((int) ((long) w * n / workers),
-							  (int) ((long) (w + 1) * n / workers), per_app) ? 1 : 0);
+			_exit(lease_range(first + (int) ((long) w * n / workers),
+							  first + (int) ((long) (w + 1) * n / workers), per_app) ? 1 : 0);
 	for (int w = 0; w < workers; w++)
 	{
 		int			status;
