@@ -19,8 +19,11 @@ OBJS = \
 	extension/shmem.o \
 	extension/worker.o
 
+# sql/connbudget.sql is the current version's install script; released
+# install scripts of older versions and the upgrade scripts are kept as
+# they were released.
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSION)--*.sql))
 
 # pg_regress runs in the database connbudget.database names (postgres by
 # default) of a throwaway cluster started by test/run, which preloads the

@@ -125,7 +125,7 @@ main(int argc, char **argv)
 		t0 = now_ms();
 		cb_allocation_order(apps, napps, pods, npods, sessions, npods, &order, work);
 		t1 = now_ms();
-		sink += cb_allocate_ordered(budget, apps, napps, pods, npods, sessions, npods,
+		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
 		t2 = now_ms();
 		sorted[r] = t2 - t0;
@@ -133,7 +133,7 @@ main(int argc, char **argv)
 		for (int p = 0; p < npods; p++)
 			sessions[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
 		t0 = now_ms();
-		sink += cb_allocate_ordered(budget, apps, napps, pods, npods, sessions, npods,
+		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
 		kept[r] = now_ms() - t0;
 		(void) t1;

@@ -399,19 +399,11 @@ cb_alloc_minimums(int32_t budget, CbAllocApp *apps, int napps,
 		apps[order->app_order[r]].guaranteed = (int32_t) w->items[r].given;
 }
 
-/*
- * Step 2: the rest of the budget among applications with live pods,
- * bounded by cap and demand.  Returns what was allocated in all.
- */
-static int64_t
-cb_alloc_applications(int32_t budget, CbAllocApp *apps, int napps,
-					  const CbAllocOrder *order, CbWork *w)
+/* The claimants of step 2: what each application may still receive. */
+static void
+cb_application_items(int64_t remaining, CbAllocApp *apps, int napps,
+					 const CbAllocOrder *order, CbWork *w)
 {
-	int64_t		remaining = budget;
-	int64_t		allocated = 0;
-
-	for (int a = 0; a < napps; a++)
-		remaining -= apps[a].guaranteed;
 	for (int r = 0; r < napps; r++)
 	{
 		CbAllocApp *app = &apps[order->app_order[r]];
@@ -426,7 +418,67 @@ cb_alloc_applications(int32_t budget, CbAllocApp *apps, int napps,
 			? (uint64_t) (upper - app->guaranteed) : 0;
 		w->items[r].rank = r;
 	}
+}
+
+/*
+ * Step 2: the rest of the budget among applications with live pods,
+ * bounded by cap and demand, and the pooled ones by pooled_cap together.
+ * Returns what was allocated in all.
+ */
+static int64_t
+cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
+					  int napps, const CbAllocOrder *order, CbWork *w)
+{
+	int64_t		remaining = budget;
+	int64_t		allocated = 0;
+	uint64_t	pooled_given = 0;
+
+	for (int a = 0; a < napps; a++)
+		remaining -= apps[a].guaranteed;
+	cb_application_items(remaining, apps, napps, order, w);
 	cb_waterfill((uint64_t) remaining, w->items, napps, w->ptrs);
+
+	/*
+	 * The pooled applications beyond their cap together: they saturate as a
+	 * group, sharing the cap among themselves by the same rule, and the
+	 * others share what is left.
+	 */
+	if (pooled_cap >= 0)
+	{
+		uint64_t	pooled_guaranteed = 0;
+
+		for (int r = 0; r < napps; r++)
+			if (apps[order->app_order[r]].pooled)
+			{
+				pooled_given += w->items[r].given;
+				pooled_guaranteed += (uint64_t) apps[order->app_order[r]].guaranteed;
+			}
+		if (pooled_given + pooled_guaranteed > (uint64_t) pooled_cap)
+		{
+			uint64_t	cap = (uint64_t) pooled_cap > pooled_guaranteed
+				? (uint64_t) pooled_cap - pooled_guaranteed : 0;
+			uint64_t	used;
+
+			/* the pooled ones share their cap... */
+			cb_application_items(remaining, apps, napps, order, w);
+			for (int r = 0; r < napps; r++)
+				if (!apps[order->app_order[r]].pooled)
+					w->items[r].headroom = 0;
+			used = cap - cb_waterfill(cap, w->items, napps, w->ptrs);
+			for (int r = 0; r < napps; r++)
+				w->rank[r] = (int32_t) w->items[r].given;
+
+			/* ...and the others what is left */
+			cb_application_items(remaining, apps, napps, order, w);
+			for (int r = 0; r < napps; r++)
+				if (apps[order->app_order[r]].pooled)
+					w->items[r].headroom = 0;
+			cb_waterfill((uint64_t) remaining - used, w->items, napps, w->ptrs);
+			for (int r = 0; r < napps; r++)
+				if (apps[order->app_order[r]].pooled)
+					w->items[r].given = (uint64_t) w->rank[r];
+		}
+	}
 	for (int r = 0; r < napps; r++)
 	{
 		CbAllocApp *app = &apps[order->app_order[r]];
@@ -528,7 +580,7 @@ cb_alloc_sessions(const CbAllocPod *pods, CbAllocSession *sessions,
 }
 
 int64_t
-cb_allocate_ordered(int32_t budget, CbAllocApp *apps, int napps,
+cb_allocate_ordered(int32_t budget, int32_t pooled_cap, CbAllocApp *apps, int napps,
 					CbAllocPod *pods, int npods,
 					CbAllocSession *sessions, int nsessions,
 					const CbAllocOrder *order, void *work)
@@ -580,7 +632,7 @@ cb_allocate_ordered(int32_t budget, CbAllocApp *apps, int napps,
 	}
 
 	cb_alloc_minimums(budget, apps, napps, order, &w);
-	allocated = cb_alloc_applications(budget, apps, napps, order, &w);
+	allocated = cb_alloc_applications(budget, pooled_cap, apps, napps, order, &w);
 	cb_alloc_pods(apps, pods, npods, order, &w);
 	cb_alloc_sessions(pods, sessions, nsessions, order, &w);
 	return allocated;
@@ -598,8 +650,8 @@ cb_allocate(int32_t budget, CbAllocApp *apps, int napps,
 	order.pod_order = w.order + napps;
 	order.session_order = NULL;
 	cb_order_with(apps, napps, pods, npods, NULL, 0, &order, &w);
-	return cb_allocate_ordered(budget, apps, napps, pods, npods, NULL, 0,
-							   &order, work);
+	return cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods,
+							   NULL, 0, &order, work);
 }
 
 /* ---------------------------------------------------------------------
@@ -617,6 +669,8 @@ cb_admission_verdict(const CbAdmissionCounts *c)
 {
 	if (c->cap >= 0 && c->connections > c->cap)
 		return CB_OVER_CAP;
+	if (c->pooled && c->pooled_cap >= 0 && c->pooled_connections > c->pooled_cap)
+		return CB_OVER_POOLED_CAP;
 	if (c->governed > c->budget)
 		return CB_OVER_BUDGET;
 	if (c->connections > c->min_connections && c->committed > c->budget)

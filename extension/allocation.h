@@ -25,7 +25,11 @@
  * 2. Applications.  The rest is shared among applications that have live
  *	  pods by weighted max-min fairness (water-filling); an application's
  *	  allocation is bounded by its cap and by its demand (the sum of its
- *	  pods' demands, or unbounded if any pod's demand is unbounded).
+ *	  pods' demands, or unbounded if any pod's demand is unbounded).  The
+ *	  applications marked "pooled" (those without a row in
+ *	  application_limits) are also bounded together, by pooled_cap: if they
+ *	  would take more, they share pooled_cap among themselves and the
+ *	  others share the rest.
  * 3. Pods.  An application's allocation is shared among its live pods the
  *	  same way, with equal weights and each pod bounded by its demand; each
  *	  pod first receives its part of the application's guaranteed minimum.
@@ -63,6 +67,7 @@ typedef struct CbAllocApp
 	int32_t		min_connections;	/* >= 0 */
 	int32_t		max_connections;	/* cap, or CB_UNBOUNDED */
 	int32_t		weight;			/* >= 1 */
+	int32_t		pooled;			/* 1: bounded with the others by pooled_cap */
 
 	/* outputs */
 	int32_t		allocation;		/* connections allocated to the app */
@@ -132,13 +137,14 @@ extern void cb_allocation_order(const CbAllocApp *apps, int napps,
  * the number of connections allocated to applications (never more than
  * budget).
  */
-extern int64_t cb_allocate_ordered(int32_t budget,
+extern int64_t cb_allocate_ordered(int32_t budget, int32_t pooled_cap,
 								   CbAllocApp *apps, int napps,
 								   CbAllocPod *pods, int npods,
 								   CbAllocSession *sessions, int nsessions,
 								   const CbAllocOrder *order, void *work);
 
-/* Steps 0 to 3 for apps and pods in any order, without sessions. */
+/* Steps 0 to 3 for apps and pods in any order, without sessions or a
+ * pooled cap. */
 extern int64_t cb_allocate(int32_t budget,
 						   CbAllocApp *apps, int napps,
 						   CbAllocPod *pods, int npods,
@@ -151,6 +157,8 @@ typedef enum CbVerdict
 {
 	CB_ADMIT,
 	CB_OVER_CAP,				/* the application holds its cap */
+	CB_OVER_POOLED_CAP,			/* applications without a row together
+								 * hold their cap */
 	CB_OVER_BUDGET,				/* governed connections fill the budget */
 	CB_OVER_MINIMUMS			/* would eat another app's unused minimum */
 } CbVerdict;
@@ -167,6 +175,9 @@ typedef struct CbAdmissionCounts
 	int32_t		governed;		/* governed connections of all apps */
 	int32_t		budget;			/* the effective budget */
 	int32_t		committed;		/* sum over apps of max(connections, min) */
+	int32_t		pooled;			/* 1: the app is one of the pooled ones */
+	int32_t		pooled_connections; /* governed connections of all of them */
+	int32_t		pooled_cap;		/* their cap together, or CB_UNBOUNDED */
 } CbAdmissionCounts;
 
 extern CbVerdict cb_admission_verdict(const CbAdmissionCounts *counts);

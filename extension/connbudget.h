@@ -49,6 +49,8 @@
 #define CB_MAX_CONFIGURED_APPS 1000
 /* How long a connection waits for the worker to load limits at startup. */
 #define CB_LIMITS_WAIT_MS	10000
+/* Roles an application may be bound to (application_limits.roles). */
+#define CB_MAX_APP_ROLES	16
 /* connbudget.max_pods: default and bounds. */
 #define CB_DEFAULT_MAX_PODS 10000
 #define CB_MAX_MAX_PODS		1000000
@@ -64,12 +66,24 @@ typedef enum CbEnforce
 	CB_ENFORCE_ON
 } CbEnforce;
 
+/* connbudget.unconfigured_applications: applications without a row. */
+typedef enum CbUnconfigured
+{
+	CB_UNCONFIGURED_GOVERN,		/* governed with default limits (and together
+								 * within unconfigured_max_connections) */
+	CB_UNCONFIGURED_REFUSE,		/* a connection that gives a pod is refused */
+	CB_UNCONFIGURED_OTHER		/* not governed: "other", pod or not */
+} CbUnconfigured;
+
 extern int	cb_reserved_connections;
 extern int	cb_enforce;
 extern char *cb_database;
 extern int	cb_pod_ttl_ms;
 extern int	cb_refresh_interval_ms;
 extern int	cb_max_pods;
+extern int	cb_max_pods_per_role;
+extern int	cb_unconfigured_applications;
+extern int	cb_unconfigured_max_connections;
 extern char *cb_pod;
 extern char *cb_pool_session;
 
@@ -100,6 +114,7 @@ typedef struct CbIdentity
 	bool		explicit_pod;	/* pod came from connbudget.pod */
 	uint64		session_token;	/* hash of connbudget.pool_session, 0 none */
 	char		client_addr[CB_ADDR_LEN];	/* "" for a Unix socket */
+	char		user_name[CB_NAME_LEN]; /* the authenticated role */
 } CbIdentity;
 
 /* One row of connbudget.application_limits. */
@@ -109,14 +124,28 @@ typedef struct CbLimit
 	int32		min_connections;
 	int32		max_connections;	/* CB_UNBOUNDED = no cap */
 	int32		weight;
+	int			nroles;			/* -1: any role may claim it (NULL) */
+	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
 } CbLimit;
+
+/* What the connect hook checks before it counts a connection. */
+typedef struct CbClaim
+{
+	bool		configured;		/* the application has a row */
+	int			nroles;			/* -1: any role */
+	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
+	int			unconfigured;	/* CbUnconfigured in force */
+} CbClaim;
 
 /* Where a new connection would be counted, if anywhere. */
 typedef enum CbRoom
 {
 	CB_ROOM,					/* counted */
-	CB_NO_ROOM					/* a governed connection found every slot of
+	CB_NO_ROOM,					/* a governed connection found every slot of
 								 * the pod (or session) table taken */
+	CB_NOT_OWNER,				/* its pod belongs to another role: not counted */
+	CB_ROLE_FULL				/* its role holds max_pods_per_role pods: not
+								 * counted */
 } CbRoom;
 
 /* The connect hook's verdict on a new connection, and the numbers. */
@@ -126,6 +155,9 @@ typedef struct CbAdmission
 	CbRoom		room;
 	CbAdmissionCounts counts;	/* each counting this connection */
 	int32		capacity;		/* connbudget.max_pods, for CB_NO_ROOM */
+	char		pod_owner[CB_NAME_LEN]; /* for CB_NOT_OWNER */
+	int32		role_pods;		/* for CB_ROLE_FULL: pods the role holds */
+	int32		role_limit;		/* and connbudget.max_pods_per_role */
 } CbAdmission;
 
 /* Result of pool_share(). */
@@ -176,6 +208,7 @@ typedef struct CbPodRow
 	int32		share;
 	int32		demand;			/* CB_UNBOUNDED = NULL */
 	char		client_addr[CB_ADDR_LEN];
+	char		owner[CB_NAME_LEN]; /* the role it belongs to */
 	TimestampTz first_seen;
 	TimestampTz last_seen;
 	TimestampTz lease_expires;	/* 0 = never called pool_share() */
@@ -195,8 +228,10 @@ extern int32 cb_configured_budget(void);
 
 /* ---- registry.c ---- */
 
+extern void cb_application_claim(const char *application_name, CbClaim *claim);
+extern void cb_claim_refused(const char *application_name);
 extern void cb_backend_attach(const CbIdentity *identity, bool enforce,
-							  CbAdmission *admission);
+							  bool exempt, CbAdmission *admission);
 extern void cb_backend_refused(bool keep);
 extern void cb_backend_detach(void);
 

@@ -13,10 +13,19 @@
  *
  * Order matters and follows the technique that makes admission exact:
  * register the exit callback first, then count the connection, then check
- * the counts (state.c does the last two under one exclusive lock).  A
+ * the counts (registry.c does the last two under one exclusive lock).  A
  * connection that is refused, or that fails for any later reason, is
  * uncounted by the exit callback; no two connections can take the same
  * last slot.
+ *
+ * Before it is counted, a connection must be allowed to claim its
+ * application at all: an application bound to roles
+ * (application_limits.roles) takes only those roles and their members, so
+ * that a login that may not claim it cannot take even a moment of its
+ * budget.  A role listed by name costs a string compare; only a role that
+ * is not listed is looked up in the catalog, for membership.  Inside the
+ * count, a live pod belongs to the role that registered it, and a role
+ * holds at most connbudget.max_pods_per_role pods.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -36,7 +45,10 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "replication/walsender.h"
+#include "lib/stringinfo.h"
 #include "storage/ipc.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
@@ -200,6 +212,9 @@ cb_identify(Port *port, CbIdentity *id)
 			id->session_token = 1;	/* 0 is the pod's anonymous session */
 	}
 
+	if (port->user_name != NULL)
+		strlcpy(id->user_name, port->user_name, CB_NAME_LEN);
+
 	if (pod != NULL && pod[0] != '\0')
 	{
 		cb_check_id("connbudget.pod", pod);
@@ -233,6 +248,90 @@ static void
 cb_on_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	cb_backend_detach();
+}
+
+/*
+ * May this role claim the application?  Listed by name: yes, without the
+ * catalog.  Otherwise a member of a listed role (looked up now; a listed
+ * role that does not exist yet matches nobody).
+ */
+static bool
+cb_role_may_claim(const char *user_name, const CbClaim *claim)
+{
+	Oid			user;
+
+	for (int i = 0; i < claim->nroles; i++)
+		if (strcmp(claim->roles[i], user_name) == 0)
+			return true;
+	user = get_role_oid(user_name, true);
+	if (!OidIsValid(user))
+		return false;
+	for (int i = 0; i < claim->nroles; i++)
+	{
+		Oid			role = get_role_oid(claim->roles[i], true);
+
+		if (OidIsValid(role) && is_member_of_role_nosuper(user, role))
+			return true;
+	}
+	return false;
+}
+
+/* The roles an application is bound to, as a reader would quote them. */
+static char *
+cb_role_list(const CbClaim *claim)
+{
+	StringInfoData list;
+
+	initStringInfo(&list);
+	for (int i = 0; i < claim->nroles; i++)
+		appendStringInfo(&list, "%s%s", i > 0 ? ", " : "",
+						 quote_identifier(claim->roles[i]));
+	return list.data;
+}
+
+static void
+cb_report_claim(int elevel, const CbIdentity *id, const CbClaim *claim)
+{
+	ereport(elevel,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not connect as application \"%s\"",
+					id->user_name, id->application_name),
+			 errdetail("connbudget.application_limits allows application \"%s\" only to the roles %s and their members.",
+					   id->application_name, cb_role_list(claim)),
+			 errhint("Connect as one of those roles, or add this role to the application's roles in connbudget.application_limits.")));
+}
+
+static void
+cb_report_unconfigured(int elevel, const CbIdentity *id)
+{
+	ereport(elevel,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("application \"%s\" has no row in connbudget.application_limits",
+					id->application_name),
+			 errdetail("connbudget.unconfigured_applications is \"refuse\": only configured applications may give a connbudget.pod."),
+			 errhint("Add the application to connbudget.application_limits, or connect without connbudget.pod.")));
+}
+
+/* A pod that is not this role's, or one pod too many for the role. */
+static void
+cb_report_pod(int elevel, const CbIdentity *id, const CbAdmission *admission)
+{
+	if (admission->room == CB_NOT_OWNER)
+		ereport(elevel,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("pod \"%s\" of application \"%s\" belongs to role \"%s\"",
+						id->pod, id->application_name, admission->pod_owner),
+				 errdetail("A live pod belongs to the role that registered it; role \"%s\" cannot connect to it or report for it.",
+						   id->user_name),
+				 errhint("Give this connection a pod id of its own with connbudget.pod.")));
+	else
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" already holds %d live pods", id->user_name,
+						admission->role_pods),
+				 errdetail("connbudget.max_pods_per_role is %d; pod \"%s\" of application \"%s\" would be one more.",
+						   admission->role_limit, id->pod, id->application_name),
+				 errhint("End pods this role no longer needs, or raise connbudget.max_pods_per_role.")));
 }
 
 /*
@@ -270,6 +369,15 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 							   id->application_name, a->connections - 1,
 							   a->cap, id->pod),
 					 errhint("Shrink the pools of this application, or raise its max_connections in connbudget.application_limits.")));
+			break;
+		case CB_OVER_POOLED_CAP:
+			ereport(elevel,
+					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
+					 errmsg("too many connections for applications without limits: application \"%s\" cannot open another connection",
+							id->application_name),
+					 errdetail("Applications without a row in connbudget.application_limits hold %d connections together and their limit is %d (connbudget.unconfigured_max_connections); pod \"%s\".",
+							   a->pooled_connections - 1, a->pooled_cap, id->pod),
+					 errhint("Add the application to connbudget.application_limits, or raise connbudget.unconfigured_max_connections.")));
 			break;
 		case CB_OVER_BUDGET:
 			ereport(elevel,
@@ -319,7 +427,36 @@ cb_client_auth(Port *port, int status)
 						id.application_name)));
 
 	before_shmem_exit(cb_on_exit, (Datum) 0);
-	cb_backend_attach(&id, enforce != CB_ENFORCE_OFF, &admission);
+
+	/* may this role claim the application at all?  Checked before counting */
+	if (enforce != CB_ENFORCE_OFF)
+	{
+		CbClaim		claim;
+		int			elevel = enforce == CB_ENFORCE_ON ? FATAL : WARNING;
+
+		cb_application_claim(id.application_name, &claim);
+		if (claim.configured && claim.nroles >= 0 &&
+			!cb_role_may_claim(id.user_name, &claim) &&
+			!cb_is_superuser(port->user_name))
+		{
+			cb_claim_refused(id.application_name);
+			cb_report_claim(elevel, &id, &claim);
+		}
+		else if (!claim.configured && id.explicit_pod &&
+				 claim.unconfigured == CB_UNCONFIGURED_REFUSE &&
+				 !cb_is_superuser(port->user_name))
+			cb_report_unconfigured(elevel, &id);
+	}
+
+	cb_backend_attach(&id, enforce != CB_ENFORCE_OFF, enforce == CB_ENFORCE_OFF,
+					  &admission);
+	if (admission.room == CB_NOT_OWNER || admission.room == CB_ROLE_FULL)
+	{
+		/* superusers, and everybody under warn, get in after all */
+		if (!cb_is_superuser(port->user_name))
+			cb_report_pod(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id, &admission);
+		cb_backend_attach(&id, true, true, &admission);
+	}
 	if (admission.room == CB_NO_ROOM)
 	{
 		/* never silently "other": refused, or let in with a warning */

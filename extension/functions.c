@@ -18,8 +18,11 @@
 #include <sys/socket.h>
 
 #include "access/htup_details.h"
+#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
 #include "utils/timestamp.h"
@@ -160,6 +163,23 @@ cb_inet_datum(const char *addr, bool *isnull)
 	return DirectFunctionCall1(inet_in, CStringGetDatum(host));
 }
 
+/*
+ * Where a pod connects from is shown as pg_stat_activity shows a backend's
+ * client_addr: to the pod's own role (and roles with its privileges), to
+ * members of pg_read_all_stats and to superusers.
+ */
+static bool
+cb_may_see_pod(const char *owner)
+{
+	Oid			viewer = GetUserId();
+	Oid			role;
+
+	if (superuser() || has_privs_of_role(viewer, ROLE_PG_READ_ALL_STATS))
+		return true;
+	role = get_role_oid(owner, true);
+	return OidIsValid(role) && has_privs_of_role(viewer, role);
+}
+
 Datum
 connbudget_read_pods(PG_FUNCTION_ARGS)
 {
@@ -182,7 +202,10 @@ connbudget_read_pods(PG_FUNCTION_ARGS)
 		values[3] = Int32GetDatum(row->share);
 		values[4] = Int32GetDatum(row->demand);
 		nulls[4] = row->demand == CB_UNBOUNDED;
-		values[5] = cb_inet_datum(row->client_addr, &nulls[5]);
+		if (cb_may_see_pod(row->owner))
+			values[5] = cb_inet_datum(row->client_addr, &nulls[5]);
+		else
+			nulls[5] = true;
 		values[6] = TimestampTzGetDatum(row->first_seen);
 		values[7] = TimestampTzGetDatum(row->last_seen);
 		values[8] = TimestampTzGetDatum(row->lease_expires);

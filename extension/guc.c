@@ -27,6 +27,9 @@ char	   *cb_database = NULL;
 int			cb_pod_ttl_ms = 3000;
 int			cb_refresh_interval_ms = 1000;
 int			cb_max_pods = CB_DEFAULT_MAX_PODS;
+int			cb_max_pods_per_role = 1000;
+int			cb_unconfigured_applications = CB_UNCONFIGURED_GOVERN;
+int			cb_unconfigured_max_connections = -1;
 char	   *cb_pod = NULL;
 char	   *cb_pool_session = NULL;
 
@@ -38,6 +41,13 @@ static const struct config_enum_entry cb_enforce_options[] = {
 	{"true", CB_ENFORCE_ON, true},
 	{"no", CB_ENFORCE_OFF, true},
 	{"yes", CB_ENFORCE_ON, true},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry cb_unconfigured_options[] = {
+	{"govern", CB_UNCONFIGURED_GOVERN, false},
+	{"refuse", CB_UNCONFIGURED_REFUSE, false},
+	{"other", CB_UNCONFIGURED_OTHER, false},
 	{NULL, 0, false}
 };
 
@@ -148,6 +158,33 @@ cb_define_gucs(void)
 							&cb_max_pods,
 							CB_DEFAULT_MAX_PODS, 16, CB_MAX_MAX_PODS,
 							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("connbudget.max_pods_per_role",
+							"Most live pods one role may hold.",
+							"A connection that would register one more pod of the role is refused, so that no "
+							"login can fill the pod table. Superusers are not bound by it.",
+							&cb_max_pods_per_role,
+							1000, 1, CB_MAX_MAX_PODS,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("connbudget.unconfigured_applications",
+							 "What connections of applications without a row in connbudget.application_limits are.",
+							 "govern counts those that give a pod against default limits, and all such applications "
+							 "together within connbudget.unconfigured_max_connections; refuse refuses those that "
+							 "give a pod; other counts them all as \"other\" connections.",
+							 &cb_unconfigured_applications,
+							 CB_UNCONFIGURED_GOVERN, cb_unconfigured_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("connbudget.unconfigured_max_connections",
+							"Most connections all applications without a row in connbudget.application_limits may hold together.",
+							"Their allocations together are bounded the same way. -1 means no limit beyond the budget.",
+							&cb_unconfigured_max_connections,
+							-1, -1, MAX_BACKENDS,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("connbudget.pod",

@@ -51,6 +51,8 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -84,8 +86,9 @@ cb_lock_limits(void)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
+/* The column's number, or 0 if the table has no such column. */
 static int
-cb_attnum(TupleDesc desc, const char *name)
+cb_attnum_if_any(TupleDesc desc, const char *name)
 {
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -94,6 +97,16 @@ cb_attnum(TupleDesc desc, const char *name)
 		if (!attr->attisdropped && strcmp(NameStr(attr->attname), name) == 0)
 			return i + 1;
 	}
+	return 0;
+}
+
+static int
+cb_attnum(TupleDesc desc, const char *name)
+{
+	int			attnum = cb_attnum_if_any(desc, name);
+
+	if (attnum > 0)
+		return attnum;
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_COLUMN),
 			 errmsg("connbudget.application_limits has no column \"%s\"", name),
@@ -120,7 +133,8 @@ cb_read_limits(CbLimit **limits_out)
 	int			att_name,
 				att_min,
 				att_max,
-				att_weight;
+				att_weight,
+				att_roles;
 	int			n = 0;
 	int			size = 16;
 	CbLimit    *limits;
@@ -139,6 +153,8 @@ cb_read_limits(CbLimit **limits_out)
 	att_min = cb_attnum(desc, "min_connections");
 	att_max = cb_attnum(desc, "max_connections");
 	att_weight = cb_attnum(desc, "weight");
+	/* version 1.0 of the extension has no roles: any role */
+	att_roles = cb_attnum_if_any(desc, "roles");
 
 	limits = palloc(sizeof(CbLimit) * size);
 
@@ -179,6 +195,27 @@ cb_read_limits(CbLimit **limits_out)
 		limit->max_connections = isnull ? CB_UNBOUNDED : DatumGetInt32(value);
 		value = slot_getattr(slot, att_weight, &isnull);
 		limit->weight = isnull ? 1 : DatumGetInt32(value);
+		limit->nroles = -1;
+		if (att_roles > 0)
+		{
+			value = slot_getattr(slot, att_roles, &isnull);
+			if (!isnull)
+			{
+				ArrayType  *array = DatumGetArrayTypeP(value);
+				Datum	   *elems;
+				bool	   *elem_nulls;
+				int			nelems;
+
+				deconstruct_array(array, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
+								  &elems, &elem_nulls, &nelems);
+				/* the check constraints keep nulls out and the count in bounds */
+				limit->nroles = 0;
+				for (int k = 0; k < nelems && limit->nroles < CB_MAX_APP_ROLES; k++)
+					if (!elem_nulls[k])
+						strlcpy(limit->roles[limit->nroles++],
+								NameStr(*DatumGetName(elems[k])), CB_NAME_LEN);
+			}
+		}
 		n++;
 	}
 	ExecDropSingleTupleTableSlot(slot);

@@ -84,6 +84,46 @@ cb_wait_for_limits(long timeout_ms)
  * ---------------------------------------------------------------------
  */
 
+/* Does the application slot hold these roles (nroles -1: any role)? */
+static bool
+cb_roles_equal_locked(const CbApp *app, const CbLimit *limit)
+{
+	const CbRoleList *list;
+
+	if (app->role_list < 0 || limit->nroles < 0)
+		return app->role_list < 0 && limit->nroles < 0;
+	list = &cb_role_lists[app->role_list];
+	if (list->nroles != limit->nroles)
+		return false;
+	for (int i = 0; i < limit->nroles; i++)
+		if (strcmp(list->roles[i], limit->roles[i]) != 0)
+			return false;
+	return true;
+}
+
+/* Bind the application to these roles, or to none (any role). */
+static bool
+cb_set_roles_locked(CbApp *app, const CbLimit *limit)
+{
+	if (limit->nroles < 0)
+	{
+		if (app->role_list >= 0)
+			cb_role_list_free_stack[cb_shared->role_lists_free++] = app->role_list;
+		app->role_list = -1;
+		return true;
+	}
+	if (app->role_list < 0)
+	{
+		if (cb_shared->role_lists_free == 0)
+			return false;		/* more than CB_MAX_CONFIGURED_APPS: checked before */
+		app->role_list = cb_role_list_free_stack[--cb_shared->role_lists_free];
+	}
+	cb_role_lists[app->role_list].nroles = limit->nroles;
+	memcpy(cb_role_lists[app->role_list].roles, limit->roles,
+		   sizeof(limit->roles[0]) * limit->nroles);
+	return true;
+}
+
 static bool
 cb_limits_equal_locked(const CbLimit *limits, int nlimits)
 {
@@ -98,7 +138,8 @@ cb_limits_equal_locked(const CbLimit *limits, int nlimits)
 		if (i < 0 || !cb_apps[i].configured ||
 			cb_apps[i].min_connections != limit->min_connections ||
 			cb_apps[i].max_connections != limit->max_connections ||
-			cb_apps[i].weight != limit->weight)
+			cb_apps[i].weight != limit->weight ||
+			!cb_roles_equal_locked(&cb_apps[i], limit))
 			return false;
 	}
 	return true;
@@ -139,11 +180,15 @@ cb_publish_limits(const CbLimit *limits, int nlimits)
 				unplaced++;
 				continue;
 			}
+			if (!cb_apps[i].configured)
+				cb_apps[i].role_list = -1;
 			cb_apps[i].configured = true;
 			cb_apps[i].listed = true;
 			cb_apps[i].min_connections = limit->min_connections;
 			cb_apps[i].max_connections = limit->max_connections;
 			cb_apps[i].weight = limit->weight;
+			if (!cb_set_roles_locked(&cb_apps[i], limit))
+				unplaced++;
 		}
 		cb_shared->configured_apps = 0;
 		for (int i = 0; i < cb_shared->app_capacity; i++)
@@ -154,6 +199,9 @@ cb_publish_limits(const CbLimit *limits, int nlimits)
 				continue;
 			if (app->configured && !app->listed)
 			{
+				CbLimit		any = {.nroles = -1};
+
+				(void) cb_set_roles_locked(app, &any);
 				app->configured = false;
 				app->min_connections = 0;
 				app->max_connections = CB_UNBOUNDED;
@@ -190,11 +238,22 @@ cb_publish_settings(void)
 	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
 	if (cb_shared->extension_reserved != cb_reserved_connections ||
 		cb_shared->pod_ttl_ms != cb_pod_ttl_ms ||
-		cb_shared->refresh_ms != cb_refresh_interval_ms)
+		cb_shared->refresh_ms != cb_refresh_interval_ms ||
+		cb_shared->unconfigured != cb_unconfigured_applications ||
+		cb_shared->unconfigured_max != cb_unconfigured_max_connections ||
+		cb_shared->max_pods_per_role != cb_max_pods_per_role)
 	{
+		bool		regroup = cb_shared->unconfigured != cb_unconfigured_applications;
+
 		cb_shared->extension_reserved = cb_reserved_connections;
 		cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
 		cb_shared->refresh_ms = cb_refresh_interval_ms;
+		cb_shared->unconfigured = cb_unconfigured_applications;
+		cb_shared->unconfigured_max = cb_unconfigured_max_connections;
+		cb_shared->max_pods_per_role = cb_max_pods_per_role;
+		/* under unconfigured = other, such connections stop being governed */
+		if (regroup)
+			cb_recount_locked(GetCurrentTimestamp());
 		changed = true;
 	}
 	LWLockRelease(cb_shared->lock);

@@ -38,10 +38,13 @@ cb_name_hash(const char *name)
 	return hash_bytes((const unsigned char *) name, (int) strlen(name));
 }
 
+/* A pod's key: its application and id, and for a derived id its role. */
 static uint32
-cb_pod_hash(int32 app, const char *id)
+cb_pod_hash(int32 app, const char *id, int32 role)
 {
-	return hash_combine(cb_name_hash(id), hash_bytes_uint32((uint32) app));
+	uint32		hash = hash_combine(cb_name_hash(id), hash_bytes_uint32((uint32) app));
+
+	return role >= 0 ? hash_combine(hash, hash_bytes_uint32((uint32) role)) : hash;
 }
 
 static uint32
@@ -99,14 +102,23 @@ typedef struct CbPodKey
 {
 	int32		app;
 	const char *id;
+	int32		role;			/* a derived id's role, -1 for an explicit id */
 } CbPodKey;
 
 static bool
 cb_pod_matches(int32 slot, const void *key)
 {
 	const CbPodKey *k = key;
+	const CbPod *pod = &cb_pods[slot];
 
-	return cb_pods[slot].app == k->app && strcmp(cb_pods[slot].id, k->id) == 0;
+	return pod->app == k->app && (pod->derived ? pod->role == k->role : k->role < 0) &&
+		strcmp(pod->id, k->id) == 0;
+}
+
+static bool
+cb_role_matches(int32 slot, const void *key)
+{
+	return strcmp(cb_roles[slot].name, (const char *) key) == 0;
 }
 
 typedef struct CbSessionKey
@@ -188,6 +200,7 @@ cb_add_app_locked(const char *name, uint32 hash, bool may_evict)
 	app->incarnation = cb_new_incarnation();
 	app->max_connections = CB_UNBOUNDED;
 	app->weight = 1;
+	app->role_list = -1;
 	app->hash = hash;
 	strlcpy(app->name, name, CB_NAME_LEN);
 	cb_lookup_insert(cb_app_lookup, hash, slot);
@@ -195,16 +208,59 @@ cb_add_app_locked(const char *name, uint32 hash, bool may_evict)
 	return slot;
 }
 
+/* ---- roles: who pods belong to ---- */
+
 static int
-cb_find_pod_locked(int32 app, const char *id, uint32 hash)
+cb_find_role_locked(const char *name)
 {
-	CbPodKey	key = {app, id};
+	return cb_lookup_find(cb_role_lookup, cb_name_hash(name), cb_role_matches, name);
+}
+
+/* A role slot for a role about to own its first pod; -1 if none is free. */
+static int
+cb_add_role_locked(const char *name)
+{
+	int			slot;
+	CbRole	   *role;
+
+	if (cb_shared->roles_free == 0)
+		return -1;
+	slot = cb_role_free_stack[--cb_shared->roles_free];
+	role = &cb_roles[slot];
+	role->incarnation = cb_new_incarnation();
+	role->hash = cb_name_hash(name);
+	role->npods = 0;
+	strlcpy(role->name, name, CB_NAME_LEN);
+	cb_lookup_insert(cb_role_lookup, role->hash, slot);
+	return slot;
+}
+
+/* A pod of this role is gone; the role's slot goes with its last pod. */
+static void
+cb_release_role_locked(int slot)
+{
+	CbRole	   *role = &cb_roles[slot];
+
+	if (--role->npods > 0)
+		return;
+	cb_lookup_delete(cb_role_lookup, role->hash, slot);
+	role->incarnation = 0;
+	cb_role_free_stack[cb_shared->roles_free++] = slot;
+}
+
+/* ---- pods ---- */
+
+static int
+cb_find_pod_locked(int32 app, const char *id, int32 role, uint32 hash)
+{
+	CbPodKey	key = {app, id, role};
 
 	return cb_lookup_find(cb_pod_lookup, hash, cb_pod_matches, &key);
 }
 
 static int
-cb_add_pod_locked(int32 app, const char *id, uint32 hash, TimestampTz now)
+cb_add_pod_locked(int32 app, const char *id, int32 role, bool derived,
+				  uint32 hash, TimestampTz now)
 {
 	int			slot;
 	CbPod	   *pod;
@@ -215,6 +271,9 @@ cb_add_pod_locked(int32 app, const char *id, uint32 hash, TimestampTz now)
 	pod = &cb_pods[slot];
 	pod->incarnation = cb_new_incarnation();
 	pod->app = app;
+	pod->role = role;
+	pod->derived = derived;
+	cb_roles[role].npods++;
 	pod->connections = 0;
 	pod->nsessions = 0;
 	pod->hash = hash;
@@ -237,6 +296,7 @@ cb_free_pod_locked(int slot)
 	Assert(pod->incarnation != 0 && pod->connections == 0 && pod->nsessions == 0);
 	cb_lookup_delete(cb_pod_lookup, pod->hash, slot);
 	cb_apps[pod->app].npods--;
+	cb_release_role_locked(pod->role);
 	pod->incarnation = 0;
 	cb_pod_free_stack[cb_shared->pods_free++] = slot;
 	cb_membership_changed();
@@ -420,47 +480,88 @@ cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
 
 /*
  * Where a backend with this identity is counted: governed when its
- * application is configured or it named its pod, "other" otherwise.  Adds
- * the application, pod and session slots a governed one needs; when one of
- * them finds its table full, *room says so and the backend is "other"
- * (the caller refuses it, or lets it in uncounted as governed).
+ * application is configured or it named its pod, "other" otherwise (and
+ * "other" for an unconfigured application under unconfigured = other).
+ * Adds the application, pod and session slots a governed one needs.  Puts
+ * in admission->room why a governed connection has no place:
+ *
+ * CB_NO_ROOM	a table is full; the backend is "other"
+ * CB_NOT_OWNER its explicit pod id belongs to another role
+ * CB_ROLE_FULL its role already holds connbudget.max_pods_per_role pods
+ *
+ * (for the last two the backend is "other" too, until the caller refuses
+ * it or places it again with exempt, for a superuser or under warn).  A
+ * derived pod id (the client's address) is the role's own: two roles
+ * connecting from one address are two pods.
  */
 static CbBackendKind
-cb_place_locked(const CbIdentity *id, TimestampTz now, int32 *app_out,
-				int32 *pod_out, int32 *session_out, CbRoom *room)
+cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt,
+				int32 *app_out, int32 *pod_out, int32 *session_out,
+				CbAdmission *admission)
 {
 	uint32		app_hash = cb_name_hash(id->application_name);
 	uint32		pod_hash;
 	uint32		session_hash;
 	int			app;
-	int			pod;
+	int			pod = -1;
+	int			role;
 	int			session;
 	bool		new_app = false;
 	bool		new_pod = false;
+	bool		new_role = false;
+	bool		derived = !id->explicit_pod;
+	bool		configured;
 
 	*app_out = *pod_out = *session_out = -1;
-	*room = CB_ROOM;
+	admission->room = CB_ROOM;
 
 	app = cb_find_app_locked(id->application_name, app_hash);
-	if (!id->explicit_pod && (app < 0 || !cb_apps[app].configured))
+	configured = app >= 0 && cb_apps[app].configured;
+	if (!configured && (derived || cb_shared->unconfigured == CB_UNCONFIGURED_OTHER))
 		return CB_BACKEND_OTHER;
 	if (app < 0)
 	{
 		app = cb_add_app_locked(id->application_name, app_hash, false);
 		new_app = true;
-	}
-	if (app < 0)
-	{
-		*room = CB_NO_ROOM;
-		return CB_BACKEND_OTHER;
+		if (app < 0)
+		{
+			admission->room = CB_NO_ROOM;
+			return CB_BACKEND_OTHER;
+		}
 	}
 
-	pod_hash = cb_pod_hash(app, id->pod);
-	pod = cb_find_pod_locked(app, id->pod, pod_hash);
+	role = cb_find_role_locked(id->user_name);
+	if (role >= 0 || !derived)
+	{
+		pod_hash = cb_pod_hash(app, id->pod, derived ? role : -1);
+		pod = cb_find_pod_locked(app, id->pod, derived ? role : -1, pod_hash);
+	}
+	if (pod >= 0 && !derived && !exempt &&
+		strcmp(cb_roles[cb_pods[pod].role].name, id->user_name) != 0)
+	{
+		strlcpy(admission->pod_owner, cb_roles[cb_pods[pod].role].name, CB_NAME_LEN);
+		admission->room = CB_NOT_OWNER;
+		return CB_BACKEND_OTHER;
+	}
 	if (pod < 0)
 	{
-		pod = cb_add_pod_locked(app, id->pod, pod_hash, now);
-		new_pod = true;
+		if (role < 0)
+		{
+			role = cb_add_role_locked(id->user_name);
+			new_role = role >= 0;
+		}
+		if (role >= 0 && !exempt && cb_roles[role].npods >= cb_shared->max_pods_per_role)
+		{
+			admission->role_pods = cb_roles[role].npods;
+			admission->role_limit = cb_shared->max_pods_per_role;
+			admission->room = CB_ROLE_FULL;
+		}
+		else if (role >= 0)
+		{
+			pod_hash = cb_pod_hash(app, id->pod, derived ? role : -1);
+			pod = cb_add_pod_locked(app, id->pod, role, derived, pod_hash, now);
+			new_pod = pod >= 0;
+		}
 	}
 	session = -1;
 	if (pod >= 0)
@@ -473,11 +574,17 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, int32 *app_out,
 	if (session < 0)
 	{
 		/* undo what this backend added, so that nothing is left half made */
-		if (new_pod && pod >= 0)
-			cb_free_pod_locked(pod);
+		if (new_pod)
+			cb_free_pod_locked(pod);	/* releases the role */
+		else if (new_role && cb_roles[role].npods == 0)
+		{
+			cb_roles[role].npods = 1;
+			cb_release_role_locked(role);
+		}
 		if (new_app && cb_apps[app].npods == 0 && cb_apps[app].refused == 0)
 			cb_free_app_locked(app);
-		*room = CB_NO_ROOM;
+		if (admission->room == CB_ROOM)
+			admission->room = CB_NO_ROOM;
 		return CB_BACKEND_OTHER;
 	}
 	*app_out = app;
@@ -499,6 +606,8 @@ cb_count_locked(CbBackend *backend)
 		if (app->connections >= app->min_connections)
 			cb_shared->committed++;
 		app->connections++;
+		if (!app->configured)
+			cb_shared->pooled++;
 		cb_pods[backend->pod].connections++;
 		cb_sessions[backend->session].connections++;
 		cb_shared->governed++;
@@ -517,6 +626,8 @@ cb_uncount_locked(CbBackend *backend)
 		app->connections--;
 		if (app->connections >= app->min_connections)
 			cb_shared->committed--;
+		if (!app->configured)
+			cb_shared->pooled--;
 		cb_pods[backend->pod].connections--;
 		cb_sessions[backend->session].connections--;
 		cb_shared->governed--;
@@ -558,6 +669,7 @@ cb_recount_locked(TimestampTz now)
 	cb_shared->governed = 0;
 	cb_shared->other = 0;
 	cb_shared->committed = 0;
+	cb_shared->pooled = 0;
 	for (int i = 0; i < cb_shared->app_capacity; i++)
 		cb_apps[i].connections = 0;
 	for (int i = 0; i < cb_shared->pod_capacity; i++)
@@ -568,11 +680,12 @@ cb_recount_locked(TimestampTz now)
 	for (int i = 0; i < cb_shared->nbackends; i++)
 	{
 		CbBackend  *backend = &cb_backends[i];
-		CbRoom		room;
+		CbAdmission room;
 
 		if (backend->kind == CB_BACKEND_FREE)
 			continue;
-		backend->kind = cb_place_locked(&backend->identity, now, &backend->app,
+		/* already admitted: ownership and the per-role bound were checked */
+		backend->kind = cb_place_locked(&backend->identity, now, true, &backend->app,
 										&backend->pod, &backend->session, &room);
 		cb_count_locked(backend);
 		cb_set_reporting_locked(backend);
@@ -595,13 +708,58 @@ cb_recount_locked(TimestampTz now)
  */
 
 /*
+ * What the connect hook checks before it counts a connection: whether the
+ * application is configured and which roles may claim it.  Copied under
+ * the shared lock; no catalog is read.
+ */
+void
+cb_application_claim(const char *application_name, CbClaim *claim)
+{
+	int			app;
+
+	LWLockAcquire(cb_shared->lock, LW_SHARED);
+	app = cb_find_app_locked(application_name, cb_name_hash(application_name));
+	claim->configured = app >= 0 && cb_apps[app].configured;
+	claim->nroles = -1;
+	if (claim->configured && cb_apps[app].role_list >= 0)
+	{
+		CbRoleList *list = &cb_role_lists[cb_apps[app].role_list];
+
+		claim->nroles = list->nroles;
+		memcpy(claim->roles, list->roles, sizeof(list->roles[0]) * list->nroles);
+	}
+	claim->unconfigured = cb_shared->unconfigured;
+	LWLockRelease(cb_shared->lock);
+}
+
+/*
+ * A role that may not claim a configured application tried to: count it
+ * in the application's refusals.  Nothing else is touched: no pod, no
+ * lease, no slot of its budget.
+ */
+void
+cb_claim_refused(const char *application_name)
+{
+	int			app;
+
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+	app = cb_find_app_locked(application_name, cb_name_hash(application_name));
+	if (app >= 0 && cb_apps[app].configured)
+	{
+		cb_apps[app].refused++;
+		cb_apps[app].last_refused = GetCurrentTimestamp();
+	}
+	LWLockRelease(cb_shared->lock);
+}
+
+/*
  * Count this backend first, then check it against the limits, all under
  * the exclusive lock; see the locking rules in state.h.  The caller decides
  * what to do with a verdict other than CB_ADMIT (superusers are never
  * refused) and reports back with cb_backend_refused().
  */
 void
-cb_backend_attach(const CbIdentity *identity, bool enforce,
+cb_backend_attach(const CbIdentity *identity, bool enforce, bool exempt,
 				  CbAdmission *admission)
 {
 	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
@@ -619,8 +777,8 @@ cb_backend_attach(const CbIdentity *identity, bool enforce,
 		cb_uncount_locked(me);
 
 	me->identity = *identity;
-	me->kind = cb_place_locked(identity, now, &me->app, &me->pod,
-							   &me->session, &admission->room);
+	me->kind = cb_place_locked(identity, now, exempt, &me->app, &me->pod,
+							   &me->session, admission);
 	cb_count_locked(me);
 	cb_set_reporting_locked(me);
 
@@ -639,6 +797,9 @@ cb_backend_attach(const CbIdentity *identity, bool enforce,
 		c->governed = cb_shared->governed;
 		c->budget = cb_effective_budget_locked();
 		c->committed = cb_shared->committed;
+		c->pooled = !app->configured;
+		c->pooled_connections = cb_shared->pooled;
+		c->pooled_cap = cb_shared->unconfigured_max;
 		if (enforce)
 			admission->verdict = cb_admission_verdict(c);
 	}

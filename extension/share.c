@@ -180,6 +180,7 @@ cb_gather_members_locked(CbPublisher *p)
 		p->apps[na].min_connections = app->min_connections;
 		p->apps[na].max_connections = app->max_connections;
 		p->apps[na].weight = app->weight;
+		p->apps[na].pooled = !app->configured;
 		p->app_slot[na] = i;
 		p->app_incarnation[na] = app->incarnation;
 		p->app_position[i] = na++;
@@ -333,6 +334,7 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 	uint64		input_gen;
 	bool		reorder = false;
 	int32		budget;
+	int32		pooled_cap;
 	int32		ttl;
 	int32		refresh_ms;
 	TimestampTz next_event = DT_NOEND;
@@ -366,11 +368,12 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 			next_event = end;
 	}
 	budget = cb_effective_budget_locked();
+	pooled_cap = cb_shared->unconfigured_max;
 	LWLockRelease(cb_shared->lock);
 
 	if (reorder)
 		cb_sort_inputs(p);
-	(void) cb_allocate_ordered(budget, p->apps, p->napps, p->pods, p->npods,
+	(void) cb_allocate_ordered(budget, pooled_cap, p->apps, p->napps, p->pods, p->npods,
 							   p->sessions, p->nsessions, &p->order, p->work);
 	cb_write_publication(p, input_gen, budget, refresh_ms, now);
 	p->last_published = now;
@@ -749,6 +752,7 @@ cb_snapshot_pods(CbPodRow **rows_out)
 			row->share = published ? pp.share : 0;
 			row->demand = published ? pp.demand : pod->connections;
 			memcpy(row->client_addr, pod->client_addr, CB_ADDR_LEN);
+			memcpy(row->owner, cb_roles[pod->role].name, CB_NAME_LEN);
 			row->first_seen = pod->first_seen;
 			row->last_seen = (TimestampTz) pg_atomic_read_u64(&pod->last_seen);
 			row->lease_expires = cb_pod_lease_end(pod, cb_shared->pod_ttl_ms);

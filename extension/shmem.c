@@ -7,7 +7,7 @@
  * Everything is sized at server start from settings that need a restart
  * (max_connections and friends, connbudget.max_pods), so nothing grows
  * later.  Per pod, the registry, its lookup table and the two published
- * snapshots take about 630 bytes (README "Fleets: capacity and memory").
+ * snapshots take about 700 bytes (README "Fleets: capacity and memory").
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -31,9 +31,14 @@ CbBackend  *cb_backends;
 CbLookup   *cb_app_lookup;
 CbLookup   *cb_pod_lookup;
 CbLookup   *cb_session_lookup;
+CbLookup   *cb_role_lookup;
+CbRole	   *cb_roles;
+CbRoleList *cb_role_lists;
 int32	   *cb_app_free_stack;
 int32	   *cb_pod_free_stack;
 int32	   *cb_session_free_stack;
+int32	   *cb_role_free_stack;
+int32	   *cb_role_list_free_stack;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -79,6 +84,11 @@ cb_layout(char *base)
 	CB_PLACE(cb_pods, CbPod *, mul_size(npods, sizeof(CbPod)));
 	CB_PLACE(cb_sessions, CbSession *, mul_size(nsessions, sizeof(CbSession)));
 	CB_PLACE(cb_backends, CbBackend *, mul_size(MaxBackends, sizeof(CbBackend)));
+	CB_PLACE(cb_roles, CbRole *, mul_size(npods, sizeof(CbRole)));
+	CB_PLACE(cb_role_lists, CbRoleList *, mul_size(CB_MAX_CONFIGURED_APPS, sizeof(CbRoleList)));
+	CB_PLACE(cb_role_lookup, CbLookup *, cb_lookup_size(npods));
+	CB_PLACE(cb_role_free_stack, int32 *, mul_size(npods, sizeof(int32)));
+	CB_PLACE(cb_role_list_free_stack, int32 *, mul_size(CB_MAX_CONFIGURED_APPS, sizeof(int32)));
 	CB_PLACE(cb_app_lookup, CbLookup *, cb_lookup_size(napps));
 	CB_PLACE(cb_pod_lookup, CbLookup *, cb_lookup_size(npods));
 	CB_PLACE(cb_session_lookup, CbLookup *, cb_lookup_size(nsessions));
@@ -155,15 +165,21 @@ cb_init_state(void)
 	cb_shared->extension_reserved = cb_reserved_connections;
 	cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
 	cb_shared->refresh_ms = cb_refresh_interval_ms;
+	cb_shared->unconfigured = cb_unconfigured_applications;
+	cb_shared->unconfigured_max = cb_unconfigured_max_connections;
+	cb_shared->max_pods_per_role = cb_max_pods_per_role;
 	cb_shared->next_incarnation = 1;
 	cb_shared->app_capacity = napps;
 	cb_shared->pod_capacity = npods;
 	cb_shared->session_capacity = nsessions;
+	cb_shared->role_capacity = npods;
 	cb_shared->nbackends = MaxBackends;
 
 	memset(cb_apps, 0, mul_size(napps, sizeof(CbApp)));
 	memset(cb_pods, 0, mul_size(npods, sizeof(CbPod)));
 	memset(cb_sessions, 0, mul_size(nsessions, sizeof(CbSession)));
+	memset(cb_roles, 0, mul_size(npods, sizeof(CbRole)));
+	memset(cb_role_lists, 0, mul_size(CB_MAX_CONFIGURED_APPS, sizeof(CbRoleList)));
 	for (int i = 0; i < npods; i++)
 	{
 		pg_atomic_init_u64(&cb_pods[i].last_seen, 0);
@@ -185,6 +201,13 @@ cb_init_state(void)
 	cb_lookup_init(cb_app_lookup, napps);
 	cb_lookup_init(cb_pod_lookup, npods);
 	cb_lookup_init(cb_session_lookup, nsessions);
+	cb_lookup_init(cb_role_lookup, npods);
+	for (int i = 0; i < npods; i++)
+		cb_role_free_stack[i] = npods - 1 - i;
+	for (int i = 0; i < CB_MAX_CONFIGURED_APPS; i++)
+		cb_role_list_free_stack[i] = CB_MAX_CONFIGURED_APPS - 1 - i;
+	cb_shared->roles_free = npods;
+	cb_shared->role_lists_free = CB_MAX_CONFIGURED_APPS;
 	for (int i = 0; i < napps; i++)
 		cb_app_free_stack[i] = napps - 1 - i;
 	for (int i = 0; i < npods; i++)

@@ -25,6 +25,11 @@
  *				split among its sessions, so two pools that give one pod id
  *				never hold more than the pod's share together.  Twice
  *				connbudget.max_pods slots.
+ * roles[]		one slot per role that holds pods: who a pod belongs to, and
+ *				how many pods each role holds (connbudget.max_pods_per_role).
+ * role_lists[] the roles each configured application is bound to
+ *				(application_limits.roles), one slot per configured
+ *				application that has them.
  * *_lookup	open-addressing tables (lookup.c) from a name's hash to its
  *				slot, so that connect and exit cost the same at 10 pods and
  *				at 10,000.  Free slots are kept on stacks.
@@ -95,14 +100,32 @@ typedef struct CbApp
 	int32		npods;			/* pod slots referring to this app */
 	uint64		refused;		/* refusals (or warnings) since start */
 	TimestampTz last_refused;	/* for reclaiming counter-only slots */
+	int32		role_list;		/* role_lists[] slot, -1: any role */
 	uint32		hash;
 	char		name[CB_NAME_LEN];
 } CbApp;
+
+typedef struct CbRoleList
+{
+	int32		nroles;
+	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
+} CbRoleList;
+
+typedef struct CbRole
+{
+	uint32		incarnation;	/* 0: free slot */
+	uint32		hash;
+	int32		npods;			/* pod slots it owns */
+	char		name[CB_NAME_LEN];
+} CbRole;
 
 typedef struct CbPod
 {
 	uint32		incarnation;	/* 0: free slot */
 	int32		app;			/* apps[] slot */
+	int32		role;			/* roles[] slot of the role it belongs to */
+	bool		derived;		/* no connbudget.pod: its id is the client's
+								 * address, and its key includes the role */
 	int32		connections;	/* governed backends of this pod */
 	int32		nsessions;		/* session slots referring to this pod */
 	uint32		hash;
@@ -200,11 +223,15 @@ typedef struct CbShared
 	int32		extension_reserved;
 	int32		pod_ttl_ms;
 	int32		refresh_ms;
+	int32		unconfigured;	/* CbUnconfigured */
+	int32		unconfigured_max;	/* CB_UNBOUNDED: no cap */
+	int32		max_pods_per_role;
 
 	/* counts, derived from backends[] */
 	int32		governed;
 	int32		other;
 	int32		committed;		/* sum over apps of max(connections, min) */
+	int32		pooled;			/* governed connections of apps without a row */
 
 	uint32		next_incarnation;
 
@@ -212,10 +239,13 @@ typedef struct CbShared
 	int			app_capacity;
 	int			pod_capacity;
 	int			session_capacity;
+	int			role_capacity;
 	int			nbackends;
 	int			apps_free;		/* entries on the free stacks */
 	int			pods_free;
 	int			sessions_free;
+	int			roles_free;
+	int			role_lists_free;
 	int			configured_apps;
 
 	CbPublication pubs[2];
@@ -231,9 +261,14 @@ extern CbBackend *cb_backends;
 extern CbLookup *cb_app_lookup;
 extern CbLookup *cb_pod_lookup;
 extern CbLookup *cb_session_lookup;
+extern CbLookup *cb_role_lookup;
+extern CbRole *cb_roles;
+extern CbRoleList *cb_role_lists;
 extern int32 *cb_app_free_stack;
 extern int32 *cb_pod_free_stack;
 extern int32 *cb_session_free_stack;
+extern int32 *cb_role_free_stack;
+extern int32 *cb_role_list_free_stack;
 
 /* ---- budget.c ---- */
 

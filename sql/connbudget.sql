@@ -25,7 +25,20 @@ CREATE TABLE connbudget.application_limits (
             CHECK (weight OPERATOR(pg_catalog.>=) 1),
     CONSTRAINT min_connections_not_above_max_connections
         CHECK (max_connections IS NULL
-               OR min_connections OPERATOR(pg_catalog.<=) max_connections)
+               OR min_connections OPERATOR(pg_catalog.<=) max_connections),
+    roles name[]
+        CONSTRAINT roles_not_empty_list
+            CHECK (pg_catalog.cardinality(roles) OPERATOR(pg_catalog.>=) 1)
+        CONSTRAINT roles_at_most_16
+            CHECK (pg_catalog.cardinality(roles) OPERATOR(pg_catalog.<=) 16)
+        CONSTRAINT roles_one_dimension
+            CHECK (pg_catalog.array_ndims(roles) OPERATOR(pg_catalog.=) 1)
+        CONSTRAINT roles_no_null
+            CHECK (pg_catalog.array_ndims(roles) OPERATOR(pg_catalog.<>) 1
+                   OR pg_catalog.array_position(roles, NULL) IS NULL)
+        CONSTRAINT roles_no_empty_name
+            CHECK (pg_catalog.array_ndims(roles) OPERATOR(pg_catalog.<>) 1
+                   OR pg_catalog.array_position(roles, ''::pg_catalog.name) IS NULL)
 );
 
 COMMENT ON TABLE connbudget.application_limits IS
@@ -36,6 +49,8 @@ COMMENT ON COLUMN connbudget.application_limits.max_connections IS
     'Most connections the application may hold; NULL for no cap';
 COMMENT ON COLUMN connbudget.application_limits.weight IS
     'Relative share of the budget beyond the minimums';
+COMMENT ON COLUMN connbudget.application_limits.roles IS
+    'Roles (or members of them) that may connect as this application; NULL for any role';
 
 SELECT pg_catalog.pg_extension_config_dump('connbudget.application_limits', '');
 

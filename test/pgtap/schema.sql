@@ -8,7 +8,7 @@
 -- and the registration that makes pg_dump include the limits.
 
 BEGIN;
-SELECT plan(44);
+SELECT plan(47);
 
 -- ---- extension and schema -------------------------------------------------
 
@@ -31,8 +31,8 @@ SELECT results_eq(
        WHERE table_schema = 'connbudget' AND table_name = 'application_limits'
        ORDER BY ordinal_position$$,
     $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
-             ('max_connections', 'integer'), ('weight', 'integer')$$,
-    'application_limits has columns application_name, min_connections, max_connections, weight, in that order, with their types');
+             ('max_connections', 'integer'), ('weight', 'integer'), ('roles', 'ARRAY')$$,
+    'application_limits has columns application_name, min_connections, max_connections, weight, roles, in that order, with their types');
 
 SELECT col_type_is('connbudget', 'application_limits', 'application_name', 'text',
     'application_limits.application_name is text');
@@ -42,6 +42,12 @@ SELECT col_type_is('connbudget', 'application_limits', 'max_connections', 'integ
     'application_limits.max_connections is integer');
 SELECT col_type_is('connbudget', 'application_limits', 'weight', 'integer',
     'application_limits.weight is integer');
+SELECT col_type_is('connbudget', 'application_limits', 'roles', 'name[]',
+    'application_limits.roles is name[]');
+SELECT col_is_null('connbudget', 'application_limits', 'roles',
+    'application_limits.roles is nullable (NULL = any role)');
+SELECT col_hasnt_default('connbudget', 'application_limits', 'roles',
+    'application_limits.roles has no default (NULL: any role)');
 
 SELECT col_not_null('connbudget', 'application_limits', 'application_name',
     'application_limits.application_name is NOT NULL');
@@ -72,7 +78,9 @@ SELECT set_eq(
     ARRAY['application_name_not_empty', 'application_name_at_most_63_bytes',
           'application_name_printable_ascii', 'min_connections_not_negative',
           'max_connections_not_negative', 'weight_at_least_1',
-          'min_connections_not_above_max_connections'],
+          'min_connections_not_above_max_connections', 'roles_not_empty_list',
+          'roles_at_most_16', 'roles_one_dimension', 'roles_no_null',
+          'roles_no_empty_name'],
     'application_limits has exactly the named check constraints');
 
 SELECT has_trigger('connbudget', 'application_limits', 'application_limits_changed',

@@ -11,7 +11,7 @@
 -- every other connbudget setting at its default.
 
 BEGIN;
-SELECT plan(38);
+SELECT plan(41);
 
 -- ---- the settings and their definitions ------------------------------------
 
@@ -20,8 +20,10 @@ SELECT set_eq(
     ARRAY['connbudget.reserved_connections', 'connbudget.enforce',
           'connbudget.database', 'connbudget.pod_ttl',
           'connbudget.refresh_interval', 'connbudget.pod',
-          'connbudget.max_pods', 'connbudget.pool_session'],
-    'the connbudget.* settings are exactly those of SPEC 3.2, plus max_pods and pool_session');
+          'connbudget.max_pods', 'connbudget.pool_session',
+          'connbudget.max_pods_per_role', 'connbudget.unconfigured_applications',
+          'connbudget.unconfigured_max_connections'],
+    'the connbudget.* settings are exactly those of SPEC 3.2, plus those of fleets and trust');
 
 -- vartype, boot_val (the built-in default), unit, context
 SELECT results_eq(
@@ -68,6 +70,21 @@ SELECT results_eq(
        WHERE name = 'connbudget.pool_session'$$,
     $$VALUES ('string'::text, ''::text, NULL::text, 'backend'::text)$$,
     'connbudget.pool_session: string, default empty, backend (connect time only)');
+SELECT results_eq(
+    $$SELECT vartype, boot_val, context, min_val FROM pg_settings
+       WHERE name = 'connbudget.max_pods_per_role'$$,
+    $$VALUES ('integer'::text, '1000'::text, 'sighup'::text, '1'::text)$$,
+    'connbudget.max_pods_per_role: integer, default 1000, at least 1, sighup');
+SELECT results_eq(
+    $$SELECT vartype, boot_val, context, enumvals::text FROM pg_settings
+       WHERE name = 'connbudget.unconfigured_applications'$$,
+    $$VALUES ('enum'::text, 'govern'::text, 'sighup'::text, '{govern,refuse,other}'::text)$$,
+    'connbudget.unconfigured_applications: enum govern, refuse, other; default govern; sighup');
+SELECT results_eq(
+    $$SELECT vartype, boot_val, context, min_val FROM pg_settings
+       WHERE name = 'connbudget.unconfigured_max_connections'$$,
+    $$VALUES ('integer'::text, '-1'::text, 'sighup'::text, '-1'::text)$$,
+    'connbudget.unconfigured_max_connections: integer, default -1 (no limit), sighup');
 
 SELECT is(
     (SELECT min_val FROM pg_settings WHERE name = 'connbudget.reserved_connections'),

@@ -8,7 +8,7 @@
  * own pod id calls pool_share() and goes away, leaving a lease of
  * pod_ttl (long here, so that they all stay live).
  *
- * cluster: max_connections=600 superuser_reserved_connections=3 connbudget.reserved_connections=20 connbudget.pod_ttl=900s connbudget.refresh_interval=100ms connbudget.max_pods=10000
+ * cluster: max_connections=600 superuser_reserved_connections=3 connbudget.reserved_connections=20 connbudget.pod_ttl=900s connbudget.refresh_interval=100ms connbudget.max_pods=10000 connbudget.max_pods_per_role=20000
  */
 #include "../lib/pgtest.h"
 

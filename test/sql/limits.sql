@@ -55,3 +55,20 @@ SELECT count(*) FROM connbudget.applications;
 
 -- pg_dump includes the rows (pg_extension_config_dump).
 SELECT extconfig::regclass[] FROM pg_extension WHERE extname = 'connbudget';
+
+-- Roles (version 1.1): NULL lets any role claim the application; a list of
+-- up to 16 role names binds it to them.  Names that are not roles yet are
+-- kept as they are (a role created later matches); names are PostgreSQL
+-- names, so a longer one is cut to 63 bytes as CREATE ROLE cuts it.
+INSERT INTO connbudget.application_limits (application_name, roles)
+VALUES ('bound', ARRAY['apiuser', 'Odd "role"; DROP TABLE x', 'not_yet_created']);
+SELECT application_name, roles FROM connbudget.application_limits;
+INSERT INTO connbudget.application_limits (application_name, roles) VALUES ('empty-list', '{}');
+INSERT INTO connbudget.application_limits (application_name, roles) VALUES ('empty-name', ARRAY['']);
+INSERT INTO connbudget.application_limits (application_name, roles) VALUES ('null-name', ARRAY[NULL]::name[]);
+INSERT INTO connbudget.application_limits (application_name, roles)
+VALUES ('too-many', (SELECT array_agg('r' || i) FROM generate_series(1, 17) i));
+INSERT INTO connbudget.application_limits (application_name, roles) VALUES ('two-dims', '{{a,b},{c,d}}');
+INSERT INTO connbudget.application_limits (application_name, roles) VALUES ('long', ARRAY[repeat('r', 70)]);
+SELECT octet_length(roles[1]) FROM connbudget.application_limits WHERE application_name = 'long';
+DELETE FROM connbudget.application_limits;

@@ -662,7 +662,8 @@ test_ten_thousand_pods(void)
 static CbVerdict
 verdict(int connections, int min, int cap, int governed, int budget, int committed)
 {
-	CbAdmissionCounts c = {connections, min, cap, governed, budget, committed};
+	CbAdmissionCounts c = {.connections = connections, .min_connections = min, .cap = cap,
+	.governed = governed, .budget = budget, .committed = committed};
 
 	return cb_admission_verdict(&c);
 }
@@ -690,6 +691,21 @@ test_admission(void)
 		   "the minimums and the governed connections exactly fill the budget: admitted");
 	is_int(verdict(1, 0, CB_UNBOUNDED, 1, 0, 1), CB_OVER_BUDGET,
 		   "a budget of 0 admits no governed connection");
+
+	/* applications without a row, together */
+	{
+		CbAdmissionCounts c = {.connections = 3, .min_connections = 0, .cap = CB_UNBOUNDED,
+		.governed = 30, .budget = 80, .committed = 30, .pooled = 1,
+		.pooled_connections = 21, .pooled_cap = 20};
+
+		is_int(cb_admission_verdict(&c), CB_OVER_POOLED_CAP,
+			   "applications without a row beyond their cap together are refused");
+		c.pooled_connections = 20;
+		is_int(cb_admission_verdict(&c), CB_ADMIT, "up to the cap they are admitted");
+		c.pooled = 0;
+		c.pooled_connections = 500;
+		is_int(cb_admission_verdict(&c), CB_ADMIT, "a configured application is not bound by their cap");
+	}
 
 	/* a sequence: a crowd of 60 for a cap of 10 gets exactly 10 in */
 	{
@@ -736,7 +752,7 @@ test_sessions(void)
 
 	ok(cb_allocation_work_size_sessions(2, 3, 5) <= sizeof(work), "work area fits");
 	cb_allocation_order(apps, 2, pods, 3, sessions, 5, &order, work);
-	is_int(cb_allocate_ordered(41, apps, 2, pods, 3, sessions, 5, &order, work), 41,
+	is_int(cb_allocate_ordered(41, CB_UNBOUNDED, apps, 2, pods, 3, sessions, 5, &order, work), 41,
 		   "budget 41: all allocated");
 	is_int(pods[0].demand, CB_UNBOUNDED, "a pod's demand is its sessions' (unbounded if one is)");
 	is_int(apps[0].allocation + apps[1].allocation, 41, "both applications share the budget");
@@ -755,10 +771,64 @@ test_sessions(void)
 	/* a pod whose sessions all report 2 demands 4 */
 	sessions[0].demand = 2;
 	sessions[1].demand = 2;
-	cb_allocate_ordered(41, apps, 2, pods, 3, sessions, 5, &order, work);
+	cb_allocate_ordered(41, CB_UNBOUNDED, apps, 2, pods, 3, sessions, 5, &order, work);
 	is_int(pods[0].demand, 4, "a pod's demand is the sum of its sessions' demands");
 	ok(sessions[0].share <= 2 || sessions[0].share <= sessions[0].min_share,
 	   "a session is held to its demand above its part of the minimum");
+}
+
+/* --- applications without a row, bounded together --- */
+
+static void
+test_pooled_cap(void)
+{
+	static int32_t order_mem[256];
+	static char work[1 << 16];
+	CbAllocOrder order = {order_mem, order_mem + 64, NULL};
+	int			api;
+	int64_t		pooled = 0;
+
+	/* "api" is configured; 20 invented names each with an unbounded pod */
+	reset(80);
+	api = add_app("api", 0, CB_UNBOUNDED, 1);
+	add_pod(api, "api-1", CB_UNBOUNDED);
+	for (int i = 0; i < 20; i++)
+	{
+		char		name[32];
+		int			a;
+
+		snprintf(name, sizeof(name), "fake-%02d", i);
+		a = add_app(name, 0, CB_UNBOUNDED, 1);
+		sc.apps[a].pooled = 1;
+		add_pod(a, name, CB_UNBOUNDED);
+	}
+	cb_allocation_order(sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
+	cb_allocate_ordered(80, CB_UNBOUNDED, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0,
+						&order, work);
+	ok(sc.apps[api].allocation < 5,
+	   "without a cap, 20 invented application names dilute api to %d of 80",
+	   sc.apps[api].allocation);
+	cb_allocate_ordered(80, 10, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
+	for (int a = 0; a < sc.napps; a++)
+		if (sc.apps[a].pooled)
+			pooled += sc.apps[a].allocation;
+	is_int(pooled, 10, "with a cap of 10 for applications without a row, they get 10 together");
+	is_int(sc.apps[api].allocation, 70, "and api gets the other 70");
+	/* a cap they do not reach changes nothing */
+	cb_allocate_ordered(80, 100, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
+	ok(sc.apps[api].allocation < 5, "a cap above what they would take changes nothing (api %d)",
+	   sc.apps[api].allocation);
+	/* they demand little: the cap does not bind, api takes the rest */
+	for (int p = 1; p < sc.npods; p++)
+		sc.pods[p].demand = 1;
+	cb_allocate_ordered(80, 10, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
+	pooled = 0;
+	for (int a = 0; a < sc.napps; a++)
+		if (sc.apps[a].pooled)
+			pooled += sc.apps[a].allocation;
+	ok(pooled == 10 && sc.apps[api].allocation == 70,
+	   "20 wanting 1 each against a cap of 10: 10 together (%lld), api 70 (%d)",
+	   (long long) pooled, sc.apps[api].allocation);
 }
 
 /* --- the cached order gives the same result as a fresh one --- */
@@ -784,7 +854,7 @@ test_cached_order(void)
 			for (int p = 0; p < sc.npods; p++)
 				sc.pods[p].demand = rnd(3) == 0 ? CB_UNBOUNDED : (int) rnd(40);
 			memcpy(&copy, &sc, sizeof(Scenario));
-			cb_allocate_ordered(sc.budget, sc.apps, sc.napps, sc.pods, sc.npods,
+			cb_allocate_ordered(sc.budget, CB_UNBOUNDED, sc.apps, sc.napps, sc.pods, sc.npods,
 								NULL, 0, &order, work);
 			run_on(&copy);
 			for (int p = 0; p < sc.npods; p++)
@@ -1038,7 +1108,7 @@ test_fleet(int npods, int32_t budget)
 
 		fleet_demands(&f);		/* every pod reports a new demand */
 		clock_gettime(CLOCK_MONOTONIC, &t0);
-		allocated = cb_allocate_ordered(budget, f.apps, f.napps, f.pods, f.npods,
+		allocated = cb_allocate_ordered(budget, CB_UNBOUNDED, f.apps, f.napps, f.pods, f.npods,
 										NULL, 0, &f.order, f.work);
 		ms = elapsed_ms(&t0);
 		if (ms < best)
@@ -1064,6 +1134,7 @@ main(void)
 	test_ten_thousand_pods();
 	test_admission();
 	test_sessions();
+	test_pooled_cap();
 	test_cached_order();
 	test_fleet(10000, 5000);
 	test_fleet(100000, 20000);
