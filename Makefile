@@ -28,7 +28,7 @@ DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSI
 # pg_regress runs in the database connbudget.database names (postgres by
 # default) of a throwaway cluster started by test/run, which preloads the
 # extension; "setup" creates the extensions and helpers the others use.
-REGRESS = setup identity allocation limits enforcement
+REGRESS = setup identity allocation limits enforcement teardown
 REGRESS_OPTS = --inputdir=test --use-existing
 
 PG_CONFIG ?= pg_config
@@ -43,7 +43,7 @@ else
 PG_CFLAGS += -Wno-unused-parameter
 endif
 
-EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)-*.zip
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -54,7 +54,18 @@ CONTRIB_TESTDB = postgres
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
 
-.PHONY: test demo bench
+.PHONY: test demo bench dist
+
+# The PGXN release zip, connbudget-<version>.zip, from what is committed at
+# HEAD (META.json's version must be the control file's, as x.y.0), written
+# to DISTDIR (default: here).
+DISTVERSION = $(EXTVERSION).0
+DISTDIR ?= .
+dist:
+	@grep -q '"version": "$(DISTVERSION)"' META.json || \
+		{ echo "META.json does not say version $(DISTVERSION)" >&2; exit 1; }
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ \
+		-o $(DISTDIR)/$(EXTENSION)-$(DISTVERSION).zip HEAD
 
 test:
 	bash test/run

@@ -76,6 +76,7 @@ typedef struct Pod
     int         killed;
     char        loadfile[512];
     char        statusfile[512];
+    char        metrics_port[16];   /* "" without CB_DEMO_METRICS_PORT */
     /* last status line */
     int         share,
                 max_size,
@@ -142,12 +143,24 @@ start_pod(const char *name, int load)
     snprintf(conninfo, sizeof(conninfo), "user=%s", role ? role : "app");
     pod->share = -1;
     write_load(pod, load);
+    if (getenv("CB_DEMO_METRICS_PORT"))
+    {
+        /* each pod serves its pool's metrics on a port of its own */
+        snprintf(pod->metrics_port, sizeof(pod->metrics_port), "%d",
+                 atoi(getenv("CB_DEMO_METRICS_PORT")) + npods - 1);
+        printf("  %s serves its pool's metrics at http://127.0.0.1:%s/metrics\n",
+               pod->name, pod->metrics_port);
+    }
     fflush(stdout);
     pod->pid = fork();
     if (pod->pid == 0)
     {
-        execl(pod_binary, pod_binary, pod->app, pod->name, "40", pod->loadfile,
-              pod->statusfile, conninfo, (char *) NULL);
+        if (pod->metrics_port[0])
+            execl(pod_binary, pod_binary, "--metrics-port", pod->metrics_port, pod->app,
+                  pod->name, "40", pod->loadfile, pod->statusfile, conninfo, (char *) NULL);
+        else
+            execl(pod_binary, pod_binary, pod->app, pod->name, "40", pod->loadfile,
+                  pod->statusfile, conninfo, (char *) NULL);
         perror("exec pod");
         _exit(127);
     }

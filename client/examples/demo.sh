@@ -5,6 +5,9 @@
 #
 #   bash client/examples/demo.sh           run it (about a minute) and clean up
 #   bash client/examples/demo.sh --keep    leave the server running afterwards
+#   bash client/examples/demo.sh --metrics-port 9300
+#                                          each pod serves its pool's metrics
+#                                          on 9300, 9301, ... (Prometheus text)
 #
 # It installs what is missing (Debian packages), builds and installs the
 # extension, starts a cluster with connbudget preloaded (max_connections 120,
@@ -18,7 +21,15 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=../../test/lib/setup.sh
 source "$src/test/lib/setup.sh"
 keep=""
-[ "${1:-}" != "--keep" ] || keep=1
+for arg in "$@"; do
+    case $arg in
+        --keep) keep=1 ;;
+    esac
+done
+# --metrics-port BASE: pod N serves its pool's metrics on BASE + N - 1
+if [[ " $* " =~ " --metrics-port "([0-9]+)" " ]]; then
+    export CB_DEMO_METRICS_PORT=${BASH_REMATCH[1]}
+fi
 
 if [ "${CB_STAGE:-}" != inner ]; then
     cb_install_packages $CB_PACKAGES_DEMO

@@ -9,7 +9,7 @@ export PG_CONFIG
 
 # Debian packages each job needs (PostgreSQL 15 from Debian 12).
 CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
-CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl"
+CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 git"
 CB_PACKAGES_DEMO="$CB_PACKAGES_BUILD gnuplot-nox"
 CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer"
 
@@ -98,7 +98,7 @@ cb_run_unprivileged() {
     mkdir "$CB_SCRATCH/src"
     (cd "$src" && tar --exclude=.git -cf - .) | tar -C "$CB_SCRATCH/src" -xf -
     [ "$(id -u)" != 0 ] || chown -R "$(cb_run_user)" "$CB_SCRATCH"
-    cb_as_run_user env CB_STAGE=inner CB_WORK="$CB_SCRATCH" \
+    cb_as_run_user env CB_STAGE=inner CB_WORK="$CB_SCRATCH" CB_SRC="$src" \
         bash "$CB_SCRATCH/src/$script" "$@" || status=$?
     return $status
 }

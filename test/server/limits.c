@@ -25,6 +25,9 @@ test_concurrent_minimums(PGconn *a, PGconn *b)
 	is_str(st, "23514", "B's COMMIT fails: together the minimums (50) exceed the budget (40)");
 	ok(strstr(msg, "min_connections add up to 50, more than the connection budget of 40") != NULL,
 	   "the error says so: %s", msg);
+	ok(strstr(msg, "DETAIL: The budget is max_connections (50) minus superuser_reserved_connections (3), "
+			  "reserved_connections (0) and connbudget.reserved_connections (7).") != NULL,
+	   "and its detail gives the arithmetic with the server's own settings");
 	is_str(pg_value(a, "SELECT string_agg(application_name || ':' || min_connections, ',') "
 					"FROM connbudget.applications"), "x:25",
 		   "only A's row is in force");

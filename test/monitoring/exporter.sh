@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# exporter.sh -- connbudget's numbers in Prometheus, for real: Debian's
+# postgres_exporter with monitoring/postgres_exporter.yml against a
+# throwaway cluster on loopback, scraped and compared with the views; the
+# pod example's --metrics-port endpoint scraped with curl; and the example
+# alert rules under promtool.  Prints TAP; test/run runs it through prove.
+#
+# Budget: 60 - 0 - 10 = 50.  "api" is capped at 3.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=../lib/cluster.sh
+source test/lib/cluster.sh
+
+n=0
+failures=0
+ok() {
+    n=$((n + 1))
+    if [ "$1" = 0 ]; then
+        echo "ok $n - $2"
+    else
+        echo "not ok $n - $2"
+        failures=$((failures + 1))
+    fi
+}
+check() { "$@" >/dev/null 2>&1; echo $?; }
+
+work=$(mktemp -d "${CB_WORK:-/tmp}/monitoring.XXXXXX")
+dir="$work/cluster"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    cluster_destroy "$dir"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cluster_create "$dir" max_connections=60 superuser_reserved_connections=0 \
+    connbudget.reserved_connections=10 connbudget.refresh_interval=200ms \
+    connbudget.pod_ttl=500 >/dev/null
+cluster_start "$dir" || { echo "Bail out! the cluster did not start"; exit 1; }
+eval "$(cluster_env "$dir")"
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION connbudget" \
+    -c "CREATE ROLE apiuser LOGIN" \
+    -c "INSERT INTO connbudget.application_limits VALUES ('api', 2, 3, 2, NULL)" >/dev/null
+
+# two pods of api hold three connections (never reporting a demand, so they
+# demand what they hold); a fourth is refused (the cap)
+for pod in api-1 api-1 api-2; do
+    PGAPPNAME=api PGOPTIONS="-c connbudget.pod=$pod" PGUSER=apiuser \
+        psql -X -q -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+    pids+=($!)
+done
+for _ in $(seq 100); do
+    [ "$(psql -X -Atq -c "SELECT connections FROM connbudget.applications WHERE application_name = 'api'")" = 3 ] && break
+    sleep 0.1
+done
+PGAPPNAME=api PGOPTIONS="-c connbudget.pod=api-3" PGUSER=apiuser psql -X -q -c "SELECT 1" \
+    >/dev/null 2>&1
+ok "$([ "$(psql -X -Atq -c "SELECT refused FROM connbudget.applications WHERE application_name = 'api'")" = 1 ]; echo $?)" \
+    "a fourth connection of api was refused by its cap of 3"
+# the refused pod's lease (pod_ttl) ends
+for _ in $(seq 100); do
+    [ "$(psql -X -Atq -c "SELECT pods FROM connbudget.budget")" = 2 ] && break
+    sleep 0.1
+done
+
+# ---- postgres_exporter ----
+
+eport=$(cluster_free_port)
+DATA_SOURCE_NAME="postgresql://postgres@127.0.0.1:$PGPORT/postgres?sslmode=disable" \
+    prometheus-postgres-exporter --web.listen-address="127.0.0.1:$eport" \
+    --extend.query-path=monitoring/postgres_exporter.yml \
+    --disable-default-metrics --disable-settings-metrics >"$work/exporter.log" 2>&1 &
+pids+=($!)
+metrics="$work/metrics.txt"
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$eport/metrics" -o "$metrics" && grep -q '^connbudget_pod_share' "$metrics" && break
+    sleep 0.1
+done
+ok "$([ -s "$metrics" ] && grep -q '^connbudget_' "$metrics"; echo $?)" \
+    "postgres_exporter with monitoring/postgres_exporter.yml serves connbudget's metrics on 127.0.0.1:$eport"
+[ -s "$metrics" ] || sed 's/^/# /' "$work/exporter.log"
+
+# the value of a series: value NAME [LABEL-REGEX]
+value() {
+    grep -E "^$1(\{[^}]*\})? " "$metrics" | grep -E "${2:-.}" | head -1 | awk '{ print $NF }'
+}
+same() {
+    # numbers, however the exporter prints them (2, 2.0, 2e+00)
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "" && b != "" && a + 0 == b + 0) }'
+    echo $?
+}
+sql() { psql -X -Atq -c "$1"; }
+
+ok "$(same "$(value connbudget_budget_connections)" "$(sql 'SELECT budget FROM connbudget.budget')")" \
+    "connbudget_budget_connections is the budget ($(value connbudget_budget_connections))"
+ok "$(same "$(value connbudget_governed_connections)" 3)" \
+    "connbudget_governed_connections counts the 3 connections of api ($(value connbudget_governed_connections))"
+ok "$(same "$(value connbudget_free_connections)" "$(sql 'SELECT free FROM connbudget.budget')")" \
+    "connbudget_free_connections is the view's free"
+ok "$(same "$(value connbudget_max_connections)" 60)" "connbudget_max_connections is 60"
+ok "$(same "$(value connbudget_pods)" 2)" "connbudget_pods counts the 2 live pods"
+ok "$(same "$(value connbudget_application_refused_total 'application_name="api"')" 1)" \
+    "connbudget_application_refused_total{application_name=\"api\"} is 1"
+ok "$(same "$(value connbudget_application_allocation 'application_name="api"')" \
+    "$(sql "SELECT allocation FROM connbudget.applications WHERE application_name = 'api'")")" \
+    "connbudget_application_allocation is api's allocation ($(value connbudget_application_allocation 'application_name="api"'))"
+ok "$(same "$(value connbudget_application_connections 'application_name="api"')" 3)" \
+    "connbudget_application_connections is api's 3"
+ok "$(same "$(value connbudget_application_demand 'application_name="api"')" 3)" \
+    "connbudget_application_demand is api's demand: the 3 connections its pods hold"
+ok "$(same "$(value connbudget_application_max_connections 'application_name="api"')" 3)" \
+    "connbudget_application_max_connections is api's cap"
+ok "$(same "$(value connbudget_pod_share 'pod="api-1"')" \
+    "$(sql "SELECT share FROM connbudget.pods WHERE pod = 'api-1'")")" \
+    "connbudget_pod_share{pod=\"api-1\"} is the pod's share ($(value connbudget_pod_share 'pod="api-1"'))"
+ok "$(same "$(value connbudget_pod_connections 'pod="api-1"')" 2)" \
+    "connbudget_pod_connections{pod=\"api-1\"} is its 2"
+ok "$(check grep -q '^# TYPE connbudget_application_refused_total counter' "$metrics")" \
+    "refused_total is typed a counter"
+ok "$(check grep -q '^# TYPE connbudget_budget_connections gauge' "$metrics")" \
+    "budget_connections is typed a gauge"
+ok "$(check grep -q '^# HELP connbudget_budget_connections Connections shared among applications' "$metrics")" \
+    "with its help text"
+ok "$([ "$(grep -c '^connbudget_application_refused_total' "$metrics")" -ge 1 ] &&
+      ! grep -q 'client_addr' "$metrics"; echo $?)" \
+    "no pod's client address is exported"
+
+# ---- the pod example's own metrics ----
+
+mport=$(cluster_free_port)
+bin="$work/bin"
+mkdir -p "$bin"
+cc -std=c11 -O2 -Wall -Wextra -Werror client/examples/pod.c -Iclient \
+    -I"$("${PG_CONFIG:-pg_config}" --includedir)" -L"$("${PG_CONFIG:-pg_config}" --libdir)" \
+    -Wl,-rpath,"$("${PG_CONFIG:-pg_config}" --libdir)" -lpq -pthread -o "$bin/pod"
+echo 3 >"$work/load"
+"$bin/pod" --metrics-port "$mport" web web-1 4 "$work/load" "$work/status" \
+    "host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" >"$work/pod.log" 2>&1 &
+pids+=($!)
+podm="$work/pod-metrics.txt"
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$mport/metrics" -o "$podm" && grep -q '^cbpool_share{.*} [1-9]' "$podm" && break
+    sleep 0.1
+done
+ok "$(check grep -q '^cbpool_' "$podm")" "pod --metrics-port $mport serves its pool's metrics, scraped with curl"
+ok "$(check grep -q '^cbpool_share{application="web",pod="web-1"} ' "$podm")" \
+    "labelled with its application and pod"
+podshare=$(awk '/^cbpool_share\{/ { print $NF }' "$podm")
+ok "$(same "$podshare" "$(sql "SELECT share FROM connbudget.pods WHERE pod = 'web-1'")")" \
+    "cbpool_share is the share the server publishes for the pod ($podshare)"
+ok "$(check grep -q '^# TYPE cbpool_acquired_total counter' "$podm")" "its counters are typed counters"
+ok "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/other" | grep -q 404; echo $?)" \
+    "any other path is 404"
+
+# ---- the example alert rules ----
+
+ok "$(check promtool check rules monitoring/alerts.yml)" "promtool accepts monitoring/alerts.yml"
+ok "$(cd test/monitoring && check promtool test rules alerts_test.yml)" \
+    "the alerts fire when an application is refused and when less than 10% of the budget is free"
+
+echo "1..$n"
+[ "$failures" = 0 ]
