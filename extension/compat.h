@@ -45,4 +45,15 @@
 #define CB_SERVER_RESERVED()	(0)
 #endif
 
+/*
+ * How pg_stat_activity shows the bytes of application_name that are not
+ * printable ASCII: PostgreSQL 16 made them \xNN escapes; before, each was
+ * a '?'.
+ */
+#if PG_VERSION_NUM >= 160000
+#define CB_APPNAME_ESCAPES_BYTES 1
+#else
+#define CB_APPNAME_ESCAPES_BYTES 0
+#endif
+
 #endif							/* CONNBUDGET_COMPAT_H */

@@ -52,6 +52,7 @@
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "connbudget.h"
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
@@ -145,15 +146,17 @@ cb_startup_option(Port *port, const char *name)
 
 /*
  * Application names are compared the way pg_stat_activity shows them:
- * truncated to 63 bytes without splitting a character, then anything but
- * printable ASCII replaced by '?' (PostgreSQL does the same to
- * application_name).  The database encoding is not known yet, so the
- * truncation assumes UTF-8, which is exact for UTF-8 databases.
+ * truncated to 63 bytes without splitting a character, then every byte
+ * that is not printable ASCII replaced as PostgreSQL replaces it in
+ * application_name ('?' before 16, a \xNN escape from 16 on, cut again at
+ * 63 bytes).  The database encoding is not known yet, so the truncation
+ * assumes UTF-8, which is exact for UTF-8 databases.
  */
 static void
 cb_clean_name(const char *name, char *out)
 {
 	size_t		len = name != NULL ? strlen(name) : 0;
+	size_t		o = 0;
 
 	if (len >= CB_NAME_LEN)
 	{
@@ -162,9 +165,24 @@ cb_clean_name(const char *name, char *out)
 		while (len > 0 && (((unsigned char) name[len]) & 0xC0) == 0x80)
 			len--;
 	}
-	for (size_t i = 0; i < len; i++)
-		out[i] = (name[i] < 32 || name[i] > 126) ? '?' : name[i];
-	out[len] = '\0';
+	for (size_t i = 0; i < len && o < CB_NAME_LEN - 1; i++)
+	{
+		unsigned char c = (unsigned char) name[i];
+
+		if (c >= 32 && c <= 126)
+			out[o++] = (char) c;
+		else if (CB_APPNAME_ESCAPES_BYTES)
+		{
+			char		escape[5];
+
+			snprintf(escape, sizeof(escape), "\\x%02x", c);
+			for (int k = 0; k < 4 && o < CB_NAME_LEN - 1; k++)
+				out[o++] = escape[k];
+		}
+		else
+			out[o++] = '?';
+	}
+	out[o] = '\0';
 }
 
 /* A pod id or pool session that is not acceptable refuses the connection. */

@@ -139,6 +139,13 @@ test_application_names(void)
 		{"tab\there", "tab?here", "a control character (cleaned like pg_stat_activity)"},
 	};
 
+	/* PostgreSQL 16 shows such bytes as \xNN escapes, 15 as '?' */
+	if (pg_long(admin, "SELECT (current_setting('server_version_num')::int >= 160000)::int") == 1)
+	{
+		cases[2].shown = "caf\\xc3\\xa9";
+		cases[3].shown = "tab\\x09here";
+	}
+
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 	{
 		char		app[256];
@@ -211,9 +218,34 @@ test_application_names(void)
 		values[6] = NULL;
 		conn = PQconnectdbParams(params, values, 0);
 		ok(PQstatus(conn) == CONNECTION_OK, "a 65-byte name ending in a multibyte character connects");
-		is_str(pg_value(admin, "SELECT application_name FROM connbudget.pods WHERE pod = 'long'"),
-			   pg_value(conn, "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"),
-			   "its application is named exactly as pg_stat_activity shows it (62 bytes)");
+		{
+			char		shown[128];
+
+			snprintf(shown, sizeof(shown), "%s",
+					 pg_value(conn, "SELECT application_name FROM pg_stat_activity "
+							  "WHERE pid = pg_backend_pid()"));
+			is_int((long) strlen(shown), 62, "pg_stat_activity shows it cut before the character (62 bytes)");
+			is_str(pg_value(admin, "SELECT application_name FROM connbudget.pods WHERE pod = 'long'"),
+				   shown, "its application is named exactly as pg_stat_activity shows it");
+		}
+		PQfinish(conn);
+
+		/* near the limit, an escaped byte is cut as pg_stat_activity cuts it */
+		memset(name, 'b', 60);
+		strcpy(name + 60, "\xc3\xa9");
+		values[4] = name;
+		values[5] = "-c connbudget.pod=near";
+		conn = PQconnectdbParams(params, values, 0);
+		{
+			char		shown[128];
+
+			snprintf(shown, sizeof(shown), "%s",
+					 pg_value(conn, "SELECT application_name FROM pg_stat_activity "
+							  "WHERE pid = pg_backend_pid()"));
+			is_str(pg_value(admin, "SELECT application_name FROM connbudget.pods WHERE pod = 'near'"),
+				   shown, "a 62-byte name with a multibyte character is named as pg_stat_activity shows it (%s)",
+				   shown + 58);
+		}
 		PQfinish(conn);
 	}
 	is_int(pg_long(admin, "SELECT count(*) FROM pg_class WHERE relname = 'application_limits'"), 1,
