@@ -822,10 +822,14 @@ test_fast_path(void)
 	conn = cbpool_acquire(pool, 5000);
 	{
 		char		sql[128];
+		int			pid = PQbackendPID(conn);
 
-		snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", PQbackendPID(conn));
+		snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
 		cbpool_release(pool, conn);
 		pg_exec(admin, sql);
+		/* the backend is gone (its FATAL and EOF are on the socket) */
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+		pg_wait_for(admin, sql, 0, 10000);
 	}
 	sleep_ms(50);
 	conn = cbpool_acquire(pool, 5000);

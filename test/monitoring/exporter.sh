@@ -147,7 +147,13 @@ done
 ok "$(check grep -q '^cbpool_' "$podm")" "pod --metrics-port $mport serves its pool's metrics, scraped with curl"
 ok "$(check grep -q '^cbpool_share{application="web",pod="web-1"} ' "$podm")" \
     "labelled with its application and pod"
-podshare=$(awk '/^cbpool_share\{/ { print $NF }' "$podm")
+# the pool learns a new share at its next refresh: scrape until they agree
+for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$mport/metrics" -o "$podm"
+    podshare=$(awk '/^cbpool_share\{/ { print $NF }' "$podm")
+    [ "$(same "$podshare" "$(sql "SELECT share FROM connbudget.pods WHERE pod = 'web-1'")")" = 0 ] && break
+    sleep 0.2
+done
 ok "$(same "$podshare" "$(sql "SELECT share FROM connbudget.pods WHERE pod = 'web-1'")")" \
     "cbpool_share is the share the server publishes for the pod ($podshare)"
 ok "$(check grep -q '^# TYPE cbpool_acquired_total counter' "$podm")" "its counters are typed counters"
