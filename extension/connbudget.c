@@ -40,5 +40,6 @@ _PG_init(void)
 
 	cb_shmem_request();
 	cb_install_connect_hook();
+	cb_install_standby_hooks();
 	cb_register_workers();
 }

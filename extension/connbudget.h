@@ -262,6 +262,8 @@ extern int	cb_read_limits(CbLimit **limits);
 extern bool cb_check_limits(const CbLimit *limits, int nlimits, int elevel);
 extern void cb_lock_limits(void);
 extern void cb_reload_limits(void);
+extern void cb_install_standby_hooks(void);
+extern uint64 cb_replay_position(void);
 
 /* ---- connect.c ---- */
 

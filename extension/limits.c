@@ -21,6 +21,10 @@
  *	  asked, which repairs the rare cases above cannot see: a transaction
  *	  that failed after publishing (serialization failure at commit), or
  *	  the table being dropped with the extension.
+ * 4. On a hot standby the table is a replica of the primary's and cannot
+ *	  be written (cb_refuse_on_standby says so clearly); the worker
+ *	  follows replay instead, re-reading it whenever replay has moved on,
+ *	  a few times per refresh interval.
  *
  * Readers and publishers serialise on one transaction-level advisory lock
  * (cb_lock_limits), taken before reading, so publications happen in commit
@@ -43,11 +47,17 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "catalog/namespace.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "nodes/parsenodes.h"
+#include "parser/parsetree.h"
+#include "tcop/utility.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -71,6 +81,9 @@ static bool cb_limits_published = false;
 static bool cb_xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(connbudget_limits_changed);
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /*
  * Serialise reading-and-publishing of limits; held until the transaction
@@ -392,4 +405,90 @@ connbudget_limits_changed(PG_FUNCTION_ARGS)
 	}
 	cb_limits_dirty = true;
 	return PointerGetDatum(NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * Read-only on a standby
+ * ---------------------------------------------------------------------
+ */
+
+static Oid
+cb_limits_relid(void)
+{
+	Oid			nspid = get_namespace_oid("connbudget", true);
+
+	return OidIsValid(nspid) ? get_relname_relid("application_limits", nspid) : InvalidOid;
+}
+
+/*
+ * A change of the limits on a hot standby: PostgreSQL would refuse it as a
+ * write in a read-only transaction; say what to do instead.
+ */
+static void
+cb_refuse_on_standby(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 errmsg("cannot %s connbudget.application_limits on a standby", what),
+			 errdetail("The limits of a standby are the primary's: they replicate here and are in force within two refresh intervals."),
+			 errhint("Change them on the primary.")));
+}
+
+static void
+cb_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	PlannedStmt *stmt = queryDesc->plannedstmt;
+
+	if (RecoveryInProgress() && stmt->commandType != CMD_SELECT && stmt->resultRelations != NIL)
+	{
+		Oid			limits = cb_limits_relid();
+		ListCell   *cell;
+
+		foreach(cell, stmt->resultRelations)
+			if (OidIsValid(limits) && rt_fetch(lfirst_int(cell), stmt->rtable)->relid == limits)
+				cb_refuse_on_standby("change");
+	}
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
+
+static void
+cb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				   ProcessUtilityContext context, ParamListInfo params,
+				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (RecoveryInProgress() && IsA(pstmt->utilityStmt, TruncateStmt))
+	{
+		Oid			limits = cb_limits_relid();
+		ListCell   *cell;
+
+		foreach(cell, ((TruncateStmt *) pstmt->utilityStmt)->relations)
+			if (OidIsValid(limits) &&
+				RangeVarGetRelid(lfirst_node(RangeVar, cell), NoLock, true) == limits)
+				cb_refuse_on_standby("truncate");
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
+void
+cb_install_standby_hooks(void)
+{
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = cb_executor_start;
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = cb_process_utility;
+}
+
+/* Where replay has got to on a standby: the worker re-reads when it moves. */
+uint64
+cb_replay_position(void)
+{
+	return RecoveryInProgress() ? (uint64) GetXLogReplayRecPtr(NULL) : 0;
 }

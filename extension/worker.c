@@ -21,7 +21,12 @@
  * If it cannot load them (the database does not exist, say), its exit
  * callback says so and connections are admitted unchecked instead of
  * waiting; it is then restarted every bgw_restart_time seconds.  Afterwards
- * it re-reads the table when asked and every CB_WORKER_RELOAD_MS.
+ * it re-reads the table when asked and every CB_WORKER_RELOAD_MS.  On a hot
+ * standby, where the table changes by replay and no trigger fires, it
+ * follows replay: four times per refresh interval it looks whether replay
+ * has moved on, and re-reads the table if it has, so that a change
+ * committed on the primary is in force here within two refresh intervals.
+ * After a promotion it goes back to the primary's way at once.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -40,6 +45,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "connbudget.h"
 
@@ -159,20 +165,33 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 
 	for (;;)
 	{
+		uint64		replayed = cb_replay_position();
+		TimestampTz loaded_at = GetCurrentTimestamp();
+
 		cb_worker_load();
 
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 CB_WORKER_RELOAD_MS,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-
-		if (ConfigReloadPending)
+		for (;;)
 		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+			bool		standby = replayed != 0;
+			long		wait_ms = standby ? Max(10, cb_refresh_interval_ms / 4)
+				: CB_WORKER_RELOAD_MS;
+
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(wait_ms, CB_WORKER_RELOAD_MS), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+
+			if (ConfigReloadPending)
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
+			/* asked, replay moved on, promoted, or it is time anyway */
+			if (cb_take_reload_request() || cb_replay_position() != replayed ||
+				TimestampDifferenceExceeds(loaded_at, GetCurrentTimestamp(),
+										   CB_WORKER_RELOAD_MS))
+				break;
 		}
-		(void) cb_take_reload_request();
 	}
 }

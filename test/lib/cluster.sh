@@ -7,6 +7,10 @@
 #   cluster_env DIR                           print PGHOST/PGPORT/... exports
 #   cluster_restart DIR                       pg_ctl restart -m fast
 #   cluster_stop DIR / cluster_destroy DIR    stop / stop and remove
+#   cluster_standby PRIMARY DIR [setting=value ...]
+#                                             a streaming hot standby of PRIMARY
+#                                             (pg_basebackup -R), started
+#   cluster_promote DIR                       pg_ctl promote, waiting for it
 #
 # The cluster listens on 127.0.0.1 and on a Unix socket inside DIR.  Its
 # port is kept in DIR/port.  connbudget is preloaded unless a setting says
@@ -95,6 +99,27 @@ cluster_stop() {
 cluster_destroy() {
     cluster_stop "$1"
     rm -rf "$1"
+}
+
+cluster_standby() {
+    local primary=$1 dir=$2
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$PG_BINDIR/pg_basebackup" -h 127.0.0.1 -p "$(cat "$primary/port")" -U postgres \
+        -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
+        { cat "$dir/basebackup.log" >&2; return 1; }
+    {
+        echo "unix_socket_directories = '$dir'"
+        for setting in "$@"; do
+            echo "${setting%%=*} = '${setting#*=}'"
+        done
+    } >>"$dir/data/postgresql.conf"
+    cluster_start "$dir"
+}
+
+cluster_promote() {
+    "$PG_BINDIR/pg_ctl" -D "$1/data" -w -t 60 promote >/dev/null
 }
 
 # Connection settings for libpq clients: TCP on 127.0.0.1, so that pods
