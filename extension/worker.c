@@ -184,8 +184,11 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 
 			if (ConfigReloadPending)
 			{
+				/* pg_reload_conf() re-reads the limits too, as it always has */
 				ConfigReloadPending = false;
 				ProcessConfigFile(PGC_SIGHUP);
+				(void) cb_take_reload_request();
+				break;
 			}
 			/* asked, replay moved on, promoted, or it is time anyway */
 			if (cb_take_reload_request() || cb_replay_position() != replayed ||
