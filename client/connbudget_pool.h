@@ -2184,7 +2184,10 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         pool->wait_tail = &w;
         pool->waiters++;
         cbpool__note_busy_locked(pool);
-        cbpool__wake(pool);
+        /* maintenance, to open a connection for us if the pool may grow;
+           it does not need to hear of every waiter */
+        if (pool->total + pool->connecting < pool->limit)
+            cbpool__wake(pool);
         while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
             if (!pool->thread_started) {
