@@ -1,4 +1,4 @@
-/* connbudget_pool.h - v1.0 - a libpq connection pool sized by the server's
+/* connbudget_pool.h - v1.1 - a libpq connection pool sized by the server's
    connection budget.  PostgreSQL licence (see end of file).
 
    Do this:
@@ -49,7 +49,8 @@
    taken.
 
    Beyond sizing it does what a production pool does: FIFO waiters with an
-   acquire timeout and a cap on waiters (fail fast beyond it), validation
+   acquire timeout and a cap on waiters (fail fast beyond it), bounded
+   barging when there are more threads than connections, validation
    of connections idle for a while, dead-connection detection before every
    hand-out, rollback of open transactions on release, lifetimes with
    jitter, idle timeouts, leak detection, non-blocking connects with a
@@ -75,9 +76,35 @@
    may still be released on another thread than the one that acquired it;
    that release takes the lock.
 
+   MORE THREADS THAN CONNECTIONS
+
+   Threads that find no connection wait in line and are served first come,
+   first served: a connection released while threads wait is handed to
+   the one that has waited longest, which is woken only then.  Handing
+   over on every release costs a sleep and a wake-up per query, so a thread
+   that releases a connection while others wait and comes straight back
+   for another (within 100 us of its previous release) may take its own
+   connection back, without the lock and without waking anyone, up to
+   cfg.barge_limit times in a row; the next release of that connection
+   then hands it to the first waiter.  This is the only way to skip the
+   line: a thread that was not holding the connection queues behind the
+   others, and the threads in line are served in the order they came.
+   The bound:
+     - each connection is taken back at most barge_limit times in a row
+       while threads wait, and goes to the first thread in line at the
+       latest on its next release (or, if that release retires it, its
+       replacement does), so the first thread in line waits at most
+       barge_limit hold times longer than under strict FIFO;
+     - a kept connection whose thread does not come back within 1 ms goes
+       to the first thread in line (the maintenance thread looks about
+       every millisecond while threads wait), so a take-back that does not
+       happen costs the waiters at most about 2 ms.
+   cfg.barge_limit = 0 hands over on every release (strict FIFO).
+
    CONTENTS
 
        Options (compile time)
+       More threads than connections
        Configuration (with defaults and why)
        API
        Statistics and metrics
@@ -111,6 +138,19 @@
        max_waiters         0       threads allowed to wait at once; beyond it
                                    acquire fails at once (backpressure);
                                    0: no limit
+       barge_limit         8       while threads wait, how many times in a
+                                   row a thread may take back the connection
+                                   it just released (see MORE THREADS THAN
+                                   CONNECTIONS); the first thread in line
+                                   waits at most this many hold times more
+                                   than under strict FIFO.  8 because on 2
+                                   cores with 8 threads on 4 connections it
+                                   carries about 0.9 of what 4 dedicated
+                                   connections do (0.5 with 0), with the
+                                   least served thread still getting about
+                                   0.8 of the busiest one's queries; more
+                                   gains little and waits longer.  0: hand
+                                   every release to the first waiter
        idle_timeout_ms     600000  close connections idle this long (beyond
                                    the minimum); 0: never
        max_lifetime_ms     1800000 retire connections this old, minus up to
@@ -173,6 +213,22 @@
        cbpool_error cbpool_last_error(void);    this thread's last failure
        const char  *cbpool_strerror(cbpool_error e);
 
+   STATISTICS AND METRICS
+
+   cbpool_stats() fills a cbpool_stats_t: gauges (total, idle, in_use,
+   connecting, waiters, max_size, min_size, share, budget, extension), the
+   acquire-wait percentiles of a log-scale histogram (acquire_wait_us_p50,
+   _p99, _max; an acquire that did not wait counts as 0), and counters
+   since open.  For contention: acquire_timeouts, acquire_rejected
+   (max_waiters), handoffs (acquires served by a hand-off after waiting in
+   line), barged_acquires (connections taken straight back while others
+   waited) and barges_expired (kept connections handed to a waiter because
+   their thread did not come back).  Many barged acquires per hand-off and
+   a low p50 mean threads mostly keep their connections; a p99 near the
+   acquire timeout means the pool is too small for its threads.
+   cbpool_prometheus() writes all of it in the Prometheus text format
+   (cbpool_handoffs_total, cbpool_barged_acquires_total, ...).
+
    TRANSACTIONS WITH RETRY
 
        int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg,
@@ -191,6 +247,14 @@
 
    REVISION HISTORY
 
+       1.1  (2026-12-01) more threads than connections: a thread that
+                         releases a connection while others wait may take
+                         it straight back, without the lock, up to
+                         barge_limit (8) times in a row, then it goes to the
+                         first waiter; waiters no longer wake the
+                         maintenance thread unless it can open a
+                         connection; stats and metrics count hand-offs,
+                         barged acquires and expired take-backs
        1.0  (2026-11-22) first release
 */
 /* The implementation uses POSIX (clock_gettime, poll, pipe): under -std=c11
@@ -265,6 +329,7 @@ typedef struct cbpool_config {
     int max_size;
     int acquire_timeout_ms;
     int max_waiters;
+    int barge_limit;
     int idle_timeout_ms;
     int max_lifetime_ms;
     int lifetime_jitter_pct;
@@ -298,6 +363,14 @@ typedef struct cbpool_stats_t {
     uint64_t acquired;
     uint64_t acquire_timeouts;
     uint64_t acquire_rejected;      /* max_waiters backpressure */
+    uint64_t handoffs;              /* acquires served by a hand-off after
+                                       waiting in line */
+    uint64_t barged_acquires;       /* connections taken straight back by the
+                                       thread that released them while
+                                       others waited (barge_limit) */
+    uint64_t barges_expired;        /* kept connections handed to a waiter
+                                       because their thread did not come
+                                       back within 1 ms */
     uint64_t acquire_wait_us_p50;   /* wait of successful acquires */
     uint64_t acquire_wait_us_p99;
     uint64_t acquire_wait_us_max;
@@ -402,15 +475,50 @@ extern "C" {
  * one compare-and-swap (PARKED -> IN_USE).  Under the lock a parked
  * connection still counts as in use until cbpool__drain_locked() moves it to
  * the idle stack, which every locked path does before it needs it.
+ *
+ * KEPT belongs to the contended path: a clean release while other threads
+ * wait may keep the connection for its releasing thread (IN_USE -> PARKING
+ * -> KEPT, without the lock), at most barge_limit times in a row.  The
+ * connection's keep_ticket is the claim: the releasing thread's next acquire
+ * takes the connection back by swapping its ticket for 0, and a thread that
+ * finds the connection kept longer than CBPOOL__KEEP_NS (or the pool
+ * closing) reclaims it the same way under the lock and hands it to the
+ * first waiter.  Whoever swaps the ticket owns the connection; KEPT with a
+ * ticket of 0 is the moment between the swap and the next state.
  */
 typedef enum cbpool__state {
     CBPOOL__FREE,         /* record kept for reuse, no connection */
     CBPOOL__IDLE,
     CBPOOL__IN_USE,
     CBPOOL__CHECKING,     /* taken by maintenance for a check or a refresh */
-    CBPOOL__PARKING,      /* being parked by its releasing thread */
-    CBPOOL__PARKED        /* released without the lock */
+    CBPOOL__PARKING,      /* being parked or kept by its releasing thread */
+    CBPOOL__PARKED,       /* released without the lock */
+    CBPOOL__KEPT          /* released while others wait, for its thread */
 } cbpool__state;
+
+/*
+ * What a release may do without the lock (pool->fast_mode): park the
+ * connection while nobody waits, keep it for its thread's next acquire
+ * while others wait, or nothing.
+ */
+#define CBPOOL__FAST_PARK 0
+#define CBPOOL__FAST_OFF 1
+#define CBPOOL__FAST_KEEP 2
+
+/*
+ * How long a kept connection waits for its thread (1 ms; the maintenance
+ * thread looks about every millisecond while threads wait, so a waiter loses
+ * at most about 2 ms to a thread that does not come back), and how soon a
+ * thread must have come back after its previous release for this release to
+ * keep its connection (100 us: a thread that does other work between two
+ * acquires would leave the connection unused while others wait).
+ */
+#ifndef CBPOOL__KEEP_NS
+#define CBPOOL__KEEP_NS 1000000
+#endif
+#ifndef CBPOOL__COME_BACK_NS
+#define CBPOOL__COME_BACK_NS 100000
+#endif
 
 /*
  * Records outlive their connections: a destroyed connection's record goes
@@ -430,6 +538,11 @@ typedef struct cbpool__conn {
     int64_t acquired_ns;        /* 0 while parked */
     const char *acquired_file;
     uint64_t fast_acquires;     /* acquires through the fast path */
+    uint64_t keep_ticket;       /* != 0: kept, and the claim on it */
+    int64_t kept_ns;            /* when it was kept */
+    uint64_t keep_seq;          /* tickets issued (by its holder) */
+    uint64_t barged_acquires;   /* taken back while others waited */
+    int barges;                 /* kept this many times in a row */
     int leak_reported;
     int releasing;              /* cbpool_release() is resetting it */
     int held_for_answer;        /* kept beyond the share for one more ask */
@@ -466,7 +579,8 @@ struct cbpool {
 
     /* read by the fast path without the lock, written rarely */
     uint64_t id;                /* unique per pool, for the thread-locals */
-    int fast_off;               /* 1: acquire and release take the lock */
+    int fast_mode;              /* CBPOOL__FAST_*: what a release may do
+                                   without the lock */
     char pad_[64];
 
     pthread_mutex_t lock;
@@ -501,6 +615,8 @@ struct cbpool {
     int refresh_attempt;        /* a for_refresh attempt is under way */
     cbpool__conn *refresh_conn; /* handed to maintenance for a refresh */
     int refreshing;             /* a pool_share() call is under way */
+    int watchdog_armed;         /* maintenance looks at kept connections
+                                   about every millisecond */
 
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
@@ -544,16 +660,23 @@ struct cbpool_tx {
 
 /*
  * Releases may park connections without the lock only while nobody waits,
- * the pool is open, no refresh waits for a connection and the pool is
- * within its limit.  Every unlock brings fast_off up to date; a thread about
- * to wait sets it first and then drains (see cbpool__drain_locked).
+ * and keep them for their thread only while others wait (and barge_limit is
+ * not 0); either only while the pool is open, no refresh waits for a
+ * connection and the pool is within its limit.  Every unlock brings
+ * fast_mode up to date; a thread about to wait turns it off first and then
+ * drains (see cbpool__drain_locked).
  */
 static void cbpool__unlock(cbpool *pool)
 {
-    int off = pool->closing || pool->waiters > 0 || pool->refresh_wanted ||
-              pool->total > pool->limit;
-    if (off != __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
-        __atomic_store_n(&pool->fast_off, off, __ATOMIC_SEQ_CST);
+    int mode;
+    if (pool->closing || pool->refresh_wanted || pool->total > pool->limit)
+        mode = CBPOOL__FAST_OFF;
+    else if (pool->waiters > 0)
+        mode = pool->cfg.barge_limit > 0 ? CBPOOL__FAST_KEEP : CBPOOL__FAST_OFF;
+    else
+        mode = CBPOOL__FAST_PARK;
+    if (mode != __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED))
+        __atomic_store_n(&pool->fast_mode, mode, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&pool->lock);
 }
 
@@ -584,6 +707,12 @@ static __thread cbpool_error cbpool__errno = CBPOOL_OK;
 static __thread const cbpool *cbpool__last_pool;
 static __thread uint64_t cbpool__last_pool_id;
 static __thread cbpool__conn *cbpool__last_conn;
+/* the ticket of the last connection if this thread kept it (see KEPT) */
+static __thread uint64_t cbpool__keep_ticket;
+/* when this thread last released a connection of its last pool, and
+   whether its current acquire came within CBPOOL__COME_BACK_NS of it */
+static __thread int64_t cbpool__released_ns;
+static __thread int cbpool__came_back;
 static uint64_t cbpool__pool_ids;
 
 static int64_t cbpool__now_ns(void)
@@ -962,20 +1091,38 @@ static cbpool__conn *cbpool__new_conn(cbpool *pool)
     return c;
 }
 
+static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c);
+
+/* what a drain does with kept connections */
+#define CBPOOL__RECLAIM_STALE 0   /* reclaim those kept longer than CBPOOL__KEEP_NS */
+#define CBPOOL__RECLAIM_ALL 1     /* reclaim all: a thread would wait, or close */
+
 /*
- * Move parked connections to the idle stack; called with the lock.  A
- * connection being parked right now is waited for: its thread is between
- * two stores.  Together with the releasing thread's check of fast_off after
- * it marked the connection PARKING, this makes sure that a thread which set
- * fast_off and then drained cannot miss a connection parked meanwhile.
+ * Move parked connections to the idle stack, and hand kept connections
+ * whose thread has not come back in time (all of them with
+ * CBPOOL__RECLAIM_ALL) to the first waiter; called with the lock.  A
+ * connection being parked or kept right now is waited for: its thread is
+ * between two stores.  Together with the releasing thread's check of
+ * fast_mode after it marked the connection PARKING, this makes sure that a
+ * thread which turned fast_mode off and then drained cannot miss a
+ * connection parked or kept meanwhile.  Returns how many stay kept.
  */
-static void cbpool__drain_locked(cbpool *pool)
+static int cbpool__drain_locked(cbpool *pool, int reclaim)
 {
     cbpool__conn *c;
+    int64_t now = 0;
+    int kept = 0;
     for (c = pool->conns; c; c = c->next) {
         int st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
+        uint64_t ticket = 0;
         int spins = 0;
-        while (st == CBPOOL__PARKING) {
+        for (;;) {
+            if (st == CBPOOL__KEPT) {
+                ticket = __atomic_load_n(&c->keep_ticket, __ATOMIC_ACQUIRE);
+                if (ticket)
+                    break;   /* else its thread is taking it back */
+            } else if (st != CBPOOL__PARKING)
+                break;
             if (++spins > 100)
                 sched_yield();
             st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
@@ -986,8 +1133,22 @@ static void cbpool__drain_locked(cbpool *pool)
             CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
             pool->in_use--;
             pool->idle[pool->idle_count++] = c;
+        } else if (st == CBPOOL__KEPT) {
+            int64_t kept_ns = __atomic_load_n(&c->kept_ns, __ATOMIC_RELAXED);
+            if (!now)
+                now = cbpool__now_ns();
+            if ((reclaim == CBPOOL__RECLAIM_ALL || now - kept_ns >= CBPOOL__KEEP_NS) &&
+                __atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                pool->in_use--;
+                if (!pool->closing)
+                    pool->counters.barges_expired++;
+                cbpool__offer_locked(pool, c);
+            } else
+                kept++;
         }
     }
+    return kept;
 }
 
 static void cbpool__wait_unlink_locked(cbpool *pool, cbpool__waiter *w)
@@ -1012,6 +1173,7 @@ static void cbpool__wait_unlink_locked(cbpool *pool, cbpool__waiter *w)
  */
 static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
 {
+    c->barges = 0;   /* whoever gets it next starts a new run */
     if (pool->refresh_wanted && !pool->refresh_conn) {
         /* a saturated pool still refreshes its share: maintenance first */
         pool->refresh_wanted = 0;
@@ -1026,6 +1188,7 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
         if (!pool->wait_head)
             pool->wait_tail = NULL;
         pool->waiters--;
+        pool->counters.handoffs++;
         CBPOOL__STORE(&c->leak_reported, 0);
         CBPOOL__STORE(&c->acquired_ns, cbpool__now_ns());   /* for the leak check meanwhile */
         CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
@@ -1161,7 +1324,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     msg.id = NULL;
     cbpool__lock(pool);
     cbpool__note_busy_locked(pool);   /* parked connections count as used here */
-    cbpool__drain_locked(pool);
+    cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
     reported_demand = cbpool__demand_locked(pool);
     snprintf(demand, sizeof demand, "%d", reported_demand);
     cbpool__unlock(pool);
@@ -1492,7 +1655,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     cbpool__msg leaks[8];
     int nleaks = 0;
     cbpool__notice_sink notices;
-    int start = 0, i;
+    int start = 0, i, kept;
     int64_t now = cbpool__now_ns();
     int64_t next_ns;
 
@@ -1503,7 +1666,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     }
     pool->maintaining = 1;
     cbpool__note_busy_locked(pool);
-    cbpool__drain_locked(pool);
+    kept = cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
 
     /* idle connections, least recently used first: dead, expired, idle too
        long, or over the share */
@@ -1671,6 +1834,17 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     if (pool->extension == 1 && pool->share == 0 && pool->next_refresh_ns > now &&
         pool->next_refresh_ns < next_ns)
         next_ns = pool->next_refresh_ns;
+    /*
+     * While threads wait, a release may keep its connection for its thread
+     * without the lock and without telling anyone, so look about every
+     * millisecond for one whose thread did not come back (the drain above
+     * hands it to the first waiter).  Only the maintenance thread does this:
+     * waiters sleep until a connection is handed to them.
+     */
+    pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
+                           (pool->waiters > 0 || kept > 0);
+    if (pool->watchdog_armed && now + CBPOOL__KEEP_NS / 2 < next_ns)
+        next_ns = now + CBPOOL__KEEP_NS / 2;
     cbpool__unlock(pool);
 
     for (i = 0; i < notices.n; i++)
@@ -1770,6 +1944,7 @@ CBPOOL_DEF cbpool_config cbpool_config_default(void)
     cfg.max_size = 0;
     cfg.acquire_timeout_ms = 30000;
     cfg.max_waiters = 0;
+    cfg.barge_limit = 8;
     cfg.idle_timeout_ms = 600000;
     cfg.max_lifetime_ms = 1800000;
     cfg.lifetime_jitter_pct = 5;
@@ -1861,6 +2036,7 @@ static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errl
     CBPOOL__NONNEG(max_size)
     CBPOOL__NONNEG(acquire_timeout_ms)
     CBPOOL__NONNEG(max_waiters)
+    CBPOOL__NONNEG(barge_limit)
     CBPOOL__NONNEG(idle_timeout_ms)
     CBPOOL__NONNEG(max_lifetime_ms)
     CBPOOL__NONNEG(lifetime_jitter_pct)
@@ -2094,7 +2270,7 @@ static cbpool__conn *cbpool__take_parked(cbpool *pool)
 {
     cbpool__conn *c = cbpool__my_last(pool);
     int st = CBPOOL__PARKED;
-    if (!c || __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED))
+    if (!c || __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED) != CBPOOL__FAST_PARK)
         return NULL;
     if (!__atomic_compare_exchange_n(&c->state, &st, CBPOOL__IN_USE, 0,
                                      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
@@ -2102,31 +2278,73 @@ static cbpool__conn *cbpool__take_parked(cbpool *pool)
     return c;
 }
 
-/* The fast path of a release: park a clean connection this thread acquired
-   last, without the lock.  Returns 1 if it was parked. */
-static int cbpool__park(cbpool *pool, PGconn *pg)
+/* The contended path of an acquire: the connection this thread kept at its
+   last release, unless it was handed to a waiter meanwhile.  Returns it in
+   use, or NULL. */
+static cbpool__conn *cbpool__take_kept(cbpool *pool)
+{
+    uint64_t ticket = cbpool__keep_ticket;
+    cbpool__conn *c;
+    if (!ticket)
+        return NULL;
+    cbpool__keep_ticket = 0;
+    c = cbpool__my_last(pool);
+    if (!c || !__atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return NULL;
+    __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->barged_acquires,
+                     __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
+    return c;
+}
+
+/*
+ * The fast paths of a release, without the lock, for a clean connection
+ * this thread acquired last.  While nobody waits it is parked.  While
+ * others wait it is kept for this thread's next acquire -- the thread skips
+ * the line, and nobody sleeps or wakes -- if the thread came back within
+ * CBPOOL__COME_BACK_NS after its previous release and has not kept this
+ * connection barge_limit times in a row; else the slow path hands it to
+ * the first waiter.  Returns 1 if it was parked or kept.
+ */
+static int cbpool__release_fast(cbpool *pool, PGconn *pg, int64_t now)
 {
     cbpool__conn *c = cbpool__my_last(pool);
-    int64_t now;
-    if (!c || __atomic_load_n(&pool->fast_off, __ATOMIC_RELAXED) ||
-        CBPOOL__LOAD(&c->pg) != pg || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
+    int mode = __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED);
+    uint64_t ticket;
+    if (!c || mode == CBPOOL__FAST_OFF || CBPOOL__LOAD(&c->pg) != pg ||
+        CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
         PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE)
         return 0;
-    now = cbpool__now_ns();
     if (c->retire_ns && now >= c->retire_ns)
         return 0;
+    if (mode == CBPOOL__FAST_KEEP &&
+        (!cbpool__came_back || c->barges >= pool->cfg.barge_limit))
+        return 0;
     c->last_used_ns = now;
-    /* PARKING first, then fast_off: a thread that set fast_off and drains
-       either sees this connection or is seen here (both are seq_cst) */
+    /* PARKING first, then fast_mode: a thread that turned fast_mode off and
+       drains either sees this connection or is seen here (both seq_cst) */
     __atomic_store_n(&c->state, CBPOOL__PARKING, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&pool->fast_off, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(&pool->fast_mode, __ATOMIC_SEQ_CST) != mode) {
         __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
         return 0;
     }
     __atomic_store_n(&c->acquired_ns, (int64_t)0, __ATOMIC_RELAXED);
-    /* the last touch: once parked, a drain may hand it out, and a close
-       may free the pool */
-    __atomic_store_n(&c->state, CBPOOL__PARKED, __ATOMIC_RELEASE);
+    if (mode == CBPOOL__FAST_PARK) {
+        c->barges = 0;
+        /* the last touch: once parked, a drain may hand it out, and a close
+           may free the pool */
+        __atomic_store_n(&c->state, CBPOOL__PARKED, __ATOMIC_RELEASE);
+        return 1;
+    }
+    c->barges++;
+    ticket = ++c->keep_seq;
+    cbpool__keep_ticket = ticket;
+    __atomic_store_n(&c->kept_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->keep_ticket, ticket, __ATOMIC_RELEASE);
+    /* the last touch, as for a parked one */
+    __atomic_store_n(&c->state, CBPOOL__KEPT, __ATOMIC_SEQ_CST);
     return 1;
 }
 
@@ -2141,10 +2359,11 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         return NULL;
     }
     if (!pool->wait_head && pool->idle_count == 0) {
-        /* connections parked by other threads: fast_off first, so that
-           none parked after the drain goes unseen */
-        __atomic_store_n(&pool->fast_off, 1, __ATOMIC_SEQ_CST);
-        cbpool__drain_locked(pool);
+        /* connections parked or kept by other threads (nobody waits, so
+           this thread is first in line): fast_mode off first, so that none
+           parked or kept after the drain goes unseen */
+        __atomic_store_n(&pool->fast_mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
+        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
     }
     if (!pool->wait_head && pool->idle_count > 0) {
         /* this thread's previous connection if it is idle (its backend
@@ -2184,9 +2403,11 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         pool->wait_tail = &w;
         pool->waiters++;
         cbpool__note_busy_locked(pool);
-        /* maintenance, to open a connection for us if the pool may grow;
-           it does not need to hear of every waiter */
-        if (pool->total + pool->connecting < pool->limit)
+        /* maintenance: to open a connection for us if the pool may grow,
+           and to watch connections kept for their threads meanwhile; it
+           does not need to hear of every waiter */
+        if (pool->total + pool->connecting < pool->limit ||
+            (pool->cfg.barge_limit > 0 && !pool->watchdog_armed))
             cbpool__wake(pool);
         while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
@@ -2238,7 +2459,13 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
         timeout_ms = pool->cfg.acquire_timeout_ms;
     deadline = start + (int64_t)timeout_ms * 1000000;
 
-    c = cbpool__take_parked(pool);
+    /* did this thread come straight back?  (its next release may keep the
+       connection while others wait) */
+    cbpool__came_back = cbpool__my_last(pool) != NULL &&
+                        start - cbpool__released_ns <= CBPOOL__COME_BACK_NS;
+    c = cbpool__take_kept(pool);
+    if (!c)
+        c = cbpool__take_parked(pool);
     fast = c != NULL;
     if (!fast)
         cbpool__lock(pool);
@@ -2310,6 +2537,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
     cbpool__last_pool = pool;
     cbpool__last_pool_id = pool->id;
     cbpool__last_conn = c;
+    cbpool__keep_ticket = 0;   /* a ticket is for the last connection only */
     if (fast)   /* no wait: counted in the histogram's first bucket */
         __atomic_store_n(&c->fast_acquires,
                          __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED) + 1,
@@ -2361,8 +2589,12 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
 
     if (!pool)
         return;
-    if (pg && cbpool__park(pool, pg))
-        return;
+    if (pg) {
+        int64_t now = cbpool__now_ns();
+        cbpool__released_ns = now;
+        if (cbpool__release_fast(pool, pg, now))
+            return;
+    }
     msg.id = NULL;
     cbpool__lock(pool);
     c = pg ? cbpool__find_locked(pool, pg) : NULL;
@@ -2459,20 +2691,27 @@ CBPOOL_DEF void cbpool_maintain(cbpool *pool)
 
 CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
 {
-    uint64_t fast = 0;
+    uint64_t fast = 0, barged = 0;
     cbpool__conn *c;
+    int kept;
     if (!pool || !out)
         return;
     cbpool__lock(pool);
-    cbpool__drain_locked(pool);
-    for (c = pool->conns; c; c = c->next)
+    kept = cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
+    for (c = pool->conns; c; c = c->next) {
         fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
-    for (c = pool->spare; c; c = c->next)
+        barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
+    }
+    for (c = pool->spare; c; c = c->next) {
         fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+        barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
+    }
     *out = pool->counters;
+    out->barged_acquires = barged;
     out->total = pool->total;
-    out->idle = pool->idle_count;
-    out->in_use = pool->in_use;
+    /* kept connections are released: idle, for a moment, to their thread */
+    out->idle = pool->idle_count + kept;
+    out->in_use = pool->in_use - kept;
     out->connecting = pool->connecting;
     out->waiters = pool->waiters;
     out->max_size = pool->limit;
@@ -2560,6 +2799,14 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     CBPOOL__COUNTER("acquire_timeouts_total", "Acquires that timed out.", s.acquire_timeouts);
     CBPOOL__COUNTER("acquire_rejected_total", "Acquires refused by max_waiters.",
                     s.acquire_rejected);
+    CBPOOL__COUNTER("handoffs_total",
+                    "Acquires served by a hand-off after waiting in line.", s.handoffs);
+    CBPOOL__COUNTER("barged_acquires_total",
+                    "Connections taken straight back by the thread that released them "
+                    "while others waited (barge_limit).", s.barged_acquires);
+    CBPOOL__COUNTER("barges_expired_total",
+                    "Connections kept for their thread and handed to a waiter because "
+                    "the thread did not come back in time.", s.barges_expired);
     CBPOOL__EMIT("# HELP cbpool_acquire_wait_seconds Wait of successful acquires.\n"
                  "# TYPE cbpool_acquire_wait_seconds summary\n"
                  "cbpool_acquire_wait_seconds{%s,quantile=\"0.5\"} %.6f\n"
@@ -2613,7 +2860,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
         return;
     }
     pool->closing = 1;
-    __atomic_store_n(&pool->fast_off, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pool->fast_mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
     for (w = pool->wait_head; w; w = w->next)
         pthread_cond_signal(&w->cond);
     pthread_cond_broadcast(&pool->ready_cond);
@@ -2645,7 +2892,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     while (pool->nattempts > 0) {
         PQfinish(pool->attempts[--pool->nattempts].pg);
     }
-    cbpool__drain_locked(pool);
+    cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
     for (c = pool->conns; c; c = next) {
         next = c->next;
         if (CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE) {
