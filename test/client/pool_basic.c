@@ -514,6 +514,10 @@ invalid_case(int i, cbpool_config *c, const char **message)
 			c->connect_timeout_ms = 0;
 			*message = "connect_timeout_ms and validate_timeout_ms must be positive";
 			return "a connect timeout of 0";
+		case 13:
+			c->barge_limit = -1;
+			*message = "barge_limit must not be negative (got -1)";
+			return "a negative barge_limit";
 	}
 	return NULL;
 }

@@ -1,0 +1,620 @@
+/*
+ * pool_contention.c -- more threads than connections: 32 threads on 4
+ * connections with random holds, the bound on barging (a thread taking
+ * back the connection it released while others wait), FIFO order among
+ * the threads that really wait, a thread that does not come back for its
+ * kept connection, and acquire timeouts and max_waiters under contention.
+ *
+ * cluster: max_connections=60 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.refresh_interval=100
+ */
+#include "common.h"
+
+#define THREADS 32
+#define CONNS 4
+#define SECONDS 4
+
+static PGconn *admin;
+
+/* ---- who holds which connection ---- */
+
+/*
+ * Every connection the pool hands out is claimed here by the thread that
+ * got it and given up just before it is released: a claim that finds the
+ * connection claimed means two threads held it at once.
+ */
+typedef struct Claim
+{
+	PGconn	   *conn;
+	long		owner;
+} Claim;
+
+static Claim claims[64];
+static int	nclaims;
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static long double_holds;
+
+static Claim *
+claim_of(PGconn *conn)
+{
+	Claim	   *c = NULL;
+
+	pthread_mutex_lock(&claims_lock);
+	for (int i = 0; i < nclaims; i++)
+		if (claims[i].conn == conn)
+			c = &claims[i];
+	if (!c && nclaims < 64)
+	{
+		c = &claims[nclaims++];
+		c->conn = conn;
+		c->owner = 0;
+	}
+	pthread_mutex_unlock(&claims_lock);
+	return c;
+}
+
+static void
+claim(PGconn *conn, long me)
+{
+	Claim	   *c = claim_of(conn);
+	long		free_ = 0;
+
+	if (!c || !__atomic_compare_exchange_n(&c->owner, &free_, me, 0,
+										   __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		__atomic_fetch_add(&double_holds, 1, __ATOMIC_RELAXED);
+}
+
+static void
+unclaim(PGconn *conn)
+{
+	Claim	   *c = claim_of(conn);
+
+	if (c)
+		__atomic_store_n(&c->owner, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- 32 threads on 4 connections ---- */
+
+typedef struct Worker
+{
+	pthread_t	thread;
+	long		id;
+	cbpool	   *pool;
+	int			timeout_ms;
+	int			max_hold_ms;	/* holds are 0 .. max_hold_ms */
+	int		   *stop;
+	/* out */
+	long		served;
+	long		timeouts;
+	long		rejected;
+	long		other_errors;
+	long		failed_queries;
+	double		max_wait;		/* seconds, of any acquire */
+	double		max_timeout_wait;	/* seconds, of an acquire that timed out */
+	double		min_timeout_wait;
+	double		max_rejected_wait;
+} Worker;
+
+static void *
+worker_main(void *arg)
+{
+	Worker	   *w = arg;
+	unsigned	seed = (unsigned) w->id * 2654435761u;
+
+	w->min_timeout_wait = 1e9;
+	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED))
+	{
+		double		t0 = now_seconds();
+		PGconn	   *conn = CBPOOL_ACQUIRE(w->pool, w->timeout_ms);
+		double		waited = now_seconds() - t0;
+		unsigned	r = rand_r(&seed);
+
+		if (waited > w->max_wait)
+			w->max_wait = waited;
+		if (!conn)
+		{
+			cbpool_error e = cbpool_last_error();
+
+			if (e == CBPOOL_ETIMEOUT)
+			{
+				w->timeouts++;
+				if (waited > w->max_timeout_wait)
+					w->max_timeout_wait = waited;
+				if (waited < w->min_timeout_wait)
+					w->min_timeout_wait = waited;
+			}
+			else if (e == CBPOOL_EBACKPRESSURE)
+			{
+				w->rejected++;
+				if (waited > w->max_rejected_wait)
+					w->max_rejected_wait = waited;
+				sleep_ms(1);
+			}
+			else
+				w->other_errors++;
+			continue;
+		}
+		claim(conn, w->id);
+		w->served++;
+		switch (r % 4)
+		{
+			case 0:
+				if (!query_works(conn))
+					w->failed_queries++;
+				break;
+			case 1:
+				/* an open transaction: the release rolls it back */
+				PQclear(PQexec(conn, "BEGIN"));
+				if (!query_works(conn))
+					w->failed_queries++;
+				break;
+			case 2:
+				if (w->max_hold_ms > 0)
+					sleep_ms((int) (r / 4 % (unsigned) (w->max_hold_ms + 1)));
+				break;
+			default:
+				break;			/* straight back */
+		}
+		unclaim(conn);
+		cbpool_release(w->pool, conn);
+	}
+	return NULL;
+}
+
+/* Run THREADS workers for SECONDS; returns the stats at the end. */
+static cbpool_stats_t
+run_workers(cbpool *pool, Worker *workers, int timeout_ms, int max_hold_ms,
+			int *max_waiters_seen)
+{
+	int			stop = 0;
+	double		end;
+	cbpool_stats_t s;
+
+	*max_waiters_seen = 0;
+	for (long i = 0; i < THREADS; i++)
+	{
+		memset(&workers[i], 0, sizeof(Worker));
+		workers[i].id = i + 1;
+		workers[i].pool = pool;
+		workers[i].timeout_ms = timeout_ms;
+		workers[i].max_hold_ms = max_hold_ms;
+		workers[i].stop = &stop;
+		pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]);
+	}
+	end = now_seconds() + SECONDS;
+	while (now_seconds() < end)
+	{
+		cbpool_stats(pool, &s);
+		if (s.waiters > *max_waiters_seen)
+			*max_waiters_seen = s.waiters;
+		sleep_ms(5);
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(workers[i].thread, NULL);
+	cbpool_stats(pool, &s);
+	return s;
+}
+
+static void
+test_many_threads(void)
+{
+	cbpool_config cfg = test_config("contention", "pod-many");
+	cbpool	   *pool;
+	Worker		workers[THREADS];
+	long		served = 0,
+				least = -1,
+				most = 0,
+				timeouts = 0,
+				errors = 0,
+				failed = 0;
+	double		max_wait = 0;
+	int			max_waiters_seen;
+	cbpool_stats_t s;
+
+	cfg.max_size = CONNS;
+	cfg.min_idle = CONNS;
+	cfg.leak_threshold_ms = 3000;
+	pool = open_or_bail(&cfg);
+	ok(wait_stat(pool, s.total == CONNS, 5000), "the pool holds %d connections", CONNS);
+	nclaims = 0;
+	double_holds = 0;
+
+	s = run_workers(pool, workers, 5000, 2, &max_waiters_seen);
+	for (int i = 0; i < THREADS; i++)
+	{
+		served += workers[i].served;
+		timeouts += workers[i].timeouts;
+		errors += workers[i].other_errors + workers[i].rejected;
+		failed += workers[i].failed_queries;
+		if (least < 0 || workers[i].served < least)
+			least = workers[i].served;
+		if (workers[i].served > most)
+			most = workers[i].served;
+		if (workers[i].max_wait > max_wait)
+			max_wait = workers[i].max_wait;
+	}
+	diag("%d threads on %d connections for %d s: %ld acquires, per thread %ld to %ld "
+		 "(fairness %.2f), longest wait %.0f ms, %llu hand-offs, %llu taken back, "
+		 "%llu expired, p50 %llu us, p99 %llu us",
+		 THREADS, CONNS, SECONDS, served, least, most,
+		 most ? (double) least / most : 0.0, max_wait * 1000,
+		 (unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires,
+		 (unsigned long long) s.barges_expired,
+		 (unsigned long long) s.acquire_wait_us_p50,
+		 (unsigned long long) s.acquire_wait_us_p99);
+	ok(least > 0, "every one of the %d threads was served (the least served got %ld)",
+	   THREADS, least);
+	ok(least * 10 >= most,
+	   "no thread got more than 10 times the connections of another (%ld to %ld)",
+	   least, most);
+	is_int(timeouts + errors, 0,
+		   "no acquire timed out or failed: every wait stayed within the bound, far "
+		   "below the 5 s acquire timeout");
+	ok(max_wait < 5.0 + 1.0, "no acquire waited longer than its timeout (longest %.3f s)",
+	   max_wait);
+	is_int(double_holds, 0, "no connection was held by two threads at once");
+	is_int(failed, 0, "every query on a handed-out connection worked");
+	is_int(s.acquired, served, "the pool counted exactly the acquires the threads made");
+	ok(s.total <= CONNS && max_waiters_seen > 0,
+	   "threads waited (up to %d at once) on at most %d connections", max_waiters_seen,
+	   CONNS);
+	ok(s.handoffs > 0 && s.barged_acquires > 0,
+	   "connections went both ways: handed to waiters (%llu) and taken straight back (%llu)",
+	   (unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires);
+	is_int(s.leaks_detected, 0, "no connection was held long enough to look leaked");
+	ok(wait_stat(pool, s.in_use == 0 && s.waiters == 0 && s.idle == s.total, 5000),
+	   "afterwards nothing is in use and nobody waits (in use %d, idle %d, total %d)",
+	   s.in_use, s.idle, s.total);
+	{
+		char		buf[16384];
+
+		cbpool_prometheus(pool, buf, sizeof(buf));
+		ok(strstr(buf, "# TYPE cbpool_handoffs_total counter\n") &&
+		   strstr(buf, "# TYPE cbpool_barged_acquires_total counter\n") &&
+		   strstr(buf, "# TYPE cbpool_barges_expired_total counter\n") &&
+		   strstr(buf, "cbpool_acquire_wait_seconds{application=\"contention\","
+				  "pod=\"pod-many\",quantile=\"0.99\"}"),
+		   "the Prometheus text has the hand-off and take-back counters and the wait quantiles");
+	}
+	cbpool_close(pool);
+}
+
+/* ---- the bound, white box: one connection, one cycling thread ---- */
+
+typedef struct Cycler
+{
+	cbpool	   *pool;
+	int			stop;
+	long		cycles;
+	long		failures;
+} Cycler;
+
+/* Acquire, run a query, release, again at once: a thread that comes
+   straight back, so it may take its connection back while others wait (and
+   holds it most of the time, so that others do wait). */
+static void *
+cycler_main(void *arg)
+{
+	Cycler	   *c = arg;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_acquire(c->pool, 10000);
+
+		if (!conn)
+		{
+			c->failures++;
+			continue;
+		}
+		__atomic_fetch_add(&c->cycles, 1, __ATOMIC_RELAXED);
+		if (!query_works(conn))
+			c->failures++;
+		cbpool_release(c->pool, conn);
+	}
+	return NULL;
+}
+
+static void
+test_bound(int barge_limit)
+{
+	cbpool_config cfg = test_config("contention", "pod-bound");
+	cbpool	   *pool;
+	Cycler		cycler = {0};
+	pthread_t	thread;
+	int			rounds = 20,
+				served = 0,
+				most = 0,
+				least = -1;
+	uint64_t	handoffs0;
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	cfg.barge_limit = barge_limit;
+	cfg.validate_idle_ms = -1;
+	pool = open_or_bail(&cfg);
+	cycler.pool = pool;
+	pthread_create(&thread, NULL, cycler_main, &cycler);
+	handoffs0 = stats_of(pool).handoffs;
+
+	/*
+	 * Each round this thread waits for the only connection while the
+	 * cycler keeps taking it back.  Take-backs happen only while someone
+	 * waits, and nobody else waits before this thread's acquire or while
+	 * it holds the connection, so the take-backs counted between its
+	 * acquire call and its return are exactly those that overtook it.
+	 */
+	for (int i = 0; i < rounds; i++)
+	{
+		uint64_t	before = stats_of(pool).barged_acquires;
+		PGconn	   *conn = cbpool_acquire(pool, 10000);
+		uint64_t	overtaken;
+
+		if (!conn)
+			continue;
+		overtaken = stats_of(pool).barged_acquires - before;
+		served++;
+		if ((int) overtaken > most)
+			most = (int) overtaken;
+		if (least < 0 || (int) overtaken < least)
+			least = (int) overtaken;
+		sleep_ms(2);
+		cbpool_release(pool, conn);
+		sleep_ms(1);
+	}
+	__atomic_store_n(&cycler.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(thread, NULL);
+	s = stats_of(pool);
+	is_int(served, rounds, "barge_limit %d: a thread waiting for the only connection of a "
+		   "thread that keeps taking it back is served, %d rounds of %d", barge_limit,
+		   served, rounds);
+	ok(most <= barge_limit,
+	   "barge_limit %d: it was overtaken at most %d times (%d to %d times)", barge_limit,
+	   barge_limit, least, most);
+	if (barge_limit > 0)
+		ok(most > 0, "barge_limit %d: and the cycler did take its connection back while "
+		   "it waited", barge_limit);
+	ok(s.handoffs - handoffs0 >= (uint64_t) rounds,
+	   "barge_limit %d: each round ended with a hand-off to the waiting thread (%llu)",
+	   barge_limit, (unsigned long long) (s.handoffs - handoffs0));
+	is_int(cycler.failures, 0, "barge_limit %d: the cycler was never refused", barge_limit);
+	cbpool_close(pool);
+}
+
+/* ---- FIFO among threads that really wait, while another barges ---- */
+
+typedef struct Queued
+{
+	cbpool	   *pool;
+	int			index;
+	int		   *order;
+	int		   *order_len;
+	pthread_mutex_t *order_lock;
+	PGconn	   *conn;
+} Queued;
+
+static void *
+queued_main(void *arg)
+{
+	Queued	   *q = arg;
+
+	q->conn = cbpool_acquire(q->pool, 20000);
+	if (q->conn)
+	{
+		pthread_mutex_lock(q->order_lock);
+		q->order[(*q->order_len)++] = q->index;
+		pthread_mutex_unlock(q->order_lock);
+		sleep_ms(2);
+		cbpool_release(q->pool, q->conn);
+	}
+	return NULL;
+}
+
+static void
+test_fifo_while_barging(void)
+{
+	cbpool_config cfg = test_config("contention", "pod-fifo");
+	cbpool	   *pool;
+	Cycler		cycler = {0};
+	pthread_t	cycler_thread,
+				threads[6];
+	Queued		queued[6];
+	int			order[6],
+				order_len = 0,
+				fifo = 1;
+	pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+	PGconn	   *held;
+	cbpool_stats_t s;
+
+	cfg.max_size = 1;
+	cfg.barge_limit = 4;
+	pool = open_or_bail(&cfg);
+	cycler.pool = pool;
+	pthread_create(&cycler_thread, NULL, cycler_main, &cycler);
+	while (__atomic_load_n(&cycler.cycles, __ATOMIC_RELAXED) < 100)
+		sleep_ms(1);
+	held = cbpool_acquire(pool, 5000);
+	ok(held && wait_stat(pool, s.waiters == 1, 5000),
+	   "a cycling thread waits for the only connection");
+	for (int i = 0; i < 6; i++)
+	{
+		queued[i] = (Queued) {
+			.pool = pool, .index = i, .order = order, .order_len = &order_len,
+			.order_lock = &order_lock
+		};
+		pthread_create(&threads[i], NULL, queued_main, &queued[i]);
+		ok(wait_stat(pool, s.waiters == i + 2, 5000), "waiter %d queued behind it", i + 1);
+	}
+	cbpool_release(pool, held);
+	for (int i = 0; i < 6; i++)
+		pthread_join(threads[i], NULL);
+	__atomic_store_n(&cycler.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(cycler_thread, NULL);
+	s = stats_of(pool);
+	is_int(order_len, 6, "every waiter was served while the cycler took its connection back");
+	for (int i = 0; i < order_len; i++)
+		if (order[i] != i)
+			fifo = 0;
+	ok(fifo, "the waiters were served first come, first served (%d %d %d %d %d %d)",
+	   order[0], order[1], order[2], order[3], order[4], order[5]);
+	ok(s.barged_acquires > 0, "the cycler did take its connection back in between (%llu times)",
+	   (unsigned long long) s.barged_acquires);
+	cbpool_close(pool);
+}
+
+/* ---- a thread that does not come back for its kept connection ---- */
+
+static void *
+acquire_once_main(void *arg)
+{
+	Queued	   *q = arg;
+
+	q->conn = cbpool_acquire(q->pool, 10000);
+	return NULL;
+}
+
+static void
+test_keeper_gone(void)
+{
+	cbpool_config cfg = test_config("contention", "pod-gone");
+	cbpool	   *pool;
+	PGconn	   *conn;
+	pthread_t	thread;
+	Queued		q = {0};
+	cbpool_stats_t s;
+	uint64_t	expired0;
+
+	cfg.max_size = 1;
+	pool = open_or_bail(&cfg);
+	/* come straight back once, so that the next release may keep it */
+	conn = cbpool_acquire(pool, 5000);
+	cbpool_release(pool, conn);
+	conn = cbpool_acquire(pool, 5000);
+	expired0 = stats_of(pool).barges_expired;
+	q.pool = pool;
+	pthread_create(&thread, NULL, acquire_once_main, &q);
+	ok(wait_stat(pool, s.waiters == 1, 5000), "another thread waits for the only connection");
+	/* white box: this thread came straight back (so this release keeps the
+	   connection for it) even if a slow sanitizer made it miss 100 us */
+	cbpool__came_back = 1;
+	cbpool_release(pool, conn);
+	/* ... and this thread never acquires again */
+	pthread_join(thread, NULL);
+	s = stats_of(pool);
+	ok(q.conn != NULL && query_works(q.conn),
+	   "the waiter got the connection although its releaser kept it and never came back");
+	ok(s.barges_expired == expired0 + 1,
+	   "barges_expired counts the kept connection handed on (%llu)",
+	   (unsigned long long) (s.barges_expired - expired0));
+	if (q.conn)
+		cbpool_release(pool, q.conn);
+	conn = cbpool_acquire(pool, 5000);
+	ok(conn != NULL && query_works(conn), "and the first thread gets it afterwards");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+}
+
+/* ---- timeouts and max_waiters under contention ---- */
+
+static void
+test_timeouts(void)
+{
+	cbpool_config cfg = test_config("contention", "pod-timeouts");
+	cbpool	   *pool;
+	Worker		workers[THREADS];
+	long		served = 0,
+				timeouts = 0,
+				errors = 0;
+	double		shortest = 1e9,
+				longest = 0;
+	int			max_waiters_seen;
+	cbpool_stats_t s;
+
+	cfg.max_size = CONNS;
+	cfg.min_idle = CONNS;
+	pool = open_or_bail(&cfg);
+	wait_stat(pool, s.total == CONNS, 5000);
+	nclaims = 0;
+	double_holds = 0;
+	/* holds of up to 40 ms, 32 threads on 4 connections, 20 ms timeouts */
+	s = run_workers(pool, workers, 20, 40, &max_waiters_seen);
+	for (int i = 0; i < THREADS; i++)
+	{
+		served += workers[i].served;
+		timeouts += workers[i].timeouts;
+		errors += workers[i].other_errors + workers[i].rejected;
+		if (workers[i].timeouts && workers[i].min_timeout_wait < shortest)
+			shortest = workers[i].min_timeout_wait;
+		if (workers[i].max_timeout_wait > longest)
+			longest = workers[i].max_timeout_wait;
+	}
+	diag("20 ms timeouts: %ld served, %ld timed out, waits that timed out %.1f to %.1f ms",
+		 served, timeouts, shortest * 1000, longest * 1000);
+	ok(served > 0 && timeouts > 0, "with holds of up to 40 ms, some acquires time out");
+	is_int(errors, 0, "every failed acquire failed with CBPOOL_ETIMEOUT");
+	is_int(s.acquire_timeouts, timeouts, "acquire_timeouts counts them all");
+	ok(shortest >= 0.0195, "none timed out before 20 ms (shortest %.1f ms)", shortest * 1000);
+	ok(longest < 1.0, "and each returned soon after (longest %.1f ms)", longest * 1000);
+	is_int(double_holds, 0, "no connection was held by two threads at once");
+	is_int(s.acquired, served, "acquired counts only the successful acquires");
+	cbpool_close(pool);
+
+	/* max_waiters: beyond it, acquire fails at once */
+	cfg = test_config("contention", "pod-waiters");
+	cfg.max_size = CONNS;
+	cfg.min_idle = CONNS;
+	cfg.max_waiters = 8;
+	pool = open_or_bail(&cfg);
+	wait_stat(pool, s.total == CONNS, 5000);
+	nclaims = 0;
+	double_holds = 0;
+	s = run_workers(pool, workers, 5000, 2, &max_waiters_seen);
+	{
+		long		rejected = 0,
+					other = 0,
+					least = -1;
+		double		slowest = 0;
+
+		served = 0;
+		timeouts = 0;
+		for (int i = 0; i < THREADS; i++)
+		{
+			served += workers[i].served;
+			rejected += workers[i].rejected;
+			timeouts += workers[i].timeouts;
+			other += workers[i].other_errors;
+			if (workers[i].max_rejected_wait > slowest)
+				slowest = workers[i].max_rejected_wait;
+			if (least < 0 || workers[i].served < least)
+				least = workers[i].served;
+		}
+		diag("max_waiters 8: %ld served, %ld rejected, at most %d waiting", served,
+			 rejected, max_waiters_seen);
+		ok(rejected > 0, "with 32 threads on 4 connections, max_waiters (8) rejects some");
+		is_int(s.acquire_rejected, rejected, "acquire_rejected counts them");
+		ok(max_waiters_seen <= 8, "never more than 8 threads waited at once (%d)",
+		   max_waiters_seen);
+		ok(slowest < 1.0, "a rejected acquire returned at once (slowest %.1f ms)",
+		   slowest * 1000);
+		is_int(timeouts + other, 0, "the threads that did wait were served");
+		ok(least > 0, "and every thread was served sometimes (least %ld)", least);
+		is_int(double_holds, 0, "no connection was held by two threads at once");
+	}
+	cbpool_close(pool);
+}
+
+int
+main(void)
+{
+	admin = pg_connect_or_bail("application_name=admin");
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+
+	test_many_threads();
+	test_bound(3);
+	test_bound(0);
+	test_fifo_while_barging();
+	test_keeper_gone();
+	test_timeouts();
+
+	PQfinish(admin);
+	return done_testing();
+}
