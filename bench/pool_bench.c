@@ -3,7 +3,8 @@
  *
  *   pool_bench cycle    THREADS SECONDS           acquire+release, no queries
  *   pool_bench baseline THREADS SECONDS           the same on a minimal pool
- *   pool_bench pool      THREADS CONNS SECONDS    SELECT 1 through the pool
+ *   pool_bench pool      THREADS CONNS SECONDS    SELECT 1 through a pool of
+ *                                                 CONNS connections
  *   pool_bench dedicated THREADS SECONDS          SELECT 1, one persistent
  *                                                 connection per thread
  *   pool_bench newconn   THREADS SECONDS          a new connection per query
@@ -12,6 +13,17 @@
  * ...); for PgBouncer, run "dedicated" with PGPORT pointing at it.  Prints
  * one number: operations per second.  bench/run runs the comparisons and
  * computes the ratios.
+ *
+ * Environment:
+ *   CB_BENCH_QUERY=pk        instead of SELECT 1, a primary-key lookup on
+ *                            a table set up by "pgbench -i" (a random aid
+ *                            of CB_BENCH_ACCOUNTS, default 100000: scale 1)
+ *   CB_BENCH_DETAIL=FILE     append one line to FILE: the fewest and the
+ *                            most operations of one thread, and for the
+ *                            pool the acquire-wait p50 and p99 (us), its
+ *                            hand-offs and barged acquires
+ *   CB_BARGE_LIMIT=K         the pool's barge_limit (default: the pool's)
+ *   CB_BENCH_VERBOSE=1       the pool's stats on stderr
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
@@ -29,6 +41,7 @@ typedef struct Worker
 	_Alignas(64) pthread_t thread;
 	long		ops;
 	int			failed;
+	unsigned	seed;
 } Worker;
 
 static double
@@ -40,12 +53,31 @@ now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int
-select1(PGconn *conn)
-{
-	PGresult   *res = PQexec(conn, "SELECT 1");
-	int			ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+static int	pk_lookup;			/* CB_BENCH_QUERY=pk */
+static long accounts = 100000;
 
+/* one query: SELECT 1, or a primary-key lookup of a random account */
+static int
+query(PGconn *conn, unsigned *seed)
+{
+	PGresult   *res;
+	int			ok;
+
+	if (pk_lookup)
+	{
+		char		aid[24];
+		const char *values[1] = {aid};
+
+		snprintf(aid, sizeof(aid), "%ld", 1 + (long) (rand_r(seed) % (unsigned) accounts));
+		res = PQexecParams(conn, "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+						   1, NULL, values, NULL, NULL, 0);
+		ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+	}
+	else
+	{
+		res = PQexec(conn, "SELECT 1");
+		ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+	}
 	PQclear(res);
 	return ok;
 }
@@ -98,7 +130,7 @@ pool_main(void *arg)
 			w->failed = 1;
 			break;
 		}
-		if (with_query && !select1(conn))
+		if (with_query && !query(conn, &w->seed))
 			w->failed = 1;
 		cbpool_release(pool, conn);
 		w->ops++;
@@ -134,7 +166,7 @@ dedicated_main(void *arg)
 	}
 	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
 	{
-		if (!select1(conn))
+		if (!query(conn, &w->seed))
 			w->failed = 1;
 		w->ops++;
 	}
@@ -151,7 +183,7 @@ newconn_main(void *arg)
 	{
 		PGconn	   *conn = PQconnectdb("");
 
-		if (PQstatus(conn) != CONNECTION_OK || !select1(conn))
+		if (PQstatus(conn) != CONNECTION_OK || !query(conn, &w->seed))
 			w->failed = 1;
 		PQfinish(conn);
 		w->ops++;
@@ -179,8 +211,12 @@ main(int argc, char **argv)
 				elapsed;
 	void	   *(*fn) (void *);
 	Worker	   *workers;
-	long		total = 0;
+	long		total = 0,
+				fewest = 0,
+				most = 0;
 	int			failed = 0;
+	cbpool_stats_t before,
+				after;
 
 	if (argc < 4)
 		usage();
@@ -197,6 +233,11 @@ main(int argc, char **argv)
 		seconds = atof(argv[3]);
 	if (threads < 1 || threads > 256 || seconds <= 0)
 		usage();
+	pk_lookup = getenv("CB_BENCH_QUERY") && strcmp(getenv("CB_BENCH_QUERY"), "pk") == 0;
+	if (getenv("CB_BENCH_ACCOUNTS"))
+		accounts = atol(getenv("CB_BENCH_ACCOUNTS"));
+	if (accounts < 1)
+		accounts = 1;
 
 	if (strcmp(mode, "cycle") == 0 || strcmp(mode, "pool") == 0)
 	{
@@ -211,6 +252,8 @@ main(int argc, char **argv)
 		cfg.max_size = size;
 		cfg.min_idle = size;
 		cfg.validate_idle_ms = -1;	/* no round trips in the hot path */
+		if (getenv("CB_BARGE_LIMIT"))
+			cfg.barge_limit = atoi(getenv("CB_BARGE_LIMIT"));
 		pool = cbpool_open(&cfg, err, sizeof(err));
 		if (!pool)
 		{
@@ -248,7 +291,10 @@ main(int argc, char **argv)
 	workers = aligned_alloc(_Alignof(Worker), (size_t) threads * sizeof(Worker));
 	memset(workers, 0, (size_t) threads * sizeof(Worker));
 	for (int i = 0; i < threads; i++)
+	{
+		workers[i].seed = 2654435761u * (unsigned) (i + 1);
 		pthread_create(&workers[i].thread, NULL, fn, &workers[i]);
+	}
 	/* let every thread start (and connect) before counting */
 	{
 		struct timespec ts = {0, 300000000};
@@ -257,6 +303,8 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < threads; i++)
 		__atomic_store_n(&workers[i].ops, 0, __ATOMIC_RELAXED);
+	if (pool)
+		cbpool_stats(pool, &before);
 	t0 = now_s();
 	{
 		struct timespec ts = {(time_t) seconds, (long) ((seconds - (time_t) seconds) * 1e9)};
@@ -264,8 +312,18 @@ main(int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 	for (int i = 0; i < threads; i++)
-		total += __atomic_load_n(&workers[i].ops, __ATOMIC_RELAXED);
+	{
+		long		ops = __atomic_load_n(&workers[i].ops, __ATOMIC_RELAXED);
+
+		total += ops;
+		if (i == 0 || ops < fewest)
+			fewest = ops;
+		if (ops > most)
+			most = ops;
+	}
 	elapsed = now_s() - t0;
+	if (pool)
+		cbpool_stats(pool, &after);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < threads; i++)
 	{
@@ -279,9 +337,12 @@ main(int argc, char **argv)
 			cbpool_stats_t s;
 
 			cbpool_stats(pool, &s);
-			fprintf(stderr, "pool: total %d max %d share %d acquired %llu p50 %llu us p99 %llu us "
+			fprintf(stderr, "pool: total %d max %d share %d acquired %llu hand-offs %llu "
+					"barged %llu expired %llu p50 %llu us p99 %llu us "
 					"refreshes %llu connects %llu closed broken %llu over share %llu\n",
 					s.total, s.max_size, s.share, (unsigned long long) s.acquired,
+					(unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires,
+					(unsigned long long) s.barges_expired,
 					(unsigned long long) s.acquire_wait_us_p50,
 					(unsigned long long) s.acquire_wait_us_p99,
 					(unsigned long long) s.budget_refreshes, (unsigned long long) s.connects,
@@ -294,6 +355,27 @@ main(int argc, char **argv)
 	{
 		fprintf(stderr, "some operations failed\n");
 		return 1;
+	}
+	if (getenv("CB_BENCH_DETAIL"))
+	{
+		FILE	   *f = fopen(getenv("CB_BENCH_DETAIL"), "a");
+
+		if (!f)
+		{
+			perror(getenv("CB_BENCH_DETAIL"));
+			return 1;
+		}
+		/* the wait percentiles are the pool's since it opened: the warm-up's
+		   few acquires do not move them */
+		if (pool)
+			fprintf(f, "%ld %ld %llu %llu %llu %llu\n", fewest, most,
+					(unsigned long long) after.acquire_wait_us_p50,
+					(unsigned long long) after.acquire_wait_us_p99,
+					(unsigned long long) (after.handoffs - before.handoffs),
+					(unsigned long long) (after.barged_acquires - before.barged_acquires));
+		else
+			fprintf(f, "%ld %ld - - - -\n", fewest, most);
+		fclose(f);
 	}
 	printf("%.0f\n", total / elapsed);
 	return 0;
