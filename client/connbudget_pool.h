@@ -95,10 +95,12 @@
        latest on its next release (or, if that release retires it, its
        replacement does), so the first thread in line waits at most
        barge_limit hold times longer than under strict FIFO;
-     - a kept connection whose thread does not come back within 1 ms goes
-       to the first thread in line (the maintenance thread looks about
-       every millisecond while threads wait), so a take-back that does not
-       happen costs the waiters at most about 2 ms.
+     - a kept connection that its thread has not taken back yet goes to
+       the first thread in line at the pool's next hand-off or new waiter,
+       and within about 2 ms in any case (the maintenance thread looks
+       every millisecond while threads wait, and hands on what has been
+       kept for 100 us), so a thread that does not come back costs the
+       waiters little.
    cfg.barge_limit = 0 hands over on every release (strict FIFO).
 
    CONTENTS
@@ -222,8 +224,8 @@
    since open.  For contention: acquire_timeouts, acquire_rejected
    (max_waiters), handoffs (acquires served by a hand-off after waiting in
    line), barged_acquires (connections taken straight back while others
-   waited) and barges_expired (kept connections handed to a waiter because
-   their thread did not come back).  Many barged acquires per hand-off and
+   waited) and barges_expired (kept connections handed to a waiter before
+   their thread came back for them).  Many barged acquires per hand-off and
    a low p50 mean threads mostly keep their connections; a p99 near the
    acquire timeout means the pool is too small for its threads.
    cbpool_prometheus() writes all of it in the Prometheus text format
@@ -369,8 +371,7 @@ typedef struct cbpool_stats_t {
                                        thread that released them while
                                        others waited (barge_limit) */
     uint64_t barges_expired;        /* kept connections handed to a waiter
-                                       because their thread did not come
-                                       back within 1 ms */
+                                       before their thread came back */
     uint64_t acquire_wait_us_p50;   /* wait of successful acquires */
     uint64_t acquire_wait_us_p99;
     uint64_t acquire_wait_us_max;
@@ -481,7 +482,8 @@ extern "C" {
  * -> KEPT, without the lock), at most barge_limit times in a row.  The
  * connection's keep_ticket is the claim: the releasing thread's next acquire
  * takes the connection back by swapping its ticket for 0, and a thread that
- * finds the connection kept longer than CBPOOL__KEEP_NS (or the pool
+ * finds the connection kept at a hand-off or when it starts waiting (or
+ * maintenance, once it has been kept for CBPOOL__KEEP_NS, or the pool
  * closing) reclaims it the same way under the lock and hands it to the
  * first waiter.  Whoever swaps the ticket owns the connection; KEPT with a
  * ticket of 0 is the moment between the swap and the next state.
@@ -506,18 +508,24 @@ typedef enum cbpool__state {
 #define CBPOOL__FAST_KEEP 2
 
 /*
- * How long a kept connection waits for its thread (1 ms; the maintenance
- * thread looks about every millisecond while threads wait, so a waiter loses
- * at most about 2 ms to a thread that does not come back), and how soon a
- * thread must have come back after its previous release for this release to
- * keep its connection (100 us: a thread that does other work between two
- * acquires would leave the connection unused while others wait).
+ * How soon a thread must have come back after its previous release for
+ * this release to keep its connection (100 us, about what waking a waiter
+ * costs: a thread that does other work between two acquires would leave
+ * the connection unused while others wait).  A kept connection goes to the
+ * first waiter at the pool's next hand-off or new waiter, whatever its age
+ * (a thread in a tight loop takes it back within microseconds, so one that
+ * has not is most likely doing something else); while threads wait, the
+ * maintenance thread also looks every CBPOOL__WATCH_NS and hands on what has
+ * been kept for CBPOOL__KEEP_NS, for pools where nothing else happens.
  */
-#ifndef CBPOOL__KEEP_NS
-#define CBPOOL__KEEP_NS 1000000
-#endif
 #ifndef CBPOOL__COME_BACK_NS
 #define CBPOOL__COME_BACK_NS 100000
+#endif
+#ifndef CBPOOL__KEEP_NS
+#define CBPOOL__KEEP_NS CBPOOL__COME_BACK_NS
+#endif
+#ifndef CBPOOL__WATCH_NS
+#define CBPOOL__WATCH_NS 1000000
 #endif
 
 /*
@@ -1099,8 +1107,8 @@ static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c);
 
 /*
  * Move parked connections to the idle stack, and hand kept connections
- * whose thread has not come back in time (all of them with
- * CBPOOL__RECLAIM_ALL) to the first waiter; called with the lock.  A
+ * whose thread has not taken them back within CBPOOL__KEEP_NS (all of them
+ * with CBPOOL__RECLAIM_ALL) to the first waiter; called with the lock.  A
  * connection being parked or kept right now is waited for: its thread is
  * between two stores.  Together with the releasing thread's check of
  * fast_mode after it marked the connection PARKING, this makes sure that a
@@ -1836,15 +1844,17 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         next_ns = pool->next_refresh_ns;
     /*
      * While threads wait, a release may keep its connection for its thread
-     * without the lock and without telling anyone, so look about every
-     * millisecond for one whose thread did not come back (the drain above
-     * hands it to the first waiter).  Only the maintenance thread does this:
-     * waiters sleep until a connection is handed to them.
+     * without the lock and without telling anyone.  The pool's next
+     * hand-off or new waiter passes one whose thread has not come back to
+     * the first waiter, but in a pool where neither comes, look about every
+     * CBPOOL__WATCH_NS (the drain above does it; poll() rounds up to the
+     * next millisecond).  Waiters sleep until a connection is handed to
+     * them.
      */
     pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
                            (pool->waiters > 0 || kept > 0);
-    if (pool->watchdog_armed && now + CBPOOL__KEEP_NS / 2 < next_ns)
-        next_ns = now + CBPOOL__KEEP_NS / 2;
+    if (pool->watchdog_armed && now + CBPOOL__WATCH_NS / 2 < next_ns)
+        next_ns = now + CBPOOL__WATCH_NS / 2;
     cbpool__unlock(pool);
 
     for (i = 0; i < notices.n; i++)
@@ -2364,7 +2374,10 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
            parked or kept after the drain goes unseen */
         __atomic_store_n(&pool->fast_mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
         cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
-    }
+    } else if (pool->wait_head && pool->cfg.barge_limit > 0)
+        /* connections kept for threads that have not come back for them go
+           to the threads ahead of this one */
+        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
     if (!pool->wait_head && pool->idle_count > 0) {
         /* this thread's previous connection if it is idle (its backend
            is warm and on the same CPU), else the most recently used */
@@ -2641,6 +2654,10 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
         pool->refreshing = 0;
         cbpool__wake(pool);   /* the share may allow growth */
     }
+    if (pool->waiters > 0 && pool->cfg.barge_limit > 0)
+        /* connections released earlier and kept for threads that have not
+           come back for them go first */
+        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
     keep = cbpool__return_locked(pool, c, broken, &free_pool);
     cbpool__unlock(pool);
     if (!keep)
@@ -2805,8 +2822,8 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                     "Connections taken straight back by the thread that released them "
                     "while others waited (barge_limit).", s.barged_acquires);
     CBPOOL__COUNTER("barges_expired_total",
-                    "Connections kept for their thread and handed to a waiter because "
-                    "the thread did not come back in time.", s.barges_expired);
+                    "Connections kept for their thread and handed to a waiter before "
+                    "the thread came back.", s.barges_expired);
     CBPOOL__EMIT("# HELP cbpool_acquire_wait_seconds Wait of successful acquires.\n"
                  "# TYPE cbpool_acquire_wait_seconds summary\n"
                  "cbpool_acquire_wait_seconds{%s,quantile=\"0.5\"} %.6f\n"
