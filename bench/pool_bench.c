@@ -23,6 +23,8 @@
  *                            pool the acquire-wait p50 and p99 (us), its
  *                            hand-offs and barged acquires
  *   CB_BARGE_LIMIT=K         the pool's barge_limit (default: the pool's)
+ *   CB_BENCH_BURST=N:US      pool: after every N queries a thread sleeps
+ *                            for US microseconds without a connection
  *   CB_BENCH_VERBOSE=1       the pool's stats on stderr
  */
 #define CBPOOL_IMPLEMENTATION
@@ -116,6 +118,20 @@ mini_release(void *item)
 /* acquire and release in a loop, with a SELECT 1 in between unless cycling */
 static int	with_query;
 
+/* CB_BENCH_BURST=N:US -- after every N queries a thread sleeps for US
+   microseconds without a connection (a request that runs N queries, then
+   waits for something else) */
+static long burst;
+static long think_us;
+
+static void
+think(long us)
+{
+	struct timespec ts = {us / 1000000, us % 1000000 * 1000};
+
+	nanosleep(&ts, NULL);
+}
+
 static void *
 pool_main(void *arg)
 {
@@ -134,6 +150,8 @@ pool_main(void *arg)
 			w->failed = 1;
 		cbpool_release(pool, conn);
 		w->ops++;
+		if (burst > 0 && w->ops % burst == 0)
+			think(think_us);
 	}
 	return NULL;
 }
@@ -234,6 +252,9 @@ main(int argc, char **argv)
 	if (threads < 1 || threads > 256 || seconds <= 0)
 		usage();
 	pk_lookup = getenv("CB_BENCH_QUERY") && strcmp(getenv("CB_BENCH_QUERY"), "pk") == 0;
+	if (getenv("CB_BENCH_BURST") &&
+		sscanf(getenv("CB_BENCH_BURST"), "%ld:%ld", &burst, &think_us) != 2)
+		usage();
 	if (getenv("CB_BENCH_ACCOUNTS"))
 		accounts = atol(getenv("CB_BENCH_ACCOUNTS"));
 	if (accounts < 1)
