@@ -1852,7 +1852,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
      * them.
      */
     pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
-                           (pool->waiters > 0 || kept > 0);
+                           pool->total > 0 && (pool->waiters > 0 || kept > 0);
     if (pool->watchdog_armed && now + CBPOOL__WATCH_NS / 2 < next_ns)
         next_ns = now + CBPOOL__WATCH_NS / 2;
     cbpool__unlock(pool);
@@ -2420,7 +2420,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
            and to watch connections kept for their threads meanwhile; it
            does not need to hear of every waiter */
         if (pool->total + pool->connecting < pool->limit ||
-            (pool->cfg.barge_limit > 0 && !pool->watchdog_armed))
+            (pool->cfg.barge_limit > 0 && pool->total > 0 && !pool->watchdog_armed))
             cbpool__wake(pool);
         while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
