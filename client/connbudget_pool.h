@@ -97,10 +97,12 @@
        barge_limit hold times longer than under strict FIFO;
      - a kept connection that its thread has not taken back yet goes to
        the first thread in line at the pool's next hand-off or new waiter,
-       and within about 2 ms in any case (the maintenance thread looks
+       and otherwise within about 2 ms (the maintenance thread looks
        every millisecond while threads wait, and hands on what has been
-       kept for 100 us), so a thread that does not come back costs the
-       waiters little.
+       kept for 100 us), or 32 ms in a pool whose threads have long all
+       come back (the look slows down, by doubling, to every 16 ms while
+       it finds nothing to hand on, and speeds up again when it does), so
+       a thread that does not come back costs the waiters little.
    cfg.barge_limit = 0 hands over on every release (strict FIFO).
 
    CONTENTS
@@ -527,6 +529,12 @@ typedef enum cbpool__state {
 #ifndef CBPOOL__WATCH_NS
 #define CBPOOL__WATCH_NS 1000000
 #endif
+/* the watch slows down, by doubling, to this while it finds nothing to hand
+   on: many pools in one process must not each wake a thousand times a
+   second for threads that do come back */
+#ifndef CBPOOL__WATCH_MAX_NS
+#define CBPOOL__WATCH_MAX_NS 16000000
+#endif
 
 /*
  * Records outlive their connections: a destroyed connection's record goes
@@ -624,7 +632,9 @@ struct cbpool {
     cbpool__conn *refresh_conn; /* handed to maintenance for a refresh */
     int refreshing;             /* a pool_share() call is under way */
     int watchdog_armed;         /* maintenance looks at kept connections
-                                   about every millisecond */
+                                   every watch_ns */
+    int64_t watch_ns;           /* CBPOOL__WATCH_NS .. CBPOOL__WATCH_MAX_NS */
+    uint64_t watch_expired;     /* barges_expired at the last look */
 
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
@@ -1848,13 +1858,20 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
      * hand-off or new waiter passes one whose thread has not come back to
      * the first waiter, but in a pool where neither comes, look about every
      * CBPOOL__WATCH_NS (the drain above does it; poll() rounds up to the
-     * next millisecond).  Waiters sleep until a connection is handed to
-     * them.
+     * next millisecond), and less often, down to every CBPOOL__WATCH_MAX_NS,
+     * while the looks find nothing to hand on.  Waiters sleep until a
+     * connection is handed to them.
      */
     pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
                            pool->total > 0 && (pool->waiters > 0 || kept > 0);
-    if (pool->watchdog_armed && now + CBPOOL__WATCH_NS / 2 < next_ns)
-        next_ns = now + CBPOOL__WATCH_NS / 2;
+    if (!pool->watchdog_armed || pool->counters.barges_expired != pool->watch_expired ||
+        pool->watch_ns < CBPOOL__WATCH_NS)
+        pool->watch_ns = CBPOOL__WATCH_NS;   /* back to the fastest watch */
+    else if (pool->watch_ns < CBPOOL__WATCH_MAX_NS)
+        pool->watch_ns *= 2;                 /* nothing handed on: slower */
+    pool->watch_expired = pool->counters.barges_expired;
+    if (pool->watchdog_armed && now + pool->watch_ns / 2 < next_ns)
+        next_ns = now + pool->watch_ns / 2;
     cbpool__unlock(pool);
 
     for (i = 0; i < notices.n; i++)
