@@ -192,8 +192,14 @@ test_hundred_pools(void)
 		}
 	}
 
-	/* every pool holds no more than the share the server publishes for it */
-	while (now_seconds() - t0 < 40)
+	/*
+	 * Every pool holds no more than the share the server publishes for it.
+	 * The pools already connected keep two cores busy with their queries,
+	 * so the last connects may take long under sanitizers next to another
+	 * test: the bound below is only when to give up, what is asserted is
+	 * the time from the last pool's start to all being within their shares.
+	 */
+	while (now_seconds() - t0 < 120)
 	{
 		int			started = 0;
 		long		shares[CROWD];
