@@ -118,6 +118,30 @@ mini_release(void *item)
 /* acquire and release in a loop, with a SELECT 1 in between unless cycling */
 static int	with_query;
 
+/* CB_BENCH_HOOKS=1: every lifecycle hook set, doing nothing but counting */
+static uint64_t hook_events;
+
+static void
+noop_connect(void *u, PGconn *c, uint64_t us, const char *e)
+{
+	(void) u, (void) c, (void) us, (void) e;
+	__atomic_add_fetch(&hook_events, 1, __ATOMIC_RELAXED);
+}
+
+static void
+noop_close(void *u, PGconn *c, cbpool_close_reason r, uint64_t us)
+{
+	(void) u, (void) c, (void) r, (void) us;
+	__atomic_add_fetch(&hook_events, 1, __ATOMIC_RELAXED);
+}
+
+static void
+noop_use(void *u, PGconn *c, uint64_t us)
+{
+	(void) u, (void) c, (void) us;
+	__atomic_add_fetch(&hook_events, 1, __ATOMIC_RELAXED);
+}
+
 /* CB_BENCH_BURST=N:US -- after every N queries a thread sleeps for US
    microseconds without a connection (a request that runs N queries, then
    waits for something else) */
@@ -275,6 +299,13 @@ main(int argc, char **argv)
 		cfg.validate_idle_ms = -1;	/* no round trips in the hot path */
 		if (getenv("CB_BARGE_LIMIT"))
 			cfg.barge_limit = atoi(getenv("CB_BARGE_LIMIT"));
+		if (getenv("CB_BENCH_HOOKS") && atoi(getenv("CB_BENCH_HOOKS")))
+		{
+			cfg.hooks.on_connect = noop_connect;
+			cfg.hooks.on_close = noop_close;
+			cfg.hooks.on_acquire = noop_use;
+			cfg.hooks.on_release = noop_use;
+		}
 		pool = cbpool_open(&cfg, err, sizeof(err));
 		if (!pool)
 		{

@@ -180,6 +180,31 @@
        headroom_pct        25      demand reported = (in use + waiters) plus
                                    this percentage, at least one more
        background          1       run the maintenance thread
+       breaker_failures    5       connects failed in a row as unreachable
+                                   (refused, reset, timed out, the server
+                                   shutting down or starting up; never 53300
+                                   or a failed login) that open the circuit
+                                   breaker (see CIRCUIT BREAKER); 0: no
+                                   breaker.  5 because with the default
+                                   backoff they take about 1.5 s against a
+                                   stopped server, and one or two failures
+                                   happen in any restart
+       breaker_after_ms    3000    ... or failures in a row for this long,
+                                   whichever comes first, so that a server
+                                   that does not answer at all opens it at
+                                   the first timed-out connect
+       breaker_open_ms     1000    how long the circuit stays open before one
+                                   probe connect; doubled by each failed
+                                   probe up to 8 times this, each period
+                                   drawn from 80% to 120% of it (so a fleet
+                                   does not probe in step).  1 s: a restarted
+                                   server is used again within about 1-10 s
+       log_debug           0       1: also log connect, close, acquire and
+                                   release events at CBPOOL_LOG_DEBUG (ids
+                                   "connect", "close", "acquire", "release")
+       hooks               {NULL}  lifecycle callbacks (see HOOKS)
+       credentials         {NULL}  {func, user_data}: the password or conninfo
+                                   for each new connection (see CREDENTIALS)
        logger              {NULL}  {func, user_data}; NULL: warnings and
                                    errors to stderr.  Called outside the
                                    pool's lock; must not call cbpool_close().
@@ -199,6 +224,11 @@
            cbpool_last_error() says which.
        PGconn *CBPOOL_ACQUIRE(pool, timeout_ms);
            the same, remembering __FILE__:__LINE__ for leak reports.
+       PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us);
+           the same with an absolute deadline on cbpool_clock_us(); one
+           already passed fails at once (CBPOOL_ETIMEOUT), taking nothing.
+       int64_t cbpool_clock_us(void);
+           the pool's clock (CLOCK_MONOTONIC), in microseconds.
        void cbpool_release(cbpool *pool, PGconn *conn);
            rolls back an open or failed transaction; discards a broken
            connection; releasing into the wrong pool, or twice while the
@@ -233,6 +263,62 @@
    cbpool_prometheus() writes all of it in the Prometheus text format
    (cbpool_handoffs_total, cbpool_barged_acquires_total, ...).
 
+   CIRCUIT BREAKER
+
+   While the server cannot be reached, waiting for a connection only holds
+   the caller's thread.  After breaker_failures connects in a row failed as
+   unreachable, or such failures for breaker_after_ms, the circuit opens:
+   threads waiting for a connection return at once, and an acquire that
+   finds no idle connection fails at once with CBPOOL_EUNAVAILABLE instead
+   of waiting out its timeout.  Idle connections that still pass their
+   checks are still handed out.  After breaker_open_ms (with jitter) one
+   probe connect half-opens it: success closes it, and the pool grows back
+   from that connection in steps of 1, 2, 4, ... connects with a random
+   pause between steps (as at start-up), not all at once; failure opens it
+   again for twice as long (up to 8 times).  A refusal with 53300 is
+   backpressure from a server that is there: it never counts, and neither
+   does a failed login.  cbpool_run() does not retry while the circuit is
+   open.  Stats: breaker_state, breaker_openings, breaker_fast_failures.
+
+   DEADLINES
+
+   cbpool_acquire_until() and cbpool_run_opts.deadline_us take an absolute
+   deadline on cbpool_clock_us().  cbpool_run() starts no attempt (first or
+   retry) once the deadline has passed (CBPOOL_ETIMEOUT), waits for a
+   connection no longer than the deadline, and sends the time left with
+   BEGIN as SET LOCAL statement_timeout, so the server gives up no later
+   than the caller; each later statement of fn through cbpool_tx_exec() or
+   cbpool_tx_exec_params() sets it again to the time left, and one that
+   would start after the deadline is not sent: it fails with 57014
+   (query_canceled) and the work is rolled back.
+
+   CREDENTIALS
+
+   cfg.credentials.func(user_data, &secret) is called before every new
+   connection, on the maintenance thread and outside the pool's lock; it
+   may block (read a file, ask a vault, fetch a cloud IAM token).  It fills
+   secret.password and/or secret.conninfo ("key=value ...", which overrides
+   cfg.conninfo for that connection: another user, an sslkey) and returns
+   0, or fills secret.error and returns non-zero: a failed connect, logged
+   with that error as "connect-failed", backed off and counted by the
+   breaker.  Connections already open are not dropped when the secret
+   changes; they retire by max_lifetime_ms.  The pool wipes the secret
+   after each connect.
+
+   HOOKS
+
+   cfg.hooks = {on_connect, on_close, on_acquire, on_release, user_data},
+   each optional: a connect with its duration (or its error), a close with
+   its reason (CBPOOL_CLOSE_IDLE, _LIFETIME, _BROKEN, _OVER_SHARE,
+   _POOL_CLOSED; cbpool_close_reason_name() names them) and the
+   connection's age, an acquire with the time waited, a release with the
+   time held.  They run outside the pool's lock on the thread of the event,
+   acquire and release on the caller's, before the connection is handed
+   back; they must not call cbpool_close() but may call cbpool_stats().
+   Unset, they cost one predictable branch per acquire and release; set,
+   a release takes the lock once more to find the connection's hold time.
+   cfg.log_debug sends the same events to the logger at CBPOOL_LOG_DEBUG.
+
    TRANSACTIONS WITH RETRY
 
        int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg,
@@ -258,7 +344,11 @@
                          first waiter; waiters no longer wake the
                          maintenance thread unless it can open a
                          connection; stats and metrics count hand-offs,
-                         barged acquires and expired take-backs
+                         barged acquires and expired take-backs; a circuit
+                         breaker (CBPOOL_EUNAVAILABLE), deadlines
+                         (cbpool_acquire_until, cbpool_run_opts.deadline_us,
+                         statement_timeout), a credentials callback,
+                         lifecycle hooks and debug events
        1.0  (2026-11-22) first release
 */
 /* The implementation uses POSIX (clock_gettime, poll, pipe): under -std=c11
@@ -300,7 +390,9 @@ typedef enum cbpool_error {
     CBPOOL_EBACKPRESSURE = -2,  /* max_waiters threads already waiting */
     CBPOOL_ECLOSED = -3,        /* the pool is closed or closing */
     CBPOOL_EINVAL = -4,         /* NULL or invalid argument */
-    CBPOOL_EQUERY = -5          /* BEGIN/COMMIT failed (cbpool_run) */
+    CBPOOL_EQUERY = -5,         /* BEGIN/COMMIT failed (cbpool_run) */
+    CBPOOL_EUNAVAILABLE = -6    /* the server is unreachable: the circuit
+                                   breaker is open, no idle connection */
 } cbpool_error;
 
 typedef enum cbpool_log_level {
@@ -318,6 +410,55 @@ typedef struct cbpool_logger {
     cbpool_log_fn func;
     void *user_data;
 } cbpool_logger;
+
+/*
+ * Lifecycle hooks: each is optional, called outside the pool's lock on the
+ * thread where the event happens (connect and close mostly on the
+ * maintenance thread; acquire and release on the caller's).  They must not
+ * call cbpool_close() on their pool; they may call cbpool_stats().
+ */
+typedef enum cbpool_close_reason {
+    CBPOOL_CLOSE_IDLE = 0,        /* idle beyond idle_timeout_ms */
+    CBPOOL_CLOSE_LIFETIME = 1,    /* max_lifetime_ms reached */
+    CBPOOL_CLOSE_BROKEN = 2,      /* dead, failed validation or reset */
+    CBPOOL_CLOSE_OVER_SHARE = 3,  /* beyond the pod's share */
+    CBPOOL_CLOSE_POOL_CLOSED = 4  /* cbpool_close() */
+} cbpool_close_reason;
+
+typedef struct cbpool_hooks {
+    /* a connect finished after duration_us: conn on success, or NULL and
+       error (the first line of libpq's message) on failure */
+    void (*on_connect)(void *user_data, PGconn *conn, uint64_t duration_us,
+                       const char *error);
+    /* a connection is about to be closed, lifetime_us after its connect */
+    void (*on_close)(void *user_data, PGconn *conn, cbpool_close_reason reason,
+                     uint64_t lifetime_us);
+    /* handed to the caller after waiting wait_us (0: no wait) */
+    void (*on_acquire)(void *user_data, PGconn *conn, uint64_t wait_us);
+    /* given back after being held for hold_us */
+    void (*on_release)(void *user_data, PGconn *conn, uint64_t hold_us);
+    void *user_data;
+} cbpool_hooks;
+
+/*
+ * Rotating credentials: called before each new connection (on the
+ * maintenance thread, outside the lock).  Fill password and/or conninfo
+ * (extra "key=value ..." that overrides cfg.conninfo for this connection)
+ * and return 0; or fill error and return non-zero, which counts as a
+ * failed connect (logged with the error, backed off, and counted by the
+ * circuit breaker: a pool that cannot get its credentials cannot reach its
+ * server either).  The pool wipes the struct after use.
+ */
+typedef struct cbpool_secret {
+    char password[256];
+    char conninfo[1024];
+    char error[256];
+} cbpool_secret;
+
+typedef struct cbpool_credentials {
+    int (*func)(void *user_data, cbpool_secret *out);
+    void *user_data;
+} cbpool_credentials;
 
 typedef struct cbpool_allocator {
     void *(*alloc_fn)(size_t size, void *user_data);
@@ -346,8 +487,14 @@ typedef struct cbpool_config {
     int backoff_max_ms;
     int headroom_pct;
     int background;
+    int breaker_failures;
+    int breaker_after_ms;
+    int breaker_open_ms;
+    int log_debug;
     cbpool_logger logger;
     cbpool_allocator allocator;
+    cbpool_hooks hooks;
+    cbpool_credentials credentials;
 } cbpool_config;
 
 typedef struct cbpool_stats_t {
@@ -363,6 +510,7 @@ typedef struct cbpool_stats_t {
     int budget;             /* the server's budget, -1 unknown */
     int demand;             /* reported at the last refresh, -1 before */
     int extension;          /* 1 server has connbudget, 0 not, -1 unknown */
+    int breaker_state;      /* CBPOOL_BREAKER_CLOSED, _OPEN or _HALF_OPEN */
     /* counters since open */
     uint64_t acquired;
     uint64_t acquire_timeouts;
@@ -390,7 +538,14 @@ typedef struct cbpool_stats_t {
     uint64_t budget_errors;
     uint64_t leaks_detected;
     uint64_t misuse;                /* double or foreign releases */
+    uint64_t breaker_openings;      /* the circuit opened (from closed) */
+    uint64_t breaker_fast_failures; /* acquires failed with
+                                       CBPOOL_EUNAVAILABLE */
 } cbpool_stats_t;
+
+#define CBPOOL_BREAKER_CLOSED 0     /* connects go ahead */
+#define CBPOOL_BREAKER_OPEN 1       /* unreachable: no connects, fail fast */
+#define CBPOOL_BREAKER_HALF_OPEN 2  /* one probe connect under way */
 
 typedef struct cbpool_tx cbpool_tx;
 typedef int (*cbpool_tx_fn)(cbpool_tx *tx, void *arg);
@@ -400,6 +555,8 @@ typedef struct cbpool_run_opts {
     int max_attempts;       /* 0: 5 */
     int acquire_timeout_ms; /* 0: the pool's */
     const char *begin;      /* NULL: "BEGIN" */
+    int64_t deadline_us;    /* 0: none; else cbpool_clock_us() time by which
+                               the work must be done */
     /* out */
     int attempts;
     char sqlstate[6];       /* of the last failure, "" if none */
@@ -410,6 +567,9 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg, char *err, size_t errle
 CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms);
 CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms,
                                      const char *file, int line);
+CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us);
+CBPOOL_DEF int64_t cbpool_clock_us(void);
+CBPOOL_DEF const char *cbpool_close_reason_name(cbpool_close_reason reason);
 CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *conn);
 CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms);
 CBPOOL_DEF void cbpool_maintain(cbpool *pool);
@@ -562,6 +722,7 @@ typedef struct cbpool__conn {
     int leak_reported;
     int releasing;              /* cbpool_release() is resetting it */
     int held_for_answer;        /* kept beyond the share for one more ask */
+    int close_reason;           /* cbpool_close_reason, set when it goes */
     int64_t created_ns;
     struct cbpool__conn *next;  /* in all-connections list, or spare list */
     char pad_[64];
@@ -578,6 +739,8 @@ typedef struct cbpool__waiter {
 
 typedef struct cbpool__attempt {
     PGconn *pg;
+    int64_t started_ns;
+    char why[288];              /* failed before libpq: the reason */
     int64_t deadline_ns;
     PostgresPollingStatusType status;
     int for_refresh;            /* opened to renew a saturated pool's share */
@@ -595,6 +758,9 @@ struct cbpool {
 
     /* read by the fast path without the lock, written rarely */
     uint64_t id;                /* unique per pool, for the thread-locals */
+    int observe;                /* hooks or log_debug: events to report */
+    int writes_only;            /* target_session_attrs=read-write or primary:
+                                   never hand out a read-only session */
     int fast_mode;              /* CBPOOL__FAST_*: what a release may do
                                    without the lock */
     char pad_[64];
@@ -636,6 +802,13 @@ struct cbpool {
     int64_t watch_ns;           /* CBPOOL__WATCH_NS .. CBPOOL__WATCH_MAX_NS */
     uint64_t watch_expired;     /* barges_expired at the last look */
 
+    /* the circuit breaker (see CIRCUIT BREAKER) */
+    int breaker;                /* CBPOOL_BREAKER_* */
+    int unreachable;            /* connects failed in a row as unreachable */
+    int64_t unreachable_since_ns; /* start of the first of them */
+    int breaker_reopens;        /* failed probes since it opened */
+    int64_t breaker_until_ns;   /* open until then, then a probe */
+
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
     int share;                  /* -1 unknown */
@@ -674,6 +847,9 @@ struct cbpool_tx {
     PGconn *conn;
     int attempt;
     char sqlstate[6];
+    int64_t deadline_ns;        /* 0: none */
+    int statements;             /* run since statement_timeout was set */
+    int expired;                /* a statement was not sent: too late */
 };
 
 /*
@@ -1074,8 +1250,74 @@ static void cbpool__idle_remove_locked(cbpool *pool, cbpool__conn *c)
 
 /* Close a connection and keep its record for reuse; outside the lock
    (PQfinish talks to the server). */
+/*
+ * Lifecycle events, for cfg.hooks and the debug log: only when one of them
+ * is set (pool->observe), always outside the lock.
+ */
+static void cbpool__debug(cbpool *pool, const char *id, const char *fmt, ...)
+{
+    cbpool__msg m;
+    va_list ap;
+    m.level = CBPOOL_LOG_DEBUG;
+    m.id = id;
+    va_start(ap, fmt);
+    vsnprintf(m.text, sizeof m.text, fmt, ap);
+    va_end(ap);
+    cbpool__emit(pool, &m);
+}
+
+static void cbpool__on_connect(cbpool *pool, PGconn *pg, int64_t started_ns,
+                               const char *error)
+{
+    uint64_t us = (uint64_t)(cbpool__now_ns() - started_ns) / 1000;
+    if (pool->cfg.hooks.on_connect)
+        pool->cfg.hooks.on_connect(pool->cfg.hooks.user_data, pg, us, error);
+    if (pool->cfg.log_debug) {
+        if (pg)
+            cbpool__debug(pool, "connect", "connected in %llu us (backend %d)",
+                          (unsigned long long)us, PQbackendPID(pg));
+        else
+            cbpool__debug(pool, "connect", "connect failed after %llu us: %s",
+                          (unsigned long long)us, error ? error : "");
+    }
+}
+
+static void cbpool__on_close(cbpool *pool, cbpool__conn *c)
+{
+    uint64_t us = (uint64_t)(cbpool__now_ns() - c->created_ns) / 1000;
+    cbpool_close_reason r = (cbpool_close_reason)c->close_reason;
+    if (pool->cfg.hooks.on_close)
+        pool->cfg.hooks.on_close(pool->cfg.hooks.user_data, c->pg, r, us);
+    if (pool->cfg.log_debug)
+        cbpool__debug(pool, "close", "closing a connection (backend %d) after %llu us: %s",
+                      PQbackendPID(c->pg), (unsigned long long)us,
+                      cbpool_close_reason_name(r));
+}
+
+static void cbpool__on_acquire(cbpool *pool, PGconn *pg, int64_t wait_ns)
+{
+    uint64_t us = (uint64_t)wait_ns / 1000;
+    if (pool->cfg.hooks.on_acquire)
+        pool->cfg.hooks.on_acquire(pool->cfg.hooks.user_data, pg, us);
+    if (pool->cfg.log_debug)
+        cbpool__debug(pool, "acquire", "acquired (backend %d) after waiting %llu us",
+                      PQbackendPID(pg), (unsigned long long)us);
+}
+
+static void cbpool__on_release(cbpool *pool, PGconn *pg, int64_t hold_ns)
+{
+    uint64_t us = (uint64_t)hold_ns / 1000;
+    if (pool->cfg.hooks.on_release)
+        pool->cfg.hooks.on_release(pool->cfg.hooks.user_data, pg, us);
+    if (pool->cfg.log_debug)
+        cbpool__debug(pool, "release", "released (backend %d) after holding it %llu us",
+                      PQbackendPID(pg), (unsigned long long)us);
+}
+
 static void cbpool__destroy(cbpool *pool, cbpool__conn *c)
 {
+    if (c->pg && pool->observe)
+        cbpool__on_close(pool, c);
     if (c->pg)
         PQfinish(c->pg);
     cbpool__lock(pool);
@@ -1097,10 +1339,16 @@ static cbpool__conn *cbpool__new_conn(cbpool *pool)
         pool->spare = c->next;
     cbpool__unlock(pool);
     if (!c)
-        return (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+    {
+        c = (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+        if (c)
+            c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
+        return c;
+    }
     c->next = NULL;
     c->releasing = 0;
     c->held_for_answer = 0;
+    c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
     c->retire_ns = 0;
     CBPOOL__STORE(&c->acquired_ns, (int64_t)0);
     CBPOOL__STORE(&c->acquired_file, (const char *)NULL);
@@ -1245,6 +1493,19 @@ static int cbpool__reserve_idle_locked(cbpool *pool)
 /* Is the socket closed or in error?  A cheap check with no round trip:
    a server that restarted or terminated the backend has sent an error and
    closed the connection, which shows as readable. */
+/*
+ * A session that cannot write: a hot standby, or read-only by default.
+ * Servers from 14 on report both as they change (a promotion included), so
+ * this costs no round trip; older servers report neither, and libpq's own
+ * target_session_attrs check at connect time is all there is.
+ */
+static int cbpool__read_only(PGconn *pg)
+{
+    const char *hs = PQparameterStatus(pg, "in_hot_standby");
+    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
+    return (hs && strcmp(hs, "on") == 0) || (ro && strcmp(ro, "on") == 0);
+}
+
 static int cbpool__looks_alive(PGconn *pg)
 {
     struct pollfd pfd;
@@ -1434,46 +1695,195 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
 
 /* ---- connecting ---- */
 
+/* Called outside the lock by the maintainer, which owns attempts[]. */
 static void cbpool__start_attempt(cbpool *pool, int for_refresh)
 {
-    const char *keys[5];
-    const char *values[5];
+    enum { CBPOOL__MAX_KEYS = 48 };
+    const char *keys[CBPOOL__MAX_KEYS];
+    const char *values[CBPOOL__MAX_KEYS];
     cbpool__attempt *a = &pool->attempts[pool->nattempts];
+    cbpool_secret *secret = NULL;
+    PQconninfoOption *extra = NULL;
+    int n = 0;
 
-    keys[0] = "dbname";
-    values[0] = pool->conninfo;
-    keys[1] = "application_name";
-    values[1] = pool->application_name;
-    keys[2] = "options";
-    values[2] = pool->session_option ? pool->options : pool->options_plain;
-    keys[3] = NULL;
-    values[3] = NULL;
-    a->pg = PQconnectStartParams(keys, values, 1);
-    a->deadline_ns = cbpool__now_ns() + (int64_t)pool->cfg.connect_timeout_ms * 1000000;
+    a->started_ns = cbpool__now_ns();
+    a->deadline_ns = a->started_ns + (int64_t)pool->cfg.connect_timeout_ms * 1000000;
     a->status = PGRES_POLLING_WRITING;
     a->for_refresh = for_refresh;
+    a->why[0] = '\0';
+    a->pg = NULL;
+    pool->nattempts++;
+
+    keys[n] = "dbname";
+    values[n++] = pool->conninfo;
+    if (pool->cfg.credentials.func) {
+        /* this connection's password or extra conninfo, asked for now */
+        secret = (cbpool_secret *)cbpool__alloc(&pool->cfg, sizeof *secret);
+        if (!secret) {
+            snprintf(a->why, sizeof a->why, "credentials: out of memory");
+            a->status = PGRES_POLLING_FAILED;
+            return;
+        }
+        if (pool->cfg.credentials.func(pool->cfg.credentials.user_data, secret) != 0) {
+            secret->error[sizeof secret->error - 1] = '\0';
+            snprintf(a->why, sizeof a->why, "credentials: %s",
+                     secret->error[0] ? secret->error : "the credentials callback failed");
+            a->status = PGRES_POLLING_FAILED;
+        } else {
+            secret->password[sizeof secret->password - 1] = '\0';
+            secret->conninfo[sizeof secret->conninfo - 1] = '\0';
+            if (secret->conninfo[0]) {
+                char *perr = NULL;
+                extra = PQconninfoParse(secret->conninfo, &perr);
+                if (!extra) {
+                    char line[200];
+                    cbpool__first_line(perr ? perr : "out of memory", line, sizeof line);
+                    snprintf(a->why, sizeof a->why,
+                             "credentials: the conninfo returned is invalid: %s", line);
+                    a->status = PGRES_POLLING_FAILED;
+                }
+                if (perr)
+                    PQfreemem(perr);
+            }
+            if (extra) {
+                PQconninfoOption *o;
+                for (o = extra; o->keyword && n < CBPOOL__MAX_KEYS - 5; o++)
+                    if (o->val && o->val[0]) {
+                        keys[n] = o->keyword;
+                        values[n++] = o->val;
+                    }
+            }
+            if (secret->password[0]) {
+                keys[n] = "password";
+                values[n++] = secret->password;
+            }
+        }
+    }
+    if (a->status != PGRES_POLLING_FAILED) {
+        keys[n] = "application_name";
+        values[n++] = pool->application_name;
+        keys[n] = "options";
+        values[n++] = pool->session_option ? pool->options : pool->options_plain;
+        keys[n] = NULL;
+        values[n] = NULL;
+        a->pg = PQconnectStartParams(keys, values, 1);
+        if (!a->pg)
+            a->status = PGRES_POLLING_FAILED;
+    }
+    if (extra) {
+        PQconninfoOption *o;
+        for (o = extra; o->keyword; o++)
+            if (o->val)
+                memset(o->val, 0, strlen(o->val));
+        PQconninfoFree(extra);
+    }
+    if (secret) {
+        /* the secret does not outlive the connect */
+        volatile char *v = (volatile char *)secret;
+        size_t i;
+        for (i = 0; i < sizeof *secret; i++)
+            v[i] = 0;
+        cbpool__free(&pool->cfg, secret);
+    }
     if (a->pg) {
         /* a refusal's SQLSTATE is only available in verbose error text */
         PQsetErrorVerbosity(a->pg, PQERRORS_VERBOSE);
         PQsetNoticeReceiver(a->pg, cbpool__notice, pool);
         if (PQstatus(a->pg) == CONNECTION_BAD)
             a->status = PGRES_POLLING_FAILED;
-    } else
-        a->status = PGRES_POLLING_FAILED;
-    pool->nattempts++;
+    }
+}
+
+/*
+ * Does a failed connect mean the server is unreachable?  A message without
+ * a SQLSTATE comes from libpq itself (refused, reset, timed out, no route,
+ * a failed credentials callback); from the server, class 08 and 57P01-03
+ * (shutting down, starting up) say it is not there to serve.  Everything
+ * else (53300, authentication, a missing database) came from a server that
+ * is there.  Verbose messages read "FATAL:  53300: ..." in any language.
+ */
+static int cbpool__unreachable(const char *text)
+{
+    const char *p;
+    for (p = strstr(text, ":  "); p; p = strstr(p + 1, ":  ")) {
+        const char *st = p + 3;
+        int i, ok = 1;
+        for (i = 0; i < 5; i++)
+            ok = ok && ((st[i] >= '0' && st[i] <= '9') || (st[i] >= 'A' && st[i] <= 'Z'));
+        if (ok && st[5] == ':' && st[6] == ' ')
+            return strncmp(st, "08", 2) == 0 || strncmp(st, "57P01", 5) == 0 ||
+                   strncmp(st, "57P02", 5) == 0 || strncmp(st, "57P03", 5) == 0;
+    }
+    return 1;
+}
+
+/* Wake every waiter (the circuit opened: they fail at once); with the lock. */
+static void cbpool__wake_waiters_locked(cbpool *pool)
+{
+    cbpool__waiter *w;
+    for (w = pool->wait_head; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+}
+
+/* The open period of the circuit: breaker_open_ms, doubled by each failed
+   probe up to 8 times that, then 80% to 120% of it at random. */
+static int64_t cbpool__breaker_period_ns(cbpool *pool)
+{
+    int n = pool->breaker_reopens < 3 ? pool->breaker_reopens : 3;
+    return cbpool__jitter_ns(pool, pool->cfg.breaker_open_ms << n, 80, 120);
 }
 
 static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
-                                   int for_refresh)
+                                   int for_refresh, int64_t started_ns)
 {
     char line[256];
     const char *text = why ? why : (pg ? PQerrorMessage(pg) : "out of memory");
     int refused = strstr(text, ":  53300: ") != NULL;   /* any language */
-    cbpool__msg msg;
+    int unreachable = !refused && cbpool__unreachable(text);
+    int64_t now = cbpool__now_ns();
+    cbpool__msg msg, bmsg;
 
     msg.id = NULL;
+    bmsg.id = NULL;
     cbpool__first_line(text, line, sizeof line);
+    if (pool->observe)
+        cbpool__on_connect(pool, NULL, started_ns, line);
     cbpool__lock(pool);
+    if (!unreachable) {
+        /* a server answered: the circuit closes if it was probing */
+        pool->unreachable = 0;
+        if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
+            pool->breaker = CBPOOL_BREAKER_CLOSED;
+            pool->breaker_reopens = 0;
+            cbpool__format(&bmsg, CBPOOL_LOG_INFO, "breaker-closed",
+                           "the server answers again: the circuit breaker is closed");
+        }
+    } else if (pool->cfg.breaker_failures > 0 && !pool->closing) {
+        if (pool->unreachable++ == 0)
+            pool->unreachable_since_ns = started_ns;
+        if (pool->breaker == CBPOOL_BREAKER_HALF_OPEN) {
+            /* the probe failed: open again, for longer */
+            pool->breaker_reopens++;
+            pool->breaker = CBPOOL_BREAKER_OPEN;
+            pool->breaker_until_ns = now + cbpool__breaker_period_ns(pool);
+        } else if (pool->breaker == CBPOOL_BREAKER_CLOSED &&
+                   (pool->unreachable >= pool->cfg.breaker_failures ||
+                    now - pool->unreachable_since_ns >=
+                        (int64_t)pool->cfg.breaker_after_ms * 1000000)) {
+            int64_t period = cbpool__breaker_period_ns(pool);
+            pool->breaker = CBPOOL_BREAKER_OPEN;
+            pool->breaker_until_ns = now + period;
+            pool->counters.breaker_openings++;
+            cbpool__wake_waiters_locked(pool);
+            cbpool__format(&bmsg, CBPOOL_LOG_WARN, "breaker-open",
+                           "the server is unreachable (%d connects failed in %.1f s): the "
+                           "circuit breaker is open, acquires that find no idle connection "
+                           "fail at once; the next try in %.1f s",
+                           pool->unreachable,
+                           (double)(now - pool->unreachable_since_ns) / 1e9,
+                           (double)period / 1e9);
+        }
+    }
     if (for_refresh)
         pool->refresh_attempt = 0;
     pool->ramp = 1;   /* grow again from one connection at a time */
@@ -1519,15 +1929,19 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     snprintf(pool->last_connect_error, sizeof pool->last_connect_error, "%s", line);
     cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
+    if (bmsg.id)
+        cbpool__emit(pool, &bmsg);
     if (pg)
         PQfinish(pg);
 }
 
-static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
+static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
+                                 int64_t started_ns)
 {
     cbpool__conn *c = cbpool__new_conn(pool);
     int64_t now = cbpool__now_ns();
     int keep;
+    cbpool__msg msg;
 
     PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
     if (!c) {
@@ -1551,6 +1965,16 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
     pool->counters.connects++;
     pool->consecutive_failures = 0;
     pool->backoff_until_ns = 0;
+    pool->unreachable = 0;
+    msg.id = NULL;
+    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
+        /* the probe got through: close the circuit; the pool grows back
+           from this one connection in steps of 1, 2, 4, ... */
+        pool->breaker = CBPOOL_BREAKER_CLOSED;
+        pool->breaker_reopens = 0;
+        cbpool__format(&msg, CBPOOL_LOG_INFO, "breaker-closed",
+                       "the server answers again: the circuit breaker is closed");
+    }
     if (for_refresh)
         pool->refresh_attempt = 0;
     else if (pool->nattempts <= 1) {
@@ -1584,7 +2008,13 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh)
             cbpool__offer_locked(pool, c);
         pthread_cond_broadcast(&pool->ready_cond);   /* cbpool_wait_ready() */
     }
+    if (!keep)
+        c->close_reason = pool->closing ? CBPOOL_CLOSE_POOL_CLOSED : CBPOOL_CLOSE_OVER_SHARE;
     cbpool__unlock(pool);
+    if (msg.id)
+        cbpool__emit(pool, &msg);
+    if (pool->observe)
+        cbpool__on_connect(pool, pg, started_ns, NULL);
     if (!keep)
         cbpool__destroy(pool, c);
 }
@@ -1601,6 +2031,8 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         int64_t left = a->deadline_ns - now;
         if (left < (int64_t)wait_ms * 1000000)
             wait_ms = (int)(left > 0 ? left / 1000000 + 1 : 0);
+        if (a->status == PGRES_POLLING_FAILED)
+            wait_ms = 0;   /* failed before it started: report it now */
         pfd[n].fd = a->pg ? PQsocket(a->pg) : -1;
         pfd[n].events = a->status == PGRES_POLLING_READING ? POLLIN : POLLOUT;
         pfd[n].revents = 0;
@@ -1636,13 +2068,15 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
             (pfd[i].revents || pfd[i].fd < 0))
             a->status = PQconnectPoll(a->pg);
         if (a->status == PGRES_POLLING_OK) {
-            cbpool__attempt_done(pool, a->pg, a->for_refresh);
+            cbpool__attempt_done(pool, a->pg, a->for_refresh, a->started_ns);
             finished = 1;
         } else if (a->status == PGRES_POLLING_FAILED) {
-            cbpool__attempt_failed(pool, a->pg, NULL, a->for_refresh);
+            cbpool__attempt_failed(pool, a->pg, a->why[0] ? a->why : NULL, a->for_refresh,
+                                   a->started_ns);
             finished = 1;
         } else if (now >= a->deadline_ns) {
-            cbpool__attempt_failed(pool, a->pg, "connect timed out", a->for_refresh);
+            cbpool__attempt_failed(pool, a->pg, "connect timed out", a->for_refresh,
+                                   a->started_ns);
             finished = 1;
         }
         if (finished) {
@@ -1693,7 +2127,7 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
     for (i = 0; i < pool->idle_count && nclosing < 64;) {
         cbpool__conn *c = pool->idle[i];
         int reason = 0;   /* 1 broken, 2 lifetime, 3 idle, 4 over share */
-        if (!cbpool__looks_alive(c->pg))
+        if (!cbpool__looks_alive(c->pg) || (pool->writes_only && cbpool__read_only(c->pg)))
             reason = 1;
         else if (c->retire_ns && now >= c->retire_ns)
             reason = 2;
@@ -1710,10 +2144,10 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         cbpool__idle_remove_locked(pool, c);
         cbpool__unlink_locked(pool, c);
         switch (reason) {
-        case 1: pool->counters.closed_broken++; break;
-        case 2: pool->counters.closed_lifetime++; break;
-        case 3: pool->counters.closed_idle++; break;
-        default: pool->counters.closed_over_share++; break;
+        case 1: pool->counters.closed_broken++; c->close_reason = CBPOOL_CLOSE_BROKEN; break;
+        case 2: pool->counters.closed_lifetime++; c->close_reason = CBPOOL_CLOSE_LIFETIME; break;
+        case 3: pool->counters.closed_idle++; c->close_reason = CBPOOL_CLOSE_IDLE; break;
+        default: pool->counters.closed_over_share++; c->close_reason = CBPOOL_CLOSE_OVER_SHARE; break;
         }
         closing[nclosing++] = c;
     }
@@ -1821,9 +2255,13 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         start = pool->limit - have;
         if (need < start)
             start = need;
-        /* one step at a time: a step's connects finish before the next */
-        if (start > pool->ramp - pool->nattempts)
-            start = pool->ramp - pool->nattempts;
+        /* one step at a time: a step's connects all finish before the next
+           starts (else the step would slide, one new connect as each one
+           ends, and never grow) */
+        if (pool->nattempts > 0)
+            start = 0;
+        else if (start > pool->ramp)
+            start = pool->ramp;
         /* after failures, one attempt at a time until one succeeds */
         if (pool->consecutive_failures > 0 && start > 1)
             start = pool->nattempts == 0 ? 1 : 0;
@@ -1831,6 +2269,24 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
             start = CBPOOL__MAX_ATTEMPTS - 1 - pool->nattempts;
         if (start < 0)
             start = 0;
+    }
+    /*
+     * The circuit breaker: while it is open, no connects at all; when the
+     * open period is over, one probe, whether or not anyone waits (the pool
+     * must learn that the server is back); while the probe is under way,
+     * nothing more.
+     */
+    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
+        start = 0;
+        if (refresh_connect) {
+            refresh_connect = 0;
+            pool->refresh_attempt = 0;
+        }
+        if (pool->breaker == CBPOOL_BREAKER_OPEN && !pool->closing &&
+            now >= pool->breaker_until_ns && pool->nattempts == 0) {
+            pool->breaker = CBPOOL_BREAKER_HALF_OPEN;
+            start = 1;
+        }
     }
     /*
      * When to look again (a release, a new waiter or a finished connect
@@ -1849,6 +2305,9 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         next_ns = pool->backoff_until_ns;
     if (pool->ramp_at_ns > now && pool->ramp_at_ns < next_ns)
         next_ns = pool->ramp_at_ns;
+    if (pool->breaker == CBPOOL_BREAKER_OPEN && pool->breaker_until_ns > now &&
+        pool->breaker_until_ns < next_ns)
+        next_ns = pool->breaker_until_ns;
     if (pool->extension == 1 && pool->share == 0 && pool->next_refresh_ns > now &&
         pool->next_refresh_ns < next_ns)
         next_ns = pool->next_refresh_ns;
@@ -1897,6 +2356,9 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
         } else if (broken || pool->closing || pool->total > pool->limit) {
             refresh->held_for_answer = 0;
             cbpool__unlink_locked(pool, refresh);
+            refresh->close_reason = broken ? CBPOOL_CLOSE_BROKEN
+                                    : pool->closing ? CBPOOL_CLOSE_POOL_CLOSED
+                                                    : CBPOOL_CLOSE_OVER_SHARE;
             if (broken)
                 pool->counters.closed_broken++;
             else if (!pool->closing && pool->limit > 0)
@@ -1984,6 +2446,9 @@ CBPOOL_DEF cbpool_config cbpool_config_default(void)
     cfg.backoff_max_ms = 5000;
     cfg.headroom_pct = 25;
     cfg.background = 1;
+    cfg.breaker_failures = 5;
+    cfg.breaker_after_ms = 3000;
+    cfg.breaker_open_ms = 1000;
     return cfg;
 }
 
@@ -2001,6 +2466,7 @@ CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
     case CBPOOL_ECLOSED: return "the pool is closed";
     case CBPOOL_EINVAL: return "invalid argument";
     case CBPOOL_EQUERY: return "BEGIN or COMMIT failed";
+    case CBPOOL_EUNAVAILABLE: return "the server is unreachable (the circuit breaker is open)";
     }
     return "unknown error";
 }
@@ -2074,7 +2540,16 @@ static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errl
     CBPOOL__NONNEG(backoff_initial_ms)
     CBPOOL__NONNEG(backoff_max_ms)
     CBPOOL__NONNEG(headroom_pct)
+    CBPOOL__NONNEG(breaker_failures)
+    CBPOOL__NONNEG(breaker_after_ms)
+    CBPOOL__NONNEG(breaker_open_ms)
 #undef CBPOOL__NONNEG
+    if (cfg->breaker_failures > 0 && cfg->breaker_open_ms == 0)
+        return cbpool__fail(err, errlen,
+                            "breaker_open_ms must be positive while breaker_failures is set");
+    if (cfg->breaker_open_ms > 3600000)
+        return cbpool__fail(err, errlen, "breaker_open_ms must be at most 3600000 (got %d)",
+                            cfg->breaker_open_ms);
     if (cfg->validate_idle_ms < -1)
         return cbpool__fail(err, errlen,
                             "validate_idle_ms must be -1 (never) or >= 0 (got %d)",
@@ -2105,6 +2580,7 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
     PQconninfoOption *opts, *o;
     char *parse_err = NULL;
     const char *app = NULL, *user_options = NULL;
+    int writes_only = -1;   /* target_session_attrs asks for a writable session */
     char host[256];
 
     if (err && errlen)
@@ -2138,7 +2614,12 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
             app = o->val;
         if (strcmp(o->keyword, "options") == 0 && o->val && *o->val)
             user_options = o->val;
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val && *o->val)
+            writes_only = strcmp(o->val, "read-write") == 0 || strcmp(o->val, "primary") == 0;
     }
+    if (writes_only < 0 && getenv("PGTARGETSESSIONATTRS"))
+        writes_only = strcmp(getenv("PGTARGETSESSIONATTRS"), "read-write") == 0 ||
+                      strcmp(getenv("PGTARGETSESSIONATTRS"), "primary") == 0;
     if (cfg.application_name)
         app = cfg.application_name;
     if (!app)
@@ -2169,6 +2650,7 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
         return NULL;
     }
     pool->cfg = cfg;
+    pool->writes_only = writes_only > 0;
     pool->conninfo = cbpool__strdup(&cfg, cfg.conninfo);
     pool->application_name = cbpool__strdup(&cfg, app);
     pool->pod = cbpool__strdup(&cfg, cfg.pod);
@@ -2198,6 +2680,9 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
     pool->budget = -1;
     pool->refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
     pool->id = __atomic_add_fetch(&cbpool__pool_ids, 1, __ATOMIC_RELAXED);
+    pool->observe = pool->cfg.log_debug || pool->cfg.hooks.on_connect ||
+                    pool->cfg.hooks.on_close || pool->cfg.hooks.on_acquire ||
+                    pool->cfg.hooks.on_release;
     pool->ramp = 1;
     pool->wake_fds[0] = pool->wake_fds[1] = -1;
     cbpool__resize_locked(pool);
@@ -2418,6 +2903,13 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
     } else {
         cbpool__waiter w;
         int64_t now;
+        if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
+            /* the server is unreachable: fail now rather than at the timeout */
+            pool->counters.breaker_fast_failures++;
+            cbpool__unlock(pool);
+            cbpool__errno = CBPOOL_EUNAVAILABLE;
+            return NULL;
+        }
         if (pool->cfg.max_waiters > 0 && pool->waiters >= pool->cfg.max_waiters) {
             pool->counters.acquire_rejected++;
             cbpool__unlock(pool);
@@ -2439,7 +2931,8 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         if (pool->total + pool->connecting < pool->limit ||
             (pool->cfg.barge_limit > 0 && pool->total > 0 && !pool->watchdog_armed))
             cbpool__wake(pool);
-        while (!w.conn && !pool->closing && (now = cbpool__now_ns()) < deadline) {
+        while (!w.conn && !pool->closing && pool->breaker == CBPOOL_BREAKER_CLOSED &&
+               (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
             if (!pool->thread_started) {
                 /* no background thread: drive maintenance while waiting,
@@ -2463,10 +2956,13 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         c = w.conn;
         if (!c) {
             int closed = pool->closing;
-            if (!closed)
+            int open = !closed && pool->breaker != CBPOOL_BREAKER_CLOSED;
+            if (open)
+                pool->counters.breaker_fast_failures++;
+            else if (!closed)
                 pool->counters.acquire_timeouts++;
             cbpool__unlock(pool);
-            cbpool__errno = closed ? CBPOOL_ECLOSED : CBPOOL_ETIMEOUT;
+            cbpool__errno = closed ? CBPOOL_ECLOSED : open ? CBPOOL_EUNAVAILABLE : CBPOOL_ETIMEOUT;
             return NULL;
         }
     }
@@ -2474,20 +2970,12 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
     return c;
 }
 
-CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
-                                     int line)
+static PGconn *cbpool__acquire(cbpool *pool, int64_t start, int64_t deadline,
+                               const char *file, int line)
 {
-    int64_t start = cbpool__now_ns(), deadline, now;
+    int64_t now;
     cbpool__conn *c;
     int fast;
-
-    if (!pool) {
-        cbpool__errno = CBPOOL_EINVAL;
-        return NULL;
-    }
-    if (timeout_ms < 0)
-        timeout_ms = pool->cfg.acquire_timeout_ms;
-    deadline = start + (int64_t)timeout_ms * 1000000;
 
     /* did this thread come straight back?  (its next release may keep the
        connection while others wait) */
@@ -2518,9 +3006,10 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
             /* a connection back for less than CBPOOL__RECHECK_NS was alive a
                moment ago; the socket check would cost a system call on
                every acquire of a busy pool */
-            int alive = now - c->last_used_ns < CBPOOL__RECHECK_NS
-                            ? PQstatus(c->pg) == CONNECTION_OK
-                            : cbpool__looks_alive(c->pg);
+            int alive = (now - c->last_used_ns < CBPOOL__RECHECK_NS
+                             ? PQstatus(c->pg) == CONNECTION_OK
+                             : cbpool__looks_alive(c->pg)) &&
+                        !(pool->writes_only && cbpool__read_only(c->pg));
             int expired = c->retire_ns && now >= c->retire_ns;
             int checked = alive && !expired &&
                           (pool->cfg.validate_idle_ms < 0 ||
@@ -2543,6 +3032,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
                 cbpool__errno = CBPOOL_ECLOSED;
                 return NULL;
             }
+            c->close_reason = expired && alive ? CBPOOL_CLOSE_LIFETIME : CBPOOL_CLOSE_BROKEN;
             if (expired && alive)
                 pool->counters.closed_lifetime++;
             else {
@@ -2575,12 +3065,62 @@ CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *f
     else
         cbpool__record_wait(pool, now - start);
     cbpool__errno = CBPOOL_OK;
+    if (pool->observe)
+        cbpool__on_acquire(pool, c->pg, fast ? 0 : now - start);
     return c->pg;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
+                                     int line)
+{
+    int64_t start = cbpool__now_ns();
+    if (!pool) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = pool->cfg.acquire_timeout_ms;
+    return cbpool__acquire(pool, start, start + (int64_t)timeout_ms * 1000000, file, line);
 }
 
 CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms)
 {
     return cbpool_acquire_at(pool, timeout_ms, NULL, 0);
+}
+
+CBPOOL_DEF int64_t cbpool_clock_us(void)
+{
+    return cbpool__now_ns() / 1000;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us)
+{
+    int64_t start = cbpool__now_ns();
+    if (!pool) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (deadline_us * 1000 <= start) {
+        /* too late already: nothing is taken */
+        cbpool__lock(pool);
+        pool->counters.acquire_timeouts++;
+        cbpool__unlock(pool);
+        cbpool__errno = CBPOOL_ETIMEOUT;
+        return NULL;
+    }
+    return cbpool__acquire(pool, start, deadline_us * 1000, NULL, 0);
+}
+
+CBPOOL_DEF const char *cbpool_close_reason_name(cbpool_close_reason reason)
+{
+    switch (reason) {
+    case CBPOOL_CLOSE_IDLE: return "idle";
+    case CBPOOL_CLOSE_LIFETIME: return "lifetime";
+    case CBPOOL_CLOSE_BROKEN: return "broken";
+    case CBPOOL_CLOSE_OVER_SHARE: return "over share";
+    case CBPOOL_CLOSE_POOL_CLOSED: return "pool closed";
+    }
+    return "unknown";
 }
 
 /* Decide the fate of a connection coming back; called with the lock.
@@ -2598,16 +3138,35 @@ static int cbpool__return_locked(cbpool *pool, cbpool__conn *c, int broken,
         return 1;
     }
     cbpool__unlink_locked(pool, c);
+    c->close_reason = broken ? CBPOOL_CLOSE_BROKEN : CBPOOL_CLOSE_POOL_CLOSED;
     if (pool->closing)
         *free_pool = cbpool__returned_after_close_locked(pool);
     else if (broken)
         pool->counters.closed_broken++;
-    else if (c->retire_ns && c->last_used_ns >= c->retire_ns)
+    else if (c->retire_ns && c->last_used_ns >= c->retire_ns) {
         pool->counters.closed_lifetime++;
-    else
+        c->close_reason = CBPOOL_CLOSE_LIFETIME;
+    } else {
         pool->counters.closed_over_share++;
+        c->close_reason = CBPOOL_CLOSE_OVER_SHARE;
+    }
     cbpool__wake(pool);   /* maybe replace it */
     return 0;
+}
+
+/* The release hook, before the connection goes back (while it is still
+   the caller's); a connection that is not out is left to the misuse check. */
+static void cbpool__observe_release(cbpool *pool, PGconn *pg, int64_t now)
+{
+    cbpool__conn *c;
+    int64_t held = -1;
+    cbpool__lock(pool);
+    c = cbpool__find_locked(pool, pg);
+    if (c && CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && !c->releasing)
+        held = now - CBPOOL__LOAD(&c->acquired_ns);
+    cbpool__unlock(pool);
+    if (held >= 0)
+        cbpool__on_release(pool, pg, held);
 }
 
 CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
@@ -2622,6 +3181,8 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
     if (pg) {
         int64_t now = cbpool__now_ns();
         cbpool__released_ns = now;
+        if (pool->observe)
+            cbpool__observe_release(pool, pg, now);
         if (cbpool__release_fast(pool, pg, now))
             return;
     }
@@ -2754,6 +3315,7 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
     out->budget = pool->budget;
     out->demand = pool->reported ? pool->last_demand : -1;
     out->extension = pool->extension;
+    out->breaker_state = pool->breaker;
     cbpool__unlock(pool);
     {
         uint64_t hist[CBPOOL__HIST_BUCKETS];
@@ -2869,6 +3431,14 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                     s.budget_errors);
     CBPOOL__COUNTER("leaks_detected_total", "Connections held beyond leak_threshold_ms.",
                     s.leaks_detected);
+    CBPOOL__GAUGE("breaker_state",
+                  "Circuit breaker: 0 closed, 1 open (server unreachable), 2 half-open.",
+                  s.breaker_state);
+    CBPOOL__COUNTER("breaker_openings_total", "Times the circuit breaker opened.",
+                    s.breaker_openings);
+    CBPOOL__COUNTER("breaker_fast_failures_total",
+                    "Acquires failed at once because the circuit breaker was open.",
+                    s.breaker_fast_failures);
 #undef CBPOOL__COUNTER
 #undef CBPOOL__GAUGE
 #undef CBPOOL__EMIT
@@ -2988,11 +3558,53 @@ CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
     return 0;
 }
 
+/* Milliseconds left before deadline_ns, rounded up; 0 if none are left. */
+static long long cbpool__ms_left(int64_t deadline_ns)
+{
+    int64_t left = deadline_ns - cbpool__now_ns();
+    return left > 0 ? (long long)((left + 999999) / 1000000) : 0;
+}
+
+/*
+ * Under a deadline, each statement of a unit of work may run only for the
+ * time left: the first one for the statement_timeout set with BEGIN, every
+ * later one after setting it again.  Past the deadline, a statement is not
+ * sent at all and fails with 57014 (query_canceled), as if the server had
+ * cancelled it.  Returns that failure, or NULL to go ahead.
+ */
+static PGresult *cbpool__tx_before(cbpool_tx *tx)
+{
+    long long left;
+    PGresult *res;
+    if (!tx->deadline_ns)
+        return NULL;
+    left = cbpool__ms_left(tx->deadline_ns);
+    if (left == 0) {
+        res = PQmakeEmptyPGresult(tx->conn, PGRES_FATAL_ERROR);
+        tx->expired = 1;   /* the server's transaction is not aborted: no COMMIT */
+        if (!tx->sqlstate[0])
+            snprintf(tx->sqlstate, sizeof tx->sqlstate, "57014");
+        return res;
+    }
+    if (tx->statements > 0) {
+        char sql[80];
+        snprintf(sql, sizeof sql, "SET LOCAL statement_timeout = %lld", left);
+        res = PQexec(tx->conn, sql);
+        if (!cbpool_tx_check(tx, res))
+            return res;
+        PQclear(res);
+    }
+    tx->statements++;
+    return NULL;
+}
+
 CBPOOL_DEF PGresult *cbpool_tx_exec(cbpool_tx *tx, const char *sql)
 {
     PGresult *res;
     if (!tx || !sql)
         return NULL;
+    if ((res = cbpool__tx_before(tx)) != NULL)
+        return res;
     res = PQexec(tx->conn, sql);
     cbpool_tx_check(tx, res);
     return res;
@@ -3004,6 +3616,8 @@ CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql, int n
     PGresult *res;
     if (!tx || !sql)
         return NULL;
+    if ((res = cbpool__tx_before(tx)) != NULL)
+        return res;
     res = PQexecParams(tx->conn, sql, nparams, NULL, values, NULL, NULL, 0);
     cbpool_tx_check(tx, res);
     return res;
@@ -3025,6 +3639,7 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
 {
     cbpool_run_opts defaults;
     int max_attempts, attempt, rc = CBPOOL_EQUERY;
+    int64_t deadline_ns;
 
     if (!pool || !fn)
         return CBPOOL_EINVAL;
@@ -3033,6 +3648,7 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         opts = &defaults;
     }
     max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 5;
+    deadline_ns = opts->deadline_us > 0 ? opts->deadline_us * 1000 : 0;
     opts->attempts = 0;
     opts->sqlstate[0] = '\0';
 
@@ -3040,23 +3656,50 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         cbpool_tx tx;
         PGresult *res;
         int fn_rc, before_fn = 1, retry;
+        int64_t until = cbpool__now_ns() +
+                        (int64_t)(opts->acquire_timeout_ms > 0 ? opts->acquire_timeout_ms
+                                                               : pool->cfg.acquire_timeout_ms) *
+                            1000000;
+        const char *begin = opts->begin ? opts->begin : "BEGIN";
 
+        if (deadline_ns && cbpool__ms_left(deadline_ns) == 0)
+            return CBPOOL_ETIMEOUT;   /* too late: not started (again) */
         memset(&tx, 0, sizeof tx);
         tx.pool = pool;
         tx.attempt = attempt;
+        tx.deadline_ns = deadline_ns;
         opts->attempts = attempt;
-        tx.conn = cbpool_acquire(pool, opts->acquire_timeout_ms > 0
-                                           ? opts->acquire_timeout_ms : -1);
+        if (deadline_ns && deadline_ns < until)
+            until = deadline_ns;
+        tx.conn = cbpool_acquire_until(pool, until / 1000);
         if (!tx.conn)
             return cbpool_last_error();
 
-        res = PQexec(tx.conn, opts->begin ? opts->begin : "BEGIN");
+        if (deadline_ns) {
+            /* the time left becomes the transaction's statement_timeout, in
+               the same round trip as BEGIN */
+            long long left = cbpool__ms_left(deadline_ns);
+            size_t len = strlen(begin) + 64;
+            char *sql = left > 0 ? (char *)cbpool__alloc(&pool->cfg, len) : NULL;
+            if (sql) {
+                snprintf(sql, len, "%s; SET LOCAL statement_timeout = %lld", begin, left);
+                res = PQexec(tx.conn, sql);
+                cbpool__free(&pool->cfg, sql);
+            } else {
+                res = NULL;
+                snprintf(tx.sqlstate, sizeof tx.sqlstate, left > 0 ? "53200" : "57014");
+            }
+        } else
+            res = PQexec(tx.conn, begin);
         if (cbpool_tx_check(&tx, res)) {
             PQclear(res);
             res = NULL;
             before_fn = 0;
             fn_rc = fn(&tx, arg);
-            if (fn_rc == 0) {
+            if (fn_rc == 0 && tx.expired) {
+                /* fn went on past its deadline: roll back what it did */
+                rc = CBPOOL_EQUERY;
+            } else if (fn_rc == 0) {
                 res = PQexec(tx.conn, "COMMIT");
                 if (cbpool_tx_check(&tx, res) &&
                     strcmp(PQcmdStatus(res), "ROLLBACK") != 0) {
@@ -3084,9 +3727,15 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         {
             int64_t pause;
             struct timespec ts;
+            int open;
             cbpool__lock(pool);
             pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
+            open = pool->breaker != CBPOOL_BREAKER_CLOSED;
             cbpool__unlock(pool);
+            if (open)
+                return rc;   /* the server is unreachable: no retry now */
+            if (deadline_ns && deadline_ns - cbpool__now_ns() <= pause)
+                return rc;   /* no time for another attempt */
             ts.tv_sec = (time_t)(pause / 1000000000);
             ts.tv_nsec = (long)(pause % 1000000000);
             nanosleep(&ts, NULL);

@@ -518,6 +518,22 @@ invalid_case(int i, cbpool_config *c, const char **message)
 			c->barge_limit = -1;
 			*message = "barge_limit must not be negative (got -1)";
 			return "a negative barge_limit";
+		case 14:
+			c->breaker_failures = -3;
+			*message = "breaker_failures must not be negative (got -3)";
+			return "a negative breaker_failures";
+		case 15:
+			c->breaker_open_ms = 0;
+			*message = "breaker_open_ms must be positive while breaker_failures is set";
+			return "a breaker that would never probe";
+		case 16:
+			c->breaker_open_ms = 7200000;
+			*message = "breaker_open_ms must be at most 3600000 (got 7200000)";
+			return "a breaker open for two hours";
+		case 17:
+			c->breaker_after_ms = -1;
+			*message = "breaker_after_ms must not be negative (got -1)";
+			return "a negative breaker_after_ms";
 	}
 	return NULL;
 }
