@@ -149,12 +149,13 @@
                                    waits at most this many hold times more
                                    than under strict FIFO.  8 because on 2
                                    cores with 8 threads on 4 connections it
-                                   carries about 0.9 of what 4 dedicated
-                                   connections do (0.5 with 0), with the
-                                   least served thread still getting about
-                                   0.8 of the busiest one's queries; more
-                                   gains little and waits longer.  0: hand
-                                   every release to the first waiter
+                                   carries about 0.75 of what 4 dedicated
+                                   connections do (0.38 with 0), with the
+                                   least served thread still getting 0.99
+                                   of the busiest one's queries; each
+                                   doubling beyond gains about a tenth and
+                                   doubles the p99 wait.  0: hand every
+                                   release to the first waiter
        idle_timeout_ms     600000  close connections idle this long (beyond
                                    the minimum); 0: never
        max_lifetime_ms     1800000 retire connections this old, minus up to

@@ -106,7 +106,10 @@ worker_main(void *arg)
 		if (!conn)
 		{
 			if (cbpool_last_error() != CBPOOL_ETIMEOUT)
-				w->failed++;
+			{
+				if (w->failed++ == 0)
+					diag("an acquire failed: %s", cbpool_strerror(cbpool_last_error()));
+			}
 			continue;
 		}
 		if (w->hold_ms > 0)
@@ -270,6 +273,18 @@ test_hundred_pools(void)
 				failed += workers[i][k].failed;
 			}
 		ok(served > 0 && failed == 0, "and served their threads (%ld queries, %ld failed)", served, failed);
+		if (failed)
+		{
+			pthread_mutex_lock(&log_lock);
+			for (int i = 0, shown = 0; i < log_count && shown < 5; i++)
+				if (strcmp(log_entries[i].id, "connect-failed") == 0 ||
+					strcmp(log_entries[i].id, "breaker-open") == 0)
+				{
+					diag("pool log [%s] %s", log_entries[i].id, log_entries[i].text);
+					shown++;
+				}
+			pthread_mutex_unlock(&log_lock);
+		}
 	}
 	for (int i = 0; i < CROWD; i++)
 		cbpool_close(pools[i]);
