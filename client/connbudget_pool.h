@@ -1295,24 +1295,18 @@ static void cbpool__on_close(cbpool *pool, cbpool__conn *c)
                       cbpool_close_reason_name(r));
 }
 
-static void cbpool__on_acquire(cbpool *pool, PGconn *pg, int64_t wait_ns)
+/* An acquire (after waiting ns) or a release (after holding it ns). */
+static void cbpool__on_use(cbpool *pool, PGconn *pg, int64_t ns, int acquire)
 {
-    uint64_t us = (uint64_t)wait_ns / 1000;
-    if (pool->cfg.hooks.on_acquire)
-        pool->cfg.hooks.on_acquire(pool->cfg.hooks.user_data, pg, us);
+    uint64_t us = (uint64_t)ns / 1000;
+    void (*hook)(void *, PGconn *, uint64_t) =
+        acquire ? pool->cfg.hooks.on_acquire : pool->cfg.hooks.on_release;
+    if (hook)
+        hook(pool->cfg.hooks.user_data, pg, us);
     if (pool->cfg.log_debug)
-        cbpool__debug(pool, "acquire", "acquired (backend %d) after waiting %llu us",
-                      PQbackendPID(pg), (unsigned long long)us);
-}
-
-static void cbpool__on_release(cbpool *pool, PGconn *pg, int64_t hold_ns)
-{
-    uint64_t us = (uint64_t)hold_ns / 1000;
-    if (pool->cfg.hooks.on_release)
-        pool->cfg.hooks.on_release(pool->cfg.hooks.user_data, pg, us);
-    if (pool->cfg.log_debug)
-        cbpool__debug(pool, "release", "released (backend %d) after holding it %llu us",
-                      PQbackendPID(pg), (unsigned long long)us);
+        cbpool__debug(pool, acquire ? "acquire" : "release", "%s (backend %d) after %s %llu us",
+                      acquire ? "acquired" : "released", PQbackendPID(pg),
+                      acquire ? "waiting" : "holding it", (unsigned long long)us);
 }
 
 static void cbpool__destroy(cbpool *pool, cbpool__conn *c)
@@ -3067,7 +3061,7 @@ static PGconn *cbpool__acquire(cbpool *pool, int64_t start, int64_t deadline,
         cbpool__record_wait(pool, now - start);
     cbpool__errno = CBPOOL_OK;
     if (pool->observe)
-        cbpool__on_acquire(pool, c->pg, fast ? 0 : now - start);
+        cbpool__on_use(pool, c->pg, fast ? 0 : now - start, 1);
     return c->pg;
 }
 
@@ -3167,7 +3161,7 @@ static void cbpool__observe_release(cbpool *pool, PGconn *pg, int64_t now)
         held = now - CBPOOL__LOAD(&c->acquired_ns);
     cbpool__unlock(pool);
     if (held >= 0)
-        cbpool__on_release(pool, pg, held);
+        cbpool__on_use(pool, pg, held, 0);
 }
 
 CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)

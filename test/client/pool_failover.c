@@ -19,18 +19,6 @@
 static char standby_dir[1024];
 static char standby_port[16];
 
-static int
-shell(const char *fmt, ...)
-{
-	char		cmd[4096];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
 static PGconn *
 connect_port(const char *port)
 {

@@ -564,6 +564,32 @@ require_passwords(void)
 	sleep_ms(300);
 }
 
+/*
+ * Keep a thread waiting for a connection (so that the pool tries to
+ * connect, after whatever backoff) until the log has this message, for up
+ * to 20 s; returns how many connections were handed out meanwhile.
+ */
+static int
+waiting_until_logged(cbpool *pool, const char *id, const char *text)
+{
+	double		until = now_seconds() + 20;
+	int			handed_out = 0;
+
+	while (logged(id, text) == 0 && now_seconds() < until)
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 500);
+
+		if (conn)
+		{
+			handed_out++;
+			cbpool_release(pool, conn);
+		}
+		else if (cbpool_last_error() == CBPOOL_EUNAVAILABLE)
+			sleep_ms(50);
+	}
+	return handed_out;
+}
+
 static void
 test_rotating_credentials(const char *role)
 {
@@ -590,7 +616,7 @@ test_rotating_credentials(const char *role)
 	pg_exec(admin_conn(), sql);
 	log_reset();
 	pool = open_or_bail(&cfg);
-	old_conn = cbpool_acquire(pool, 5000);
+	old_conn = cbpool_acquire(pool, 20000);
 	ok(old_conn && query_works(old_conn), "%s: a pool connects with the password from the callback",
 	   role);
 	ok(calls_so_far() >= 1, "%s: the callback was asked (%d times)", role, calls_so_far());
@@ -600,7 +626,7 @@ test_rotating_credentials(const char *role)
 	pg_exec(admin_conn(), sql);
 	set_secret("second-secret", "");
 	calls = calls_so_far();
-	new_conn = cbpool_acquire(pool, 5000);
+	new_conn = cbpool_acquire(pool, 20000);
 	ok(new_conn && new_conn != old_conn && query_works(new_conn),
 	   "%s: after the rotation a new connection uses the new password", role);
 	ok(calls_so_far() > calls, "%s: asked for it before connecting", role);
@@ -609,13 +635,8 @@ test_rotating_credentials(const char *role)
 
 	/* a secret the server does not take: a failed login, not an outage */
 	set_secret("wrong-secret", "");
-	{
-		PGconn	   *third = cbpool_acquire(pool, 1500);
-
-		ok(!third, "%s: with a wrong password no connection opens", role);
-		if (third)
-			cbpool_release(pool, third);
-	}
+	ok(waiting_until_logged(pool, "connect-failed", "password authentication failed") == 0,
+	   "%s: with a wrong password no connection opens", role);
 	s = stats_of(pool);
 	ok(logged("connect-failed", "password authentication failed") >= 1,
 	   "%s: the failed login is logged as connect-failed", role);
@@ -623,21 +644,8 @@ test_rotating_credentials(const char *role)
 
 	/* a callback that fails */
 	set_secret("", "the vault is sealed");
-	{
-		/* long enough for a connect after the backoff of the failed logins */
-		PGconn	   *third = cbpool_acquire(pool, 10000);
-
-		ok(!third, "%s: a failing callback opens no connection", role);
-		if (third)
-			cbpool_release(pool, third);
-	}
-	{
-		double		until = now_seconds() + 15;
-
-		while (logged("connect-failed", "credentials: the vault is sealed") == 0 &&
-			   now_seconds() < until)
-			sleep_ms(20);
-	}
+	ok(waiting_until_logged(pool, "connect-failed", "credentials: the vault is sealed") == 0,
+	   "%s: a failing callback opens no connection", role);
 	ok(logged("connect-failed", "credentials: the vault is sealed") >= 1,
 	   "%s: it counts as a failed connect, with its message in the log", role);
 	s = stats_of(pool);
@@ -647,7 +655,7 @@ test_rotating_credentials(const char *role)
 	ok(wait_stat(pool, s.breaker_state == CBPOOL_BREAKER_CLOSED, 15000),
 	   "%s: once the vault answers again, the pool is usable", role);
 	{
-		PGconn	   *third = cbpool_acquire(pool, 15000);
+		PGconn	   *third = cbpool_acquire(pool, 20000);
 
 		ok(third && query_works(third), "%s: and connects again", role);
 		if (third)
@@ -749,7 +757,6 @@ test_hooks(void)
 				broken = 0,
 				closed_at_close = 0;
 	uint64_t	held_us = 0;
-	char		sql[128];
 
 	cfg.hooks.on_connect = on_connect_hook;
 	cfg.hooks.on_close = on_close_hook;
@@ -773,10 +780,7 @@ test_hooks(void)
 	conn = cbpool_acquire(pool, 5000);
 	pid = PQbackendPID(conn);
 	cbpool_release(pool, conn);
-	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
-	pg_exec(admin_conn(), sql);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
-	pg_wait_for(admin_conn(), sql, 0, 10000);
+	pg_terminate_and_wait(admin_conn(), pid);
 	sleep_ms(20);
 	conn = cbpool_acquire(pool, 5000);
 	ok(conn && query_works(conn), "a fresh connection replaces the terminated one");
@@ -853,7 +857,6 @@ test_tls(void)
 	cbpool	   *pool;
 	PGconn	   *conn;
 	cbpool_stats_t s;
-	char		sql[128];
 	int			pid;
 	char		err[256];
 
@@ -894,10 +897,7 @@ test_tls(void)
 	   "an idle TLS connection passes validation and is handed out again");
 	cbpool_release(pool, conn);
 
-	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
-	pg_exec(admin_conn(), sql);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
-	pg_wait_for(admin_conn(), sql, 0, 10000);
+	pg_terminate_and_wait(admin_conn(), pid);
 	sleep_ms(20);
 	conn = cbpool_acquire(pool, 5000);
 	s = stats_of(pool);

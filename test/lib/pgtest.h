@@ -247,6 +247,31 @@ cluster_ctl(const char *action)
 	return system(cmd);
 }
 
+/* Run a shell command made like printf; system()'s status (0 on success). */
+static inline int
+shell(const char *fmt, ...)
+{
+	char		cmd[4096];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+/* End a backend with pg_terminate_backend() and wait until it is gone. */
+static inline void
+pg_terminate_and_wait(PGconn *conn, int pid)
+{
+	char		sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
+	pg_exec(conn, sql);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+	pg_wait_for(conn, sql, 0, 10000);
+}
+
 /* Does the server log contain this text (after byte offset "from")? */
 static inline int
 server_log_contains(long from, const char *text)

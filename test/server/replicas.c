@@ -20,18 +20,6 @@ static PGconn *primary;
 static char standby_dir[2][1024];
 static char standby_port[2][16];
 
-static int
-shell(const char *fmt, ...)
-{
-	char		cmd[4096];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
 static void
 read_port(const char *dir, char *out, size_t len)
 {

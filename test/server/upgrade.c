@@ -10,19 +10,6 @@
 
 static PGconn *admin;
 
-/* Run a shell command; 0 on success. */
-static int
-shell(const char *fmt, ...)
-{
-	char		cmd[4096];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
-
 static char *
 slurp(const char *path)
 {
