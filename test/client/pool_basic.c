@@ -336,11 +336,21 @@ test_lifetime_and_idle(void)
 	cfg.max_size = 4;
 	pool = open_or_bail(&cfg);
 	for (int i = 0; i < 4; i++)
+	{
 		conns[i] = cbpool_acquire(pool, 10000);
+		if (!conns[i])
+		{
+			s = stats_of(pool);
+			diag("acquire %d of 4 failed: %s (share %d, total %d, in use %d, breaker %d)",
+				 i + 1, cbpool_strerror(cbpool_last_error()), s.share, s.total,
+				 s.in_use, s.breaker_state);
+		}
+	}
 	ok(conns[0] && conns[1] && conns[2] && conns[3],
 	   "one thread taking 4 connections at once: the pool grows to 4");
 	for (int i = 0; i < 4; i++)
-		cbpool_release(pool, conns[i]);
+		if (conns[i])
+			cbpool_release(pool, conns[i]);
 	ok(wait_stat(pool, s.total == 1, 5000),
 	   "once they are released, it shrinks back to 1 (total %d, share %d)", s.total, s.share);
 	s = stats_of(pool);
