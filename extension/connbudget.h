@@ -47,6 +47,8 @@
 #define CB_ADDR_LEN			64
 /* Most rows application_limits may hold. */
 #define CB_MAX_CONFIGURED_APPS 1000
+/* Applications that hold nothing but keep a refusal counter, at least. */
+#define CB_COUNTER_ONLY_APPS 64
 /* How long a connection waits for the worker to load limits at startup. */
 #define CB_LIMITS_WAIT_MS	10000
 /* Roles an application may be bound to (application_limits.roles). */

@@ -46,12 +46,15 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /*
  * Applications: every configured one, plus one per pod (an unconfigured
  * application exists only through its pods), so that a new pod always
- * finds room for its application while the pod table has room.
+ * finds room for its application while the pod table has room; plus room
+ * for the refusal counters of CB_COUNTER_ONLY_APPS applications that hold
+ * nothing (an application whose limits row was deleted keeps its counter
+ * until more than that many such applications need room).
  */
 static int
 cb_app_capacity(void)
 {
-	return CB_MAX_CONFIGURED_APPS + cb_max_pods;
+	return CB_MAX_CONFIGURED_APPS + cb_max_pods + CB_COUNTER_ONLY_APPS;
 }
 
 static int
