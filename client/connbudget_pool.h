@@ -248,6 +248,21 @@
        cbpool_error cbpool_last_error(void);    this thread's last failure
        const char  *cbpool_strerror(cbpool_error e);
 
+       cbpool_cluster_config cbpool_cluster_config_default(void);
+       cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
+                                           char *err, size_t errlen);
+           one pool per host of cfg->pool.conninfo (see CLUSTERS).
+       PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access,
+                                      int timeout_ms);
+           access CBPOOL_READ or CBPOOL_WRITE; NULL as cbpool_acquire(),
+           CBPOOL_EUNAVAILABLE when no host can take this access.
+       void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
+       int  cbpool_cluster_hosts(const cbpool_cluster *cl);
+       int  cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
+                                      cbpool_host_stats *out);
+       cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
+       void cbpool_cluster_close(cbpool_cluster *cl);
+
    STATISTICS AND METRICS
 
    cbpool_stats() fills a cbpool_stats_t: gauges (total, idle, in_use,
@@ -336,8 +351,44 @@
    fn's non-zero value, or a negative CBPOOL_E* code.  opts->attempts and
    opts->sqlstate tell what happened.
 
+   CLUSTERS
+
+   A primary and its hot standbys are servers with budgets of their own.
+   cbpool_cluster_open() opens one pool per host named in conninfo
+   ("host=a,b,c port=5432,5432,5433"), each connecting to its host alone and
+   sized by that host's share, all with the same application and pod:
+
+       cbpool_cluster_config cc = cbpool_cluster_config_default();
+       cc.pool.conninfo = "host=db-a,db-b,db-c dbname=shop";
+       cc.pool.application_name = "api";
+       cbpool_cluster *cl = cbpool_cluster_open(&cc, err, sizeof err);
+       PGconn *conn = cbpool_cluster_acquire(cl, CBPOOL_READ, 1000);
+       ...
+       cbpool_cluster_release(cl, conn);
+
+   CBPOOL_WRITE hands out a connection to the primary; CBPOOL_READ one to a
+   standby that is up and replays within max_lag_ms, the least busy first
+   (and the one this thread used last while its connection is free, which
+   keeps the lock-free path), or to the primary when no standby is usable
+   and reads_on_primary is set.  Each host's pool checks its host's role
+   and replay lag at each share refresh and every check_ms, and keeps at
+   least one connection for it.  A host whose connect fails as unreachable
+   is down: acquires waiting on it return, and go to another host.  While
+   no host fits, an acquire waits (asking every host to check its role at
+   once, every 100 ms) until its timeout, then fails with
+   CBPOOL_EUNAVAILABLE; when every host is down it fails at once.  So a
+   promoted standby takes the writes within about a check of its promotion.
+   Lag is 0 when a standby has replayed all it received, otherwise the age
+   of the last transaction it replayed (the two servers' clocks must
+   agree).  target_session_attrs in conninfo is ignored: the cluster
+   routes.  cbpool_cluster_pool() gives one host's pool, for its stats or
+   for cbpool_run().
+
    REVISION HISTORY
 
+       1.2  (2026-12-02) clusters: one pool per host, reads over standbys
+                         within each host's share and lag threshold, writes
+                         to the primary, followed through promotion
        1.1  (2026-12-01) more threads than connections: a thread that
                          releases a connection while others wait may take
                          it straight back, without the lock, up to
@@ -590,6 +641,48 @@ CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql,
 CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res);
 CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
 
+/* ---- clusters: one pool per host (see CLUSTERS) ---- */
+
+typedef struct cbpool_cluster cbpool_cluster;
+
+#define CBPOOL_READ 1           /* a standby (or the primary, see below) */
+#define CBPOOL_WRITE 2          /* the primary */
+
+#define CBPOOL_HOST_UNKNOWN 0   /* not checked yet, or down since */
+#define CBPOOL_HOST_PRIMARY 1   /* accepts writes */
+#define CBPOOL_HOST_STANDBY 2   /* in recovery, or read-only */
+
+typedef struct cbpool_cluster_config {
+    cbpool_config pool;     /* every host's pool; conninfo names the hosts */
+    int max_lag_ms;         /* 5000: a standby replaying later than this
+                               gets no reads; -1: lag is not checked */
+    int check_ms;           /* 1000: role and lag checks at least this often */
+    int reads_on_primary;   /* 1: reads go to the primary while no standby
+                               is usable; 0: they wait for one */
+} cbpool_cluster_config;
+
+typedef struct cbpool_host_stats {
+    char host[256];         /* as in conninfo */
+    char port[32];          /* "" for libpq's default */
+    int role;               /* CBPOOL_HOST_* */
+    int down;               /* its last connect found it unreachable */
+    int lag_ms;             /* replay lag at the last check, -1 unknown */
+    int readable;           /* CBPOOL_READ may go there now */
+    int writable;           /* CBPOOL_WRITE goes there now */
+    cbpool_stats_t pool;    /* its pool */
+} cbpool_host_stats;
+
+CBPOOL_DEF cbpool_cluster_config cbpool_cluster_config_default(void);
+CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
+                                               char *err, size_t errlen);
+CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms);
+CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
+CBPOOL_DEF int cbpool_cluster_hosts(const cbpool_cluster *cl);
+CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
+                                         cbpool_host_stats *out);
+CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
+CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl);
+
 #define CBPOOL_ACQUIRE(pool, timeout_ms) \
     cbpool_acquire_at((pool), (timeout_ms), __FILE__, __LINE__)
 
@@ -612,6 +705,7 @@ CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -809,6 +903,15 @@ struct cbpool {
     int64_t unreachable_since_ns; /* start of the first of them */
     int breaker_reopens;        /* failed probes since it opened */
     int64_t breaker_until_ns;   /* open until then, then a probe */
+
+    /* a host of a cluster: what the cluster routes by, stored and loaded
+       atomically (the cluster reads them without the lock) */
+    int member_check_ms;        /* 0: not in a cluster; else check this often */
+    int host_down;              /* the last connect found it unreachable */
+    int host_role;              /* CBPOOL_HOST_* */
+    int host_lag_ms;            /* at the last check, -1 unknown */
+    int host_timeline;          /* a primary's timeline at the last check */
+    int64_t host_primary_ns;    /* when it was last seen become the primary */
 
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
@@ -1583,6 +1686,70 @@ static int cbpool__validate(cbpool *pool, PGconn *pg)
  * Ask the server for this pod's share on a connection the maintainer
  * holds.  Returns 0 if the connection is still good.
  */
+/* A cluster's host: its role, and when it became the primary; with the lock. */
+static void cbpool__set_role_locked(cbpool *pool, int role, int64_t now)
+{
+    int was = CBPOOL__LOAD(&pool->host_role);
+    if (role == CBPOOL_HOST_PRIMARY && was != CBPOOL_HOST_PRIMARY)
+        CBPOOL__STORE(&pool->host_primary_ns, now);
+    CBPOOL__STORE(&pool->host_role, role);
+}
+
+/*
+ * Replay lag as a standby's own view: 0 once it has replayed everything it
+ * received, else the age of the last transaction it replayed (so an idle
+ * primary does not make a caught-up standby look late).  Writable as
+ * libpq's target_session_attrs=read-write judges it.
+ */
+#define CBPOOL__HOST_SQL                                                        \
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', " \
+    "CASE WHEN NOT pg_is_in_recovery() THEN 0 "                                 \
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 " \
+    "ELSE coalesce(greatest(0, extract(epoch FROM clock_timestamp() - "        \
+    "pg_last_xact_replay_timestamp()) * 1000), 0)::bigint END, "              \
+    "CASE WHEN pg_is_in_recovery() THEN 0 ELSE "                                 \
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+
+/* Check a cluster's host on one of its connections, outside the lock;
+   returns 1 if the connection broke. */
+static int cbpool__check_host(cbpool *pool, PGconn *pg)
+{
+    PGresult *res = cbpool__exec_deadline(pg, CBPOOL__HOST_SQL, 0, NULL,
+                                          pool->cfg.validate_timeout_ms);
+    int ok = res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    int64_t now = cbpool__now_ns();
+    int64_t next;
+    cbpool__msg msg;
+
+    msg.id = NULL;
+    cbpool__lock(pool);
+    if (ok) {
+        int role = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? CBPOOL_HOST_STANDBY
+                                                            : CBPOOL_HOST_PRIMARY;
+        long long lag = atoll(PQgetvalue(res, 0, 1));
+        int was = CBPOOL__LOAD(&pool->host_role);
+        cbpool__set_role_locked(pool, role, now);
+        CBPOOL__STORE(&pool->host_lag_ms, lag > INT_MAX ? INT_MAX : (int)lag);
+        CBPOOL__STORE(&pool->host_timeline, atoi(PQgetvalue(res, 0, 2)));
+        if (was != role && was != CBPOOL_HOST_UNKNOWN)
+            cbpool__format(&msg, CBPOOL_LOG_INFO, "host-role",
+                           "the host is now %s", role == CBPOOL_HOST_PRIMARY
+                                                      ? "the primary" : "a standby");
+    } else
+        cbpool__format(&msg, CBPOOL_LOG_WARN, "host-check",
+                       "checking the host's role and lag failed: %s",
+                       res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    /* every check_ms at least, whatever the share's refresh interval */
+    next = now + cbpool__jitter_ns(pool, pool->member_check_ms, 90, 110);
+    if (pool->next_refresh_ns > next)
+        pool->next_refresh_ns = next;
+    cbpool__unlock(pool);
+    cbpool__emit(pool, &msg);
+    if (res)
+        PQclear(res);
+    return !ok && PQstatus(pg) != CONNECTION_OK;
+}
+
 static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
 {
     char demand[16];
@@ -1684,6 +1851,8 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__emit(pool, &msg);
     if (res)
         PQclear(res);
+    if (pool->member_check_ms && !broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        broken = cbpool__check_host(pool, c->pg);
     /* a failed query inside no transaction leaves the connection idle */
     return broken || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
 }
@@ -1844,6 +2013,15 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     if (pool->observe)
         cbpool__on_connect(pool, NULL, started_ns, line);
     cbpool__lock(pool);
+    if (pool->member_check_ms && unreachable != CBPOOL__LOAD(&pool->host_down)) {
+        /* a cluster's host went down (waiters go to another host) or
+           answers again */
+        CBPOOL__STORE(&pool->host_down, unreachable);
+        if (unreachable) {
+            CBPOOL__STORE(&pool->host_role, CBPOOL_HOST_UNKNOWN);
+            cbpool__wake_waiters_locked(pool);
+        }
+    }
     if (!unreachable) {
         /* a server answered: the circuit closes if it was probing */
         pool->unreachable = 0;
@@ -1962,6 +2140,17 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
     pool->backoff_until_ns = 0;
     pool->unreachable = 0;
     msg.id = NULL;
+    if (pool->member_check_ms) {
+        /* servers from 14 on say at once whether this session can write */
+        const char *hs = PQparameterStatus(pg, "in_hot_standby");
+        if (hs)
+            cbpool__set_role_locked(pool, cbpool__read_only(pg) ? CBPOOL_HOST_STANDBY
+                                                                : CBPOOL_HOST_PRIMARY, now);
+        if (CBPOOL__LOAD(&pool->host_down)) {
+            CBPOOL__STORE(&pool->host_down, 0);
+            pool->next_refresh_ns = 0;   /* its role and lag, soon */
+        }
+    }
     if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
         /* the probe got through: close the circuit; the pool grows back
            from this one connection in steps of 1, 2, 4, ... */
@@ -2461,7 +2650,9 @@ CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
     case CBPOOL_ECLOSED: return "the pool is closed";
     case CBPOOL_EINVAL: return "invalid argument";
     case CBPOOL_EQUERY: return "BEGIN or COMMIT failed";
-    case CBPOOL_EUNAVAILABLE: return "the server is unreachable (the circuit breaker is open)";
+    case CBPOOL_EUNAVAILABLE:
+        return "the server is unreachable (the circuit breaker is open), or no host of the "
+               "cluster can take this access";
     }
     return "unknown error";
 }
@@ -2568,7 +2759,9 @@ static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errl
     return 1;
 }
 
-CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t errlen)
+/* A pool; member_check_ms > 0 makes it a host of a cluster. */
+static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, char *err,
+                            size_t errlen)
 {
     cbpool *pool;
     cbpool_config cfg;
@@ -2680,6 +2873,8 @@ CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg_in, char *err, size_t er
                     pool->cfg.hooks.on_release;
     pool->ramp = 1;
     pool->wake_fds[0] = pool->wake_fds[1] = -1;
+    pool->member_check_ms = member_check_ms;
+    pool->host_lag_ms = -1;
     cbpool__resize_locked(pool);
 
     pthread_mutex_init(&pool->lock, NULL);
@@ -2721,6 +2916,11 @@ fail:
     cbpool__free(&cfg, pool->options_plain);
     cbpool__free(&cfg, pool);
     return NULL;
+}
+
+CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg, char *err, size_t errlen)
+{
+    return cbpool__open(cfg, 0, err, errlen);
 }
 
 /* Free everything once closed and nothing is out; called with the lock. */
@@ -2898,8 +3098,9 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
     } else {
         cbpool__waiter w;
         int64_t now;
-        if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
-            /* the server is unreachable: fail now rather than at the timeout */
+        if (pool->breaker != CBPOOL_BREAKER_CLOSED || CBPOOL__LOAD(&pool->host_down)) {
+            /* the server is unreachable: fail now rather than at the timeout
+               (a cluster's host: the cluster goes to another) */
             pool->counters.breaker_fast_failures++;
             cbpool__unlock(pool);
             cbpool__errno = CBPOOL_EUNAVAILABLE;
@@ -2927,7 +3128,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
             (pool->cfg.barge_limit > 0 && pool->total > 0 && !pool->watchdog_armed))
             cbpool__wake(pool);
         while (!w.conn && !pool->closing && pool->breaker == CBPOOL_BREAKER_CLOSED &&
-               (now = cbpool__now_ns()) < deadline) {
+               !CBPOOL__LOAD(&pool->host_down) && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
             if (!pool->thread_started) {
                 /* no background thread: drive maintenance while waiting,
@@ -2951,7 +3152,8 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         c = w.conn;
         if (!c) {
             int closed = pool->closing;
-            int open = !closed && pool->breaker != CBPOOL_BREAKER_CLOSED;
+            int open = !closed && (pool->breaker != CBPOOL_BREAKER_CLOSED ||
+                                   CBPOOL__LOAD(&pool->host_down));
             if (open)
                 pool->counters.breaker_fast_failures++;
             else if (!closed)
@@ -3737,6 +3939,468 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         }
     }
     return rc;
+}
+
+/* ---- clusters: one pool per host ---- */
+
+typedef struct cbpool__host {
+    cbpool_cluster *cluster;
+    char host[256];
+    char port[32];
+    char label[300];            /* "host:port", for log messages */
+} cbpool__host;
+
+struct cbpool_cluster {
+    cbpool_cluster_config cfg;
+    int nhosts;
+    cbpool **pools;
+    cbpool__host *hosts;
+    unsigned rr;                /* spreads ties between hosts, atomically */
+    int64_t asked_ns;           /* every host was last asked to check then */
+};
+
+#define CBPOOL__MAX_HOSTS 64
+#define CBPOOL__ASK_NS 100000000   /* ask hosts to check at most this often */
+
+/* A host pool's messages name their host. */
+static void cbpool__host_log(void *user, cbpool_log_level level, const char *id,
+                             const char *message)
+{
+    cbpool__host *h = (cbpool__host *)user;
+    const cbpool_config *cfg = &h->cluster->cfg.pool;
+    char text[600];
+    snprintf(text, sizeof text, "host %s: %s", h->label, message);
+    if (cfg->logger.func)
+        cfg->logger.func(cfg->logger.user_data, level, id, text);
+    else
+        cbpool__default_log(NULL, level, id, text);
+}
+
+/* Item i of a comma-separated list (libpq's host, hostaddr and port), or "". */
+static void cbpool__list_item(const char *list, int i, char *out, size_t len)
+{
+    const char *p = list ? list : "";
+    size_t n;
+    for (; i > 0 && *p; p++)
+        if (*p == ',')
+            i--;
+    n = i > 0 ? 0 : strcspn(p, ",");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+static int cbpool__list_count(const char *list)
+{
+    int n = 1;
+    if (!list || !*list)
+        return 0;
+    for (; *list; list++)
+        n += *list == ',';
+    return n;
+}
+
+/* Append " key='value'" to buf, quoted as libpq reads it; 0 if it is full. */
+static int cbpool__append_kv(char *buf, size_t len, size_t *used, const char *key,
+                             const char *val)
+{
+    size_t u = *used;
+    int n = snprintf(buf + u, len - u, "%s%s='", u ? " " : "", key);
+    if (n < 0 || (size_t)n >= len - u)
+        return 0;
+    for (u += (size_t)n; *val; val++) {
+        if (u + 3 >= len)
+            return 0;
+        if (*val == '\'' || *val == '\\')
+            buf[u++] = '\\';
+        buf[u++] = *val;
+    }
+    if (u + 2 >= len)
+        return 0;
+    buf[u++] = '\'';
+    buf[u] = '\0';
+    *used = u;
+    return 1;
+}
+
+static void cbpool__cluster_free(cbpool_cluster *cl)
+{
+    cbpool_config cfg = cl->cfg.pool;
+    int i;
+    for (i = 0; i < cl->nhosts; i++)
+        if (cl->pools && cl->pools[i])
+            cbpool_close(cl->pools[i]);
+    cbpool__free(&cfg, cl->pools);
+    cbpool__free(&cfg, cl->hosts);
+    cbpool__free(&cfg, cl);
+}
+
+CBPOOL_DEF cbpool_cluster_config cbpool_cluster_config_default(void)
+{
+    cbpool_cluster_config c;
+    memset(&c, 0, sizeof c);
+    c.pool = cbpool_config_default();
+    c.max_lag_ms = 5000;
+    c.check_ms = 1000;
+    c.reads_on_primary = 1;
+    return c;
+}
+
+CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg, char *err,
+                                               size_t errlen)
+{
+    PQconninfoOption *opts, *o;
+    char *parse_err = NULL;
+    const char *hosts = NULL, *addrs = NULL, *ports = NULL;
+    cbpool_cluster *cl;
+    char *conninfo = NULL;
+    size_t size, base = 0;
+    int n, nnames, naddrs, nports, i;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!cfg) {
+        cbpool__fail(err, errlen, "cfg must not be NULL (use cbpool_cluster_config_default())");
+        return NULL;
+    }
+    if (cfg->max_lag_ms < -1) {
+        cbpool__fail(err, errlen, "max_lag_ms must be -1 (not checked) or more (got %d)",
+                     cfg->max_lag_ms);
+        return NULL;
+    }
+    if (cfg->check_ms < 10 || cfg->check_ms > 3600000) {
+        cbpool__fail(err, errlen, "check_ms must be between 10 and 3600000 (got %d)",
+                     cfg->check_ms);
+        return NULL;
+    }
+    if (cfg->reads_on_primary != 0 && cfg->reads_on_primary != 1) {
+        cbpool__fail(err, errlen, "reads_on_primary must be 0 or 1 (got %d)",
+                     cfg->reads_on_primary);
+        return NULL;
+    }
+    if (!cfg->pool.background) {
+        cbpool__fail(err, errlen, "a cluster's pools need their maintenance threads "
+                     "(pool.background must be 1)");
+        return NULL;
+    }
+    if (!cbpool__check_config(&cfg->pool, err, errlen))
+        return NULL;
+    opts = PQconninfoParse(cfg->pool.conninfo ? cfg->pool.conninfo : "", &parse_err);
+    if (!opts) {
+        char line[200];
+        cbpool__first_line(parse_err ? parse_err : "out of memory", line, sizeof line);
+        cbpool__fail(err, errlen, "invalid conninfo: %s", line);
+        if (parse_err)
+            PQfreemem(parse_err);
+        return NULL;
+    }
+    size = 64;
+    for (o = opts; o->keyword; o++) {
+        if (o->val && *o->val && strcmp(o->keyword, "host") == 0)
+            hosts = o->val;
+        else if (o->val && *o->val && strcmp(o->keyword, "hostaddr") == 0)
+            addrs = o->val;
+        else if (o->val && *o->val && strcmp(o->keyword, "port") == 0)
+            ports = o->val;
+        if (o->val)
+            size += strlen(o->keyword) + 2 * strlen(o->val) + 4;
+    }
+    /* as libpq does: the environment when conninfo does not say */
+    if (!hosts && !addrs) {
+        hosts = getenv("PGHOST");
+        addrs = getenv("PGHOSTADDR");
+    }
+    if (!ports)
+        ports = getenv("PGPORT");
+    nnames = cbpool__list_count(hosts);
+    naddrs = cbpool__list_count(addrs);
+    nports = cbpool__list_count(ports);
+    n = nnames > naddrs ? nnames : naddrs;
+    if (nnames && naddrs && nnames != naddrs) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "conninfo names %d hosts but %d host addresses", nnames,
+                     naddrs);
+        return NULL;
+    }
+    if (n == 0)
+        n = 1;   /* libpq's default host */
+    if (nports > 1 && nports != n) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "conninfo names %d hosts but %d ports", n, nports);
+        return NULL;
+    }
+    if (n > CBPOOL__MAX_HOSTS) {
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "a cluster has at most %d hosts (conninfo names %d)",
+                     CBPOOL__MAX_HOSTS, n);
+        return NULL;
+    }
+    size += (size_t)3 * 300 + 64;
+    cl = (cbpool_cluster *)cbpool__alloc(&cfg->pool, sizeof *cl);
+    if (cl) {
+        memset(cl, 0, sizeof *cl);
+        cl->cfg = *cfg;
+        cl->pools = (cbpool **)cbpool__alloc(&cfg->pool, (size_t)n * sizeof(cbpool *));
+        cl->hosts = (cbpool__host *)cbpool__alloc(&cfg->pool, (size_t)n * sizeof(cbpool__host));
+        conninfo = (char *)cbpool__alloc(&cfg->pool, size);
+    }
+    if (!cl || !cl->pools || !cl->hosts || !conninfo) {
+        if (cl) {
+            cbpool__free(&cfg->pool, cl->pools);
+            cbpool__free(&cfg->pool, cl->hosts);
+            cbpool__free(&cfg->pool, cl);
+        }
+        cbpool__free(&cfg->pool, conninfo);
+        PQconninfoFree(opts);
+        cbpool__fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    memset(cl->pools, 0, (size_t)n * sizeof(cbpool *));
+    memset(cl->hosts, 0, (size_t)n * sizeof(cbpool__host));
+    /* what every host's conninfo has in common: all but where to connect
+       and which session to accept (the cluster routes) */
+    conninfo[0] = '\0';
+    for (o = opts; o->keyword; o++)
+        if (o->val && *o->val && strcmp(o->keyword, "host") != 0 &&
+            strcmp(o->keyword, "hostaddr") != 0 && strcmp(o->keyword, "port") != 0 &&
+            strcmp(o->keyword, "target_session_attrs") != 0 &&
+            strcmp(o->keyword, "load_balance_hosts") != 0)
+            cbpool__append_kv(conninfo, size, &base, o->keyword, o->val);
+    cl->nhosts = n;
+    for (i = 0; i < n; i++) {
+        cbpool__host *h = &cl->hosts[i];
+        cbpool_config pcfg = cfg->pool;
+        char name[256], addr[256], e[256];
+        size_t used = base;
+        h->cluster = cl;
+        cbpool__list_item(hosts, i, name, sizeof name);
+        cbpool__list_item(addrs, i, addr, sizeof addr);
+        cbpool__list_item(ports, nports > 1 ? i : 0, h->port, sizeof h->port);
+        snprintf(h->host, sizeof h->host, "%s", name[0] ? name : addr);
+        snprintf(h->label, sizeof h->label, "%s:%s", h->host[0] ? h->host : "default",
+                 h->port[0] ? h->port : "default");
+        conninfo[base] = '\0';
+        if ((name[0] && !cbpool__append_kv(conninfo, size, &used, "host", name)) ||
+            (addr[0] && !cbpool__append_kv(conninfo, size, &used, "hostaddr", addr)) ||
+            (h->port[0] && !cbpool__append_kv(conninfo, size, &used, "port", h->port)) ||
+            !cbpool__append_kv(conninfo, size, &used, "target_session_attrs", "any")) {
+            cbpool__fail(err, errlen, "host %s: conninfo too long", h->label);
+            goto fail;
+        }
+        pcfg.conninfo = conninfo;
+        pcfg.logger.func = cbpool__host_log;
+        pcfg.logger.user_data = h;
+        cl->pools[i] = cbpool__open(&pcfg, cfg->check_ms, e, sizeof e);
+        if (!cl->pools[i]) {
+            cbpool__fail(err, errlen, "host %s: %s", h->label, e);
+            goto fail;
+        }
+    }
+    cbpool__free(&cfg->pool, conninfo);
+    PQconninfoFree(opts);
+    return cl;
+
+fail:
+    cbpool__free(&cfg->pool, conninfo);
+    PQconninfoFree(opts);
+    cbpool__cluster_free(cl);
+    return NULL;
+}
+
+static int cbpool__host_readable(const cbpool_cluster *cl, int i)
+{
+    cbpool *p = cl->pools[i];
+    int lag = CBPOOL__LOAD(&p->host_lag_ms);
+    return !CBPOOL__LOAD(&p->host_down) &&
+           CBPOOL__LOAD(&p->host_role) == CBPOOL_HOST_STANDBY &&
+           (cl->cfg.max_lag_ms < 0 || (lag >= 0 && lag <= cl->cfg.max_lag_ms));
+}
+
+/* The host writes go to: of those up and primary, the one on the latest
+   timeline, then the one that became the primary last; -1 if none. */
+static int cbpool__cluster_writer(const cbpool_cluster *cl)
+{
+    int i, best = -1, best_tli = 0;
+    int64_t best_ns = 0;
+    for (i = 0; i < cl->nhosts; i++) {
+        cbpool *p = cl->pools[i];
+        int tli;
+        int64_t ns;
+        if (CBPOOL__LOAD(&p->host_down) || CBPOOL__LOAD(&p->host_role) != CBPOOL_HOST_PRIMARY)
+            continue;
+        tli = CBPOOL__LOAD(&p->host_timeline);
+        ns = CBPOOL__LOAD(&p->host_primary_ns);
+        if (best < 0 || tli > best_tli || (tli == best_tli && ns > best_ns)) {
+            best = i;
+            best_tli = tli;
+            best_ns = ns;
+        }
+    }
+    return best;
+}
+
+/* The host for this access now, or -1. */
+static int cbpool__cluster_pick(cbpool_cluster *cl, int access)
+{
+    int i, best = -1, best_free = INT_MIN, start, found = 0;
+    if (access == CBPOOL_WRITE)
+        return cbpool__cluster_writer(cl);
+    /* the standby this thread used last while its connection waits for it
+       there: the lock-free path */
+    for (i = 0; i < cl->nhosts; i++) {
+        cbpool__conn *mine = cbpool__my_last(cl->pools[i]);
+        if (mine && cbpool__host_readable(cl, i) &&
+            CBPOOL__LOAD(&mine->state) == CBPOOL__PARKED)
+            return i;
+    }
+    /* else the standby with the most room in its share */
+    start = (int)(__atomic_fetch_add(&cl->rr, 1, __ATOMIC_RELAXED) % (unsigned)cl->nhosts);
+    for (i = 0; i < cl->nhosts; i++) {
+        int h = (start + i) % cl->nhosts, room;
+        cbpool *p = cl->pools[h];
+        if (!cbpool__host_readable(cl, h))
+            continue;
+        cbpool__lock(p);
+        room = p->limit - p->in_use - p->waiters;
+        cbpool__unlock(p);
+        found = 1;
+        if (room > best_free) {
+            best = h;
+            best_free = room;
+        }
+    }
+    if (!found && cl->cfg.reads_on_primary)
+        best = cbpool__cluster_writer(cl);
+    return best;
+}
+
+/* Every host that is up checks its role and lag at once (at most every
+   CBPOOL__ASK_NS). */
+static void cbpool__cluster_ask(cbpool_cluster *cl, int64_t now)
+{
+    int64_t asked = __atomic_load_n(&cl->asked_ns, __ATOMIC_RELAXED);
+    int i;
+    if (now - asked < CBPOOL__ASK_NS ||
+        !__atomic_compare_exchange_n(&cl->asked_ns, &asked, now, 0, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return;
+    for (i = 0; i < cl->nhosts; i++) {
+        cbpool *p = cl->pools[i];
+        if (CBPOOL__LOAD(&p->host_down))
+            continue;
+        cbpool__lock(p);
+        p->next_refresh_ns = 0;
+        cbpool__wake(p);
+        cbpool__unlock(p);
+    }
+}
+
+CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms)
+{
+    int64_t deadline, now = cbpool__now_ns();
+    if (!cl || (access != CBPOOL_READ && access != CBPOOL_WRITE)) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = cl->cfg.pool.acquire_timeout_ms;
+    deadline = now + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        int h = cbpool__cluster_pick(cl, access), i, down = 0;
+        if (h >= 0) {
+            PGconn *pg = cbpool__acquire(cl->pools[h], now, deadline > now ? deadline : now,
+                                         NULL, 0);
+            if (pg && (access == CBPOOL_READ || cbpool__cluster_writer(cl) == h))
+                return pg;
+            if (pg)   /* the primary changed while this thread waited */
+                cbpool_release(cl->pools[h], pg);
+            else if (cbpool__errno != CBPOOL_EUNAVAILABLE)
+                return NULL;   /* timed out, too many waiters, or closed */
+            /* else the host went down meanwhile: another one */
+        }
+        now = cbpool__now_ns();
+        for (i = 0; i < cl->nhosts; i++)
+            down += CBPOOL__LOAD(&cl->pools[i]->host_down);
+        if (down == cl->nhosts || now >= deadline) {
+            cbpool__errno = CBPOOL_EUNAVAILABLE;
+            return NULL;
+        }
+        /* no host for this access yet (a promotion under way, a standby
+           catching up): ask them all, look again shortly */
+        cbpool__cluster_ask(cl, now);
+        {
+            int64_t pause = deadline - now < 5000000 ? deadline - now : 5000000;
+            struct timespec ts;
+            ts.tv_sec = 0;
+            ts.tv_nsec = (long)pause;
+            nanosleep(&ts, NULL);
+        }
+        now = cbpool__now_ns();
+    }
+}
+
+CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *pg)
+{
+    int i;
+    if (!cl)
+        return;
+    if (pg) {
+        /* the connection this thread acquired last, usually */
+        for (i = 0; i < cl->nhosts; i++) {
+            cbpool__conn *c = cbpool__my_last(cl->pools[i]);
+            if (c && CBPOOL__LOAD(&c->pg) == pg) {
+                cbpool_release(cl->pools[i], pg);
+                return;
+            }
+        }
+        for (i = 0; i < cl->nhosts; i++) {
+            cbpool *p = cl->pools[i];
+            cbpool__conn *c;
+            cbpool__lock(p);
+            c = cbpool__find_locked(p, pg);
+            cbpool__unlock(p);
+            if (c) {
+                cbpool_release(p, pg);
+                return;
+            }
+        }
+    }
+    cbpool_release(cl->pools[0], pg);   /* reported there as misuse */
+}
+
+CBPOOL_DEF int cbpool_cluster_hosts(const cbpool_cluster *cl)
+{
+    return cl ? cl->nhosts : 0;
+}
+
+CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host, cbpool_host_stats *out)
+{
+    cbpool *p;
+    if (!cl || !out || host < 0 || host >= cl->nhosts)
+        return CBPOOL_EINVAL;
+    p = cl->pools[host];
+    memset(out, 0, sizeof *out);
+    snprintf(out->host, sizeof out->host, "%s", cl->hosts[host].host);
+    snprintf(out->port, sizeof out->port, "%s", cl->hosts[host].port);
+    out->role = CBPOOL__LOAD(&p->host_role);
+    out->down = CBPOOL__LOAD(&p->host_down);
+    out->lag_ms = CBPOOL__LOAD(&p->host_lag_ms);
+    out->readable = cbpool__host_readable(cl, host);
+    out->writable = cbpool__cluster_writer(cl) == host;
+    cbpool_stats(p, &out->pool);
+    return CBPOOL_OK;
+}
+
+CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host)
+{
+    return cl && host >= 0 && host < cl->nhosts ? cl->pools[host] : NULL;
+}
+
+CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl)
+{
+    if (cl)
+        cbpool__cluster_free(cl);
 }
 
 #ifdef __cplusplus

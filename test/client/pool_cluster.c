@@ -1,0 +1,554 @@
+/*
+ * pool_cluster.c -- a cluster of per-host pools over a primary and two
+ * streaming standbys on loopback (pg_basebackup -R): writes go to the
+ * primary; reads spread over the two standbys, each within that host's
+ * share (sampled on each server); a standby whose replay stops falls
+ * behind the lag threshold and gets no reads until it catches up; reads
+ * survive one standby being stopped; and when the primary is stopped with
+ * -m immediate and the other standby promoted, the cluster writes again
+ * within 5 s, never on a read-only host, and no server holds more governed
+ * connections than its budget.
+ *
+ * Budgets: primary and standby A 40 - 10 = 30, standby B 50 - 10 = 40.
+ * The application "reads" is limited to 4 connections per server (a row
+ * replicated from the primary), so each host's share of the one pod is 4.
+ *
+ * cluster: max_connections=40 superuser_reserved_connections=0 connbudget.reserved_connections=10 connbudget.refresh_interval=200 connbudget.pod_ttl=1000
+ */
+#include "common.h"
+
+#define READERS 12
+#define WRITERS 4
+#define LIMIT 4
+#define MAX_LAG_MS 1000
+
+enum
+{
+	A, P, B					/* host order in conninfo: standby A first */
+};
+
+static const char *names[] = {"standby A", "the primary", "standby B"};
+static char dirs[3][1024];
+static char ports[3][16];
+static cbpool_cluster *cl;
+
+static PGconn *
+admin_on(int host)
+{
+	char		p[32];
+	char		st[6],
+				msg[1024];
+
+	snprintf(p, sizeof(p), "port=%s", ports[host]);
+	return pg_connect_ex(st, msg, sizeof(msg), p, "application_name=admin",
+						 (const char *) NULL);
+}
+
+static int
+host_of_port(const char *port)
+{
+	for (int i = 0; i < 3; i++)
+		if (strcmp(port, ports[i]) == 0)
+			return i;
+	return -1;
+}
+
+static cbpool_host_stats
+host_stats(int host)
+{
+	cbpool_host_stats h;
+
+	cbpool_cluster_host_stats(cl, host, &h);
+	return h;
+}
+
+/* Wait until a condition on host "host"'s stats holds ("h"), up to timeout_ms. */
+#define wait_host(host, cond, timeout_ms) \
+	({ \
+		double deadline_ = now_seconds() + (timeout_ms) / 1000.0; \
+		for (;;) \
+		{ \
+			h = host_stats(host); \
+			if ((cond) || now_seconds() > deadline_) \
+				break; \
+			sleep_ms(10); \
+		} \
+		(cond); \
+	})
+
+/* ---- load: readers and writers through the cluster ---- */
+
+static int	stop_load;
+static long served_by[3];		/* reads served, per host */
+static double last_read_failure;
+static long read_failures;
+static double first_write_after;	/* first write after promoted_at */
+static double promoted_at;
+static long writes_done;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *
+reader_main(void *arg)
+{
+	(void) arg;
+	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE))
+	{
+		PGconn	   *conn = cbpool_cluster_acquire(cl, CBPOOL_READ, 2000);
+		PGresult   *res;
+		int			host = -1;
+
+		if (conn)
+		{
+			res = PQexec(conn, "SELECT inet_server_port(), pg_sleep(0.002)");
+			if (PQresultStatus(res) == PGRES_TUPLES_OK)
+				host = host_of_port(PQgetvalue(res, 0, 0));
+			PQclear(res);
+			cbpool_cluster_release(cl, conn);
+		}
+		pthread_mutex_lock(&lock);
+		if (host >= 0)
+			served_by[host]++;
+		else
+		{
+			read_failures++;
+			last_read_failure = now_seconds();
+		}
+		pthread_mutex_unlock(&lock);
+		if (host < 0)
+			sleep_ms(5);
+	}
+	return NULL;
+}
+
+static void *
+writer_main(void *arg)
+{
+	(void) arg;
+	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE))
+	{
+		PGconn	   *conn = cbpool_cluster_acquire(cl, CBPOOL_WRITE, 2000);
+		PGresult   *res;
+		int			done = 0;
+
+		if (!conn)
+		{
+			sleep_ms(5);
+			continue;
+		}
+		res = PQexec(conn, "INSERT INTO t VALUES (1)");
+		done = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		cbpool_cluster_release(cl, conn);
+		pthread_mutex_lock(&lock);
+		if (done)
+		{
+			writes_done++;
+			if (promoted_at > 0 && first_write_after == 0)
+				first_write_after = now_seconds();
+		}
+		pthread_mutex_unlock(&lock);
+		sleep_ms(done ? 20 : 5);
+	}
+	return NULL;
+}
+
+/* ---- samplers: on each server, the pod's connections against its share,
+   and governed connections against the budget ---- */
+
+typedef struct Sampler
+{
+	pthread_t	thread;
+	int			host;
+	int			stop;
+	long		samples;
+	long		over_share;
+	long		over_budget;
+	long		most;			/* the pod's connections, at most */
+} Sampler;
+
+#define SAMPLED(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+static void *
+sampler_main(void *arg)
+{
+	Sampler    *s = arg;
+	PGconn	   *conn = NULL;
+
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
+	{
+		PGresult   *res;
+
+		if (!conn || PQstatus(conn) != CONNECTION_OK)
+		{
+			if (conn)
+				PQfinish(conn);
+			if (!(conn = admin_on(s->host)))
+			{
+				sleep_ms(50);
+				continue;
+			}
+		}
+		res = PQexec(conn,
+					 "SELECT coalesce((SELECT sum(connections) FROM connbudget.pods "
+					 "                  WHERE pod = 'pod-cluster'), 0), "
+					 "       coalesce((SELECT max(share) FROM connbudget.pods "
+					 "                  WHERE pod = 'pod-cluster'), 0), governed, budget "
+					 "FROM connbudget.budget");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		{
+			long		held = atol(PQgetvalue(res, 0, 0));
+			long		share = atol(PQgetvalue(res, 0, 1));
+
+			/* read by the main thread while this one runs */
+			__atomic_add_fetch(&s->samples, 1, __ATOMIC_RELAXED);
+			if (held > share && held > LIMIT)
+				__atomic_add_fetch(&s->over_share, 1, __ATOMIC_RELAXED);
+			if (atol(PQgetvalue(res, 0, 2)) > atol(PQgetvalue(res, 0, 3)))
+				__atomic_add_fetch(&s->over_budget, 1, __ATOMIC_RELAXED);
+			if (held > s->most)
+				__atomic_store_n(&s->most, held, __ATOMIC_RELAXED);
+		}
+		PQclear(res);
+		sleep_ms(20);
+	}
+	if (conn)
+		PQfinish(conn);
+	return NULL;
+}
+
+static void
+start_sampler(Sampler *s, int host)
+{
+	memset(s, 0, sizeof(*s));
+	s->host = host;
+	pthread_create(&s->thread, NULL, sampler_main, s);
+}
+
+static void
+stop_sampler(Sampler *s)
+{
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(s->thread, NULL);
+}
+
+static void
+read_port(int host)
+{
+	char		path[1100];
+	FILE	   *f;
+
+	snprintf(path, sizeof(path), "%.1000s/port", dirs[host]);
+	f = fopen(path, "r");
+	if (!f || !fgets(ports[host], sizeof(ports[host]), f))
+		bail_out("no port for %s", names[host]);
+	fclose(f);
+	ports[host][strcspn(ports[host], "\n")] = '\0';
+}
+
+static void
+stop_server(int host)
+{
+	shell("'%s/pg_ctl' -D '%s/data' -m immediate -w stop >/dev/null 2>&1",
+		  getenv("PG_BINDIR"), dirs[host]);
+}
+
+/* ---- invalid configurations ---- */
+
+static void
+test_invalid(void)
+{
+	cbpool_cluster_config cc = cbpool_cluster_config_default();
+	char		err[256];
+
+	cc.pool.conninfo = "host=a,b,c port=1,2";
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "3 hosts but 2 ports"),
+	   "a cluster with 3 hosts and 2 ports is refused: %s", err);
+	cc.pool.conninfo = "host=a,b hostaddr=127.0.0.1";
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "2 hosts but 1 host addresses"),
+	   "so is one with more hosts than addresses: %s", err);
+	cc.pool.conninfo = "host='a";
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "invalid conninfo"),
+	   "and an invalid conninfo: %s", err);
+	cc = cbpool_cluster_config_default();
+	cc.max_lag_ms = -2;
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "max_lag_ms"),
+	   "and max_lag_ms below -1: %s", err);
+	cc = cbpool_cluster_config_default();
+	cc.check_ms = 5;
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "check_ms"),
+	   "and check_ms below 10: %s", err);
+	cc = cbpool_cluster_config_default();
+	cc.pool.background = 0;
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "background"),
+	   "and pools without maintenance threads: %s", err);
+	cc = cbpool_cluster_config_default();
+	cc.pool.pod = "a-pod-id-longer-than-the-63-bytes-that-postgresql-keeps-of-a-name";
+	ok(!cbpool_cluster_open(&cc, err, sizeof(err)) && strstr(err, "pod"),
+	   "and the pools' own invalid settings: %s", err);
+	ok(cbpool_cluster_acquire(NULL, CBPOOL_READ, 0) == NULL &&
+	   cbpool_last_error() == CBPOOL_EINVAL, "acquiring from no cluster is CBPOOL_EINVAL");
+}
+
+int
+main(void)
+{
+	PGconn	   *primary = pg_connect_or_bail("application_name=admin");
+	static char conninfo[512];
+	cbpool_cluster_config cc = cbpool_cluster_config_default();
+	cbpool_host_stats h;
+	pthread_t	readers[READERS],
+				writers[WRITERS];
+	Sampler		samplers[3];
+	long		before[3],
+				after[3],
+				written;
+	int			okay;
+	PGconn	   *conn;
+
+	test_invalid();
+
+	pg_exec(primary, "CREATE EXTENSION connbudget");
+	pg_exec(primary, "CREATE ROLE app LOGIN");
+	pg_exec(primary, "CREATE TABLE t (x int)");
+	pg_exec(primary, "GRANT INSERT ON t TO app");
+	pg_exec(primary, "INSERT INTO connbudget.application_limits (application_name, max_connections) "
+			"VALUES ('reads', 4)");	/* LIMIT */
+
+	snprintf(dirs[P], sizeof(dirs[P]), "%s", cluster_dir());
+	snprintf(ports[P], sizeof(ports[P]), "%s", getenv("PGPORT"));
+	for (int i = A; i <= B; i += 2)
+	{
+		snprintf(dirs[i], sizeof(dirs[i]), "%s/standby-%c", cluster_dir(), i == A ? 'a' : 'b');
+		if (shell("bash -c \"source test/lib/cluster.sh && cluster_standby '%s' '%s' "
+				  "max_connections=%d\" >/dev/null", dirs[P], dirs[i], i == A ? 40 : 50) != 0)
+			bail_out("%s did not start", names[i]);
+		read_port(i);
+	}
+	is_int(pg_wait_for(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+					   2, 30000), 2, "two standbys stream from the primary");
+	for (int i = A; i <= B; i += 2)
+	{
+		PGconn	   *s = admin_on(i);
+
+		if (!s)
+			bail_out("cannot connect to %s", names[i]);
+		is_int(pg_wait_for(s, "SELECT max_connections FROM connbudget.applications "
+						   "WHERE application_name = 'reads'", LIMIT, 30000), LIMIT,
+			   "%s has the replicated limit of reads", names[i]);
+		PQfinish(s);
+	}
+
+	/* the cluster: standby A, the primary, standby B */
+	snprintf(conninfo, sizeof(conninfo),
+			 "host=127.0.0.1,127.0.0.1,127.0.0.1 port=%s,%s,%s user=app dbname=postgres "
+			 "target_session_attrs=read-write", ports[A], ports[P], ports[B]);
+	cc.pool = test_config("reads", "pod-cluster");
+	cc.pool.conninfo = conninfo;
+	cc.pool.connect_timeout_ms = 2000;
+	cc.max_lag_ms = MAX_LAG_MS;
+	cc.check_ms = 200;
+	{
+		char		err[256];
+
+		cl = cbpool_cluster_open(&cc, err, sizeof(err));
+		if (!cl)
+			bail_out("cbpool_cluster_open: %s", err);
+	}
+	is_int(cbpool_cluster_hosts(cl), 3, "the cluster has a pool for each of the 3 hosts");
+	for (int i = 0; i < 3; i++)
+	{
+		int			role = i == P ? CBPOOL_HOST_PRIMARY : CBPOOL_HOST_STANDBY;
+
+		okay = wait_host(i, h.role == role && (i == P ? h.writable : h.readable), 10000);
+		ok(okay, "%s is known as %s (role %d, lag %d ms, port %s)", names[i],
+		   i == P ? "the primary, for writes" : "a standby, for reads", h.role, h.lag_ms,
+		   h.port);
+	}
+	ok(strcmp(host_stats(B).port, ports[B]) == 0 && strcmp(host_stats(B).host, "127.0.0.1") == 0,
+	   "each host's stats name it as conninfo does");
+
+	conn = cbpool_cluster_acquire(cl, CBPOOL_WRITE, 5000);
+	ok(conn && host_of_port(pg_value(conn, "SELECT inet_server_port()")) == P,
+	   "CBPOOL_WRITE hands out a connection to the primary");
+	ok(conn && strcmp(pg_exec_error(conn, "INSERT INTO t VALUES (0)", NULL, 0), "") == 0,
+	   "which writes");
+	cbpool_cluster_release(cl, conn);
+	conn = cbpool_cluster_acquire(cl, CBPOOL_READ, 5000);
+	ok(conn && host_of_port(pg_value(conn, "SELECT inet_server_port()")) != P &&
+	   strcmp(pg_value(conn, "SELECT pg_is_in_recovery()"), "t") == 0,
+	   "CBPOOL_READ hands out a connection to a standby");
+	cbpool_cluster_release(cl, conn);
+	ok(cbpool_cluster_acquire(cl, 3, 100) == NULL && cbpool_last_error() == CBPOOL_EINVAL,
+	   "an access that is neither CBPOOL_READ nor CBPOOL_WRITE is CBPOOL_EINVAL");
+	{
+		cbpool_stats_t s0 = stats_of(cbpool_cluster_pool(cl, A));
+
+		log_reset();
+		cbpool_cluster_release(cl, (PGconn *) &s0);
+		ok(logged("misuse", "does not belong"), "releasing a stranger into the cluster is "
+		   "reported and ignored");
+	}
+
+	/* ---- reads spread over both standbys, each within its share ---- */
+	for (int i = 0; i < 3; i++)
+		start_sampler(&samplers[i], i);
+	for (int i = 0; i < READERS; i++)
+		pthread_create(&readers[i], NULL, reader_main, NULL);
+	for (int i = 0; i < WRITERS; i++)
+		pthread_create(&writers[i], NULL, writer_main, NULL);
+	sleep_ms(3000);
+	pthread_mutex_lock(&lock);
+	memcpy(before, served_by, sizeof(before));
+	written = writes_done;
+	pthread_mutex_unlock(&lock);
+	diag("reads in 3 s: %ld on standby A, %ld on the primary, %ld on standby B; %ld writes",
+		 before[A], before[P], before[B], written);
+	ok(before[A] > 50 && before[B] > 50,
+	   "%d threads read from both standbys (%ld and %ld reads)", READERS, before[A], before[B]);
+	is_int(before[P], 0, "and none from the primary while the standbys are usable");
+	ok(written > 20, "while %d threads write on the primary (%ld rows)", WRITERS, written);
+	for (int i = A; i <= B; i += 2)
+	{
+		h = host_stats(i);
+		ok(SAMPLED(samplers[i].samples) > 10 && SAMPLED(samplers[i].over_share) == 0 &&
+		   SAMPLED(samplers[i].most) <= LIMIT,
+		   "%s: the pod never held more than its share of %d there (at most %ld in %ld "
+		   "samples); its pool: share %d, total %d", names[i], LIMIT, SAMPLED(samplers[i].most),
+		   SAMPLED(samplers[i].samples), h.pool.share, h.pool.total);
+	}
+
+	/* ---- a standby that stops replaying falls behind, and gets no reads ---- */
+	{
+		PGconn	   *b = admin_on(B);
+		double		t0;
+
+		pg_exec(b, "SELECT pg_wal_replay_pause()");
+		t0 = now_seconds();
+		okay = wait_host(B, h.lag_ms > MAX_LAG_MS && !h.readable, 15000);
+		ok(okay, "standby B, paused, is seen lagging beyond %d ms (%d ms after %.1f s) and "
+		   "gets no reads", MAX_LAG_MS, h.lag_ms, now_seconds() - t0);
+		sleep_ms(300);
+		pthread_mutex_lock(&lock);
+		memcpy(before, served_by, sizeof(before));
+		pthread_mutex_unlock(&lock);
+		sleep_ms(1000);
+		pthread_mutex_lock(&lock);
+		memcpy(after, served_by, sizeof(after));
+		pthread_mutex_unlock(&lock);
+		ok(after[B] == before[B] && after[A] > before[A] + 50,
+		   "reads go to standby A alone meanwhile (%ld there, %ld on B)", after[A] - before[A],
+		   after[B] - before[B]);
+		pg_exec(b, "SELECT pg_wal_replay_resume()");
+		okay = wait_host(B, h.readable, 10000);
+		ok(okay, "resumed, it catches up and is readable again (lag %d ms)", h.lag_ms);
+		PQfinish(b);
+		pthread_mutex_lock(&lock);
+		memcpy(before, served_by, sizeof(before));
+		pthread_mutex_unlock(&lock);
+		sleep_ms(1000);
+		pthread_mutex_lock(&lock);
+		memcpy(after, served_by, sizeof(after));
+		pthread_mutex_unlock(&lock);
+		ok(after[B] > before[B], "and serves reads again (%ld in 1 s)", after[B] - before[B]);
+	}
+
+	/* ---- standby A is lost: reads go on, on standby B ---- */
+	{
+		double		stopped,
+					whole;
+
+		pthread_mutex_lock(&lock);
+		stopped = now_seconds();
+		memcpy(before, served_by, sizeof(before));
+		pthread_mutex_unlock(&lock);
+		stop_server(A);
+		sleep_ms(3000);
+		pthread_mutex_lock(&lock);
+		memcpy(after, served_by, sizeof(after));
+		whole = last_read_failure > stopped ? last_read_failure - stopped : 0;
+		pthread_mutex_unlock(&lock);
+		diag("standby A stopped: %ld reads failed in all, the last %.3f s after the stop",
+			 read_failures, whole);
+		ok(after[B] - before[B] > 100, "reads go on on standby B (%ld in 3 s)",
+		   after[B] - before[B]);
+		ok(whole < 2.0, "every read succeeds again within 2 s of the loss (%.3f s)", whole);
+		h = host_stats(A);
+		ok(h.down && !h.readable, "standby A is down and gets no reads (down %d, role %d)",
+		   h.down, h.role);
+		ok(SAMPLED(samplers[B].over_share) == 0 && SAMPLED(samplers[B].most) <= LIMIT,
+		   "standby B still holds the pod within its share (at most %ld)",
+		   SAMPLED(samplers[B].most));
+	}
+
+	/* ---- failover: the primary dies, standby B is promoted ---- */
+	{
+		PGconn	   *b;
+		double		first;
+
+		stop_server(P);
+		sleep_ms(500);
+		if (shell("bash -c \"source test/lib/cluster.sh && cluster_promote '%s'\"", dirs[B]) != 0)
+			bail_out("pg_ctl promote failed");
+		pthread_mutex_lock(&lock);
+		promoted_at = now_seconds();
+		pthread_mutex_unlock(&lock);
+		for (double deadline = now_seconds() + 30;;)
+		{
+			pthread_mutex_lock(&lock);
+			first = first_write_after;
+			pthread_mutex_unlock(&lock);
+			if (first > 0 || now_seconds() > deadline)
+				break;
+			sleep_ms(20);
+		}
+		diag("first write %.2f s after the promotion", first - promoted_at);
+		ok(first > 0 && first - promoted_at < 5.0,
+		   "the cluster writes again within 5 s of the promotion (%.2f s)", first - promoted_at);
+		h = host_stats(B);
+		ok(h.role == CBPOOL_HOST_PRIMARY && h.writable,
+		   "standby B is the primary now, for writes");
+		okay = wait_host(B, h.pool.budget == 40, 10000);
+		ok(okay, "its pool follows its budget of 40 (%d)", h.pool.budget);
+		pthread_mutex_lock(&lock);
+		memcpy(before, served_by, sizeof(before));
+		pthread_mutex_unlock(&lock);
+		sleep_ms(1000);
+		pthread_mutex_lock(&lock);
+		memcpy(after, served_by, sizeof(after));
+		pthread_mutex_unlock(&lock);
+		ok(after[B] > before[B],
+		   "with no standby left, reads go to the primary (%ld in 1 s)", after[B] - before[B]);
+		__atomic_store_n(&stop_load, 1, __ATOMIC_RELEASE);
+		for (int i = 0; i < READERS; i++)
+			pthread_join(readers[i], NULL);
+		for (int i = 0; i < WRITERS; i++)
+			pthread_join(writers[i], NULL);
+		for (int i = 0; i < 3; i++)
+			stop_sampler(&samplers[i]);
+		for (int i = 0; i < 3; i++)
+			ok(SAMPLED(samplers[i].over_budget) == 0,
+			   "governed connections never exceeded the budget of %s (%ld samples)",
+			   names[i], SAMPLED(samplers[i].samples));
+		{
+			char		cmd[1400];
+
+			snprintf(cmd, sizeof(cmd), "grep -q 'read-only transaction' '%s/server.log'",
+					 dirs[B]);
+			ok(system(cmd) != 0,
+			   "no write was attempted on standby B while it was read-only");
+			snprintf(cmd, sizeof(cmd), "grep -q 'read-only transaction' '%s/server.log'",
+					 dirs[A]);
+			ok(system(cmd) != 0, "nor on standby A");
+		}
+		b = admin_on(B);
+		ok(b && pg_long(b, "SELECT count(*) FROM t") > 20, "the rows written are on the new "
+		   "primary");
+		if (b)
+			PQfinish(b);
+	}
+
+	cbpool_cluster_close(cl);
+	PQfinish(primary);
+	stop_server(B);
+	return done_testing();
+}
