@@ -260,6 +260,9 @@
        int  cbpool_cluster_hosts(const cbpool_cluster *cl);
        int  cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                       cbpool_host_stats *out);
+       int  cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len);
+           every host's pool metrics with a host label, and each host's
+           role, down state and lag; snprintf-like.
        cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
        void cbpool_cluster_close(cbpool_cluster *cl);
 
@@ -680,6 +683,7 @@ CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
 CBPOOL_DEF int cbpool_cluster_hosts(const cbpool_cluster *cl);
 CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                          cbpool_host_stats *out);
+CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len);
 CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
 CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl);
 
@@ -907,6 +911,7 @@ struct cbpool {
     /* a host of a cluster: what the cluster routes by, stored and loaded
        atomically (the cluster reads them without the lock) */
     int member_check_ms;        /* 0: not in a cluster; else check this often */
+    const char *host_label;     /* "host:port" for metrics, owned by the cluster */
     int host_down;              /* the last connect found it unreachable */
     int host_role;              /* CBPOOL_HOST_* */
     int host_lag_ms;            /* at the last check, -1 unknown */
@@ -3549,7 +3554,7 @@ static void cbpool__label(char *out, size_t len, const char *in)
 CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
 {
     cbpool_stats_t s;
-    char app[160], pod[160], labels[360];
+    char app[160], pod[160], host[620], labels[1000];
     size_t used = 0;
     int n;
 
@@ -3558,7 +3563,9 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     cbpool_stats(pool, &s);
     cbpool__label(app, sizeof app, pool->application_name);
     cbpool__label(pod, sizeof pod, pool->pod);
-    snprintf(labels, sizeof labels, "application=\"%s\",pod=\"%s\"", app, pod);
+    cbpool__label(host, sizeof host, pool->host_label ? pool->host_label : "");
+    snprintf(labels, sizeof labels, "application=\"%s\",pod=\"%s\"%s%s%s", app, pod,
+             pool->host_label ? ",host=\"" : "", host, pool->host_label ? "\"" : "");
 
 #define CBPOOL__EMIT(...)                                                       \
     do {                                                                        \
@@ -4196,6 +4203,7 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
             cbpool__fail(err, errlen, "host %s: %s", h->label, e);
             goto fail;
         }
+        cl->pools[i]->host_label = h->label;   /* set before anyone can scrape */
     }
     cbpool__free(&cfg->pool, conninfo);
     PQconninfoFree(opts);
@@ -4390,6 +4398,102 @@ CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host, cbpool_ho
     out->writable = cbpool__cluster_writer(cl) == host;
     cbpool_stats(p, &out->pool);
     return CBPOOL_OK;
+}
+
+/* The start of the k-th "# HELP" block of a pool's metrics text, or its end. */
+static const char *cbpool__family(const char *text, int k)
+{
+    const char *p = text;
+    for (;;) {
+        const char *next = strstr(p, "# HELP ");
+        if (!next)
+            return text + strlen(text);
+        if (k-- == 0)
+            return next;
+        p = next + 1;
+    }
+}
+
+CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len)
+{
+    char *texts[CBPOOL__MAX_HOSTS];
+    size_t used = 0;
+    int i, k, n, rc = 0;
+
+    if (!cl || (!buf && len))
+        return CBPOOL_EINVAL;
+    memset(texts, 0, sizeof texts);
+    for (i = 0; i < cl->nhosts; i++) {
+        int need = cbpool_prometheus(cl->pools[i], NULL, 0);
+        texts[i] = need >= 0 ? (char *)cbpool__alloc(&cl->cfg.pool, (size_t)need + 1) : NULL;
+        if (!texts[i]) {
+            rc = CBPOOL_EINVAL;
+            goto done;
+        }
+        cbpool_prometheus(cl->pools[i], texts[i], (size_t)need + 1);
+    }
+#define CBPOOL__PUT(p, l)                                                       \
+    do {                                                                        \
+        size_t l_ = (l);                                                        \
+        if (buf && used < len)                                                  \
+            memcpy(buf + used, (p), used + l_ < len ? l_ : len - used);         \
+        used += l_;                                                             \
+    } while (0)
+    /* every pool writes the same families in the same order: each family's
+       HELP and TYPE once, then its samples from every host */
+    for (k = 0; *cbpool__family(texts[0], k); k++) {
+        for (i = 0; i < cl->nhosts; i++) {
+            const char *from = cbpool__family(texts[i], k), *to = cbpool__family(texts[i], k + 1);
+            const char *samples = from;
+            int headers;
+            for (headers = 0; headers < 2 && samples < to && *samples == '#'; headers++)
+                samples = strchr(samples, '\n') ? strchr(samples, '\n') + 1 : to;
+            if (i == 0)
+                CBPOOL__PUT(from, (size_t)(samples - from));
+            CBPOOL__PUT(samples, (size_t)(to - samples));
+        }
+    }
+    {
+        static const char *const heads[3] = {
+            "# HELP cbpool_host_role Role of the host: 0 unknown or down, 1 primary, 2 standby.\n"
+            "# TYPE cbpool_host_role gauge\n",
+            "# HELP cbpool_host_down 1 while connects find the host unreachable.\n"
+            "# TYPE cbpool_host_down gauge\n",
+            "# HELP cbpool_host_lag_seconds Replay lag at the last check, -1 if unknown.\n"
+            "# TYPE cbpool_host_lag_seconds gauge\n"};
+        for (k = 0; k < 3; k++) {
+            CBPOOL__PUT(heads[k], strlen(heads[k]));
+            for (i = 0; i < cl->nhosts; i++) {
+                cbpool *p = cl->pools[i];
+                char app[160], pod[160], host[620], line[1200];
+                int lag = CBPOOL__LOAD(&p->host_lag_ms);
+                cbpool__label(app, sizeof app, p->application_name);
+                cbpool__label(pod, sizeof pod, p->pod);
+                cbpool__label(host, sizeof host, cl->hosts[i].label);
+                if (k == 2)
+                    n = snprintf(line, sizeof line,
+                                 "cbpool_host_lag_seconds{application=\"%s\",pod=\"%s\","
+                                 "host=\"%s\"} %.3f\n", app, pod, host,
+                                 lag < 0 ? -1.0 : lag / 1000.0);
+                else
+                    n = snprintf(line, sizeof line,
+                                 "cbpool_host_%s{application=\"%s\",pod=\"%s\",host=\"%s\"} %d\n",
+                                 k == 0 ? "role" : "down", app, pod, host,
+                                 k == 0 ? CBPOOL__LOAD(&p->host_role)
+                                        : CBPOOL__LOAD(&p->host_down));
+                if (n > 0)
+                    CBPOOL__PUT(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+            }
+        }
+    }
+    if (buf && len)
+        buf[used < len ? used : len - 1] = '\0';
+#undef CBPOOL__PUT
+    rc = (int)used;
+done:
+    for (i = 0; i < cl->nhosts; i++)
+        cbpool__free(&cl->cfg.pool, texts[i]);
+    return rc;
 }
 
 CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host)

@@ -367,6 +367,40 @@ main(void)
 	ok(strcmp(host_stats(B).port, ports[B]) == 0 && strcmp(host_stats(B).host, "127.0.0.1") == 0,
 	   "each host's stats name it as conninfo does");
 
+	{
+		static char text[65536];
+		char		want[256];
+		int			need = cbpool_cluster_prometheus(cl, NULL, 0);
+		int			got = cbpool_cluster_prometheus(cl, text, sizeof(text));
+		int			each = 1;
+		const char *p = text;
+		int			types = 0;
+
+		/* gauges and counters may change length between the two calls */
+		ok(need > 0 && got > need - 64 && got < need + 64 && (int) strlen(text) == got,
+		   "the cluster's Prometheus text is sized as snprintf is (%d bytes, %d asked)", got,
+		   need);
+		while ((p = strstr(p, "# TYPE cbpool_connections gauge\n")))
+			types++, p++;
+		is_int(types, 1, "each metric family is declared once");
+		for (int i = 0; i < 3; i++)
+		{
+			snprintf(want, sizeof(want), "cbpool_acquired_total{application=\"reads\","
+					 "pod=\"pod-cluster\",host=\"127.0.0.1:%s\"} ", ports[i]);
+			each = each && strstr(text, want) != NULL;
+			snprintf(want, sizeof(want), "cbpool_host_role{application=\"reads\","
+					 "pod=\"pod-cluster\",host=\"127.0.0.1:%s\"} %d\n", ports[i],
+					 i == P ? CBPOOL_HOST_PRIMARY : CBPOOL_HOST_STANDBY);
+			each = each && strstr(text, want) != NULL;
+		}
+		ok(each, "with every host's pool metrics and role, labelled by host");
+		ok(strstr(text, "# TYPE cbpool_host_lag_seconds gauge\n") &&
+		   strstr(text, "# TYPE cbpool_host_down gauge\n"), "and its lag and down state");
+		need = cbpool_cluster_prometheus(cl, text, 10);
+		ok(need > got - 64 && strcmp(text, "# HELP cb") == 0,
+		   "a short buffer gets a terminated prefix and the length needed (%d)", need);
+	}
+
 	conn = cbpool_cluster_acquire(cl, CBPOOL_WRITE, 5000);
 	ok(conn && host_of_port(pg_value(conn, "SELECT inet_server_port()")) == P,
 	   "CBPOOL_WRITE hands out a connection to the primary");
