@@ -7,14 +7,16 @@
  *   failed read; 0 if none failed);
  *
  *   promotion: the primary is stopped with -m immediate, standby B is
- *   promoted (pg_ctl promote -w); the time from the end of the promotion
- *   to the first successful write.
+ *   promoted (pg_ctl promote -w); the time from the promote command to
+ *   the first successful write (pg_ctl itself returns once it has seen
+ *   the server out of recovery, which it looks for every 100 ms).
  *
  * The cluster (cbpool_cluster over A, the primary and B) against a read
  * pool "host=A,B target_session_attrs=prefer-standby" and a write pool
  * "host=A,P,B target_session_attrs=read-write", each with its own
- * application name.  Prints four figures in ms: cluster loss, single-pool
- * loss, cluster promotion, single-pool promotion.
+ * application name.  Prints five figures in ms: cluster loss, single-pool
+ * loss, cluster promotion, single-pool promotion, and how long pg_ctl
+ * promote -w took.
  *
  *   replicas PRIMARY_PORT A_PORT B_PORT PRIMARY_DIR A_DIR B_DIR
  *
@@ -266,16 +268,18 @@ main(int argc, char **argv)
 	/* the primary dies; standby B is promoted */
 	pg_ctl(argv[4], "-m immediate stop");
 	sleep_ms(500);
-	if (pg_ctl(argv[6], "promote") != 0)
 	{
-		fprintf(stderr, "pg_ctl promote failed\n");
-		return 1;
-	}
-	{
-		double		promoted = now_s();
+		double		promoted = now_s(),
+					promote_took;
 
 		mark(&clients[1], promoted);
 		mark(&clients[3], promoted);
+		if (pg_ctl(argv[6], "promote") != 0)
+		{
+			fprintf(stderr, "pg_ctl promote failed\n");
+			return 1;
+		}
+		promote_took = now_s() - promoted;
 		for (deadline = promoted + 30; now_s() < deadline; sleep_ms(5))
 			if (first_after(&clients[1], promoted) >= 0 &&
 				first_after(&clients[3], promoted) >= 0)
@@ -283,9 +287,9 @@ main(int argc, char **argv)
 		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 		for (int i = 0; i < nthreads; i++)
 			pthread_join(threads[i], NULL);
-		printf("%.1f %.1f %.1f %.1f\n", loss_cluster * 1000, loss_pool * 1000,
+		printf("%.1f %.1f %.1f %.1f %.1f\n", loss_cluster * 1000, loss_pool * 1000,
 			   first_after(&clients[1], promoted) * 1000,
-			   first_after(&clients[3], promoted) * 1000);
+			   first_after(&clients[3], promoted) * 1000, promote_took * 1000);
 	}
 	cbpool_cluster_close(clients[0].cluster);
 	cbpool_close(clients[2].pool);
