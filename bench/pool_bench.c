@@ -8,6 +8,10 @@
  *   pool_bench dedicated THREADS SECONDS          SELECT 1, one persistent
  *                                                 connection per thread
  *   pool_bench newconn   THREADS SECONDS          a new connection per query
+ *   pool_bench cluster   THREADS SECONDS          SELECT 1 through a cluster of
+ *                                                 per-host pools (CBPOOL_READ)
+ *                                                 over the hosts of
+ *                                                 CB_BENCH_PORTS
  *
  * Connection settings come from the libpq environment (PGHOST, PGPORT,
  * ...); for PgBouncer, run "dedicated" with PGPORT pointing at it.  Prints
@@ -26,6 +30,9 @@
  *   CB_BENCH_BURST=N:US      pool: after every N queries a thread sleeps
  *                            for US microseconds without a connection
  *   CB_BENCH_VERBOSE=1       the pool's stats on stderr
+ *   CB_BENCH_PORTS=P1,P2,... servers on 127.0.0.1: "dedicated" connects
+ *                            thread i to the (i mod n)-th, "cluster" opens
+ *                            its pools over all of them
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
@@ -36,6 +43,7 @@
 
 static int	stop;
 static cbpool *pool;
+static cbpool_cluster *cluster;
 
 /* one cache line each: counters of different threads must not share one */
 typedef struct Worker
@@ -156,6 +164,30 @@ think(long us)
 	nanosleep(&ts, NULL);
 }
 
+static Worker *workers_base;	/* for a worker's index */
+
+static void *
+cluster_main(void *arg)
+{
+	Worker	   *w = arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
+	{
+		PGconn	   *conn = cbpool_cluster_acquire(cluster, CBPOOL_READ, 10000);
+
+		if (!conn)
+		{
+			w->failed = 1;
+			break;
+		}
+		if (!query(conn, &w->seed))
+			w->failed = 1;
+		cbpool_cluster_release(cluster, conn);
+		w->ops++;
+	}
+	return NULL;
+}
+
 static void *
 pool_main(void *arg)
 {
@@ -193,11 +225,35 @@ baseline_main(void *arg)
 	return NULL;
 }
 
+/* The i-th port of CB_BENCH_PORTS into out, or "" (the environment's). */
+static void
+nth_port(int i, char *out, size_t len)
+{
+	const char *p = getenv("CB_BENCH_PORTS");
+	int			n = 1;
+
+	out[0] = '\0';
+	if (!p || !*p)
+		return;
+	for (const char *c = p; *c; c++)
+		n += *c == ',';
+	for (i %= n; i > 0; p++)
+		if (*p == ',')
+			i--;
+	snprintf(out, len, "%.*s", (int) strcspn(p, ","), p);
+}
+
 static void *
 dedicated_main(void *arg)
 {
 	Worker	   *w = arg;
-	PGconn	   *conn = PQconnectdb("");
+	char		port[16];
+	const char *keys[] = {"host", "port", NULL};
+	const char *values[] = {"127.0.0.1", port, NULL};
+	PGconn	   *conn;
+
+	nth_port((int) (w - workers_base), port, sizeof(port));
+	conn = port[0] ? PQconnectdbParams(keys, values, 1) : PQconnectdb("");
 
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
@@ -238,7 +294,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: pool_bench cycle|baseline THREADS SECONDS\n"
 			"       pool_bench pool THREADS CONNS SECONDS\n"
-			"       pool_bench dedicated|newconn THREADS SECONDS\n");
+			"       pool_bench dedicated|newconn|cluster THREADS SECONDS\n");
 	exit(2);
 }
 
@@ -333,6 +389,56 @@ main(int argc, char **argv)
 			mini_stack[mini_top++] = &mini_stack[i];
 		fn = baseline_main;
 	}
+	else if (strcmp(mode, "cluster") == 0)
+	{
+		cbpool_cluster_config cc = cbpool_cluster_config_default();
+		char		conninfo[512],
+					err[256];
+		const char *ports = getenv("CB_BENCH_PORTS");
+		int			hosts = 1;
+		double		deadline = now_s() + 15;
+		int			ready = 0;
+
+		if (!ports || !*ports)
+			usage();
+		for (const char *c = ports; *c; c++)
+			hosts += *c == ',';
+		/* host=127.0.0.1,127.0.0.1,... as many as there are ports */
+		{
+			char		list[400] = "";
+
+			for (int i = 0; i < hosts; i++)
+				snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s127.0.0.1",
+						 i ? "," : "");
+			snprintf(conninfo, sizeof(conninfo), "host=%s port=%s", list, ports);
+		}
+		cc.pool.conninfo = conninfo;
+		cc.pool.application_name = "bench";
+		cc.pool.pod = "bench-pod";
+		cc.pool.max_size = threads;
+		cc.pool.min_idle = (threads + hosts - 1) / hosts;	/* warm before counting */
+		cc.pool.validate_idle_ms = -1;
+		cluster = cbpool_cluster_open(&cc, err, sizeof(err));
+		if (!cluster)
+		{
+			fprintf(stderr, "cbpool_cluster_open: %s\n", err);
+			return 1;
+		}
+		while (!ready && now_s() < deadline)
+		{
+			ready = 1;
+			for (int i = 0; i < hosts; i++)
+			{
+				cbpool_host_stats h;
+
+				cbpool_cluster_host_stats(cluster, i, &h);
+				ready = ready && (h.readable || h.writable) && h.pool.total >= cc.pool.min_idle;
+			}
+			if (!ready)
+				think(10000);
+		}
+		fn = cluster_main;
+	}
 	else if (strcmp(mode, "dedicated") == 0)
 		fn = dedicated_main;
 	else if (strcmp(mode, "newconn") == 0)
@@ -342,6 +448,7 @@ main(int argc, char **argv)
 
 	workers = aligned_alloc(_Alignof(Worker), (size_t) threads * sizeof(Worker));
 	memset(workers, 0, (size_t) threads * sizeof(Worker));
+	workers_base = workers;
 	for (int i = 0; i < threads; i++)
 	{
 		workers[i].seed = 2654435761u * (unsigned) (i + 1);
@@ -401,6 +508,20 @@ main(int argc, char **argv)
 					(unsigned long long) s.closed_broken, (unsigned long long) s.closed_over_share);
 		}
 		cbpool_close(pool);
+	}
+	if (cluster)
+	{
+		if (getenv("CB_BENCH_VERBOSE"))
+			for (int i = 0; i < cbpool_cluster_hosts(cluster); i++)
+			{
+				cbpool_host_stats h;
+
+				cbpool_cluster_host_stats(cluster, i, &h);
+				fprintf(stderr, "host %s:%s: role %d total %d share %d acquired %llu\n",
+						h.host, h.port, h.role, h.pool.total, h.pool.share,
+						(unsigned long long) h.pool.acquired);
+			}
+		cbpool_cluster_close(cluster);
 	}
 	free(workers);
 	if (failed)
