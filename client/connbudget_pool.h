@@ -257,6 +257,10 @@
            access CBPOOL_READ or CBPOOL_WRITE; NULL as cbpool_acquire(),
            CBPOOL_EUNAVAILABLE when no host can take this access.
        void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
+       int  cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn,
+                               void *arg, cbpool_run_opts *opts);
+           cbpool_run() on the cluster: each attempt takes a connection for
+           this access anew, so a retried write goes to the new primary.
        int  cbpool_cluster_hosts(const cbpool_cluster *cl);
        int  cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                       cbpool_host_stats *out);
@@ -384,8 +388,8 @@
    Lag is 0 when a standby has replayed all it received, otherwise the age
    of the last transaction it replayed (the two servers' clocks must
    agree).  target_session_attrs in conninfo is ignored: the cluster
-   routes.  cbpool_cluster_pool() gives one host's pool, for its stats or
-   for cbpool_run().
+   routes.  cbpool_cluster_run() is cbpool_run() with the host chosen
+   again for each attempt.  cbpool_cluster_pool() gives one host's pool.
 
    REVISION HISTORY
 
@@ -681,6 +685,8 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
                                                char *err, size_t errlen);
 CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms);
 CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
+CBPOOL_DEF int cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn, void *arg,
+                                  cbpool_run_opts *opts);
 CBPOOL_DEF int cbpool_cluster_hosts(const cbpool_cluster *cl);
 CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                          cbpool_host_stats *out);
@@ -3840,13 +3846,22 @@ static int cbpool__lost(const char *state)
     return strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0;
 }
 
-CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_opts *opts)
+static PGconn *cbpool__cluster_take(cbpool_cluster *cl, int access, int64_t deadline,
+                                    cbpool **from);
+static int cbpool__cluster_timeout_ms(const cbpool_cluster *cl);
+static int cbpool__cluster_all_down(const cbpool_cluster *cl);
+
+/* cbpool_run() on one pool, or on a cluster (cl, access) whose pool is
+   chosen again for each attempt. */
+static int cbpool__run(cbpool *only, cbpool_cluster *cl, int access, cbpool_tx_fn fn,
+                       void *arg, cbpool_run_opts *opts)
 {
     cbpool_run_opts defaults;
     int max_attempts, attempt, rc = CBPOOL_EQUERY;
     int64_t deadline_ns;
+    cbpool *pool = only;
 
-    if (!pool || !fn)
+    if (!fn)
         return CBPOOL_EINVAL;
     if (!opts) {
         memset(&defaults, 0, sizeof defaults);
@@ -3863,22 +3878,26 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         int fn_rc, before_fn = 1, retry;
         int64_t until = cbpool__now_ns() +
                         (int64_t)(opts->acquire_timeout_ms > 0 ? opts->acquire_timeout_ms
-                                                               : pool->cfg.acquire_timeout_ms) *
+                                  : cl ? cbpool__cluster_timeout_ms(cl)
+                                       : pool->cfg.acquire_timeout_ms) *
                             1000000;
         const char *begin = opts->begin ? opts->begin : "BEGIN";
 
         if (deadline_ns && cbpool__ms_left(deadline_ns) == 0)
             return CBPOOL_ETIMEOUT;   /* too late: not started (again) */
         memset(&tx, 0, sizeof tx);
-        tx.pool = pool;
         tx.attempt = attempt;
         tx.deadline_ns = deadline_ns;
         opts->attempts = attempt;
         if (deadline_ns && deadline_ns < until)
             until = deadline_ns;
-        tx.conn = cbpool_acquire_until(pool, until / 1000);
+        if (cl)
+            tx.conn = cbpool__cluster_take(cl, access, until, &pool);
+        else
+            tx.conn = cbpool_acquire_until(pool, until / 1000);
         if (!tx.conn)
             return cbpool_last_error();
+        tx.pool = pool;
 
         if (deadline_ns) {
             /* the time left becomes the transaction's statement_timeout, in
@@ -3937,6 +3956,8 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
             pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
             open = pool->breaker != CBPOOL_BREAKER_CLOSED;
             cbpool__unlock(pool);
+            if (cl)   /* a cluster's next attempt may go to another host */
+                open = cbpool__cluster_all_down(cl);
             if (open)
                 return rc;   /* the server is unreachable: no retry now */
             if (deadline_ns && deadline_ns - cbpool__now_ns() <= pause)
@@ -3947,6 +3968,13 @@ CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_o
         }
     }
     return rc;
+}
+
+CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_opts *opts)
+{
+    if (!pool)
+        return CBPOOL_EINVAL;
+    return cbpool__run(pool, NULL, 0, fn, arg, opts);
 }
 
 /* ---- clusters: one pool per host ---- */
@@ -4305,23 +4333,33 @@ static void cbpool__cluster_ask(cbpool_cluster *cl, int64_t now)
     }
 }
 
-CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms)
+static int cbpool__cluster_timeout_ms(const cbpool_cluster *cl)
 {
-    int64_t deadline, now = cbpool__now_ns();
-    if (!cl || (access != CBPOOL_READ && access != CBPOOL_WRITE)) {
-        cbpool__errno = CBPOOL_EINVAL;
-        return NULL;
-    }
-    if (timeout_ms < 0)
-        timeout_ms = cl->cfg.pool.acquire_timeout_ms;
-    deadline = now + (int64_t)timeout_ms * 1000000;
+    return cl->cfg.pool.acquire_timeout_ms;
+}
+
+static int cbpool__cluster_all_down(const cbpool_cluster *cl)
+{
+    int i, down = 0;
+    for (i = 0; i < cl->nhosts; i++)
+        down += CBPOOL__LOAD(&cl->pools[i]->host_down);
+    return down == cl->nhosts;
+}
+
+/* A connection for this access by deadline (ns), and the pool it is from. */
+static PGconn *cbpool__cluster_take(cbpool_cluster *cl, int access, int64_t deadline,
+                                    cbpool **from)
+{
+    int64_t now = cbpool__now_ns();
     for (;;) {
-        int h = cbpool__cluster_pick(cl, access), i, down = 0;
+        int h = cbpool__cluster_pick(cl, access);
         if (h >= 0) {
             PGconn *pg = cbpool__acquire(cl->pools[h], now, deadline > now ? deadline : now,
                                          NULL, 0);
-            if (pg && (access == CBPOOL_READ || cbpool__cluster_writer(cl) == h))
+            if (pg && (access == CBPOOL_READ || cbpool__cluster_writer(cl) == h)) {
+                *from = cl->pools[h];
                 return pg;
+            }
             if (pg)   /* the primary changed while this thread waited */
                 cbpool_release(cl->pools[h], pg);
             else if (cbpool__errno != CBPOOL_EUNAVAILABLE)
@@ -4329,9 +4367,7 @@ CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int ti
             /* else the host went down meanwhile: another one */
         }
         now = cbpool__now_ns();
-        for (i = 0; i < cl->nhosts; i++)
-            down += CBPOOL__LOAD(&cl->pools[i]->host_down);
-        if (down == cl->nhosts || now >= deadline) {
+        if (cbpool__cluster_all_down(cl) || now >= deadline) {
             cbpool__errno = CBPOOL_EUNAVAILABLE;
             return NULL;
         }
@@ -4347,6 +4383,27 @@ CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int ti
         }
         now = cbpool__now_ns();
     }
+}
+
+CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms)
+{
+    cbpool *from;
+    if (!cl || (access != CBPOOL_READ && access != CBPOOL_WRITE)) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = cl->cfg.pool.acquire_timeout_ms;
+    return cbpool__cluster_take(cl, access, cbpool__now_ns() + (int64_t)timeout_ms * 1000000,
+                                &from);
+}
+
+CBPOOL_DEF int cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn, void *arg,
+                                  cbpool_run_opts *opts)
+{
+    if (!cl || (access != CBPOOL_READ && access != CBPOOL_WRITE))
+        return CBPOOL_EINVAL;
+    return cbpool__run(NULL, cl, access, fn, arg, opts);
 }
 
 CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *pg)

@@ -252,6 +252,58 @@ stop_server(int host)
 		  getenv("PG_BINDIR"), dirs[host]);
 }
 
+/* ---- units of work through cbpool_cluster_run() ---- */
+
+/* Insert a row (arg: the value); a write. */
+static int
+insert_row(cbpool_tx *tx, void *arg)
+{
+	char		sql[64];
+	PGresult   *res;
+
+	snprintf(sql, sizeof(sql), "INSERT INTO t VALUES (%d)", *(int *) arg);
+	res = cbpool_tx_exec(tx, sql);
+	return cbpool_tx_check(tx, res) ? (PQclear(res), 0) : (PQclear(res), 1);
+}
+
+/* Is the session on a standby?  (arg: int out, 1 if so) */
+static int
+on_standby(cbpool_tx *tx, void *arg)
+{
+	PGresult   *res = cbpool_tx_exec(tx, "SELECT pg_is_in_recovery()");
+	int			ok = cbpool_tx_check(tx, res);
+
+	if (ok)
+		*(int *) arg = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	return ok ? 0 : 1;
+}
+
+typedef struct Failover_run
+{
+	pthread_t	thread;
+	int			rc;
+	int			attempts;
+	double		done_at;
+} Failover_run;
+
+/* One write that starts while no host can write, idempotent, waiting up
+   to 20 s for a primary. */
+static void *
+failover_run_main(void *arg)
+{
+	Failover_run *r = arg;
+	cbpool_run_opts opts = {0};
+	int			value = 7;
+
+	opts.idempotent = 1;
+	opts.acquire_timeout_ms = 20000;
+	r->rc = cbpool_cluster_run(cl, CBPOOL_WRITE, insert_row, &value, &opts);
+	r->attempts = opts.attempts;
+	r->done_at = now_seconds();
+	return NULL;
+}
+
 /* ---- invalid configurations ---- */
 
 static void
@@ -415,6 +467,20 @@ main(void)
 	ok(cbpool_cluster_acquire(cl, 3, 100) == NULL && cbpool_last_error() == CBPOOL_EINVAL,
 	   "an access that is neither CBPOOL_READ nor CBPOOL_WRITE is CBPOOL_EINVAL");
 	{
+		int			value = 5,
+					standby = -1;
+
+		is_int(cbpool_cluster_run(cl, CBPOOL_WRITE, insert_row, &value, NULL), 0,
+			   "cbpool_cluster_run(CBPOOL_WRITE) commits a write on the primary");
+		is_int(cbpool_cluster_run(cl, CBPOOL_READ, on_standby, &standby, NULL), 0,
+			   "cbpool_cluster_run(CBPOOL_READ) runs a read");
+		is_int(standby, 1, "on a standby");
+		ok(cbpool_cluster_run(cl, 0, on_standby, &standby, NULL) == CBPOOL_EINVAL &&
+		   cbpool_cluster_run(NULL, CBPOOL_READ, on_standby, &standby, NULL) == CBPOOL_EINVAL &&
+		   cbpool_cluster_run(cl, CBPOOL_READ, NULL, NULL, NULL) == CBPOOL_EINVAL,
+		   "and refuses no cluster, no function or an invalid access (CBPOOL_EINVAL)");
+	}
+	{
 		cbpool_stats_t s0 = stats_of(cbpool_cluster_pool(cl, A));
 
 		log_reset();
@@ -518,9 +584,13 @@ main(void)
 	{
 		PGconn	   *b;
 		double		first;
+		Failover_run frun = {0};
 
 		stop_server(P);
-		sleep_ms(500);
+		sleep_ms(200);
+		/* a unit of work that starts while no host can write */
+		pthread_create(&frun.thread, NULL, failover_run_main, &frun);
+		sleep_ms(300);
 		if (shell("bash -c \"source test/lib/cluster.sh && cluster_promote '%s'\"", dirs[B]) != 0)
 			bail_out("pg_ctl promote failed");
 		pthread_mutex_lock(&lock);
@@ -536,6 +606,10 @@ main(void)
 			sleep_ms(20);
 		}
 		diag("first write %.2f s after the promotion", first - promoted_at);
+		pthread_join(frun.thread, NULL);
+		is_int(frun.rc, 0, "a cbpool_cluster_run() write begun while no host could write "
+			   "commits on the new primary (%d attempts, %.2f s after the promotion)",
+			   frun.attempts, frun.done_at - promoted_at);
 		ok(first > 0 && first - promoted_at < 5.0,
 		   "the cluster writes again within 5 s of the promotion (%.2f s)", first - promoted_at);
 		h = host_stats(B);
@@ -577,6 +651,8 @@ main(void)
 		b = admin_on(B);
 		ok(b && pg_long(b, "SELECT count(*) FROM t") > 20, "the rows written are on the new "
 		   "primary");
+		ok(b && pg_long(b, "SELECT count(*) FROM t WHERE x = 7") == 1,
+		   "the failover unit of work's row among them, once");
 		if (b)
 			PQfinish(b);
 	}
