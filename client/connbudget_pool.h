@@ -396,7 +396,8 @@
        1.2  (2026-12-02) clusters: one pool per host, reads over standbys
                          within each host's share and lag threshold, writes
                          to the primary, followed through promotion;
-                         metrics per host (cbpool_cluster_prometheus)
+                         cbpool_cluster_run; metrics per host
+                         (cbpool_cluster_prometheus)
        1.1  (2026-12-01) more threads than connections: a thread that
                          releases a connection while others wait may take
                          it straight back, without the lock, up to
