@@ -527,7 +527,7 @@ main(void)
 		okay = wait_host(B, h.lag_ms > MAX_LAG_MS && !h.readable, 15000);
 		ok(okay, "standby B, paused, is seen lagging beyond %d ms (%d ms after %.1f s) and "
 		   "gets no reads", MAX_LAG_MS, h.lag_ms, now_seconds() - t0);
-		sleep_ms(300);
+		sleep_ms(1000);	/* reads begun on B before finish */
 		pthread_mutex_lock(&lock);
 		memcpy(before, served_by, sizeof(before));
 		pthread_mutex_unlock(&lock);
