@@ -653,8 +653,27 @@ main(void)
 		   "primary");
 		ok(b && pg_long(b, "SELECT count(*) FROM t WHERE x = 7") == 1,
 		   "the failover unit of work's row among them, once");
-		if (b)
-			PQfinish(b);
+
+		/* ---- the primary fenced read-only: no writes go there ---- */
+		if (!b)
+			bail_out("cannot connect to the new primary");
+		pg_exec(b, "ALTER SYSTEM SET default_transaction_read_only = on");
+		pg_exec(b, "SELECT pg_reload_conf()");
+		okay = wait_host(B, h.role == CBPOOL_HOST_STANDBY && !h.writable, 5000);
+		ok(okay, "a primary fenced with default_transaction_read_only counts as read-only "
+		   "within a check (role %d)", h.role);
+		ok(cbpool_cluster_acquire(cl, CBPOOL_WRITE, 300) == NULL &&
+		   cbpool_last_error() == CBPOOL_EUNAVAILABLE,
+		   "writes find no host then: CBPOOL_EUNAVAILABLE after the timeout");
+		conn = cbpool_cluster_acquire(cl, CBPOOL_READ, 2000);
+		ok(conn != NULL, "reads still go there");
+		if (conn)
+			cbpool_cluster_release(cl, conn);
+		pg_exec(b, "ALTER SYSTEM RESET default_transaction_read_only");
+		pg_exec(b, "SELECT pg_reload_conf()");
+		okay = wait_host(B, h.writable, 5000);
+		ok(okay, "unfenced, it takes writes again");
+		PQfinish(b);
 	}
 
 	cbpool_cluster_close(cl);
