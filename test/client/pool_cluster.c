@@ -676,6 +676,35 @@ main(void)
 		PQfinish(b);
 	}
 
+	/* ---- reads_on_primary = 0: reads wait for a standby ---- */
+	{
+		cbpool_cluster *only_b;
+		char		err[256];
+		cbpool_host_stats hb;
+
+		snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%s user=app dbname=postgres",
+				 ports[B]);
+		cc.pool.pod = "pod-no-primary-reads";
+		cc.reads_on_primary = 0;
+		only_b = cbpool_cluster_open(&cc, err, sizeof(err));
+		if (!only_b)
+			bail_out("cbpool_cluster_open: %s", err);
+		for (double deadline = now_seconds() + 10; now_seconds() < deadline; sleep_ms(10))
+		{
+			cbpool_cluster_host_stats(only_b, 0, &hb);
+			if (hb.writable)
+				break;
+		}
+		conn = cbpool_cluster_acquire(only_b, CBPOOL_WRITE, 2000);
+		ok(conn != NULL, "a cluster of the primary alone takes writes");
+		if (conn)
+			cbpool_cluster_release(only_b, conn);
+		ok(cbpool_cluster_acquire(only_b, CBPOOL_READ, 300) == NULL &&
+		   cbpool_last_error() == CBPOOL_EUNAVAILABLE,
+		   "with reads_on_primary = 0 its reads find no host: CBPOOL_EUNAVAILABLE");
+		cbpool_cluster_close(only_b);
+	}
+
 	cbpool_cluster_close(cl);
 	PQfinish(primary);
 	stop_server(B);
