@@ -911,7 +911,8 @@ struct cbpool {
 
     /* the circuit breaker (see CIRCUIT BREAKER) */
     int breaker;                /* CBPOOL_BREAKER_* */
-    int unreachable;            /* connects failed in a row as unreachable */
+    int unreachable;            /* connects failed in a row as unreachable
+                                   (stored atomically: a cluster reads it) */
     int64_t unreachable_since_ns; /* start of the first of them */
     int breaker_reopens;        /* failed probes since it opened */
     int64_t breaker_until_ns;   /* open until then, then a probe */
@@ -920,7 +921,6 @@ struct cbpool {
        atomically (the cluster reads them without the lock) */
     int member_check_ms;        /* 0: not in a cluster; else check this often */
     const char *host_label;     /* "host:port" for metrics, owned by the cluster */
-    int host_down;              /* the last connect found it unreachable */
     int host_role;              /* CBPOOL_HOST_* */
     int host_lag_ms;            /* at the last check, -1 unknown */
     int host_timeline;          /* a primary's timeline at the last check */
@@ -2010,6 +2010,27 @@ static int64_t cbpool__breaker_period_ns(cbpool *pool)
     return cbpool__jitter_ns(pool, pool->cfg.breaker_open_ms << n, 80, 120);
 }
 
+/* A cluster's host is down while its connects fail as unreachable. */
+static int cbpool__host_down(cbpool *pool)
+{
+    return pool->member_check_ms && CBPOOL__LOAD(&pool->unreachable) > 0;
+}
+
+/* A server answered (a connect, or a refusal): nothing is unreachable any
+   more, and the circuit closes if it was open; with the lock. */
+static void cbpool__answered_locked(cbpool *pool, cbpool__msg *msg)
+{
+    if (cbpool__host_down(pool))
+        pool->next_refresh_ns = 0;   /* a cluster's host is back: its role, soon */
+    CBPOOL__STORE(&pool->unreachable, 0);
+    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
+        pool->breaker = CBPOOL_BREAKER_CLOSED;
+        pool->breaker_reopens = 0;
+        cbpool__format(msg, CBPOOL_LOG_INFO, "breaker-closed",
+                       "the server answers again: the circuit breaker is closed");
+    }
+}
+
 static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
                                    int for_refresh, int64_t started_ns)
 {
@@ -2026,27 +2047,20 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     if (pool->observe)
         cbpool__on_connect(pool, NULL, started_ns, line);
     cbpool__lock(pool);
-    if (pool->member_check_ms && unreachable != CBPOOL__LOAD(&pool->host_down)) {
-        /* a cluster's host went down (waiters go to another host) or
-           answers again */
-        CBPOOL__STORE(&pool->host_down, unreachable);
-        if (unreachable) {
-            CBPOOL__STORE(&pool->host_role, CBPOOL_HOST_UNKNOWN);
-            cbpool__wake_waiters_locked(pool);
-        }
-    }
-    if (!unreachable) {
-        /* a server answered: the circuit closes if it was probing */
-        pool->unreachable = 0;
-        if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
-            pool->breaker = CBPOOL_BREAKER_CLOSED;
-            pool->breaker_reopens = 0;
-            cbpool__format(&bmsg, CBPOOL_LOG_INFO, "breaker-closed",
-                           "the server answers again: the circuit breaker is closed");
-        }
-    } else if (pool->cfg.breaker_failures > 0 && !pool->closing) {
-        if (pool->unreachable++ == 0)
+    if (!unreachable)
+        cbpool__answered_locked(pool, &bmsg);
+    else {
+        if (pool->unreachable == 0) {
             pool->unreachable_since_ns = started_ns;
+            if (pool->member_check_ms) {
+                /* a cluster's host went down: its waiters go to another */
+                CBPOOL__STORE(&pool->host_role, CBPOOL_HOST_UNKNOWN);
+                cbpool__wake_waiters_locked(pool);
+            }
+        }
+        CBPOOL__STORE(&pool->unreachable, pool->unreachable + 1);
+    }
+    if (unreachable && pool->cfg.breaker_failures > 0 && !pool->closing) {
         if (pool->breaker == CBPOOL_BREAKER_HALF_OPEN) {
             /* the probe failed: open again, for longer */
             pool->breaker_reopens++;
@@ -2151,27 +2165,14 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
     pool->counters.connects++;
     pool->consecutive_failures = 0;
     pool->backoff_until_ns = 0;
-    pool->unreachable = 0;
     msg.id = NULL;
-    if (pool->member_check_ms) {
+    if (pool->member_check_ms && PQparameterStatus(pg, "in_hot_standby"))
         /* servers from 14 on say at once whether this session can write */
-        const char *hs = PQparameterStatus(pg, "in_hot_standby");
-        if (hs)
-            cbpool__set_role_locked(pool, cbpool__read_only(pg) ? CBPOOL_HOST_STANDBY
-                                                                : CBPOOL_HOST_PRIMARY, now);
-        if (CBPOOL__LOAD(&pool->host_down)) {
-            CBPOOL__STORE(&pool->host_down, 0);
-            pool->next_refresh_ns = 0;   /* its role and lag, soon */
-        }
-    }
-    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
-        /* the probe got through: close the circuit; the pool grows back
-           from this one connection in steps of 1, 2, 4, ... */
-        pool->breaker = CBPOOL_BREAKER_CLOSED;
-        pool->breaker_reopens = 0;
-        cbpool__format(&msg, CBPOOL_LOG_INFO, "breaker-closed",
-                       "the server answers again: the circuit breaker is closed");
-    }
+        cbpool__set_role_locked(pool, cbpool__read_only(pg) ? CBPOOL_HOST_STANDBY
+                                                            : CBPOOL_HOST_PRIMARY, now);
+    /* a probe that got through closes the circuit; the pool grows back from
+       this one connection in steps of 1, 2, 4, ... */
+    cbpool__answered_locked(pool, &msg);
     if (for_refresh)
         pool->refresh_attempt = 0;
     else if (pool->nattempts <= 1) {
@@ -3111,7 +3112,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
     } else {
         cbpool__waiter w;
         int64_t now;
-        if (pool->breaker != CBPOOL_BREAKER_CLOSED || CBPOOL__LOAD(&pool->host_down)) {
+        if (pool->breaker != CBPOOL_BREAKER_CLOSED || cbpool__host_down(pool)) {
             /* the server is unreachable: fail now rather than at the timeout
                (a cluster's host: the cluster goes to another) */
             pool->counters.breaker_fast_failures++;
@@ -3141,7 +3142,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
             (pool->cfg.barge_limit > 0 && pool->total > 0 && !pool->watchdog_armed))
             cbpool__wake(pool);
         while (!w.conn && !pool->closing && pool->breaker == CBPOOL_BREAKER_CLOSED &&
-               !CBPOOL__LOAD(&pool->host_down) && (now = cbpool__now_ns()) < deadline) {
+               !cbpool__host_down(pool) && (now = cbpool__now_ns()) < deadline) {
             int64_t left = deadline - now;
             if (!pool->thread_started) {
                 /* no background thread: drive maintenance while waiting,
@@ -3166,7 +3167,7 @@ static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline)
         if (!c) {
             int closed = pool->closing;
             int open = !closed && (pool->breaker != CBPOOL_BREAKER_CLOSED ||
-                                   CBPOOL__LOAD(&pool->host_down));
+                                   cbpool__host_down(pool));
             if (open)
                 pool->counters.breaker_fast_failures++;
             else if (!closed)
@@ -4250,7 +4251,7 @@ static int cbpool__host_readable(const cbpool_cluster *cl, int i)
 {
     cbpool *p = cl->pools[i];
     int lag = CBPOOL__LOAD(&p->host_lag_ms);
-    return !CBPOOL__LOAD(&p->host_down) &&
+    return !cbpool__host_down(p) &&
            CBPOOL__LOAD(&p->host_role) == CBPOOL_HOST_STANDBY &&
            (cl->cfg.max_lag_ms < 0 || (lag >= 0 && lag <= cl->cfg.max_lag_ms));
 }
@@ -4265,7 +4266,7 @@ static int cbpool__cluster_writer(const cbpool_cluster *cl)
         cbpool *p = cl->pools[i];
         int tli;
         int64_t ns;
-        if (CBPOOL__LOAD(&p->host_down) || CBPOOL__LOAD(&p->host_role) != CBPOOL_HOST_PRIMARY)
+        if (cbpool__host_down(p) || CBPOOL__LOAD(&p->host_role) != CBPOOL_HOST_PRIMARY)
             continue;
         tli = CBPOOL__LOAD(&p->host_timeline);
         ns = CBPOOL__LOAD(&p->host_primary_ns);
@@ -4325,7 +4326,7 @@ static void cbpool__cluster_ask(cbpool_cluster *cl, int64_t now)
         return;
     for (i = 0; i < cl->nhosts; i++) {
         cbpool *p = cl->pools[i];
-        if (CBPOOL__LOAD(&p->host_down))
+        if (cbpool__host_down(p))
             continue;
         cbpool__lock(p);
         p->next_refresh_ns = 0;
@@ -4343,7 +4344,7 @@ static int cbpool__cluster_all_down(const cbpool_cluster *cl)
 {
     int i, down = 0;
     for (i = 0; i < cl->nhosts; i++)
-        down += CBPOOL__LOAD(&cl->pools[i]->host_down);
+        down += cbpool__host_down(cl->pools[i]);
     return down == cl->nhosts;
 }
 
@@ -4451,7 +4452,7 @@ CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host, cbpool_ho
     snprintf(out->host, sizeof out->host, "%s", cl->hosts[host].host);
     snprintf(out->port, sizeof out->port, "%s", cl->hosts[host].port);
     out->role = CBPOOL__LOAD(&p->host_role);
-    out->down = CBPOOL__LOAD(&p->host_down);
+    out->down = cbpool__host_down(p);
     out->lag_ms = CBPOOL__LOAD(&p->host_lag_ms);
     out->readable = cbpool__host_readable(cl, host);
     out->writable = cbpool__cluster_writer(cl) == host;
@@ -4539,7 +4540,7 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
                                  "cbpool_host_%s{application=\"%s\",pod=\"%s\",host=\"%s\"} %d\n",
                                  k == 0 ? "role" : "down", app, pod, host,
                                  k == 0 ? CBPOOL__LOAD(&p->host_role)
-                                        : CBPOOL__LOAD(&p->host_down));
+                                        : cbpool__host_down(p));
                 if (n > 0)
                     CBPOOL__PUT(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
             }

@@ -124,22 +124,28 @@ stats_of(cbpool *pool)
 }
 
 /*
- * Wait until a condition on the stats holds, up to timeout_ms.  The
- * condition reads the caller's "cbpool_stats_t s", refreshed each round,
- * so the caller can report what it saw last.
+ * Run "refresh", then test "cond", every 10 ms until it holds or
+ * timeout_ms have passed; the value is cond's last.
  */
-#define wait_stat(pool, cond, timeout_ms) \
+#define wait_until(refresh, cond, timeout_ms) \
 	({ \
 		double deadline_ = now_seconds() + (timeout_ms) / 1000.0; \
 		for (;;) \
 		{ \
-			cbpool_stats((pool), &s); \
+			refresh; \
 			if ((cond) || now_seconds() > deadline_) \
 				break; \
 			sleep_ms(10); \
 		} \
 		(cond); \
 	})
+
+/*
+ * Wait until a condition on the stats holds, up to timeout_ms.  The
+ * condition reads the caller's "cbpool_stats_t s", refreshed each round,
+ * so the caller can report what it saw last.
+ */
+#define wait_stat(pool, cond, timeout_ms) wait_until(cbpool_stats((pool), &s), cond, timeout_ms)
 
 /* Run one query that must work on a pooled connection. */
 static inline int

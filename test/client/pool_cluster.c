@@ -62,19 +62,8 @@ host_stats(int host)
 	return h;
 }
 
-/* Wait until a condition on host "host"'s stats holds ("h"), up to timeout_ms. */
-#define wait_host(host, cond, timeout_ms) \
-	({ \
-		double deadline_ = now_seconds() + (timeout_ms) / 1000.0; \
-		for (;;) \
-		{ \
-			h = host_stats(host); \
-			if ((cond) || now_seconds() > deadline_) \
-				break; \
-			sleep_ms(10); \
-		} \
-		(cond); \
-	})
+/* Wait until a condition on host "host"'s stats ("h") holds, up to timeout_ms. */
+#define wait_host(host, cond, timeout_ms) wait_until(h = host_stats(host), cond, timeout_ms)
 
 /* ---- load: readers and writers through the cluster ---- */
 
