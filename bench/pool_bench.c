@@ -25,8 +25,10 @@
  *   CB_BENCH_DETAIL=FILE     append one line to FILE: the fewest and the
  *                            most operations of one thread, and for the
  *                            pool the acquire-wait p50 and p99 (us), its
- *                            hand-offs and barged acquires
+ *                            hand-offs, barged acquires and hand-offs
+ *                            that moved their thread (follow_cpu)
  *   CB_BARGE_LIMIT=K         the pool's barge_limit (default: the pool's)
+ *   CB_FOLLOW_CPU=0|1        the pool's follow_cpu (default: the pool's)
  *   CB_BENCH_BURST=N:US      pool: after every N queries a thread sleeps
  *                            for US microseconds without a connection
  *   CB_BENCH_VERBOSE=1       the pool's stats on stderr
@@ -355,6 +357,8 @@ main(int argc, char **argv)
 		cfg.validate_idle_ms = -1;	/* no round trips in the hot path */
 		if (getenv("CB_BARGE_LIMIT"))
 			cfg.barge_limit = atoi(getenv("CB_BARGE_LIMIT"));
+		if (getenv("CB_FOLLOW_CPU"))
+			cfg.follow_cpu = atoi(getenv("CB_FOLLOW_CPU"));
 		if (getenv("CB_BENCH_HOOKS") && atoi(getenv("CB_BENCH_HOOKS")))
 		{
 			cfg.hooks.on_connect = noop_connect;
@@ -497,11 +501,12 @@ main(int argc, char **argv)
 
 			cbpool_stats(pool, &s);
 			fprintf(stderr, "pool: total %d max %d share %d acquired %llu hand-offs %llu "
-					"barged %llu expired %llu p50 %llu us p99 %llu us "
+					"barged %llu expired %llu moved %llu p50 %llu us p99 %llu us "
 					"refreshes %llu connects %llu closed broken %llu over share %llu\n",
 					s.total, s.max_size, s.share, (unsigned long long) s.acquired,
 					(unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires,
 					(unsigned long long) s.barges_expired,
+					(unsigned long long) s.handoffs_moved,
 					(unsigned long long) s.acquire_wait_us_p50,
 					(unsigned long long) s.acquire_wait_us_p99,
 					(unsigned long long) s.budget_refreshes, (unsigned long long) s.connects,
@@ -541,13 +546,14 @@ main(int argc, char **argv)
 		/* the wait percentiles are the pool's since it opened: the warm-up's
 		   few acquires do not move them */
 		if (pool)
-			fprintf(f, "%ld %ld %llu %llu %llu %llu\n", fewest, most,
+			fprintf(f, "%ld %ld %llu %llu %llu %llu %llu\n", fewest, most,
 					(unsigned long long) after.acquire_wait_us_p50,
 					(unsigned long long) after.acquire_wait_us_p99,
 					(unsigned long long) (after.handoffs - before.handoffs),
-					(unsigned long long) (after.barged_acquires - before.barged_acquires));
+					(unsigned long long) (after.barged_acquires - before.barged_acquires),
+					(unsigned long long) (after.handoffs_moved - before.handoffs_moved));
 		else
-			fprintf(f, "%ld %ld - - - -\n", fewest, most);
+			fprintf(f, "%ld %ld - - - - -\n", fewest, most);
 		fclose(f);
 	}
 	printf("%.0f\n", total / elapsed);

@@ -544,6 +544,10 @@ invalid_case(int i, cbpool_config *c, const char **message)
 			c->breaker_after_ms = -1;
 			*message = "breaker_after_ms must not be negative (got -1)";
 			return "a negative breaker_after_ms";
+		case 18:
+			c->follow_cpu = 2;
+			*message = "follow_cpu must be 0 or 1 (got 2)";
+			return "a follow_cpu of 2";
 	}
 	return NULL;
 }

@@ -3,7 +3,9 @@
  * connections with random holds, the bound on barging (a thread taking
  * back the connection it released while others wait), FIFO order among
  * the threads that really wait, a thread that does not come back for its
- * kept connection, and acquire timeouts and max_waiters under contention.
+ * kept connection, a thread handed a connection moving to the CPU it was
+ * released on (follow_cpu) without its affinity mask changing, and acquire
+ * timeouts and max_waiters under contention.
  *
  * cluster: max_connections=60 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.refresh_interval=100
  */
@@ -14,6 +16,8 @@
 #define SECONDS 4
 
 static PGconn *admin;
+
+static int	two_cpus(int *a, int *b);
 
 /* ---- who holds which connection ---- */
 
@@ -92,6 +96,7 @@ typedef struct Worker
 	double		max_timeout_wait;	/* seconds, of an acquire that timed out */
 	double		min_timeout_wait;
 	double		max_rejected_wait;
+	int			mask_changed;	/* its CPU affinity mask differed at the end */
 } Worker;
 
 static void *
@@ -99,7 +104,10 @@ worker_main(void *arg)
 {
 	Worker	   *w = arg;
 	unsigned	seed = (unsigned) w->id * 2654435761u;
+	cpu_set_t	mask_before,
+				mask_after;
 
+	sched_getaffinity(0, sizeof(mask_before), &mask_before);
 	w->min_timeout_wait = 1e9;
 	while (!__atomic_load_n(w->stop, __ATOMIC_RELAXED))
 	{
@@ -157,6 +165,8 @@ worker_main(void *arg)
 		unclaim(conn);
 		cbpool_release(w->pool, conn);
 	}
+	sched_getaffinity(0, sizeof(mask_after), &mask_after);
+	w->mask_changed = !CPU_EQUAL(&mask_before, &mask_after);
 	return NULL;
 }
 
@@ -206,7 +216,8 @@ test_many_threads(void)
 				most = 0,
 				timeouts = 0,
 				errors = 0,
-				failed = 0;
+				failed = 0,
+				masks_changed = 0;
 	double		max_wait = 0;
 	int			max_waiters_seen;
 	cbpool_stats_t s;
@@ -226,6 +237,7 @@ test_many_threads(void)
 		timeouts += workers[i].timeouts;
 		errors += workers[i].other_errors + workers[i].rejected;
 		failed += workers[i].failed_queries;
+		masks_changed += workers[i].mask_changed;
 		if (least < 0 || workers[i].served < least)
 			least = workers[i].served;
 		if (workers[i].served > most)
@@ -235,11 +247,11 @@ test_many_threads(void)
 	}
 	diag("%d threads on %d connections for %d s: %ld acquires, per thread %ld to %ld "
 		 "(fairness %.2f), longest wait %.0f ms, %llu hand-offs, %llu taken back, "
-		 "%llu expired, p50 %llu us, p99 %llu us",
+		 "%llu expired, %llu moved to their connection's CPU, p50 %llu us, p99 %llu us",
 		 THREADS, CONNS, SECONDS, served, least, most,
 		 most ? (double) least / most : 0.0, max_wait * 1000,
 		 (unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires,
-		 (unsigned long long) s.barges_expired,
+		 (unsigned long long) s.barges_expired, (unsigned long long) s.handoffs_moved,
 		 (unsigned long long) s.acquire_wait_us_p50,
 		 (unsigned long long) s.acquire_wait_us_p99);
 	ok(least > 0, "every one of the %d threads was served (the least served got %ld)",
@@ -262,6 +274,21 @@ test_many_threads(void)
 	   "connections went both ways: handed to waiters (%llu) and taken straight back (%llu)",
 	   (unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires);
 	is_int(s.leaks_detected, 0, "no connection was held long enough to look leaked");
+	ok(s.handoffs_moved <= s.handoffs,
+	   "threads moved to their connection's CPU only after hand-offs (%llu of %llu)",
+	   (unsigned long long) s.handoffs_moved, (unsigned long long) s.handoffs);
+	is_int(masks_changed, 0, "no thread's CPU affinity mask changed");
+	{
+		int			a,
+					b;
+
+		if (two_cpus(&a, &b))
+			ok(s.handoffs_moved > 0,
+			   "with two CPUs, some hand-offs moved their thread to the CPU its "
+			   "connection was released on");
+		else
+			skip(1, "one CPU: no thread to move");
+	}
 	ok(wait_stat(pool, s.in_use == 0 && s.waiters == 0 && s.idle == s.total, 5000),
 	   "afterwards nothing is in use and nobody waits (in use %d, idle %d, total %d)",
 	   s.in_use, s.idle, s.total);
@@ -272,6 +299,7 @@ test_many_threads(void)
 		ok(strstr(buf, "# TYPE cbpool_handoffs_total counter\n") &&
 		   strstr(buf, "# TYPE cbpool_barged_acquires_total counter\n") &&
 		   strstr(buf, "# TYPE cbpool_barges_expired_total counter\n") &&
+		   strstr(buf, "# TYPE cbpool_handoffs_moved_total counter\n") &&
 		   strstr(buf, "cbpool_acquire_wait_seconds{application=\"contention\","
 				  "pod=\"pod-many\",quantile=\"0.99\"}"),
 		   "the Prometheus text has the hand-off and take-back counters and the wait quantiles");
@@ -526,6 +554,181 @@ test_keeper_gone(void)
 	cbpool_close(pool);
 }
 
+/* ---- follow_cpu: a thread handed a connection moves to its CPU ---- */
+
+/* The first two CPUs this thread may run on; 0 if it may run on only one. */
+static int
+two_cpus(int *a, int *b)
+{
+	cpu_set_t	mine;
+	int			n = 0;
+
+	if (sched_getaffinity(0, sizeof(mine), &mine) != 0)
+		return 0;
+	for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+		if (CPU_ISSET(i, &mine))
+			*(n++ == 0 ? a : b) = i;
+	return n == 2;
+}
+
+static void
+pin(int cpu)
+{
+	cpu_set_t	one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	sched_setaffinity(0, sizeof(one), &one);
+}
+
+static int
+mask_is(const cpu_set_t *want)
+{
+	cpu_set_t	now;
+
+	return sched_getaffinity(0, sizeof(now), &now) == 0 && CPU_EQUAL(&now, want);
+}
+
+typedef struct Follower
+{
+	cbpool	   *pool;
+	int			start_cpu;		/* where it waits from */
+	int			stay_pinned;	/* 1: its mask is that CPU alone */
+	/* out */
+	int			cpu;			/* where it was right after the acquire */
+	int			mask_kept;		/* its mask was unchanged by the acquire */
+	int			got;
+} Follower;
+
+static void *
+follower_main(void *arg)
+{
+	Follower   *f = arg;
+	cpu_set_t	before;
+	PGconn	   *conn;
+
+	sched_getaffinity(0, sizeof(before), &before);
+	pin(f->start_cpu);
+	if (!f->stay_pinned)
+		sched_setaffinity(0, sizeof(before), &before);	/* there, but free */
+	sched_getaffinity(0, sizeof(before), &before);
+	conn = cbpool_acquire(f->pool, 10000);
+	f->cpu = sched_getcpu();
+	f->mask_kept = mask_is(&before);
+	f->got = conn != NULL;
+	if (conn)
+		cbpool_release(f->pool, conn);
+	return NULL;
+}
+
+/* Hand the only connection from this thread, on CPU from, to a thread
+   waiting on CPU to, rounds times; how often the waiter ran on from right
+   after its acquire, and whether it always got the connection and kept its
+   mask.  (Where the scheduler wakes the waiter is its own choice: often
+   next to the releasing thread already, else follow_cpu moves it.) */
+static int
+hand_offs(cbpool *pool, int from, int to, int stay_pinned, int rounds, int *all_kept)
+{
+	int			on_from = 0;
+	cbpool_stats_t s;
+
+	*all_kept = 1;
+	for (int r = 0; r < rounds; r++)
+	{
+		Follower	f = {.pool = pool, .start_cpu = to, .stay_pinned = stay_pinned};
+		pthread_t	thread;
+		PGconn	   *conn = cbpool_acquire(pool, 5000);
+
+		pthread_create(&thread, NULL, follower_main, &f);
+		if (!conn || !wait_stat(pool, s.waiters == 1, 5000))
+			*all_kept = 0;
+		pin(from);				/* release on from */
+		cbpool_release(pool, conn);
+		pthread_join(thread, NULL);
+		if (!f.got || !f.mask_kept)
+			*all_kept = 0;
+		if (f.cpu == from)
+			on_from++;
+	}
+	return on_from;
+}
+
+static void
+test_follow_cpu(void)
+{
+	cbpool_config cfg = test_config("contention", "pod-follow");
+	cbpool	   *pool;
+	cpu_set_t	mine;
+	int			a = 0,
+				b = 0,
+				kept,
+				on_b;
+	uint64_t	moved0;
+
+	sched_getaffinity(0, sizeof(mine), &mine);
+	if (!two_cpus(&a, &b))
+	{
+		skip(10, "this thread may run on one CPU only");
+		return;
+	}
+
+	/* white box: the move itself */
+	pin(a);
+	sched_setaffinity(0, sizeof(mine), &mine);
+	{
+		int			moved = cbpool__follow(b + 1),
+					now = sched_getcpu();
+
+		ok(moved == 1 && now == b,
+		   "a thread on CPU %d follows a connection released on CPU %d (now on %d)", a, b,
+		   now);
+	}
+	ok(mask_is(&mine), "and its affinity mask is what it was");
+	ok(cbpool__follow(sched_getcpu() + 1) == 0 && cbpool__follow(0) == 0,
+	   "a thread already there, or a connection whose CPU is unknown, does not move");
+	pin(a);
+	{
+		cpu_set_t	only_a;
+
+		CPU_ZERO(&only_a);
+		CPU_SET(a, &only_a);
+		ok(cbpool__follow(b + 1) == 0 && sched_getcpu() == a && mask_is(&only_a),
+		   "a thread that may run only on CPU %d stays there, with its mask", a);
+	}
+	sched_setaffinity(0, sizeof(mine), &mine);
+
+	/* through the pool: strict FIFO, so every release is a hand-off */
+	cfg.max_size = 1;
+	cfg.barge_limit = 0;
+	pool = open_or_bail(&cfg);
+	moved0 = stats_of(pool).handoffs_moved;
+	on_b = hand_offs(pool, b, a, 0, 20, &kept);
+	moved0 = stats_of(pool).handoffs_moved - moved0;
+	diag("follow_cpu = 1: right after 20 hand-offs from CPU %d to a thread waiting "
+		 "on CPU %d it ran on CPU %d %d times; %llu moves", b, a, b, on_b,
+		 (unsigned long long) moved0);
+	ok(kept, "every waiter got the connection and kept its affinity mask");
+	ok(on_b >= 15, "and it ran where the connection was released (%d of 20)", on_b);
+	ok(moved0 <= 20, "at most one move per hand-off (%llu)", (unsigned long long) moved0);
+	moved0 = stats_of(pool).handoffs_moved;
+	hand_offs(pool, b, a, 1, 5, &kept);
+	ok(kept && stats_of(pool).handoffs_moved == moved0,
+	   "a waiter pinned to CPU %d is handed the connection and stays pinned, unmoved", a);
+	sched_setaffinity(0, sizeof(mine), &mine);
+	cbpool_close(pool);
+
+	cfg.follow_cpu = 0;
+	pool = open_or_bail(&cfg);
+	on_b = hand_offs(pool, b, a, 0, 20, &kept);
+	diag("follow_cpu = 0: the waiter ran on CPU %d right after %d of 20 hand-offs", b, on_b);
+	ok(kept && stats_of(pool).handoffs_moved == 0 && stats_of(pool).handoffs >= 20,
+	   "with follow_cpu = 0 no hand-off moves a thread (%llu hand-offs)",
+	   (unsigned long long) stats_of(pool).handoffs);
+	sched_setaffinity(0, sizeof(mine), &mine);
+	cbpool_close(pool);
+	ok(mask_is(&mine), "this thread's mask is back to what it was");
+}
+
 /* ---- timeouts and max_waiters under contention ---- */
 
 static void
@@ -626,6 +829,7 @@ main(void)
 	test_bound(0);
 	test_fifo_while_barging();
 	test_keeper_gone();
+	test_follow_cpu();
 	test_timeouts();
 
 	PQfinish(admin);
