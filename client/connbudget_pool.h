@@ -153,18 +153,19 @@
        max_waiters         0       threads allowed to wait at once; beyond it
                                    acquire fails at once (backpressure);
                                    0: no limit
-       barge_limit         8       while threads wait, how many times in a
+       barge_limit         16      while threads wait, how many times in a
                                    row a thread may take back the connection
                                    it just released (see MORE THREADS THAN
                                    CONNECTIONS); the first thread in line
                                    waits at most this many hold times more
-                                   than under strict FIFO.  8 because on 2
-                                   cores with 8 threads on 4 connections it
-                                   carries about 0.75 of what 4 dedicated
-                                   connections do (0.38 with 0), with the
-                                   least served thread still getting 0.99
-                                   of the busiest one's queries; each
-                                   doubling beyond gains about a tenth and
+                                   than under strict FIFO.  16 because on 2
+                                   cores it is the smallest that carries at
+                                   least 0.8 of what 4 dedicated connections
+                                   do with 8 or 32 threads on 4 connections
+                                   (8: about 0.75 with 8 threads; 0: 0.3-0.4),
+                                   the least served thread still getting
+                                   about 0.9 of the busiest one's queries;
+                                   each doubling beyond gains less and
                                    doubles the p99 wait.  0: hand every
                                    release to the first waiter
        follow_cpu          1       1: a thread handed a connection after
@@ -412,7 +413,8 @@
    REVISION HISTORY
 
        1.3  (2026-12-02) follow_cpu: a thread handed a connection moves
-                         to the CPU it was released on (handoffs_moved)
+                         to the CPU it was released on (handoffs_moved);
+                         barge_limit 16 by default (was 8)
        1.2  (2026-12-02) clusters: one pool per host, reads over standbys
                          within each host's share and lag threshold, writes
                          to the primary, followed through promotion;
@@ -2717,7 +2719,7 @@ CBPOOL_DEF cbpool_config cbpool_config_default(void)
     cfg.max_size = 0;
     cfg.acquire_timeout_ms = 30000;
     cfg.max_waiters = 0;
-    cfg.barge_limit = 8;
+    cfg.barge_limit = 16;
     cfg.follow_cpu = 1;
     cfg.idle_timeout_ms = 600000;
     cfg.max_lifetime_ms = 1800000;
