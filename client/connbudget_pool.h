@@ -299,9 +299,10 @@
    line), barged_acquires (connections taken straight back while others
    waited), barges_expired (kept connections handed to a waiter before
    their thread came back for them) and handoffs_moved (hand-offs after
-   which the thread moved to the connection's CPU, follow_cpu).  Many barged acquires per hand-off and
-   a low p50 mean threads mostly keep their connections; a p99 near the
-   acquire timeout means the pool is too small for its threads.
+   which the thread moved to the connection's CPU, follow_cpu).  Many
+   barged acquires per hand-off and a low p50 mean threads mostly keep
+   their connections; a p99 near the acquire timeout means the pool is too
+   small for its threads.
    cbpool_prometheus() writes all of it in the Prometheus text format
    (cbpool_handoffs_total, cbpool_barged_acquires_total, ...).
 
