@@ -3601,21 +3601,18 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
 {
     uint64_t fast = 0, barged = 0, moved = 0;
     cbpool__conn *c;
-    int kept;
+    int kept, list;
     if (!pool || !out)
         return;
     cbpool__lock(pool);
     kept = cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
-    for (c = pool->conns; c; c = c->next) {
-        fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
-        barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
-        moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
-    }
-    for (c = pool->spare; c; c = c->next) {
-        fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
-        barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
-        moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
-    }
+    /* the per-record counters, of open connections and of spare records */
+    for (list = 0; list < 2; list++)
+        for (c = list ? pool->spare : pool->conns; c; c = c->next) {
+            fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+            barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
+            moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
+        }
     *out = pool->counters;
     out->barged_acquires = barged;
     out->handoffs_moved = moved;
