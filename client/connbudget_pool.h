@@ -1,4 +1,4 @@
-/* connbudget_pool.h - v1.1 - a libpq connection pool sized by the server's
+/* connbudget_pool.h - v1.4 - a libpq connection pool sized by the server's
    connection budget.  PostgreSQL licence (see end of file).
 
    Do this:
@@ -11,7 +11,9 @@
 
    Build: cc -std=c11 app.c -I$(pg_config --includedir) -lpq -pthread
    (include this header before any system header in the implementation
-   file, or add -D_POSIX_C_SOURCE=200809L)
+   file, or add -D_GNU_SOURCE on Linux, -D_POSIX_C_SOURCE=200809L
+   elsewhere; with only the POSIX define on Linux, follow_cpu does
+   nothing)
 
    EXAMPLE
 
@@ -99,10 +101,11 @@
        the first thread in line at the pool's next hand-off or new waiter,
        and otherwise within about 2 ms (the maintenance thread looks
        every millisecond while threads wait, and hands on what has been
-       kept for 100 us), or 32 ms in a pool whose threads have long all
-       come back (the look slows down, by doubling, to every 16 ms while
-       it finds nothing to hand on, and speeds up again when it does), so
-       a thread that does not come back costs the waiters little.
+       kept for 100 us), or about 10 ms in a pool whose threads have long
+       all come back (the look slows down, by doubling, to about every 9 ms
+       while it finds nothing to hand on, and speeds up again when it
+       does), so a thread that does not come back costs the waiters
+       little.
    cfg.barge_limit = 0 hands over on every release (strict FIFO).
 
    A thread that a connection is handed to has slept while others used
@@ -118,12 +121,17 @@
 
    CONTENTS
 
-       Options (compile time)
        More threads than connections
+       Options (compile time)
        Configuration (with defaults and why)
        API
        Statistics and metrics
+       Circuit breaker
+       Deadlines
+       Credentials
+       Hooks
        Transactions with retry: cbpool_run()
+       Clusters
        Revision history
 
    OPTIONS (compile time)
@@ -135,16 +143,21 @@
    CONFIGURATION  (cbpool_config_default() fills in every default)
 
        conninfo            ""      libpq connection string or URI; the usual
-                                   PG* environment variables apply
+                                   PG* environment variables apply (options
+                                   in conninfo, else PGOPTIONS, are passed on
+                                   before the pool's own -c connbudget.pod)
        application_name    NULL    the application whose budget the pool uses;
-                                   NULL: taken from conninfo, else "cbpool"
+                                   NULL: taken from conninfo, else PGAPPNAME,
+                                   else "cbpool"; 1 to 63 bytes
        pod                 NULL    this pod's id (1-63 printable ASCII bytes);
                                    NULL: the host name, which is the pod name
                                    in Kubernetes
        min_idle            1       idle connections kept ready; the pool also
                                    keeps the server's min_size.  At least one
                                    connection is kept so that the share can
-                                   be refreshed
+                                   be refreshed, none while the share is 0
+                                   (then one is opened once per refresh
+                                   interval to ask again)
        max_size            0       the application's own upper bound; 0: as
                                    large as the budget allows (10 without the
                                    extension)
@@ -291,10 +304,12 @@
    STATISTICS AND METRICS
 
    cbpool_stats() fills a cbpool_stats_t: gauges (total, idle, in_use,
-   connecting, waiters, max_size, min_size, share, budget, extension), the
-   acquire-wait percentiles of a log-scale histogram (acquire_wait_us_p50,
-   _p99, _max; an acquire that did not wait counts as 0), and counters
-   since open.  For contention: acquire_timeouts, acquire_rejected
+   connecting, waiters, max_size, min_size, share, budget, demand,
+   extension, breaker_state), the acquire-wait percentiles of a log-scale
+   histogram (acquire_wait_us_p50, _p99; buckets 2^(1/4) apart from 1 us
+   to about 15 minutes, each reported as its upper bound, so an acquire
+   that did not wait reports about 1 us) and the longest wait
+   (acquire_wait_us_max), and counters since open.  For contention: acquire_timeouts, acquire_rejected
    (max_waiters), handoffs (acquires served by a hand-off after waiting in
    line), barged_acquires (connections taken straight back while others
    waited), barges_expired (kept connections handed to a waiter before
@@ -304,7 +319,10 @@
    their connections; a p99 near the acquire timeout means the pool is too
    small for its threads.
    cbpool_prometheus() writes all of it in the Prometheus text format
-   (cbpool_handoffs_total, cbpool_barged_acquires_total, ...).
+   (cbpool_handoffs_total, cbpool_barged_acquires_total, ...): total as
+   cbpool_connections{state="idle"|"in_use"|"connecting"}, the closed_*
+   counters as cbpool_closed_total{reason=...}, the wait percentiles as
+   the summary cbpool_acquire_wait_seconds.
 
    CIRCUIT BREAKER
 
@@ -333,12 +351,18 @@
    than the caller; each later statement of fn through cbpool_tx_exec() or
    cbpool_tx_exec_params() sets it again to the time left, and one that
    would start after the deadline is not sent: it fails with 57014
-   (query_canceled) and the work is rolled back.
+   (query_canceled) and the work is rolled back.  A retry whose backoff
+   would end past the deadline is not made: cbpool_run() returns the last
+   attempt's result (its sqlstate in opts).  A deadline too far away to
+   count in nanoseconds (INT64_MAX, say) is no deadline, and the time
+   left sent as statement_timeout is at most INT_MAX ms.
 
    CREDENTIALS
 
    cfg.credentials.func(user_data, &secret) is called before every new
-   connection, on the maintenance thread and outside the pool's lock; it
+   connection, on the maintenance thread (with background = 0, on the
+   thread that calls cbpool_maintain() or waits in acquire) and outside
+   the pool's lock; it
    may block (read a file, ask a vault, fetch a cloud IAM token).  It fills
    secret.password and/or secret.conninfo ("key=value ...", which overrides
    cfg.conninfo for that connection: another user, an sslkey) and returns
@@ -394,8 +418,9 @@
        cbpool_cluster_release(cl, conn);
 
    CBPOOL_WRITE hands out a connection to the primary; CBPOOL_READ one to a
-   standby that is up and replays within max_lag_ms, the least busy first
-   (and the one this thread used last while its connection is free, which
+   standby that is up and replays within max_lag_ms, the one with the most
+   room left in its share (share minus in use minus waiters) first (and
+   the one this thread used last while its connection is free, which
    keeps the lock-free path), or to the primary when no standby is usable
    and reads_on_primary is set.  Each host's pool checks its host's role
    and replay lag at each share refresh and every check_ms, and keeps at
@@ -413,6 +438,13 @@
 
    REVISION HISTORY
 
+       1.4  (2026-12-02) PGAPPNAME and PGOPTIONS are read as libpq reads
+                         them; the acquire-wait histogram reaches about 15
+                         minutes (was 14 s); the Prometheus text adds
+                         extension, acquire_wait_max_seconds,
+                         rollbacks_on_release_total, validations_failed_total
+                         and misuse_total; a deadline too far away to count
+                         in nanoseconds is no deadline
        1.3  (2026-12-02) follow_cpu: a thread handed a connection moves
                          to the CPU it was released on (handoffs_moved);
                          barge_limit 16 by default (was 8)
@@ -630,7 +662,7 @@ typedef struct cbpool_stats_t {
     uint64_t budget_refreshes;
     uint64_t budget_errors;
     uint64_t leaks_detected;
-    uint64_t misuse;                /* double or foreign releases */
+    uint64_t misuse;                /* NULL, double or foreign releases */
     uint64_t breaker_openings;      /* the circuit opened (from closed) */
     uint64_t breaker_fast_failures; /* acquires failed with
                                        CBPOOL_EUNAVAILABLE */
@@ -694,10 +726,13 @@ typedef struct cbpool_cluster cbpool_cluster;
 #define CBPOOL_HOST_STANDBY 2   /* in recovery, or read-only */
 
 typedef struct cbpool_cluster_config {
-    cbpool_config pool;     /* every host's pool; conninfo names the hosts */
+    cbpool_config pool;     /* every host's pool; conninfo names the hosts;
+                               background must be 1, and the logger gets
+                               messages prefixed with the host */
     int max_lag_ms;         /* 5000: a standby replaying later than this
                                gets no reads; -1: lag is not checked */
-    int check_ms;           /* 1000: role and lag checks at least this often */
+    int check_ms;           /* 1000: role and lag checks at least this often
+                               (10 to 3600000) */
     int reads_on_primary;   /* 1: reads go to the primary while no standby
                                is usable; 0: they wait for one */
 } cbpool_cluster_config;
@@ -764,7 +799,7 @@ CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl);
 extern "C" {
 #endif
 
-#define CBPOOL__HIST_BUCKETS 96
+#define CBPOOL__HIST_BUCKETS 120
 #define CBPOOL__PEAK_WINDOW 5          /* refresh intervals of demand history */
 #define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
 #define CBPOOL__MAX_ATTEMPTS 16
@@ -830,7 +865,9 @@ typedef enum cbpool__state {
 #endif
 /* the watch slows down, by doubling, to this while it finds nothing to hand
    on: many pools in one process must not each wake a thousand times a
-   second for threads that do come back */
+   second for threads that do come back.  The maintenance thread looks at
+   half the watch period, rounded up to poll()'s next millisecond: every
+   millisecond at the fastest, about every 9 ms at the slowest */
 #ifndef CBPOOL__WATCH_MAX_NS
 #define CBPOOL__WATCH_MAX_NS 16000000
 #endif
@@ -2603,10 +2640,10 @@ static int cbpool__maintain_step(cbpool *pool, int wait_ms)
      * without the lock and without telling anyone.  The pool's next
      * hand-off or new waiter passes one whose thread has not come back to
      * the first waiter, but in a pool where neither comes, look about every
-     * CBPOOL__WATCH_NS (the drain above does it; poll() rounds up to the
-     * next millisecond), and less often, down to every CBPOOL__WATCH_MAX_NS,
-     * while the looks find nothing to hand on.  Waiters sleep until a
-     * connection is handed to them.
+     * CBPOOL__WATCH_NS (the drain above does it; half the period, which
+     * poll() rounds up to the next millisecond), and less often, down to
+     * about every CBPOOL__WATCH_MAX_NS / 2, while the looks find nothing to
+     * hand on.  Waiters sleep until a connection is handed to them.
      */
     pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
                            pool->total > 0 && (pool->waiters > 0 || kept > 0);
@@ -2865,6 +2902,17 @@ static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errl
     return 1;
 }
 
+/* The pool's own copies of its strings, and the pool itself. */
+static void cbpool__free_strings_and_pool(const cbpool_config *cfg, cbpool *pool)
+{
+    cbpool__free(cfg, pool->conninfo);
+    cbpool__free(cfg, pool->application_name);
+    cbpool__free(cfg, pool->pod);
+    cbpool__free(cfg, pool->options);
+    cbpool__free(cfg, pool->options_plain);
+    cbpool__free(cfg, pool);
+}
+
 /* A pool; member_check_ms > 0 makes it a host of a cluster. */
 static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, char *err,
                             size_t errlen)
@@ -2914,6 +2962,12 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
     if (writes_only < 0 && getenv("PGTARGETSESSIONATTRS"))
         writes_only = strcmp(getenv("PGTARGETSESSIONATTRS"), "read-write") == 0 ||
                       strcmp(getenv("PGTARGETSESSIONATTRS"), "primary") == 0;
+    /* the pool passes both to libpq itself, which then no longer reads
+       PGAPPNAME and PGOPTIONS: read them as libpq would */
+    if (!user_options && getenv("PGOPTIONS") && *getenv("PGOPTIONS"))
+        user_options = getenv("PGOPTIONS");
+    if (!app && getenv("PGAPPNAME") && *getenv("PGAPPNAME"))
+        app = getenv("PGAPPNAME");
     if (cfg.application_name)
         app = cfg.application_name;
     if (!app)
@@ -3015,12 +3069,7 @@ fail_sync:
     pthread_condattr_destroy(&pool->condattr);
     pthread_mutex_destroy(&pool->lock);
 fail:
-    cbpool__free(&cfg, pool->conninfo);
-    cbpool__free(&cfg, pool->application_name);
-    cbpool__free(&cfg, pool->pod);
-    cbpool__free(&cfg, pool->options);
-    cbpool__free(&cfg, pool->options_plain);
-    cbpool__free(&cfg, pool);
+    cbpool__free_strings_and_pool(&cfg, pool);
     return NULL;
 }
 
@@ -3043,12 +3092,7 @@ static void cbpool__free_pool(cbpool *pool)
     pthread_condattr_destroy(&pool->condattr);
     pthread_mutex_destroy(&pool->lock);
     cbpool__free(&cfg, pool->idle);
-    cbpool__free(&cfg, pool->conninfo);
-    cbpool__free(&cfg, pool->application_name);
-    cbpool__free(&cfg, pool->pod);
-    cbpool__free(&cfg, pool->options);
-    cbpool__free(&cfg, pool->options_plain);
-    cbpool__free(&cfg, pool);
+    cbpool__free_strings_and_pool(&cfg, pool);
 }
 
 /* A connection that was out came back after close(); returns 1 when it
@@ -3404,14 +3448,24 @@ CBPOOL_DEF int64_t cbpool_clock_us(void)
     return cbpool__now_ns() / 1000;
 }
 
+/* A deadline on cbpool_clock_us() in nanoseconds, without overflow: one
+   beyond what nanoseconds hold (INT64_MAX, say) is as good as never. */
+static int64_t cbpool__deadline_ns(int64_t deadline_us)
+{
+    if (deadline_us >= INT64_MAX / 1000)
+        return INT64_MAX;
+    return deadline_us > 0 ? deadline_us * 1000 : 0;
+}
+
 CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us)
 {
     int64_t start = cbpool__now_ns();
+    int64_t deadline_ns = cbpool__deadline_ns(deadline_us);
     if (!pool) {
         cbpool__errno = CBPOOL_EINVAL;
         return NULL;
     }
-    if (deadline_us * 1000 <= start) {
+    if (deadline_ns <= start) {
         /* too late already: nothing is taken */
         cbpool__lock(pool);
         pool->counters.acquire_timeouts++;
@@ -3419,7 +3473,7 @@ CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us)
         cbpool__errno = CBPOOL_ETIMEOUT;
         return NULL;
     }
-    return cbpool__acquire(pool, start, deadline_us * 1000, NULL, 0);
+    return cbpool__acquire(pool, start, deadline_ns, NULL, 0);
 }
 
 CBPOOL_DEF const char *cbpool_close_reason_name(cbpool_close_reason reason)
@@ -3706,6 +3760,8 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     CBPOOL__GAUGE("budget", "The server's connection budget, -1 if unknown.", s.budget);
     CBPOOL__GAUGE("demand", "Demand reported at the last share refresh, -1 before the first.",
                   s.demand);
+    CBPOOL__GAUGE("extension", "1 if the server has connbudget, 0 if not, -1 unknown.",
+                  s.extension);
     CBPOOL__COUNTER("acquired_total", "Successful acquires.", s.acquired);
     CBPOOL__COUNTER("acquire_timeouts_total", "Acquires that timed out.", s.acquire_timeouts);
     CBPOOL__COUNTER("acquire_rejected_total", "Acquires refused by max_waiters.",
@@ -3729,6 +3785,10 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                  labels, (double)s.acquire_wait_us_p50 / 1e6, labels,
                  (double)s.acquire_wait_us_p99 / 1e6, labels,
                  (unsigned long long)s.acquired);
+    CBPOOL__EMIT("# HELP cbpool_acquire_wait_max_seconds Longest wait of a successful acquire.\n"
+                 "# TYPE cbpool_acquire_wait_max_seconds gauge\n"
+                 "cbpool_acquire_wait_max_seconds{%s} %.6f\n",
+                 labels, (double)s.acquire_wait_us_max / 1e6);
     CBPOOL__COUNTER("connects_total", "Connections opened.", s.connects);
     CBPOOL__COUNTER("connect_failures_total", "Failed connect attempts.", s.connect_failures);
     CBPOOL__COUNTER("connects_refused_total",
@@ -3749,6 +3809,14 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                     s.budget_errors);
     CBPOOL__COUNTER("leaks_detected_total", "Connections held beyond leak_threshold_ms.",
                     s.leaks_detected);
+    CBPOOL__COUNTER("rollbacks_on_release_total",
+                    "Open transactions rolled back when their connection was released.",
+                    s.rollbacks_on_release);
+    CBPOOL__COUNTER("validations_failed_total",
+                    "Idle connections that failed validation and were closed.",
+                    s.validations_failed);
+    CBPOOL__COUNTER("misuse_total", "Releases of NULL, twice, or of a foreign connection.",
+                    s.misuse);
     CBPOOL__GAUGE("breaker_state",
                   "Circuit breaker: 0 closed, 1 open (server unreachable), 2 half-open.",
                   s.breaker_state);
@@ -3877,10 +3945,14 @@ CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
 }
 
 /* Milliseconds left before deadline_ns, rounded up; 0 if none are left. */
+/* Milliseconds left, at most what statement_timeout takes (INT_MAX). */
 static long long cbpool__ms_left(int64_t deadline_ns)
 {
     int64_t left = deadline_ns - cbpool__now_ns();
-    return left > 0 ? (long long)((left + 999999) / 1000000) : 0;
+    if (left <= 0)
+        return 0;
+    left = left / 1000000 + (left % 1000000 != 0);
+    return left < 2147483647 ? (long long)left : 2147483647LL;
 }
 
 /*
@@ -3975,7 +4047,7 @@ static int cbpool__run(cbpool *only, cbpool_cluster *cl, int access, cbpool_tx_f
         opts = &defaults;
     }
     max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 5;
-    deadline_ns = opts->deadline_us > 0 ? opts->deadline_us * 1000 : 0;
+    deadline_ns = opts->deadline_us > 0 ? cbpool__deadline_ns(opts->deadline_us) : 0;
     opts->attempts = 0;
     opts->sqlstate[0] = '\0';
 
@@ -4579,6 +4651,27 @@ static const char *cbpool__family(const char *text, int k)
     }
 }
 
+/* A pool's metrics text in memory of its own, or NULL.  Written again into
+   a larger buffer when it grew between sizing and writing (a counter that
+   gained a digit), so that nothing is cut short. */
+static char *cbpool__prometheus_text(cbpool *pool, const cbpool_config *cfg)
+{
+    size_t size = 4096;
+    for (;;) {
+        char *text = (char *)cbpool__alloc(cfg, size);
+        int n;
+        if (!text)
+            return NULL;
+        n = cbpool_prometheus(pool, text, size);
+        if (n >= 0 && (size_t)n < size)
+            return text;
+        cbpool__free(cfg, text);
+        if (n < 0)
+            return NULL;
+        size = (size_t)n + 256;
+    }
+}
+
 CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len)
 {
     char *texts[CBPOOL__MAX_HOSTS];
@@ -4589,13 +4682,11 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
         return CBPOOL_EINVAL;
     memset(texts, 0, sizeof texts);
     for (i = 0; i < cl->nhosts; i++) {
-        int need = cbpool_prometheus(cl->pools[i], NULL, 0);
-        texts[i] = need >= 0 ? (char *)cbpool__alloc(&cl->cfg.pool, (size_t)need + 1) : NULL;
+        texts[i] = cbpool__prometheus_text(cl->pools[i], &cl->cfg.pool);
         if (!texts[i]) {
             rc = CBPOOL_EINVAL;
             goto done;
         }
-        cbpool_prometheus(cl->pools[i], texts[i], (size_t)need + 1);
     }
 #define CBPOOL__PUT(p, l)                                                       \
     do {                                                                        \

@@ -632,7 +632,88 @@ test_prometheus(void)
 	ok(lines > 40 && bad == 0,
 	   "every line is Prometheus text format with escaped labels (%d lines, %d bad)",
 	   lines, bad);
+
+	/* every statistic is there: the gauges and counters of cbpool_stats_t */
+	cbpool_release(pool, NULL);	/* one misuse */
+	n = cbpool_prometheus(pool, buf, sizeof(buf));
+	s = stats_of(pool);
+	{
+		static const char *const series[] = {
+			"cbpool_connections{", "cbpool_waiters{", "cbpool_max_size{", "cbpool_min_size{",
+			"cbpool_share{", "cbpool_budget{", "cbpool_demand{", "cbpool_extension{",
+			"cbpool_breaker_state{", "cbpool_acquired_total{", "cbpool_acquire_timeouts_total{",
+			"cbpool_acquire_rejected_total{", "cbpool_handoffs_total{",
+			"cbpool_barged_acquires_total{", "cbpool_barges_expired_total{",
+			"cbpool_handoffs_moved_total{", "cbpool_acquire_wait_seconds{",
+			"cbpool_acquire_wait_max_seconds{", "cbpool_connects_total{",
+			"cbpool_connect_failures_total{", "cbpool_connects_refused_total{",
+			"cbpool_closed_total{", "cbpool_rollbacks_on_release_total{",
+			"cbpool_validations_failed_total{", "cbpool_budget_refreshes_total{",
+			"cbpool_budget_errors_total{", "cbpool_leaks_detected_total{", "cbpool_misuse_total{",
+			"cbpool_breaker_openings_total{", "cbpool_breaker_fast_failures_total{"};
+		int			missing = 0;
+
+		for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); i++)
+			if (!strstr(buf, series[i]))
+			{
+				diag("missing: %s", series[i]);
+				missing++;
+			}
+		is_int(missing, 0, "the text has a series for every statistic (%zu looked for)",
+			   sizeof(series) / sizeof(series[0]));
+	}
+	ok(strstr(buf, "cbpool_extension{application=\"basic\",pod=\"pod\\\"quote\"} 1\n") != NULL &&
+	   s.extension == 1, "cbpool_extension is 1 against a server with connbudget");
+	ok(s.misuse == 1 &&
+	   strstr(buf, "cbpool_misuse_total{application=\"basic\",pod=\"pod\\\"quote\"} 1\n") != NULL,
+	   "a release of NULL counts in cbpool_misuse_total");
 	cbpool_close(pool);
+}
+
+/*
+ * PGAPPNAME and PGOPTIONS apply as in libpq: the pool passes
+ * application_name and options itself, so it reads them.  Set while no
+ * pool's thread runs (getenv and setenv must not race).
+ */
+static void
+test_environment(void)
+{
+	cbpool_config cfg = test_config(NULL, "pod-env");
+	cbpool	   *pool;
+	PGconn	   *conn;
+
+	setenv("PGAPPNAME", "basic-env", 1);
+	setenv("PGOPTIONS", "-c work_mem=7777kB", 1);
+	pool = open_or_bail(&cfg);
+	conn = cbpool_acquire(pool, 5000);
+	is_str(pg_value(conn, "SELECT current_setting('application_name')"), "basic-env",
+		   "without application_name in cfg or conninfo, PGAPPNAME names the application");
+	is_str(pg_value(conn, "SELECT current_setting('work_mem')"), "7777kB",
+		   "PGOPTIONS reaches the server");
+	is_str(pg_value(conn, "SELECT current_setting('connbudget.pod')"), "pod-env",
+		   "next to the pool's own connbudget.pod");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+
+	cfg.application_name = "basic";
+	{
+		char		conninfo[1024];
+
+		snprintf(conninfo, sizeof(conninfo),
+				 "%s application_name=basic-conninfo options='-c work_mem=1234kB'",
+				 cluster_conninfo());
+		cfg.conninfo = conninfo;
+		pool = open_or_bail(&cfg);
+		conn = cbpool_acquire(pool, 5000);
+		is_str(pg_value(conn, "SELECT current_setting('application_name')"), "basic",
+			   "cfg.application_name comes before conninfo and PGAPPNAME");
+		is_str(pg_value(conn, "SELECT current_setting('work_mem')"), "1234kB",
+			   "options in conninfo come before PGOPTIONS");
+		cbpool_release(pool, conn);
+		cbpool_close(pool);
+	}
+	unsetenv("PGAPPNAME");
+	unsetenv("PGOPTIONS");
 }
 
 /* ---- cbpool_run ---- */
@@ -1041,6 +1122,7 @@ main(void)
 	test_misuse();
 	test_invalid_config();
 	test_prometheus();
+	test_environment();
 	test_run();
 	test_without_thread();
 	test_notices();

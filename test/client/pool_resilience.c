@@ -379,6 +379,19 @@ slow_work(cbpool_tx *tx, void *arg)
 	return okay || w->ignore_errors ? 0 : 1;
 }
 
+static int
+show_timeout(cbpool_tx *tx, void *arg)
+{
+	char	   *out = arg;
+	PGresult   *res = cbpool_tx_exec(tx, "SHOW statement_timeout");
+	int			okay = cbpool_tx_check(tx, res) && PQntuples(res) == 1;
+
+	if (okay)
+		snprintf(out, 64, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return okay ? 0 : 1;
+}
+
 static void
 test_deadlines(void)
 {
@@ -492,7 +505,20 @@ test_deadlines(void)
 		c2 = cbpool_acquire_until(small, cbpool_clock_us() + 2000000);
 		ok(c2 && query_works(c2), "an idle connection is handed out before the deadline");
 		cbpool_release(small, c2);
+		c2 = cbpool_acquire_until(small, INT64_MAX);
+		ok(c2 && query_works(c2), "a deadline of INT64_MAX is no deadline");
+		cbpool_release(small, c2);
 		cbpool_close(small);
+	}
+	{
+		char		timeout[64] = "";
+
+		memset(&opts, 0, sizeof(opts));
+		opts.deadline_us = INT64_MAX;
+		rc = cbpool_run(pool, show_timeout, timeout, &opts);
+		ok(rc == 0 && strcmp(timeout, "2147483647ms") == 0,
+		   "cbpool_run() with a deadline of INT64_MAX runs, under the longest statement_timeout "
+		   "(rc %d, %s)", rc, timeout);
 	}
 	cbpool_release(pool, held);
 	cbpool_close(pool);
