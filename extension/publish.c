@@ -226,6 +226,21 @@ cb_publish_limits(const CbLimit *limits, int nlimits)
  */
 
 /*
+ * Store this process's view of the sighup settings in shared memory: at
+ * startup (shmem.c) and, from the allocator, under the lock.
+ */
+void
+cb_store_settings(void)
+{
+	cb_shared->extension_reserved = cb_reserved_connections;
+	cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
+	cb_shared->refresh_ms = cb_refresh_interval_ms;
+	cb_shared->unconfigured = cb_unconfigured_applications;
+	cb_shared->unconfigured_max = cb_unconfigured_max_connections;
+	cb_shared->max_pods_per_role = cb_max_pods_per_role;
+}
+
+/*
  * Publish this process's view of the sighup settings.  The allocator calls
  * it at startup and after each reload of the configuration file, so that
  * every backend shares the budget with the same values.
@@ -245,12 +260,7 @@ cb_publish_settings(void)
 	{
 		bool		regroup = cb_shared->unconfigured != cb_unconfigured_applications;
 
-		cb_shared->extension_reserved = cb_reserved_connections;
-		cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
-		cb_shared->refresh_ms = cb_refresh_interval_ms;
-		cb_shared->unconfigured = cb_unconfigured_applications;
-		cb_shared->unconfigured_max = cb_unconfigured_max_connections;
-		cb_shared->max_pods_per_role = cb_max_pods_per_role;
+		cb_store_settings();
 		/* under unconfigured = other, such connections stop being governed */
 		if (regroup)
 			cb_recount_locked(GetCurrentTimestamp());

@@ -165,12 +165,7 @@ cb_init_state(void)
 	pg_atomic_init_u32(&cb_shared->allocator_pid, 0);
 	pg_atomic_init_u64(&cb_shared->allocator_latch, 0);
 	pg_atomic_init_u64(&cb_shared->loader_latch, 0);
-	cb_shared->extension_reserved = cb_reserved_connections;
-	cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
-	cb_shared->refresh_ms = cb_refresh_interval_ms;
-	cb_shared->unconfigured = cb_unconfigured_applications;
-	cb_shared->unconfigured_max = cb_unconfigured_max_connections;
-	cb_shared->max_pods_per_role = cb_max_pods_per_role;
+	cb_store_settings();
 	cb_shared->next_incarnation = 1;
 	cb_shared->app_capacity = napps;
 	cb_shared->pod_capacity = npods;

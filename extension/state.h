@@ -292,4 +292,8 @@ extern bool cb_reclaim_due(TimestampTz since, TimestampTz now,
 
 extern int32 cb_publish_period_ms(void);
 
+/* ---- publish.c ---- */
+
+extern void cb_store_settings(void);
+
 #endif							/* CONNBUDGET_STATE_H */
