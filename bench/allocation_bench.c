@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "../extension/allocation.h"
+#include "bench.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -29,15 +30,6 @@ rnd(uint32_t n)
 	rng ^= rng >> 7;
 	rng ^= rng << 17;
 	return (uint32_t) (rng % n);
-}
-
-static double
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 static int
@@ -122,20 +114,20 @@ main(int argc, char **argv)
 
 		for (int p = 0; p < npods; p++)
 			sessions[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
-		t0 = now_ms();
+		t0 = bench_now_s() * 1e3;
 		cb_allocation_order(apps, napps, pods, npods, sessions, npods, &order, work);
-		t1 = now_ms();
+		t1 = bench_now_s() * 1e3;
 		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
-		t2 = now_ms();
+		t2 = bench_now_s() * 1e3;
 		sorted[r] = t2 - t0;
 		/* the sort of step 0 left every input where it is */
 		for (int p = 0; p < npods; p++)
 			sessions[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
-		t0 = now_ms();
+		t0 = bench_now_s() * 1e3;
 		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
-		kept[r] = now_ms() - t0;
+		kept[r] = bench_now_s() * 1e3 - t0;
 		(void) t1;
 	}
 	qsort(kept, rounds, sizeof(double), compare_double);

@@ -15,6 +15,7 @@
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
+#include "bench.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -26,23 +27,6 @@
 
 static int	stop;
 static cbpool *pool;
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void
-pause_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
 
 static void
 on_term(int sig)
@@ -146,43 +130,43 @@ main(int argc, char **argv)
 	}
 	a = start_pod("p0");
 	b = start_pod("p1");
-	deadline = now_s() + 30;
+	deadline = bench_now_s() + 30;
 	do
 	{
-		pause_ms(20);
+		bench_sleep_ms(20);
 		observe(admin, conns, shares);
-	} while (!(conns[0] == half && conns[1] == half) && now_s() < deadline);
+	} while (!(conns[0] == half && conns[1] == half) && bench_now_s() < deadline);
 
 	/* join */
-	t0 = now_s();
+	t0 = bench_now_s();
 	c = start_pod("p2");
 	deadline = t0 + 30;
-	while (now_s() < deadline)
+	while (bench_now_s() < deadline)
 	{
 		observe(admin, conns, shares);
 		if (shares[2] == third && conns[0] >= 0 && conns[0] <= third &&
 			conns[1] >= 0 && conns[1] <= third && conns[2] <= third)
 		{
-			join_s = now_s() - t0;
+			join_s = bench_now_s() - t0;
 			break;
 		}
-		pause_ms(10);
+		bench_sleep_ms(10);
 	}
 
 	/* leave */
-	pause_ms(500);
-	t0 = now_s();
+	bench_sleep_ms(500);
+	t0 = bench_now_s();
 	kill(c, SIGTERM);
 	deadline = t0 + 30;
-	while (now_s() < deadline)
+	while (bench_now_s() < deadline)
 	{
 		observe(admin, conns, shares);
 		if (shares[2] < 0 && shares[0] == half && shares[1] == half)
 		{
-			leave_s = now_s() - t0;
+			leave_s = bench_now_s() - t0;
 			break;
 		}
-		pause_ms(10);
+		bench_sleep_ms(10);
 	}
 
 	kill(a, SIGTERM);

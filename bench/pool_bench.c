@@ -38,6 +38,7 @@
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
+#include "bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,15 +56,6 @@ typedef struct Worker
 	int			failed;
 	unsigned	seed;
 } Worker;
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int	pk_lookup;			/* CB_BENCH_QUERY=pk */
 static long accounts = 100000;
@@ -400,7 +392,7 @@ main(int argc, char **argv)
 					err[256];
 		const char *ports = getenv("CB_BENCH_PORTS");
 		int			hosts = 1;
-		double		deadline = now_s() + 15;
+		double		deadline = bench_now_s() + 15;
 		int			ready = 0;
 
 		if (!ports || !*ports)
@@ -428,7 +420,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "cbpool_cluster_open: %s\n", err);
 			return 1;
 		}
-		while (!ready && now_s() < deadline)
+		while (!ready && bench_now_s() < deadline)
 		{
 			ready = 1;
 			for (int i = 0; i < hosts; i++)
@@ -468,7 +460,7 @@ main(int argc, char **argv)
 		__atomic_store_n(&workers[i].ops, 0, __ATOMIC_RELAXED);
 	if (pool)
 		cbpool_stats(pool, &before);
-	t0 = now_s();
+	t0 = bench_now_s();
 	{
 		struct timespec ts = {(time_t) seconds, (long) ((seconds - (time_t) seconds) * 1e9)};
 
@@ -484,7 +476,7 @@ main(int argc, char **argv)
 		if (ops > most)
 			most = ops;
 	}
-	elapsed = now_s() - t0;
+	elapsed = bench_now_s() - t0;
 	if (pool)
 		cbpool_stats(pool, &after);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);

@@ -24,6 +24,7 @@
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
+#include "bench.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -33,23 +34,6 @@
 
 #define READERS 4
 #define WRITERS 2
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000};
-
-	nanosleep(&ts, NULL);
-}
 
 static void
 quiet(void *user, cbpool_log_level level, const char *id, const char *message)
@@ -117,13 +101,13 @@ worker_main(void *arg)
 		{
 			c->done++;
 			if (c->mark > 0 && c->first_success_after == 0)
-				c->first_success_after = now_s();
+				c->first_success_after = bench_now_s();
 		}
 		else
-			c->last_failure = now_s();
+			c->last_failure = bench_now_s();
 		pthread_mutex_unlock(&c->lock);
 		if (!ok)
-			sleep_ms(2);
+			bench_sleep_ms(2);
 	}
 	return NULL;
 }
@@ -241,7 +225,7 @@ main(int argc, char **argv)
 	clients[0].access = clients[2].access = CBPOOL_READ;
 	clients[1].access = clients[3].access = CBPOOL_WRITE;
 	/* the cluster knows its hosts' roles before the load starts */
-	for (deadline = now_s() + 15; now_s() < deadline; sleep_ms(10))
+	for (deadline = bench_now_s() + 15; bench_now_s() < deadline; bench_sleep_ms(10))
 	{
 		cbpool_host_stats a,
 					p,
@@ -256,20 +240,20 @@ main(int argc, char **argv)
 	for (int i = 0; i < 4; i++)
 		for (int j = 0; j < (clients[i].access == CBPOOL_READ ? READERS : WRITERS); j++)
 			pthread_create(&threads[nthreads++], NULL, worker_main, &clients[i]);
-	sleep_ms(1500);
+	bench_sleep_ms(1500);
 
 	/* standby A is lost */
-	t = now_s();
+	t = bench_now_s();
 	pg_ctl(argv[5], "-m immediate stop");
-	sleep_ms(2000);
+	bench_sleep_ms(2000);
 	loss_cluster = whole_after(&clients[0], t);
 	loss_pool = whole_after(&clients[2], t);
 
 	/* the primary dies; standby B is promoted */
 	pg_ctl(argv[4], "-m immediate stop");
-	sleep_ms(500);
+	bench_sleep_ms(500);
 	{
-		double		promoted = now_s(),
+		double		promoted = bench_now_s(),
 					promote_took;
 
 		mark(&clients[1], promoted);
@@ -279,8 +263,8 @@ main(int argc, char **argv)
 			fprintf(stderr, "pg_ctl promote failed\n");
 			return 1;
 		}
-		promote_took = now_s() - promoted;
-		for (deadline = promoted + 30; now_s() < deadline; sleep_ms(5))
+		promote_took = bench_now_s() - promoted;
+		for (deadline = promoted + 30; bench_now_s() < deadline; bench_sleep_ms(5))
 			if (first_after(&clients[1], promoted) >= 0 &&
 				first_after(&clients[3], promoted) >= 0)
 				break;
