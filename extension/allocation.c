@@ -491,35 +491,69 @@ cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
 
 /*
  * Steps 3 and 4 for one group (the pods of an application, the sessions of
- * a pod) in tie-breaking order: the group's guaranteed part is split
- * evenly, the first members taking the units that do not divide; the rest
- * of its total goes by max-min fairness bounded by each member's demand.
- * A member's share is never below its part of the minimum.
+ * a pod) in tie-breaking order.  The group's guaranteed part is split
+ * evenly into floors, the first members taking the units that do not
+ * divide; then the whole total is filled to one water level L: a member
+ * holds its floor, or L, or its demand, whichever is in the middle.  The
+ * units below the next level go one each to the members still rising at
+ * L, first members first.  So min 10 over 3 pods with 80 in all is
+ * 27, 27, 26 (floors 4, 3, 3), as without a minimum; a floor only shows
+ * when the level is below it.
  */
-static void
-cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
+static int64_t
+cb_level_sum(int64_t level, int n, const CbWork *w)
 {
-	uint64_t	extra = (uint64_t) (total - guaranteed);
-	int32_t		each = n > 0 ? guaranteed / n : 0;
-	int32_t		left = n > 0 ? guaranteed % n : 0;
+	int64_t		sum = 0;
 
 	for (int i = 0; i < n; i++)
 	{
-		int32_t		demand = w->demand[i];
+		int64_t		held = level > w->min_part[i] ? level : w->min_part[i];
 
-		w->min_part[i] = each + (i < left ? 1 : 0);
-		w->items[i].weight = 1;
-		if (demand < 0)
-			w->items[i].headroom = extra;
-		else if (demand > w->min_part[i])
-			w->items[i].headroom = (uint64_t) (demand - w->min_part[i]);
-		else
-			w->items[i].headroom = 0;
-		w->items[i].rank = i;
+		if (w->demand[i] >= 0 && held > w->demand[i])
+			held = w->demand[i] > w->min_part[i] ? w->demand[i] : w->min_part[i];
+		sum += held;
 	}
-	cb_waterfill(extra, w->items, n, w->ptrs);
+	return sum;
+}
+
+static void
+cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
+{
+	int32_t		each = n > 0 ? guaranteed / n : 0;
+	int32_t		left = n > 0 ? guaranteed % n : 0;
+	int64_t		low = 0,
+				high = total;
+	int64_t		rest;
+
 	for (int i = 0; i < n; i++)
-		w->share[i] = w->min_part[i] + (int32_t) w->items[i].given;
+		w->min_part[i] = each + (i < left ? 1 : 0);
+
+	/* the highest level whose holdings fit in the total */
+	while (low < high)
+	{
+		int64_t		mid = low + (high - low + 1) / 2;
+
+		if (cb_level_sum(mid, n, w) <= total)
+			low = mid;
+		else
+			high = mid - 1;
+	}
+	rest = total - cb_level_sum(low, n, w);
+	for (int i = 0; i < n; i++)
+	{
+		int64_t		held = low > w->min_part[i] ? low : w->min_part[i];
+		int			rising = w->min_part[i] <= low &&
+			(w->demand[i] < 0 || w->demand[i] > low);
+
+		if (w->demand[i] >= 0 && held > w->demand[i])
+			held = w->demand[i] > w->min_part[i] ? w->demand[i] : w->min_part[i];
+		if (rising && rest > 0)
+		{
+			held++;
+			rest--;
+		}
+		w->share[i] = (int32_t) held;
+	}
 }
 
 /* Step 3: each application's allocation among its pods. */

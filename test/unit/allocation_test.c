@@ -271,6 +271,32 @@ test_edges(void)
 	ok(sc.pods[0].share == 4 && sc.pods[1].share == 3 && sc.pods[2].share == 3,
 	   "a pod's share never falls below its part of the minimum");
 
+	/* a minimum does not change how the whole allocation is split */
+	reset(80);
+	a = add_app("A", 10, CB_UNBOUNDED, 1);
+	add_pod(a, "a1", CB_UNBOUNDED);
+	add_pod(a, "a2", CB_UNBOUNDED);
+	add_pod(a, "a3", CB_UNBOUNDED);
+	run();
+	ok(sc.pods[0].share == 27 && sc.pods[1].share == 27 && sc.pods[2].share == 26,
+	   "80 with min 10 over 3 pods: 27, 27, 26 (got %d, %d, %d)",
+	   sc.pods[0].share, sc.pods[1].share, sc.pods[2].share);
+
+	/* the floors show only where the level is below them */
+	reset(80);
+	a = add_app("A", 10, CB_UNBOUNDED, 1);
+	add_pod(a, "a1", CB_UNBOUNDED);
+	add_pod(a, "a2", 1);
+	add_pod(a, "a3", 1);
+	b = add_app("B", 0, CB_UNBOUNDED, 1);
+	add_pod(b, "b1", CB_UNBOUNDED);
+	run();
+	ok(sc.pods[1].share == 3 && sc.pods[2].share == 3,
+	   "pods demanding 1 keep their parts of the minimum (got %d, %d)",
+	   sc.pods[1].share, sc.pods[2].share);
+	is_int(sc.pods[0].share + sc.pods[1].share + sc.pods[2].share, sc.apps[a].allocation,
+		   "the pods' shares add up to the allocation");
+
 	/* cap and min together */
 	reset(100);
 	a = add_app("A", 10, 12, 1);
@@ -492,8 +518,11 @@ check_invariants(int64_t allocated)
 		}
 	}
 
-	/* among pods of one app: unsaturated pods differ by at most one unit,
-	 * and the extra units went to the lowest pod ids */
+	/*
+	 * among pods of one app: no pod holds more than its part of the
+	 * minimum and one unit above an unsaturated pod, and the units lost to
+	 * rounding went to the lowest pod ids
+	 */
 	for (int p = 0; p < sc.npods; p++)
 	{
 		CbAllocPod *pp = &sc.pods[p];
@@ -504,16 +533,14 @@ check_invariants(int64_t allocated)
 		for (int q = 0; q < sc.npods; q++)
 		{
 			CbAllocPod *pq = &sc.pods[q];
-			int			ep = pp->share - pp->min_share;
-			int			eq = pq->share - pq->min_share;
-			int			unsat_q = pq->demand < 0 || pq->share < pq->demand;
+			int			above_floor = pq->share > pq->min_share;
 
 			if (q == p || pq->app != pp->app)
 				continue;
-			if (eq > ep + 1)
+			if (above_floor && pq->share > pp->share + 1)
 				return "pod shares not max-min fair";
-			if (unsat_q && eq == ep + 1 && strcmp(pq->id, pp->id) > 0 &&
-				pq->min_share == pp->min_share)
+			if (above_floor && pq->share == pp->share + 1 &&
+				strcmp(pq->id, pp->id) > 0)
 				return "remainder not given in ascending pod-id order";
 		}
 	}
@@ -957,9 +984,9 @@ fleet_free(Fleet *f)
  * that 100,000 pods take a moment: shares add up to allocations and
  * allocations to at most the budget; caps, demands and minimums hold; no
  * unsaturated application could gain from another without that one
- * having less (relative to weight); within an application, unsaturated
- * pods differ by at most one unit, the extra units in ascending pod-id
- * order, and no pod has more than an unsaturated one plus one.
+ * having less (relative to weight); within an application, no pod holds
+ * more than its part of the minimum and one unit above an unsaturated
+ * pod, the extra units in ascending pod-id order.
  */
 static const char *
 fleet_check(Fleet *f, int32_t budget, int64_t allocated)
@@ -1047,12 +1074,11 @@ fleet_check(Fleet *f, int32_t budget, int64_t allocated)
 		for (int k = first; k < last; k++)
 		{
 			CbAllocPod *pod = &f->pods[idx[k]];
-			int			extra = pod->share - pod->min_share;
 
-			if (extra > highest)
-				highest = extra;
-			if ((pod->demand < 0 || pod->share < pod->demand) && extra < lowest_unsat)
-				lowest_unsat = extra;
+			if (pod->share > pod->min_share && pod->share > highest)
+				highest = pod->share;
+			if ((pod->demand < 0 || pod->share < pod->demand) && pod->share < lowest_unsat)
+				lowest_unsat = pod->share;
 		}
 		if (lowest_unsat != INT32_MAX && highest > lowest_unsat + 1)
 			fail = "pods of an application are not max-min fair";
@@ -1060,14 +1086,12 @@ fleet_check(Fleet *f, int32_t budget, int64_t allocated)
 		for (int k = first; k < last && !fail && lowest_unsat != INT32_MAX; k++)
 		{
 			CbAllocPod *pod = &f->pods[idx[k]];
-			int			extra = pod->share - pod->min_share;
 			int			unsat = pod->demand < 0 || pod->share < pod->demand;
 
-			if (!unsat || pod->min_share != f->pods[idx[first]].min_share)
-				continue;
-			if (extra == lowest_unsat)
+			if (unsat && pod->share == lowest_unsat)
 				seen_base = 1;
-			else if (extra == lowest_unsat + 1 && seen_base)
+			else if (pod->share == lowest_unsat + 1 && pod->share > pod->min_share &&
+					 seen_base)
 				fail = "the units lost to rounding did not go in ascending pod-id order";
 		}
 		first = last;
