@@ -2157,6 +2157,25 @@ static void cbpool__answered_locked(cbpool *pool, cbpool__msg *msg)
     }
 }
 
+/* The pace a refusing server states in its hint (connbudget 1.1 and later):
+   "Pools re-read their share every N ms (connbudget.refresh_interval)."; 0
+   when it states none. */
+static int cbpool__stated_refresh_ms(const char *text)
+{
+    static const char lead[] = "re-read their share every ";
+    const char *at = strstr(text, lead);
+    char *end;
+    long ms;
+
+    if (!at)
+        return 0;
+    ms = strtol(at + sizeof lead - 1, &end, 10);
+    if (end == at + sizeof lead - 1 || strncmp(end, " ms (connbudget.refresh_interval)", 33) != 0 ||
+        ms < 10 || ms > 3600000)
+        return 0;
+    return (int)ms;
+}
+
 static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
                                    int for_refresh, int64_t started_ns)
 {
@@ -2237,8 +2256,14 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
     if (refused) {
         /* the refusal registered this pod with the server, which shrinks the
            others at their next refresh: retry at that pace and no faster,
-           within the pod's lease */
-        int cap = pool->refresh_ms < pool->cfg.backoff_max_ms ? pool->refresh_ms
+           within the pod's lease.  A pool that never read its share learns
+           the pace from the refusal. */
+        int stated = pool->cfg.refresh_ms > 0 ? 0 : cbpool__stated_refresh_ms(text);
+        int cap;
+
+        if (stated)
+            pool->refresh_ms = stated;
+        cap = pool->refresh_ms < pool->cfg.backoff_max_ms ? pool->refresh_ms
                                                               : pool->cfg.backoff_max_ms;
         pool->backoff_until_ns = cbpool__now_ns() + cbpool__jitter_ns(pool, cap, 100, 120);
     } else

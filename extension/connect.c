@@ -369,6 +369,18 @@ cb_report_no_room(int elevel, const CbIdentity *id, const CbAdmission *admission
 }
 
 /*
+ * The hint of a 53300 refusal ends with the pace at which pools re-read
+ * their shares, so that a pool refused before it ever read one retries at
+ * the server's pace and not at a guess (connbudget_pool.h reads it).
+ */
+static int
+cb_refusal_hint(const char *advice)
+{
+	return errhint("%s Pools re-read their share every %d ms (connbudget.refresh_interval).",
+				   advice, cb_refresh_interval_ms);
+}
+
+/*
  * Report a refusal: FATAL when enforcing, a log line when only warning.
  */
 static void
@@ -386,7 +398,7 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 					 errdetail("Application \"%s\" holds %d connections and its limit is %d (connbudget.application_limits.max_connections); pod \"%s\".",
 							   id->application_name, a->connections - 1,
 							   a->cap, id->pod),
-					 errhint("Shrink the pools of this application, or raise its max_connections in connbudget.application_limits.")));
+					 cb_refusal_hint("Shrink the pools of this application, or raise its max_connections in connbudget.application_limits.")));
 			break;
 		case CB_OVER_POOLED_CAP:
 			ereport(elevel,
@@ -395,7 +407,7 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 							id->application_name),
 					 errdetail("Applications without a row in connbudget.application_limits hold %d connections together and their limit is %d (connbudget.unconfigured_max_connections); pod \"%s\".",
 							   a->pooled_connections - 1, a->pooled_cap, id->pod),
-					 errhint("Add the application to connbudget.application_limits, or raise connbudget.unconfigured_max_connections.")));
+					 cb_refusal_hint("Add the application to connbudget.application_limits, or raise connbudget.unconfigured_max_connections.")));
 			break;
 		case CB_OVER_BUDGET:
 			ereport(elevel,
@@ -405,7 +417,7 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 					 errdetail("Governed connections already fill the budget: %d of %d in use; application \"%s\" holds %d; pod \"%s\".",
 							   a->governed - 1, a->budget, id->application_name,
 							   a->connections - 1, id->pod),
-					 errhint("Pools should size themselves with connbudget.pool_share(); see the connbudget.pods view.")));
+					 cb_refusal_hint("Pools should size themselves with connbudget.pool_share(); see the connbudget.pods view.")));
 			break;
 		case CB_OVER_MINIMUMS:
 			ereport(elevel,
@@ -415,7 +427,7 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 					 errdetail("Governed connections plus other applications' unused min_connections would be %d, and the budget is %d; application \"%s\" holds %d; pod \"%s\".",
 							   a->committed, a->budget, id->application_name,
 							   a->connections - 1, id->pod),
-					 errhint("Pools should size themselves with connbudget.pool_share(); see the connbudget.applications view.")));
+					 cb_refusal_hint("Pools should size themselves with connbudget.pool_share(); see the connbudget.applications view.")));
 			break;
 		case CB_ADMIT:
 			break;

@@ -218,6 +218,46 @@ main(void)
 		   "(%ld samples, at most %ld)", samples, max_governed);
 	is_int(pg_wait_for(admin, "SELECT governed FROM connbudget.budget", 0, 10000), 0,
 		   "every connection was closed");
+	/*
+	 * A pool refused before it ever read a share retries at the pace the
+	 * server states in the refusal (200 ms here), not at a guess of 1 s.
+	 */
+	{
+		char		conninfo[512];
+		cbpool_config cfg = test_config("full", "late");
+		cbpool	   *late;
+		PGconn	   *holder;
+		char		err[256];
+		cbpool_stats_t s;
+		double		t0;
+
+		pg_exec(admin, "INSERT INTO connbudget.application_limits (application_name, max_connections) "
+				"VALUES ('full', 1)");
+		snprintf(conninfo, sizeof(conninfo),
+				 "%s user=shop_user application_name=full options='-c connbudget.pod=holder'",
+				 cluster_conninfo());
+		holder = PQconnectdb(conninfo);
+		if (PQstatus(holder) != CONNECTION_OK)
+			bail_out("holder: %s", PQerrorMessage(holder));
+		snprintf(conninfo, sizeof(conninfo), "%s user=shop_user", cluster_conninfo());
+		cfg.conninfo = conninfo;
+		late = cbpool_open(&cfg, err, sizeof(err));
+		if (!late)
+			bail_out("cbpool_open: %s", err);
+		t0 = now_seconds();
+		sleep_ms(2000);
+		s = stats_of(late);
+		ok(s.connects == 0 && s.connects_refused >= 5 &&
+		   s.connects_refused <= (uint64_t) ((now_seconds() - t0) * 1000 / REFRESH_MS) + 2,
+		   "a pool refused from the start retries once per the server's refresh interval "
+		   "of %d ms (%llu refusals in %.1f s)", REFRESH_MS,
+		   (unsigned long long) s.connects_refused, now_seconds() - t0);
+		PQfinish(holder);
+		ok(cbpool_wait_ready(late, 5000) == CBPOOL_OK,
+		   "and it connects once the application has room");
+		cbpool_close(late);
+	}
+
 	PQfinish(admin);
 	return done_testing();
 }
