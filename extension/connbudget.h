@@ -160,6 +160,7 @@ typedef struct CbAdmission
 	char		pod_owner[CB_NAME_LEN]; /* for CB_NOT_OWNER */
 	int32		role_pods;		/* for CB_ROLE_FULL: pods the role holds */
 	int32		role_limit;		/* and connbudget.max_pods_per_role */
+	bool		role_sessions;	/* role_pods counts its pool sessions */
 } CbAdmission;
 
 /* Result of pool_share(). */

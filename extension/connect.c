@@ -342,6 +342,14 @@ cb_report_pod(int elevel, const CbIdentity *id, const CbAdmission *admission)
 				 errdetail("A live pod belongs to the role that registered it; role \"%s\" cannot connect to it or report for it.",
 						   id->user_name),
 				 errhint("Give this connection a pod id of its own with connbudget.pod.")));
+	else if (admission->role_sessions)
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" already holds %d live pool sessions", id->user_name,
+						admission->role_pods),
+				 errdetail("connbudget.max_pods_per_role (%d) bounds a role's pods and their pool sessions together; a new pool session of pod \"%s\" of application \"%s\" would be one more.",
+						   admission->role_limit, id->pod, id->application_name),
+				 errhint("Let pools of one process share a pool session, or raise connbudget.max_pods_per_role.")));
 	else
 		ereport(elevel,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

@@ -230,6 +230,7 @@ cb_add_role_locked(const char *name)
 	role->incarnation = cb_new_incarnation();
 	role->hash = cb_name_hash(name);
 	role->npods = 0;
+	role->nsessions = 0;
 	strlcpy(role->name, name, CB_NAME_LEN);
 	cb_lookup_insert(cb_role_lookup, role->hash, slot);
 	return slot;
@@ -329,6 +330,7 @@ cb_add_session_locked(int32 pod, uint64 token, uint32 hash)
 	pg_atomic_write_u64(&session->heartbeat, 0);
 	cb_lookup_insert(cb_session_lookup, hash, slot);
 	cb_pods[pod].nsessions++;
+	cb_roles[cb_pods[pod].role].nsessions++;
 	cb_membership_changed();
 	return slot;
 }
@@ -341,6 +343,7 @@ cb_free_session_locked(int slot)
 	Assert(session->incarnation != 0 && session->connections == 0);
 	cb_lookup_delete(cb_session_lookup, session->hash, slot);
 	cb_pods[session->pod].nsessions--;
+	cb_roles[cb_pods[session->pod].role].nsessions--;
 	session->incarnation = 0;
 	cb_session_free_stack[cb_shared->sessions_free++] = slot;
 	cb_membership_changed();
@@ -487,7 +490,8 @@ cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
  *
  * CB_NO_ROOM	a table is full; the backend is "other"
  * CB_NOT_OWNER its explicit pod id belongs to another role
- * CB_ROLE_FULL its role already holds connbudget.max_pods_per_role pods
+ * CB_ROLE_FULL its role already holds connbudget.max_pods_per_role pods,
+ *				or as many pool sessions (role_sessions)
  *
  * (for the last two the backend is "other" too, until the caller refuses
  * it or places it again with exempt, for a superuser or under warn).  A
@@ -514,6 +518,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt,
 
 	*app_out = *pod_out = *session_out = -1;
 	admission->room = CB_ROOM;
+	admission->role_sessions = false;
 
 	app = cb_find_app_locked(id->application_name, app_hash);
 	configured = app >= 0 && cb_apps[app].configured;
@@ -568,7 +573,17 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt,
 	{
 		session_hash = cb_session_hash(pod, id->session_token);
 		session = cb_find_session_locked(pod, id->session_token, session_hash);
-		if (session < 0)
+		role = cb_pods[pod].role;
+		if (session < 0 && !exempt &&
+			cb_roles[role].nsessions >= cb_shared->max_pods_per_role)
+		{
+			/* pool sessions take slots too: one role cannot fill them */
+			admission->role_pods = cb_roles[role].nsessions;
+			admission->role_limit = cb_shared->max_pods_per_role;
+			admission->role_sessions = true;
+			admission->room = CB_ROLE_FULL;
+		}
+		else if (session < 0)
 			session = cb_add_session_locked(pod, id->session_token, session_hash);
 	}
 	if (session < 0)

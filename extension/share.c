@@ -442,8 +442,10 @@ cb_allocator_cycle(void)
 			return 1000;
 		return Min(1000, Max(1, TimestampDifferenceMilliseconds(now, next_event)));
 	}
+	/* a wall clock stepped back publishes at once rather than wait for it */
 	since_ms = TimestampDifferenceMilliseconds(p->last_published, now);
-	if (p->last_published != 0 && since_ms < cb_publish_period_ms())
+	if (p->last_published != 0 && p->last_published <= now &&
+		since_ms < cb_publish_period_ms())
 		return -(cb_publish_period_ms() - since_ms);
 
 	LWLockAcquire(cb_shared->publish_lock, LW_EXCLUSIVE);

@@ -116,6 +116,7 @@ typedef struct CbRole
 	uint32		incarnation;	/* 0: free slot */
 	uint32		hash;
 	int32		npods;			/* pod slots it owns */
+	int32		nsessions;		/* session slots of those pods */
 	char		name[CB_NAME_LEN];
 } CbRole;
 

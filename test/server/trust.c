@@ -269,6 +269,65 @@ test_pod_flood(void)
 	after("inventing 2,000 pod ids");
 }
 
+/* ---- 4b: inventing 2,000 pool sessions in one pod ---- */
+
+static void
+test_session_flood(void)
+{
+	char		st[6],
+				msg[2048],
+				sample[2048] = "";
+	int			leased = 0,
+				limited = 0,
+				other = 0;
+	PGconn	   *conn;
+
+	/* her pods of the tests before end first, so that she starts from none */
+	pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'flood-%'", 0, 20000);
+	for (int i = 0; i < 2000; i++)
+	{
+		char		opts[96];
+
+		snprintf(opts, sizeof(opts),
+				 "options=-c connbudget.pod=m-sessions -c connbudget.pool_session=s%04d", i);
+		conn = pg_connect_ex(st, msg, sizeof(msg), "user=mallory", "application_name=shared",
+							 opts, (const char *) NULL);
+		if (conn)
+		{
+			pg_long(conn, "SELECT max_size FROM connbudget.pool_share(1)");
+			PQfinish(conn);
+			leased++;
+		}
+		else if (strcmp(st, "53400") == 0)
+		{
+			if (!sample[0])
+				snprintf(sample, sizeof(sample), "%s", msg);
+			if (++limited >= 100)
+				break;
+		}
+		else
+			other++;
+	}
+	is_int(leased, 50, "mallory leases 50 pool sessions in one pod, and no more "
+		   "(connbudget.max_pods_per_role bounds them too)");
+	ok(limited >= 100 && other == 0, "every further pool session is refused with 53400");
+	ok(strstr(sample, "role \"mallory\" already holds 50 live pool sessions") != NULL &&
+	   strstr(sample, "connbudget.max_pods_per_role") != NULL,
+	   "naming the role and the setting: %.200s", sample);
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'm-sessions'"), 1,
+		   "they are one pod");
+	conn = connect_as("webuser", "shared", "web-sessions", st, msg, sizeof(msg));
+	ok(conn != NULL, "other roles still register new pods");
+	PQfinish(conn);
+	conn = connect_as("mallory", "shared", "m-other", st, msg, sizeof(msg));
+	ok(conn == NULL && strcmp(st, "53400") == 0,
+	   "nor can she start a new pod while her sessions fill her bound (%s)", st);
+	PQfinish(conn);
+	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'm-sessions'", 0, 20000),
+		   0, "her leases end after pod_ttl");
+	after("inventing 2,000 pool sessions");
+}
+
 /* ---- 5: inventing 200 application names ---- */
 
 static void
@@ -488,6 +547,7 @@ main(void)
 	test_claim_bound_application();
 	test_foreign_pod();
 	test_pod_flood();
+	test_session_flood();
 	test_invented_applications();
 	test_client_addr_privacy();
 	test_limits_privilege();
