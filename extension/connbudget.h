@@ -212,6 +212,7 @@ typedef struct CbPodRow
 	int32		demand;			/* CB_UNBOUNDED = NULL */
 	char		client_addr[CB_ADDR_LEN];
 	char		owner[CB_NAME_LEN]; /* the role it belongs to */
+	bool		derived;		/* its id is the client's address or "local" */
 	TimestampTz first_seen;
 	TimestampTz last_seen;
 	TimestampTz lease_expires;	/* 0 = never called pool_share() */

@@ -166,7 +166,8 @@ cb_inet_datum(const char *addr, bool *isnull)
 /*
  * Where a pod connects from is shown as pg_stat_activity shows a backend's
  * client_addr: to the pod's own role (and roles with its privileges), to
- * members of pg_read_all_stats and to superusers.
+ * members of pg_read_all_stats and to superusers.  So is the id of a pod
+ * that gave none, which is that address.
  */
 static bool
 cb_may_see_pod(const char *owner)
@@ -195,14 +196,16 @@ connbudget_read_pods(PG_FUNCTION_ARGS)
 		CbPodRow   *row = &rows[i];
 		Datum		values[9];
 		bool		nulls[9] = {false};
+		bool		may_see = cb_may_see_pod(row->owner);
 
 		values[0] = CStringGetTextDatum(row->application_name);
 		values[1] = CStringGetTextDatum(row->pod);
+		nulls[1] = row->derived && row->client_addr[0] != '\0' && !may_see;
 		values[2] = Int32GetDatum(row->connections);
 		values[3] = Int32GetDatum(row->share);
 		values[4] = Int32GetDatum(row->demand);
 		nulls[4] = row->demand == CB_UNBOUNDED;
-		if (cb_may_see_pod(row->owner))
+		if (may_see)
 			values[5] = cb_inet_datum(row->client_addr, &nulls[5]);
 		else
 			nulls[5] = true;

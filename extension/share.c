@@ -755,6 +755,7 @@ cb_snapshot_pods(CbPodRow **rows_out)
 			row->demand = published ? pp.demand : pod->connections;
 			memcpy(row->client_addr, pod->client_addr, CB_ADDR_LEN);
 			memcpy(row->owner, cb_roles[pod->role].name, CB_NAME_LEN);
+			row->derived = pod->derived;
 			row->first_seen = pod->first_seen;
 			row->last_seen = (TimestampTz) pg_atomic_read_u64(&pod->last_seen);
 			row->lease_expires = cb_pod_lease_end(pod, cb_shared->pod_ttl_ms);

@@ -425,6 +425,25 @@ test_client_addr_privacy(void)
 		   "127.0.0.1", "a member of pg_read_all_stats sees every pod's address");
 	is_str(pg_value(admin, "SELECT host(client_addr) FROM connbudget.pods WHERE pod = 'm-2'"),
 		   "127.0.0.1", "and so does a superuser");
+	{
+		/* a pod that gave no id is named by its address: as private */
+		PGconn	   *api_derived = connect_as("apiuser", "api", NULL, st, msg, sizeof(msg));
+
+		if (!api_derived)
+			bail_out("connect: %s", msg);
+		is_int(pg_long(mine, "SELECT count(*) FROM connbudget.pods WHERE application_name = 'api' "
+					   "AND pod IS NULL AND client_addr IS NULL AND connections = 1"), 1,
+			   "mallory sees apiuser's pod without an id of its own, but not its id, which is its address");
+		is_int(pg_long(mine, "SELECT count(*) FROM connbudget.pods WHERE pod = '127.0.0.1'"), 0,
+			   "the address is nowhere in what she reads");
+		is_str(pg_value(api, "SELECT pod FROM connbudget.pods WHERE application_name = 'api' "
+						"AND pod = '127.0.0.1'"), "127.0.0.1",
+			   "apiuser sees her pod's id");
+		is_str(pg_value(stats, "SELECT pod FROM connbudget.pods WHERE application_name = 'api' "
+						"AND pod = '127.0.0.1'"), "127.0.0.1",
+			   "and so does a member of pg_read_all_stats");
+		PQfinish(api_derived);
+	}
 	PQfinish(api);
 	PQfinish(mine);
 	PQfinish(stats);
