@@ -500,19 +500,25 @@ cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
  * 27, 27, 26 (floors 4, 3, 3), as without a minimum; a floor only shows
  * when the level is below it.
  */
+/* What member i holds at water level "level": its floor, the level or its
+   demand, whichever is in the middle. */
+static int64_t
+cb_held_at(int64_t level, int i, const CbWork *w)
+{
+	int64_t		held = level > w->min_part[i] ? level : w->min_part[i];
+
+	if (w->demand[i] >= 0 && held > w->demand[i])
+		held = w->demand[i] > w->min_part[i] ? w->demand[i] : w->min_part[i];
+	return held;
+}
+
 static int64_t
 cb_level_sum(int64_t level, int n, const CbWork *w)
 {
 	int64_t		sum = 0;
 
 	for (int i = 0; i < n; i++)
-	{
-		int64_t		held = level > w->min_part[i] ? level : w->min_part[i];
-
-		if (w->demand[i] >= 0 && held > w->demand[i])
-			held = w->demand[i] > w->min_part[i] ? w->demand[i] : w->min_part[i];
-		sum += held;
-	}
+		sum += cb_held_at(level, i, w);
 	return sum;
 }
 
@@ -541,12 +547,10 @@ cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
 	rest = total - cb_level_sum(low, n, w);
 	for (int i = 0; i < n; i++)
 	{
-		int64_t		held = low > w->min_part[i] ? low : w->min_part[i];
+		int64_t		held = cb_held_at(low, i, w);
 		int			rising = w->min_part[i] <= low &&
 			(w->demand[i] < 0 || w->demand[i] > low);
 
-		if (w->demand[i] >= 0 && held > w->demand[i])
-			held = w->demand[i] > w->min_part[i] ? w->demand[i] : w->min_part[i];
 		if (rising && rest > 0)
 		{
 			held++;
