@@ -153,7 +153,7 @@ cb_define_gucs(void)
 
 	DefineCustomIntVariable("connbudget.max_pods",
 							"Most pods connbudget keeps track of at once.",
-							"Sizes the pod table in shared memory (about 730 bytes per pod, and twice as many pool "
+							"Sizes the pod table in shared memory (about 740 bytes per pod, and twice as many pool "
 							"sessions); it does not depend on max_connections. A new pod beyond it is refused.",
 							&cb_max_pods,
 							CB_DEFAULT_MAX_PODS, 16, CB_MAX_MAX_PODS,
