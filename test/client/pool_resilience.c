@@ -899,6 +899,18 @@ test_tls(void)
 	int			pid;
 	char		err[256];
 
+	{
+		/* an installation built without OpenSSL has no TLS to test */
+		const char *server_lib = pg_value(admin_conn(), "SHOW ssl_library");
+		const char *client_lib = PQsslAttribute(NULL, "library");
+
+		if (!server_lib || !*server_lib || !client_lib)
+		{
+			skip(6, "TLS: this PostgreSQL's server or libpq was built without "
+				 "OpenSSL (configure --with-openssl)");
+			return;
+		}
+	}
 	snprintf(dir, sizeof(dir), "%s/data", cluster_dir());
 	snprintf(cmd, sizeof(cmd),
 			 "cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
