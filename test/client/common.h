@@ -17,6 +17,7 @@ typedef struct LogEntry
 	cbpool_log_level level;
 	char		id[32];
 	char		text[512];
+	double		at;				/* now_seconds() when it was logged */
 } LogEntry;
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -33,6 +34,7 @@ test_logger(void *user, cbpool_log_level level, const char *id, const char *mess
 		LogEntry   *e = &log_entries[log_count++];
 
 		e->level = level;
+		e->at = now_seconds();
 		snprintf(e->id, sizeof(e->id), "%s", id);
 		snprintf(e->text, sizeof(e->text), "%s", message);
 	}
@@ -56,6 +58,20 @@ logged_at(const char *id, const char *text, int level)
 			n++;
 	pthread_mutex_unlock(&log_lock);
 	return n;
+}
+
+/* When the first message with this id was logged, or 0 if none was. */
+static inline double
+logged_first(const char *id)
+{
+	double		at = 0;
+
+	pthread_mutex_lock(&log_lock);
+	for (int i = 0; i < log_count && at == 0; i++)
+		if (strcmp(log_entries[i].id, id) == 0)
+			at = log_entries[i].at;
+	pthread_mutex_unlock(&log_lock);
+	return at;
 }
 
 /* How many messages with this id (and containing "text", if given). */
