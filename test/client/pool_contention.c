@@ -525,6 +525,8 @@ test_keeper_gone(void)
 	uint64_t	expired0;
 
 	cfg.max_size = 1;
+	/* no share refresh: one that wants the only connection turns keeping off */
+	cfg.refresh_ms = 60000;
 	pool = open_or_bail(&cfg);
 	/* come straight back once, so that the next release may keep it */
 	conn = cbpool_acquire(pool, 5000);
