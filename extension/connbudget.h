@@ -150,6 +150,17 @@ typedef enum CbRoom
 								 * counted */
 } CbRoom;
 
+/* How the connect hook checks a connection against the limits. */
+typedef enum CbCheck
+{
+	CB_CHECK_NONE,				/* count it, check nothing (enforce = off, and
+								 * superusers, who are never refused) */
+	CB_CHECK_WARN,				/* a refused one is recorded and stays */
+	CB_CHECK_REFUSE				/* a refused one is recorded and uncounted
+								 * under the same lock: no reader ever counts
+								 * it */
+} CbCheck;
+
 /* The connect hook's verdict on a new connection, and the numbers. */
 typedef struct CbAdmission
 {
@@ -234,9 +245,8 @@ extern int32 cb_configured_budget(void);
 
 extern void cb_application_claim(const char *application_name, CbClaim *claim);
 extern void cb_claim_refused(const char *application_name);
-extern void cb_backend_attach(const CbIdentity *identity, bool enforce,
+extern void cb_backend_attach(const CbIdentity *identity, CbCheck check,
 							  bool exempt, CbAdmission *admission);
-extern void cb_backend_refused(bool keep);
 extern void cb_backend_detach(void);
 
 /* ---- share.c ---- */

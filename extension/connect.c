@@ -448,6 +448,8 @@ cb_client_auth(Port *port, int status)
 	CbIdentity	id;
 	CbAdmission admission;
 	int			enforce = cb_enforce;
+	bool		superuser;
+	CbCheck		check;
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
@@ -457,6 +459,7 @@ cb_client_auth(Port *port, int status)
 		return;
 
 	cb_identify(port, &id);
+	superuser = cb_is_superuser(port->user_name);
 
 	/* right after a restart, limits must be in force before we admit */
 	if (enforce != CB_ENFORCE_OFF && !cb_wait_for_limits(CB_LIMITS_WAIT_MS))
@@ -474,48 +477,38 @@ cb_client_auth(Port *port, int status)
 
 		cb_application_claim(id.application_name, &claim);
 		if (claim.configured && claim.nroles >= 0 &&
-			!cb_role_may_claim(id.user_name, &claim) &&
-			!cb_is_superuser(port->user_name))
+			!cb_role_may_claim(id.user_name, &claim) && !superuser)
 		{
 			cb_claim_refused(id.application_name);
 			cb_report_claim(elevel, &id, &claim);
 		}
 		else if (!claim.configured && id.explicit_pod &&
-				 claim.unconfigured == CB_UNCONFIGURED_REFUSE &&
-				 !cb_is_superuser(port->user_name))
+				 claim.unconfigured == CB_UNCONFIGURED_REFUSE && !superuser)
 			cb_report_unconfigured(elevel, &id);
 	}
 
-	cb_backend_attach(&id, enforce != CB_ENFORCE_OFF, enforce == CB_ENFORCE_OFF,
-					  &admission);
+	/* superusers are counted and never refused */
+	check = enforce == CB_ENFORCE_OFF || superuser ? CB_CHECK_NONE :
+		enforce == CB_ENFORCE_ON ? CB_CHECK_REFUSE : CB_CHECK_WARN;
+	cb_backend_attach(&id, check, enforce == CB_ENFORCE_OFF, &admission);
 	if (admission.room == CB_NOT_OWNER || admission.room == CB_ROLE_FULL)
 	{
 		/* superusers, and everybody under warn, get in after all */
-		if (!cb_is_superuser(port->user_name))
+		if (!superuser)
 			cb_report_pod(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id, &admission);
-		cb_backend_attach(&id, true, true, &admission);
+		cb_backend_attach(&id, check, true, &admission);
 	}
 	if (admission.room == CB_NO_ROOM)
 	{
 		/* never silently "other": refused, or let in with a warning */
-		if (cb_is_superuser(port->user_name))
-			return;
-		cb_report_no_room(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id,
-						  &admission);
+		if (!superuser)
+			cb_report_no_room(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id,
+							  &admission);
 		return;
 	}
-	if (admission.verdict == CB_ADMIT)
-		return;
-	if (cb_is_superuser(port->user_name))
-		return;
-
-	if (enforce == CB_ENFORCE_ON)
-	{
-		cb_backend_refused(false);
-		cb_report(FATAL, &id, &admission);
-	}
-	cb_backend_refused(true);
-	cb_report(WARNING, &id, &admission);
+	/* a refused connection is recorded, and under "on" no longer counted */
+	if (admission.verdict != CB_ADMIT)
+		cb_report(check == CB_CHECK_REFUSE ? FATAL : WARNING, &id, &admission);
 }
 
 void

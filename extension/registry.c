@@ -768,13 +768,56 @@ cb_claim_refused(const char *application_name)
 }
 
 /*
- * Count this backend first, then check it against the limits, all under
- * the exclusive lock; see the locking rules in state.h.  The caller decides
- * what to do with a verdict other than CB_ADMIT (superusers are never
- * refused) and reports back with cb_backend_refused().
+ * Record a refusal against this backend's application.  Unless the
+ * connection is kept (enforce = warn), it is also uncounted, under the lock
+ * that counted it: no view, no pool_share() and no other connect ever
+ * counts a connection that is refused, and its slot is free before the
+ * FATAL error reaches the client.
+ *
+ * A refused connection still renews its session's lease, and counts as a
+ * report of wanting one connection more than it holds (unless its pool
+ * reported lately).  Otherwise a pod could never join a budget that the
+ * pods already there fill: it needs a connection to be counted, and it
+ * cannot connect until the others shrink, which they only do once it is
+ * counted.  With the lease, the pod is live for pod_ttl, the others'
+ * shares shrink at their next refresh, and the pod's retry finds room.
+ */
+static void
+cb_refused_locked(CbBackend *me, bool keep, TimestampTz now)
+{
+	if (me->kind == CB_BACKEND_GOVERNED)
+	{
+		CbApp	   *app = &cb_apps[me->app];
+
+		app->refused++;
+		app->last_refused = now;
+		if (!keep)
+		{
+			CbSession  *session = &cb_sessions[me->session];
+			uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
+			int32		demand = (int32) pg_atomic_read_u32(&session->demand);
+			bool		fresh = demand != CB_NO_REPORT &&
+				cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) > now;
+
+			cb_uncount_locked(me);
+			if (!fresh)
+				pg_atomic_write_u32(&session->demand,
+									(uint32) (session->connections + 1));
+			pg_atomic_write_u64(&session->heartbeat, (uint64) now);
+			pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
+			cb_clear_backend_locked(me);
+		}
+	}
+}
+
+/*
+ * Count this backend first, then check it against the limits and record a
+ * refusal, all under the exclusive lock; see the locking rules in state.h.
+ * The caller reports a verdict other than CB_ADMIT: under CB_CHECK_REFUSE
+ * the backend is no longer counted by then.
  */
 void
-cb_backend_attach(const CbIdentity *identity, bool enforce, bool exempt,
+cb_backend_attach(const CbIdentity *identity, CbCheck check, bool exempt,
 				  CbAdmission *admission)
 {
 	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
@@ -815,58 +858,13 @@ cb_backend_attach(const CbIdentity *identity, bool enforce, bool exempt,
 		c->pooled = !app->configured;
 		c->pooled_connections = cb_shared->pooled;
 		c->pooled_cap = cb_shared->unconfigured_max;
-		if (enforce)
+		if (check != CB_CHECK_NONE)
 			admission->verdict = cb_admission_verdict(c);
+		if (admission->verdict != CB_ADMIT)
+			cb_refused_locked(me, check == CB_CHECK_WARN, now);
 	}
 	cb_inputs_changed();
 
-	LWLockRelease(cb_shared->lock);
-}
-
-/*
- * Record a refusal against this backend's application.  Unless the
- * connection is kept (enforce = warn), it is also uncounted at once, so
- * that the slot is free before the FATAL error reaches the client.
- *
- * A refused connection still renews its session's lease, and counts as a
- * report of wanting one connection more than it holds (unless its pool
- * reported lately).  Otherwise a pod could never join a budget that the
- * pods already there fill: it needs a connection to be counted, and it
- * cannot connect until the others shrink, which they only do once it is
- * counted.  With the lease, the pod is live for pod_ttl, the others'
- * shares shrink at their next refresh, and the pod's retry finds room.
- */
-void
-cb_backend_refused(bool keep)
-{
-	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
-	TimestampTz now = GetCurrentTimestamp();
-
-	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
-	if (me->kind == CB_BACKEND_GOVERNED)
-	{
-		CbApp	   *app = &cb_apps[me->app];
-
-		app->refused++;
-		app->last_refused = now;
-		if (!keep)
-		{
-			CbSession  *session = &cb_sessions[me->session];
-			uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
-			int32		demand = (int32) pg_atomic_read_u32(&session->demand);
-			bool		fresh = demand != CB_NO_REPORT &&
-				cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) > now;
-
-			cb_uncount_locked(me);
-			if (!fresh)
-				pg_atomic_write_u32(&session->demand,
-									(uint32) (session->connections + 1));
-			pg_atomic_write_u64(&session->heartbeat, (uint64) now);
-			pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
-			cb_clear_backend_locked(me);
-			cb_inputs_changed();
-		}
-	}
 	LWLockRelease(cb_shared->lock);
 }
 

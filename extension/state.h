@@ -48,8 +48,10 @@
  *	 microseconds and O(1) work: find or add the app, pod and session,
  *	 adjust counts, compare them with the limits.  Counting and checking
  *	 under the same exclusive lock is what makes admission exact: no two
- *	 connections can take the same last slot.  ProcArrayLock is never taken,
- *	 no catalog is read and no allocation is computed on this path.
+ *	 connections can take the same last slot.  A refused connection is
+ *	 uncounted under that same lock, so no reader ever counts it.
+ *	 ProcArrayLock is never taken, no catalog is read and no allocation is
+ *	 computed under the lock.
  * - pool_share() takes no lock.  Its session is pinned by the caller's own
  *	 connection, so it stores the demand and heartbeat with atomic writes,
  *	 and reads its share from the latest publication under that

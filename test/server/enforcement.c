@@ -7,6 +7,8 @@
  *
  * cluster: max_connections=120 superuser_reserved_connections=3 connbudget.reserved_connections=20
  */
+#include <pthread.h>
+
 #include "../lib/pgtest.h"
 
 static PGconn *admin;
@@ -59,6 +61,106 @@ set_and_reload(const char *setting, const char *value)
 	}
 }
 
+/* ---- connects that are refused, over and over, while others look ---- */
+
+typedef struct Refuser
+{
+	pthread_t	thread;
+	int		   *stop;
+	long		refused;
+	long		other;
+} Refuser;
+
+static void *
+refuser_main(void *arg)
+{
+	Refuser    *r = arg;
+
+	while (!__atomic_load_n(r->stop, __ATOMIC_RELAXED))
+	{
+		char		st[6],
+					msg[1024];
+		PGconn	   *conn = pg_connect_ex(st, msg, sizeof(msg), "application_name=capped",
+										 "user=app", "options=-c connbudget.pod=storm",
+										 (const char *) NULL);
+
+		if (conn)
+		{
+			PQfinish(conn);
+			r->other++;
+		}
+		else if (strcmp(st, "53300") == 0)
+			r->refused++;
+		else
+			r->other++;
+	}
+	return NULL;
+}
+
+/* A reader of the applications view, as fast as it answers. */
+typedef struct Looker
+{
+	pthread_t	thread;
+	int		   *stop;
+	long		reads;
+	long		over;			/* reads that counted more than the cap */
+} Looker;
+
+#define STORM_CAP 10
+
+static void *
+looker_main(void *arg)
+{
+	Looker	   *l = arg;
+	PGconn	   *conn = pg_connect_or_bail("application_name=looker");
+
+	while (!__atomic_load_n(l->stop, __ATOMIC_RELAXED))
+	{
+		if (pg_long(conn, "SELECT connections FROM connbudget.applications "
+					"WHERE application_name = 'capped'") > STORM_CAP)
+			l->over++;
+		l->reads++;
+	}
+	PQfinish(conn);
+	return NULL;
+}
+
+/*
+ * With the application at its cap, connect over and over (each connect
+ * refused) for "seconds" while others read the applications view; returns
+ * how many reads counted more connections than the cap.
+ */
+static long
+refusals_seen_counted(int seconds, long *reads, long *refused)
+{
+	Refuser		refusers[3];
+	Looker		lookers[3];
+	int			stop = 0;
+	long		over = 0;
+
+	for (int i = 0; i < 3; i++)
+	{
+		refusers[i] = (Refuser) {.stop = &stop};
+		lookers[i] = (Looker) {.stop = &stop};
+		pthread_create(&refusers[i].thread, NULL, refuser_main, &refusers[i]);
+		pthread_create(&lookers[i].thread, NULL, looker_main, &lookers[i]);
+	}
+	sleep_ms(seconds * 1000);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+	*reads = *refused = 0;
+	for (int i = 0; i < 3; i++)
+	{
+		pthread_join(refusers[i].thread, NULL);
+		pthread_join(lookers[i].thread, NULL);
+		*refused += refusers[i].refused;
+		*reads += lookers[i].reads;
+		over += lookers[i].over;
+		if (refusers[i].other)
+			bail_out("a connect over the cap was not refused with 53300");
+	}
+	return over;
+}
+
 static void
 test_cap_storm(void)
 {
@@ -83,6 +185,15 @@ test_cap_storm(void)
 	is_int(app_value("refused", "capped"), 50, "and 50 refusals");
 	is_int(pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'capped'"),
 		   10, "pg_stat_activity agrees: 10 backends");
+	{
+		long		reads,
+					refused,
+					over = refusals_seen_counted(3, &reads, &refused);
+
+		ok(over == 0 && refused > 100 && reads > 30,
+		   "a refused connection is never counted: %ld reads of the applications view "
+		   "during %ld refusals, %ld of them over the cap", reads, refused, over);
+	}
 
 	crowd_release(&crowd);
 	is_int(wait_app_connections("capped", 0), 0, "closing them frees every slot");
