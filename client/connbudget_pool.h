@@ -1292,6 +1292,10 @@ typedef struct cbpool__notice_sink {
    are kept here and logged after the lock is released */
 static __thread cbpool__notice_sink *cbpool__deferred_notices;
 
+/* FATAL and PANIC notices libpq delivered on this thread: the error a
+   backend sends when it ends an idle connection, before its socket closes */
+static __thread unsigned cbpool__fatal_notices;
+
 static void cbpool__notice(void *arg, const PGresult *res)
 {
     cbpool *pool = (cbpool *)arg;
@@ -1305,6 +1309,8 @@ static void cbpool__notice(void *arg, const PGresult *res)
         sev = PQresultErrorField(res, PG_DIAG_SEVERITY);
     if (!sev)
         sev = "NOTICE";
+    if (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)
+        cbpool__fatal_notices++;
     if (strcmp(sev, "WARNING") == 0 || strcmp(sev, "ERROR") == 0 ||
         strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0)
         level = CBPOOL_LOG_WARN;
@@ -1747,11 +1753,13 @@ static int cbpool__looks_alive(PGconn *pg)
 {
     struct pollfd pfd;
     int rounds;
+    unsigned fatal = cbpool__fatal_notices;
     if (PQstatus(pg) != CONNECTION_OK)
         return 0;
     /* read whatever is waiting: NOTIFY and ParameterStatus messages are
-       fine; a terminated backend's FATAL error is followed by EOF, which
-       only a further read sees */
+       fine; a terminated backend's FATAL error (a notice to libpq, as no
+       query runs) means the connection is gone, although the EOF that
+       follows it may not be there yet */
     for (rounds = 0; rounds < 4; rounds++) {
         pfd.fd = PQsocket(pg);
         pfd.events = POLLIN;
@@ -1762,7 +1770,8 @@ static int cbpool__looks_alive(PGconn *pg)
             break;
         if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
             return 0;
-        if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK || PQisBusy(pg))
+        if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK || PQisBusy(pg) ||
+            cbpool__fatal_notices != fatal)
             return 0;
     }
     return rounds < 4 && PQtransactionStatus(pg) == PQTRANS_IDLE;

@@ -1,10 +1,16 @@
 /*
  * pool_faults.c -- the pool recovers by itself: a server restart under
- * load, a server that stops answering, and connects refused with 53300
+ * load, a server that stops answering, a backend that ends an idle
+ * connection before its socket closes, and connects refused with 53300
  * (backpressure, not an outage).
  *
  * cluster: max_connections=50 superuser_reserved_connections=3 connbudget.refresh_interval=100
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "common.h"
 
 #define THREADS 8
@@ -220,6 +226,184 @@ test_refusal_is_backpressure(void)
 	pg_exec(admin, "DELETE FROM connbudget.application_limits");
 }
 
+/* ---- a backend's FATAL before its socket closes ---- */
+
+/*
+ * A TCP relay in front of the server that, when the server closes a
+ * connection, keeps the client's side open for LINGER_MS more: the client
+ * has the terminated backend's FATAL error but not yet the EOF after it,
+ * as on a slow network or a backend slow to exit.
+ */
+#define LINGER_MS 2000
+
+typedef struct Relay
+{
+	int			listen_fd;
+	int			port;
+	int			stop;
+	int			server_closed;	/* a server side closed: lingering now */
+	int			client_closed;	/* a client side was closed after it */
+	int			pairs;			/* connections being relayed */
+	pthread_t	thread;
+} Relay;
+
+typedef struct RelayPair
+{
+	Relay	   *relay;
+	int			client;
+	int			server;
+} RelayPair;
+
+static void *
+relay_pair_main(void *arg)
+{
+	RelayPair  *p = arg;
+	char		buf[8192];
+	int			quitting = 0;
+
+	for (;;)
+	{
+		struct pollfd fds[2] = {{.fd = p->client, .events = POLLIN},
+		{.fd = p->server, .events = POLLIN}};
+		ssize_t		n;
+
+		if (poll(fds, 2, 100) < 0 && errno != EINTR)
+			break;
+		if (__atomic_load_n(&p->relay->stop, __ATOMIC_RELAXED))
+			break;
+		if (fds[0].revents)
+		{
+			n = read(p->client, buf, sizeof(buf));
+			if (n <= 0 || write(p->server, buf, n) != n)
+				break;
+			/* a Terminate message: the client ends it, the server follows */
+			if (n >= 5 && buf[n - 5] == 'X')
+				quitting = 1;
+		}
+		if (fds[1].revents)
+		{
+			n = read(p->server, buf, sizeof(buf));
+			if (n > 0 && write(p->client, buf, n) == n)
+				continue;
+			if (quitting)
+				break;
+			/* the server ended it: the client hears of it later */
+			__atomic_store_n(&p->relay->server_closed, 1, __ATOMIC_RELEASE);
+			sleep_ms(LINGER_MS);
+			__atomic_store_n(&p->relay->client_closed, 1, __ATOMIC_RELEASE);
+			break;
+		}
+	}
+	close(p->client);
+	close(p->server);
+	__atomic_fetch_sub(&p->relay->pairs, 1, __ATOMIC_RELEASE);
+	free(p);
+	return NULL;
+}
+
+static void *
+relay_main(void *arg)
+{
+	Relay	   *r = arg;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+	{
+		struct pollfd pfd = {.fd = r->listen_fd, .events = POLLIN};
+		struct sockaddr_in to = {.sin_family = AF_INET};
+		RelayPair  *p;
+		pthread_t	t;
+		int			one = 1;
+
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		p = malloc(sizeof(RelayPair));
+		p->relay = r;
+		p->client = accept(r->listen_fd, NULL, NULL);
+		p->server = socket(AF_INET, SOCK_STREAM, 0);
+		to.sin_port = htons(atoi(getenv("PGPORT") ? getenv("PGPORT") : "5432"));
+		to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (p->client < 0 || p->server < 0 ||
+			connect(p->server, (struct sockaddr *) &to, sizeof(to)) != 0)
+			bail_out("relay: %s", strerror(errno));
+		/* as libpq and the server do: every message goes out at once */
+		setsockopt(p->client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(p->server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		__atomic_fetch_add(&r->pairs, 1, __ATOMIC_RELAXED);
+		pthread_create(&t, NULL, relay_pair_main, p);
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+static void
+relay_start(Relay *r)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET};
+	socklen_t	len = sizeof(addr);
+
+	memset(r, 0, sizeof(*r));
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *) &addr, sizeof(addr)) != 0 ||
+		listen(r->listen_fd, 16) != 0 ||
+		getsockname(r->listen_fd, (struct sockaddr *) &addr, &len) != 0)
+		bail_out("relay: %s", strerror(errno));
+	r->port = ntohs(addr.sin_port);
+	pthread_create(&r->thread, NULL, relay_main, r);
+}
+
+static void
+relay_stop(Relay *r)
+{
+	__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
+	pthread_join(r->thread, NULL);
+	close(r->listen_fd);
+	/* a lingering pair ends LINGER_MS after its server side closed */
+	for (int i = 0; i < LINGER_MS / 10 + 100 && __atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE); i++)
+		sleep_ms(10);
+	if (__atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE))
+		bail_out("the relay's connections did not end");
+}
+
+static void
+test_fatal_before_eof(void)
+{
+	cbpool_config cfg = test_config("faults", "pod-linger");
+	char		conninfo[256];
+	char		sql[128];
+	static Relay relay;
+	PGconn	   *conn;
+	long		pid;
+	int			lingering;
+
+	relay_start(&relay);
+	snprintf(conninfo, sizeof(conninfo),
+			 "host=127.0.0.1 port=%d user=postgres dbname=postgres", relay.port);
+	cfg.conninfo = conninfo;
+	cfg.max_size = 1;
+	cfg.refresh_ms = 60000;		/* no pool_share() on the connection meanwhile */
+	cfg.validate_idle_ms = -1;	/* no round trip before handing it out */
+	pool = open_or_bail(&cfg);
+	conn = cbpool_acquire(pool, 5000);
+	pid = conn ? pg_long(conn, "SELECT pg_backend_pid()") : 0;
+	cbpool_release(pool, conn);
+
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%ld)", pid);
+	pg_exec(admin_conn(), sql);
+	for (int i = 0; i < 500 && !__atomic_load_n(&relay.server_closed, __ATOMIC_ACQUIRE); i++)
+		sleep_ms(10);
+	conn = cbpool_acquire(pool, 5000);
+	lingering = !__atomic_load_n(&relay.client_closed, __ATOMIC_ACQUIRE);
+	ok(__atomic_load_n(&relay.server_closed, __ATOMIC_ACQUIRE) && lingering,
+	   "an idle connection's backend is terminated; its FATAL has arrived, its EOF not yet");
+	ok(conn != NULL && query_works(conn) &&
+	   pg_long(conn, "SELECT pg_backend_pid()") != pid,
+	   "the pool does not hand it out: the next acquire gets a new backend");
+	cbpool_release(pool, conn);
+	cbpool_close(pool);
+	relay_stop(&relay);
+}
+
 int
 main(void)
 {
@@ -227,6 +411,7 @@ main(void)
 
 	pg_exec(admin, "CREATE EXTENSION connbudget");
 	test_refusal_is_backpressure();
+	test_fatal_before_eof();
 	test_unresponsive_server();
 	test_restart_under_load();
 	PQfinish(admin_conn());
