@@ -6,12 +6,12 @@
  *
  * cluster: max_connections=50 superuser_reserved_connections=3 connbudget.refresh_interval=100
  */
+#include "common.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
-
-#include "common.h"
 
 #define THREADS 8
 
@@ -230,19 +230,21 @@ test_refusal_is_backpressure(void)
 
 /*
  * A TCP relay in front of the server that, when the server closes a
- * connection, keeps the client's side open for LINGER_MS more: the client
- * has the terminated backend's FATAL error but not yet the EOF after it,
- * as on a slow network or a backend slow to exit.
+ * connection, keeps the client's side open until it is told to let go (or
+ * LINGER_MS have passed): the client has the terminated backend's FATAL
+ * error but not yet the EOF after it, as on a slow network or a backend
+ * slow to exit.
  */
-#define LINGER_MS 2000
+#define LINGER_MS 10000
 
 typedef struct Relay
 {
 	int			listen_fd;
 	int			port;
 	int			stop;
-	int			server_closed;	/* a server side closed: lingering now */
-	int			client_closed;	/* a client side was closed after it */
+	int			fatal_relayed;	/* a 57P01 FATAL went to a client */
+	int			let_go;			/* close the lingering client sides */
+	int			client_closed;	/* the relay closed a client side */
 	int			pairs;			/* connections being relayed */
 	pthread_t	thread;
 } Relay;
@@ -284,12 +286,17 @@ relay_pair_main(void *arg)
 		{
 			n = read(p->server, buf, sizeof(buf));
 			if (n > 0 && write(p->client, buf, n) == n)
+			{
+				if (memmem(buf, n, "57P01", 6))
+					__atomic_store_n(&p->relay->fatal_relayed, 1, __ATOMIC_RELEASE);
 				continue;
+			}
 			if (quitting)
 				break;
 			/* the server ended it: the client hears of it later */
-			__atomic_store_n(&p->relay->server_closed, 1, __ATOMIC_RELEASE);
-			sleep_ms(LINGER_MS);
+			for (int i = 0; i < LINGER_MS / 10 &&
+				 !__atomic_load_n(&p->relay->let_go, __ATOMIC_ACQUIRE); i++)
+				sleep_ms(10);
 			__atomic_store_n(&p->relay->client_closed, 1, __ATOMIC_RELEASE);
 			break;
 		}
@@ -355,11 +362,12 @@ relay_start(Relay *r)
 static void
 relay_stop(Relay *r)
 {
+	__atomic_store_n(&r->let_go, 1, __ATOMIC_RELEASE);
 	__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
 	pthread_join(r->thread, NULL);
 	close(r->listen_fd);
-	/* a lingering pair ends LINGER_MS after its server side closed */
-	for (int i = 0; i < LINGER_MS / 10 + 100 && __atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE); i++)
+	/* every pair sees the stop within 100 ms, a lingering one within 10 ms */
+	for (int i = 0; i < 500 && __atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE); i++)
 		sleep_ms(10);
 	if (__atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE))
 		bail_out("the relay's connections did not end");
@@ -375,6 +383,7 @@ test_fatal_before_eof(void)
 	PGconn	   *conn;
 	long		pid;
 	int			lingering;
+	double		t0;
 
 	relay_start(&relay);
 	snprintf(conninfo, sizeof(conninfo),
@@ -390,12 +399,14 @@ test_fatal_before_eof(void)
 
 	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%ld)", pid);
 	pg_exec(admin_conn(), sql);
-	for (int i = 0; i < 500 && !__atomic_load_n(&relay.server_closed, __ATOMIC_ACQUIRE); i++)
+	for (int i = 0; i < 500 && !__atomic_load_n(&relay.fatal_relayed, __ATOMIC_ACQUIRE); i++)
 		sleep_ms(10);
+	t0 = now_seconds();
 	conn = cbpool_acquire(pool, 5000);
 	lingering = !__atomic_load_n(&relay.client_closed, __ATOMIC_ACQUIRE);
-	ok(__atomic_load_n(&relay.server_closed, __ATOMIC_ACQUIRE) && lingering,
-	   "an idle connection's backend is terminated; its FATAL has arrived, its EOF not yet");
+	ok(__atomic_load_n(&relay.fatal_relayed, __ATOMIC_ACQUIRE) && lingering,
+	   "an idle connection's backend is terminated; its FATAL has arrived, its EOF not yet "
+	   "(the acquire took %.3f s)", now_seconds() - t0);
 	ok(conn != NULL && query_works(conn) &&
 	   pg_long(conn, "SELECT pg_backend_pid()") != pid,
 	   "the pool does not hand it out: the next acquire gets a new backend");
