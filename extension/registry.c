@@ -785,29 +785,23 @@ cb_claim_refused(const char *application_name)
 static void
 cb_refused_locked(CbBackend *me, bool keep, TimestampTz now)
 {
-	if (me->kind == CB_BACKEND_GOVERNED)
-	{
-		CbApp	   *app = &cb_apps[me->app];
+	CbSession  *session = &cb_sessions[me->session];
+	uint64		heartbeat;
+	int32		demand;
 
-		app->refused++;
-		app->last_refused = now;
-		if (!keep)
-		{
-			CbSession  *session = &cb_sessions[me->session];
-			uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
-			int32		demand = (int32) pg_atomic_read_u32(&session->demand);
-			bool		fresh = demand != CB_NO_REPORT &&
-				cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) > now;
-
-			cb_uncount_locked(me);
-			if (!fresh)
-				pg_atomic_write_u32(&session->demand,
-									(uint32) (session->connections + 1));
-			pg_atomic_write_u64(&session->heartbeat, (uint64) now);
-			pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
-			cb_clear_backend_locked(me);
-		}
-	}
+	Assert(me->kind == CB_BACKEND_GOVERNED);
+	cb_apps[me->app].refused++;
+	cb_apps[me->app].last_refused = now;
+	if (keep)
+		return;
+	heartbeat = pg_atomic_read_u64(&session->heartbeat);
+	demand = (int32) pg_atomic_read_u32(&session->demand);
+	cb_uncount_locked(me);
+	if (demand == CB_NO_REPORT || cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) <= now)
+		pg_atomic_write_u32(&session->demand, (uint32) (session->connections + 1));
+	pg_atomic_write_u64(&session->heartbeat, (uint64) now);
+	pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
+	cb_clear_backend_locked(me);
 }
 
 /*
