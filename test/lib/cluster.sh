@@ -2,7 +2,10 @@
 # benchmarks.  Source it; every function works as the current OS user, which
 # must not be root (PostgreSQL refuses to run as root).
 #
-#   cluster_create DIR [setting=value ...]   initdb + postgresql.conf
+#   cluster_create DIR [setting=value ...]   initdb + postgresql.conf; the
+#                                             pseudo-setting auth=scram-sha-256
+#                                             makes every role but postgres log
+#                                             in with a password
 #   cluster_start DIR                         start on a free port (retries)
 #   cluster_env DIR                           print PGHOST/PGPORT/... exports
 #   cluster_restart DIR                       pg_ctl restart -m fast
@@ -34,7 +37,7 @@ cluster_free_port() {
 }
 
 cluster_create() {
-    local dir=$1
+    local dir=$1 auth=trust setting
     shift
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -54,9 +57,25 @@ cluster_create() {
         echo "max_connections = 120"
         echo "superuser_reserved_connections = 3"
         for setting in "$@"; do
-            echo "${setting%%=*} = '${setting#*=}'"
+            case $setting in
+                auth=*) auth=${setting#auth=} ;;
+                *) echo "${setting%%=*} = '${setting#*=}'" ;;
+            esac
         done
     } >>"$dir/data/postgresql.conf"
+    if [ "$auth" != trust ]; then
+        # the superuser that sets up the test stays trusted; every other
+        # role proves who it is, as on a production server
+        echo "password_encryption = '$auth'" >>"$dir/data/postgresql.conf"
+        printf '%s\n' \
+            "local all postgres trust" \
+            "host all postgres 127.0.0.1/32 trust" \
+            "local replication postgres trust" \
+            "host replication postgres 127.0.0.1/32 trust" \
+            "local all all $auth" \
+            "host all all 127.0.0.1/32 $auth" \
+            "host all all ::1/128 $auth" >"$dir/data/pg_hba.conf"
+    fi
 }
 
 cluster_start() {
