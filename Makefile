@@ -7,6 +7,7 @@ MODULE_big = connbudget
 OBJS = \
 	extension/allocation.o \
 	extension/budget.o \
+	extension/claim.o \
 	extension/connbudget.o \
 	extension/connect.o \
 	extension/functions.o \

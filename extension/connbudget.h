@@ -7,6 +7,7 @@
  *	  connbudget.c	_PG_init: wires GUCs, hooks and the workers together
  *	  guc.c			the connbudget.* settings
  *	  connect.c		the connect-time hook: identity and enforcement
+ *	  claim.c		which roles may claim which application (catalog)
  *	  budget.c		the budget: max_connections minus every reserve, minus
  *					the overflow of "other" connections
  *	  registry.c	who is connected: applications, pods, pool sessions,
@@ -117,6 +118,7 @@ typedef struct CbIdentity
 	uint64		session_token;	/* hash of connbudget.pool_session, 0 none */
 	char		client_addr[CB_ADDR_LEN];	/* "" for a Unix socket */
 	char		user_name[CB_NAME_LEN]; /* the authenticated role */
+	bool		superuser;		/* never refused; looked up at connect */
 } CbIdentity;
 
 /* One row of connbudget.application_limits. */
@@ -130,24 +132,35 @@ typedef struct CbLimit
 	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
 } CbLimit;
 
-/* What the connect hook checks before it counts a connection. */
+/*
+ * What the connect hook checks before it counts a connection: whether its
+ * role may claim the application (claim.c), against the limits of one
+ * generation.  A connection checked against limits that changed before it
+ * was counted is checked again.
+ */
 typedef struct CbClaim
 {
 	bool		configured;		/* the application has a row */
 	int			nroles;			/* -1: any role */
 	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
-	int			unconfigured;	/* CbUnconfigured in force */
+	uint64		limits_gen;		/* the limits this was copied from */
 } CbClaim;
 
-/* Where a new connection would be counted, if anywhere. */
+/*
+ * Where a connection that asks to be governed is counted, if anywhere: at
+ * connect time, and again whenever open connections are re-sorted.  Every
+ * value but CB_ROOM leaves it "other" (until the caller refuses it, or,
+ * for a superuser or under warn, places it again with exempt).
+ */
 typedef enum CbRoom
 {
-	CB_ROOM,					/* counted */
-	CB_NO_ROOM,					/* a governed connection found every slot of
-								 * the pod (or session) table taken */
-	CB_NOT_OWNER,				/* its pod belongs to another role: not counted */
-	CB_ROLE_FULL				/* its role holds max_pods_per_role pods: not
-								 * counted */
+	CB_ROOM,					/* counted where it asked to be */
+	CB_NO_ROOM,					/* every slot of the pod (or session) table
+								 * is taken */
+	CB_NOT_OWNER,				/* its pod belongs to another role */
+	CB_ROLE_FULL,				/* its role holds max_pods_per_role pods */
+	CB_CLAIM_REFUSED,			/* its role may not claim its application */
+	CB_UNCONFIGURED_REFUSED		/* unconfigured_applications = refuse */
 } CbRoom;
 
 /* How the connect hook checks a connection against the limits. */
@@ -166,6 +179,8 @@ typedef struct CbAdmission
 {
 	CbVerdict	verdict;		/* see allocation.h */
 	CbRoom		room;
+	bool		stale;			/* the limits changed after the claim was
+								 * checked: nothing was counted; check again */
 	CbAdmissionCounts counts;	/* each counting this connection */
 	int32		capacity;		/* connbudget.max_pods, for CB_NO_ROOM */
 	char		pod_owner[CB_NAME_LEN]; /* for CB_NOT_OWNER */
@@ -245,9 +260,35 @@ extern int32 cb_configured_budget(void);
 
 extern void cb_application_claim(const char *application_name, CbClaim *claim);
 extern void cb_claim_refused(const char *application_name);
-extern void cb_backend_attach(const CbIdentity *identity, CbCheck check,
-							  bool exempt, CbAdmission *admission);
+extern void cb_backend_attach(const CbIdentity *identity, const CbClaim *claim,
+							  bool claim_ok, CbCheck check, bool exempt,
+							  CbAdmission *admission);
 extern void cb_backend_detach(void);
+extern const CbIdentity *cb_backend_identity(void);
+extern bool cb_backend_governed(void);
+extern uint64 cb_current_limits_gen(void);
+extern CbRoom cb_backend_room(void);
+extern void cb_backend_demote(CbRoom room);
+
+/* ---- claim.c ---- */
+
+/* An open connection or a live pod whose claim is checked when limits change. */
+typedef struct CbClaimant
+{
+	int32		slot;			/* backends[] or pods[] slot */
+	uint32		incarnation;	/* a pod's; 0 for a backend */
+	char		user_name[CB_NAME_LEN];
+	char		application_name[CB_NAME_LEN];
+	bool		ok;				/* the verdict */
+} CbClaimant;
+
+extern bool cb_role_may_claim(const char *user_name, int nroles,
+							  const char (*roles)[CB_NAME_LEN]);
+extern void cb_claim_verdicts(const CbLimit *limits, int nlimits,
+							  CbClaimant *claimants, int nclaimants);
+extern void cb_watch_memberships(void);
+extern bool cb_take_memberships_changed(void);
+extern void cb_check_own_claim(void);
 
 /* ---- share.c ---- */
 
@@ -264,7 +305,7 @@ extern void cb_allocator_detach(void);
 extern CbLimitsState cb_limits_state(void);
 extern void cb_set_limits_state(CbLimitsState state);
 extern bool cb_wait_for_limits(long timeout_ms);
-extern void cb_publish_limits(const CbLimit *limits, int nlimits);
+extern void cb_publish_limits(const CbLimit *limits, int nlimits, bool resort);
 extern void cb_publish_settings(void);
 extern void cb_set_loader_latch(Latch *latch);
 extern void cb_request_reload(void);
@@ -272,10 +313,14 @@ extern bool cb_take_reload_request(void);
 
 /* ---- limits.c ---- */
 
-extern int	cb_read_limits(CbLimit **limits);
+/* cb_read_limits() without rows: no extension here, or a table not trusted */
+#define CB_LIMITS_MISSING	(-1)
+#define CB_LIMITS_UNTRUSTED (-2)
+
+extern int	cb_read_limits(CbLimit **limits, const char **why);
 extern bool cb_check_limits(const CbLimit *limits, int nlimits, int elevel);
 extern void cb_lock_limits(void);
-extern void cb_reload_limits(void);
+extern void cb_reload_limits(bool resort, const char **why);
 extern void cb_install_standby_hooks(void);
 extern uint64 cb_replay_position(void);
 

@@ -22,10 +22,12 @@
  * application at all: an application bound to roles
  * (application_limits.roles) takes only those roles and their members, so
  * that a login that may not claim it cannot take even a moment of its
- * budget.  A role listed by name costs a string compare; only a role that
- * is not listed is looked up in the catalog, for membership.  Inside the
- * count, a live pod belongs to the role that registered it, and a role
- * holds at most connbudget.max_pods_per_role pods.
+ * budget (claim.c).  The claim is checked against limits of one
+ * generation; if they change before the connection is counted, it is
+ * checked again.  Inside the count, a live pod belongs to the role that
+ * registered it, and a role holds at most connbudget.max_pods_per_role
+ * pods; registry.c applies these checks in one place, for connects and for
+ * the re-sorts that follow changes of limits and settings.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -245,7 +247,7 @@ cb_identify(Port *port, CbIdentity *id)
 		strlcpy(id->pod, "local", CB_NAME_LEN);
 }
 
-/* Superusers are never refused; only looked up when about to refuse. */
+/* Superusers are never refused: looked up once per connection, before the lock. */
 static bool
 cb_is_superuser(const char *user_name)
 {
@@ -266,32 +268,6 @@ static void
 cb_on_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	cb_backend_detach();
-}
-
-/*
- * May this role claim the application?  Listed by name: yes, without the
- * catalog.  Otherwise a member of a listed role (looked up now; a listed
- * role that does not exist yet matches nobody).
- */
-static bool
-cb_role_may_claim(const char *user_name, const CbClaim *claim)
-{
-	Oid			user;
-
-	for (int i = 0; i < claim->nroles; i++)
-		if (strcmp(claim->roles[i], user_name) == 0)
-			return true;
-	user = get_role_oid(user_name, true);
-	if (!OidIsValid(user))
-		return false;
-	for (int i = 0; i < claim->nroles; i++)
-	{
-		Oid			role = get_role_oid(claim->roles[i], true);
-
-		if (OidIsValid(role) && is_member_of_role_nosuper(user, role))
-			return true;
-	}
-	return false;
 }
 
 /* The roles an application is bound to, as a reader would quote them. */
@@ -442,13 +418,43 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 	}
 }
 
+/*
+ * Report a connection that asked to be governed and found no place:
+ * FATAL when enforcing, a log line otherwise (the caller then places it
+ * again, exempt).
+ */
+static void
+cb_report_room(int elevel, const CbIdentity *id, const CbAdmission *admission,
+			   const CbClaim *claim)
+{
+	switch (admission->room)
+	{
+		case CB_CLAIM_REFUSED:
+			cb_report_claim(elevel, id, claim);
+			break;
+		case CB_UNCONFIGURED_REFUSED:
+			cb_report_unconfigured(elevel, id);
+			break;
+		case CB_NOT_OWNER:
+		case CB_ROLE_FULL:
+			cb_report_pod(elevel, id, admission);
+			break;
+		case CB_NO_ROOM:
+			cb_report_no_room(elevel, id, admission);
+			break;
+		case CB_ROOM:
+			break;
+	}
+}
+
 static void
 cb_client_auth(Port *port, int status)
 {
 	CbIdentity	id;
 	CbAdmission admission;
+	CbClaim		claim;
 	int			enforce = cb_enforce;
-	bool		superuser;
+	int			elevel = enforce == CB_ENFORCE_ON ? FATAL : WARNING;
 	CbCheck		check;
 
 	if (prev_client_auth_hook)
@@ -459,7 +465,7 @@ cb_client_auth(Port *port, int status)
 		return;
 
 	cb_identify(port, &id);
-	superuser = cb_is_superuser(port->user_name);
+	id.superuser = cb_is_superuser(port->user_name);
 
 	/* right after a restart, limits must be in force before we admit */
 	if (enforce != CB_ENFORCE_OFF && !cb_wait_for_limits(CB_LIMITS_WAIT_MS))
@@ -468,42 +474,49 @@ cb_client_auth(Port *port, int status)
 						id.application_name)));
 
 	before_shmem_exit(cb_on_exit, (Datum) 0);
+	cb_watch_memberships();
 
-	/* may this role claim the application at all?  Checked before counting */
-	if (enforce != CB_ENFORCE_OFF)
+	/* superusers are counted and never refused */
+	check = enforce == CB_ENFORCE_OFF || id.superuser ? CB_CHECK_NONE :
+		enforce == CB_ENFORCE_ON ? CB_CHECK_REFUSE : CB_CHECK_WARN;
+
+	/*
+	 * May this role claim the application at all?  Checked before counting,
+	 * and again if the limits changed before the connection was counted.
+	 */
+	for (;;)
 	{
-		CbClaim		claim;
-		int			elevel = enforce == CB_ENFORCE_ON ? FATAL : WARNING;
+		bool		claim_ok;
+		bool		exempt = enforce == CB_ENFORCE_OFF || id.superuser;
 
 		cb_application_claim(id.application_name, &claim);
-		if (claim.configured && claim.nroles >= 0 &&
-			!cb_role_may_claim(id.user_name, &claim) && !superuser)
+		claim_ok = !claim.configured ||
+			cb_role_may_claim(id.user_name, claim.nroles,
+							  (const char (*)[CB_NAME_LEN]) claim.roles);
+		if (!claim_ok && !exempt)
 		{
 			cb_claim_refused(id.application_name);
 			cb_report_claim(elevel, &id, &claim);
+			exempt = true;		/* under warn: let in, said once */
 		}
-		else if (!claim.configured && id.explicit_pod &&
-				 claim.unconfigured == CB_UNCONFIGURED_REFUSE && !superuser)
-			cb_report_unconfigured(elevel, &id);
-	}
-
-	/* superusers are counted and never refused */
-	check = enforce == CB_ENFORCE_OFF || superuser ? CB_CHECK_NONE :
-		enforce == CB_ENFORCE_ON ? CB_CHECK_REFUSE : CB_CHECK_WARN;
-	cb_backend_attach(&id, check, enforce == CB_ENFORCE_OFF, &admission);
-	if (admission.room == CB_NOT_OWNER || admission.room == CB_ROLE_FULL)
-	{
-		/* superusers, and everybody under warn, get in after all */
-		if (!superuser)
-			cb_report_pod(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id, &admission);
-		cb_backend_attach(&id, check, true, &admission);
+		cb_backend_attach(&id, &claim, claim_ok, check, exempt, &admission);
+		if (admission.stale)
+			continue;
+		if (admission.room != CB_ROOM && admission.room != CB_NO_ROOM)
+		{
+			/* under warn, let in after all */
+			cb_report_room(elevel, &id, &admission, &claim);
+			cb_backend_attach(&id, &claim, claim_ok, check, true, &admission);
+			if (admission.stale)
+				continue;
+		}
+		break;
 	}
 	if (admission.room == CB_NO_ROOM)
 	{
 		/* never silently "other": refused, or let in with a warning */
-		if (!superuser)
-			cb_report_no_room(enforce == CB_ENFORCE_ON ? FATAL : WARNING, &id,
-							  &admission);
+		if (!id.superuser)
+			cb_report_room(elevel, &id, &admission, &claim);
 		return;
 	}
 	/* a refused connection is recorded, and under "on" no longer counted */

@@ -5,7 +5,7 @@
  *	  behind the views connbudget.budget, connbudget.applications and
  *	  connbudget.pods.
  *
- * Each copies what it needs out of shared memory (state.c) and builds
+ * Each copies what it needs out of shared memory (share.c) and builds
  * tuples after the lock is released.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
@@ -80,6 +80,7 @@ connbudget_pool_share(PG_FUNCTION_ARGS)
 					 errhint("Pass the number of connections the pod could use, or NULL for no bound.")));
 	}
 
+	cb_check_own_claim();
 	cb_pool_share(demand, &share);
 
 	values[0] = Int32GetDatum(share.max_size);

@@ -26,12 +26,21 @@
  *	  follows replay instead, re-reading it whenever replay has moved on,
  *	  a few times per refresh interval.
  *
- * Readers and publishers serialise on one transaction-level advisory lock
+ * Readers and publishers serialise on one transaction-level lock
  * (cb_lock_limits), taken before reading, so publications happen in commit
  * order: a transaction publishing at pre-commit holds the lock until its
  * commit is visible, and whoever reads next sees that commit.  The table
  * is read with a fresh snapshot, so concurrent writers under REPEATABLE
- * READ cannot publish a stale view either.
+ * READ cannot publish a stale view either.  The lock's tag is one no SQL
+ * function can produce, so no login can take it and hold up every change.
+ *
+ * The table is the extension's own: found through the extension's
+ * membership and owner, never by its name alone, and its columns' types
+ * are checked before a value is read.  A table that merely has the name
+ * (in a schema somebody else created or renamed) is not read, and a table
+ * whose columns were altered is reported, not trusted.  So no table
+ * content, however wrong, can crash the loader or put foreign limits in
+ * force.
  *
  * The table is read with a plain heap scan rather than SQL so that a role
  * granted only INSERT on it can still change limits, and so that the
@@ -44,12 +53,19 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlogrecovery.h"
+#include "catalog/dependency.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -64,16 +80,24 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "compat.h"
 #include "connbudget.h"
 
-/* advisory lock keys: "conn", "budg" */
+/*
+ * The limits lock's tag: an advisory lock with keys "conn" and "budg" and a
+ * fourth field of "cb".  pg_advisory_lock() and its kin only ever set the
+ * fourth field to 1 (one bigint key) or 2 (two int keys), so no SQL can
+ * take or wait on this lock.
+ */
 #define CB_LOCK_KEY1	0x636f6e6e
 #define CB_LOCK_KEY2	0x62756467
+#define CB_LOCK_KEY4	0x6362
 
 /* This transaction changed the table / published it. */
 static bool cb_limits_dirty = false;
@@ -87,87 +111,238 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /*
  * Serialise reading-and-publishing of limits; held until the transaction
- * ends.  It shows in pg_locks as an advisory lock with keys
- * (1668247150, 1651860583).
+ * ends.  It shows in pg_locks as an advisory lock with classid 1668247150,
+ * objid 1651860583 and objsubid 25442.
  */
 void
 cb_lock_limits(void)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CB_LOCK_KEY1, CB_LOCK_KEY2, 2);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, CB_LOCK_KEY1, CB_LOCK_KEY2, CB_LOCK_KEY4);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/* The column's number, or 0 if the table has no such column. */
-static int
-cb_attnum_if_any(TupleDesc desc, const char *name)
+/* The columns of the limits table, with the types they must have. */
+typedef struct CbColumn
 {
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute attr = TupleDescAttr(desc, i);
+	const char *name;
+	Oid			type;
+	bool		optional;		/* added in a later version of the table */
+} CbColumn;
 
-		if (!attr->attisdropped && strcmp(NameStr(attr->attname), name) == 0)
-			return i + 1;
-	}
-	return 0;
-}
+static const CbColumn cb_columns[] = {
+	{"application_name", TEXTOID, false},
+	{"min_connections", INT4OID, false},
+	{"max_connections", INT4OID, false},
+	{"weight", INT4OID, false},
+	{"roles", NAMEARRAYOID, true},	/* from version 1.1 */
+};
 
-static int
-cb_attnum(TupleDesc desc, const char *name)
+#define CB_NCOLUMNS (sizeof(cb_columns) / sizeof(cb_columns[0]))
+
+/*
+ * Is this role a superuser?  The extension, its schema and its limits table
+ * must all belong to one, so that no other login can replace or drop them.
+ */
+static bool
+cb_owned_by_superuser(Oid owner)
 {
-	int			attnum = cb_attnum_if_any(desc, name);
-
-	if (attnum > 0)
-		return attnum;
-	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_COLUMN),
-			 errmsg("connbudget.application_limits has no column \"%s\"", name),
-			 errhint("The extension's table was altered; recreate it with ALTER EXTENSION connbudget UPDATE or reinstall the extension.")));
-	return 0;					/* keep compiler quiet */
+	return OidIsValid(owner) && superuser_arg(owner);
 }
 
 /*
- * Read every row of connbudget.application_limits in this database with a
- * fresh snapshot (this transaction's own changes included).  Returns the
- * number of rows, or -1 if the extension is not installed here.  Must be
- * called inside a transaction.
+ * The connbudget extension's row in pg_extension of this database: its oid,
+ * schema and owner.  False if it is not installed here.
+ */
+static bool
+cb_extension_row(Oid *extoid, Oid *nspid, Oid *owner)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+	bool		found = false;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("connbudget"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tuple);
+
+		*extoid = ext->oid;
+		*nspid = ext->extnamespace;
+		*owner = ext->extowner;
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * Find the extension's own limits table: application_limits in the
+ * extension's schema, a member of the extension, owned by the extension's
+ * owner, with the extension, its schema and the table belonging to
+ * superusers.  Returns its oid; InvalidOid with *why set if it cannot be
+ * trusted, or with *why NULL if the extension is not installed here.
+ */
+static Oid
+cb_find_limits_table(const char **why)
+{
+	Oid			extoid;
+	Oid			nspid;
+	Oid			owner;
+	Oid			relid;
+	HeapTuple	tuple;
+	Form_pg_class rel;
+	bool		trusted;
+
+	*why = NULL;
+	if (!cb_extension_row(&extoid, &nspid, &owner))
+		return InvalidOid;
+	if (!cb_owned_by_superuser(owner))
+	{
+		*why = psprintf("the extension belongs to role \"%s\", which is not a superuser",
+						GetUserNameFromId(owner, true) ?: "?");
+		return InvalidOid;
+	}
+	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tuple))
+	{
+		*why = "the extension's schema does not exist";
+		return InvalidOid;
+	}
+	trusted = cb_owned_by_superuser(((Form_pg_namespace) GETSTRUCT(tuple))->nspowner);
+	ReleaseSysCache(tuple);
+	if (!trusted)
+	{
+		*why = psprintf("schema \"%s\" belongs to a role that is not a superuser",
+						get_namespace_name(nspid));
+		return InvalidOid;
+	}
+	relid = get_relname_relid("application_limits", nspid);
+	if (!OidIsValid(relid))
+	{
+		*why = "the extension has no table application_limits";
+		return InvalidOid;
+	}
+	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
+	{
+		*why = "the table application_limits in the extension's schema is not the extension's own";
+		return InvalidOid;
+	}
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+	{
+		*why = "the table application_limits was dropped";
+		return InvalidOid;
+	}
+	rel = (Form_pg_class) GETSTRUCT(tuple);
+	trusted = rel->relkind == RELKIND_RELATION && rel->relowner == owner;
+	ReleaseSysCache(tuple);
+	if (!trusted)
+	{
+		*why = "the table application_limits is not an ordinary table owned by the extension's owner";
+		return InvalidOid;
+	}
+	return relid;
+}
+
+/*
+ * The number of each column (0 for an optional one that is missing), or
+ * false and *why if a column is missing or has the wrong type.
+ */
+static bool
+cb_check_columns(TupleDesc desc, int *attnums, const char **why)
+{
+	for (int c = 0; c < (int) CB_NCOLUMNS; c++)
+	{
+		attnums[c] = 0;
+		for (int i = 0; i < desc->natts; i++)
+		{
+			Form_pg_attribute attr = TupleDescAttr(desc, i);
+
+			if (!attr->attisdropped && strcmp(NameStr(attr->attname), cb_columns[c].name) == 0)
+			{
+				if (attr->atttypid != cb_columns[c].type)
+				{
+					*why = psprintf("column %s is of type %s, not %s", cb_columns[c].name,
+									format_type_be(attr->atttypid),
+									format_type_be(cb_columns[c].type));
+					return false;
+				}
+				attnums[c] = i + 1;
+			}
+		}
+		if (attnums[c] == 0 && !cb_columns[c].optional)
+		{
+			*why = psprintf("column %s is missing", cb_columns[c].name);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Check a row's values as the table's constraints would (a superuser may
+ * have dropped them): false and *why if it cannot be put in force.
+ */
+static bool
+cb_check_row(const CbLimit *limit, const char **why)
+{
+	if (limit->min_connections < 0)
+		*why = "min_connections is negative";
+	else if (limit->max_connections < 0 && limit->max_connections != CB_UNBOUNDED)
+		*why = "max_connections is negative";
+	else if (limit->max_connections != CB_UNBOUNDED &&
+			 limit->min_connections > limit->max_connections)
+		*why = "min_connections is above max_connections";
+	else if (limit->weight < 1)
+		*why = "weight is below 1";
+	else if (limit->application_name[0] == '\0')
+		*why = "application_name is empty";
+	else
+		return true;
+	return false;
+}
+
+/*
+ * Read every row of the extension's connbudget.application_limits in this
+ * database with a fresh snapshot (this transaction's own changes
+ * included).  Returns the number of rows; CB_LIMITS_MISSING if the
+ * extension is not installed here, or CB_LIMITS_UNTRUSTED with *why if its
+ * table cannot be trusted or read.  Rows whose values break the table's
+ * rules are left out, *why saying so.  Must be called inside a
+ * transaction.
  */
 int
-cb_read_limits(CbLimit **limits_out)
+cb_read_limits(CbLimit **limits_out, const char **why)
 {
-	Oid			nspid;
 	Oid			relid;
 	Relation	rel;
-	TupleDesc	desc;
 	Snapshot	snapshot;
 	TableScanDesc scan;
 	TupleTableSlot *slot;
-	int			att_name,
-				att_min,
-				att_max,
-				att_weight,
-				att_roles;
+	int			att[CB_NCOLUMNS];
 	int			n = 0;
 	int			size = 16;
 	CbLimit    *limits;
 
 	*limits_out = NULL;
-	nspid = get_namespace_oid("connbudget", true);
-	if (!OidIsValid(nspid))
-		return -1;
-	relid = get_relname_relid("application_limits", nspid);
+	relid = cb_find_limits_table(why);
 	if (!OidIsValid(relid))
-		return -1;
+		return *why ? CB_LIMITS_UNTRUSTED : CB_LIMITS_MISSING;
 
 	rel = table_open(relid, AccessShareLock);
-	desc = RelationGetDescr(rel);
-	att_name = cb_attnum(desc, "application_name");
-	att_min = cb_attnum(desc, "min_connections");
-	att_max = cb_attnum(desc, "max_connections");
-	att_weight = cb_attnum(desc, "weight");
-	/* version 1.0 of the extension has no roles: any role */
-	att_roles = cb_attnum_if_any(desc, "roles");
+	if (!cb_check_columns(RelationGetDescr(rel), att, why))
+	{
+		table_close(rel, AccessShareLock);
+		return CB_LIMITS_UNTRUSTED;
+	}
 
 	limits = palloc(sizeof(CbLimit) * size);
 
@@ -186,6 +361,7 @@ cb_read_limits(CbLimit **limits_out)
 		bool		isnull;
 		Datum		value;
 		char	   *name;
+		const char *bad;
 
 		if (n == size)
 		{
@@ -194,24 +370,27 @@ cb_read_limits(CbLimit **limits_out)
 		}
 		limit = &limits[n];
 
-		value = slot_getattr(slot, att_name, &isnull);
+		value = slot_getattr(slot, att[0], &isnull);
 		if (isnull)
-			continue;
+			continue;			/* the primary key rules this out */
 		name = TextDatumGetCString(value);
 		if (strlen(name) >= CB_NAME_LEN)
-			continue;			/* the check constraint rules this out */
+		{
+			*why = "an application_name is longer than 63 bytes";
+			continue;
+		}
 		strlcpy(limit->application_name, name, CB_NAME_LEN);
 
-		value = slot_getattr(slot, att_min, &isnull);
+		value = slot_getattr(slot, att[1], &isnull);
 		limit->min_connections = isnull ? 0 : DatumGetInt32(value);
-		value = slot_getattr(slot, att_max, &isnull);
+		value = slot_getattr(slot, att[2], &isnull);
 		limit->max_connections = isnull ? CB_UNBOUNDED : DatumGetInt32(value);
-		value = slot_getattr(slot, att_weight, &isnull);
+		value = slot_getattr(slot, att[3], &isnull);
 		limit->weight = isnull ? 1 : DatumGetInt32(value);
 		limit->nroles = -1;
-		if (att_roles > 0)
+		if (att[4] > 0)
 		{
-			value = slot_getattr(slot, att_roles, &isnull);
+			value = slot_getattr(slot, att[4], &isnull);
 			if (!isnull)
 			{
 				ArrayType  *array = DatumGetArrayTypeP(value);
@@ -228,6 +407,11 @@ cb_read_limits(CbLimit **limits_out)
 						strlcpy(limit->roles[limit->nroles++],
 								NameStr(*DatumGetName(elems[k])), CB_NAME_LEN);
 			}
+		}
+		if (!cb_check_row(limit, &bad))
+		{
+			*why = psprintf("in the row of application \"%s\", %s", limit->application_name, bad);
+			continue;
 		}
 		n++;
 	}
@@ -290,33 +474,57 @@ cb_is_authoritative_database(void)
 }
 
 /*
- * Re-read the table and put it in force.  Called by the worker inside a
+ * Read the limits for a change made by this transaction: a table that
+ * cannot be trusted or read, or rows the table's rules forbid, are an
+ * error for whoever changed it.
+ */
+static int
+cb_read_limits_or_error(CbLimit **limits)
+{
+	const char *why;
+	int			n = cb_read_limits(limits, &why);
+
+	if (n == CB_LIMITS_MISSING)
+		return 0;
+	if (n < 0 || why != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("connbudget cannot put connbudget.application_limits in force: %s", why),
+				 errhint("Reinstall the extension, or restore the table as the extension created it.")));
+	return n;
+}
+
+/*
+ * Re-read the table and put it in force.  Called by the loader inside a
  * transaction.  Committed rows that break cb_check_limits are published
- * anyway, with a warning: refusing to load them would leave no limits.
+ * anyway, with a warning: refusing to load them would leave no limits.  A
+ * table that cannot be trusted or read is treated as no table (every
+ * application is unconfigured), and *why says why; rows that cannot be
+ * put in force are left out, *why saying so too.  With resort, every open
+ * connection is judged again even if the limits did not change (some
+ * role's memberships did).
  */
 void
-cb_reload_limits(void)
+cb_reload_limits(bool resort, const char **why)
 {
 	CbLimit    *limits;
 	int			n;
-	Oid			nspid = get_namespace_oid("connbudget", true);
-	Oid			relid = OidIsValid(nspid) ?
-		get_relname_relid("application_limits", nspid) : InvalidOid;
+	Oid			relid = cb_find_limits_table(why);
 
 	/*
-	 * Lock the table before the advisory lock, in the order writers take
-	 * them (they hold the table from their first statement and take the
-	 * advisory lock at pre-commit); the other order deadlocks with a
-	 * TRUNCATE in progress.
+	 * Lock the table before the limits lock, in the order writers take them
+	 * (they hold the table from their first statement and take the limits
+	 * lock at pre-commit); the other order deadlocks with a TRUNCATE in
+	 * progress.
 	 */
 	if (OidIsValid(relid))
 		LockRelationOid(relid, AccessShareLock);
 	cb_lock_limits();
-	n = cb_read_limits(&limits);
+	n = cb_read_limits(&limits, why);
 	if (n < 0)
 		n = 0;
 	(void) cb_check_limits(limits, n, WARNING);
-	cb_publish_limits(limits, Min(n, CB_MAX_CONFIGURED_APPS));
+	cb_publish_limits(limits, Min(n, CB_MAX_CONFIGURED_APPS), resort);
 }
 
 static void
@@ -332,11 +540,9 @@ cb_limits_xact_callback(XactEvent event, void *arg pg_attribute_unused())
 				int			n;
 
 				cb_lock_limits();
-				n = cb_read_limits(&limits);
-				if (n < 0)
-					n = 0;
+				n = cb_read_limits_or_error(&limits);
 				(void) cb_check_limits(limits, n, ERROR);
-				cb_publish_limits(limits, n);
+				cb_publish_limits(limits, n, false);
 				cb_limits_published = true;
 			}
 			break;
@@ -395,8 +601,8 @@ connbudget_limits_changed(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 	}
 
-	n = cb_read_limits(&limits);
-	(void) cb_check_limits(limits, Max(n, 0), ERROR);
+	n = cb_read_limits_or_error(&limits);
+	(void) cb_check_limits(limits, n, ERROR);
 
 	if (!cb_xact_callback_registered)
 	{
@@ -415,9 +621,9 @@ connbudget_limits_changed(PG_FUNCTION_ARGS)
 static Oid
 cb_limits_relid(void)
 {
-	Oid			nspid = get_namespace_oid("connbudget", true);
+	const char *why;
 
-	return OidIsValid(nspid) ? get_relname_relid("application_limits", nspid) : InvalidOid;
+	return cb_find_limits_table(&why);
 }
 
 /*
@@ -454,11 +660,59 @@ cb_executor_start(QueryDesc *queryDesc, int eflags)
 		standard_ExecutorStart(queryDesc, eflags);
 }
 
+/*
+ * CREATE EXTENSION connbudget installs into schema connbudget, creating it
+ * if it does not exist yet.  If a login with CREATE on the database created
+ * it first, it would own the extension's schema: it could rename it and
+ * put a table of its own in place of the limits.  So the extension is only
+ * installed (or updated) in a schema a superuser owns.
+ */
+static void
+cb_refuse_untrusted_schema(Node *stmt)
+{
+	const char *extname = IsA(stmt, CreateExtensionStmt) ?
+		((CreateExtensionStmt *) stmt)->extname : ((AlterExtensionStmt *) stmt)->extname;
+	Oid			nspid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	if (strcmp(extname, "connbudget") != 0)
+		return;
+	if (IsA(stmt, CreateExtensionStmt))
+		nspid = get_namespace_oid("connbudget", true);
+	else
+	{
+		Oid			extoid;
+		Oid			extowner;
+
+		if (!cb_extension_row(&extoid, &nspid, &extowner))
+			return;
+	}
+	if (!OidIsValid(nspid))
+		return;
+	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tuple))
+		return;
+	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
+	ReleaseSysCache(tuple);
+	if (!cb_owned_by_superuser(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("schema \"%s\" is owned by role \"%s\", which is not a superuser",
+						get_namespace_name(nspid), GetUserNameFromId(owner, true) ?: "?"),
+				 errdetail("The owner of connbudget's schema could replace the limits table with one of its own."),
+				 errhint("Drop the schema, or make a superuser its owner with ALTER SCHEMA %s OWNER TO, then try again.",
+						 quote_identifier(get_namespace_name(nspid)))));
+}
+
 static void
 cb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
 				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
+	if (IsA(pstmt->utilityStmt, CreateExtensionStmt) ||
+		IsA(pstmt->utilityStmt, AlterExtensionStmt))
+		cb_refuse_untrusted_schema(pstmt->utilityStmt);
 	if (RecoveryInProgress() && IsA(pstmt->utilityStmt, TruncateStmt))
 	{
 		Oid			limits = cb_limits_relid();

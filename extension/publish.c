@@ -18,6 +18,8 @@
 
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
+#include "utils/memutils.h"
 #include "storage/condition_variable.h"
 #include "utils/timestamp.h"
 
@@ -145,74 +147,148 @@ cb_limits_equal_locked(const CbLimit *limits, int nlimits)
 	return true;
 }
 
-/*
- * Make these rows the limits in force, recount every backend against them,
- * and mark limits as loaded.  The caller has validated them
- * (cb_check_limits), so they fit.
- */
-void
-cb_publish_limits(const CbLimit *limits, int nlimits)
+/* Put these rows in shared memory; returns how many found no room. */
+static int
+cb_install_limits_locked(const CbLimit *limits, int nlimits)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	int			unplaced = 0;
 
-	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
-	if (!cb_limits_equal_locked(limits, nlimits))
+	/*
+	 * Place every row first, while the applications configured so far still
+	 * count as configured; then unconfigure those that lost their row.  Only
+	 * a slot that merely keeps a refusal counter may be evicted to make room.
+	 */
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+		cb_apps[i].listed = false;
+	for (int k = 0; k < nlimits; k++)
 	{
-		/*
-		 * Place every row first, while the applications configured so far
-		 * still count as configured; then unconfigure those that lost their
-		 * row.  Only a slot that merely keeps a refusal counter may be
-		 * evicted to make room.
-		 */
-		for (int i = 0; i < cb_shared->app_capacity; i++)
-			cb_apps[i].listed = false;
-		for (int k = 0; k < nlimits; k++)
+		const CbLimit *limit = &limits[k];
+		uint32		hash = cb_name_hash(limit->application_name);
+		int			i = cb_find_app_locked(limit->application_name, hash);
+
+		if (i < 0)
+			i = cb_add_app_locked(limit->application_name, hash, true);
+		if (i < 0)
 		{
-			const CbLimit *limit = &limits[k];
-			uint32		hash = cb_name_hash(limit->application_name);
-			int			i = cb_find_app_locked(limit->application_name, hash);
-
-			if (i < 0)
-				i = cb_add_app_locked(limit->application_name, hash, true);
-			if (i < 0)
-			{
-				unplaced++;
-				continue;
-			}
-			if (!cb_apps[i].configured)
-				cb_apps[i].role_list = -1;
-			cb_apps[i].configured = true;
-			cb_apps[i].listed = true;
-			cb_apps[i].min_connections = limit->min_connections;
-			cb_apps[i].max_connections = limit->max_connections;
-			cb_apps[i].weight = limit->weight;
-			if (!cb_set_roles_locked(&cb_apps[i], limit))
-				unplaced++;
+			unplaced++;
+			continue;
 		}
-		cb_shared->configured_apps = 0;
-		for (int i = 0; i < cb_shared->app_capacity; i++)
-		{
-			CbApp	   *app = &cb_apps[i];
-
-			if (app->incarnation == 0)
-				continue;
-			if (app->configured && !app->listed)
-			{
-				CbLimit		any = {.nroles = -1};
-
-				(void) cb_set_roles_locked(app, &any);
-				app->configured = false;
-				app->min_connections = 0;
-				app->max_connections = CB_UNBOUNDED;
-				app->weight = 1;
-			}
-			if (app->configured)
-				cb_shared->configured_apps++;
-		}
-		cb_recount_locked(now);
+		if (!cb_apps[i].configured)
+			cb_apps[i].role_list = -1;
+		cb_apps[i].configured = true;
+		cb_apps[i].listed = true;
+		cb_apps[i].min_connections = limit->min_connections;
+		cb_apps[i].max_connections = limit->max_connections;
+		cb_apps[i].weight = limit->weight;
+		if (!cb_set_roles_locked(&cb_apps[i], limit))
+			unplaced++;
 	}
+	cb_shared->configured_apps = 0;
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+	{
+		CbApp	   *app = &cb_apps[i];
+
+		if (app->incarnation == 0)
+			continue;
+		if (app->configured && !app->listed)
+		{
+			CbLimit		any = {.nroles = -1};
+
+			(void) cb_set_roles_locked(app, &any);
+			app->configured = false;
+			app->min_connections = 0;
+			app->max_connections = CB_UNBOUNDED;
+			app->weight = 1;
+		}
+		if (app->configured)
+			cb_shared->configured_apps++;
+	}
+	return unplaced;
+}
+
+/*
+ * A change of limits that failed half way (an error, or the process
+ * exiting): the old limits stay in force; let connects go on.
+ */
+static void
+cb_abandon_limits_change(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	uint64		gen = pg_atomic_read_u64(&cb_shared->limits_gen);
+
+	if (gen & 1)
+		pg_atomic_write_u64(&cb_shared->limits_gen, gen + 1);
+}
+
+/*
+ * Make these rows the limits in force, re-sort every open connection
+ * against them with every check that connect applies, and mark limits as
+ * loaded.  The caller has validated them (cb_check_limits) and holds the
+ * limits lock (cb_lock_limits), so there is one change at a time.  With
+ * resort, open connections are judged again even if the limits are the
+ * ones in force (a role's memberships changed).
+ *
+ * Whether a role may claim an application is a catalog lookup, which
+ * cannot be made under the registry lock; so it is made first, for every
+ * open connection and every pod, with limits_gen odd meanwhile.  A
+ * connect that copied its claim before then is refused by
+ * cb_backend_attach() as stale and checks it again; one that copies it
+ * meanwhile waits for the new limits.  So every connection is either
+ * judged here or checks the new limits itself.
+ */
+void
+cb_publish_limits(const CbLimit *limits, int nlimits, bool resort)
+{
+	volatile int unplaced = 0;
+	bool		same;
+
+	LWLockAcquire(cb_shared->lock, LW_SHARED);
+	same = cb_limits_equal_locked(limits, nlimits) && !resort;
 	LWLockRelease(cb_shared->lock);
+
+	if (!same)
+	{
+		CbClaimant *backends = palloc(sizeof(CbClaimant) * cb_shared->nbackends);
+		CbClaimant *pods = MemoryContextAllocHuge(CurrentMemoryContext,
+												  sizeof(CbClaimant) * cb_shared->pod_capacity);
+		int8	   *claims = palloc(sizeof(int8) * cb_shared->nbackends);
+		int			nbackends;
+		int			npods;
+		volatile int demoted = 0;
+
+		pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
+		PG_ENSURE_ERROR_CLEANUP(cb_abandon_limits_change, (Datum) 0);
+		{
+			LWLockAcquire(cb_shared->lock, LW_SHARED);
+			nbackends = cb_collect_claimants_locked(backends, pods, &npods);
+			LWLockRelease(cb_shared->lock);
+
+			cb_claim_verdicts(limits, nlimits, backends, nbackends);
+			cb_claim_verdicts(limits, nlimits, pods, npods);
+			memset(claims, -1, sizeof(int8) * cb_shared->nbackends);
+			for (int i = 0; i < nbackends; i++)
+				claims[backends[i].slot] = backends[i].ok ? 1 : 0;
+
+			LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+			unplaced = cb_install_limits_locked(limits, nlimits);
+			cb_recount_locked(GetCurrentTimestamp(), claims, cb_enforce);
+			if (cb_enforce == CB_ENFORCE_ON)
+				cb_revoke_leases_locked(pods, npods);
+			for (int i = 0; i < nbackends; i++)
+				if (!backends[i].ok && cb_backends[backends[i].slot].room == CB_CLAIM_REFUSED)
+					demoted++;
+			pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
+			LWLockRelease(cb_shared->lock);
+		}
+		PG_END_ENSURE_ERROR_CLEANUP(cb_abandon_limits_change, (Datum) 0);
+
+		if (demoted > 0)
+			ereport(LOG,
+					(errmsg("connbudget: %d open connections are \"other\" from now on: their roles may no longer claim their applications",
+							demoted)));
+		pfree(backends);
+		pfree(pods);
+		pfree(claims);
+	}
 	if (unplaced > 0)
 		ereport(WARNING,
 				(errmsg("connbudget: %d application limits could not be put in force: no room in shared memory",
@@ -263,7 +339,7 @@ cb_publish_settings(void)
 		cb_store_settings();
 		/* under unconfigured = other, such connections stop being governed */
 		if (regroup)
-			cb_recount_locked(GetCurrentTimestamp());
+			cb_recount_locked(GetCurrentTimestamp(), NULL, cb_enforce);
 		changed = true;
 	}
 	LWLockRelease(cb_shared->lock);

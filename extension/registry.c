@@ -486,20 +486,26 @@ cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
  * application is configured or it named its pod, "other" otherwise (and
  * "other" for an unconfigured application under unconfigured = other).
  * Adds the application, pod and session slots a governed one needs.  Puts
- * in admission->room why a governed connection has no place:
+ * in admission->room why a connection that asks to be governed has no
+ * place:
  *
- * CB_NO_ROOM	a table is full; the backend is "other"
+ * CB_NO_ROOM	a table is full
+ * CB_CLAIM_REFUSED its role may not claim the application (claim_ok is
+ *				the verdict of claim.c, which reads the catalog)
+ * CB_UNCONFIGURED_REFUSED it named a pod of an application without a row,
+ *				under unconfigured_applications = refuse
  * CB_NOT_OWNER its explicit pod id belongs to another role
  * CB_ROLE_FULL its role already holds connbudget.max_pods_per_role pods,
  *				or as many pool sessions (role_sessions)
  *
- * (for the last two the backend is "other" too, until the caller refuses
- * it or places it again with exempt, for a superuser or under warn).  A
+ * and the backend is then "other".  With exempt (a superuser, enforce =
+ * off, or a connection let in under warn) only CB_NO_ROOM is possible.
+ * Connect and re-sort apply the same checks through this one function.  A
  * derived pod id (the client's address) is the role's own: two roles
  * connecting from one address are two pods.
  */
 static CbBackendKind
-cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt,
+cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_ok,
 				int32 *app_out, int32 *pod_out, int32 *session_out,
 				CbAdmission *admission)
 {
@@ -524,6 +530,16 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt,
 	configured = app >= 0 && cb_apps[app].configured;
 	if (!configured && (derived || cb_shared->unconfigured == CB_UNCONFIGURED_OTHER))
 		return CB_BACKEND_OTHER;
+	if (!exempt && configured && !claim_ok)
+	{
+		admission->room = CB_CLAIM_REFUSED;
+		return CB_BACKEND_OTHER;
+	}
+	if (!exempt && !configured && cb_shared->unconfigured == CB_UNCONFIGURED_REFUSE)
+	{
+		admission->room = CB_UNCONFIGURED_REFUSED;
+		return CB_BACKEND_OTHER;
+	}
 	if (app < 0)
 	{
 		app = cb_add_app_locked(id->application_name, app_hash, false);
@@ -666,20 +682,52 @@ static void
 cb_clear_backend_locked(CbBackend *backend)
 {
 	backend->kind = CB_BACKEND_FREE;
+	backend->room = CB_ROOM;
 	backend->app = backend->pod = backend->session = -1;
 	cb_set_reporting_locked(backend);
 }
 
 /*
- * Re-sort every backend by its identity against the limits now in force,
- * and rebuild every count from scratch.  Needed when limits change:
- * configuring an application turns its existing connections into governed
- * ones, and removing it turns them back into "other".  A backend that
- * stays where it was keeps its slots, so its pool_share() calls, which
- * read them without the lock, never see it in between.
+ * Place a backend that is already connected, as the connect hook would
+ * place it now: with every check, unless it is exempt (a superuser, or
+ * enforce = off); under warn one that fails a check stays governed, as it
+ * was let in at connect time.
+ */
+static void
+cb_replace_locked(CbBackend *backend, TimestampTz now, int enforce)
+{
+	CbAdmission room;
+	bool		exempt = backend->identity.superuser || enforce == CB_ENFORCE_OFF;
+
+	backend->kind = cb_place_locked(&backend->identity, now, exempt, backend->claim_ok,
+									&backend->app, &backend->pod, &backend->session,
+									&room);
+	if (room.room != CB_ROOM && room.room != CB_NO_ROOM && enforce == CB_ENFORCE_WARN)
+		backend->kind = cb_place_locked(&backend->identity, now, true, true,
+										&backend->app, &backend->pod,
+										&backend->session, &room);
+	backend->room = room.room;
+}
+
+/*
+ * Re-sort every backend by its identity against the limits and settings
+ * now in force, applying every check that admission applies at connect
+ * time, and rebuild every count from scratch.  Needed when limits or
+ * connbudget.unconfigured_applications change: configuring an application
+ * turns its existing connections into governed ones, removing it turns
+ * them back into "other", and binding it to roles leaves the connections
+ * of other roles "other" (pool_share() then tells them why).  claims, if
+ * given, holds claim.c's verdict for each backend slot under the new
+ * limits (-1: keep the backend's own); enforce is the caller's setting.
+ *
+ * A backend that stays where it was keeps its slots, so its pool_share()
+ * calls, which read them without the lock, never see it in between.  Pods
+ * are placed in slot order: when two roles' connections ask for one pod
+ * that nobody owned, the first one's role owns it and the other's
+ * connections are "other".
  */
 void
-cb_recount_locked(TimestampTz now)
+cb_recount_locked(TimestampTz now, const int8 *claims, int enforce)
 {
 	cb_shared->governed = 0;
 	cb_shared->other = 0;
@@ -695,13 +743,12 @@ cb_recount_locked(TimestampTz now)
 	for (int i = 0; i < cb_shared->nbackends; i++)
 	{
 		CbBackend  *backend = &cb_backends[i];
-		CbAdmission room;
 
 		if (backend->kind == CB_BACKEND_FREE)
 			continue;
-		/* already admitted: ownership and the per-role bound were checked */
-		backend->kind = cb_place_locked(&backend->identity, now, true, &backend->app,
-										&backend->pod, &backend->session, &room);
+		if (claims != NULL && claims[i] >= 0)
+			backend->claim_ok = claims[i] != 0;
+		cb_replace_locked(backend, now, enforce);
 		cb_count_locked(backend);
 		cb_set_reporting_locked(backend);
 	}
@@ -717,6 +764,85 @@ cb_recount_locked(TimestampTz now)
 	cb_inputs_changed();
 }
 
+/*
+ * Copy out who claims what, for claim.c to judge before limits change:
+ * every counted backend (its slot, role and application), and every pod
+ * (its slot, incarnation, owner and application).  backends has room for
+ * nbackends entries, pods for pod_capacity.  Returns the number of
+ * backends; *npods gets the number of pods.
+ */
+int
+cb_collect_claimants_locked(CbClaimant *backends, CbClaimant *pods, int *npods)
+{
+	int			nb = 0;
+	int			np = 0;
+
+	for (int i = 0; i < cb_shared->nbackends; i++)
+	{
+		CbBackend  *backend = &cb_backends[i];
+		CbClaimant *c;
+
+		if (backend->kind == CB_BACKEND_FREE)
+			continue;
+		c = &backends[nb++];
+		c->slot = i;
+		c->incarnation = 0;
+		memcpy(c->user_name, backend->identity.user_name, CB_NAME_LEN);
+		memcpy(c->application_name, backend->identity.application_name, CB_NAME_LEN);
+		c->ok = true;
+	}
+	for (int i = 0; i < cb_shared->pod_capacity; i++)
+	{
+		CbPod	   *pod = &cb_pods[i];
+		CbClaimant *c;
+
+		if (pod->incarnation == 0)
+			continue;
+		c = &pods[np++];
+		c->slot = i;
+		c->incarnation = pod->incarnation;
+		memcpy(c->user_name, cb_roles[pod->role].name, CB_NAME_LEN);
+		memcpy(c->application_name, cb_apps[pod->app].name, CB_NAME_LEN);
+		c->ok = true;
+	}
+	*npods = np;
+	return nb;
+}
+
+/*
+ * End the leases of pods whose owner may no longer claim their application
+ * (and of their sessions), so that they stop drawing a share as soon as
+ * their connections are gone, not pod_ttl later.
+ */
+void
+cb_revoke_leases_locked(const CbClaimant *pods, int npods)
+{
+	bool		any = false;
+
+	for (int i = 0; i < npods; i++)
+	{
+		CbPod	   *pod = &cb_pods[pods[i].slot];
+
+		if (pods[i].ok || pod->incarnation != pods[i].incarnation)
+			continue;
+		pod->revoked = true;
+		pg_atomic_write_u64(&pod->heartbeat, 0);
+		any = true;
+	}
+	if (!any)
+		return;
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+	{
+		CbSession  *session = &cb_sessions[i];
+
+		if (session->incarnation != 0 && cb_pods[session->pod].revoked)
+			pg_atomic_write_u64(&session->heartbeat, 0);
+	}
+	for (int i = 0; i < npods; i++)
+		cb_pods[pods[i].slot].revoked = false;
+	cb_inputs_changed();
+}
+
 /* ---------------------------------------------------------------------
  * Connect and exit
  * ---------------------------------------------------------------------
@@ -724,27 +850,43 @@ cb_recount_locked(TimestampTz now)
 
 /*
  * What the connect hook checks before it counts a connection: whether the
- * application is configured and which roles may claim it.  Copied under
- * the shared lock; no catalog is read.
+ * application is configured and which roles may claim it, and the
+ * generation of the limits they were copied from.  Copied under the
+ * shared lock; no catalog is read.  While limits are changing (an odd
+ * generation) it waits for the new ones, at most CB_LIMITS_WAIT_MS.
  */
 void
 cb_application_claim(const char *application_name, CbClaim *claim)
 {
-	int			app;
+	uint32		hash = cb_name_hash(application_name);
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   CB_LIMITS_WAIT_MS);
 
-	LWLockAcquire(cb_shared->lock, LW_SHARED);
-	app = cb_find_app_locked(application_name, cb_name_hash(application_name));
-	claim->configured = app >= 0 && cb_apps[app].configured;
-	claim->nroles = -1;
-	if (claim->configured && cb_apps[app].role_list >= 0)
+	for (;;)
 	{
-		CbRoleList *list = &cb_role_lists[cb_apps[app].role_list];
+		int			app;
 
-		claim->nroles = list->nroles;
-		memcpy(claim->roles, list->roles, sizeof(list->roles[0]) * list->nroles);
+		LWLockAcquire(cb_shared->lock, LW_SHARED);
+		claim->limits_gen = pg_atomic_read_u64(&cb_shared->limits_gen);
+		if ((claim->limits_gen & 1) == 0 || GetCurrentTimestamp() >= deadline)
+		{
+			app = cb_find_app_locked(application_name, hash);
+			claim->configured = app >= 0 && cb_apps[app].configured;
+			claim->nroles = -1;
+			if (claim->configured && cb_apps[app].role_list >= 0)
+			{
+				CbRoleList *list = &cb_role_lists[cb_apps[app].role_list];
+
+				claim->nroles = list->nroles;
+				memcpy(claim->roles, list->roles, sizeof(list->roles[0]) * list->nroles);
+			}
+			LWLockRelease(cb_shared->lock);
+			return;
+		}
+		LWLockRelease(cb_shared->lock);
+		pg_usleep(1000L);
+		CHECK_FOR_INTERRUPTS();
 	}
-	claim->unconfigured = cb_shared->unconfigured;
-	LWLockRelease(cb_shared->lock);
 }
 
 /*
@@ -808,11 +950,17 @@ cb_refused_locked(CbBackend *me, bool keep, TimestampTz now)
  * Count this backend first, then check it against the limits and record a
  * refusal, all under the exclusive lock; see the locking rules in state.h.
  * The caller reports a verdict other than CB_ADMIT: under CB_CHECK_REFUSE
- * the backend is no longer counted by then.
+ * the backend is no longer counted by then.  If the limits changed since
+ * the claim was copied, nothing is done and admission->stale says so: the
+ * caller checks the claim again against the new limits.
+ *
+ * A pod shows the address of its owner's connections only: a superuser,
+ * or anybody under warn or off, who joins another role's pod is counted
+ * in it but does not make its address visible to the pod's owner.
  */
 void
-cb_backend_attach(const CbIdentity *identity, CbCheck check, bool exempt,
-				  CbAdmission *admission)
+cb_backend_attach(const CbIdentity *identity, const CbClaim *claim, bool claim_ok,
+				  CbCheck check, bool exempt, CbAdmission *admission)
 {
 	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
 	TimestampTz now = GetCurrentTimestamp();
@@ -824,13 +972,22 @@ cb_backend_attach(const CbIdentity *identity, CbCheck check, bool exempt,
 
 	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
 
-	/* a slot is emptied at exit; be safe against a reused one anyway */
+	if (pg_atomic_read_u64(&cb_shared->limits_gen) != claim->limits_gen)
+	{
+		LWLockRelease(cb_shared->lock);
+		admission->stale = true;
+		return;
+	}
+
+	/* placed before (a second attach), or a slot not emptied at exit */
 	if (me->kind != CB_BACKEND_FREE)
 		cb_uncount_locked(me);
 
 	me->identity = *identity;
-	me->kind = cb_place_locked(identity, now, exempt, &me->app, &me->pod,
+	me->claim_ok = claim_ok;
+	me->kind = cb_place_locked(identity, now, exempt, claim_ok, &me->app, &me->pod,
 							   &me->session, admission);
+	me->room = admission->room;
 	cb_count_locked(me);
 	cb_set_reporting_locked(me);
 
@@ -840,7 +997,8 @@ cb_backend_attach(const CbIdentity *identity, CbCheck check, bool exempt,
 		CbPod	   *pod = &cb_pods[me->pod];
 		CbAdmissionCounts *c = &admission->counts;
 
-		strlcpy(pod->client_addr, identity->client_addr, CB_ADDR_LEN);
+		if (strcmp(cb_roles[pod->role].name, identity->user_name) == 0)
+			strlcpy(pod->client_addr, identity->client_addr, CB_ADDR_LEN);
 		pg_atomic_write_u64(&pod->last_seen, (uint64) now);
 
 		c->connections = app->connections;
@@ -859,6 +1017,64 @@ cb_backend_attach(const CbIdentity *identity, CbCheck check, bool exempt,
 	}
 	cb_inputs_changed();
 
+	LWLockRelease(cb_shared->lock);
+}
+
+/* The generation of the limits in force (odd while they change). */
+uint64
+cb_current_limits_gen(void)
+{
+	return pg_atomic_read_u64(&cb_shared->limits_gen);
+}
+
+bool
+cb_backend_governed(void)
+{
+	return cb_backends[CB_MY_BACKEND_INDEX()].kind == CB_BACKEND_GOVERNED;
+}
+
+/* This backend's identity as it was counted (or NULL if it was not). */
+const CbIdentity *
+cb_backend_identity(void)
+{
+	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
+
+	return me->kind == CB_BACKEND_FREE ? NULL : &me->identity;
+}
+
+/*
+ * Why this backend is "other" although it asked to be governed (CB_ROOM
+ * if it is governed, or plainly "other").  Only re-sorts, under the
+ * exclusive lock, change it after connect; reading our own slot's enum
+ * without the lock sees the old or the new value.
+ */
+CbRoom
+cb_backend_room(void)
+{
+	return cb_backends[CB_MY_BACKEND_INDEX()].room;
+}
+
+/*
+ * This backend failed a check that it passed at connect time (its role
+ * lost the application): count it as "other" from now on, and say why.
+ */
+void
+cb_backend_demote(CbRoom room)
+{
+	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
+
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+	if (me->kind == CB_BACKEND_GOVERNED)
+	{
+		cb_uncount_locked(me);
+		me->kind = CB_BACKEND_OTHER;
+		me->app = me->pod = me->session = -1;
+		me->claim_ok = room != CB_CLAIM_REFUSED;
+		me->room = room;
+		cb_count_locked(me);
+		cb_set_reporting_locked(me);
+		cb_inputs_changed();
+	}
 	LWLockRelease(cb_shared->lock);
 }
 

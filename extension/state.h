@@ -67,6 +67,13 @@
  * - Nothing that can raise an error is done while holding "lock", so it
  *	 never needs releasing on an error path.
  *
+ * limits_gen orders changes of limits against connects: a publisher of new
+ * limits makes it odd before it judges the open connections (claim.c reads
+ * the catalog, which cannot be done under "lock") and even once the new
+ * limits are in force, under the exclusive lock.  A connect copies its
+ * claim with the generation and counts itself only if the generation is
+ * still the same under the exclusive lock; otherwise it checks again.
+ *
  * input_gen counts changes of the allocation's inputs (connects, exits,
  * demands, limits, settings).  Whoever changes an input bumps it and sets
  * the allocator's latch; a publication records the input_gen it was
@@ -131,6 +138,7 @@ typedef struct CbPod
 								 * address, and its key includes the role */
 	int32		connections;	/* governed backends of this pod */
 	int32		nsessions;		/* session slots referring to this pod */
+	bool		revoked;		/* scratch for cb_revoke_leases_locked */
 	uint32		hash;
 	TimestampTz first_seen;
 	pg_atomic_uint64 last_seen; /* last connect or pool_share() */
@@ -164,6 +172,10 @@ typedef struct CbBackend
 	 */
 	pg_atomic_uint64 reporting;
 	CbIdentity	identity;
+	bool		claim_ok;		/* its role may claim its application, as last
+								 * checked */
+	CbRoom		room;			/* why it is "other" although it asked to be
+								 * governed, or CB_ROOM */
 } CbBackend;
 
 /* One published snapshot; see share.c. */
@@ -217,6 +229,8 @@ typedef struct CbShared
 	pg_atomic_uint32 reload_requested;
 	pg_atomic_uint64 input_gen;
 	pg_atomic_uint64 membership_gen;	/* slots added or freed, limits */
+	pg_atomic_uint64 limits_gen;	/* bumped to odd when limits start to
+									 * change, to even once in force */
 	pg_atomic_uint32 current_pub;	/* index into pubs[] */
 	pg_atomic_uint32 allocator_pid; /* 0 when the allocator is not running */
 	pg_atomic_uint64 allocator_latch;	/* its Latch *, 0 when not running */
@@ -284,7 +298,10 @@ extern void cb_inputs_changed(void);
 extern uint32 cb_name_hash(const char *name);
 extern int	cb_find_app_locked(const char *name, uint32 hash);
 extern int	cb_add_app_locked(const char *name, uint32 hash, bool may_evict);
-extern void cb_recount_locked(TimestampTz now);
+extern void cb_recount_locked(TimestampTz now, const int8 *claims, int enforce);
+extern int	cb_collect_claimants_locked(CbClaimant *backends, CbClaimant *pods,
+										int *npods);
+extern void cb_revoke_leases_locked(const CbClaimant *pods, int npods);
 extern bool cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms);
 extern TimestampTz cb_pod_lease_end(CbPod *pod, int32 ttl_ms);
 extern int	cb_reclaim_locked(TimestampTz now);

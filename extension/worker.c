@@ -44,6 +44,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -139,13 +140,42 @@ cb_worker_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 		cb_set_limits_state(CB_LIMITS_FAILED);
 }
 
+/*
+ * Load the limits once.  A table that cannot be trusted or read, or rows
+ * that cannot be put in force, are said in the log once, when that first
+ * happens, and once more when it is mended; the limits in force are then
+ * those of a missing table (or without those rows).
+ */
 static void
 cb_worker_load(void)
 {
+	static char *said = NULL;
+	const char *why = NULL;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	pgstat_report_activity(STATE_RUNNING, "loading connbudget.application_limits");
-	cb_reload_limits();
+	/* memberships changed: invalidations arrived as the transaction started */
+	cb_reload_limits(cb_take_memberships_changed(), &why);
+	if (why != NULL && (said == NULL || strcmp(said, why) != 0))
+	{
+		ereport(WARNING,
+				(errmsg("connbudget limits loader: connbudget.application_limits of database \"%s\" is not put in force as it is: %s",
+						cb_database, why),
+				 errdetail("Applications without a row in force are unconfigured until this is mended."),
+				 errhint("Reinstall the extension, or restore the table as the extension created it.")));
+		if (said)
+			pfree(said);
+		said = MemoryContextStrdup(TopMemoryContext, why);
+	}
+	else if (why == NULL && said != NULL)
+	{
+		ereport(LOG,
+				(errmsg("connbudget limits loader: connbudget.application_limits of database \"%s\" is read as it is again",
+						cb_database)));
+		pfree(said);
+		said = NULL;
+	}
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -162,6 +192,7 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 	cb_set_loader_latch(MyLatch);
 
 	BackgroundWorkerInitializeConnection(cb_database, NULL, 0);
+	cb_watch_memberships();
 
 	for (;;)
 	{

@@ -1,0 +1,246 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  Which roles may claim which application.
+ *
+ * application_limits.roles binds an application to roles: only they, their
+ * members and superusers may connect as it ("claim" it).  The binding is
+ * checked
+ *
+ * 1. at connect time, before the connection is counted (connect.c), so
+ *	  that a login that may not claim an application never takes even a
+ *	  moment of its budget;
+ * 2. for every open connection and every live pod whenever the limits
+ *	  change (publish.c asks here before it re-sorts the registry), so that
+ *	  binding an application, or changing its roles, leaves no connection
+ *	  of another role governed as it and no pod of another role drawing a
+ *	  share; and
+ * 3. at every report (pool_share()), when the limits or any role's
+ *	  memberships changed since this connection was last checked; and
+ * 4. by the limits loader, for every open connection and pod, within
+ *	  CB_WORKER_RELOAD_MS of a change of memberships (GRANT, REVOKE), and
+ *	  at once when a report found a connection whose role lost its
+ *	  application.
+ *
+ * A role listed by name costs a string compare; any other role is looked up
+ * in the catalog, for membership.  That lookup cannot be made under the
+ * registry's lock, which is why the verdicts are computed here, first, and
+ * the registry only applies them.
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
+
+#include "connbudget.h"
+
+/* The limits generation this backend's claim was last checked against. */
+static uint64 cb_checked_limits_gen = 0;
+
+/* Some role's memberships changed since then (a syscache callback). */
+static bool cb_memberships_changed = true;
+
+/*
+ * May this role claim an application bound to these roles?  Listed by
+ * name: yes, without the catalog.  Otherwise a member of a listed role, or
+ * a superuser (a listed role that does not exist yet matches nobody).
+ */
+bool
+cb_role_may_claim(const char *user_name, int nroles, const char (*roles)[CB_NAME_LEN])
+{
+	Oid			user;
+
+	if (nroles < 0)
+		return true;
+	for (int i = 0; i < nroles; i++)
+		if (strcmp(roles[i], user_name) == 0)
+			return true;
+	user = get_role_oid(user_name, true);
+	if (!OidIsValid(user))
+		return false;
+	if (superuser_arg(user))
+		return true;
+	for (int i = 0; i < nroles; i++)
+	{
+		Oid			role = get_role_oid(roles[i], true);
+
+		if (OidIsValid(role) && is_member_of_role_nosuper(user, role))
+			return true;
+	}
+	return false;
+}
+
+static int
+cb_limit_name_cmp(const void *a, const void *b)
+{
+	return strcmp((*(const CbLimit *const *) a)->application_name,
+				  (*(const CbLimit *const *) b)->application_name);
+}
+
+/*
+ * Judge each claimant (an open connection, or a pod's owner) against these
+ * limits: may its role claim its application?  An application without a
+ * row, or without roles, may be claimed by anybody.
+ */
+void
+cb_claim_verdicts(const CbLimit *limits, int nlimits, CbClaimant *claimants,
+				  int nclaimants)
+{
+	const CbLimit **sorted;
+
+	if (nclaimants == 0)
+		return;
+	sorted = palloc(sizeof(CbLimit *) * Max(nlimits, 1));
+	for (int i = 0; i < nlimits; i++)
+		sorted[i] = &limits[i];
+	qsort(sorted, nlimits, sizeof(CbLimit *), cb_limit_name_cmp);
+
+	for (int i = 0; i < nclaimants; i++)
+	{
+		CbClaimant *c = &claimants[i];
+		CbLimit		key;
+		const CbLimit *keyp = &key;
+		const CbLimit **found;
+
+		strlcpy(key.application_name, c->application_name, CB_NAME_LEN);
+		found = nlimits > 0 ?
+			bsearch(&keyp, sorted, nlimits, sizeof(CbLimit *), cb_limit_name_cmp) : NULL;
+		c->ok = found == NULL ||
+			cb_role_may_claim(c->user_name, (*found)->nroles,
+							  (const char (*)[CB_NAME_LEN]) (*found)->roles);
+		CHECK_FOR_INTERRUPTS();
+	}
+	pfree(sorted);
+}
+
+static void
+cb_memberships_callback(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+						uint32 hashvalue pg_attribute_unused())
+{
+	cb_memberships_changed = true;
+}
+
+/* Note changes of roles and memberships, for cb_check_own_claim(). */
+void
+cb_watch_memberships(void)
+{
+	static bool registered = false;
+
+	if (registered)
+		return;
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, cb_memberships_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, cb_memberships_callback, (Datum) 0);
+	registered = true;
+}
+
+/*
+ * Did some role's memberships change since this was last asked?  The
+ * limits loader asks after every transaction start, where invalidations
+ * arrive, and then judges every open connection again.
+ */
+bool
+cb_take_memberships_changed(void)
+{
+	bool		changed = cb_memberships_changed;
+
+	cb_memberships_changed = false;
+	return changed;
+}
+
+/* Why this connection, which asked to be governed, is not. */
+static void
+cb_report_own_room(CbRoom room, const CbIdentity *id)
+{
+	switch (room)
+	{
+		case CB_CLAIM_REFUSED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role \"%s\" may no longer report for application \"%s\"",
+							id->user_name, id->application_name),
+					 errdetail("connbudget.application_limits binds application \"%s\" to other roles; this connection is counted as an \"other\" connection and has no share.",
+							   id->application_name),
+					 errhint("Connect as one of the application's roles.")));
+			break;
+		case CB_NOT_OWNER:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("pod \"%s\" of application \"%s\" belongs to another role",
+							id->pod, id->application_name),
+					 errdetail("A live pod belongs to the role that registered it; this connection of role \"%s\" is counted as an \"other\" connection and has no share.",
+							   id->user_name),
+					 errhint("Reconnect with a pod id of its own (connbudget.pod).")));
+			break;
+		case CB_ROLE_FULL:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("role \"%s\" holds as many live pods as connbudget.max_pods_per_role allows",
+							id->user_name),
+					 errdetail("This connection of pod \"%s\" of application \"%s\" would be one more; it is counted as an \"other\" connection and has no share.",
+							   id->pod, id->application_name),
+					 errhint("End pods this role no longer needs, or raise connbudget.max_pods_per_role.")));
+			break;
+		case CB_UNCONFIGURED_REFUSED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("application \"%s\" has no row in connbudget.application_limits",
+							id->application_name),
+					 errdetail("connbudget.unconfigured_applications is \"refuse\": this connection is counted as an \"other\" connection and has no share."),
+					 errhint("Add the application to connbudget.application_limits and reconnect.")));
+			break;
+		case CB_NO_ROOM:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("connbudget had no room for pod \"%s\" of application \"%s\"",
+							id->pod, id->application_name),
+					 errdetail("Every slot of the pod table was taken when this connection was counted; it is counted as an \"other\" connection and has no share."),
+					 errhint("Raise connbudget.max_pods (it takes a restart), or give fewer distinct pod ids.")));
+			break;
+		case CB_ROOM:
+			break;
+	}
+}
+
+/*
+ * Before a report: is this connection still what it was admitted as?  If
+ * a re-sort left it "other", say why (42501 for a role that lost its
+ * application or pod).  If the limits or any role's memberships changed
+ * since it was last checked, check its claim again, and under enforce =
+ * on a connection whose role lost its application becomes "other" here
+ * and now.  Cheap when nothing changed: one atomic read.
+ */
+void
+cb_check_own_claim(void)
+{
+	const CbIdentity *id = cb_backend_identity();
+	CbClaim		claim;
+	uint64		gen;
+
+	if (id == NULL)
+		return;
+	cb_report_own_room(cb_backend_room(), id);
+
+	gen = cb_current_limits_gen();
+	if (gen == cb_checked_limits_gen && !cb_memberships_changed)
+		return;
+	cb_memberships_changed = false;
+	cb_application_claim(id->application_name, &claim);
+	if (cb_enforce == CB_ENFORCE_ON && !id->superuser && cb_backend_governed() &&
+		claim.configured &&
+		!cb_role_may_claim(id->user_name, claim.nroles,
+						   (const char (*)[CB_NAME_LEN]) claim.roles))
+	{
+		/* the loader judges this role's other connections and pods too */
+		cb_backend_demote(CB_CLAIM_REFUSED);
+		cb_request_reload();
+		cb_report_own_room(CB_CLAIM_REFUSED, id);
+	}
+	cb_checked_limits_gen = claim.limits_gen;
+}
