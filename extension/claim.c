@@ -34,6 +34,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/inval.h"
@@ -210,37 +211,81 @@ cb_report_own_room(CbRoom room, const CbIdentity *id)
 
 /*
  * Before a report: is this connection still what it was admitted as?  If
- * a re-sort left it "other", say why (42501 for a role that lost its
- * application or pod).  If the limits or any role's memberships changed
- * since it was last checked, check its claim again, and under enforce =
- * on a connection whose role lost its application becomes "other" here
- * and now.  Cheap when nothing changed: one atomic read.
+ * a re-sort left it "other", returns why.  If the limits or any role's
+ * memberships changed since it was last checked, checks its claim again,
+ * and under enforce = on a connection whose role lost its application
+ * becomes "other" here and now (and the loader is asked to judge the
+ * role's other connections and pods).  Cheap when nothing changed: one
+ * atomic read.  Raises no error (connbudget.share's show hook calls it);
+ * outside a valid transaction, where the catalog cannot be read, only the
+ * re-sorts' verdict counts.
  */
-void
-cb_check_own_claim(void)
+CbRoom
+cb_check_own_claim_quietly(void)
 {
 	const CbIdentity *id = cb_backend_identity();
 	CbClaim		claim;
-	uint64		gen;
+	CbRoom		room;
 
 	if (id == NULL)
-		return;
-	cb_report_own_room(cb_backend_room(), id);
-
-	gen = cb_current_limits_gen();
-	if (gen == cb_checked_limits_gen && !cb_memberships_changed)
-		return;
+		return CB_ROOM;
+	room = cb_backend_room();
+	if (room != CB_ROOM)
+		return room;
+	if (cb_current_limits_gen() == cb_checked_limits_gen && !cb_memberships_changed)
+		return CB_ROOM;
+	if (!IsTransactionState() || IsAbortedTransactionBlockState())
+		return CB_ROOM;
 	cb_memberships_changed = false;
 	cb_application_claim(id->application_name, &claim);
+	cb_checked_limits_gen = claim.limits_gen;
 	if (cb_enforce == CB_ENFORCE_ON && !id->superuser && cb_backend_governed() &&
 		claim.configured &&
 		!cb_role_may_claim(id->user_name, claim.nroles,
 						   (const char (*)[CB_NAME_LEN]) claim.roles))
 	{
-		/* the loader judges this role's other connections and pods too */
 		cb_backend_demote(CB_CLAIM_REFUSED);
 		cb_request_reload();
-		cb_report_own_room(CB_CLAIM_REFUSED, id);
+		return CB_CLAIM_REFUSED;
 	}
-	cb_checked_limits_gen = claim.limits_gen;
+	return CB_ROOM;
+}
+
+/* The same for pool_share(): why not, as an error. */
+void
+cb_check_own_claim(void)
+{
+	CbRoom		room = cb_check_own_claim_quietly();
+
+	if (room != CB_ROOM)
+		cb_report_own_room(room, cb_backend_identity());
+}
+
+/* The SQLSTATE a connection left "other" for this reason gets. */
+const char *
+cb_room_sqlstate(CbRoom room)
+{
+	return room == CB_ROLE_FULL || room == CB_NO_ROOM ? "53400" : "42501";
+}
+
+/* The same reason in one word, for connbudget.share. */
+const char *
+cb_room_word(CbRoom room)
+{
+	switch (room)
+	{
+		case CB_CLAIM_REFUSED:
+			return "role_may_not_claim";
+		case CB_NOT_OWNER:
+			return "pod_of_another_role";
+		case CB_ROLE_FULL:
+			return "max_pods_per_role";
+		case CB_UNCONFIGURED_REFUSED:
+			return "unconfigured_refused";
+		case CB_NO_ROOM:
+			return "max_pods";
+		case CB_ROOM:
+			break;
+	}
+	return "none";
 }

@@ -22,14 +22,21 @@
 /*
  * This backend's index into per-backend arrays of MaxBackends entries.
  * PostgreSQL 17 replaced the 1-based BackendId with the 0-based
- * ProcNumber.
+ * ProcNumber.  In a parallel worker, CB_LEADER_BACKEND_INDEX() is the
+ * index of the backend it works for.
  */
 #if PG_VERSION_NUM >= 170000
 #include "storage/procnumber.h"
 #define CB_MY_BACKEND_INDEX()	((int) MyProcNumber)
+#define CB_LEADER_BACKEND_INDEX() \
+	((int) (ParallelLeaderProcNumber != INVALID_PROC_NUMBER ? \
+			ParallelLeaderProcNumber : MyProcNumber))
 #else
 #include "storage/backendid.h"
 #define CB_MY_BACKEND_INDEX()	((int) MyBackendId - 1)
+#define CB_LEADER_BACKEND_INDEX() \
+	((int) (ParallelLeaderBackendId != InvalidBackendId ? \
+			ParallelLeaderBackendId : MyBackendId) - 1)
 #endif
 
 /*

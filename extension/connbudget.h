@@ -42,6 +42,15 @@
 
 #include "allocation.h"
 
+/*
+ * The version of the protocol pools speak (docs/protocol.md): 1 is
+ * connbudget.pool_share() in connbudget.database, 2 adds connbudget.demand
+ * and connbudget.share in every database.
+ */
+#define CB_PROTOCOL_VERSION 2
+/* The most a pool may report as its demand. */
+#define CB_MAX_DEMAND		1000000
+
 /* Names and pod ids are at most NAMEDATALEN - 1 (63) bytes. */
 #define CB_NAME_LEN			NAMEDATALEN
 /* Textual client address: IPv6 with scope, or empty for a Unix socket. */
@@ -89,6 +98,7 @@ extern int	cb_unconfigured_applications;
 extern int	cb_unconfigured_max_connections;
 extern char *cb_pod;
 extern char *cb_pool_session;
+extern char *cb_demand;
 
 extern void cb_define_gucs(void);
 extern bool cb_pod_id_is_valid(const char *id, const char **why);
@@ -288,11 +298,16 @@ extern void cb_claim_verdicts(const CbLimit *limits, int nlimits,
 							  CbClaimant *claimants, int nclaimants);
 extern void cb_watch_memberships(void);
 extern bool cb_take_memberships_changed(void);
+extern CbRoom cb_check_own_claim_quietly(void);
 extern void cb_check_own_claim(void);
+extern const char *cb_room_sqlstate(CbRoom room);
+extern const char *cb_room_word(CbRoom room);
 
 /* ---- share.c ---- */
 
 extern void cb_pool_share(int32 demand, CbShare *share);
+extern void cb_report_demand(int32 demand, bool leave);
+extern const char *cb_share_text(void);
 extern void cb_snapshot_budget(CbBudgetRow *row);
 extern int	cb_snapshot_applications(CbApplicationRow **rows);
 extern int	cb_snapshot_pods(CbPodRow **rows);

@@ -353,13 +353,18 @@ cb_report_no_room(int elevel, const CbIdentity *id, const CbAdmission *admission
 }
 
 /*
- * The hint of a 53300 refusal ends with the pace at which pools re-read
- * their shares, so that a pool refused before it ever read one retries at
- * the server's pace and not at a guess (connbudget_pool.h reads it).
+ * A 53300 refusal says at what pace to retry, so that a pool refused
+ * before it ever read its share retries at the server's pace and not at a
+ * guess: for a reader, at the end of the hint; for a program, in the
+ * error's context field, as "connbudget: retry_ms=N" (docs/protocol.md),
+ * which every driver hands over as it is (libpq's message, JDBC's
+ * getWhere(), node-postgres' where, Go's Where).
  */
 static int
 cb_refusal_hint(const char *advice)
 {
+	errcontext("connbudget: retry_ms=%d protocol=%d", cb_refresh_interval_ms,
+			   CB_PROTOCOL_VERSION);
 	return errhint("%s Pools re-read their share every %d ms (connbudget.refresh_interval).",
 				   advice, cb_refresh_interval_ms);
 }

@@ -354,7 +354,8 @@ cb_free_session_locked(int slot)
  * ---------------------------------------------------------------------
  */
 
-static TimestampTz
+/* When a lease renewed at this heartbeat ends (0: never renewed). */
+TimestampTz
 cb_lease_end(uint64 heartbeat, int32 ttl_ms)
 {
 	if (heartbeat == 0)

@@ -37,6 +37,7 @@
  */
 #include "postgres.h"
 
+#include "access/parallel.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
@@ -151,8 +152,9 @@ cb_session_demand(CbSession *session, TimestampTz now, int32 ttl_ms)
 	int32		demand = (int32) pg_atomic_read_u32(&session->demand);
 	uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
 
-	if (demand == CB_NO_REPORT || heartbeat == 0 ||
-		(TimestampTz) heartbeat + (TimestampTz) ttl_ms * 1000 <= now)
+	if (demand == CB_LEFT)
+		return 0;
+	if (demand == CB_NO_REPORT || cb_lease_end(heartbeat, ttl_ms) <= now)
 		return session->connections;
 	return demand;
 }
@@ -360,8 +362,7 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 	for (int i = 0; i < p->nsessions; i++)
 	{
 		CbSession  *session = &cb_sessions[p->session_slot[i]];
-		uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
-		TimestampTz end = heartbeat ? (TimestampTz) heartbeat + (TimestampTz) ttl * 1000 : 0;
+		TimestampTz end = cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl);
 
 		p->sessions[i].demand = cb_session_demand(session, now, ttl);
 		if (end > now && end < next_event)
@@ -579,62 +580,199 @@ cb_read_share(int32 session_slot, uint32 session_inc, CbShare *share)
 }
 
 /*
- * Renew this backend's session lease, record its demand, and return its
- * part of the latest published allocation.  Takes no lock.
+ * The pool session this backend reports for, pinned by its own connection
+ * (a parallel worker's: its leader's), or NULL if it is not governed.
  */
-void
-cb_pool_share(int32 demand, CbShare *share)
+static CbSession *
+cb_my_session(int32 *slot, uint32 *incarnation)
 {
-	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
+	CbBackend  *me = &cb_backends[CB_LEADER_BACKEND_INDEX()];
 	uint64		reporting = pg_atomic_read_u64(&me->reporting);
+
+	if (reporting == 0)
+		return NULL;
+	*slot = (int32) (reporting >> 32) - 1;
+	*incarnation = (uint32) reporting;
+	return &cb_sessions[*slot];
+}
+
+/* This backend's session left and has not reported since. */
+static bool cb_left = false;
+
+/* A report whose publication the next read waits for (a first one). */
+static bool cb_report_unpublished = false;
+
+/*
+ * Record a report of this backend's pool session: renew its lease and
+ * store its demand (>= 0, or CB_UNBOUNDED).  Returns true if it was the
+ * session's first report (or its first after its report went stale), whose
+ * publication a reader should wait for; false also when the backend is
+ * not governed (nothing is recorded).  Takes no lock and raises no error:
+ * connbudget.demand's assign hook calls it.
+ */
+static bool
+cb_record_report(int32 demand)
+{
 	int32		slot;
 	uint32		incarnation;
-	CbSession  *session;
+	CbSession  *session = cb_my_session(&slot, &incarnation);
 	CbPod	   *pod;
 	TimestampTz now;
-	int32		ttl;
 	int32		old_demand;
 	uint64		old_heartbeat;
 	bool		first;
 
-	if (reporting == 0)
-		cb_not_governed();
-	slot = (int32) (reporting >> 32) - 1;
-	incarnation = (uint32) reporting;
-	session = &cb_sessions[slot];
+	if (session == NULL)
+		return false;
 	pod = &cb_pods[session->pod];
-
 	now = GetCurrentTimestamp();
-	ttl = cb_shared->pod_ttl_ms;
 	old_demand = (int32) pg_atomic_read_u32(&session->demand);
 	old_heartbeat = pg_atomic_read_u64(&session->heartbeat);
-	first = old_demand == CB_NO_REPORT || old_heartbeat == 0 ||
-		(TimestampTz) old_heartbeat + (TimestampTz) ttl * 1000 <= now;
+	first = old_demand == CB_NO_REPORT || old_demand == CB_LEFT || old_heartbeat == 0 ||
+		cb_lease_end(old_heartbeat, cb_shared->pod_ttl_ms) <= now;
 
 	if (old_demand != demand)
 		pg_atomic_write_u32(&session->demand, (uint32) demand);
 	pg_atomic_write_u64(&session->heartbeat, (uint64) now);
 	pg_atomic_write_u64(&pod->heartbeat, (uint64) now);
 	pg_atomic_write_u64(&pod->last_seen, (uint64) now);
+	cb_left = false;
 
 	if (first || old_demand != demand)
 		cb_inputs_changed();
+	return first;
+}
 
-	if (!first && cb_read_share(slot, incarnation, share))
+/*
+ * This backend's pool session leaves the budget: it demands nothing from
+ * now on and its lease ends at once (and its pod's, if it is the pod's only
+ * session), so that the pods that stay get its share at the next
+ * publication, a publish period later, not pod_ttl later.  Its connections
+ * still count until they close.  A later report brings it back.
+ */
+static void
+cb_leave(void)
+{
+	int32		slot;
+	uint32		incarnation;
+	CbSession  *session = cb_my_session(&slot, &incarnation);
+
+	if (session == NULL)
 		return;
+	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+	if (session->incarnation == incarnation)
+	{
+		pg_atomic_write_u32(&session->demand, (uint32) CB_LEFT);
+		pg_atomic_write_u64(&session->heartbeat, 0);
+		if (cb_pods[session->pod].nsessions == 1)
+			pg_atomic_write_u64(&cb_pods[session->pod].heartbeat, 0);
+		cb_inputs_changed();
+	}
+	LWLockRelease(cb_shared->lock);
+	cb_left = true;
+}
 
-	/* a first report waits for the publication that knows about it */
+/*
+ * Read this session's share from the latest publication; if the session
+ * is not in it yet (a new session), or a first report is not published
+ * yet, wait for the publication that knows about it (at most a period or
+ * two).  Without one in time: what it holds, which was admitted.
+ */
+static void
+cb_read_own_share(int32 slot, uint32 incarnation, bool wait, CbShare *share)
+{
+	CbSession  *session = &cb_sessions[slot];
+
+	if (!wait && cb_read_share(slot, incarnation, share))
+		return;
 	(void) cb_await_publication(pg_atomic_read_u64(&cb_shared->input_gen));
 	if (cb_read_share(slot, incarnation, share))
 		return;
-
-	/* no publication in time: what it holds, which was admitted */
 	share->max_size = Max(1, session->connections);
 	share->min_size = 0;
 	share->allocation = 0;
 	share->pods = 0;
 	share->budget = 0;
 	share->refresh_ms = cb_publish_period_ms();
+}
+
+/*
+ * pool_share(): renew this backend's session lease, record its demand, and
+ * return its part of the latest published allocation.  Takes no lock.
+ */
+void
+cb_pool_share(int32 demand, CbShare *share)
+{
+	int32		slot;
+	uint32		incarnation;
+	bool		first;
+
+	if (cb_my_session(&slot, &incarnation) == NULL)
+		cb_not_governed();
+	first = cb_record_report(demand);
+	cb_read_own_share(slot, incarnation, first, share);
+}
+
+/*
+ * connbudget.demand was set: report it ("leave" leaves).  From an assign
+ * hook, so it never raises an error; a backend that is not governed
+ * reports nothing, and connbudget.share says why.
+ */
+void
+cb_report_demand(int32 demand, bool leave)
+{
+	if (cb_shared == NULL || !IsUnderPostmaster || MyBackendType != B_BACKEND)
+		return;
+	if (leave)
+		cb_leave();
+	else if (cb_record_report(demand))
+		cb_report_unpublished = true;
+}
+
+/*
+ * The value of connbudget.share: this session's share and what a pool
+ * needs with it, as "key=value" words (see docs/protocol.md).  From a show
+ * hook, so it never raises an error: a connection that is not governed,
+ * or was left "other" by a re-sort, gets a status saying so.
+ */
+const char *
+cb_share_text(void)
+{
+	static char text[256];
+	int32		slot;
+	uint32		incarnation;
+	CbShare		share;
+	CbRoom		room;
+
+	if (cb_shared == NULL || !IsUnderPostmaster ||
+		(MyBackendType != B_BACKEND && !IsParallelWorker()))
+		return "protocol=" CppAsString2(CB_PROTOCOL_VERSION) " status=unavailable";
+	room = IsParallelWorker() ? cb_backends[CB_LEADER_BACKEND_INDEX()].room :
+		cb_check_own_claim_quietly();
+	if (room != CB_ROOM)
+	{
+		snprintf(text, sizeof(text),
+				 "protocol=%d status=refused sqlstate=%s reason=%s refresh_ms=%d",
+				 CB_PROTOCOL_VERSION, cb_room_sqlstate(room), cb_room_word(room),
+				 cb_shared->refresh_ms);
+		return text;
+	}
+	if (cb_my_session(&slot, &incarnation) == NULL)
+	{
+		snprintf(text, sizeof(text), "protocol=%d status=other refresh_ms=%d",
+				 CB_PROTOCOL_VERSION, cb_shared->refresh_ms);
+		return text;
+	}
+	cb_read_own_share(slot, incarnation, cb_report_unpublished && !IsParallelWorker(),
+					  &share);
+	cb_report_unpublished = false;
+	if (cb_left)
+		share.max_size = share.min_size = 0;	/* what a pool that left may hold */
+	snprintf(text, sizeof(text),
+			 "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d",
+			 CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
+			 share.allocation, share.pods, share.budget, share.refresh_ms);
+	return text;
 }
 
 /* ---------------------------------------------------------------------

@@ -93,6 +93,9 @@
 /* Reported demand of a session that never reported (or whose report is
  * older than pod_ttl): it demands the connections it holds. */
 #define CB_NO_REPORT		(-2)
+/* A session that left (connbudget.demand = 'leave'): it demands nothing
+ * and its lease has ended; it goes when its connections close. */
+#define CB_LEFT				(-3)
 
 /* Pool sessions: this many times connbudget.max_pods. */
 #define CB_SESSIONS_PER_POD 2
@@ -302,6 +305,7 @@ extern void cb_recount_locked(TimestampTz now, const int8 *claims, int enforce);
 extern int	cb_collect_claimants_locked(CbClaimant *backends, CbClaimant *pods,
 										int *npods);
 extern void cb_revoke_leases_locked(const CbClaimant *pods, int npods);
+extern TimestampTz cb_lease_end(uint64 heartbeat, int32 ttl_ms);
 extern bool cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms);
 extern TimestampTz cb_pod_lease_end(CbPod *pod, int32 ttl_ms);
 extern int	cb_reclaim_locked(TimestampTz now);

@@ -348,6 +348,7 @@ test_toggled_roles(void)
 	if (write(stop[1], "x", 1) < 0)
 		bail_out("write");
 	waitpid(child, NULL, 0);
+	pg_wait_for(admin, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'mallory'", 0, 5000);
 	pg_exec(admin, "DELETE FROM connbudget.application_limits WHERE application_name = 'flip'");
 	after("roles toggled under connects");
 }
@@ -360,7 +361,11 @@ test_joined_address(void)
 	char		st[6],
 				msg[2048];
 	const char *socket_dir = getenv("CB_SOCKET_DIR");
-	PGconn	   *m = connect_as("mallory", "mine", "m-pod", socket_dir, st, msg, sizeof(msg));
+	PGconn	   *m;
+
+	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 5000), 0,
+		   "no pod is left from before");
+	m = connect_as("mallory", "mine", "m-pod", socket_dir, st, msg, sizeof(msg));
 	PGconn	   *su;
 	PGconn	   *b;
 
