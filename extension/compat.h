@@ -63,4 +63,17 @@
 #define CB_APPNAME_ESCAPES_BYTES 0
 #endif
 
+/*
+ * Does a role own a relation?  PostgreSQL 16 replaced the per-class owner
+ * checks with object_ownercheck().
+ */
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_class.h"
+#include "utils/acl.h"
+#define CB_OWNS_RELATION(relid, roleid) object_ownercheck(RelationRelationId, (relid), (roleid))
+#else
+#include "utils/acl.h"
+#define CB_OWNS_RELATION(relid, roleid) pg_class_ownercheck((relid), (roleid))
+#endif
+
 #endif							/* CONNBUDGET_COMPAT_H */

@@ -19,6 +19,11 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_proc.h"
+#include "storage/lmgr.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -38,6 +43,14 @@ PG_FUNCTION_INFO_V1(connbudget_read_pods);
  * The result descriptor of a function returning a record, looked up once
  * per call site: pool_share() is called by every pod every refresh
  * interval, so it is kept cheap.
+ *
+ * Nothing locks a function or its result type while it is called, so a
+ * DROP EXTENSION that commits meanwhile could leave the type's relation
+ * gone by the time it is read ("could not open relation with OID").  The
+ * function is locked as DROP locks what it drops, without waiting (a
+ * reader of the views already holds locks the DROP may be waiting for),
+ * and then looked up again: a call either finishes before the drop or
+ * reports the function gone, cleanly.
  */
 static TupleDesc
 cb_result_desc(FunctionCallInfo fcinfo)
@@ -46,7 +59,24 @@ cb_result_desc(FunctionCallInfo fcinfo)
 
 	if (desc == NULL)
 	{
-		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		MemoryContext old;
+		LOCKTAG		tag;
+		bool		gone;
+
+		SET_LOCKTAG_OBJECT(tag, MyDatabaseId, ProcedureRelationId, fcinfo->flinfo->fn_oid, 0);
+		gone = LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL;
+		if (!gone)
+		{
+			AcceptInvalidationMessages();
+			gone = !SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+		}
+		if (gone)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("function %s of connbudget is being dropped",
+							get_func_name(fcinfo->flinfo->fn_oid) ?: "?"),
+					 errdetail("DROP EXTENSION connbudget is under way.")));
+		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 
 		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 			elog(ERROR, "return type must be a row type");

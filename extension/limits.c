@@ -63,6 +63,7 @@
 #include "catalog/dependency.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/objectaddress.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
@@ -705,6 +706,71 @@ cb_refuse_untrusted_schema(Node *stmt)
 						 quote_identifier(get_namespace_name(nspid)))));
 }
 
+/*
+ * A few statements lock their table before they check that the user owns
+ * it: CREATE RULE and DROP RULE, TRIGGER or POLICY take ACCESS EXCLUSIVE,
+ * CREATE TRIGGER SHARE ROW EXCLUSIVE (it checks the TRIGGER privilege
+ * rather than ownership).  Waiting behind a lock another
+ * session holds, such a request from any login that can name the table
+ * would queue every later INSERT into the limits, and the limits loader,
+ * behind it.  On the extension's relations, refuse it before it locks
+ * anything, with the error PostgreSQL gives a moment later anyway.
+ */
+static void
+cb_check_owner_before_lock(const RangeVar *rv, AclMode privilege)
+{
+	Oid			relid;
+	Oid			extoid;
+	Oid			nspid;
+	Oid			owner;
+	ObjectType	kind;
+
+	if (rv == NULL || superuser())
+		return;
+	relid = RangeVarGetRelid(rv, NoLock, true);
+	if (!OidIsValid(relid) || !cb_extension_row(&extoid, &nspid, &owner) ||
+		get_rel_namespace(relid) != nspid)
+		return;
+	kind = get_relkind_objtype(get_rel_relkind(relid));
+	if (privilege != ACL_NO_RIGHTS)
+	{
+		if (pg_class_aclcheck(relid, GetUserId(), privilege) != ACLCHECK_OK)
+			aclcheck_error(ACLCHECK_NO_PRIV, kind, get_rel_name(relid));
+	}
+	else if (!CB_OWNS_RELATION(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, kind, get_rel_name(relid));
+}
+
+static void
+cb_check_owner_of_named(List *names)
+{
+	/* trigger, rule and policy names are qualified by their relation */
+	if (list_length(names) > 1)
+		cb_check_owner_before_lock(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																		   list_length(names) - 1)),
+								   ACL_NO_RIGHTS);
+}
+
+static void
+cb_refuse_lock_before_ownership(Node *stmt)
+{
+	if (IsA(stmt, RuleStmt))
+		cb_check_owner_before_lock(((RuleStmt *) stmt)->relation, ACL_NO_RIGHTS);
+	else if (IsA(stmt, CreateTrigStmt))
+		cb_check_owner_before_lock(((CreateTrigStmt *) stmt)->relation, ACL_TRIGGER);
+	else if (IsA(stmt, DropStmt))
+	{
+		DropStmt   *drop = (DropStmt *) stmt;
+		ListCell   *cell;
+
+		if (drop->removeType != OBJECT_TRIGGER && drop->removeType != OBJECT_RULE &&
+			drop->removeType != OBJECT_POLICY)
+			return;
+		foreach(cell, drop->objects)
+			cb_check_owner_of_named(lfirst_node(List, cell));
+	}
+}
+
 static void
 cb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 				   ProcessUtilityContext context, ParamListInfo params,
@@ -713,6 +779,7 @@ cb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 	if (IsA(pstmt->utilityStmt, CreateExtensionStmt) ||
 		IsA(pstmt->utilityStmt, AlterExtensionStmt))
 		cb_refuse_untrusted_schema(pstmt->utilityStmt);
+	cb_refuse_lock_before_ownership(pstmt->utilityStmt);
 	if (RecoveryInProgress() && IsA(pstmt->utilityStmt, TruncateStmt))
 	{
 		Oid			limits = cb_limits_relid();

@@ -11,9 +11,15 @@
  * connbudget.budget.governed equals the governed backends in
  * pg_stat_activity.
  *
- * Budget: 100 - 3 - 10 = 87.  A role may hold 50 live pods.
+ * Every role but the superuser logs in with a password (scram-sha-256), as
+ * on a production server: the connect hook runs after the password is
+ * checked.
  *
- * cluster: max_connections=100 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.max_pods_per_role=50 connbudget.pod_ttl=2000 connbudget.refresh_interval=200ms
+ * Budget: 100 - 3 - 10 = 87.  A role may hold 50 live pods.  While mallory
+ * floods, pod_ttl is raised so that her leases outlast the flood, however
+ * long her password handshakes take.
+ *
+ * cluster: max_connections=100 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.max_pods_per_role=50 connbudget.pod_ttl=2000 connbudget.refresh_interval=200ms auth=scram-sha-256
  */
 #include "../lib/pgtest.h"
 
@@ -22,21 +28,39 @@ static char limits_digest[64];
 
 /* ---- connections ---- */
 
+/*
+ * Every login role's password is "pw-" and its name; the roles named with
+ * SQL and control characters share ODD_PASSWORD.  The superuser postgres
+ * is trusted, and ignores a password it is given.
+ */
+#define ODD_PASSWORD "pw-odd-role"
+
+static const char *
+password_for(const char *role)
+{
+	static char pair[128];
+
+	snprintf(pair, sizeof(pair), "password=pw-%s", role);
+	return pair;
+}
+
 static PGconn *
 connect_as(const char *role, const char *app, const char *pod, char *st,
 		   char *msg, size_t msglen)
 {
 	char		u[96],
 				a[128],
-				o[160];
+				o[160],
+				p[128];
 
 	snprintf(u, sizeof(u), "user=%s", role);
 	snprintf(a, sizeof(a), "application_name=%s", app);
+	snprintf(p, sizeof(p), "%s", password_for(role));
 	if (pod)
 		snprintf(o, sizeof(o), "options=-c connbudget.pod=%s", pod);
 	else
 		snprintf(o, sizeof(o), "options=");
-	return pg_connect_ex(st, msg, msglen, u, a, o, (const char *) NULL);
+	return pg_connect_ex(st, msg, msglen, u, p, a, o, (const char *) NULL);
 }
 
 /* ---- what must hold after every attack ---- */
@@ -80,6 +104,25 @@ connections_of(const char *app)
 	snprintf(sql, sizeof(sql), "SELECT coalesce((SELECT connections FROM connbudget.applications "
 			 "WHERE application_name = '%s'), 0)", app);
 	return pg_long(admin, sql);
+}
+
+/* Change a setting with ALTER SYSTEM and let the server reload it. */
+static void
+reload(const char *sql)
+{
+	pg_exec(admin, sql);
+	pg_exec(admin, "SELECT pg_reload_conf()");
+	sleep_ms(300);
+}
+
+/*
+ * A flood of pods lasts longer than pod_ttl once every connection proves
+ * its password; the leases are kept for the flood and end after it.
+ */
+static void
+long_leases(int on)
+{
+	reload(on ? "ALTER SYSTEM SET connbudget.pod_ttl = '60s'" : "ALTER SYSTEM RESET connbudget.pod_ttl");
 }
 
 /* ---- 1: claiming a bound application ---- */
@@ -228,6 +271,7 @@ test_pod_flood(void)
 
 	/* her pods of the tests before end first, so that she starts from none */
 	before = pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'm-%'", 0, 20000);
+	long_leases(1);
 
 	for (int i = 0; i < 2000; i++)
 	{
@@ -264,6 +308,7 @@ test_pod_flood(void)
 	conn = connect_as("mallory", "shared", "flood-0007", st, msg, sizeof(msg));
 	ok(conn != NULL, "and mallory's existing pods still connect");
 	PQfinish(conn);
+	long_leases(0);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'flood-%'", 0, 20000),
 		   0, "her leases end after pod_ttl");
 	after("inventing 2,000 pod ids");
@@ -284,14 +329,15 @@ test_session_flood(void)
 
 	/* her pods of the tests before end first, so that she starts from none */
 	pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'flood-%'", 0, 20000);
+	long_leases(1);
 	for (int i = 0; i < 2000; i++)
 	{
 		char		opts[96];
 
 		snprintf(opts, sizeof(opts),
 				 "options=-c connbudget.pod=m-sessions -c connbudget.pool_session=s%04d", i);
-		conn = pg_connect_ex(st, msg, sizeof(msg), "user=mallory", "application_name=shared",
-							 opts, (const char *) NULL);
+		conn = pg_connect_ex(st, msg, sizeof(msg), "user=mallory", password_for("mallory"),
+							 "application_name=shared", opts, (const char *) NULL);
 		if (conn)
 		{
 			pg_long(conn, "SELECT max_size FROM connbudget.pool_share(1)");
@@ -323,20 +369,13 @@ test_session_flood(void)
 	ok(conn == NULL && strcmp(st, "53400") == 0,
 	   "nor can she start a new pod while her sessions fill her bound (%s)", st);
 	PQfinish(conn);
+	long_leases(0);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'm-sessions'", 0, 20000),
 		   0, "her leases end after pod_ttl");
 	after("inventing 2,000 pool sessions");
 }
 
 /* ---- 5: inventing 200 application names ---- */
-
-static void
-reload(const char *sql)
-{
-	pg_exec(admin, sql);
-	pg_exec(admin, "SELECT pg_reload_conf()");
-	sleep_ms(300);
-}
 
 static void
 test_invented_applications(void)
@@ -487,8 +526,9 @@ test_odd_role_names(void)
 	const char *params[1];
 
 	/* roles whose names are SQL and control characters */
-	pg_exec(admin, "CREATE ROLE \"x'); DROP TABLE connbudget.application_limits; --\" LOGIN");
-	pg_exec(admin, "CREATE ROLE \"tab\tand\nnewline\" LOGIN");
+	pg_exec(admin, "CREATE ROLE \"x'); DROP TABLE connbudget.application_limits; --\" LOGIN "
+			"PASSWORD '" ODD_PASSWORD "'");
+	pg_exec(admin, "CREATE ROLE \"tab\tand\nnewline\" LOGIN PASSWORD '" ODD_PASSWORD "'");
 	params[0] = "{\"x'); DROP TABLE connbudget.application_limits; --\",\"tab\tand\nnewline\"}";
 	res = PQexecParams(admin, "INSERT INTO connbudget.application_limits (application_name, roles) "
 					   "VALUES ('odd', $1::name[])", 1, NULL, params, NULL, NULL, 0);
@@ -499,16 +539,23 @@ test_odd_role_names(void)
 				   "WHERE application_name = 'odd'"), 2, "as two names, exactly");
 
 	{
-		const char *keys[] = {"user", "application_name", NULL};
-		const char *values[] = {"x'); DROP TABLE connbudget.application_limits; --", "odd", NULL};
+		const char *keys[] = {"user", "application_name", "password", NULL};
+		const char *values[] = {"x'); DROP TABLE connbudget.application_limits; --", "odd",
+		"wrong-password", NULL};
 
 		conn = PQconnectdbParams(keys, values, 1);
-		ok(PQstatus(conn) == CONNECTION_OK, "the role named with SQL claims its application: %s",
-		   PQstatus(conn) == CONNECTION_OK ? "connected" : PQerrorMessage(conn));
+		ok(PQstatus(conn) != CONNECTION_OK && strstr(PQerrorMessage(conn), "password authentication failed"),
+		   "the role named with SQL logs in only with its password");
+		PQfinish(conn);
+		values[2] = ODD_PASSWORD;
+		conn = PQconnectdbParams(keys, values, 1);
+		if (!ok(PQstatus(conn) == CONNECTION_OK, "the role named with SQL claims its application"))
+			diag("%s", PQerrorMessage(conn));
 		PQfinish(conn);
 		values[0] = "tab\tand\nnewline";
 		conn = PQconnectdbParams(keys, values, 1);
-		ok(PQstatus(conn) == CONNECTION_OK, "so does the role named with a tab and a newline");
+		if (!ok(PQstatus(conn) == CONNECTION_OK, "so does the role named with a tab and a newline"))
+			diag("%s", PQerrorMessage(conn));
 		PQfinish(conn);
 	}
 	conn = connect_as("mallory", "odd", NULL, st, msg, sizeof(msg));
@@ -551,12 +598,22 @@ main(void)
 {
 	admin = pg_connect_or_bail("application_name=admin");
 	pg_exec(admin, "CREATE EXTENSION connbudget");
-	pg_exec(admin, "CREATE ROLE mallory LOGIN");
-	pg_exec(admin, "CREATE ROLE apiuser LOGIN");
-	pg_exec(admin, "CREATE ROLE webuser LOGIN");
+	pg_exec(admin, "CREATE ROLE mallory LOGIN PASSWORD 'pw-mallory'");
+	pg_exec(admin, "CREATE ROLE apiuser LOGIN PASSWORD 'pw-apiuser'");
+	pg_exec(admin, "CREATE ROLE webuser LOGIN PASSWORD 'pw-webuser'");
 	pg_exec(admin, "CREATE ROLE apiteam NOLOGIN");
-	pg_exec(admin, "CREATE ROLE apimember LOGIN IN ROLE apiteam");
-	pg_exec(admin, "CREATE ROLE statsreader LOGIN IN ROLE pg_read_all_stats");
+	pg_exec(admin, "CREATE ROLE apimember LOGIN PASSWORD 'pw-apimember' IN ROLE apiteam");
+	pg_exec(admin, "CREATE ROLE statsreader LOGIN PASSWORD 'pw-statsreader' IN ROLE pg_read_all_stats");
+	{
+		char		st[6],
+					msg[2048];
+		PGconn	   *conn = pg_connect_ex(st, msg, sizeof(msg), "user=mallory", "password=guess",
+										 "application_name=shared", (const char *) NULL);
+
+		ok(conn == NULL && strcmp(st, "28P01") == 0,
+		   "roles log in with a password: a wrong one is refused with 28P01 (%s)", st);
+		PQfinish(conn);
+	}
 	pg_exec(admin, "INSERT INTO connbudget.application_limits VALUES "
 			"('api', 0, 5, 1, '{apiuser}'), ('web', 0, 5, 1, '{webuser}'), "
 			"('team', 0, 5, 1, '{apiteam}'), ('both', 0, 5, 1, '{apiuser,webuser}'), "
