@@ -690,9 +690,9 @@ cb_read_own_share(int32 slot, uint32 incarnation, bool wait, CbShare *share)
 		return;
 	share->max_size = Max(1, session->connections);
 	share->min_size = 0;
-	share->allocation = 0;
-	share->pods = 0;
-	share->budget = 0;
+	share->allocation = share->max_size;
+	share->pods = 1;
+	share->budget = Max(share->max_size, cb_configured_budget());
 	share->refresh_ms = cb_publish_period_ms();
 }
 
