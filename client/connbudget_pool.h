@@ -1,4 +1,4 @@
-/* connbudget_pool.h - v1.4 - a libpq connection pool sized by the server's
+/* connbudget_pool.h - v1.5 - a libpq connection pool sized by the server's
    connection budget.  PostgreSQL licence (see end of file).
 
    Do this:
@@ -42,7 +42,20 @@
      - when the share drops it closes idle connections at once and retires
        over-share connections as they are released;
      - against a server without the extension it uses max_size (10 if
-       max_size is 0) and logs that once.
+       max_size is 0) and logs that once;
+     - it believes no answer: a size is taken only from one row of four
+       integers, 0 <= min_size <= max_size <= budget <= 262143
+       (PostgreSQL's MAX_BACKENDS) and refresh_ms from 10 to 3600000 (the
+       range of connbudget.refresh_interval), each written in base 10 and
+       nothing else (an optional '-' and digits: no '+', no space, nothing
+       after).  Anything else -- another number of rows or columns, NULL,
+       "abc", "5x", "99999999999", a function of that name someone else
+       created in a database without the extension -- is an error and no
+       size: logged as a warning (id "budget-invalid", saying what was
+       wrong) once per kind of failure until a valid answer comes again,
+       counted in budget_errors, and the pool keeps the share it had
+       (before its first answer, the one connection it starts with) and
+       the connection the answer came on.
    It identifies itself at connect time with application_name and
    connbudget.pod (options='-c connbudget.pod=<pod>').  The call is made on
    a connection idle for a while, or else by the next thread that releases
@@ -317,7 +330,9 @@
    which the thread moved to the connection's CPU, follow_cpu).  Many
    barged acquires per hand-off and a low p50 mean threads mostly keep
    their connections; a p99 near the acquire timeout means the pool is too
-   small for its threads.
+   small for its threads.  budget_errors counts pool_share() calls that
+   failed or answered nonsense, host_check_errors the same for a cluster
+   host's role and lag check.
    cbpool_prometheus() writes all of it in the Prometheus text format
    (cbpool_handoffs_total, cbpool_barged_acquires_total, ...): total as
    cbpool_connections{state="idle"|"in_use"|"connecting"}, the closed_*
@@ -424,8 +439,11 @@
    keeps the lock-free path), or to the primary when no standby is usable
    and reads_on_primary is set.  Each host's pool checks its host's role
    and replay lag at each share refresh and every check_ms, and keeps at
-   least one connection for it.  A host whose connect fails as unreachable
-   is down: acquires waiting on it return, and go to another host.  While
+   least one connection for it; an answer that is not one row of "t" or
+   "f", a lag >= 0 and a timeline >= 0 changes neither role nor lag (said
+   once as a warning, id "host-invalid", and counted in
+   host_check_errors).  A host whose connect fails as unreachable is
+   down: acquires waiting on it return, and go to another host.  While
    no host fits, an acquire waits (asking every host to check its role at
    once, every 100 ms) until its timeout, then fails with
    CBPOOL_EUNAVAILABLE; when every host is down it fails at once.  So a
@@ -438,6 +456,15 @@
 
    REVISION HISTORY
 
+       1.5  (2026-12-06) the pool believes no answer: pool_share() rows,
+                         the host check and a refusal's stated pace are
+                         read by one strict parser (whole base-10
+                         integers, in range); anything else is logged
+                         ("budget-invalid", "host-invalid"), counted
+                         (budget_errors, the new host_check_errors and
+                         host_check_errors_total) and not taken, where one
+                         column crashed it, "abc" shrank it to 0 and
+                         "99999999999" overflowed
        1.4  (2026-12-02) PGAPPNAME and PGOPTIONS are read as libpq reads
                          them; the acquire-wait histogram reaches about 15
                          minutes (was 14 s); the Prometheus text adds
@@ -660,12 +687,15 @@ typedef struct cbpool_stats_t {
     uint64_t rollbacks_on_release;
     uint64_t validations_failed;
     uint64_t budget_refreshes;
-    uint64_t budget_errors;
+    uint64_t budget_errors;         /* pool_share() calls that failed or
+                                       answered nonsense */
     uint64_t leaks_detected;
     uint64_t misuse;                /* NULL, double or foreign releases */
     uint64_t breaker_openings;      /* the circuit opened (from closed) */
     uint64_t breaker_fast_failures; /* acquires failed with
                                        CBPOOL_EUNAVAILABLE */
+    uint64_t host_check_errors;     /* a cluster's host: role and lag checks
+                                       that failed or answered nonsense */
 } cbpool_stats_t;
 
 #define CBPOOL_BREAKER_CLOSED 0     /* connects go ahead */
@@ -803,6 +833,14 @@ extern "C" {
 #define CBPOOL__PEAK_WINDOW 5          /* refresh intervals of demand history */
 #define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
 #define CBPOOL__MAX_ATTEMPTS 16
+
+/* What a server can truthfully answer (see cbpool__check_share): no share
+   or budget beyond PostgreSQL's MAX_BACKENDS (2^18 - 1), which bounds
+   max_connections; no refresh interval outside the range of the setting
+   connbudget.refresh_interval. */
+#define CBPOOL__MAX_BACKENDS 262143
+#define CBPOOL__REFRESH_MIN_MS 10
+#define CBPOOL__REFRESH_MAX_MS 3600000
 
 /*
  * A connection's state.  IDLE, IN_USE and CHECKING change under the lock.
@@ -996,6 +1034,9 @@ struct cbpool {
     int host_lag_ms;            /* at the last check, -1 unknown */
     int host_timeline;          /* a primary's timeline at the last check */
     int64_t host_primary_ns;    /* when it was last seen become the primary */
+    int host_invalid;           /* what was wrong with the last invalid host
+                                   check answer (logged once); 0 after a
+                                   valid one */
 
     /* the budget */
     int extension;              /* -1 unknown, 0 no, 1 yes */
@@ -1005,6 +1046,9 @@ struct cbpool {
     int last_demand;            /* reported at the last refresh */
     int reflected_demand;       /* the demand the current share knows about */
     int reported;               /* a refresh has succeeded */
+    int budget_invalid;         /* what was wrong with the last invalid
+                                   pool_share() answer (logged once); 0
+                                   after a valid one */
     int peaks[CBPOOL__PEAK_WINDOW]; /* busiest moment of each recent interval */
     int peak_next;
     int interval_peak;          /* busiest moment since the last rotation */
@@ -1831,9 +1875,174 @@ static int cbpool__validate(cbpool *pool, PGconn *pg)
 /* ---- the budget ---- */
 
 /*
- * Ask the server for this pod's share on a connection the maintainer
- * holds.  Returns 0 if the connection is still good.
+ * Reading what a server answers.  A server, a proxy in between, or a
+ * function someone else created as connbudget.pool_share() in a database
+ * without the extension may answer anything: one column, two rows, NULL,
+ * "abc", "99999999999".  The pool takes a size only from an answer that is
+ * exactly what the protocol says; anything else is an error, logged,
+ * counted, and ignored (see cbpool__refresh).  atoi() would read "abc" as a
+ * share of 0 (close every connection) and "99999999999" as whatever it
+ * overflows to.
+ *
+ * What was wrong is a code, CBPOOL__BAD_* times 16 plus the field, so that
+ * each distinct failure is logged once however often a server repeats it
+ * (with the value it first came with), not once per refresh.
  */
+#define CBPOOL__BAD_TEXT 1      /* not a base-10 integer (or not t/f) */
+#define CBPOOL__BAD_RANGE 2     /* an integer out of range */
+#define CBPOOL__BAD_NULL 3
+#define CBPOOL__BAD_FORMAT 4    /* a binary value, or one with a NUL inside */
+#define CBPOOL__BAD_ORDER 5     /* min_size > max_size, max_size > budget */
+#define CBPOOL__BAD_SHAPE 6     /* not one row of the expected columns */
+
+/*
+ * The one way the pool reads a number from a server: the whole of text is
+ * a base-10 integer -- digits after an optional '-'; no '+', no
+ * whitespace, nothing before or after -- within [lo, hi].  Returns 0 and
+ * sets *out; else CBPOOL__BAD_TEXT, or CBPOOL__BAD_RANGE for an integer
+ * outside [lo, hi] or beyond long long.
+ */
+static int cbpool__parse_int(const char *text, long long lo, long long hi, long long *out)
+{
+    char *end;
+    long long v;
+    int saved = errno, overflow;
+
+    /* strtoll() would skip leading whitespace and take a '+' */
+    if (!text || !((text[0] >= '0' && text[0] <= '9') ||
+                   (text[0] == '-' && text[1] >= '0' && text[1] <= '9')))
+        return CBPOOL__BAD_TEXT;
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    overflow = errno == ERANGE;
+    errno = saved;
+    if (*end != '\0')
+        return CBPOOL__BAD_TEXT;
+    if (overflow || v < lo || v > hi)
+        return CBPOOL__BAD_RANGE;
+    *out = v;
+    return 0;
+}
+
+/* A server's value for a log line: quoted, at most 32 bytes of it, with
+   anything but printable ASCII escaped, so that an answer cannot forge log
+   lines or flood them.  outlen must be at least 16. */
+static void cbpool__quote(const char *in, int len, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = 0;
+    int i;
+
+    out[n++] = '"';
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (i == 32 || n + 9 > outlen) {
+            memcpy(out + n, "...", 3);
+            n += 3;
+            break;
+        }
+        if (ch == '"' || ch == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)ch;
+        } else if (ch < 0x20 || ch >= 0x7f) {
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[ch >> 4];
+            out[n++] = hex[ch & 15];
+        } else
+            out[n++] = (char)ch;
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+}
+
+/* Field col of the one row of res (what answered it, the field's name) as
+   an integer in [lo, hi]: 0 and *out; else a CBPOOL__BAD_* code and what
+   was wrong in why. */
+static int cbpool__field_int(const PGresult *res, int col, const char *what,
+                             const char *name, long long lo, long long hi,
+                             long long *out, char *why, size_t whylen)
+{
+    const char *v;
+    char quoted[160];
+    int len, bad;
+
+    if (PQgetisnull(res, 0, col)) {
+        snprintf(why, whylen, "%s answered NULL for %s", what, name);
+        return CBPOOL__BAD_NULL;
+    }
+    v = PQgetvalue(res, 0, col);
+    len = PQgetlength(res, 0, col);
+    cbpool__quote(v, len, quoted, sizeof quoted);
+    /* the query asks for text; binary "5555" would read as an integer */
+    if (PQfformat(res, col) != 0 || len < 0 || (size_t)len != strlen(v)) {
+        snprintf(why, whylen, "%s answered %s %s, not text", what, name, quoted);
+        return CBPOOL__BAD_FORMAT;
+    }
+    bad = cbpool__parse_int(v, lo, hi, out);
+    if (bad == CBPOOL__BAD_TEXT)
+        snprintf(why, whylen, "%s answered %s %s, not an integer", what, name, quoted);
+    else if (bad)
+        snprintf(why, whylen, "%s answered %s %s, out of range [%lld, %lld]", what, name,
+                 quoted, lo, hi);
+    return bad;
+}
+
+/* Is res one row of exactly nfields columns?  0, or a CBPOOL__BAD_SHAPE
+   code and what was wrong in why. */
+static int cbpool__one_row(const PGresult *res, int nfields, const char *what,
+                           char *why, size_t whylen)
+{
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(why, whylen, "%s answered %s, not a row", what,
+                 PQresStatus(PQresultStatus(res)));
+        return CBPOOL__BAD_SHAPE * 16;
+    }
+    if (PQntuples(res) != 1) {
+        snprintf(why, whylen, "%s answered %d rows, not 1", what, PQntuples(res));
+        return CBPOOL__BAD_SHAPE * 16 + 1;
+    }
+    if (PQnfields(res) != nfields) {
+        snprintf(why, whylen, "%s answered %d column%s, not %d", what, PQnfields(res),
+                 PQnfields(res) == 1 ? "" : "s", nfields);
+        return CBPOOL__BAD_SHAPE * 16 + 2;
+    }
+    return 0;
+}
+
+/*
+ * Is res an answer of connbudget.pool_share(): one row of max_size,
+ * min_size, budget and refresh_ms, each an integer, with 0 <= min_size <=
+ * max_size <= budget <= CBPOOL__MAX_BACKENDS and refresh_ms within the
+ * range of connbudget.refresh_interval?  0 and the four values in v; else
+ * what was wrong: a code (see CBPOOL__BAD_TEXT), told in why.
+ */
+static int cbpool__check_share(const PGresult *res, long long v[4], char *why, size_t whylen)
+{
+    static const char *const names[4] = {"max_size", "min_size", "budget", "refresh_ms"};
+    static const char what[] = "connbudget.pool_share()";
+    int i, bad = cbpool__one_row(res, 4, what, why, whylen);
+
+    if (bad)
+        return bad;
+    for (i = 0; i < 4; i++) {
+        bad = cbpool__field_int(res, i, what, names[i], i == 3 ? CBPOOL__REFRESH_MIN_MS : 0,
+                                i == 3 ? CBPOOL__REFRESH_MAX_MS : CBPOOL__MAX_BACKENDS, &v[i],
+                                why, whylen);
+        if (bad)
+            return bad * 16 + i;
+    }
+    if (v[1] > v[0]) {
+        snprintf(why, whylen, "%s answered min_size %lld above max_size %lld", what, v[1], v[0]);
+        return CBPOOL__BAD_ORDER * 16 + 1;
+    }
+    if (v[0] > v[2]) {
+        snprintf(why, whylen, "%s answered max_size %lld above budget %lld", what, v[0], v[2]);
+        return CBPOOL__BAD_ORDER * 16;
+    }
+    return 0;
+}
+
 /* A cluster's host: its role, and when it became the primary; with the lock. */
 static void cbpool__set_role_locked(cbpool *pool, int role, int64_t now)
 {
@@ -1858,35 +2067,85 @@ static void cbpool__set_role_locked(cbpool *pool, int role, int64_t now)
     "CASE WHEN pg_is_in_recovery() THEN 0 ELSE "                                 \
     "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
 
+/* Is res an answer of CBPOOL__HOST_SQL: one row of read-only ("t" or "f"),
+   lag (a bigint >= 0) and timeline (an integer >= 0)?  0 and the values;
+   else what was wrong, as cbpool__check_share. */
+static int cbpool__check_host_answer(const PGresult *res, int *standby, long long *lag,
+                                     long long *timeline, char *why, size_t whylen)
+{
+    static const char what[] = "the host check";
+    const char *v;
+    char quoted[160];
+    int bad = cbpool__one_row(res, 3, what, why, whylen);
+
+    if (bad)
+        return bad;
+    if (PQgetisnull(res, 0, 0)) {
+        snprintf(why, whylen, "%s answered NULL for read_only", what);
+        return CBPOOL__BAD_NULL * 16;
+    }
+    v = PQgetvalue(res, 0, 0);
+    if (PQfformat(res, 0) != 0 || PQgetlength(res, 0, 0) != 1 || (v[0] != 't' && v[0] != 'f')) {
+        cbpool__quote(v, PQgetlength(res, 0, 0), quoted, sizeof quoted);
+        snprintf(why, whylen, "%s answered read_only %s, not t or f", what, quoted);
+        return CBPOOL__BAD_TEXT * 16;
+    }
+    *standby = v[0] == 't';
+    bad = cbpool__field_int(res, 1, what, "lag_ms", 0, LLONG_MAX, lag, why, whylen);
+    if (bad)
+        return bad * 16 + 1;
+    bad = cbpool__field_int(res, 2, what, "timeline", 0, INT_MAX, timeline, why, whylen);
+    if (bad)
+        return bad * 16 + 2;
+    return 0;
+}
+
 /* Check a cluster's host on one of its connections, outside the lock;
-   returns 1 if the connection broke. */
+   returns 1 if the connection broke.  An answer that is not one (see
+   cbpool__check_host_answer) changes nothing: not the role, not the lag. */
 static int cbpool__check_host(cbpool *pool, PGconn *pg)
 {
     PGresult *res = cbpool__exec_deadline(pg, CBPOOL__HOST_SQL, 0, NULL,
                                           pool->cfg.validate_timeout_ms);
-    int ok = res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
-    int64_t now = cbpool__now_ns();
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int failed = !res || st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
+                 st == PGRES_BAD_RESPONSE;
+    int bad = 0, standby = 0;
+    long long lag = 0, timeline = 0;
+    char why[320];
+    int64_t now;
     int64_t next;
     cbpool__msg msg;
 
+    if (!failed)
+        bad = cbpool__check_host_answer(res, &standby, &lag, &timeline, why, sizeof why);
+    now = cbpool__now_ns();
     msg.id = NULL;
     cbpool__lock(pool);
-    if (ok) {
-        int role = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? CBPOOL_HOST_STANDBY
-                                                            : CBPOOL_HOST_PRIMARY;
-        long long lag = atoll(PQgetvalue(res, 0, 1));
+    if (!failed && !bad) {
+        int role = standby ? CBPOOL_HOST_STANDBY : CBPOOL_HOST_PRIMARY;
         int was = CBPOOL__LOAD(&pool->host_role);
         cbpool__set_role_locked(pool, role, now);
         CBPOOL__STORE(&pool->host_lag_ms, lag > INT_MAX ? INT_MAX : (int)lag);
-        CBPOOL__STORE(&pool->host_timeline, atoi(PQgetvalue(res, 0, 2)));
+        CBPOOL__STORE(&pool->host_timeline, (int)timeline);
+        pool->host_invalid = 0;
         if (was != role && was != CBPOOL_HOST_UNKNOWN)
             cbpool__format(&msg, CBPOOL_LOG_INFO, "host-role",
                            "the host is now %s", role == CBPOOL_HOST_PRIMARY
                                                       ? "the primary" : "a standby");
-    } else
+    } else if (bad) {
+        /* the host answered, but not an answer: what the pool knew stands */
+        pool->counters.host_check_errors++;
+        if (bad != pool->host_invalid)
+            cbpool__format(&msg, CBPOOL_LOG_WARN, "host-invalid",
+                           "%s; ignored, the host's role and lag stay as they were", why);
+        pool->host_invalid = bad;
+    } else {
+        pool->counters.host_check_errors++;
         cbpool__format(&msg, CBPOOL_LOG_WARN, "host-check",
                        "checking the host's role and lag failed: %s",
                        res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    }
     /* every check_ms at least, whatever the share's refresh interval */
     next = now + cbpool__jitter_ns(pool, pool->member_check_ms, 90, 110);
     if (pool->next_refresh_ns > next)
@@ -1895,9 +2154,18 @@ static int cbpool__check_host(cbpool *pool, PGconn *pg)
     cbpool__emit(pool, &msg);
     if (res)
         PQclear(res);
-    return !ok && PQstatus(pg) != CONNECTION_OK;
+    return (failed || bad) && PQstatus(pg) != CONNECTION_OK;
 }
 
+/*
+ * Ask the server for this pod's share on a connection the maintainer
+ * holds.  Returns 0 if the connection is still good.  An answer that is
+ * not one (see cbpool__check_share) is an error and no size: the pool
+ * keeps the share it had -- before its first answer, the one connection
+ * it starts with; on a server found without the extension, its fixed
+ * max_size -- and asks again an interval later.  The connection is not
+ * to blame for what the server answered: it stays.
+ */
 static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
 {
     char demand[16];
@@ -1906,6 +2174,10 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     char state[6];
     int broken = 0;
     cbpool__msg msg;
+    ExecStatusType st;
+    long long answer[4];
+    char why[320];
+    int answered, bad = 0;
 
     int reported_demand;
     int64_t now;
@@ -1924,20 +2196,26 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)",
         1, values, pool->cfg.validate_timeout_ms);
     cbpool__sqlstate(res, state);
+    /* an answer, not an error: all of it is checked before anything is
+       taken, outside the lock */
+    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    answered = st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR && st != PGRES_BAD_RESPONSE;
+    if (answered)
+        bad = cbpool__check_share(res, answer, why, sizeof why);
 
     cbpool__lock(pool);
     now = cbpool__now_ns();
-    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        int share = atoi(PQgetvalue(res, 0, 0));
+    if (answered && !bad) {
+        int share = (int)answer[0];
         int was = pool->share;
         int changed = pool->reported && reported_demand != pool->last_demand;
         pool->share = share;
-        pool->server_min = atoi(PQgetvalue(res, 0, 1));
-        pool->budget = atoi(PQgetvalue(res, 0, 2));
-        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms
-                                                     : atoi(PQgetvalue(res, 0, 3));
-        if (pool->refresh_ms < 10)
-            pool->refresh_ms = 10;
+        pool->server_min = (int)answer[1];
+        pool->budget = (int)answer[2];
+        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : (int)answer[3];
+        if (pool->refresh_ms < CBPOOL__REFRESH_MIN_MS)
+            pool->refresh_ms = CBPOOL__REFRESH_MIN_MS;   /* cfg.refresh_ms 1 to 9 */
+        pool->budget_invalid = 0;
         if (pool->extension != 1)
             cbpool__format(&msg, CBPOOL_LOG_INFO, "budget",
                            "connbudget share for pod \"%s\" of \"%s\": %d",
@@ -1971,15 +2249,26 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         }
         pool->extension = 1;
         pool->counters.budget_refreshes++;
+    } else if (answered) {
+        /* the server answered, but not an answer: nothing is taken from it
+           (not the share, the extension's presence or the interval), and
+           it is said once per kind of nonsense, not at every refresh */
+        pool->counters.budget_errors++;
+        if (bad != pool->budget_invalid)
+            cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-invalid",
+                           "%s; ignored, the pool stays within %d connections", why,
+                           pool->limit);
+        pool->budget_invalid = bad;
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
     } else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
                strcmp(state, "55000") == 0) {
         /* no extension here (or not preloaded): a fixed size, said once */
+        const char *text = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         if (pool->extension != 0)
             cbpool__format(&msg, CBPOOL_LOG_WARN, "no-extension",
                            "the server has no usable connbudget extension (%s); "
                            "using a fixed max_size of %d",
-                           res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)
-                               : "no answer",
+                           text ? text : "no answer",
                            pool->cfg.max_size > 0 ? pool->cfg.max_size : 10);
         pool->extension = 0;
         /* look again now and then: the extension may be installed later */
@@ -2001,7 +2290,8 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         PQclear(res);
     if (pool->member_check_ms && !broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
         broken = cbpool__check_host(pool, c->pg);
-    /* a failed query inside no transaction leaves the connection idle */
+    /* a failed query inside no transaction leaves the connection idle; an
+       invalid answer on a connection still idle leaves it good */
     return broken || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
 }
 
@@ -2168,19 +2458,28 @@ static void cbpool__answered_locked(cbpool *pool, cbpool__msg *msg)
 
 /* The pace a refusing server states in its hint (connbudget 1.1 and later):
    "Pools re-read their share every N ms (connbudget.refresh_interval)."; 0
-   when it states none. */
+   when it states none.  N is read as any number from a server is
+   (cbpool__parse_int): a run of at most 10 digits, within the range of the
+   setting, followed by exactly that text; a sign, a space, a number too
+   long, the text cut short at the end of the message: none stated. */
 static int cbpool__stated_refresh_ms(const char *text)
 {
     static const char lead[] = "re-read their share every ";
-    const char *at = strstr(text, lead);
-    char *end;
-    long ms;
+    static const char tail[] = " ms (connbudget.refresh_interval)";
+    const char *at = text ? strstr(text, lead) : NULL;
+    char digits[11];
+    size_t n;
+    long long ms;
 
     if (!at)
         return 0;
-    ms = strtol(at + sizeof lead - 1, &end, 10);
-    if (end == at + sizeof lead - 1 || strncmp(end, " ms (connbudget.refresh_interval)", 33) != 0 ||
-        ms < 10 || ms > 3600000)
+    at += sizeof lead - 1;
+    n = strspn(at, "0123456789");   /* stops at the terminating NUL */
+    if (n == 0 || n >= sizeof digits || strncmp(at + n, tail, sizeof tail - 1) != 0)
+        return 0;
+    memcpy(digits, at, n);
+    digits[n] = '\0';
+    if (cbpool__parse_int(digits, CBPOOL__REFRESH_MIN_MS, CBPOOL__REFRESH_MAX_MS, &ms) != 0)
         return 0;
     return (int)ms;
 }
@@ -3839,7 +4138,8 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                  (unsigned long long)s.closed_over_share);
     CBPOOL__COUNTER("budget_refreshes_total", "Successful connbudget.pool_share() calls.",
                     s.budget_refreshes);
-    CBPOOL__COUNTER("budget_errors_total", "Failed connbudget.pool_share() calls.",
+    CBPOOL__COUNTER("budget_errors_total",
+                    "Failed connbudget.pool_share() calls and invalid answers.",
                     s.budget_errors);
     CBPOOL__COUNTER("leaks_detected_total", "Connections held beyond leak_threshold_ms.",
                     s.leaks_detected);
@@ -3859,6 +4159,9 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     CBPOOL__COUNTER("breaker_fast_failures_total",
                     "Acquires failed at once because the circuit breaker was open.",
                     s.breaker_fast_failures);
+    CBPOOL__COUNTER("host_check_errors_total",
+                    "Failed checks of a cluster host's role and lag and invalid answers.",
+                    s.host_check_errors);
 #undef CBPOOL__COUNTER
 #undef CBPOOL__GAUGE
 #undef CBPOOL__EMIT
