@@ -11,7 +11,7 @@
 -- every other connbudget setting at its default.
 
 BEGIN;
-SELECT plan(41);
+SELECT plan(46);
 
 -- ---- the settings and their definitions ------------------------------------
 
@@ -22,8 +22,9 @@ SELECT set_eq(
           'connbudget.refresh_interval', 'connbudget.pod',
           'connbudget.max_pods', 'connbudget.pool_session',
           'connbudget.max_pods_per_role', 'connbudget.unconfigured_applications',
-          'connbudget.unconfigured_max_connections'],
-    'the connbudget.* settings are exactly those of SPEC 3.2, plus those of fleets and trust');
+          'connbudget.unconfigured_max_connections',
+          'connbudget.demand', 'connbudget.share'],
+    'the connbudget.* settings are exactly those of SPEC 3.2, plus those of fleets, trust and the protocol');
 
 -- vartype, boot_val (the built-in default), unit, context
 SELECT results_eq(
@@ -85,6 +86,25 @@ SELECT results_eq(
        WHERE name = 'connbudget.unconfigured_max_connections'$$,
     $$VALUES ('integer'::text, '-1'::text, 'sighup'::text, '-1'::text)$$,
     'connbudget.unconfigured_max_connections: integer, default -1 (no limit), sighup');
+
+SELECT results_eq(
+    $$SELECT vartype, boot_val, context FROM pg_settings WHERE name = 'connbudget.demand'$$,
+    $$VALUES ('string'::text, ''::text, 'user'::text)$$,
+    'connbudget.demand: string, default empty (nothing reported), any session may set it');
+SELECT results_eq(
+    $$SELECT vartype, context FROM pg_settings WHERE name = 'connbudget.share'$$,
+    $$VALUES ('string'::text, 'internal'::text)$$,
+    'connbudget.share: string, read-only');
+SELECT matches(current_setting('connbudget.share'), '^protocol=2 status=other refresh_ms=[0-9]+$',
+    'connbudget.share of this ungoverned session: protocol 2, status other, the refresh interval');
+SELECT throws_ok(
+    $$SET connbudget.demand = 'lots'$$,
+    '22023', NULL,
+    'connbudget.demand refuses a value that is not a demand');
+SELECT throws_ok(
+    $$SET connbudget.share = 'max_size=1'$$,
+    '55P02', NULL,
+    'connbudget.share cannot be set');
 
 SELECT is(
     (SELECT min_val FROM pg_settings WHERE name = 'connbudget.reserved_connections'),
