@@ -422,16 +422,16 @@ cb_application_items(int64_t remaining, CbAllocApp *apps, int napps,
 
 /*
  * Step 2: the rest of the budget among applications with live pods,
- * bounded by cap and demand, and the pooled ones by pooled_cap together.
+ * bounded by cap and demand, and the unconfigured ones by unconfigured_cap together.
  * Returns what was allocated in all.
  */
 static int64_t
-cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
+cb_alloc_applications(int32_t budget, int32_t unconfigured_cap, CbAllocApp *apps,
 					  int napps, const CbAllocOrder *order, CbWork *w)
 {
 	int64_t		remaining = budget;
 	int64_t		allocated = 0;
-	uint64_t	pooled_given = 0;
+	uint64_t	unconfigured_given = 0;
 
 	for (int a = 0; a < napps; a++)
 		remaining -= apps[a].guaranteed;
@@ -439,30 +439,30 @@ cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
 	cb_waterfill((uint64_t) remaining, w->items, napps, w->ptrs);
 
 	/*
-	 * The pooled applications beyond their cap together: they saturate as a
+	 * The unconfigured applications beyond their cap together: they saturate as a
 	 * group, sharing the cap among themselves by the same rule, and the
 	 * others share what is left.
 	 */
-	if (pooled_cap >= 0)
+	if (unconfigured_cap >= 0)
 	{
-		uint64_t	pooled_guaranteed = 0;
+		uint64_t	unconfigured_guaranteed = 0;
 
 		for (int r = 0; r < napps; r++)
-			if (apps[order->app_order[r]].pooled)
+			if (apps[order->app_order[r]].unconfigured)
 			{
-				pooled_given += w->items[r].given;
-				pooled_guaranteed += (uint64_t) apps[order->app_order[r]].guaranteed;
+				unconfigured_given += w->items[r].given;
+				unconfigured_guaranteed += (uint64_t) apps[order->app_order[r]].guaranteed;
 			}
-		if (pooled_given + pooled_guaranteed > (uint64_t) pooled_cap)
+		if (unconfigured_given + unconfigured_guaranteed > (uint64_t) unconfigured_cap)
 		{
-			uint64_t	cap = (uint64_t) pooled_cap > pooled_guaranteed
-				? (uint64_t) pooled_cap - pooled_guaranteed : 0;
+			uint64_t	cap = (uint64_t) unconfigured_cap > unconfigured_guaranteed
+				? (uint64_t) unconfigured_cap - unconfigured_guaranteed : 0;
 			uint64_t	used;
 
-			/* the pooled ones share their cap... */
+			/* the unconfigured ones share their cap... */
 			cb_application_items(remaining, apps, napps, order, w);
 			for (int r = 0; r < napps; r++)
-				if (!apps[order->app_order[r]].pooled)
+				if (!apps[order->app_order[r]].unconfigured)
 					w->items[r].headroom = 0;
 			used = cap - cb_waterfill(cap, w->items, napps, w->ptrs);
 			for (int r = 0; r < napps; r++)
@@ -471,11 +471,11 @@ cb_alloc_applications(int32_t budget, int32_t pooled_cap, CbAllocApp *apps,
 			/* ...and the others what is left */
 			cb_application_items(remaining, apps, napps, order, w);
 			for (int r = 0; r < napps; r++)
-				if (apps[order->app_order[r]].pooled)
+				if (apps[order->app_order[r]].unconfigured)
 					w->items[r].headroom = 0;
 			cb_waterfill((uint64_t) remaining - used, w->items, napps, w->ptrs);
 			for (int r = 0; r < napps; r++)
-				if (apps[order->app_order[r]].pooled)
+				if (apps[order->app_order[r]].unconfigured)
 					w->items[r].given = (uint64_t) w->rank[r];
 		}
 	}
@@ -618,7 +618,7 @@ cb_alloc_sessions(const CbAllocPod *pods, CbAllocSession *sessions,
 }
 
 int64_t
-cb_allocate_ordered(int32_t budget, int32_t pooled_cap, CbAllocApp *apps, int napps,
+cb_allocate_ordered(int32_t budget, int32_t unconfigured_cap, CbAllocApp *apps, int napps,
 					CbAllocPod *pods, int npods,
 					CbAllocSession *sessions, int nsessions,
 					const CbAllocOrder *order, void *work)
@@ -670,7 +670,7 @@ cb_allocate_ordered(int32_t budget, int32_t pooled_cap, CbAllocApp *apps, int na
 	}
 
 	cb_alloc_minimums(budget, apps, napps, order, &w);
-	allocated = cb_alloc_applications(budget, pooled_cap, apps, napps, order, &w);
+	allocated = cb_alloc_applications(budget, unconfigured_cap, apps, napps, order, &w);
 	cb_alloc_pods(apps, pods, npods, order, &w);
 	cb_alloc_sessions(pods, sessions, nsessions, order, &w);
 	return allocated;
@@ -707,8 +707,8 @@ cb_admission_verdict(const CbAdmissionCounts *c)
 {
 	if (c->cap >= 0 && c->connections > c->cap)
 		return CB_OVER_CAP;
-	if (c->pooled && c->pooled_cap >= 0 && c->pooled_connections > c->pooled_cap)
-		return CB_OVER_POOLED_CAP;
+	if (c->unconfigured && c->unconfigured_cap >= 0 && c->unconfigured_connections > c->unconfigured_cap)
+		return CB_OVER_UNCONFIGURED_CAP;
 	if (c->governed > c->budget)
 		return CB_OVER_BUDGET;
 	if (c->connections > c->min_connections && c->committed > c->budget)

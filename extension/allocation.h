@@ -26,9 +26,9 @@
  *	  pods by weighted max-min fairness (water-filling); an application's
  *	  allocation is bounded by its cap and by its demand (the sum of its
  *	  pods' demands, or unbounded if any pod's demand is unbounded).  The
- *	  applications marked "pooled" (those without a row in
- *	  application_limits) are also bounded together, by pooled_cap: if they
- *	  would take more, they share pooled_cap among themselves and the
+ *	  applications marked "unconfigured" (those without a row in
+ *	  application_limits) are also bounded together, by unconfigured_cap: if they
+ *	  would take more, they share unconfigured_cap among themselves and the
  *	  others share the rest.
  * 3. Pods.  An application's allocation is shared among its live pods the
  *	  same way, with equal weights and each pod bounded by its demand; each
@@ -67,7 +67,7 @@ typedef struct CbAllocApp
 	int32_t		min_connections;	/* >= 0 */
 	int32_t		max_connections;	/* cap, or CB_UNBOUNDED */
 	int32_t		weight;			/* >= 1 */
-	int32_t		pooled;			/* 1: bounded with the others by pooled_cap */
+	int32_t		unconfigured;			/* 1: bounded with the others by unconfigured_cap */
 
 	/* outputs */
 	int32_t		allocation;		/* connections allocated to the app */
@@ -137,14 +137,14 @@ extern void cb_allocation_order(const CbAllocApp *apps, int napps,
  * the number of connections allocated to applications (never more than
  * budget).
  */
-extern int64_t cb_allocate_ordered(int32_t budget, int32_t pooled_cap,
+extern int64_t cb_allocate_ordered(int32_t budget, int32_t unconfigured_cap,
 								   CbAllocApp *apps, int napps,
 								   CbAllocPod *pods, int npods,
 								   CbAllocSession *sessions, int nsessions,
 								   const CbAllocOrder *order, void *work);
 
 /* Steps 0 to 3 for apps and pods in any order, without sessions or a
- * pooled cap. */
+ * cap for the unconfigured ones. */
 extern int64_t cb_allocate(int32_t budget,
 						   CbAllocApp *apps, int napps,
 						   CbAllocPod *pods, int npods,
@@ -152,15 +152,30 @@ extern int64_t cb_allocate(int32_t budget,
 
 /* ---- admission ---- */
 
-/* Why a connection would be refused. */
+/*
+ * What becomes of a connection that asks to be governed: the one
+ * vocabulary of admission, at connect time and whenever open connections
+ * are sorted again.  The first group is decided here, on the counts; the
+ * second by the registry, before it counts: a connection refused there is
+ * not counted where it asked to be, and is "other" until refused.
+ */
 typedef enum CbVerdict
 {
 	CB_ADMIT,
+	/* counted, and over a limit (cb_admission_verdict) */
 	CB_OVER_CAP,				/* the application holds its cap */
-	CB_OVER_POOLED_CAP,			/* applications without a row together
-								 * hold their cap */
+	CB_OVER_UNCONFIGURED_CAP,	/* applications without a row together hold
+								 * their cap */
 	CB_OVER_BUDGET,				/* governed connections fill the budget */
-	CB_OVER_MINIMUMS			/* would eat another app's unused minimum */
+	CB_OVER_MINIMUMS,			/* would eat another app's unused minimum */
+	/* not counted where it asked to be */
+	CB_NO_ROOM,					/* every slot of the pod (or session) table
+								 * is taken */
+	CB_NOT_OWNER,				/* its pod belongs to another role */
+	CB_ROLE_FULL,				/* its role holds max_pods_per_role pods, or
+								 * as many pool sessions */
+	CB_CLAIM_REFUSED,			/* its role may not claim its application */
+	CB_UNCONFIGURED_REFUSED		/* unconfigured_applications = refuse */
 } CbVerdict;
 
 /*
@@ -175,9 +190,9 @@ typedef struct CbAdmissionCounts
 	int32_t		governed;		/* governed connections of all apps */
 	int32_t		budget;			/* the effective budget */
 	int32_t		committed;		/* sum over apps of max(connections, min) */
-	int32_t		pooled;			/* 1: the app is one of the pooled ones */
-	int32_t		pooled_connections; /* governed connections of all of them */
-	int32_t		pooled_cap;		/* their cap together, or CB_UNBOUNDED */
+	int32_t		unconfigured;	/* 1: the app has no row in application_limits */
+	int32_t		unconfigured_connections; /* governed connections of all of them */
+	int32_t		unconfigured_cap;		/* their cap together, or CB_UNBOUNDED */
 } CbAdmissionCounts;
 
 extern CbVerdict cb_admission_verdict(const CbAdmissionCounts *counts);

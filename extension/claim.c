@@ -157,9 +157,9 @@ cb_take_memberships_changed(void)
 
 /* Why this connection, which asked to be governed, is not. */
 static void
-cb_report_own_room(CbRoom room, const CbIdentity *id)
+cb_report_own_verdict(CbVerdict verdict, const CbIdentity *id)
 {
-	switch (room)
+	switch (verdict)
 	{
 		case CB_CLAIM_REFUSED:
 			ereport(ERROR,
@@ -204,8 +204,8 @@ cb_report_own_room(CbRoom room, const CbIdentity *id)
 					 errdetail("Every slot of the pod table was taken when this connection was counted; it is counted as an \"other\" connection and has no share."),
 					 errhint("Raise connbudget.max_pods (it takes a restart), or give fewer distinct pod ids.")));
 			break;
-		case CB_ROOM:
-			break;
+		default:
+			break;				/* admitted: counted where it asked to be */
 	}
 }
 
@@ -214,65 +214,68 @@ cb_report_own_room(CbRoom room, const CbIdentity *id)
  * a re-sort left it "other", returns why.  If the limits or any role's
  * memberships changed since it was last checked, checks its claim again,
  * and under enforce = on a connection whose role lost its application
- * becomes "other" here and now (and the loader is asked to judge the
- * role's other connections and pods).  Cheap when nothing changed: one
- * atomic read.  Raises no error (connbudget.share's show hook calls it);
+ * becomes "other" here and now; *demoted then says so, and the caller asks
+ * the limits loader to judge the role's other connections and pods.
+ * Cheap when nothing changed: one atomic read.  Raises no error (connbudget.share's show hook calls it);
  * outside a valid transaction, where the catalog cannot be read, only the
  * re-sorts' verdict counts.
  */
-CbRoom
-cb_check_own_claim_quietly(void)
+CbVerdict
+cb_check_own_claim_quietly(bool *demoted)
 {
 	const CbIdentity *id = cb_backend_identity();
-	CbClaim		claim;
-	CbRoom		room;
+	CbBinding		binding;
+	CbVerdict	verdict;
 
+	*demoted = false;
 	if (id == NULL)
-		return CB_ROOM;
-	room = cb_backend_room();
-	if (room != CB_ROOM)
-		return room;
+		return CB_ADMIT;
+	verdict = cb_backend_verdict();
+	if (verdict != CB_ADMIT)
+		return verdict;
 	if (cb_current_limits_gen() == cb_checked_limits_gen && !cb_memberships_changed)
-		return CB_ROOM;
+		return CB_ADMIT;
 	if (!IsTransactionState() || IsAbortedTransactionBlockState())
-		return CB_ROOM;
+		return CB_ADMIT;
 	cb_memberships_changed = false;
-	cb_application_claim(id->application_name, &claim);
-	cb_checked_limits_gen = claim.limits_gen;
+	cb_application_binding(id->application_name, &binding);
+	cb_checked_limits_gen = binding.limits_gen;
 	if (cb_enforce == CB_ENFORCE_ON && !id->superuser && cb_backend_governed() &&
-		claim.configured &&
-		!cb_role_may_claim(id->user_name, claim.nroles,
-						   (const char (*)[CB_NAME_LEN]) claim.roles))
+		binding.configured &&
+		!cb_role_may_claim(id->user_name, binding.nroles,
+						   (const char (*)[CB_NAME_LEN]) binding.roles))
 	{
 		cb_backend_demote(CB_CLAIM_REFUSED);
-		cb_request_reload();
+		*demoted = true;
 		return CB_CLAIM_REFUSED;
 	}
-	return CB_ROOM;
+	return CB_ADMIT;
 }
 
-/* The same for pool_share(): why not, as an error. */
+/*
+ * The same for pool_share(): why not, as an error.  Returns whether this
+ * connection was demoted now (the caller asks the loader to judge the
+ * role's other connections) -- or raises the error.
+ */
 void
-cb_check_own_claim(void)
+cb_report_own_claim(CbVerdict verdict)
 {
-	CbRoom		room = cb_check_own_claim_quietly();
-
-	if (room != CB_ROOM)
-		cb_report_own_room(room, cb_backend_identity());
+	if (verdict != CB_ADMIT)
+		cb_report_own_verdict(verdict, cb_backend_identity());
 }
 
 /* The SQLSTATE a connection left "other" for this reason gets. */
 const char *
-cb_room_sqlstate(CbRoom room)
+cb_verdict_sqlstate(CbVerdict verdict)
 {
-	return room == CB_ROLE_FULL || room == CB_NO_ROOM ? "53400" : "42501";
+	return verdict == CB_ROLE_FULL || verdict == CB_NO_ROOM ? "53400" : "42501";
 }
 
 /* The same reason in one word, for connbudget.share. */
 const char *
-cb_room_word(CbRoom room)
+cb_verdict_word(CbVerdict verdict)
 {
-	switch (room)
+	switch (verdict)
 	{
 		case CB_CLAIM_REFUSED:
 			return "role_may_not_claim";
@@ -284,7 +287,7 @@ cb_room_word(CbRoom room)
 			return "unconfigured_refused";
 		case CB_NO_ROOM:
 			return "max_pods";
-		case CB_ROOM:
+		default:
 			break;
 	}
 	return "none";

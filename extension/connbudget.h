@@ -143,52 +143,29 @@ typedef struct CbLimit
 } CbLimit;
 
 /*
- * What the connect hook checks before it counts a connection: whether its
- * role may claim the application (claim.c), against the limits of one
- * generation.  A connection checked against limits that changed before it
- * was counted is checked again.
+ * An application's binding to roles, as the limits of one generation say:
+ * a connection's role may claim the application (connect as it) if it is
+ * not configured, is bound to no roles, or is bound to that role (claim.c).
+ * A connection checked against limits that changed before it was counted
+ * is checked again.
  */
-typedef struct CbClaim
+typedef struct CbBinding
 {
 	bool		configured;		/* the application has a row */
 	int			nroles;			/* -1: any role */
 	char		roles[CB_MAX_APP_ROLES][CB_NAME_LEN];
 	uint64		limits_gen;		/* the limits this was copied from */
-} CbClaim;
+} CbBinding;
 
 /*
- * Where a connection that asks to be governed is counted, if anywhere: at
- * connect time, and again whenever open connections are re-sorted.  Every
- * value but CB_ROOM leaves it "other" (until the caller refuses it, or,
- * for a superuser or under warn, places it again with exempt).
+ * The connect hook's verdict on a new connection, and the numbers.  The
+ * verdict (allocation.h) says where it was counted: CB_ADMIT, a limit it
+ * is over (it was counted, then checked), or why it could not be counted
+ * where it asked to be (it is "other").
  */
-typedef enum CbRoom
-{
-	CB_ROOM,					/* counted where it asked to be */
-	CB_NO_ROOM,					/* every slot of the pod (or session) table
-								 * is taken */
-	CB_NOT_OWNER,				/* its pod belongs to another role */
-	CB_ROLE_FULL,				/* its role holds max_pods_per_role pods */
-	CB_CLAIM_REFUSED,			/* its role may not claim its application */
-	CB_UNCONFIGURED_REFUSED		/* unconfigured_applications = refuse */
-} CbRoom;
-
-/* How the connect hook checks a connection against the limits. */
-typedef enum CbCheck
-{
-	CB_CHECK_NONE,				/* count it, check nothing (enforce = off, and
-								 * superusers, who are never refused) */
-	CB_CHECK_WARN,				/* a refused one is recorded and stays */
-	CB_CHECK_REFUSE				/* a refused one is recorded and uncounted
-								 * under the same lock: no reader ever counts
-								 * it */
-} CbCheck;
-
-/* The connect hook's verdict on a new connection, and the numbers. */
 typedef struct CbAdmission
 {
-	CbVerdict	verdict;		/* see allocation.h */
-	CbRoom		room;
+	CbVerdict	verdict;
 	bool		stale;			/* the limits changed after the claim was
 								 * checked: nothing was counted; check again */
 	CbAdmissionCounts counts;	/* each counting this connection */
@@ -268,17 +245,17 @@ extern int32 cb_configured_budget(void);
 
 /* ---- registry.c ---- */
 
-extern void cb_application_claim(const char *application_name, CbClaim *claim);
+extern void cb_application_binding(const char *application_name, CbBinding *binding);
 extern void cb_claim_refused(const char *application_name);
-extern void cb_backend_attach(const CbIdentity *identity, const CbClaim *claim,
-							  bool claim_ok, CbCheck check, bool exempt,
+extern void cb_backend_attach(const CbIdentity *identity, const CbBinding *binding,
+							  bool claim_ok, CbEnforce enforce, bool lenient,
 							  CbAdmission *admission);
 extern void cb_backend_detach(void);
 extern const CbIdentity *cb_backend_identity(void);
 extern bool cb_backend_governed(void);
 extern uint64 cb_current_limits_gen(void);
-extern CbRoom cb_backend_room(void);
-extern void cb_backend_demote(CbRoom room);
+extern CbVerdict cb_backend_verdict(void);
+extern void cb_backend_demote(CbVerdict verdict);
 
 /* ---- claim.c ---- */
 
@@ -298,10 +275,10 @@ extern void cb_claim_verdicts(const CbLimit *limits, int nlimits,
 							  CbClaimant *claimants, int nclaimants);
 extern void cb_watch_memberships(void);
 extern bool cb_take_memberships_changed(void);
-extern CbRoom cb_check_own_claim_quietly(void);
-extern void cb_check_own_claim(void);
-extern const char *cb_room_sqlstate(CbRoom room);
-extern const char *cb_room_word(CbRoom room);
+extern CbVerdict cb_check_own_claim_quietly(bool *demoted);
+extern void cb_report_own_claim(CbVerdict verdict);
+extern const char *cb_verdict_sqlstate(CbVerdict verdict);
+extern const char *cb_verdict_word(CbVerdict verdict);
 
 /* ---- share.c ---- */
 

@@ -272,26 +272,26 @@ cb_on_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 
 /* The roles an application is bound to, as a reader would quote them. */
 static char *
-cb_role_list(const CbClaim *claim)
+cb_role_list(const CbBinding *binding)
 {
 	StringInfoData list;
 
 	initStringInfo(&list);
-	for (int i = 0; i < claim->nroles; i++)
+	for (int i = 0; i < binding->nroles; i++)
 		appendStringInfo(&list, "%s%s", i > 0 ? ", " : "",
-						 quote_identifier(claim->roles[i]));
+						 quote_identifier(binding->roles[i]));
 	return list.data;
 }
 
 static void
-cb_report_claim(int elevel, const CbIdentity *id, const CbClaim *claim)
+cb_report_claim(int elevel, const CbIdentity *id, const CbBinding *binding)
 {
 	ereport(elevel,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("role \"%s\" may not connect as application \"%s\"",
 					id->user_name, id->application_name),
 			 errdetail("connbudget.application_limits allows application \"%s\" only to the roles %s and their members.",
-					   id->application_name, cb_role_list(claim)),
+					   id->application_name, cb_role_list(binding)),
 			 errhint("Connect as one of those roles, or add this role to the application's roles in connbudget.application_limits.")));
 }
 
@@ -310,7 +310,7 @@ cb_report_unconfigured(int elevel, const CbIdentity *id)
 static void
 cb_report_pod(int elevel, const CbIdentity *id, const CbAdmission *admission)
 {
-	if (admission->room == CB_NOT_OWNER)
+	if (admission->verdict == CB_NOT_OWNER)
 		ereport(elevel,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("pod \"%s\" of application \"%s\" belongs to role \"%s\"",
@@ -369,11 +369,9 @@ cb_refusal_hint(const char *advice)
 				   advice, cb_refresh_interval_ms);
 }
 
-/*
- * Report a refusal: FATAL when enforcing, a log line when only warning.
- */
+/* A connection over a limit: counted, then checked. */
 static void
-cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
+cb_report_over_limit(int elevel, const CbIdentity *id, const CbAdmission *admission)
 {
 	const CbAdmissionCounts *a = &admission->counts;
 
@@ -389,13 +387,13 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 							   a->cap, id->pod),
 					 cb_refusal_hint("Shrink the pools of this application, or raise its max_connections in connbudget.application_limits.")));
 			break;
-		case CB_OVER_POOLED_CAP:
+		case CB_OVER_UNCONFIGURED_CAP:
 			ereport(elevel,
 					(errcode(ERRCODE_TOO_MANY_CONNECTIONS),
 					 errmsg("too many connections for applications without limits: application \"%s\" cannot open another connection",
 							id->application_name),
 					 errdetail("Applications without a row in connbudget.application_limits hold %d connections together and their limit is %d (connbudget.unconfigured_max_connections); pod \"%s\".",
-							   a->pooled_connections - 1, a->pooled_cap, id->pod),
+							   a->unconfigured_connections - 1, a->unconfigured_cap, id->pod),
 					 cb_refusal_hint("Add the application to connbudget.application_limits, or raise connbudget.unconfigured_max_connections.")));
 			break;
 		case CB_OVER_BUDGET:
@@ -418,24 +416,29 @@ cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission)
 							   a->connections - 1, id->pod),
 					 cb_refusal_hint("Pools should size themselves with connbudget.pool_share(); see the connbudget.applications view.")));
 			break;
-		case CB_ADMIT:
+		default:
 			break;
 	}
 }
 
 /*
- * Report a connection that asked to be governed and found no place:
- * FATAL when enforcing, a log line otherwise (the caller then places it
- * again, exempt).
+ * Report a verdict other than CB_ADMIT: FATAL when enforcing, a log line
+ * when only warning.
  */
 static void
-cb_report_room(int elevel, const CbIdentity *id, const CbAdmission *admission,
-			   const CbClaim *claim)
+cb_report(int elevel, const CbIdentity *id, const CbAdmission *admission,
+		  const CbBinding *binding)
 {
-	switch (admission->room)
+	switch (admission->verdict)
 	{
+		case CB_OVER_CAP:
+		case CB_OVER_UNCONFIGURED_CAP:
+		case CB_OVER_BUDGET:
+		case CB_OVER_MINIMUMS:
+			cb_report_over_limit(elevel, id, admission);
+			break;
 		case CB_CLAIM_REFUSED:
-			cb_report_claim(elevel, id, claim);
+			cb_report_claim(elevel, id, binding);
 			break;
 		case CB_UNCONFIGURED_REFUSED:
 			cb_report_unconfigured(elevel, id);
@@ -447,9 +450,17 @@ cb_report_room(int elevel, const CbIdentity *id, const CbAdmission *admission,
 		case CB_NO_ROOM:
 			cb_report_no_room(elevel, id, admission);
 			break;
-		case CB_ROOM:
+		case CB_ADMIT:
 			break;
 	}
+}
+
+/* Was the connection refused before it was counted where it asked to be? */
+static bool
+cb_refused_placing(CbVerdict verdict)
+{
+	return verdict == CB_NOT_OWNER || verdict == CB_ROLE_FULL ||
+		verdict == CB_CLAIM_REFUSED || verdict == CB_UNCONFIGURED_REFUSED;
 }
 
 static void
@@ -457,10 +468,9 @@ cb_client_auth(Port *port, int status)
 {
 	CbIdentity	id;
 	CbAdmission admission;
-	CbClaim		claim;
-	int			enforce = cb_enforce;
+	CbBinding	binding;
+	CbEnforce	enforce = (CbEnforce) cb_enforce;
 	int			elevel = enforce == CB_ENFORCE_ON ? FATAL : WARNING;
-	CbCheck		check;
 
 	if (prev_client_auth_hook)
 		prev_client_auth_hook(port, status);
@@ -481,52 +491,45 @@ cb_client_auth(Port *port, int status)
 	before_shmem_exit(cb_on_exit, (Datum) 0);
 	cb_watch_memberships();
 
-	/* superusers are counted and never refused */
-	check = enforce == CB_ENFORCE_OFF || id.superuser ? CB_CHECK_NONE :
-		enforce == CB_ENFORCE_ON ? CB_CHECK_REFUSE : CB_CHECK_WARN;
-
 	/*
 	 * May this role claim the application at all?  Checked before counting,
 	 * and again if the limits changed before the connection was counted.
+	 * Superusers are counted and never refused.
 	 */
 	for (;;)
 	{
 		bool		claim_ok;
-		bool		exempt = enforce == CB_ENFORCE_OFF || id.superuser;
+		bool		lenient = false;
 
-		cb_application_claim(id.application_name, &claim);
-		claim_ok = !claim.configured ||
-			cb_role_may_claim(id.user_name, claim.nroles,
-							  (const char (*)[CB_NAME_LEN]) claim.roles);
-		if (!claim_ok && !exempt)
+		cb_application_binding(id.application_name, &binding);
+		claim_ok = !binding.configured ||
+			cb_role_may_claim(id.user_name, binding.nroles,
+							  (const char (*)[CB_NAME_LEN]) binding.roles);
+		if (!claim_ok && enforce != CB_ENFORCE_OFF && !id.superuser)
 		{
 			cb_claim_refused(id.application_name);
-			cb_report_claim(elevel, &id, &claim);
-			exempt = true;		/* under warn: let in, said once */
+			cb_report_claim(elevel, &id, &binding);
+			lenient = true;		/* under warn: let in, said once */
 		}
-		cb_backend_attach(&id, &claim, claim_ok, check, exempt, &admission);
+		cb_backend_attach(&id, &binding, claim_ok, enforce, lenient, &admission);
 		if (admission.stale)
 			continue;
-		if (admission.room != CB_ROOM && admission.room != CB_NO_ROOM)
+		if (cb_refused_placing(admission.verdict))
 		{
 			/* under warn, let in after all */
-			cb_report_room(elevel, &id, &admission, &claim);
-			cb_backend_attach(&id, &claim, claim_ok, check, true, &admission);
+			cb_report(elevel, &id, &admission, &binding);
+			cb_backend_attach(&id, &binding, claim_ok, enforce, true, &admission);
 			if (admission.stale)
 				continue;
 		}
 		break;
 	}
-	if (admission.room == CB_NO_ROOM)
-	{
-		/* never silently "other": refused, or let in with a warning */
-		if (!id.superuser)
-			cb_report_room(elevel, &id, &admission, &claim);
-		return;
-	}
-	/* a refused connection is recorded, and under "on" no longer counted */
-	if (admission.verdict != CB_ADMIT)
-		cb_report(check == CB_CHECK_REFUSE ? FATAL : WARNING, &id, &admission);
+	/*
+	 * Never silently "other" for want of room; over a limit: recorded, and
+	 * under "on" no longer counted.
+	 */
+	if (admission.verdict != CB_ADMIT && !(admission.verdict == CB_NO_ROOM && id.superuser))
+		cb_report(elevel, &id, &admission, &binding);
 }
 
 void

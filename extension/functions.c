@@ -110,7 +110,14 @@ connbudget_pool_share(PG_FUNCTION_ARGS)
 					 errhint("Pass the number of connections the pod could use, or NULL for no bound.")));
 	}
 
-	cb_check_own_claim();
+	{
+		bool		demoted;
+		CbVerdict	verdict = cb_check_own_claim_quietly(&demoted);
+
+		if (demoted)
+			cb_request_reload();	/* the loader judges the role's other connections */
+		cb_report_own_claim(verdict);
+	}
 	cb_pool_share(demand, &share);
 
 	values[0] = Int32GetDatum(share.max_size);

@@ -274,7 +274,7 @@ cb_publish_limits(const CbLimit *limits, int nlimits, bool resort)
 			if (cb_enforce == CB_ENFORCE_ON)
 				cb_revoke_leases_locked(pods, npods);
 			for (int i = 0; i < nbackends; i++)
-				if (!backends[i].ok && cb_backends[backends[i].slot].room == CB_CLAIM_REFUSED)
+				if (!backends[i].ok && cb_backends[backends[i].slot].verdict == CB_CLAIM_REFUSED)
 					demoted++;
 			pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
 			LWLockRelease(cb_shared->lock);

@@ -487,7 +487,7 @@ cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
  * application is configured or it named its pod, "other" otherwise (and
  * "other" for an unconfigured application under unconfigured = other).
  * Adds the application, pod and session slots a governed one needs.  Puts
- * in admission->room why a connection that asks to be governed has no
+ * in admission->verdict why a connection that asks to be governed has no
  * place:
  *
  * CB_NO_ROOM	a table is full
@@ -524,7 +524,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 	bool		configured;
 
 	*app_out = *pod_out = *session_out = -1;
-	admission->room = CB_ROOM;
+	admission->verdict = CB_ADMIT;
 	admission->role_sessions = false;
 
 	app = cb_find_app_locked(id->application_name, app_hash);
@@ -533,12 +533,12 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 		return CB_BACKEND_OTHER;
 	if (!exempt && configured && !claim_ok)
 	{
-		admission->room = CB_CLAIM_REFUSED;
+		admission->verdict = CB_CLAIM_REFUSED;
 		return CB_BACKEND_OTHER;
 	}
 	if (!exempt && !configured && cb_shared->unconfigured == CB_UNCONFIGURED_REFUSE)
 	{
-		admission->room = CB_UNCONFIGURED_REFUSED;
+		admission->verdict = CB_UNCONFIGURED_REFUSED;
 		return CB_BACKEND_OTHER;
 	}
 	if (app < 0)
@@ -547,7 +547,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 		new_app = true;
 		if (app < 0)
 		{
-			admission->room = CB_NO_ROOM;
+			admission->verdict = CB_NO_ROOM;
 			return CB_BACKEND_OTHER;
 		}
 	}
@@ -562,7 +562,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 		strcmp(cb_roles[cb_pods[pod].role].name, id->user_name) != 0)
 	{
 		strlcpy(admission->pod_owner, cb_roles[cb_pods[pod].role].name, CB_NAME_LEN);
-		admission->room = CB_NOT_OWNER;
+		admission->verdict = CB_NOT_OWNER;
 		return CB_BACKEND_OTHER;
 	}
 	if (pod < 0)
@@ -576,7 +576,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 		{
 			admission->role_pods = cb_roles[role].npods;
 			admission->role_limit = cb_shared->max_pods_per_role;
-			admission->room = CB_ROLE_FULL;
+			admission->verdict = CB_ROLE_FULL;
 		}
 		else if (role >= 0)
 		{
@@ -598,7 +598,7 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 			admission->role_pods = cb_roles[role].nsessions;
 			admission->role_limit = cb_shared->max_pods_per_role;
 			admission->role_sessions = true;
-			admission->room = CB_ROLE_FULL;
+			admission->verdict = CB_ROLE_FULL;
 		}
 		else if (session < 0)
 			session = cb_add_session_locked(pod, id->session_token, session_hash);
@@ -615,8 +615,8 @@ cb_place_locked(const CbIdentity *id, TimestampTz now, bool exempt, bool claim_o
 		}
 		if (new_app && cb_apps[app].npods == 0 && cb_apps[app].refused == 0)
 			cb_free_app_locked(app);
-		if (admission->room == CB_ROOM)
-			admission->room = CB_NO_ROOM;
+		if (admission->verdict == CB_ADMIT)
+			admission->verdict = CB_NO_ROOM;
 		return CB_BACKEND_OTHER;
 	}
 	*app_out = app;
@@ -639,7 +639,7 @@ cb_count_locked(CbBackend *backend)
 			cb_shared->committed++;
 		app->connections++;
 		if (!app->configured)
-			cb_shared->pooled++;
+			cb_shared->unconfigured_connections++;
 		cb_pods[backend->pod].connections++;
 		cb_sessions[backend->session].connections++;
 		cb_shared->governed++;
@@ -659,7 +659,7 @@ cb_uncount_locked(CbBackend *backend)
 		if (app->connections >= app->min_connections)
 			cb_shared->committed--;
 		if (!app->configured)
-			cb_shared->pooled--;
+			cb_shared->unconfigured_connections--;
 		cb_pods[backend->pod].connections--;
 		cb_sessions[backend->session].connections--;
 		cb_shared->governed--;
@@ -683,7 +683,7 @@ static void
 cb_clear_backend_locked(CbBackend *backend)
 {
 	backend->kind = CB_BACKEND_FREE;
-	backend->room = CB_ROOM;
+	backend->verdict = CB_ADMIT;
 	backend->app = backend->pod = backend->session = -1;
 	cb_set_reporting_locked(backend);
 }
@@ -697,17 +697,17 @@ cb_clear_backend_locked(CbBackend *backend)
 static void
 cb_replace_locked(CbBackend *backend, TimestampTz now, int enforce)
 {
-	CbAdmission room;
+	CbAdmission placed;
 	bool		exempt = backend->identity.superuser || enforce == CB_ENFORCE_OFF;
 
 	backend->kind = cb_place_locked(&backend->identity, now, exempt, backend->claim_ok,
 									&backend->app, &backend->pod, &backend->session,
-									&room);
-	if (room.room != CB_ROOM && room.room != CB_NO_ROOM && enforce == CB_ENFORCE_WARN)
+									&placed);
+	if (placed.verdict != CB_ADMIT && placed.verdict != CB_NO_ROOM && enforce == CB_ENFORCE_WARN)
 		backend->kind = cb_place_locked(&backend->identity, now, true, true,
 										&backend->app, &backend->pod,
-										&backend->session, &room);
-	backend->room = room.room;
+										&backend->session, &placed);
+	backend->verdict = placed.verdict;
 }
 
 /*
@@ -733,7 +733,7 @@ cb_recount_locked(TimestampTz now, const int8 *claims, int enforce)
 	cb_shared->governed = 0;
 	cb_shared->other = 0;
 	cb_shared->committed = 0;
-	cb_shared->pooled = 0;
+	cb_shared->unconfigured_connections = 0;
 	for (int i = 0; i < cb_shared->app_capacity; i++)
 		cb_apps[i].connections = 0;
 	for (int i = 0; i < cb_shared->pod_capacity; i++)
@@ -857,7 +857,7 @@ cb_revoke_leases_locked(const CbClaimant *pods, int npods)
  * generation) it waits for the new ones, at most CB_LIMITS_WAIT_MS.
  */
 void
-cb_application_claim(const char *application_name, CbClaim *claim)
+cb_application_binding(const char *application_name, CbBinding *binding)
 {
 	uint32		hash = cb_name_hash(application_name);
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -868,18 +868,18 @@ cb_application_claim(const char *application_name, CbClaim *claim)
 		int			app;
 
 		LWLockAcquire(cb_shared->lock, LW_SHARED);
-		claim->limits_gen = pg_atomic_read_u64(&cb_shared->limits_gen);
-		if ((claim->limits_gen & 1) == 0 || GetCurrentTimestamp() >= deadline)
+		binding->limits_gen = pg_atomic_read_u64(&cb_shared->limits_gen);
+		if ((binding->limits_gen & 1) == 0 || GetCurrentTimestamp() >= deadline)
 		{
 			app = cb_find_app_locked(application_name, hash);
-			claim->configured = app >= 0 && cb_apps[app].configured;
-			claim->nroles = -1;
-			if (claim->configured && cb_apps[app].role_list >= 0)
+			binding->configured = app >= 0 && cb_apps[app].configured;
+			binding->nroles = -1;
+			if (binding->configured && cb_apps[app].role_list >= 0)
 			{
 				CbRoleList *list = &cb_role_lists[cb_apps[app].role_list];
 
-				claim->nroles = list->nroles;
-				memcpy(claim->roles, list->roles, sizeof(list->roles[0]) * list->nroles);
+				binding->nroles = list->nroles;
+				memcpy(binding->roles, list->roles, sizeof(list->roles[0]) * list->nroles);
 			}
 			LWLockRelease(cb_shared->lock);
 			return;
@@ -950,30 +950,34 @@ cb_refused_locked(CbBackend *me, bool keep, TimestampTz now)
 /*
  * Count this backend first, then check it against the limits and record a
  * refusal, all under the exclusive lock; see the locking rules in state.h.
- * The caller reports a verdict other than CB_ADMIT: under CB_CHECK_REFUSE
- * the backend is no longer counted by then.  If the limits changed since
- * the claim was copied, nothing is done and admission->stale says so: the
- * caller checks the claim again against the new limits.
+ * Every check applies unless the connection is a superuser's or enforce is
+ * off; with lenient (a connection let in under warn after all) those
+ * placing it do not.  The caller reports a verdict other than CB_ADMIT:
+ * under enforce = on a connection over a limit is no longer counted by
+ * then.  If the limits changed since the binding was copied, nothing is
+ * done and admission->stale says so: the caller checks the claim again
+ * against the new limits.
  *
  * A pod shows the address of its owner's connections only: a superuser,
  * or anybody under warn or off, who joins another role's pod is counted
  * in it but does not make its address visible to the pod's owner.
  */
 void
-cb_backend_attach(const CbIdentity *identity, const CbClaim *claim, bool claim_ok,
-				  CbCheck check, bool exempt, CbAdmission *admission)
+cb_backend_attach(const CbIdentity *identity, const CbBinding *binding, bool claim_ok,
+				  CbEnforce enforce, bool lenient, CbAdmission *admission)
 {
 	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
 	TimestampTz now = GetCurrentTimestamp();
+	/* superusers are counted and never refused; enforce = off checks nothing */
+	bool		unchecked = identity->superuser || enforce == CB_ENFORCE_OFF;
 
 	memset(admission, 0, sizeof(CbAdmission));
 	admission->verdict = CB_ADMIT;
-	admission->room = CB_ROOM;
 	admission->capacity = cb_shared->pod_capacity;
 
 	LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
 
-	if (pg_atomic_read_u64(&cb_shared->limits_gen) != claim->limits_gen)
+	if (pg_atomic_read_u64(&cb_shared->limits_gen) != binding->limits_gen)
 	{
 		LWLockRelease(cb_shared->lock);
 		admission->stale = true;
@@ -986,9 +990,9 @@ cb_backend_attach(const CbIdentity *identity, const CbClaim *claim, bool claim_o
 
 	me->identity = *identity;
 	me->claim_ok = claim_ok;
-	me->kind = cb_place_locked(identity, now, exempt, claim_ok, &me->app, &me->pod,
-							   &me->session, admission);
-	me->room = admission->room;
+	me->kind = cb_place_locked(identity, now, unchecked || lenient, claim_ok, &me->app,
+							   &me->pod, &me->session, admission);
+	me->verdict = admission->verdict;
 	cb_count_locked(me);
 	cb_set_reporting_locked(me);
 
@@ -1008,13 +1012,13 @@ cb_backend_attach(const CbIdentity *identity, const CbClaim *claim, bool claim_o
 		c->governed = cb_shared->governed;
 		c->budget = cb_effective_budget_locked();
 		c->committed = cb_shared->committed;
-		c->pooled = !app->configured;
-		c->pooled_connections = cb_shared->pooled;
-		c->pooled_cap = cb_shared->unconfigured_max;
-		if (check != CB_CHECK_NONE)
+		c->unconfigured = !app->configured;
+		c->unconfigured_connections = cb_shared->unconfigured_connections;
+		c->unconfigured_cap = cb_shared->unconfigured_max;
+		if (!unchecked)
 			admission->verdict = cb_admission_verdict(c);
 		if (admission->verdict != CB_ADMIT)
-			cb_refused_locked(me, check == CB_CHECK_WARN, now);
+			cb_refused_locked(me, enforce == CB_ENFORCE_WARN, now);
 	}
 	cb_inputs_changed();
 
@@ -1044,15 +1048,15 @@ cb_backend_identity(void)
 }
 
 /*
- * Why this backend is "other" although it asked to be governed (CB_ROOM
+ * Why this backend is "other" although it asked to be governed (CB_ADMIT
  * if it is governed, or plainly "other").  Only re-sorts, under the
  * exclusive lock, change it after connect; reading our own slot's enum
  * without the lock sees the old or the new value.
  */
-CbRoom
-cb_backend_room(void)
+CbVerdict
+cb_backend_verdict(void)
 {
-	return cb_backends[CB_MY_BACKEND_INDEX()].room;
+	return cb_backends[CB_MY_BACKEND_INDEX()].verdict;
 }
 
 /*
@@ -1060,7 +1064,7 @@ cb_backend_room(void)
  * lost the application): count it as "other" from now on, and say why.
  */
 void
-cb_backend_demote(CbRoom room)
+cb_backend_demote(CbVerdict verdict)
 {
 	CbBackend  *me = &cb_backends[CB_MY_BACKEND_INDEX()];
 
@@ -1070,8 +1074,8 @@ cb_backend_demote(CbRoom room)
 		cb_uncount_locked(me);
 		me->kind = CB_BACKEND_OTHER;
 		me->app = me->pod = me->session = -1;
-		me->claim_ok = room != CB_CLAIM_REFUSED;
-		me->room = room;
+		me->claim_ok = verdict != CB_CLAIM_REFUSED;
+		me->verdict = verdict;
 		cb_count_locked(me);
 		cb_set_reporting_locked(me);
 		cb_inputs_changed();

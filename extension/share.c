@@ -182,7 +182,7 @@ cb_gather_members_locked(CbPublisher *p)
 		p->apps[na].min_connections = app->min_connections;
 		p->apps[na].max_connections = app->max_connections;
 		p->apps[na].weight = app->weight;
-		p->apps[na].pooled = !app->configured;
+		p->apps[na].unconfigured = !app->configured;
 		p->app_slot[na] = i;
 		p->app_incarnation[na] = app->incarnation;
 		p->app_position[i] = na++;
@@ -336,7 +336,7 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 	uint64		input_gen;
 	bool		reorder = false;
 	int32		budget;
-	int32		pooled_cap;
+	int32		unconfigured_cap;
 	int32		ttl;
 	int32		refresh_ms;
 	TimestampTz next_event = DT_NOEND;
@@ -369,12 +369,12 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 			next_event = end;
 	}
 	budget = cb_effective_budget_locked();
-	pooled_cap = cb_shared->unconfigured_max;
+	unconfigured_cap = cb_shared->unconfigured_max;
 	LWLockRelease(cb_shared->lock);
 
 	if (reorder)
 		cb_sort_inputs(p);
-	(void) cb_allocate_ordered(budget, pooled_cap, p->apps, p->napps, p->pods, p->npods,
+	(void) cb_allocate_ordered(budget, unconfigured_cap, p->apps, p->napps, p->pods, p->npods,
 							   p->sessions, p->nsessions, &p->order, p->work);
 	cb_write_publication(p, input_gen, budget, refresh_ms, now);
 	p->last_published = now;
@@ -742,18 +742,21 @@ cb_share_text(void)
 	int32		slot;
 	uint32		incarnation;
 	CbShare		share;
-	CbRoom		room;
+	CbVerdict	verdict;
+	bool		demoted = false;
 
 	if (cb_shared == NULL || !IsUnderPostmaster ||
 		(MyBackendType != B_BACKEND && !IsParallelWorker()))
 		return "protocol=" CppAsString2(CB_PROTOCOL_VERSION) " status=unavailable";
-	room = IsParallelWorker() ? cb_backends[CB_LEADER_BACKEND_INDEX()].room :
-		cb_check_own_claim_quietly();
-	if (room != CB_ROOM)
+	verdict = IsParallelWorker() ? cb_backends[CB_LEADER_BACKEND_INDEX()].verdict :
+		cb_check_own_claim_quietly(&demoted);
+	if (demoted)
+		cb_request_reload();	/* the loader judges the role's other connections */
+	if (verdict != CB_ADMIT)
 	{
 		snprintf(text, sizeof(text),
 				 "protocol=%d status=refused sqlstate=%s reason=%s refresh_ms=%d",
-				 CB_PROTOCOL_VERSION, cb_room_sqlstate(room), cb_room_word(room),
+				 CB_PROTOCOL_VERSION, cb_verdict_sqlstate(verdict), cb_verdict_word(verdict),
 				 cb_shared->refresh_ms);
 		return text;
 	}

@@ -177,8 +177,8 @@ typedef struct CbBackend
 	CbIdentity	identity;
 	bool		claim_ok;		/* its role may claim its application, as last
 								 * checked */
-	CbRoom		room;			/* why it is "other" although it asked to be
-								 * governed, or CB_ROOM */
+	CbVerdict	verdict;		/* why it is "other" although it asked to be
+								 * governed, or CB_ADMIT */
 } CbBackend;
 
 /* One published snapshot; see share.c. */
@@ -251,7 +251,7 @@ typedef struct CbShared
 	int32		governed;
 	int32		other;
 	int32		committed;		/* sum over apps of max(connections, min) */
-	int32		pooled;			/* governed connections of apps without a row */
+	int32		unconfigured_connections;	/* governed connections of apps without a row */
 
 	uint32		next_incarnation;
 

@@ -722,15 +722,15 @@ test_admission(void)
 	/* applications without a row, together */
 	{
 		CbAdmissionCounts c = {.connections = 3, .min_connections = 0, .cap = CB_UNBOUNDED,
-		.governed = 30, .budget = 80, .committed = 30, .pooled = 1,
-		.pooled_connections = 21, .pooled_cap = 20};
+		.governed = 30, .budget = 80, .committed = 30, .unconfigured = 1,
+		.unconfigured_connections = 21, .unconfigured_cap = 20};
 
-		is_int(cb_admission_verdict(&c), CB_OVER_POOLED_CAP,
+		is_int(cb_admission_verdict(&c), CB_OVER_UNCONFIGURED_CAP,
 			   "applications without a row beyond their cap together are refused");
-		c.pooled_connections = 20;
+		c.unconfigured_connections = 20;
 		is_int(cb_admission_verdict(&c), CB_ADMIT, "up to the cap they are admitted");
-		c.pooled = 0;
-		c.pooled_connections = 500;
+		c.unconfigured = 0;
+		c.unconfigured_connections = 500;
 		is_int(cb_admission_verdict(&c), CB_ADMIT, "a configured application is not bound by their cap");
 	}
 
@@ -807,13 +807,13 @@ test_sessions(void)
 /* --- applications without a row, bounded together --- */
 
 static void
-test_pooled_cap(void)
+test_unconfigured_cap(void)
 {
 	static int32_t order_mem[256];
 	static char work[1 << 16];
 	CbAllocOrder order = {order_mem, order_mem + 64, NULL};
 	int			api;
-	int64_t		pooled = 0;
+	int64_t		together = 0;
 
 	/* "api" is configured; 20 invented names each with an unbounded pod */
 	reset(80);
@@ -826,7 +826,7 @@ test_pooled_cap(void)
 
 		snprintf(name, sizeof(name), "fake-%02d", i);
 		a = add_app(name, 0, CB_UNBOUNDED, 1);
-		sc.apps[a].pooled = 1;
+		sc.apps[a].unconfigured = 1;
 		add_pod(a, name, CB_UNBOUNDED);
 	}
 	cb_allocation_order(sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
@@ -837,9 +837,9 @@ test_pooled_cap(void)
 	   sc.apps[api].allocation);
 	cb_allocate_ordered(80, 10, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
 	for (int a = 0; a < sc.napps; a++)
-		if (sc.apps[a].pooled)
-			pooled += sc.apps[a].allocation;
-	is_int(pooled, 10, "with a cap of 10 for applications without a row, they get 10 together");
+		if (sc.apps[a].unconfigured)
+			together += sc.apps[a].allocation;
+	is_int(together, 10, "with a cap of 10 for applications without a row, they get 10 together");
 	is_int(sc.apps[api].allocation, 70, "and api gets the other 70");
 	/* a cap they do not reach changes nothing */
 	cb_allocate_ordered(80, 100, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
@@ -849,13 +849,13 @@ test_pooled_cap(void)
 	for (int p = 1; p < sc.npods; p++)
 		sc.pods[p].demand = 1;
 	cb_allocate_ordered(80, 10, sc.apps, sc.napps, sc.pods, sc.npods, NULL, 0, &order, work);
-	pooled = 0;
+	together = 0;
 	for (int a = 0; a < sc.napps; a++)
-		if (sc.apps[a].pooled)
-			pooled += sc.apps[a].allocation;
-	ok(pooled == 10 && sc.apps[api].allocation == 70,
+		if (sc.apps[a].unconfigured)
+			together += sc.apps[a].allocation;
+	ok(together == 10 && sc.apps[api].allocation == 70,
 	   "20 wanting 1 each against a cap of 10: 10 together (%lld), api 70 (%d)",
-	   (long long) pooled, sc.apps[api].allocation);
+	   (long long) together, sc.apps[api].allocation);
 }
 
 /* --- the cached order gives the same result as a fresh one --- */
@@ -1158,7 +1158,7 @@ main(void)
 	test_ten_thousand_pods();
 	test_admission();
 	test_sessions();
-	test_pooled_cap();
+	test_unconfigured_cap();
 	test_cached_order();
 	test_fleet(10000, 5000);
 	test_fleet(100000, 20000);
