@@ -6,19 +6,21 @@ EXTVERSION = $(shell grep default_version $(EXTENSION).control | sed -e "s/defau
 MODULE_big = connbudget
 OBJS = \
 	extension/allocation.o \
+	extension/allocator.o \
 	extension/budget.o \
 	extension/claim.o \
 	extension/connbudget.o \
 	extension/connect.o \
 	extension/functions.o \
+	extension/guards.o \
 	extension/guc.o \
 	extension/limits.o \
+	extension/limits_table.o \
+	extension/loader.o \
 	extension/lookup.o \
-	extension/publish.o \
 	extension/registry.o \
 	extension/share.o \
-	extension/shmem.o \
-	extension/worker.o
+	extension/shmem.o
 
 # sql/connbudget.sql is the current version's install script; released
 # install scripts of older versions and the upgrade scripts are kept as

@@ -4,24 +4,32 @@
  *	  Declarations shared by the files of the connbudget extension.
  *
  * Files, one per concern, in the order data flows through them:
- *	  connbudget.c	_PG_init: wires GUCs, hooks and the workers together
- *	  guc.c			the connbudget.* settings
- *	  connect.c		the connect-time hook: identity and enforcement
+ *	  connbudget.c	_PG_init: wires settings, hooks and the two workers
+ *	  guc.c			the connbudget.* settings (those of the protocol are
+ *					share.c's)
+ *	  connect.c		the connect-time hook: identity, and reporting verdicts
  *	  claim.c		which roles may claim which application (catalog)
+ *	  registry.c	who is connected: applications, pods, pool sessions,
+ *					leases, counting and re-sorting (O(1) per connect and
+ *					exit)
  *	  budget.c		the budget: max_connections minus every reserve, minus
  *					the overflow of "other" connections
- *	  registry.c	who is connected: applications, pods, pool sessions,
- *					leases, counting (O(1) per connect and exit)
- *	  share.c		the effective budget, publishing the allocation,
- *					pool_share(), the views' snapshots
- *	  publish.c		putting limits and settings in force in shared memory
- *	  limits.c		reading and validating connbudget.application_limits
- *	  worker.c		the allocator and the limits loader (background workers)
+ *	  limits_table.c finding the extension's limits table, reading and
+ *					validating its rows
+ *	  limits.c		putting limits in force: in commit order, with every
+ *					open connection judged again
+ *	  loader.c		the limits loader (a background worker), and asking it
+ *					to read the table again
+ *	  allocator.c	the allocator (a background worker): computing and
+ *					publishing every pod's share, and the sighup settings
+ *	  share.c		the readers: pool_share(), connbudget.demand and
+ *					connbudget.share, the views' snapshots
  *	  functions.c	SQL-callable functions behind the views and pool_share()
+ *	  guards.c		statements looked at before PostgreSQL runs them
  *	  shmem.c		the shared-memory layout, sized once, and its hooks
  *	  state.h		the shared structs and the locking rules (private)
- *	  allocation.c	the pure core: the budget arithmetic and the admission
- *					rule (no PostgreSQL headers)
+ *	  allocation.c	the pure core: the budget arithmetic and the verdicts
+ *					of admission (no PostgreSQL headers)
  *	  lookup.c		hashed lookup of names to slots (no PostgreSQL headers)
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
@@ -285,43 +293,54 @@ extern const char *cb_verdict_word(CbVerdict verdict);
 extern void cb_pool_share(int32 demand, CbShare *share);
 extern void cb_report_demand(int32 demand, bool leave);
 extern const char *cb_share_text(void);
+extern void cb_define_protocol_settings(void);
 extern void cb_snapshot_budget(CbBudgetRow *row);
 extern int	cb_snapshot_applications(CbApplicationRow **rows);
 extern int	cb_snapshot_pods(CbPodRow **rows);
-extern long cb_allocator_cycle(void);
+
+/* ---- allocator.c ---- */
+
 extern void cb_allocator_attach(Latch *latch);
 extern void cb_allocator_detach(void);
+extern long cb_allocator_cycle(void);
+extern void cb_publish_here(void);
+extern void cb_publish_settings(void);
 
-/* ---- publish.c ---- */
+/* ---- limits.c ---- */
 
 extern CbLimitsState cb_limits_state(void);
 extern void cb_set_limits_state(CbLimitsState state);
 extern bool cb_wait_for_limits(long timeout_ms);
 extern void cb_publish_limits(const CbLimit *limits, int nlimits, bool resort);
-extern void cb_publish_settings(void);
-extern void cb_set_loader_latch(Latch *latch);
-extern void cb_request_reload(void);
-extern bool cb_take_reload_request(void);
+extern void cb_lock_limits(void);
+extern void cb_reload_limits(bool resort, const char **why);
 
-/* ---- limits.c ---- */
+/* ---- limits_table.c ---- */
 
 /* cb_read_limits() without rows: no extension here, or a table not trusted */
 #define CB_LIMITS_MISSING	(-1)
 #define CB_LIMITS_UNTRUSTED (-2)
 
+extern bool cb_owned_by_superuser(Oid owner);
+extern bool cb_extension_row(Oid *extoid, Oid *nspid, Oid *owner);
+extern Oid	cb_find_limits_table(const char **why);
 extern int	cb_read_limits(CbLimit **limits, const char **why);
 extern bool cb_check_limits(const CbLimit *limits, int nlimits, int elevel);
-extern void cb_lock_limits(void);
-extern void cb_reload_limits(bool resort, const char **why);
-extern void cb_install_standby_hooks(void);
+
+/* ---- loader.c ---- */
+
+extern void cb_set_loader_latch(Latch *latch);
+extern void cb_request_reload(void);
+extern bool cb_take_reload_request(void);
 extern uint64 cb_replay_position(void);
+
+
+/* ---- guards.c ---- */
+
+extern void cb_install_guards(void);
 
 /* ---- connect.c ---- */
 
 extern void cb_install_connect_hook(void);
-
-/* ---- worker.c ---- */
-
-extern void cb_register_workers(void);
 
 #endif							/* CONNBUDGET_H */

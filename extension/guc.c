@@ -3,7 +3,10 @@
  * guc.c
  *	  The connbudget.* settings.
  *
- * All but connbudget.pod are server-wide.  connbudget.pod is set by a
+ * All but connbudget.pod and connbudget.pool_session, the connection's
+ * identity, are server-wide.  The two settings of the protocol,
+ * connbudget.demand and connbudget.share, are defined with what they do
+ * (share.c).  connbudget.pod is set by a
  * client in its startup packet (options='-c connbudget.pod=...') and is
  * fixed for the life of the connection; the connect hook reads it from the
  * startup packet itself, because the hook runs before PostgreSQL applies
@@ -32,8 +35,6 @@ int			cb_unconfigured_applications = CB_UNCONFIGURED_GOVERN;
 int			cb_unconfigured_max_connections = -1;
 char	   *cb_pod = NULL;
 char	   *cb_pool_session = NULL;
-char	   *cb_demand = NULL;
-static char *cb_share = NULL;
 
 static const struct config_enum_entry cb_enforce_options[] = {
 	{"off", CB_ENFORCE_OFF, false},
@@ -105,86 +106,9 @@ cb_check_pod(char **newval, void **extra pg_attribute_unused(),
 }
 
 /*
- * connbudget.demand: a number of connections from 0 to CB_MAX_DEMAND,
- * "unbounded", or "leave"; "" (its default) reports nothing.
- */
-static bool
-cb_parse_demand(const char *value, int32 *demand, bool *leave, bool *report)
-{
-	char	   *end;
-	long		n;
-
-	*demand = CB_UNBOUNDED;
-	*leave = false;
-	*report = true;
-	if (value == NULL || value[0] == '\0')
-	{
-		*report = false;
-		return true;
-	}
-	if (pg_strcasecmp(value, "unbounded") == 0)
-		return true;
-	if (pg_strcasecmp(value, "leave") == 0)
-	{
-		*leave = true;
-		return true;
-	}
-	if (value[0] < '0' || value[0] > '9')
-		return false;
-	errno = 0;
-	n = strtol(value, &end, 10);
-	if (errno != 0 || *end != '\0' || n < 0 || n > CB_MAX_DEMAND)
-		return false;
-	*demand = (int32) n;
-	return true;
-}
-
-static bool
-cb_check_demand(char **newval, void **extra pg_attribute_unused(),
-				GucSource source pg_attribute_unused())
-{
-	int32		demand;
-	bool		leave;
-	bool		report;
-
-	if (!cb_parse_demand(*newval, &demand, &leave, &report))
-	{
-		GUC_check_errdetail("connbudget.demand is a number of connections from 0 to %d, \"unbounded\" or \"leave\".",
-							CB_MAX_DEMAND);
-		return false;
-	}
-	return true;
-}
-
-/*
- * Setting connbudget.demand is a report: it renews the lease of this
- * connection's pool session and records its demand (share.c).  An assign
- * hook may not fail, and runs again when a transaction that set it rolls
- * back (reporting the value that is back in force); a connection that is
- * not governed reports nothing, and connbudget.share says why.
- */
-static void
-cb_assign_demand(const char *newval, void *extra pg_attribute_unused())
-{
-	int32		demand;
-	bool		leave;
-	bool		report;
-
-	if (cb_parse_demand(newval, &demand, &leave, &report) && report)
-		cb_report_demand(demand, leave);
-}
-
-/* Reading connbudget.share reads this session's share. */
-static const char *
-cb_show_share(void)
-{
-	return cb_share_text();
-}
-
-/*
  * Define the settings.  Called from _PG_init when the library is being
- * preloaded; the prefix is then reserved so that a misspelt connbudget.*
- * setting is reported rather than silently ignored.
+ * preloaded, which then reserves the prefix so that a misspelt
+ * connbudget.* setting is reported rather than silently ignored.
  */
 void
 cb_define_gucs(void)
@@ -284,25 +208,4 @@ cb_define_gucs(void)
 							   PGC_BACKEND, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   cb_check_pod, NULL, NULL);
 
-	DefineCustomStringVariable("connbudget.demand",
-							   "The connections this connection's pool could use right now; setting it reports it.",
-							   "A number from 0 up, \"unbounded\", or \"leave\" when the pool closes and hands its "
-							   "share back. Each setting renews the pool's lease, like connbudget.pool_share(). "
-							   "Works in every database, without the extension's objects.",
-							   &cb_demand,
-							   "",
-							   PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
-							   cb_check_demand, cb_assign_demand, NULL);
-
-	DefineCustomStringVariable("connbudget.share",
-							   "This connection's pool's share of the connection budget, read-only.",
-							   "Words of the form key=value: protocol, status, max_size, min_size, allocation, "
-							   "pods, budget and refresh_ms (see the protocol in the documentation). "
-							   "Works in every database, without the extension's objects.",
-							   &cb_share,
-							   "",
-							   PGC_INTERNAL, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
-							   NULL, NULL, cb_show_share);
-
-	MarkGUCPrefixReserved("connbudget");
 }

@@ -1,15 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * limits.c
- *	  connbudget.application_limits: reading it, validating it, and putting
- *	  it in force.
+ *	  Putting connbudget.application_limits in force: in shared memory, in
+ *	  commit order, with every open connection judged again.
  *
  * The table is the management interface: operators change limits with
  * plain INSERT, UPDATE, DELETE and TRUNCATE, in the database named by
  * connbudget.database.  Shared memory holds the rows in force.  They get
  * there three ways:
  *
- * 1. At server start, the background worker (worker.c) reads the table and
+ * 1. At server start, the limits loader (loader.c) reads the table and
  *	  publishes it; the connect hook waits for that, so limits are in force
  *	  from the first connection after a restart.
  * 2. When a transaction changes the table, a statement trigger validates
@@ -17,12 +17,12 @@
  *	  commit the transaction reads the table once more and publishes it.
  *	  Publishing before commit means the next connection after COMMIT
  *	  returns already sees the new limits.
- * 3. The worker re-reads the table every CB_WORKER_RELOAD_MS and when
+ * 3. The loader re-reads the table every CB_WORKER_RELOAD_MS and when
  *	  asked, which repairs the rare cases above cannot see: a transaction
  *	  that failed after publishing (serialization failure at commit), or
  *	  the table being dropped with the extension.
  * 4. On a hot standby the table is a replica of the primary's and cannot
- *	  be written (cb_refuse_on_standby says so clearly); the worker
+ *	  be written (guards.c says so clearly); the loader
  *	  follows replay instead, re-reading it whenever replay has moved on,
  *	  a few times per refresh interval.
  *
@@ -34,17 +34,8 @@
  * READ cannot publish a stale view either.  The lock's tag is one no SQL
  * function can produce, so no login can take it and hold up every change.
  *
- * The table is the extension's own: found through the extension's
- * membership and owner, never by its name alone, and its columns' types
- * are checked before a value is read.  A table that merely has the name
- * (in a schema somebody else created or renamed) is not read, and a table
- * whose columns were altered is reported, not trusted.  So no table
- * content, however wrong, can crash the loader or put foreign limits in
- * force.
- *
- * The table is read with a plain heap scan rather than SQL so that a role
- * granted only INSERT on it can still change limits, and so that the
- * worker needs no SPI.
+ * limits_table.c finds the table and reads its rows; this file makes a
+ * set of rows the one in force.
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
@@ -53,42 +44,21 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "access/tableam.h"
 #include "access/xact.h"
-#include "access/xlog.h"
-#include "access/xlogrecovery.h"
-#include "catalog/dependency.h"
-#include "catalog/indexing.h"
-#include "catalog/namespace.h"
-#include "catalog/objectaddress.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_extension.h"
-#include "catalog/pg_namespace.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
-#include "executor/executor.h"
-#include "executor/tuptable.h"
 #include "fmgr.h"
-#include "nodes/parsenodes.h"
-#include "parser/parsetree.h"
-#include "tcop/utility.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
-#include "catalog/pg_type.h"
-#include "utils/array.h"
-#include "utils/builtins.h"
-#include "utils/fmgroids.h"
-#include "utils/lsyscache.h"
-#include "utils/rel.h"
-#include "utils/snapmgr.h"
-#include "utils/syscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
-#include "connbudget.h"
+#include "state.h"
 
 /*
  * The limits lock's tag: an advisory lock with keys "conn" and "budg" and a
@@ -107,9 +77,6 @@ static bool cb_xact_callback_registered = false;
 
 PG_FUNCTION_INFO_V1(connbudget_limits_changed);
 
-static ExecutorStart_hook_type prev_executor_start = NULL;
-static ProcessUtility_hook_type prev_process_utility = NULL;
-
 /*
  * Serialise reading-and-publishing of limits; held until the transaction
  * ends.  It shows in pg_locks as an advisory lock with classid 1668247150,
@@ -124,347 +91,280 @@ cb_lock_limits(void)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/* The columns of the limits table, with the types they must have. */
-typedef struct CbColumn
-{
-	const char *name;
-	Oid			type;
-	bool		optional;		/* added in a later version of the table */
-} CbColumn;
-
-static const CbColumn cb_columns[] = {
-	{"application_name", TEXTOID, false},
-	{"min_connections", INT4OID, false},
-	{"max_connections", INT4OID, false},
-	{"weight", INT4OID, false},
-	{"roles", NAMEARRAYOID, true},	/* from version 1.1 */
-};
-
-#define CB_NCOLUMNS (sizeof(cb_columns) / sizeof(cb_columns[0]))
-
-/*
- * Is this role a superuser?  The extension, its schema and its limits table
- * must all belong to one, so that no other login can replace or drop them.
+/* ---------------------------------------------------------------------
+ * Loading limits after a start
+ * ---------------------------------------------------------------------
  */
-static bool
-cb_owned_by_superuser(Oid owner)
+
+CbLimitsState
+cb_limits_state(void)
 {
-	return OidIsValid(owner) && superuser_arg(owner);
+	return (CbLimitsState) pg_atomic_read_u32(&cb_shared->limits_state);
+}
+
+void
+cb_set_limits_state(CbLimitsState state)
+{
+	pg_atomic_write_u32(&cb_shared->limits_state, (uint32) state);
+	ConditionVariableBroadcast(&cb_shared->limits_cv);
 }
 
 /*
- * The connbudget extension's row in pg_extension of this database: its oid,
- * schema and owner.  False if it is not installed here.
+ * Wait until the loader has loaded limits (or given up).  Returns false on
+ * timeout.
  */
-static bool
-cb_extension_row(Oid *extoid, Oid *nspid, Oid *owner)
+bool
+cb_wait_for_limits(long timeout_ms)
 {
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tuple;
-	bool		found = false;
+	TimestampTz deadline;
 
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("connbudget"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-	{
-		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tuple);
-
-		*extoid = ext->oid;
-		*nspid = ext->extnamespace;
-		*owner = ext->extowner;
-		found = true;
-	}
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
-}
-
-/*
- * Find the extension's own limits table: application_limits in the
- * extension's schema, a member of the extension, owned by the extension's
- * owner, with the extension, its schema and the table belonging to
- * superusers.  Returns its oid; InvalidOid with *why set if it cannot be
- * trusted, or with *why NULL if the extension is not installed here.
- */
-static Oid
-cb_find_limits_table(const char **why)
-{
-	Oid			extoid;
-	Oid			nspid;
-	Oid			owner;
-	Oid			relid;
-	HeapTuple	tuple;
-	Form_pg_class rel;
-	bool		trusted;
-
-	*why = NULL;
-	if (!cb_extension_row(&extoid, &nspid, &owner))
-		return InvalidOid;
-	if (!cb_owned_by_superuser(owner))
-	{
-		*why = psprintf("the extension belongs to role \"%s\", which is not a superuser",
-						GetUserNameFromId(owner, true) ?: "?");
-		return InvalidOid;
-	}
-	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
-	if (!HeapTupleIsValid(tuple))
-	{
-		*why = "the extension's schema does not exist";
-		return InvalidOid;
-	}
-	trusted = cb_owned_by_superuser(((Form_pg_namespace) GETSTRUCT(tuple))->nspowner);
-	ReleaseSysCache(tuple);
-	if (!trusted)
-	{
-		*why = psprintf("schema \"%s\" belongs to a role that is not a superuser",
-						get_namespace_name(nspid));
-		return InvalidOid;
-	}
-	relid = get_relname_relid("application_limits", nspid);
-	if (!OidIsValid(relid))
-	{
-		*why = "the extension has no table application_limits";
-		return InvalidOid;
-	}
-	if (getExtensionOfObject(RelationRelationId, relid) != extoid)
-	{
-		*why = "the table application_limits in the extension's schema is not the extension's own";
-		return InvalidOid;
-	}
-	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tuple))
-	{
-		*why = "the table application_limits was dropped";
-		return InvalidOid;
-	}
-	rel = (Form_pg_class) GETSTRUCT(tuple);
-	trusted = rel->relkind == RELKIND_RELATION && rel->relowner == owner;
-	ReleaseSysCache(tuple);
-	if (!trusted)
-	{
-		*why = "the table application_limits is not an ordinary table owned by the extension's owner";
-		return InvalidOid;
-	}
-	return relid;
-}
-
-/*
- * The number of each column (0 for an optional one that is missing), or
- * false and *why if a column is missing or has the wrong type.
- */
-static bool
-cb_check_columns(TupleDesc desc, int *attnums, const char **why)
-{
-	for (int c = 0; c < (int) CB_NCOLUMNS; c++)
-	{
-		attnums[c] = 0;
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute attr = TupleDescAttr(desc, i);
-
-			if (!attr->attisdropped && strcmp(NameStr(attr->attname), cb_columns[c].name) == 0)
-			{
-				if (attr->atttypid != cb_columns[c].type)
-				{
-					*why = psprintf("column %s is of type %s, not %s", cb_columns[c].name,
-									format_type_be(attr->atttypid),
-									format_type_be(cb_columns[c].type));
-					return false;
-				}
-				attnums[c] = i + 1;
-			}
-		}
-		if (attnums[c] == 0 && !cb_columns[c].optional)
-		{
-			*why = psprintf("column %s is missing", cb_columns[c].name);
-			return false;
-		}
-	}
-	return true;
-}
-
-/*
- * Check a row's values as the table's constraints would (a superuser may
- * have dropped them): false and *why if it cannot be put in force.
- */
-static bool
-cb_check_row(const CbLimit *limit, const char **why)
-{
-	if (limit->min_connections < 0)
-		*why = "min_connections is negative";
-	else if (limit->max_connections < 0 && limit->max_connections != CB_UNBOUNDED)
-		*why = "max_connections is negative";
-	else if (limit->max_connections != CB_UNBOUNDED &&
-			 limit->min_connections > limit->max_connections)
-		*why = "min_connections is above max_connections";
-	else if (limit->weight < 1)
-		*why = "weight is below 1";
-	else if (limit->application_name[0] == '\0')
-		*why = "application_name is empty";
-	else
+	if (cb_limits_state() != CB_LIMITS_LOADING)
 		return true;
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	ConditionVariablePrepareToSleep(&cb_shared->limits_cv);
+	while (cb_limits_state() == CB_LIMITS_LOADING)
+	{
+		long		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+																 deadline);
+
+		if (remaining <= 0 ||
+			ConditionVariableTimedSleep(&cb_shared->limits_cv, remaining,
+										PG_WAIT_EXTENSION))
+			break;
+	}
+	ConditionVariableCancelSleep();
+	if (cb_limits_state() != CB_LIMITS_LOADING)
+		return true;
+
+	/* the loader never came: later connections should not wait too */
+	{
+		uint32		expected = CB_LIMITS_LOADING;
+
+		pg_atomic_compare_exchange_u32(&cb_shared->limits_state, &expected,
+									   CB_LIMITS_FAILED);
+	}
 	return false;
 }
 
-/*
- * Read every row of the extension's connbudget.application_limits in this
- * database with a fresh snapshot (this transaction's own changes
- * included).  Returns the number of rows; CB_LIMITS_MISSING if the
- * extension is not installed here, or CB_LIMITS_UNTRUSTED with *why if its
- * table cannot be trusted or read.  Rows whose values break the table's
- * rules are left out, *why saying so.  Must be called inside a
- * transaction.
+/* ---------------------------------------------------------------------
+ * Limits in force
+ * ---------------------------------------------------------------------
  */
-int
-cb_read_limits(CbLimit **limits_out, const char **why)
+
+/* Does the application slot hold these roles (nroles -1: any role)? */
+static bool
+cb_roles_equal_locked(const CbApp *app, const CbLimit *limit)
 {
-	Oid			relid;
-	Relation	rel;
-	Snapshot	snapshot;
-	TableScanDesc scan;
-	TupleTableSlot *slot;
-	int			att[CB_NCOLUMNS];
-	int			n = 0;
-	int			size = 16;
-	CbLimit    *limits;
+	const CbRoleList *list;
 
-	*limits_out = NULL;
-	relid = cb_find_limits_table(why);
-	if (!OidIsValid(relid))
-		return *why ? CB_LIMITS_UNTRUSTED : CB_LIMITS_MISSING;
-
-	rel = table_open(relid, AccessShareLock);
-	if (!cb_check_columns(RelationGetDescr(rel), att, why))
-	{
-		table_close(rel, AccessShareLock);
-		return CB_LIMITS_UNTRUSTED;
-	}
-
-	limits = palloc(sizeof(CbLimit) * size);
-
-	/*
-	 * Make this transaction's own changes visible: in an AFTER trigger or at
-	 * pre-commit of a single-statement transaction, the rows written by the
-	 * current command are not visible to a snapshot of that same command.
-	 */
-	CommandCounterIncrement();
-	snapshot = RegisterSnapshot(GetLatestSnapshot());
-	scan = table_beginscan(rel, snapshot, 0, NULL);
-	slot = table_slot_create(rel, NULL);
-	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
-	{
-		CbLimit    *limit;
-		bool		isnull;
-		Datum		value;
-		char	   *name;
-		const char *bad;
-
-		if (n == size)
-		{
-			size *= 2;
-			limits = repalloc(limits, sizeof(CbLimit) * size);
-		}
-		limit = &limits[n];
-
-		value = slot_getattr(slot, att[0], &isnull);
-		if (isnull)
-			continue;			/* the primary key rules this out */
-		name = TextDatumGetCString(value);
-		if (strlen(name) >= CB_NAME_LEN)
-		{
-			*why = "an application_name is longer than 63 bytes";
-			continue;
-		}
-		strlcpy(limit->application_name, name, CB_NAME_LEN);
-
-		value = slot_getattr(slot, att[1], &isnull);
-		limit->min_connections = isnull ? 0 : DatumGetInt32(value);
-		value = slot_getattr(slot, att[2], &isnull);
-		limit->max_connections = isnull ? CB_UNBOUNDED : DatumGetInt32(value);
-		value = slot_getattr(slot, att[3], &isnull);
-		limit->weight = isnull ? 1 : DatumGetInt32(value);
-		limit->nroles = -1;
-		if (att[4] > 0)
-		{
-			value = slot_getattr(slot, att[4], &isnull);
-			if (!isnull)
-			{
-				ArrayType  *array = DatumGetArrayTypeP(value);
-				Datum	   *elems;
-				bool	   *elem_nulls;
-				int			nelems;
-
-				deconstruct_array(array, NAMEOID, NAMEDATALEN, false, TYPALIGN_CHAR,
-								  &elems, &elem_nulls, &nelems);
-				/* the check constraints keep nulls out and the count in bounds */
-				limit->nroles = 0;
-				for (int k = 0; k < nelems && limit->nroles < CB_MAX_APP_ROLES; k++)
-					if (!elem_nulls[k])
-						strlcpy(limit->roles[limit->nroles++],
-								NameStr(*DatumGetName(elems[k])), CB_NAME_LEN);
-			}
-		}
-		if (!cb_check_row(limit, &bad))
-		{
-			*why = psprintf("in the row of application \"%s\", %s", limit->application_name, bad);
-			continue;
-		}
-		n++;
-	}
-	ExecDropSingleTupleTableSlot(slot);
-	table_endscan(scan);
-	UnregisterSnapshot(snapshot);
-	table_close(rel, AccessShareLock);
-
-	*limits_out = limits;
-	return n;
+	if (app->role_list < 0 || limit->nroles < 0)
+		return app->role_list < 0 && limit->nroles < 0;
+	list = &cb_role_lists[app->role_list];
+	if (list->nroles != limit->nroles)
+		return false;
+	for (int i = 0; i < limit->nroles; i++)
+		if (strcmp(list->roles[i], limit->roles[i]) != 0)
+			return false;
+	return true;
 }
 
-/*
- * The rules a set of limits must satisfy beyond the table's check
- * constraints: it fits in shared memory, and the guaranteed minimums fit
- * in the budget.  Reported at "elevel": ERROR when a user changes the
- * table, WARNING when the worker loads what is already committed (the
- * budget may have shrunk across a restart; the allocation copes by
- * scaling the minimums down).  Returns false if something was reported.
- */
-bool
-cb_check_limits(const CbLimit *limits, int nlimits, int elevel)
+/* Bind the application to these roles, or to none (any role). */
+static bool
+cb_set_roles_locked(CbApp *app, const CbLimit *limit)
 {
-	int64		sum_min = 0;
-	int32		budget = cb_configured_budget();
-
-	if (nlimits > CB_MAX_CONFIGURED_APPS)
+	if (limit->nroles < 0)
 	{
-		ereport(elevel,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("connbudget.application_limits may hold at most %d applications",
-						CB_MAX_CONFIGURED_APPS),
-				 errdetail("It holds %d.", nlimits)));
-		return false;
+		if (app->role_list >= 0)
+			cb_role_list_free_stack[cb_shared->role_lists_free++] = app->role_list;
+		app->role_list = -1;
+		return true;
 	}
-
-	for (int i = 0; i < nlimits; i++)
-		sum_min += limits[i].min_connections;
-	if (sum_min > budget)
+	if (app->role_list < 0)
 	{
-		ereport(elevel,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("the applications' min_connections add up to %lld, more than the connection budget of %d",
-						(long long) sum_min, budget),
-				 errdetail("The budget is max_connections (%d) minus superuser_reserved_connections (%d), reserved_connections (%d) and connbudget.reserved_connections (%d).",
-						   MaxConnections, CB_SUPERUSER_RESERVED(), CB_SERVER_RESERVED(),
-						   cb_extension_reserved()),
-				 errhint("Lower some min_connections, or raise max_connections.")));
+		if (cb_shared->role_lists_free == 0)
+			return false;		/* more than CB_MAX_CONFIGURED_APPS: checked before */
+		app->role_list = cb_role_list_free_stack[--cb_shared->role_lists_free];
+	}
+	cb_role_lists[app->role_list].nroles = limit->nroles;
+	memcpy(cb_role_lists[app->role_list].roles, limit->roles,
+		   sizeof(limit->roles[0]) * limit->nroles);
+	return true;
+}
+
+static bool
+cb_limits_equal_locked(const CbLimit *limits, int nlimits)
+{
+	if (cb_shared->configured_apps != nlimits)
 		return false;
+	for (int k = 0; k < nlimits; k++)
+	{
+		const CbLimit *limit = &limits[k];
+		int			i = cb_find_app_locked(limit->application_name,
+										   cb_name_hash(limit->application_name));
+
+		if (i < 0 || !cb_apps[i].configured ||
+			cb_apps[i].min_connections != limit->min_connections ||
+			cb_apps[i].max_connections != limit->max_connections ||
+			cb_apps[i].weight != limit->weight ||
+			!cb_roles_equal_locked(&cb_apps[i], limit))
+			return false;
 	}
 	return true;
 }
+
+/* Put these rows in shared memory; returns how many found no room. */
+static int
+cb_install_limits_locked(const CbLimit *limits, int nlimits)
+{
+	int			unplaced = 0;
+
+	/*
+	 * Place every row first, while the applications configured so far still
+	 * count as configured; then unconfigure those that lost their row.  Only
+	 * a slot that merely keeps a refusal counter may be evicted to make room.
+	 */
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+		cb_apps[i].listed = false;
+	for (int k = 0; k < nlimits; k++)
+	{
+		const CbLimit *limit = &limits[k];
+		uint32		hash = cb_name_hash(limit->application_name);
+		int			i = cb_find_app_locked(limit->application_name, hash);
+
+		if (i < 0)
+			i = cb_add_app_locked(limit->application_name, hash, true);
+		if (i < 0)
+		{
+			unplaced++;
+			continue;
+		}
+		if (!cb_apps[i].configured)
+			cb_apps[i].role_list = -1;
+		cb_apps[i].configured = true;
+		cb_apps[i].listed = true;
+		cb_apps[i].min_connections = limit->min_connections;
+		cb_apps[i].max_connections = limit->max_connections;
+		cb_apps[i].weight = limit->weight;
+		if (!cb_set_roles_locked(&cb_apps[i], limit))
+			unplaced++;
+	}
+	cb_shared->configured_apps = 0;
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+	{
+		CbApp	   *app = &cb_apps[i];
+
+		if (app->incarnation == 0)
+			continue;
+		if (app->configured && !app->listed)
+		{
+			CbLimit		any = {.nroles = -1};
+
+			(void) cb_set_roles_locked(app, &any);
+			app->configured = false;
+			app->min_connections = 0;
+			app->max_connections = CB_UNBOUNDED;
+			app->weight = 1;
+		}
+		if (app->configured)
+			cb_shared->configured_apps++;
+	}
+	return unplaced;
+}
+
+/*
+ * A change of limits that failed half way (an error, or the process
+ * exiting): the old limits stay in force; let connects go on.
+ */
+static void
+cb_abandon_limits_change(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+{
+	uint64		gen = pg_atomic_read_u64(&cb_shared->limits_gen);
+
+	if (gen & 1)
+		pg_atomic_write_u64(&cb_shared->limits_gen, gen + 1);
+}
+
+/*
+ * Make these rows the limits in force, re-sort every open connection
+ * against them with every check that connect applies, and mark limits as
+ * loaded.  The caller has validated them (cb_check_limits) and holds the
+ * limits lock (cb_lock_limits), so there is one change at a time.  With
+ * resort, open connections are judged again even if the limits are the
+ * ones in force (a role's memberships changed).
+ *
+ * Whether a role may claim an application is a catalog lookup, which
+ * cannot be made under the registry lock; so it is made first, for every
+ * open connection and every pod, with limits_gen odd meanwhile.  A
+ * connect that copied its claim before then is refused by
+ * cb_backend_attach() as stale and checks it again; one that copies it
+ * meanwhile waits for the new limits.  So every connection is either
+ * judged here or checks the new limits itself.
+ */
+void
+cb_publish_limits(const CbLimit *limits, int nlimits, bool resort)
+{
+	volatile int unplaced = 0;
+	bool		same;
+
+	LWLockAcquire(cb_shared->lock, LW_SHARED);
+	same = cb_limits_equal_locked(limits, nlimits) && !resort;
+	LWLockRelease(cb_shared->lock);
+
+	if (!same)
+	{
+		CbClaimant *backends = palloc(sizeof(CbClaimant) * cb_shared->nbackends);
+		CbClaimant *pods = MemoryContextAllocHuge(CurrentMemoryContext,
+												  sizeof(CbClaimant) * cb_shared->pod_capacity);
+		int8	   *claims = palloc(sizeof(int8) * cb_shared->nbackends);
+		int			nbackends;
+		int			npods;
+		volatile int demoted = 0;
+
+		pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
+		PG_ENSURE_ERROR_CLEANUP(cb_abandon_limits_change, (Datum) 0);
+		{
+			LWLockAcquire(cb_shared->lock, LW_SHARED);
+			nbackends = cb_collect_claimants_locked(backends, pods, &npods);
+			LWLockRelease(cb_shared->lock);
+
+			cb_claim_verdicts(limits, nlimits, backends, nbackends);
+			cb_claim_verdicts(limits, nlimits, pods, npods);
+			memset(claims, -1, sizeof(int8) * cb_shared->nbackends);
+			for (int i = 0; i < nbackends; i++)
+				claims[backends[i].slot] = backends[i].ok ? 1 : 0;
+
+			LWLockAcquire(cb_shared->lock, LW_EXCLUSIVE);
+			unplaced = cb_install_limits_locked(limits, nlimits);
+			cb_recount_locked(GetCurrentTimestamp(), claims, cb_enforce);
+			if (cb_enforce == CB_ENFORCE_ON)
+				cb_revoke_leases_locked(pods, npods);
+			for (int i = 0; i < nbackends; i++)
+				if (!backends[i].ok && cb_backends[backends[i].slot].verdict == CB_CLAIM_REFUSED)
+					demoted++;
+			pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
+			LWLockRelease(cb_shared->lock);
+		}
+		PG_END_ENSURE_ERROR_CLEANUP(cb_abandon_limits_change, (Datum) 0);
+
+		if (demoted > 0)
+			ereport(LOG,
+					(errmsg("connbudget: %d open connections are \"other\" from now on: their roles may no longer claim their applications",
+							demoted)));
+		pfree(backends);
+		pfree(pods);
+		pfree(claims);
+	}
+	if (unplaced > 0)
+		ereport(WARNING,
+				(errmsg("connbudget: %d application limits could not be put in force: no room in shared memory",
+						unplaced)));
+	cb_set_limits_state(CB_LIMITS_LOADED);
+}
+
+/* ---------------------------------------------------------------------
+ * Reading the table, and changing it
+ * ---------------------------------------------------------------------
+ */
 
 static bool
 cb_is_authoritative_database(void)
@@ -612,204 +512,4 @@ connbudget_limits_changed(PG_FUNCTION_ARGS)
 	}
 	cb_limits_dirty = true;
 	return PointerGetDatum(NULL);
-}
-
-/* ---------------------------------------------------------------------
- * Read-only on a standby
- * ---------------------------------------------------------------------
- */
-
-static Oid
-cb_limits_relid(void)
-{
-	const char *why;
-
-	return cb_find_limits_table(&why);
-}
-
-/*
- * A change of the limits on a hot standby: PostgreSQL would refuse it as a
- * write in a read-only transaction; say what to do instead.
- */
-static void
-cb_refuse_on_standby(const char *what)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-			 errmsg("cannot %s connbudget.application_limits on a standby", what),
-			 errdetail("The limits of a standby are the primary's: they replicate here and are in force within two refresh intervals."),
-			 errhint("Change them on the primary.")));
-}
-
-static void
-cb_executor_start(QueryDesc *queryDesc, int eflags)
-{
-	PlannedStmt *stmt = queryDesc->plannedstmt;
-
-	if (RecoveryInProgress() && stmt->commandType != CMD_SELECT && stmt->resultRelations != NIL)
-	{
-		Oid			limits = cb_limits_relid();
-		ListCell   *cell;
-
-		foreach(cell, stmt->resultRelations)
-			if (OidIsValid(limits) && rt_fetch(lfirst_int(cell), stmt->rtable)->relid == limits)
-				cb_refuse_on_standby("change");
-	}
-	if (prev_executor_start)
-		prev_executor_start(queryDesc, eflags);
-	else
-		standard_ExecutorStart(queryDesc, eflags);
-}
-
-/*
- * CREATE EXTENSION connbudget installs into schema connbudget, creating it
- * if it does not exist yet.  If a login with CREATE on the database created
- * it first, it would own the extension's schema: it could rename it and
- * put a table of its own in place of the limits.  So the extension is only
- * installed (or updated) in a schema a superuser owns.
- */
-static void
-cb_refuse_untrusted_schema(Node *stmt)
-{
-	const char *extname = IsA(stmt, CreateExtensionStmt) ?
-		((CreateExtensionStmt *) stmt)->extname : ((AlterExtensionStmt *) stmt)->extname;
-	Oid			nspid;
-	HeapTuple	tuple;
-	Oid			owner;
-
-	if (strcmp(extname, "connbudget") != 0)
-		return;
-	if (IsA(stmt, CreateExtensionStmt))
-		nspid = get_namespace_oid("connbudget", true);
-	else
-	{
-		Oid			extoid;
-		Oid			extowner;
-
-		if (!cb_extension_row(&extoid, &nspid, &extowner))
-			return;
-	}
-	if (!OidIsValid(nspid))
-		return;
-	tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
-	if (!HeapTupleIsValid(tuple))
-		return;
-	owner = ((Form_pg_namespace) GETSTRUCT(tuple))->nspowner;
-	ReleaseSysCache(tuple);
-	if (!cb_owned_by_superuser(owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("schema \"%s\" is owned by role \"%s\", which is not a superuser",
-						get_namespace_name(nspid), GetUserNameFromId(owner, true) ?: "?"),
-				 errdetail("The owner of connbudget's schema could replace the limits table with one of its own."),
-				 errhint("Drop the schema, or make a superuser its owner with ALTER SCHEMA %s OWNER TO, then try again.",
-						 quote_identifier(get_namespace_name(nspid)))));
-}
-
-/*
- * A few statements lock their table before they check that the user owns
- * it: CREATE RULE and DROP RULE, TRIGGER or POLICY take ACCESS EXCLUSIVE,
- * CREATE TRIGGER SHARE ROW EXCLUSIVE (it checks the TRIGGER privilege
- * rather than ownership).  Waiting behind a lock another
- * session holds, such a request from any login that can name the table
- * would queue every later INSERT into the limits, and the limits loader,
- * behind it.  On the extension's relations, refuse it before it locks
- * anything, with the error PostgreSQL gives a moment later anyway.
- */
-static void
-cb_check_owner_before_lock(const RangeVar *rv, AclMode privilege)
-{
-	Oid			relid;
-	Oid			extoid;
-	Oid			nspid;
-	Oid			owner;
-	ObjectType	kind;
-
-	if (rv == NULL || superuser())
-		return;
-	relid = RangeVarGetRelid(rv, NoLock, true);
-	if (!OidIsValid(relid) || !cb_extension_row(&extoid, &nspid, &owner) ||
-		get_rel_namespace(relid) != nspid)
-		return;
-	kind = get_relkind_objtype(get_rel_relkind(relid));
-	if (privilege != ACL_NO_RIGHTS)
-	{
-		if (pg_class_aclcheck(relid, GetUserId(), privilege) != ACLCHECK_OK)
-			aclcheck_error(ACLCHECK_NO_PRIV, kind, get_rel_name(relid));
-	}
-	else if (!CB_OWNS_RELATION(relid, GetUserId()))
-		aclcheck_error(ACLCHECK_NOT_OWNER, kind, get_rel_name(relid));
-}
-
-static void
-cb_check_owner_of_named(List *names)
-{
-	/* trigger, rule and policy names are qualified by their relation */
-	if (list_length(names) > 1)
-		cb_check_owner_before_lock(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		   list_length(names) - 1)),
-								   ACL_NO_RIGHTS);
-}
-
-static void
-cb_refuse_lock_before_ownership(Node *stmt)
-{
-	if (IsA(stmt, RuleStmt))
-		cb_check_owner_before_lock(((RuleStmt *) stmt)->relation, ACL_NO_RIGHTS);
-	else if (IsA(stmt, CreateTrigStmt))
-		cb_check_owner_before_lock(((CreateTrigStmt *) stmt)->relation, ACL_TRIGGER);
-	else if (IsA(stmt, DropStmt))
-	{
-		DropStmt   *drop = (DropStmt *) stmt;
-		ListCell   *cell;
-
-		if (drop->removeType != OBJECT_TRIGGER && drop->removeType != OBJECT_RULE &&
-			drop->removeType != OBJECT_POLICY)
-			return;
-		foreach(cell, drop->objects)
-			cb_check_owner_of_named(lfirst_node(List, cell));
-	}
-}
-
-static void
-cb_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-				   ProcessUtilityContext context, ParamListInfo params,
-				   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
-{
-	if (IsA(pstmt->utilityStmt, CreateExtensionStmt) ||
-		IsA(pstmt->utilityStmt, AlterExtensionStmt))
-		cb_refuse_untrusted_schema(pstmt->utilityStmt);
-	cb_refuse_lock_before_ownership(pstmt->utilityStmt);
-	if (RecoveryInProgress() && IsA(pstmt->utilityStmt, TruncateStmt))
-	{
-		Oid			limits = cb_limits_relid();
-		ListCell   *cell;
-
-		foreach(cell, ((TruncateStmt *) pstmt->utilityStmt)->relations)
-			if (OidIsValid(limits) &&
-				RangeVarGetRelid(lfirst_node(RangeVar, cell), NoLock, true) == limits)
-				cb_refuse_on_standby("truncate");
-	}
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
-}
-
-void
-cb_install_standby_hooks(void)
-{
-	prev_executor_start = ExecutorStart_hook;
-	ExecutorStart_hook = cb_executor_start;
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = cb_process_utility;
-}
-
-/* Where replay has got to on a standby: the worker re-reads when it moves. */
-uint64
-cb_replay_position(void)
-{
-	return RecoveryInProgress() ? (uint64) GetXLogReplayRecPtr(NULL) : 0;
 }

@@ -278,3 +278,18 @@ cb_require_preload(void)
 				 errmsg("connbudget must be loaded via shared_preload_libraries"),
 				 errhint("Add connbudget to shared_preload_libraries in postgresql.conf and restart the server.")));
 }
+
+/*
+ * Store this process's view of the sighup settings in shared memory: at
+ * startup (shmem.c) and, from the allocator, under the lock.
+ */
+void
+cb_store_settings(void)
+{
+	cb_shared->extension_reserved = cb_reserved_connections;
+	cb_shared->pod_ttl_ms = cb_pod_ttl_ms;
+	cb_shared->refresh_ms = cb_refresh_interval_ms;
+	cb_shared->unconfigured = cb_unconfigured_applications;
+	cb_shared->unconfigured_max = cb_unconfigured_max_connections;
+	cb_shared->max_pods_per_role = cb_max_pods_per_role;
+}

@@ -153,7 +153,7 @@ test_limits_lock(void)
 		   "so does a second change%s%s", msg[0] ? ": " : "", msg);
 	pg_exec(admin, "RESET lock_timeout");
 	reload_limits();
-	is_int(pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'connbudget' "
+	is_int(pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'connbudget limits loader' "
 				   "AND wait_event_type = 'Lock'"), 0,
 		   "the limits loader, asked to reload, waits on no lock of hers");
 	is_int(admitted("alice", "locked", 4, st), 3, "a second change is in force too: 3 connections");

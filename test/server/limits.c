@@ -98,7 +98,7 @@ test_truncate_while_worker_reloads(PGconn *a, PGconn *b)
 	pg_exec(a, "TRUNCATE connbudget.application_limits");
 	pg_exec(b, "SELECT pg_reload_conf()");	/* wakes the worker, which reloads */
 	is_int(pg_wait_for(b, "SELECT count(*) FROM pg_stat_activity "
-						   "WHERE backend_type = 'connbudget' AND wait_event_type = 'Lock'",
+						   "WHERE backend_type = 'connbudget limits loader' AND wait_event_type = 'Lock'",
 						   1, 10000), 1,
 			   "the worker waits for the table the TRUNCATE holds");
 	is_str(pg_exec_error(a, "COMMIT", msg, sizeof(msg)), "",

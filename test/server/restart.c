@@ -1,7 +1,8 @@
 /*
  * restart.c -- limits are in force from the first connection after a
- * restart, a crash restart starts counting afresh, and a worker that
- * cannot load limits does not hold connections up.
+ * restart, a crash restart starts counting afresh, a worker that cannot
+ * load limits does not hold connections up, and the workers, named as what
+ * they are, end a clean shutdown without a FATAL.
  *
  * cluster: max_connections=50 superuser_reserved_connections=3
  */
@@ -64,9 +65,20 @@ test_first_connection_after_restart(void)
 static void
 test_counters_after_restart(PGconn **admin)
 {
+	long		log_from;
+
+	is_str(pg_value(*admin, "SELECT string_agg(backend_type, ', ') FROM pg_stat_activity "
+					"WHERE backend_type LIKE 'connbudget%'"),
+		   "connbudget limits loader", "the limits loader is named as what it is");
+	/* the allocator has no database, so pg_stat_activity does not list it */
+	is_int(shell("pgrep -f -P \"$(head -1 '%s/data/postmaster.pid')\" '^postgres: connbudget allocator' >/dev/null",
+				 cluster_dir()), 0, "and so is the allocator, in the process list");
 	PQfinish(*admin);
+	log_from = server_log_size();
 	if (cluster_ctl("restart") != 0)
 		bail_out("pg_ctl restart failed");
+	ok(!server_log_contains(log_from, "FATAL:  terminating background worker \"connbudget"),
+	   "a clean shutdown ends them without a FATAL in the log");
 	*admin = pg_connect_or_bail("application_name=admin");
 	is_int(pg_long(*admin, "SELECT coalesce(sum(refused), 0) FROM connbudget.applications"), 0,
 		   "refusal counters start from zero after a restart");

@@ -1,17 +1,10 @@
 /*-------------------------------------------------------------------------
  *
- * worker.c
- *	  The two background workers of connbudget: the allocator, which
- *	  computes and publishes every pod's share, and the limits loader,
- *	  which puts connbudget.application_limits in force at server start.
+ * loader.c
+ *	  The limits loader: the background worker that puts
+ *	  connbudget.application_limits in force (limits.c) at server start,
+ *	  when asked, and as replay changes it on a standby.
  *
- * The allocator needs only shared memory, so it runs from postmaster start
- * on every server, whatever the state of any database.  It is the one
- * process that recomputes the allocation (share.c, "The publication
- * model"): woken by a latch when an input changes, at most once per publish
- * period, and when a lease ends.  It also publishes the sighup settings
- * after every configuration reload, so that every backend shares the
- * budget with the same values.
  *
  * The loader is, like pg_cron's launcher, tied to one database,
  * connbudget.database, because that is where the limits table is
@@ -31,11 +24,17 @@
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.
  *
+ *
+ * Portions Copyright (c) connbudget authors.  Licensed under the
+ * PostgreSQL licence.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -48,92 +47,54 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "connbudget.h"
+#include "compat.h"
+#include "state.h"
 
-PGDLLEXPORT void connbudget_allocator_main(Datum main_arg);
-PGDLLEXPORT void connbudget_worker_main(Datum main_arg);
+PGDLLEXPORT void connbudget_loader_main(Datum main_arg);
 
-static void
-cb_register(const char *function, const char *name, BgWorkerStartTime start,
-			int flags, int restart_s)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = flags;
-	worker.bgw_start_time = start;
-	worker.bgw_restart_time = restart_s;
-	strlcpy(worker.bgw_library_name, "connbudget", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "connbudget", BGW_MAXLEN);
-	RegisterBackgroundWorker(&worker);
-}
+/* ---------------------------------------------------------------------
+ * Asking the loader to read the table again
+ * ---------------------------------------------------------------------
+ */
 
 void
-cb_register_workers(void)
+cb_set_loader_latch(Latch *latch)
 {
-	cb_register("connbudget_allocator_main", "connbudget allocator",
-				BgWorkerStart_PostmasterStart, BGWORKER_SHMEM_ACCESS, 1);
-	cb_register("connbudget_worker_main", "connbudget limits loader",
-				BgWorkerStart_ConsistentState,
-				BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION, 10);
+	pg_atomic_write_u64(&cb_shared->loader_latch, (uint64) (uintptr_t) latch);
+}
+
+/* Ask the loader to re-read the limits table soon. */
+void
+cb_request_reload(void)
+{
+	Latch	   *latch;
+
+	pg_atomic_write_u32(&cb_shared->reload_requested, 1);
+	latch = (Latch *) (uintptr_t) pg_atomic_read_u64(&cb_shared->loader_latch);
+	if (latch)
+		SetLatch(latch);
+}
+
+bool
+cb_take_reload_request(void)
+{
+	return pg_atomic_exchange_u32(&cb_shared->reload_requested, 0) != 0;
+}
+
+/* Where replay has got to on a standby: the worker re-reads when it moves. */
+uint64
+cb_replay_position(void)
+{
+	return RecoveryInProgress() ? (uint64) GetXLogReplayRecPtr(NULL) : 0;
 }
 
 /* ---------------------------------------------------------------------
- * The allocator
+ * The loader
  * ---------------------------------------------------------------------
  */
 
 static void
-cb_allocator_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
-{
-	cb_allocator_detach();
-}
-
-void
-connbudget_allocator_main(Datum main_arg pg_attribute_unused())
-{
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	before_shmem_exit(cb_allocator_exit, (Datum) 0);
-	cb_publish_settings();
-	cb_allocator_attach(MyLatch);
-
-	for (;;)
-	{
-		long		wait_ms;
-
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			cb_publish_settings();
-		}
-
-		wait_ms = cb_allocator_cycle();
-		if (wait_ms < 0)
-			/* the rest of the publish period: latches set meanwhile stay set */
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 -wait_ms, PG_WAIT_EXTENSION);
-		else if (wait_ms > 0)
-			(void) WaitLatch(MyLatch,
-							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 wait_ms, PG_WAIT_EXTENSION);
-	}
-}
-
-/* ---------------------------------------------------------------------
- * The limits loader
- * ---------------------------------------------------------------------
- */
-
-static void
-cb_worker_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
+cb_loader_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 {
 	cb_set_loader_latch(NULL);
 	if (cb_limits_state() == CB_LIMITS_LOADING)
@@ -147,7 +108,7 @@ cb_worker_exit(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
  * those of a missing table (or without those rows).
  */
 static void
-cb_worker_load(void)
+cb_loader_load(void)
 {
 	static char *said = NULL;
 	const char *why = NULL;
@@ -181,12 +142,12 @@ cb_worker_load(void)
 }
 
 void
-connbudget_worker_main(Datum main_arg pg_attribute_unused())
+connbudget_loader_main(Datum main_arg pg_attribute_unused())
 {
-	before_shmem_exit(cb_worker_exit, (Datum) 0);
+	before_shmem_exit(cb_loader_exit, (Datum) 0);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, die);		/* while loading; see below */
 	BackgroundWorkerUnblockSignals();
 
 	cb_set_loader_latch(MyLatch);
@@ -199,7 +160,16 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 		uint64		replayed = cb_replay_position();
 		TimestampTz loaded_at = GetCurrentTimestamp();
 
-		cb_worker_load();
+		/*
+		 * Loading may wait for a lock: a shutdown then ends it at once (with
+		 * the FATAL of an interrupted worker).  Waiting between loads, it
+		 * ends the loop: exit 0, and nothing in the log.
+		 */
+		pqsignal(SIGTERM, die);
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		cb_loader_load();
+		pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 
 		for (;;)
 		{
@@ -212,6 +182,8 @@ connbudget_worker_main(Datum main_arg pg_attribute_unused())
 							 Min(wait_ms, CB_WORKER_RELOAD_MS), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			if (ShutdownRequestPending)
+				proc_exit(0);
 
 			if (ConfigReloadPending)
 			{
