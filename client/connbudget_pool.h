@@ -34,28 +34,40 @@
 
    WHAT IT DOES
 
-   The pool asks the server how many connections its pod may hold
-   (connbudget.pool_share(), from the connbudget extension) every refresh
-   interval, reporting its demand (connections in use + waiting threads,
-   with headroom), and keeps itself within [min, share]:
+   The pool asks the server how many connections its pod may hold every
+   refresh interval, reporting its demand (connections in use + waiting
+   threads, with headroom), and keeps itself within [min, share].  It is
+   the reference implementation of the protocol of docs/protocol.md: in
+   any database of the server, it sets connbudget.demand and reads
+   connbudget.share (protocol 2, connbudget 1.2); a server that does not
+   know them (connbudget 1.1 or older) is asked with
+   connbudget.pool_share() instead (protocol 1), and protocol 2 is tried
+   again every 30 s.
      - it never opens a connection beyond its share;
      - when the share drops it closes idle connections at once and retires
        over-share connections as they are released;
-     - against a server without the extension it uses max_size (10 if
-       max_size is 0) and logs that once;
-     - it believes no answer: a size is taken only from one row of four
-       integers, 0 <= min_size <= max_size <= budget <= 262143
+     - against a server without the extension, or one that does not
+       govern it (status "other"), it uses max_size (10 if max_size is 0)
+       and logs that once;
+     - when it closes it hands its share back (connbudget.demand =
+       'leave'; with protocol 1 a demand of 0), so the pods that stay get
+       it a publish period later, not connbudget.pod_ttl later;
+     - it believes no answer: a size is taken only from one row whose
+       numbers are integers, 0 <= min_size <= max_size <= budget <= 262143
        (PostgreSQL's MAX_BACKENDS) and refresh_ms from 10 to 3600000 (the
        range of connbudget.refresh_interval), each written in base 10 and
        nothing else (an optional '-' and digits: no '+', no space, nothing
-       after).  Anything else -- another number of rows or columns, NULL,
-       "abc", "5x", "99999999999", a function of that name someone else
-       created in a database without the extension -- is an error and no
-       size: logged as a warning (id "budget-invalid", saying what was
-       wrong) once per kind of failure until a valid answer comes again,
-       counted in budget_errors, and the pool keeps the share it had
-       (before its first answer, the one connection it starts with) and
-       the connection the answer came on.
+       after), and for protocol 2 words key=value with a known status.
+       Anything else -- another number of rows or columns, NULL, "abc",
+       "5x", "99999999999", a function of that name someone else created
+       in a database without the extension -- is an error and no size:
+       logged as a warning (id "budget-invalid", saying what was wrong)
+       once per kind of failure until a valid answer comes again, counted
+       in budget_errors, and the pool keeps the share it had (before its
+       first answer, the one connection it starts with) and the
+       connection the answer came on.  A share the server withdrew
+       (status "refused": the pod's role lost the application) is logged
+       once as an error ("share-refused") and the pool keeps what it had.
    It identifies itself at connect time with application_name and
    connbudget.pod (options='-c connbudget.pod=<pod>').  The call is made on
    a connection idle for a while, or else by the next thread that releases
@@ -456,15 +468,20 @@
 
    REVISION HISTORY
 
-       1.5  (2026-12-06) the pool believes no answer: pool_share() rows,
-                         the host check and a refusal's stated pace are
-                         read by one strict parser (whole base-10
-                         integers, in range); anything else is logged
-                         ("budget-invalid", "host-invalid"), counted
-                         (budget_errors, the new host_check_errors and
-                         host_check_errors_total) and not taken, where one
-                         column crashed it, "abc" shrank it to 0 and
-                         "99999999999" overflowed
+       1.5  (2026-12-06) protocol 2: the share in any database, by
+                         connbudget.demand and connbudget.share, with
+                         pool_share() as the fallback for connbudget 1.1;
+                         the share is handed back on close; a refusal's
+                         pace is read from its context field
+                         ("connbudget: retry_ms=N"), then from its hint.
+                         The pool believes no answer: the share, the host
+                         check and a refusal's stated pace are read by one
+                         strict parser (whole base-10 integers, in range);
+                         anything else is logged ("budget-invalid",
+                         "host-invalid"), counted (budget_errors, the new
+                         host_check_errors and host_check_errors_total) and
+                         not taken, where one column crashed it, "abc"
+                         shrank it to 0 and "99999999999" overflowed
        1.4  (2026-12-02) PGAPPNAME and PGOPTIONS are read as libpq reads
                          them; the acquire-wait histogram reaches about 15
                          minutes (was 14 s); the Prometheus text adds
@@ -687,7 +704,7 @@ typedef struct cbpool_stats_t {
     uint64_t rollbacks_on_release;
     uint64_t validations_failed;
     uint64_t budget_refreshes;
-    uint64_t budget_errors;         /* pool_share() calls that failed or
+    uint64_t budget_errors;         /* share refreshes that failed or
                                        answered nonsense */
     uint64_t leaks_detected;
     uint64_t misuse;                /* NULL, double or foreign releases */
@@ -1046,9 +1063,13 @@ struct cbpool {
     int last_demand;            /* reported at the last refresh */
     int reflected_demand;       /* the demand the current share knows about */
     int reported;               /* a refresh has succeeded */
+    int protocol;               /* the protocol the server speaks: 2
+                                   (connbudget.demand/share), 1
+                                   (pool_share()), 0 not known yet */
+    int64_t protocol_probed_ns; /* when protocol 2 was last tried */
     int budget_invalid;         /* what was wrong with the last invalid
-                                   pool_share() answer (logged once); 0
-                                   after a valid one */
+                                   share answer (logged once); 0 after a
+                                   valid one; -1 a withdrawn share */
     int peaks[CBPOOL__PEAK_WINDOW]; /* busiest moment of each recent interval */
     int peak_next;
     int interval_peak;          /* busiest moment since the last rotation */
@@ -2010,6 +2031,21 @@ static int cbpool__one_row(const PGresult *res, int nfields, const char *what,
     return 0;
 }
 
+/* max_size, min_size and budget in the order a share has them. */
+static int cbpool__check_share_order(const long long v[4], const char *what, char *why,
+                                     size_t whylen)
+{
+    if (v[1] > v[0]) {
+        snprintf(why, whylen, "%s answered min_size %lld above max_size %lld", what, v[1], v[0]);
+        return CBPOOL__BAD_ORDER * 16 + 1;
+    }
+    if (v[0] > v[2]) {
+        snprintf(why, whylen, "%s answered max_size %lld above budget %lld", what, v[0], v[2]);
+        return CBPOOL__BAD_ORDER * 16;
+    }
+    return 0;
+}
+
 /*
  * Is res an answer of connbudget.pool_share(): one row of max_size,
  * min_size, budget and refresh_ms, each an integer, with 0 <= min_size <=
@@ -2032,15 +2068,136 @@ static int cbpool__check_share(const PGresult *res, long long v[4], char *why, s
         if (bad)
             return bad * 16 + i;
     }
-    if (v[1] > v[0]) {
-        snprintf(why, whylen, "%s answered min_size %lld above max_size %lld", what, v[1], v[0]);
-        return CBPOOL__BAD_ORDER * 16 + 1;
+    return cbpool__check_share_order(v, what, why, whylen);
+}
+
+/* What connbudget.share says of the pool (docs/protocol.md, section 4). */
+#define CBPOOL__SHARE_OK 0          /* a share: max_size, min_size, ... */
+#define CBPOOL__SHARE_OTHER 1       /* not governed: no share, a fixed size */
+#define CBPOOL__SHARE_LEFT 2        /* handed back; a report brings it back */
+#define CBPOOL__SHARE_REFUSED 3     /* governed no more (sqlstate, reason) */
+#define CBPOOL__SHARE_MAX 4096      /* the longest share read (about 100 bytes
+                                       today) */
+
+/*
+ * Is res an answer of the protocol-2 query: one row whose second column,
+ * connbudget.share, is words key=value, one space apart, with a known
+ * status and, for "ok", max_size, min_size, budget and refresh_ms in range
+ * and in order?  Words not known are skipped, whatever their length
+ * (later versions add words); a word twice, a word without '=', a value
+ * that is not what its key takes, are not an answer.  CBPOOL__SHARE_MAX
+ * bytes at most.  0, *status and the four values in v (and for
+ * "refused" its sqlstate and reason in detail); else what was wrong.
+ */
+static int cbpool__check_share_words(const PGresult *res, long long v[4], int *status,
+                                     char *detail, size_t detaillen, char *why,
+                                     size_t whylen)
+{
+    static const char *const names[4] = {"max_size", "min_size", "budget", "refresh_ms"};
+    static const char what[] = "connbudget.share";
+    const char *text, *p;
+    char word[64], value[48], quoted[160];
+    int bad = cbpool__one_row(res, 2, what, why, whylen), seen = 0, i, len;
+    char sqlstate[6] = "", reason[33] = "";
+
+    if (bad)
+        return bad;
+    if (PQgetisnull(res, 0, 1)) {
+        snprintf(why, whylen, "%s is NULL", what);
+        return CBPOOL__BAD_NULL * 16;
     }
-    if (v[0] > v[2]) {
-        snprintf(why, whylen, "%s answered max_size %lld above budget %lld", what, v[0], v[2]);
-        return CBPOOL__BAD_ORDER * 16;
+    text = PQgetvalue(res, 0, 1);
+    len = PQgetlength(res, 0, 1);
+    cbpool__quote(text, len, quoted, sizeof quoted);
+    if (PQfformat(res, 1) != 0 || len < 0 || (size_t)len != strlen(text) ||
+        len > CBPOOL__SHARE_MAX) {
+        snprintf(why, whylen, "%s is %s, not text", what, quoted);
+        return CBPOOL__BAD_FORMAT * 16;
     }
-    return 0;
+    *status = -1;
+    for (p = text; *p;) {
+        size_t n = strcspn(p, " "), k;
+        const char *eq = (const char *)memchr(p, '=', n);
+        int bit = 0, field = -1;
+        long long number;
+
+        if (!eq || eq == p) {
+            snprintf(why, whylen, "%s is %s, not words key=value", what, quoted);
+            return CBPOOL__BAD_TEXT * 16;
+        }
+        k = (size_t)(eq - p);
+        if (k >= sizeof word || n - k - 1 >= sizeof value) {
+            /* longer than any word this pool knows: a later version's */
+            p += n;
+            if (*p == ' ' && *++p == '\0') {
+                snprintf(why, whylen, "%s is %s, not words key=value", what, quoted);
+                return CBPOOL__BAD_TEXT * 16;
+            }
+            continue;
+        }
+        memcpy(word, p, k);
+        word[k] = '\0';
+        memcpy(value, eq + 1, n - k - 1);
+        value[n - k - 1] = '\0';
+        for (i = 0; i < 4; i++)
+            if (strcmp(word, names[i]) == 0)
+                field = i, bit = 1 << i;
+        if (strcmp(word, "status") == 0) {
+            bit = 1 << 4;
+            *status = strcmp(value, "ok") == 0 ? CBPOOL__SHARE_OK
+                    : strcmp(value, "other") == 0 ? CBPOOL__SHARE_OTHER
+                    : strcmp(value, "left") == 0 ? CBPOOL__SHARE_LEFT
+                    : strcmp(value, "refused") == 0 ? CBPOOL__SHARE_REFUSED : -1;
+        } else if (strcmp(word, "sqlstate") == 0) {
+            bit = 1 << 5;
+            if (strlen(value) == 5 && strspn(value, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 5)
+                memcpy(sqlstate, value, 6);
+        } else if (strcmp(word, "reason") == 0) {
+            bit = 1 << 6;
+            if (strlen(value) < sizeof reason && strspn(value, "abcdefghijklmnopqrstuvwxyz_") == strlen(value))
+                memcpy(reason, value, strlen(value) + 1);
+        } else if (strcmp(word, "protocol") == 0) {
+            bit = 1 << 7;
+            if (cbpool__parse_int(value, 2, 1000, &number) != 0) {
+                snprintf(why, whylen, "%s is %s: protocol is not a version", what, quoted);
+                return CBPOOL__BAD_TEXT * 16 + 7;
+            }
+        } else if (field >= 0) {
+            bad = cbpool__parse_int(value, field == 3 ? CBPOOL__REFRESH_MIN_MS : 0,
+                                    field == 3 ? CBPOOL__REFRESH_MAX_MS : CBPOOL__MAX_BACKENDS,
+                                    &v[field]);
+            if (bad) {
+                snprintf(why, whylen, "%s is %s: %s %s", what, quoted, names[field],
+                         bad == CBPOOL__BAD_TEXT ? "is not an integer" : "is out of range");
+                return bad * 16 + field;
+            }
+        }
+        if (seen & bit) {
+            snprintf(why, whylen, "%s is %s: %s twice", what, quoted, word);
+            return CBPOOL__BAD_SHAPE * 16 + 3;
+        }
+        seen |= bit;
+        p += n;
+        if (*p == ' ' && *++p == '\0') {
+            snprintf(why, whylen, "%s is %s, not words key=value", what, quoted);
+            return CBPOOL__BAD_TEXT * 16;
+        }
+    }
+    if (*status < 0) {
+        snprintf(why, whylen, "%s is %s: no status this pool knows", what, quoted);
+        return CBPOOL__BAD_TEXT * 16 + 4;
+    }
+    if (*status == CBPOOL__SHARE_REFUSED)
+        snprintf(detail, detaillen, "%s %s", sqlstate[0] ? sqlstate : "?",
+                 reason[0] ? reason : "?");
+    if (*status != CBPOOL__SHARE_OK)
+        return 0;
+    if ((seen & 15) != 15) {
+        snprintf(why, whylen, "%s is %s: a share without max_size, min_size, budget and refresh_ms",
+                 what, quoted);
+        return CBPOOL__BAD_SHAPE * 16 + 4;
+    }
+    return cbpool__check_share_order(v, what, why, whylen);
 }
 
 /* A cluster's host: its role, and when it became the primary; with the lock. */
@@ -2160,12 +2317,29 @@ static int cbpool__check_host(cbpool *pool, PGconn *pg)
 /*
  * Ask the server for this pod's share on a connection the maintainer
  * holds.  Returns 0 if the connection is still good.  An answer that is
- * not one (see cbpool__check_share) is an error and no size: the pool
+ * not one (see cbpool__check_share_words, cbpool__check_share) is an
+ * error and no size: the pool
  * keeps the share it had -- before its first answer, the one connection
  * it starts with; on a server found without the extension, its fixed
  * max_size -- and asks again an interval later.  The connection is not
  * to blame for what the server answered: it stays.
  */
+/* The protocol's queries (docs/protocol.md): version 2 reports the demand
+   and reads the share in any database; version 1 is pool_share() where the
+   extension is installed.  How often a pool that speaks 1 tries 2 again
+   (the server may have been upgraded under it). */
+#define CBPOOL__SHARE_SQL                                                       \
+    "SELECT set_config('connbudget.demand', $1, false), current_setting('connbudget.share')"
+#define CBPOOL__POOL_SHARE_SQL                                                  \
+    "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)"
+#define CBPOOL__PROBE_NS 30000000000LL
+
+/* Did the protocol-2 query fail because the server does not know it? */
+static int cbpool__protocol_unknown(const char *state)
+{
+    return strcmp(state, "42704") == 0 || strcmp(state, "42602") == 0;
+}
+
 static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
 {
     char demand[16];
@@ -2176,8 +2350,8 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__msg msg;
     ExecStatusType st;
     long long answer[4];
-    char why[320];
-    int answered, bad = 0;
+    char why[320], detail[48];
+    int answered, bad = 0, protocol, tried2, status = CBPOOL__SHARE_OK;
 
     int reported_demand;
     int64_t now;
@@ -2188,24 +2362,77 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
     cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
     reported_demand = cbpool__demand_locked(pool);
     snprintf(demand, sizeof demand, "%d", reported_demand);
+    protocol = pool->protocol == 1 &&
+                       cbpool__now_ns() - pool->protocol_probed_ns < CBPOOL__PROBE_NS ? 1 : 2;
     cbpool__unlock(pool);
     values[0] = demand;
 
-    res = cbpool__exec_deadline(
-        c->pg,
-        "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)",
-        1, values, pool->cfg.validate_timeout_ms);
-    cbpool__sqlstate(res, state);
+    res = NULL;
+    tried2 = protocol == 2;
+    if (protocol == 2) {
+        res = cbpool__exec_deadline(c->pg, CBPOOL__SHARE_SQL, 1, values,
+                                    pool->cfg.validate_timeout_ms);
+        cbpool__sqlstate(res, state);
+        if (cbpool__protocol_unknown(state)) {
+            /* connbudget 1.1 or older, or none: pool_share(), below */
+            PQclear(res);
+            res = NULL;
+            protocol = 1;
+        }
+    }
+    if (protocol == 1) {
+        res = cbpool__exec_deadline(c->pg, CBPOOL__POOL_SHARE_SQL, 1, values,
+                                    pool->cfg.validate_timeout_ms);
+        cbpool__sqlstate(res, state);
+    }
     /* an answer, not an error: all of it is checked before anything is
        taken, outside the lock */
     st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     answered = st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR && st != PGRES_BAD_RESPONSE;
-    if (answered)
+    detail[0] = '\0';
+    if (answered && protocol == 2)
+        bad = cbpool__check_share_words(res, answer, &status, detail, sizeof detail, why,
+                                        sizeof why);
+    else if (answered)
         bad = cbpool__check_share(res, answer, why, sizeof why);
 
     cbpool__lock(pool);
     now = cbpool__now_ns();
-    if (answered && !bad) {
+    if (tried2) {
+        /* 2 answered, or the server did not know it (then 1, until the
+           next probe); a broken connection says nothing */
+        if (answered || protocol == 1)
+            pool->protocol = protocol;
+        pool->protocol_probed_ns = now;
+    }
+    if (answered && !bad && status == CBPOOL__SHARE_OTHER) {
+        /* the server does not govern this connection (its application has
+           no row and connbudget.unconfigured_applications is "other"): no
+           share, a fixed size as without the extension, said once */
+        if (pool->extension != 0)
+            cbpool__format(&msg, CBPOOL_LOG_WARN, "not-governed",
+                           "the server does not govern pod \"%s\" of \"%s\" (no row in "
+                           "connbudget.application_limits): using a fixed max_size of %d",
+                           pool->pod, pool->application_name,
+                           pool->cfg.max_size > 0 ? pool->cfg.max_size : 10);
+        pool->extension = 0;
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
+    } else if (answered && !bad && status == CBPOOL__SHARE_LEFT) {
+        /* handed back by another connection of this pool's session; the
+           next refresh reports again and brings it back */
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
+    } else if (answered && !bad && status == CBPOOL__SHARE_REFUSED) {
+        /* governed when it connected, no more: a refusal that will not
+           change by itself; the share it had stands, asked again seldom */
+        pool->counters.budget_errors++;
+        if (pool->budget_invalid != -1)
+            cbpool__format(&msg, CBPOOL_LOG_ERROR, "share-refused",
+                           "the server no longer gives pod \"%s\" of \"%s\" a share (%s); "
+                           "the pool stays within %d connections",
+                           pool->pod, pool->application_name, detail, pool->limit);
+        pool->budget_invalid = -1;
+        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 1000, 1100);
+    } else if (answered && !bad) {
         int share = (int)answer[0];
         int was = pool->share;
         int changed = pool->reported && reported_demand != pool->last_demand;
@@ -2261,7 +2488,7 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         pool->budget_invalid = bad;
         pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
     } else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
-               strcmp(state, "55000") == 0) {
+               strcmp(state, "55000") == 0 || cbpool__protocol_unknown(state)) {
         /* no extension here (or not preloaded): a fixed size, said once */
         const char *text = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
         if (pool->extension != 0)
@@ -2279,7 +2506,8 @@ static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
         pool->counters.budget_errors++;
         broken = PQstatus(c->pg) != CONNECTION_OK || !res;
         cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-error",
-                       "connbudget.pool_share() failed: %s",
+                       "%s failed: %s",
+                       protocol == 2 ? "reading connbudget.share" : "connbudget.pool_share()",
                        res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
         pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
     }
@@ -2456,16 +2684,13 @@ static void cbpool__answered_locked(cbpool *pool, cbpool__msg *msg)
     }
 }
 
-/* The pace a refusing server states in its hint (connbudget 1.1 and later):
-   "Pools re-read their share every N ms (connbudget.refresh_interval)."; 0
-   when it states none.  N is read as any number from a server is
-   (cbpool__parse_int): a run of at most 10 digits, within the range of the
-   setting, followed by exactly that text; a sign, a space, a number too
-   long, the text cut short at the end of the message: none stated. */
-static int cbpool__stated_refresh_ms(const char *text)
+/* The number after lead in text, followed by exactly tail (or, without a
+   tail, by the end of a word): read as any number from a server is
+   (cbpool__parse_int), a run of at most 10 digits within the range of a
+   refresh interval; a sign, a space, a number too long, the text cut short
+   at the end of the message: 0, none stated. */
+static int cbpool__stated_number(const char *text, const char *lead, const char *tail)
 {
-    static const char lead[] = "re-read their share every ";
-    static const char tail[] = " ms (connbudget.refresh_interval)";
     const char *at = text ? strstr(text, lead) : NULL;
     char digits[11];
     size_t n;
@@ -2473,15 +2698,28 @@ static int cbpool__stated_refresh_ms(const char *text)
 
     if (!at)
         return 0;
-    at += sizeof lead - 1;
+    at += strlen(lead);
     n = strspn(at, "0123456789");   /* stops at the terminating NUL */
-    if (n == 0 || n >= sizeof digits || strncmp(at + n, tail, sizeof tail - 1) != 0)
+    if (n == 0 || n >= sizeof digits ||
+        (tail ? strncmp(at + n, tail, strlen(tail)) != 0
+              : (at[n] != '\0' && at[n] != ' ' && at[n] != '\n')))
         return 0;
     memcpy(digits, at, n);
     digits[n] = '\0';
     if (cbpool__parse_int(digits, CBPOOL__REFRESH_MIN_MS, CBPOOL__REFRESH_MAX_MS, &ms) != 0)
         return 0;
     return (int)ms;
+}
+
+/* The pace a refusing server states: in the error's context field as
+   "connbudget: retry_ms=N" (connbudget 1.2, protocol 2), else at the end
+   of its hint, "Pools re-read their share every N ms
+   (connbudget.refresh_interval)." (1.1); 0 when it states none. */
+static int cbpool__stated_refresh_ms(const char *text)
+{
+    int ms = cbpool__stated_number(text, "connbudget: retry_ms=", NULL);
+    return ms ? ms : cbpool__stated_number(text, "re-read their share every ",
+                                           " ms (connbudget.refresh_interval)");
 }
 
 static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
@@ -4136,10 +4374,10 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
                  (unsigned long long)s.closed_lifetime, labels,
                  (unsigned long long)s.closed_broken, labels,
                  (unsigned long long)s.closed_over_share);
-    CBPOOL__COUNTER("budget_refreshes_total", "Successful connbudget.pool_share() calls.",
+    CBPOOL__COUNTER("budget_refreshes_total", "Share refreshes the server answered.",
                     s.budget_refreshes);
     CBPOOL__COUNTER("budget_errors_total",
-                    "Failed connbudget.pool_share() calls and invalid answers.",
+                    "Share refreshes that failed or were answered with nonsense.",
                     s.budget_errors);
     CBPOOL__COUNTER("leaks_detected_total", "Connections held beyond leak_threshold_ms.",
                     s.leaks_detected);
@@ -4168,11 +4406,34 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     return (int)used;
 }
 
+/*
+ * Hand the share back before closing (docs/protocol.md, section 7), on one
+ * of the pool's idle connections: the pods that stay get it a publish
+ * period later, not connbudget.pod_ttl later.  Its answer does not matter.
+ */
+static void cbpool__leave(cbpool *pool, PGconn *pg, int protocol)
+{
+    int timeout = pool->cfg.validate_timeout_ms < 1000 ? pool->cfg.validate_timeout_ms : 1000;
+    PGresult *res = cbpool__exec_deadline(pg, protocol == 2 ? "SET connbudget.demand = 'leave'"
+                                                            : "SELECT connbudget.pool_share(0)",
+                                          0, NULL, timeout);
+    cbpool__msg msg;
+
+    msg.id = NULL;
+    cbpool__format(&msg, CBPOOL_LOG_DEBUG, "leave", "%s",
+                   res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
+                           PQresultStatus(res) == PGRES_TUPLES_OK)
+                       ? "the share was handed back" : "handing the share back failed");
+    if (res)
+        PQclear(res);
+    cbpool__emit(pool, &msg);
+}
+
 CBPOOL_DEF void cbpool_close(cbpool *pool)
 {
     cbpool__conn *c, *next, *idle_list = NULL;
     cbpool__waiter *w;
-    int out;
+    int out, leave;
 
     cbpool__msg msg;
 
@@ -4234,6 +4495,7 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     out = pool->in_use;
     pool->out_at_close = out;
     pool->closed_final = 1;
+    leave = pool->extension == 1 ? pool->protocol : 0;
     if (out > 0)
         cbpool__format(&msg, CBPOOL_LOG_WARN, "close-in-use",
                        "cbpool_close(): %d connection(s) still in use; each is closed "
@@ -4242,6 +4504,8 @@ CBPOOL_DEF void cbpool_close(cbpool *pool)
     cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
 
+    if (leave && idle_list)
+        cbpool__leave(pool, idle_list->pg, leave);
     for (c = idle_list; c; c = next) {
         next = c->next;
         cbpool__destroy(pool, c);

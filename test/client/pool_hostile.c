@@ -1,18 +1,42 @@
 /*
  * pool_hostile.c -- the pool believes no answer.  A relay in front of the
- * server rewrites the answers of connbudget.pool_share() and of a cluster
- * host's role and lag check into nonsense (one column, five, no row, two
- * rows, NULL, "abc", "", " 5", "5x", "99999999999", -1, min_size above
- * max_size, max_size above budget, a budget beyond MAX_BACKENDS, refresh_ms
- * 0, 5 and 99999999, a binary value, a NUL or a newline inside); and in a
- * database without the extension, someone else's SQL function
- * connbudget.pool_share() answers nonsense.  Each time the pool neither
- * crashes nor takes a size from the answer (its stats and the server's
- * backends of its application stay within its last good share), counts
- * it in budget_errors (host_check_errors), says what was wrong once as a
- * warning, keeps its connections, and takes a good answer again after
- * bad ones.  The parser itself and the refusal hint's stated pace are
- * checked with hostile text too.
+ * server rewrites answers into nonsense, for both protocols
+ * (docs/protocol.md):
+ *
+ * - protocol 2: the row of "SELECT set_config('connbudget.demand', $1,
+ *   false), current_setting('connbudget.share')" becomes one column,
+ *   three, no row, two rows, a NULL share, "", "abc", a share without a
+ *   status or without numbers, numbers that are not integers or out of
+ *   range or out of order, a word twice, a trailing space, two spaces, a
+ *   word without '=', an unknown status, control characters, 5,000 bytes.
+ *   The valid answers that are no share to take: "status=other" (a fixed
+ *   size as without the extension, said once), "status=left" (no size,
+ *   asked again at its usual pace, no faster), "status=refused" (said once as an error,
+ *   counted, the last share kept, asked again after 10 intervals); and
+ *   words this pool does not know around a valid share, which it takes;
+ * - protocol 1: the relay answers the protocol-2 query as connbudget 1.1
+ *   does (42704, unrecognized configuration parameter), the pool falls
+ *   back to connbudget.pool_share() and sizes itself from it, and then the
+ *   answers of pool_share() become one column, five, no row, two rows,
+ *   NULL, "abc", "", " 5", "5x", "99999999999", -1, min_size above
+ *   max_size, max_size above budget, a budget beyond MAX_BACKENDS,
+ *   refresh_ms 0, 5 and 99999999, a binary value, a NUL or a newline
+ *   inside;
+ * - a cluster host's role and lag check.
+ *
+ * Each time the pool neither crashes nor takes a size from the answer (its
+ * stats and the server's backends of its application stay within its last
+ * good share), counts it in budget_errors (host_check_errors), says what
+ * was wrong once as a warning, keeps its connections, and takes a good
+ * answer again after bad ones.
+ *
+ * Someone else's SQL function connbudget.pool_share() in a database
+ * without the extension: on this server (connbudget 1.2) the pool reads
+ * connbudget.share there and never calls it; on a second cluster started
+ * here without the connbudget library, the pool falls back to protocol 1,
+ * calls it, and takes nothing from its nonsense.  The parser itself and a
+ * refusal's stated pace (its context field, then its hint) are checked
+ * with hostile text too.
  *
  * cluster: connbudget.refresh_interval=100
  */
@@ -36,6 +60,13 @@ typedef struct Answer
 	int			binary;			/* columns sent in binary format */
 	const char *logged;			/* what the pool's warning must say */
 } Answer;
+
+/* an error instead of an answer */
+typedef struct Failure
+{
+	const char *sqlstate;
+	const char *message;
+} Failure;
 
 /* the share the relay gives the pool between hostile answers, and a
    smaller one to see that a rewritten answer reaches the pool */
@@ -92,6 +123,134 @@ static const Answer hostile_shares[] = {
 	"answered max_size \"30\\x0acbpool WARN [budget]: all is ...\", not an integer"},
 };
 
+/*
+ * Protocol 2: the answer is one row of two columns, what set_config()
+ * returned (the demand) and connbudget.share.  GOOD2 is a share of GOOD as
+ * a connbudget 1.2 server says it; S30 a share of 30, which the hostile
+ * answers around it would make the pool take if it believed them.
+ */
+#define GOOD2 \
+	"protocol=2 status=ok max_size=4 min_size=1 allocation=8 pods=2 budget=100 refresh_ms=100"
+#define S30 \
+	"protocol=2 status=ok max_size=30 min_size=1 allocation=60 pods=2 budget=100 refresh_ms=100"
+#define P2(text) .ncols = 2, .nrows = 1, .v = {{"20", text}}
+
+static const Answer good2_4 = {.name = "good", P2(GOOD2)};
+static const Answer good2_3 = {.name = "good",
+P2("protocol=2 status=ok max_size=3 min_size=1 allocation=6 pods=2 budget=100 refresh_ms=100")};
+
+#define NUL_SHARE "status=ok max_size=3\0000 min_size=1 budget=100 refresh_ms=100"
+
+/* what the pool's warnings about connbudget.share start with */
+#define IS "connbudget.share is "
+#define ANSWERED "connbudget.share answered "
+
+/* 5,000 bytes: a plausible share followed by words, filled in by main() */
+static char long_share[5001];
+
+static const Answer hostile_words[] = {
+	{.name = "one column", .ncols = 1, .nrows = 1, .v = {{S30}},
+	.logged = ANSWERED "1 column, not 2"},
+	{.name = "three columns", .ncols = 3, .nrows = 1, .v = {{"20", S30, S30}},
+	.logged = ANSWERED "3 columns, not 2"},
+	{.name = "zero rows", .ncols = 2, .nrows = 0,
+	.logged = ANSWERED "0 rows, not 1"},
+	{.name = "two rows", .ncols = 2, .nrows = 2, .v = {{"20", S30}, {"20", S30}},
+	.logged = ANSWERED "2 rows, not 1"},
+	{.name = "a NULL share", .ncols = 2, .nrows = 1, .v = {{"20", NULL}},
+	.logged = "connbudget.share is NULL"},
+	{.name = "share ''", P2(""), .logged = IS "\"\": no status this pool knows"},
+	{.name = "share 'abc'", P2("abc"), .logged = IS "\"abc\", not words key=value"},
+	{.name = "'max_size=5' only", P2("max_size=5"),
+	.logged = IS "\"max_size=5\": no status this pool knows"},
+	{.name = "'status=ok' without numbers", P2("status=ok"),
+		.logged = IS "\"status=ok\": a share without max_size, min_size, budget "
+	"and refresh_ms"},
+	{.name = "max_size 'abc'", P2("status=ok max_size=abc min_size=0 budget=40 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=abc min_size=...\": max_size is not an integer"},
+	{.name = "max_size '+30'", P2("status=ok max_size=+30 min_size=0 budget=40 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=+30 min_size=...\": max_size is not an integer"},
+	{.name = "max_size 99999999999",
+		P2("status=ok max_size=99999999999 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=99999999999 m...\": max_size is out of range"},
+	{.name = "max_size -1", P2("status=ok max_size=-1 min_size=0 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=-1 min_size=0...\": max_size is out of range"},
+	{.name = "min_size above max_size",
+		P2("status=ok max_size=3 min_size=5 budget=100 refresh_ms=100"),
+	.logged = ANSWERED "min_size 5 above max_size 3"},
+	{.name = "max_size above budget",
+		P2("status=ok max_size=30 min_size=1 budget=20 refresh_ms=100"),
+	.logged = ANSWERED "max_size 30 above budget 20"},
+	{.name = "budget 1000000", P2("status=ok max_size=30 min_size=1 budget=1000000 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": budget is out of range"},
+	{.name = "refresh_ms 0", P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=0"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": refresh_ms is out of range"},
+	{.name = "refresh_ms 5", P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=5"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": refresh_ms is out of range"},
+	{.name = "refresh_ms 99999999",
+		P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=99999999"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": refresh_ms is out of range"},
+	{.name = "a word twice",
+		P2("status=ok max_size=3 max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=3 max_size=30...\": max_size twice"},
+	{.name = "a status twice", P2("status=refused status=ok max_size=30 min_size=1 budget=100 "
+								  "refresh_ms=100"),
+	.logged = IS "\"status=refused status=ok max_siz...\": status twice"},
+	{.name = "a trailing space", P2(S30 " "),
+	.logged = IS "\"protocol=2 status=ok max_size=30...\", not words key=value"},
+	{.name = "a leading space", P2(" " S30),
+	.logged = IS "\" protocol=2 status=ok max_size=3...\", not words key=value"},
+	{.name = "two spaces between words",
+		P2("status=ok  max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok  max_size=30 min_size=...\", not words key=value"},
+	{.name = "a word without '='", P2(S30 " future"),
+	.logged = IS "\"protocol=2 status=ok max_size=30...\", not words key=value"},
+	{.name = "a word '=30'", P2("status=ok =30 max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok =30 max_size=30 min_si...\", not words key=value"},
+	{.name = "status=wat",
+		P2("protocol=2 status=wat max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"protocol=2 status=wat max_size=3...\": no status this pool knows"},
+	{.name = "protocol=abc",
+		P2("protocol=abc status=ok max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"protocol=abc status=ok max_size=...\": protocol is not a version"},
+	{.name = "a newline and a forged log line",
+		P2("status=ok max_size=30\ncbpool WARN [budget]: all is well min_size=1 budget=100 "
+		   "refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=30\\x0acbpool WAR...\": max_size is not "
+	"an integer"},
+	{.name = "a tab between words",
+		P2("status=ok max_size=30\tmin_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok max_size=30\\x09min_size=1...\": max_size is not "
+	"an integer"},
+	{.name = "a control character in a number",
+		P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=1\x01" "00"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": refresh_ms is not an integer"},
+	{.name = "a NUL inside", .ncols = 2, .nrows = 1, .v = {{"20", NUL_SHARE}},
+		.len = {{0, (int) sizeof(NUL_SHARE) - 1}},
+	.logged = IS "\"status=ok max_size=3\\x000 min_size=...\", not text"},
+	{.name = "binary columns", P2(S30), .binary = 1,
+	.logged = IS "\"protocol=2 status=ok max_size=30...\", not text"},
+	{.name = "a 5,000-byte share", P2(long_share),
+	.logged = IS "\"protocol=2 status=ok max_size=30...\", not text"},
+};
+
+/* valid answers of protocol 2 that are not a share to take, and one with
+   words this pool does not know */
+static const Answer words_other = {.name = "status=other",
+P2("protocol=2 status=other refresh_ms=100")};
+static const Answer words_left = {.name = "status=left",
+P2("protocol=2 status=left max_size=0 min_size=0 allocation=8 pods=2 budget=100 refresh_ms=100")};
+static const Answer words_refused = {.name = "status=refused",
+P2("protocol=2 status=refused sqlstate=42501 reason=role_may_not_claim refresh_ms=100")};
+static const Answer words_future = {.name = "unknown words",
+P2("protocol=3 status=ok max_size=3 min_size=1 allocation=6 pods=2 budget=100 refresh_ms=100 "
+   "future=1 weight=0.5 zone=eu-west-1a")};
+
+/* what connbudget 1.1 (or a server without the library) answers */
+static const Failure unknown_share = {
+	"42704", "unrecognized configuration parameter \"connbudget.share\""
+};
+
 static const Answer hostile_hosts[] = {
 	{"one column", 1, 1, {{"t"}}, {{0}}, 0, "answered 1 column, not 3"},
 	{"zero rows", 3, 0, {{NULL}}, {{0}}, 0, "answered 0 rows, not 1"},
@@ -115,17 +274,30 @@ static const Answer standby250 = {.name = "standby", .ncols = 3, .nrows = 1, .v 
 
 /* ---- a relay that rewrites answers ---- */
 
+/* What a query is, from its text in the client's Parse or Query message. */
+enum
+{
+	Q_OTHER,
+	Q_SHARE1,					/* connbudget.pool_share(), protocol 1 */
+	Q_SHARE2,					/* connbudget.share, protocol 2 */
+	Q_HOST,						/* a cluster host's role and lag check */
+	Q_KINDS
+};
+
+static const char *const kind_name[Q_KINDS] = {"other", "pool_share()", "connbudget.share",
+"the host check"};
+
 typedef struct Relay
 {
 	int			listen_fd;
 	int			port;
 	int			stop;
 	int			pairs;
-	const Answer *share;		/* pool_share() answers become this; NULL: as is */
-	const Answer *host;			/* host check answers become this */
-	int			share_rewrites;
-	int			host_rewrites;
-	int			host_passed;	/* host check answers passed on as they were */
+	const Answer *answer[Q_KINDS];	/* the answers of a kind become this;
+									   NULL: as the server gave them */
+	const Failure *failure[Q_KINDS];	/* or this error, before answer */
+	int			rewritten[Q_KINDS];
+	int			passed[Q_KINDS];	/* answers passed on as they were */
 	pthread_t	thread;
 } Relay;
 
@@ -168,6 +340,12 @@ buf_i32(Buf *b, int v)
 	buf_put(b, &n, 4);
 }
 
+static void
+buf_str(Buf *b, const char *s)
+{
+	buf_put(b, s, strlen(s) + 1);
+}
+
 /* Start a message; msg_end() fills in its length. */
 static size_t
 msg_begin(Buf *b, char type)
@@ -200,7 +378,7 @@ put_answer(Buf *out, const Answer *a)
 		char		name[16];
 
 		snprintf(name, sizeof(name), "c%d", c);
-		buf_put(out, name, strlen(name) + 1);
+		buf_str(out, name);
 		buf_i32(out, 0);		/* table */
 		buf_i16(out, 0);		/* column */
 		buf_i32(out, 25);		/* text */
@@ -226,52 +404,140 @@ put_answer(Buf *out, const Answer *a)
 	}
 }
 
-/* Which answer a RowDescription starts: 1 pool_share(), 2 the host check
-   (three columns, the first unnamed: "?column?"; the others are named
-   after what the server finds in their CASE), 0 another. */
-static int
-answer_kind(const char *body, size_t len)
+/* An ErrorResponse, as the server sends when a statement fails. */
+static void
+put_error(Buf *out, const char *sqlstate, const char *message)
 {
-	static const char *const share[] = {"max_size", "min_size", "budget", "refresh_ms"};
-	const char *names[8];
-	int			n;
-	size_t		at = 2;
+	size_t		at = msg_begin(out, 'E');
 
-	if (len < 2)
-		return 0;
-	n = ((unsigned char) body[0] << 8) | (unsigned char) body[1];
-	if (n > 8)
-		return 0;
-	for (int i = 0; i < n; i++)
-	{
-		const char *end = memchr(body + at, '\0', len - at);
-
-		if (!end)
-			return 0;
-		names[i] = body + at;
-		at = end - body + 1 + 18;
-		if (at > len)
-			return 0;
-	}
-	if (n == 4)
-	{
-		for (int i = 0; i < 4; i++)
-			if (strcmp(names[i], share[i]) != 0)
-				return 0;
-		return 1;
-	}
-	return n == 3 && strcmp(names[0], "?column?") == 0 ? 2 : 0;
+	buf_put(out, "S", 1);
+	buf_str(out, "ERROR");
+	buf_put(out, "V", 1);
+	buf_str(out, "ERROR");
+	buf_put(out, "C", 1);
+	buf_str(out, sqlstate);
+	buf_put(out, "M", 1);
+	buf_str(out, message);
+	buf_put(out, "", 1);
+	msg_end(out, at);
 }
+
+/* The kind of a query: its text, up to len bytes (it need not end there). */
+static int
+query_kind(const char *text, size_t len)
+{
+	size_t		n = strnlen(text, len);
+	char	   *q = malloc(n + 1);
+	int			kind = Q_OTHER;
+
+	if (!q)
+		bail_out("relay: out of memory");
+	memcpy(q, text, n);
+	q[n] = '\0';
+	if (strstr(q, "current_setting('connbudget.share')"))
+		kind = Q_SHARE2;
+	else if (strstr(q, "FROM connbudget.pool_share("))
+		kind = Q_SHARE1;
+	else if (strstr(q, "pg_is_in_recovery()"))
+		kind = Q_HOST;
+	free(q);
+	return kind;
+}
+
+#define RELAY_QUEUE 64
 
 typedef struct RelayPair
 {
 	int			client;
 	int			server;
+	Buf			cin;			/* from the client, not yet whole messages */
 	Buf			in;				/* from the server, not yet whole messages */
-	Buf			out;			/* to the client */
+	Buf			out;			/* to the client, or to the server */
+	int			started;		/* the startup message has passed */
+	int			batch;			/* the kind of what the client sends until
+								   its Sync */
+	int			queue[RELAY_QUEUE]; /* kinds of what the client sent, each
+									   answered up to a ReadyForQuery */
+	int			qhead,
+				qlen;
+	const Answer *sent;			/* the answer sent instead of the server's */
+	const Failure *failed;		/* or the error */
 	int			dropping;		/* the server's rows of a rewritten answer */
-	int			rows;			/* rows of the answer sent instead */
 } RelayPair;
+
+static void
+queue_push(RelayPair *p, int kind)
+{
+	if (p->qlen == RELAY_QUEUE)
+		bail_out("relay: %d queries without an answer", RELAY_QUEUE);
+	p->queue[(p->qhead + p->qlen++) % RELAY_QUEUE] = kind;
+}
+
+/* The kind of query the server's messages now answer. */
+static int
+answering(const RelayPair *p)
+{
+	return p->qlen > 0 ? p->queue[p->qhead] : p->batch;
+}
+
+/*
+ * The client's whole messages in p->cin: noted (the kind of each query,
+ * in the order the server answers them) and passed on as they are.
+ */
+static void
+client_messages(RelayPair *p)
+{
+	size_t		at = 0;
+
+	for (;;)
+	{
+		const char *m = p->cin.data + at;
+		size_t		left = p->cin.len - at,
+					head = p->started ? 5 : 4,
+					whole;
+		uint32_t	len;
+
+		if (left < head)
+			break;
+		memcpy(&len, m + head - 4, 4);
+		len = ntohl(len);
+		whole = head - 4 + (size_t) len;
+		if (len < 4)
+			bail_out("relay: a client message of length %u", len);
+		if (left < whole)
+			break;
+		at += whole;
+		if (!p->started)
+		{
+			/* the startup message: answered up to the first ReadyForQuery */
+			p->started = 1;
+			queue_push(p, Q_OTHER);
+		}
+		else if (m[0] == 'Q')
+			queue_push(p, query_kind(m + 5, whole - 5));
+		else if (m[0] == 'P')
+		{
+			/* Parse: the statement's name, then its text */
+			const char *name_end = memchr(m + 5, '\0', whole - 5);
+
+			if (name_end)
+			{
+				int			kind = query_kind(name_end + 1, m + whole - (name_end + 1));
+
+				if (kind != Q_OTHER)
+					p->batch = kind;
+			}
+		}
+		else if (m[0] == 'S')
+		{
+			queue_push(p, p->batch);
+			p->batch = Q_OTHER;
+		}
+		buf_put(&p->out, m, whole);
+	}
+	memmove(p->cin.data, p->cin.data + at, p->cin.len - at);
+	p->cin.len -= at;
+}
 
 /* The server's whole messages in p->in, as the client is to get them. */
 static void
@@ -285,6 +551,7 @@ relay_messages(RelayPair *p)
 		char		type = m[0];
 		uint32_t	len;
 		size_t		whole;
+		int			kind = answering(p);
 
 		memcpy(&len, m + 1, 4);
 		len = ntohl(len);
@@ -292,40 +559,53 @@ relay_messages(RelayPair *p)
 		if (p->in.len - at < whole)
 			break;
 		at += whole;
-		if (type == 'T')
+		if (type == 'T' && kind != Q_OTHER)
 		{
-			int			kind = answer_kind(m + 5, len - 4);
-			const Answer *a = NULL;
+			const Failure *f = __atomic_load_n(&relay.failure[kind], __ATOMIC_ACQUIRE);
+			const Answer *a = f ? NULL : __atomic_load_n(&relay.answer[kind], __ATOMIC_ACQUIRE);
 
-			if (kind == 1)
-				a = __atomic_load_n(&relay.share, __ATOMIC_ACQUIRE);
-			else if (kind == 2)
-				a = __atomic_load_n(&relay.host, __ATOMIC_ACQUIRE);
-			if (a)
+			if (f || a)
 			{
-				put_answer(&p->out, a);
+				/* an error comes instead of the whole answer (after the
+				   statement's ParseComplete and BindComplete, as an error
+				   in its execution would); rows come instead of the
+				   server's */
+				if (a)
+					put_answer(&p->out, a);
+				p->sent = a;
+				p->failed = f;
 				p->dropping = 1;
-				p->rows = a->nrows;
-				__atomic_fetch_add(kind == 1 ? &relay.share_rewrites : &relay.host_rewrites,
-								   1, __ATOMIC_RELEASE);
+				__atomic_fetch_add(&relay.rewritten[kind], 1, __ATOMIC_RELEASE);
 				continue;
 			}
-			if (kind == 2)
-				__atomic_fetch_add(&relay.host_passed, 1, __ATOMIC_RELEASE);
+			__atomic_fetch_add(&relay.passed[kind], 1, __ATOMIC_RELEASE);
 		}
 		else if (p->dropping && type == 'D')
 			continue;
 		else if (p->dropping && type == 'C')
 		{
-			char		tag[32];
-			size_t		c;
+			if (p->failed)
+				put_error(&p->out, p->failed->sqlstate, p->failed->message);
+			else
+			{
+				char		tag[32];
+				size_t		c;
 
-			snprintf(tag, sizeof(tag), "SELECT %d", p->rows);
-			c = msg_begin(&p->out, 'C');
-			buf_put(&p->out, tag, strlen(tag) + 1);
-			msg_end(&p->out, c);
+				snprintf(tag, sizeof(tag), "SELECT %d", p->sent->nrows);
+				c = msg_begin(&p->out, 'C');
+				buf_str(&p->out, tag);
+				msg_end(&p->out, c);
+			}
 			p->dropping = 0;
 			continue;
+		}
+		else if (type == 'E')
+			p->dropping = 0;
+		else if (type == 'Z' && p->qlen > 0)
+		{
+			p->qhead = (p->qhead + 1) % RELAY_QUEUE;
+			p->qlen--;
+			p->dropping = 0;
 		}
 		buf_put(&p->out, m, whole);
 	}
@@ -367,8 +647,13 @@ relay_pair_main(void *arg)
 		if (fds[0].revents)
 		{
 			n = read(p->client, buf, sizeof(buf));
-			if (n <= 0 || !write_all(p->server, buf, (size_t) n))
+			if (n <= 0)
 				break;
+			buf_put(&p->cin, buf, (size_t) n);
+			client_messages(p);
+			if (!write_all(p->server, p->out.data, p->out.len))
+				break;
+			p->out.len = 0;
 		}
 		if (fds[1].revents)
 		{
@@ -384,6 +669,7 @@ relay_pair_main(void *arg)
 	}
 	close(p->client);
 	close(p->server);
+	free(p->cin.data);
 	free(p->in.data);
 	free(p->out.data);
 	free(p);
@@ -454,16 +740,33 @@ relay_stop(void)
 		bail_out("the relay's connections did not end");
 }
 
+/* From now on, the relay answers queries of this kind with a (NULL: as
+   the server does). */
 static void
-relay_set_share(const Answer *a)
+relay_set(int kind, const Answer *a)
 {
-	__atomic_store_n(&relay.share, a, __ATOMIC_RELEASE);
+	__atomic_store_n(&relay.answer[kind], a, __ATOMIC_RELEASE);
 }
 
+/* From now on, the relay answers queries of this kind with the error f
+   (NULL: as relay_set() says). */
 static void
-relay_set_host(const Answer *a)
+relay_fail(int kind, const Failure *f)
 {
-	__atomic_store_n(&relay.host, a, __ATOMIC_RELEASE);
+	__atomic_store_n(&relay.failure[kind], f, __ATOMIC_RELEASE);
+}
+
+/* How many answers of this kind the relay rewrote, or passed on. */
+static int
+rewritten(int kind)
+{
+	return __atomic_load_n(&relay.rewritten[kind], __ATOMIC_ACQUIRE);
+}
+
+static int
+passed(int kind)
+{
+	return __atomic_load_n(&relay.passed[kind], __ATOMIC_ACQUIRE);
 }
 
 static const char *
@@ -471,18 +774,20 @@ relay_conninfo(void)
 {
 	static char conninfo[256];
 
-	/* no SSL or GSS negotiation: every byte from the server is a message */
+	/* no SSL or GSS negotiation: after the client's startup message, every
+	   byte either way is in a message */
 	snprintf(conninfo, sizeof(conninfo),
 			 "host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable "
 			 "gssencmode=disable", relay.port);
 	return conninfo;
 }
 
+
 /* ---- watching a pool ---- */
 
 typedef struct Watch
 {
-	int			reached;		/* budget_errors (or host_check_errors) got there */
+	int			reached;		/* what was waited for happened */
 	int			share_lo,
 				share_hi;
 	int			size_lo,
@@ -491,16 +796,20 @@ typedef struct Watch
 	int			extension_lo,
 				extension_hi;
 	long		backends_hi;	/* the server's backends of the application */
+	uint64_t	errors;			/* budget_errors at the end */
 } Watch;
 
 /*
  * Sample the pool's stats and the server's backends of its application
- * every 10 ms until it has counted "errors" budget errors, or timeout_ms.
+ * every 10 ms until it has counted "errors" budget errors (if errors > 0),
+ * or the relay has rewritten "answers" answers of "kind" (if answers > 0),
+ * or timeout_ms.
  */
 static Watch
-watch_pool(cbpool *p, PGconn *admin, const char *app, uint64_t errors, int timeout_ms)
+watch_until(cbpool *p, PGconn *admin, const char *app, uint64_t errors, int kind, int answers,
+			int timeout_ms)
 {
-	Watch		w = {0, INT_MAX, INT_MIN, INT_MAX, INT_MIN, INT_MIN, INT_MAX, INT_MIN, 0};
+	Watch		w = {0, INT_MAX, INT_MIN, INT_MAX, INT_MIN, INT_MIN, INT_MAX, INT_MIN, 0, 0};
 	char		sql[256];
 	double		deadline = now_seconds() + timeout_ms / 1000.0;
 
@@ -521,7 +830,9 @@ watch_pool(cbpool *p, PGconn *admin, const char *app, uint64_t errors, int timeo
 		LO(extension_lo, s.extension);
 		HI(extension_hi, s.extension);
 		HI(backends_hi, n);
-		if (s.budget_errors >= errors)
+		w.errors = s.budget_errors;
+		if ((errors > 0 && s.budget_errors >= errors) ||
+			(answers > 0 && rewritten(kind) >= answers))
 		{
 			w.reached = 1;
 			break;
@@ -531,6 +842,12 @@ watch_pool(cbpool *p, PGconn *admin, const char *app, uint64_t errors, int timeo
 		sleep_ms(10);
 	}
 	return w;
+}
+
+static Watch
+watch_pool(cbpool *p, PGconn *admin, const char *app, uint64_t errors, int timeout_ms)
+{
+	return watch_until(p, admin, app, errors, Q_OTHER, 0, timeout_ms);
 }
 
 /* ---- the parser, without a server ---- */
@@ -546,6 +863,34 @@ exact(const char *text)
 		bail_out("out of memory");
 	memcpy(copy, text, n);
 	return copy;
+}
+
+typedef struct Stated
+{
+	const char *text;
+	int			want;
+} Stated;
+
+/* How many of the texts cbpool__stated_refresh_ms() reads otherwise. */
+static int
+stated_wrong(const Stated *cases, size_t n)
+{
+	int			wrong = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		char	   *text = exact(cases[i].text);
+		int			got = cbpool__stated_refresh_ms(text);
+
+		if (got != cases[i].want)
+		{
+			diag("cbpool__stated_refresh_ms(\"%s\") = %d, expected %d", cases[i].text, got,
+				 cases[i].want);
+			wrong++;
+		}
+		free(text);
+	}
+	return wrong;
 }
 
 static void
@@ -612,11 +957,8 @@ test_parser(void)
 	ok(cbpool__parse_int(NULL, 0, 10, &v) == CBPOOL__BAD_TEXT, "and NULL is no integer");
 
 	{
-		static const struct
-		{
-			const char *text;
-			int			want;
-		}			hints[] = {
+		/* connbudget 1.1: the pace at the end of the hint */
+		static const Stated hints[] = {
 			{"FATAL:  53300: too many connections\nHINT:  Pools re-read their share every 250 ms "
 			"(connbudget.refresh_interval).", 250},
 			{"re-read their share every 10 ms (connbudget.refresh_interval)", 10},
@@ -639,23 +981,51 @@ test_parser(void)
 			{"", 0},
 		};
 
-		wrong = 0;
-		for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
-		{
-			char	   *text = exact(hints[i].text);
-			int			got = cbpool__stated_refresh_ms(text);
+		/* connbudget 1.2: "connbudget: retry_ms=N" in the context field,
+		   read before the hint */
+		static const Stated contexts[] = {
+			{"CONTEXT:  connbudget: retry_ms=250 protocol=2", 250},
+			{"FATAL:  53300: too many connections for application \"shop\"\n"
+			"DETAIL:  The budget is full.\nCONTEXT:  connbudget: retry_ms=1000 protocol=2\n", 1000},
+			{"CONTEXT:  connbudget: retry_ms=10 protocol=2", 10},
+			{"CONTEXT:  connbudget: retry_ms=3600000 protocol=2", 3600000},
+			{"CONTEXT:  connbudget: retry_ms=0000000250 protocol=2", 250},
+			{"CONTEXT:  connbudget: retry_ms=250\n", 250},
+			{"CONTEXT:  connbudget: retry_ms=5 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=9 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=0 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=3600001 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=99999999999 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=4294967546 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=250x protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=250.0 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=250,protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms= protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=-250 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=+250 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms= 250 protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=abc protocol=2", 0},
+			{"CONTEXT:  connbudget: retry_ms=", 0},
+			{"CONTEXT:  connbudget: retry_m", 0},
+			/* cut right after the first digit, at the end of its buffer */
+			{"CONTEXT:  connbudget: retry_ms=2", 0},
+			/* both: the context's */
+			{"FATAL:  53300: too many connections\nHINT:  Pools re-read their share every 500 ms "
+			"(connbudget.refresh_interval).\nCONTEXT:  connbudget: retry_ms=250 protocol=2\n", 250},
+			{"FATAL:  53300: too many connections\nCONTEXT:  connbudget: retry_ms=250 protocol=2\n"
+			"HINT:  Pools re-read their share every 500 ms (connbudget.refresh_interval).", 250},
+		};
+		int			nhints = (int) (sizeof(hints) / sizeof(hints[0]));
+		int			ncontexts = (int) (sizeof(contexts) / sizeof(contexts[0]));
 
-			if (got != hints[i].want)
-			{
-				diag("cbpool__stated_refresh_ms(\"%s\") = %d, expected %d", hints[i].text, got,
-					 hints[i].want);
-				wrong++;
-			}
-			free(text);
-		}
-		is_int(wrong, 0, "a refusal's stated pace is read only when it is a number of ms within "
+		is_int(stated_wrong(hints, (size_t) nhints), 0,
+			   "a refusal's stated pace is read only when it is a number of ms within "
 			   "connbudget.refresh_interval's range, in the exact text (%d hostile and good hints, "
-			   "each at the very end of its buffer)", (int) (sizeof(hints) / sizeof(hints[0])));
+			   "each at the very end of its buffer)", nhints);
+		is_int(stated_wrong(contexts, (size_t) ncontexts), 0,
+			   "and so is \"connbudget: retry_ms=N\" from the context field, before the hint: "
+			   "a whole number of ms from 10 to 3600000 ending its word, or none (%d texts, each "
+			   "at the very end of its buffer, one cut right after \"retry_ms=2\")", ncontexts);
 		is_int(cbpool__stated_refresh_ms(NULL), 0, "and no text states no pace");
 	}
 
@@ -674,91 +1044,94 @@ test_parser(void)
 	}
 }
 
-/* ---- pool_share() answers rewritten by the relay ---- */
 
+/* ---- answers of the share rewritten by the relay ---- */
+
+/*
+ * Each answer of the list, three times in a row, then a good one: no size
+ * is taken from them, each is said once as a warning, and the good answer
+ * after them is taken.  The pool holds a share of GOOD when it starts.
+ */
 static void
-test_hostile_shares(PGconn *admin)
+hostile_loop(cbpool *pool, PGconn *admin, const char *app, int kind, const Answer *list,
+			 int n, const Answer *good)
 {
-	cbpool_config cfg = test_config("hostile", "pod-hostile");
-	cbpool	   *pool;
 	cbpool_stats_t s;
-	uint64_t	connects,
-				closed;
-	int			n = (int) (sizeof(hostile_shares) / sizeof(hostile_shares[0]));
 	int			ignored = 0,
 				logged_once = 0,
 				taken_again = 0,
 				okay;
 
-	cfg.conninfo = relay_conninfo();
-	cfg.min_idle = 20;			/* grows to whatever share it believes */
-	log_reset();
-	pool = open_or_bail(&cfg);
-	okay = wait_stat(pool, s.extension == 1 && s.share > GOOD && s.budget > 0, 10000);
-	ok(okay, "through the relay, the pool learns the server's share (%d of a budget of %d)",
-	   s.share, s.budget);
-
-	/* from here on the relay answers for the server: a share of GOOD, which
-	   the server would let the pool exceed */
-	relay_set_share(&good3);
-	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
-	ok(okay, "an answer the relay rewrites reaches the pool (share %d, max_size %d, total %d)",
-	   s.share, s.max_size, s.total);
-	relay_set_share(&good4);
-	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 10000);
-	ok(okay, "with a good answer of %d the pool holds %d connections (share %d, total %d)",
-	   GOOD, GOOD, s.share, s.total);
-	s = stats_of(pool);
-	connects = s.connects;
-	closed = s.closed_broken + s.closed_idle + s.closed_lifetime + s.closed_over_share;
-
 	for (int i = 0; i < n; i++)
 	{
-		const Answer *a = &hostile_shares[i];
+		const Answer *a = &list[i];
 		int			warnings = logged("budget-invalid", NULL);
-		int			rewrites = __atomic_load_n(&relay.share_rewrites, __ATOMIC_ACQUIRE);
+		int			said = logged_at("budget-invalid", a->logged, CBPOOL_LOG_WARN);
+		int			rewrites = rewritten(kind);
 		uint64_t	refreshes;
 		Watch		w;
 
 		s = stats_of(pool);
-		relay_set_share(a);
-		w = watch_pool(pool, admin, "hostile", s.budget_errors + 3, 10000);
-		relay_set_share(&good4);
+		relay_set(kind, a);
+		w = watch_pool(pool, admin, app, s.budget_errors + 3, 10000);
+		relay_set(kind, good);
 		s = stats_of(pool);
 		refreshes = s.budget_refreshes;
 		if (ok(w.reached && w.share_lo == GOOD && w.share_hi == GOOD && w.size_lo == GOOD &&
 			   w.size_hi == GOOD && w.total_hi <= GOOD && w.backends_hi <= GOOD &&
 			   w.extension_lo == 1 && w.extension_hi == 1,
-			   "%s: three such answers (%d rewritten) are errors, not a size: the share stays "
-			   "%d, max_size %d, connections at most %d, the server's backends at most %ld",
-			   a->name, __atomic_load_n(&relay.share_rewrites, __ATOMIC_ACQUIRE) - rewrites,
-			   w.share_hi, w.size_hi, w.total_hi, w.backends_hi))
+			   "%s, %s: three such answers (%d rewritten) are errors, not a size: the share "
+			   "stays %d, max_size %d, connections at most %d, the server's backends at most %ld",
+			   kind_name[kind], a->name, rewritten(kind) - rewrites, w.share_hi, w.size_hi,
+			   w.total_hi, w.backends_hi))
 			ignored++;
 		else
 			diag("  reached %d, share %d..%d, max_size %d..%d, extension %d..%d", w.reached,
 				 w.share_lo, w.share_hi, w.size_lo, w.size_hi, w.extension_lo, w.extension_hi);
-		if (ok(logged_at("budget-invalid", a->logged, CBPOOL_LOG_WARN) == 1 &&
+		if (ok(logged_at("budget-invalid", a->logged, CBPOOL_LOG_WARN) == said + 1 &&
 			   logged("budget-invalid", NULL) == warnings + 1,
-			   "%s: said once, as a warning, what was wrong: %s", a->name, a->logged))
+			   "%s, %s: said once, as a warning, what was wrong: %s", kind_name[kind], a->name,
+			   a->logged))
 			logged_once++;
 		else
-			diag("  %d warnings with that text, %d in all (was %d)",
-				 logged("budget-invalid", a->logged), logged("budget-invalid", NULL), warnings);
+		{
+			diag("  %d warnings with that text (was %d), %d in all (was %d)",
+				 logged("budget-invalid", a->logged), said, logged("budget-invalid", NULL),
+				 warnings);
+			pthread_mutex_lock(&log_lock);
+			if (log_count > 0)
+				diag("  the last: %s", log_entries[log_count - 1].text);
+			pthread_mutex_unlock(&log_lock);
+		}
 		okay = wait_stat(pool, s.budget_refreshes > refreshes && s.share == GOOD, 5000);
-		if (ok(okay, "%s: then a good answer is taken again (%llu refreshes)", a->name,
-			   (unsigned long long) s.budget_refreshes))
+		if (ok(okay, "%s, %s: then a good answer is taken again (%llu refreshes)",
+			   kind_name[kind], a->name, (unsigned long long) s.budget_refreshes))
 			taken_again++;
 	}
-	diag("of %d hostile answers: %d ignored, %d logged once, %d followed by a good answer taken",
-		 n, ignored, logged_once, taken_again);
+	diag("of %d hostile answers of %s: %d ignored, %d logged once, %d followed by a good "
+		 "answer taken", n, kind_name[kind], ignored, logged_once, taken_again);
+}
 
-	s = stats_of(pool);
-	ok(s.connects == connects &&
-	   s.closed_broken + s.closed_idle + s.closed_lifetime + s.closed_over_share == closed,
+/* Connections a pool closed, for whatever reason. */
+static uint64_t
+closed_of(const cbpool_stats_t *s)
+{
+	return s->closed_broken + s->closed_idle + s->closed_lifetime + s->closed_over_share;
+}
+
+/* The connections the answers came on stayed, and budget_errors counted
+   every answer; the pool serves as before. */
+static void
+after_hostile(cbpool *pool, const char *app, const char *pod, uint64_t connects,
+			  uint64_t closed, int answers)
+{
+	cbpool_stats_t s = stats_of(pool);
+
+	ok(s.connects == connects && closed_of(&s) == closed,
 	   "the connections the answers came on stayed: no connect, no close meanwhile "
 	   "(%llu connects, %llu closed broken)", (unsigned long long) (s.connects - connects),
 	   (unsigned long long) s.closed_broken);
-	ok(s.budget_errors >= (uint64_t) n * 3, "budget_errors counts every one (%llu)",
+	ok(s.budget_errors >= (uint64_t) answers * 3, "budget_errors counts every one (%llu)",
 	   (unsigned long long) s.budget_errors);
 	{
 		char		text[16384];
@@ -766,7 +1139,7 @@ test_hostile_shares(PGconn *admin)
 
 		cbpool_prometheus(pool, text, sizeof(text));
 		snprintf(want, sizeof(want),
-				 "cbpool_budget_errors_total{application=\"hostile\",pod=\"pod-hostile\"} %llu\n",
+				 "cbpool_budget_errors_total{application=\"%s\",pod=\"%s\"} %llu\n", app, pod,
 				 (unsigned long long) stats_of(pool).budget_errors);
 		ok(strstr(text, want) != NULL, "and so does budget_errors_total");
 	}
@@ -776,14 +1149,259 @@ test_hostile_shares(PGconn *admin)
 		ok(conn && query_works(conn), "the pool serves as before");
 		cbpool_release(pool, conn);
 	}
+}
+
+/* ---- protocol 2: connbudget.share rewritten by the relay ---- */
+
+/* the pool's own max_size: its size when the server does not govern it */
+#define FIXED 8
+
+static void
+test_protocol2(PGconn *admin)
+{
+	cbpool_config cfg = test_config("hostile", "pod-hostile");
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	uint64_t	connects,
+				closed;
+	int			n = (int) (sizeof(hostile_words) / sizeof(hostile_words[0]));
+	int			share1 = passed(Q_SHARE1) + rewritten(Q_SHARE1),
+				okay;
+
+	cfg.conninfo = relay_conninfo();
+	cfg.min_idle = FIXED;		/* grows to whatever share it believes, up to FIXED */
+	cfg.max_size = FIXED;
+	log_reset();
+	pool = open_or_bail(&cfg);
+	okay = wait_stat(pool, s.extension == 1 && s.share > GOOD && s.budget > 0, 10000);
+	ok(okay && passed(Q_SHARE2) > 0 && passed(Q_SHARE1) + rewritten(Q_SHARE1) == share1,
+	   "through the relay, the pool learns the server's share from connbudget.share (%d of a "
+	   "budget of %d; connbudget.share answered %d times, pool_share() %d)", s.share, s.budget,
+	   passed(Q_SHARE2), passed(Q_SHARE1) + rewritten(Q_SHARE1) - share1);
+
+	/* from here on the relay answers for the server: a share of GOOD, which
+	   the server would let the pool exceed */
+	relay_set(Q_SHARE2, &good2_3);
+	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
+	ok(okay, "a connbudget.share the relay rewrites reaches the pool (share %d, max_size %d, "
+	   "total %d)", s.share, s.max_size, s.total);
+	relay_set(Q_SHARE2, &good2_4);
+	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 10000);
+	ok(okay, "with a good answer of %d the pool holds %d connections (share %d, total %d)",
+	   GOOD, GOOD, s.share, s.total);
+	s = stats_of(pool);
+	connects = s.connects;
+	closed = closed_of(&s);
+
+	hostile_loop(pool, admin, "hostile", Q_SHARE2, hostile_words, n, &good2_4);
+	after_hostile(pool, "hostile", "pod-hostile", connects, closed, n);
+
+	/* words this pool does not know, around a valid share: taken */
+	{
+		int			warnings = logged("budget-invalid", NULL);
+
+		relay_set(Q_SHARE2, &words_future);
+		okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 5000);
+		ok(okay && logged("budget-invalid", NULL) == warnings,
+		   "a share with words this pool does not know (protocol=3, future=1, weight=0.5, "
+		   "zone=eu-west-1a) is taken: share %d, max_size %d, total %d", s.share, s.max_size,
+		   s.total);
+		relay_set(Q_SHARE2, &good2_4);
+		okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 5000);
+		ok(okay, "and a share of %d after it (share %d, total %d)", GOOD, s.share, s.total);
+	}
+
+	/* status=left: another connection of the pool's session handed its
+	   share back; the pool takes no size from it and reports again at its
+	   usual pace -- not faster, whatever a server keeps answering */
+	{
+		int			warnings = logged("budget-invalid", NULL),
+					from = rewritten(Q_SHARE2);
+		uint64_t	errors,
+					refreshes;
+		double		first,
+					elapsed;
+		Watch		w;
+
+		s = stats_of(pool);
+		errors = s.budget_errors;
+		relay_set(Q_SHARE2, &words_left);
+		w = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 1, 5000);
+		first = now_seconds();
+		if (w.reached)
+			w = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 5, 5000);
+		elapsed = now_seconds() - first;
+		relay_set(Q_SHARE2, &good2_4);
+		s = stats_of(pool);
+		refreshes = s.budget_refreshes;
+		ok(w.reached && w.share_lo == GOOD && w.share_hi == GOOD && w.size_lo == GOOD &&
+		   w.size_hi == GOOD && w.total_hi <= GOOD && w.backends_hi <= GOOD &&
+		   w.extension_lo == 1 && w.errors == errors && logged("budget-invalid", NULL) == warnings,
+		   "status=left: no size taken and no error: the share stays %d, max_size %d, "
+		   "connections at most %d, the server's backends at most %ld, budget_errors +%llu",
+		   w.share_hi, w.size_hi, w.total_hi, w.backends_hi,
+		   (unsigned long long) (w.errors - errors));
+		ok(w.reached && elapsed >= 0.3 && elapsed < 2.0,
+		   "and the pool reports again at its refresh interval, no faster: 4 more answers in "
+		   "%.0f ms (at 100 ms, 360 ms or more)", elapsed * 1000);
+		okay = wait_stat(pool, s.budget_refreshes > refreshes && s.share == GOOD, 5000);
+		ok(okay, "then a share is taken again (%llu refreshes)",
+		   (unsigned long long) s.budget_refreshes);
+	}
+
+	/* status=other: not governed; a fixed size as without the extension */
+	{
+		int			from = rewritten(Q_SHARE2),
+					warnings = logged("budget-invalid", NULL);
+		Watch		w;
+
+		relay_set(Q_SHARE2, &words_other);
+		okay = wait_stat(pool, s.extension == 0 && s.max_size == FIXED, 5000);
+		ok(okay, "status=other: the pool is not governed and uses its fixed size, as without the "
+		   "extension (extension %d, max_size %d)", s.extension, s.max_size);
+		w = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 3, 5000);
+		relay_set(Q_SHARE2, &good2_4);
+		ok(w.reached && w.extension_hi == 0 && w.size_lo == FIXED && w.size_hi == FIXED &&
+		   w.total_hi <= FIXED && w.backends_hi <= FIXED,
+		   "while the server says so (%d answers): max_size %d, connections at most %d, the "
+		   "server's backends at most %ld", rewritten(Q_SHARE2) - from, w.size_hi, w.total_hi,
+		   w.backends_hi);
+		ok(logged_at("not-governed", "using a fixed max_size of 8", CBPOOL_LOG_WARN) == 1 &&
+		   logged("not-governed", NULL) == 1 && logged("budget-invalid", NULL) == warnings,
+		   "said once, as a warning: not governed, a fixed max_size of %d", FIXED);
+		okay = wait_stat(pool, s.extension == 1 && s.share == GOOD && s.max_size == GOOD &&
+						 s.total == GOOD, 5000);
+		ok(okay, "a share after it governs the pool again (extension %d, share %d, max_size %d, "
+		   "total %d)", s.extension, s.share, s.max_size, s.total);
+		is_int(pg_wait_for(admin, "SELECT count(*) FROM pg_stat_activity "
+						   "WHERE application_name = 'hostile'", GOOD, 5000), GOOD,
+			   "and the server's backends of the application are %d again", GOOD);
+	}
+
+	/* status=refused: governed no more; the last share stands, asked again
+	   seldom */
+	{
+		int			from = rewritten(Q_SHARE2);
+		uint64_t	errors,
+					refreshes;
+		double		first,
+					gap;
+		Watch		w1,
+					w2;
+
+		s = stats_of(pool);
+		errors = s.budget_errors;
+		relay_set(Q_SHARE2, &words_refused);
+		w1 = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 1, 5000);
+		first = now_seconds();
+		w2 = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 2, 5000);
+		gap = now_seconds() - first;
+		relay_set(Q_SHARE2, &good2_4);
+		s = stats_of(pool);
+		refreshes = s.budget_refreshes;
+		ok(w1.reached && w2.reached && w1.share_lo == GOOD && w2.share_hi == GOOD &&
+		   w1.size_lo == GOOD && w2.size_hi == GOOD && w1.size_hi == GOOD &&
+		   w2.size_lo == GOOD && w1.total_hi <= GOOD && w2.total_hi <= GOOD &&
+		   w1.backends_hi <= GOOD && w2.backends_hi <= GOOD && w2.extension_lo == 1,
+		   "status=refused sqlstate=42501 reason=role_may_not_claim: no size taken, the pool "
+		   "keeps its share of %d (max_size %d, connections at most %d, backends at most %ld)",
+		   w2.share_hi, w2.size_hi, w2.total_hi, w2.backends_hi);
+		if (!w1.reached || !w2.reached || w1.backends_hi > GOOD || w1.total_hi > GOOD ||
+			w1.share_hi != GOOD)
+			diag("  before the first refusal: reached %d, share %d..%d, max_size %d..%d, "
+				 "connections at most %d, backends at most %ld", w1.reached, w1.share_lo,
+				 w1.share_hi, w1.size_lo, w1.size_hi, w1.total_hi, w1.backends_hi);
+		ok(logged_at("share-refused", "(42501 role_may_not_claim)", CBPOOL_LOG_ERROR) == 1 &&
+		   logged("share-refused", NULL) == 1,
+		   "said once, as an error, with its sqlstate and reason");
+		ok(w2.errors >= errors + 2, "counted in budget_errors (+%llu)",
+		   (unsigned long long) (w2.errors - errors));
+		ok(w2.reached && gap >= 0.9,
+		   "and asked again no sooner than 10 refresh intervals later (%.0f ms)", gap * 1000);
+		okay = wait_stat(pool, s.budget_refreshes > refreshes && s.share == GOOD, 5000);
+		ok(okay, "then a share is taken again (%llu refreshes)",
+		   (unsigned long long) s.budget_refreshes);
+	}
+	{
+		PGconn	   *conn = cbpool_acquire(pool, 5000);
+
+		ok(conn && query_works(conn), "the pool serves");
+		cbpool_release(pool, conn);
+	}
 	cbpool_close(pool);
-	relay_set_share(NULL);
+	relay_set(Q_SHARE2, NULL);
+}
+
+/* ---- protocol 1: connbudget 1.1, and pool_share() rewritten ---- */
+
+static void
+test_protocol1(PGconn *admin)
+{
+	cbpool_config cfg = test_config("hostile1", "pod-hostile1");
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	uint64_t	connects,
+				closed;
+	int			n = (int) (sizeof(hostile_shares) / sizeof(hostile_shares[0]));
+	int			tried2 = rewritten(Q_SHARE2),
+				asked1 = passed(Q_SHARE1),
+				okay;
+
+	/* the relay answers the protocol-2 query as connbudget 1.1 does */
+	relay_fail(Q_SHARE2, &unknown_share);
+	cfg.conninfo = relay_conninfo();
+	cfg.min_idle = 20;
+	log_reset();
+	pool = open_or_bail(&cfg);
+	okay = wait_stat(pool, s.extension == 1 && s.share > GOOD && s.budget > 0, 10000);
+	ok(okay && rewritten(Q_SHARE2) > tried2 && passed(Q_SHARE1) > asked1,
+	   "answered 42704 for connbudget.share, as by connbudget 1.1, the pool reads its share "
+	   "with pool_share() (%d of a budget of %d)", s.share, s.budget);
+	{
+		long		pods = -2;
+
+		okay = wait_until((s = stats_of(pool),
+						   pods = pg_long(admin, "SELECT coalesce((SELECT share FROM connbudget.pods "
+										  "WHERE pod = 'pod-hostile1'), -1)")),
+						  s.share == pods, 5000);
+		ok(okay, "and sizes itself from it: its share is the one connbudget.pods shows (%d, %ld)",
+		   s.share, pods);
+	}
+	ok(logged("no-extension", NULL) == 0 && logged("budget-error", NULL) == 0 &&
+	   logged("budget-invalid", NULL) == 0 && s.budget_errors == 0,
+	   "it keeps working against servers with connbudget 1.1: no error, no fixed size "
+	   "(%llu budget errors)", (unsigned long long) s.budget_errors);
+	asked1 = passed(Q_SHARE1);
+	wait_until((void) 0, passed(Q_SHARE1) >= asked1 + 5, 5000);
+	ok(passed(Q_SHARE1) >= asked1 + 5 && rewritten(Q_SHARE2) == tried2 + 1,
+	   "from then on it asks with pool_share() (%d more answers); the protocol-2 query was "
+	   "tried once (%d)", passed(Q_SHARE1) - asked1, rewritten(Q_SHARE2) - tried2);
+
+	/* from here on the relay answers pool_share() for the server too */
+	relay_set(Q_SHARE1, &good3);
+	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
+	ok(okay, "a pool_share() answer the relay rewrites reaches the pool (share %d, max_size %d, "
+	   "total %d)", s.share, s.max_size, s.total);
+	relay_set(Q_SHARE1, &good4);
+	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 10000);
+	ok(okay, "with a good answer of %d the pool holds %d connections (share %d, total %d)",
+	   GOOD, GOOD, s.share, s.total);
+	s = stats_of(pool);
+	connects = s.connects;
+	closed = closed_of(&s);
+
+	hostile_loop(pool, admin, "hostile1", Q_SHARE1, hostile_shares, n, &good4);
+	after_hostile(pool, "hostile1", "pod-hostile1", connects, closed, n);
+	cbpool_close(pool);
+	relay_set(Q_SHARE1, NULL);
+	relay_fail(Q_SHARE2, NULL);
 }
 
 /* ---- someone else's connbudget.pool_share() ---- */
 
 /* Replace the squatter's function at once (in one transaction, so that the
-   pool never finds none, which would make it think there is no extension). */
+   pool never finds none, which would make it think there is no extension);
+   every call is recorded in squat_calls. */
 static void
 squat(PGconn *conn, const char *columns, const char *body)
 {
@@ -792,18 +1410,148 @@ squat(PGconn *conn, const char *columns, const char *body)
 	snprintf(sql, sizeof(sql),
 			 "BEGIN; DROP FUNCTION IF EXISTS connbudget.pool_share(integer); "
 			 "CREATE FUNCTION connbudget.pool_share(demand integer) RETURNS TABLE (%s) "
-			 "LANGUAGE sql AS $f$ %s $f$; COMMIT", columns, body);
+			 "LANGUAGE sql AS $f$ INSERT INTO public.squat_calls DEFAULT VALUES; %s $f$; COMMIT",
+			 columns, body);
 	pg_exec(conn, sql);
 }
 
-static void
-test_squatter(PGconn *admin)
+static const char squat_ints[] =
+"max_size integer, min_size integer, budget integer, refresh_ms integer";
+
+/* A database squat without the extension, where someone else creates a
+   schema connbudget and a table of the calls of its function. */
+static PGconn *
+squat_database(PGconn *admin, const char *port)
 {
-	static const char ints[] = "max_size integer, min_size integer, budget integer, refresh_ms integer";
+	char		p[32];
+	PGconn	   *other;
+
+	snprintf(p, sizeof(p), "port=%s", port);
+	pg_exec(admin, "CREATE DATABASE squat");
+	other = pg_connect_or_bail(p, "dbname=squat", "application_name=admin");
+	pg_exec(other, "SET client_min_messages = warning");
+	pg_exec(other, "CREATE SCHEMA connbudget");
+	pg_exec(other, "CREATE TABLE public.squat_calls "
+			"(called_at timestamptz DEFAULT clock_timestamp())");
+	is_str(pg_value(other, "SELECT count(*)::text FROM pg_extension WHERE extname = 'connbudget'"),
+		   "0", "a database without the extension, where someone else creates a schema "
+		   "connbudget and a function pool_share()");
+	return other;
+}
+
+static const char *
+squat_conninfo(const char *port)
+{
+	static char conninfo[512];
+
+	snprintf(conninfo, sizeof(conninfo), "host=%s port=%s user=postgres dbname=squat",
+			 getenv("PGHOST") ? getenv("PGHOST") : "127.0.0.1", port);
+	return conninfo;
+}
+
+/* On this server (connbudget 1.2) the pool reads connbudget.share in the
+   squat database too, and never calls the squatter's function. */
+static void
+test_squat_ignored(PGconn *admin)
+{
+	const char *port = getenv("PGPORT") ? getenv("PGPORT") : "5432";
+	PGconn	   *other = squat_database(admin, port);
+	cbpool_config cfg = test_config("squatted", "pod-squatted");
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	long		pods = -2;
+	int			okay;
+
+	squat(other, squat_ints, "SELECT 2, 1, 40, 100");
+	is_str(pg_value(other, "SELECT max_size || ' ' || budget FROM connbudget.pool_share(5)"),
+		   "2 40", "its function answers like pool_share() when it is called");
+	pg_exec(other, "TRUNCATE public.squat_calls");
+
+	cfg.conninfo = squat_conninfo(port);
+	cfg.min_idle = 3;
+	cfg.refresh_ms = 100;
+	log_reset();
+	pool = open_or_bail(&cfg);
+	okay = wait_stat(pool, s.extension == 1 && s.budget_refreshes >= 5, 10000);
+	ok(okay && s.share >= 1 && s.budget > 0,
+	   "on this server, a pool in that database reads its share with connbudget.share "
+	   "(share %d of a budget of %d, %llu refreshes)", s.share, s.budget,
+	   (unsigned long long) s.budget_refreshes);
+	okay = wait_until((s = stats_of(pool),
+					   pods = pg_long(admin, "SELECT coalesce((SELECT share FROM connbudget.pods "
+									  "WHERE pod = 'pod-squatted'), -1)")),
+					  s.share == pods, 5000);
+	ok(okay, "and sizes itself from the server's share: the one connbudget.pods shows (%d, %ld)",
+	   s.share, pods);
+	is_int(pg_long(other, "SELECT count(*) FROM public.squat_calls"), 0,
+		   "it never called the squatter's function");
+	ok(logged("budget-invalid", NULL) == 0 && logged("no-extension", NULL) == 0 &&
+	   s.budget_errors == 0, "nor found anything wrong (%llu budget errors)",
+	   (unsigned long long) s.budget_errors);
+	cbpool_close(pool);
+	PQfinish(other);
+}
+
+/* a second cluster, without the connbudget library */
+static char nolib_dir[1100];
+static char nolib_port[16];
+static int	nolib_up;
+
+static void
+nolib_destroy(void)
+{
+	if (!nolib_up)
+		return;
+	nolib_up = 0;
+	shell("bash -c \"source test/lib/cluster.sh && cluster_destroy '%s'\" >/dev/null 2>&1",
+		  nolib_dir);
+}
+
+static void
+nolib_start(void)
+{
+	char		path[1200];
+	FILE	   *f;
+
+	snprintf(nolib_dir, sizeof(nolib_dir), "%s/nolib", cluster_dir());
+	nolib_up = 1;
+	if (shell("bash -c \"source test/lib/cluster.sh && cluster_create '%s' "
+			  "shared_preload_libraries= && cluster_start '%s'\" >/dev/null", nolib_dir,
+			  nolib_dir) != 0)
+		bail_out("the cluster without the connbudget library did not start");
+	snprintf(path, sizeof(path), "%s/port", nolib_dir);
+	f = fopen(path, "r");
+	if (!f || !fgets(nolib_port, sizeof(nolib_port), f))
+		bail_out("no port for the cluster without the connbudget library");
+	fclose(f);
+	nolib_port[strcspn(nolib_port, "\n")] = '\0';
+}
+
+/* Does the file at path contain text? */
+static int
+file_contains(const char *path, const char *text)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[4096];
+	int			found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, text) != NULL;
+	fclose(f);
+	return found;
+}
+
+/* On a server without the connbudget library the pool speaks protocol 1
+   there, and the squatter's function answers it. */
+static void
+test_squatter(void)
+{
 	static const struct
 	{
 		const char *name;
-		const char *columns;	/* NULL: ints */
+		const char *columns;	/* NULL: squat_ints */
 		const char *body;
 		const char *logged;
 	}			cases[] = {
@@ -828,28 +1576,29 @@ test_squatter(PGconn *admin)
 		"answered refresh_ms \"99999999\", out of range"},
 	};
 	int			n = (int) (sizeof(cases) / sizeof(cases[0]));
-	PGconn	   *other;
+	PGconn	   *admin,
+			   *other;
 	cbpool_config cfg = test_config("squatter", "pod-squatter");
-	char		conninfo[512];
 	cbpool	   *pool;
 	cbpool_stats_t s;
 	int			ignored = 0,
 				logged_once = 0,
 				okay;
 
-	pg_exec(admin, "CREATE DATABASE squat");
-	other = pg_connect_or_bail("dbname=squat", "application_name=admin");
-	pg_exec(other, "SET client_min_messages = warning");
-	pg_exec(other, "CREATE SCHEMA connbudget");
-	is_str(pg_value(other, "SELECT count(*)::text FROM pg_extension WHERE extname = 'connbudget'"),
-		   "0", "a database without the extension, where someone else creates a schema "
-		   "connbudget and a function pool_share()");
+	nolib_start();
+	{
+		char		p[32];
+
+		snprintf(p, sizeof(p), "port=%s", nolib_port);
+		admin = pg_connect_or_bail(p, "application_name=admin");
+	}
+	is_str(pg_value(admin, "SELECT coalesce(current_setting('connbudget.share', true), 'none') "
+					"|| ' [' || current_setting('shared_preload_libraries') || ']'"),
+		   "none []", "a second server, without the connbudget library: no connbudget.share");
+	other = squat_database(admin, nolib_port);
 	squat(other, cases[0].columns, cases[0].body);
 
-	snprintf(conninfo, sizeof(conninfo), "host=%s port=%s user=postgres dbname=squat",
-			 getenv("PGHOST") ? getenv("PGHOST") : "127.0.0.1",
-			 getenv("PGPORT") ? getenv("PGPORT") : "5432");
-	cfg.conninfo = conninfo;
+	cfg.conninfo = squat_conninfo(nolib_port);
 	cfg.min_idle = 20;
 	cfg.refresh_ms = 100;
 	log_reset();
@@ -863,7 +1612,7 @@ test_squatter(PGconn *admin)
 		Watch		w;
 
 		if (i > 0)
-			squat(other, cases[i].columns ? cases[i].columns : ints, cases[i].body);
+			squat(other, cases[i].columns ? cases[i].columns : squat_ints, cases[i].body);
 		s = stats_of(pool);
 		/* the first case counts from the pool's start */
 		w = watch_pool(pool, admin, "squatter", i == 0 ? 3 : s.budget_errors + 3, 10000);
@@ -888,14 +1637,27 @@ test_squatter(PGconn *admin)
 	s = stats_of(pool);
 	is_int(s.budget_refreshes, 0, "none of them counted as a refresh");
 	is_int(logged("no-extension", NULL), 0, "nor as a server without the extension");
+	{
+		long		calls = pg_long(other, "SELECT count(*) FROM public.squat_calls");
+		char		log[1200];
+
+		snprintf(log, sizeof(log), "%s/server.log", nolib_dir);
+		ok(file_contains(log, "unrecognized configuration parameter \"connbudget.share\""),
+		   "there the protocol-2 query failed: unrecognized configuration parameter "
+		   "\"connbudget.share\" (42704)");
+		ok(calls >= 3L * n, "so the pool asked with pool_share() (protocol 1): the squatter's "
+		   "function was called %ld times", calls);
+	}
 
 	/* a plausible answer is all it takes: the pool cannot tell, and it sizes
 	   itself by it (and so the function was what the pool called) */
-	squat(other, ints, "SELECT 3, 1, 40, 100");
+	squat(other, squat_ints, "SELECT 3, 1, 40, 100");
 	okay = wait_stat(pool, s.extension == 1 && s.share == 3 && s.total == 3, 10000);
 	ok(okay, "a well-formed answer after them is taken (share %d, total %d)", s.share, s.total);
 	cbpool_close(pool);
 	PQfinish(other);
+	PQfinish(admin);
+	nolib_destroy();
 }
 
 /* ---- the host check's answers rewritten by the relay ---- */
@@ -931,11 +1693,11 @@ test_hostile_host_checks(void)
 				  10000);
 	ok(okay, "a one-host cluster through the relay: its host is the primary (role %d, lag %d)",
 	   h.role, h.lag_ms);
-	relay_set_host(&standby250);
+	relay_set(Q_HOST, &standby250);
 	okay = wait_until(h = host0(cl), h.role == CBPOOL_HOST_STANDBY && h.lag_ms == 250, 10000);
 	ok(okay, "a valid check the relay rewrites reaches the pool: a standby 250 ms behind (role %d, "
 	   "lag %d)", h.role, h.lag_ms);
-	relay_set_host(NULL);
+	relay_set(Q_HOST, NULL);
 	okay = wait_until(h = host0(cl), h.role == CBPOOL_HOST_PRIMARY && h.writable && h.lag_ms == 0,
 				  10000);
 	ok(okay, "and the server's own answer makes it the primary again");
@@ -951,7 +1713,7 @@ test_hostile_host_checks(void)
 
 		h = host0(cl);
 		target = h.pool.host_check_errors + 3;
-		relay_set_host(a);
+		relay_set(Q_HOST, a);
 		for (;;)
 		{
 			h = host0(cl);
@@ -961,15 +1723,14 @@ test_hostile_host_checks(void)
 				break;
 			sleep_ms(5);
 		}
-		relay_set_host(NULL);
+		relay_set(Q_HOST, NULL);
 		{
 			/* the second answer passed on as it was comes after the pool has
 			   taken the first: the host check was valid again, and a failure
 			   of the same kind would be said again */
-			int			passed = __atomic_load_n(&relay.host_passed, __ATOMIC_ACQUIRE);
+			int			was = passed(Q_HOST);
 
-			wait_until((void) 0, __atomic_load_n(&relay.host_passed, __ATOMIC_ACQUIRE) >= passed + 2,
-					   5000);
+			wait_until((void) 0, passed(Q_HOST) >= was + 2, 5000);
 		}
 		if (ok(reached && changed == 0,
 			   "%s: three such checks are errors; the host stays the primary, lag 0, "
@@ -1004,18 +1765,29 @@ test_hostile_host_checks(void)
 	cbpool_cluster_close(cl);
 }
 
+
 int
 main(void)
 {
 	PGconn	   *admin = pg_connect_or_bail("application_name=admin");
 
+	/* a plausible share, then words up to 5,000 bytes */
+	snprintf(long_share, sizeof(long_share), "%s", S30);
+	while (strlen(long_share) + 9 < sizeof(long_share))
+		strcat(long_share, " future=1");
+	memset(long_share + strlen(long_share), 'x', sizeof(long_share) - 1 - strlen(long_share));
+	long_share[sizeof(long_share) - 1] = '\0';
+
+	atexit(nolib_destroy);
 	test_parser();
 	pg_exec(admin, "CREATE EXTENSION connbudget");
 	relay_start();
-	test_hostile_shares(admin);
+	test_protocol2(admin);
+	test_protocol1(admin);
 	test_hostile_host_checks();
 	relay_stop();
-	test_squatter(admin);
+	test_squat_ignored(admin);
+	test_squatter();
 	PQfinish(admin);
 	return done_testing();
 }
