@@ -46,13 +46,22 @@ else
 PG_CFLAGS += -Wno-unused-parameter
 endif
 
-EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)-*.zip
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)-*.zip \
+	client/pgbouncer/connbudget-pgbouncer
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # after the include, which sets it: the database named by connbudget.database
 CONTRIB_TESTDB = postgres
+
+# connbudget-pgbouncer, the PgBouncer controller (client/pgbouncer): C11 and
+# libpq only, built by `make` (`make install` leaves it where it is)
+all: client/pgbouncer/connbudget-pgbouncer
+
+client/pgbouncer/connbudget-pgbouncer: client/pgbouncer/connbudget_pgbouncer.c
+	$(CC) -std=c11 -O2 -Wall -Wextra $(if $(WERROR),-Werror) -I$(shell $(PG_CONFIG) --includedir) \
+		-o $@ $< -L$(shell $(PG_CONFIG) --libdir) -Wl,-rpath,$(shell $(PG_CONFIG) --libdir) -lpq -pthread
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@

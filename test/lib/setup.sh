@@ -9,7 +9,7 @@ export PG_CONFIG
 
 # Debian packages each job needs (PostgreSQL 15 from Debian 12).
 CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
-CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 git"
+CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 git pgbouncer iproute2"
 CB_PACKAGES_DEMO="$CB_PACKAGES_BUILD gnuplot-nox"
 CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer"
 
