@@ -356,15 +356,16 @@ cb_report_no_room(int elevel, const CbIdentity *id, const CbAdmission *admission
  * A 53300 refusal says at what pace to retry, so that a pool refused
  * before it ever read its share retries at the server's pace and not at a
  * guess: for a reader, at the end of the hint; for a program, in the
- * error's context field, as "connbudget: retry_ms=N" (docs/protocol.md),
+ * error's context field, as "connbudget: retry_ms=N lease_ms=M"
+ * (docs/protocol.md: a refused connect keeps its pod's claim for M ms),
  * which every driver hands over as it is (libpq's message, JDBC's
  * getWhere(), node-postgres' where, Go's Where).
  */
 static int
 cb_refusal_hint(const char *advice)
 {
-	errcontext("connbudget: retry_ms=%d protocol=%d", cb_refresh_interval_ms,
-			   CB_PROTOCOL_VERSION);
+	errcontext("connbudget: retry_ms=%d lease_ms=%d protocol=%d", cb_refresh_interval_ms,
+			   cb_pod_ttl_ms, CB_PROTOCOL_VERSION);
 	return errhint("%s Pools re-read their share every %d ms (connbudget.refresh_interval).",
 				   advice, cb_refresh_interval_ms);
 }

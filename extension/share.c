@@ -365,9 +365,10 @@ cb_share_text(void)
 	if (cb_left)
 		share.max_size = share.min_size = 0;	/* what a pool that left may hold */
 	snprintf(text, sizeof(text),
-			 "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d",
+			 "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d connections=%d",
 			 CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
-			 share.allocation, share.pods, share.budget, share.refresh_ms);
+			 share.allocation, share.pods, share.budget, share.refresh_ms,
+			 cb_pods[cb_sessions[slot].pod].connections);
 	return text;
 }
 

@@ -146,6 +146,7 @@ test_every_database(void)
 	is_int(s.protocol, 2, "SHOW connbudget.share works there: %s", s.text);
 	is_str(s.status, "ok", "status ok");
 	is_int(s.budget, 40, "the budget is the server's");
+	ok(strstr(s.text, " connections=1") != NULL, "and its pod's connections are 1, this one: %s", s.text);
 	is_int(settle(shop, "12", 12, 3000), 12, "after SET connbudget.demand = 12, the share is 12");
 	report(shop, "12", &s);
 	is_int(s.allocation, 12, "and the application's allocation follows the demand");
@@ -335,7 +336,7 @@ test_refusal_pace(void)
 	c = pg_connect_ex(st, msg, sizeof(msg), "dbname=shop", "user=capuser", "application_name=capped",
 					  "options=-c connbudget.pod=cap-1", (const char *) NULL);
 	ok(c == NULL && strcmp(st, "53300") == 0, "the fourth connection is refused with 53300");
-	ok(strstr(msg, "CONTEXT:  connbudget: retry_ms=200 protocol=2") != NULL,
+	ok(strstr(msg, "CONTEXT:  connbudget: retry_ms=200 lease_ms=6000 protocol=2") != NULL,
 	   "its context field states the pace to retry at, machine-readable: %s", msg);
 	for (int i = 0; i < 3; i++)
 		PQfinish(held[i]);
