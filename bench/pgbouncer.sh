@@ -159,9 +159,9 @@ CB_FLEET_REFRESH_MS=1000 "$work/bin/converge" "$rounds" | tee "$converge_out" ||
 
 if [ -n "$results_file" ]; then
     {
-        echo "### PgBouncer sized by connbudget-pgbouncer"
+        echo "## pgbouncer"
         echo
-        echo "\`bash bench/pgbouncer.sh\` on $(date -u '+%Y-%m-%d'), $(nproc) cores, PostgreSQL" \
+        echo "Produced by \`bash bench/run pgbouncer\` (\`bench/pgbouncer.sh\`) on $(date -u '+%Y-%m-%d'), $(nproc) cores, PostgreSQL" \
             "$("$PG_CONFIG" --version | awk '{ print $2 }'), $(pgbouncer -V 2>/dev/null | head -1 | sed 's/^PgBouncer /PgBouncer /');" \
             "each PgBouncer and its controller in a network namespace of its own."
         echo
