@@ -143,6 +143,20 @@ COMMENT ON VIEW connbudget.applications IS
     'One row per configured or active application: limits, allocation, use';
 COMMENT ON VIEW connbudget.pods IS
     'One row per live pod: connections, share, demand, lease';
+COMMENT ON COLUMN connbudget.pods.share IS
+    'Connections the pod''s pools may hold.  A pod whose pools never reported a demand (pool_share() or connbudget.demand) demands what it holds, so its share is what it holds: a sign of no report, not of a tight budget';
+COMMENT ON COLUMN connbudget.pods.demand IS
+    'The pod''s demand as last shared: the sum of its pools'' reports; a pool that never reported, or whose report is older than connbudget.pod_ttl, counts the connections it holds; NULL: unbounded';
+COMMENT ON COLUMN connbudget.pods.lease_expires IS
+    'When the pod stops being live if it holds no connection: connbudget.pod_ttl after its last report; NULL: it never reported';
+COMMENT ON COLUMN connbudget.pods.client_addr IS
+    'Where the pod''s own role connects from, shown as pg_stat_activity shows client_addr';
+COMMENT ON COLUMN connbudget.applications.allocation IS
+    'Connections allocated to the application: its guaranteed minimum and its part of the rest, bounded by its cap and its pods'' demand';
+COMMENT ON COLUMN connbudget.applications.demand IS
+    'The sum of its live pods'' demands (see connbudget.pods.demand); NULL: unbounded';
+COMMENT ON COLUMN connbudget.budget.budget IS
+    'max_connections minus every reserve, minus what "other" connections use beyond the reserves';
 
 -- Reading is for everybody (names are no more secret than in
 -- pg_stat_activity); changing limits is for the owner and whom it grants.

@@ -63,6 +63,7 @@ prefix = "connbudget-%s/" % version
 names = set(z.namelist())
 want = ["META.json", "connbudget.control", "Makefile", "README.md", "LICENSE",
         "sql/connbudget.sql", "sql/connbudget--1.0.sql", "sql/connbudget--1.0--1.1.sql",
+        "sql/connbudget--1.1.sql", "sql/connbudget--1.1--1.2.sql",
         "extension/connect.c", "extension/allocation.c", "client/connbudget_pool.h",
         "monitoring/postgres_exporter.yml"]
 missing = [w for w in want if prefix + w not in names]

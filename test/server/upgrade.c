@@ -1,5 +1,5 @@
 /*
- * upgrade.c -- version 1.0 stays installable and works with the current
+ * upgrade.c -- versions 1.0 and 1.1 stay installable and work with the current
  * library; ALTER EXTENSION connbudget UPDATE keeps every row; an upgraded
  * schema is the same as a fresh one (pg_dump --schema-only of both); and
  * pg_dump / restore carries limits with roles into a fresh cluster.
@@ -50,9 +50,9 @@ test_one_oh_in_force_and_upgraded(void)
 	   "the limits of a 1.0 table are in force with the current library");
 	PQfinish(a);
 
-	pg_exec(admin, "ALTER EXTENSION connbudget UPDATE");
+	pg_exec(admin, "ALTER EXTENSION connbudget UPDATE TO '1.1'");
 	is_str(pg_value(admin, "SELECT extversion FROM pg_extension WHERE extname = 'connbudget'"),
-		   "1.1", "ALTER EXTENSION connbudget UPDATE brings it to 1.1");
+		   "1.1", "ALTER EXTENSION connbudget UPDATE TO '1.1' brings it to 1.1");
 	is_str(pg_value(admin, "SELECT string_agg(format('%s/%s/%s/%s/%s', application_name, "
 					"min_connections, max_connections, weight, roles), ' ' ORDER BY application_name) "
 					"FROM connbudget.application_limits"),
@@ -65,6 +65,18 @@ test_one_oh_in_force_and_upgraded(void)
 	a = pg_connect("application_name=capped", "user=capuser");
 	ok(a != NULL, "for the role it names too");
 	PQfinish(a);
+
+	pg_exec(admin, "ALTER EXTENSION connbudget UPDATE");
+	is_str(pg_value(admin, "SELECT extversion FROM pg_extension WHERE extname = 'connbudget'"),
+		   "1.2", "ALTER EXTENSION connbudget UPDATE brings it on to 1.2");
+	ok(strstr(pg_value(admin, "SELECT col_description('connbudget.pods'::regclass, "
+					   "(SELECT attnum FROM pg_attribute WHERE attrelid = 'connbudget.pods'::regclass "
+					   "AND attname = 'share'))"), "never reported a demand") != NULL,
+	   "whose views say what a share of a pod that never reported means");
+	is_str(pg_value(admin, "SELECT string_agg(format('%s/%s/%s/%s/%s', application_name, "
+					"min_connections, max_connections, weight, roles), ' ' ORDER BY application_name) "
+					"FROM connbudget.application_limits"),
+		   "big/5//3/ capped/0/1/1/{capuser}", "and every row is kept");
 }
 
 static void
@@ -85,6 +97,7 @@ test_schema_equal(void)
 
 		pg_exec(u, "CREATE EXTENSION connbudget VERSION '1.0'");
 		pg_exec(u, "ALTER EXTENSION connbudget UPDATE TO '1.1'");
+		pg_exec(u, "ALTER EXTENSION connbudget UPDATE TO '1.2'");
 		pg_exec(f, "CREATE EXTENSION connbudget");
 		PQfinish(u);
 		PQfinish(f);
@@ -102,7 +115,7 @@ test_schema_equal(void)
 	ok(dump_up && dump_fresh && strstr(dump_up, "CREATE EXTENSION IF NOT EXISTS connbudget"),
 	   "the dumps hold the extension");
 	ok(dump_up && dump_fresh && strcmp(dump_up, dump_fresh) == 0,
-	   "the schema of an upgraded database equals that of a fresh 1.1 install");
+	   "the schema of a database upgraded from 1.0 through 1.1 equals that of a fresh 1.2 install");
 	if (dump_up && dump_fresh && strcmp(dump_up, dump_fresh) != 0)
 		shell("diff '%s' '%s' | head -40 | sed 's/^/# /'", up, fresh);
 	free(dump_up);

@@ -1,0 +1,20 @@
+-- connbudget 1.1 -> 1.2: the views say what their columns mean.  The
+-- library of 1.2 adds the protocol's settings connbudget.demand and
+-- connbudget.share, which need no object of the extension.
+
+\echo Use "ALTER EXTENSION connbudget UPDATE TO '1.2'" to load this file. \quit
+
+COMMENT ON COLUMN connbudget.pods.share IS
+    'Connections the pod''s pools may hold.  A pod whose pools never reported a demand (pool_share() or connbudget.demand) demands what it holds, so its share is what it holds: a sign of no report, not of a tight budget';
+COMMENT ON COLUMN connbudget.pods.demand IS
+    'The pod''s demand as last shared: the sum of its pools'' reports; a pool that never reported, or whose report is older than connbudget.pod_ttl, counts the connections it holds; NULL: unbounded';
+COMMENT ON COLUMN connbudget.pods.lease_expires IS
+    'When the pod stops being live if it holds no connection: connbudget.pod_ttl after its last report; NULL: it never reported';
+COMMENT ON COLUMN connbudget.pods.client_addr IS
+    'Where the pod''s own role connects from, shown as pg_stat_activity shows client_addr';
+COMMENT ON COLUMN connbudget.applications.allocation IS
+    'Connections allocated to the application: its guaranteed minimum and its part of the rest, bounded by its cap and its pods'' demand';
+COMMENT ON COLUMN connbudget.applications.demand IS
+    'The sum of its live pods'' demands (see connbudget.pods.demand); NULL: unbounded';
+COMMENT ON COLUMN connbudget.budget.budget IS
+    'max_connections minus every reserve, minus what "other" connections use beyond the reserves';
