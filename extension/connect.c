@@ -13,7 +13,9 @@
  *
  * Order matters and follows the technique that makes admission exact:
  * register the exit callback first, then count the connection, then check
- * the counts (registry.c does the last two under one exclusive lock).  A
+ * the counts (registry.c does the last two under one exclusive lock).  The
+ * exit callback runs as late as an extension's can, so that a backend
+ * still exiting is still counted.  A
  * connection that is refused, or that fails for any later reason, is
  * uncounted by the exit callback; no two connections can take the same
  * last slot.
@@ -489,7 +491,16 @@ cb_client_auth(Port *port, int status)
 				(errmsg("connbudget: application limits are not loaded yet; admitting \"%s\" without checking them",
 						id.application_name)));
 
-	before_shmem_exit(cb_on_exit, (Datum) 0);
+	/*
+	 * A backend counts until it is as good as gone: its exit callback runs
+	 * among the last ones (on_shmem_exit callbacks run in the reverse order
+	 * of registration, and PostgreSQL registered its own before
+	 * authentication), after transaction abort and temporary relations are
+	 * cleaned up, just before the backend leaves pg_stat_activity and gives
+	 * back its PGPROC.  So no new connection takes its slot while it is
+	 * still there to be seen.
+	 */
+	on_shmem_exit(cb_on_exit, (Datum) 0);
 	cb_watch_memberships();
 
 	/*

@@ -1086,7 +1086,8 @@ cb_backend_demote(CbVerdict verdict)
 /*
  * Exit callback: release this backend's slot.  Runs on every exit path of
  * a backend that was counted (normal exit, FATAL during startup,
- * pg_terminate_backend); a crash reinitialises shared memory instead.
+ * pg_terminate_backend), among the last exit callbacks (connect.c); a
+ * crash reinitialises shared memory instead.
  */
 void
 cb_backend_detach(void)

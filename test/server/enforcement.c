@@ -5,6 +5,23 @@
  * exactly as many as the limit allows and refuse the rest with SQLSTATE
  * 53300, and every way a backend can go away must free its slot.
  *
+ * Checked: 60 processes connecting at once to an application capped at 10
+ * get exactly 10 in and 50 refused with FATAL 53300, whose message names
+ * the application and whose DETAIL gives the numbers; the applications
+ * view and pg_stat_activity agree; while three threads connect over the
+ * cap for 3 s, readers of the applications view never count more than the
+ * cap (a refused connection is never counted, even for a moment); after
+ * they close, 10 connect again; pg_terminate_backend and a failure during
+ * startup free their slots; a superuser connects although the application
+ * or the budget is full, and is counted; the budget and other
+ * applications' unused minimums hold under concurrency, with their own
+ * messages; enforce = warn lets a connection over the cap in, counts it in
+ * refused and logs the same message as a WARNING; off lets it in; and a
+ * backend counts until it is as good as gone: while connections of an
+ * application capped at 8 come and go, each exit aborting a transaction
+ * that made a temporary table, no sample of pg_stat_activity sees more than
+ * 8 of them.
+ *
  * cluster: max_connections=120 superuser_reserved_connections=3 connbudget.reserved_connections=20
  */
 #include <pthread.h>
@@ -348,6 +365,88 @@ test_warn_and_off(void)
 	crowd_release(&crowd);
 }
 
+/*
+ * A backend counts until it is as good as gone.  Connections of an
+ * application capped at 8 come and go as fast as they can, each leaving
+ * behind a temporary table to drop on its way out (which makes an exit
+ * slow); meanwhile samplers count the application's client backends in
+ * pg_stat_activity.  No sample may see more than the cap: a new
+ * connection is only admitted once an exiting one is no longer there.
+ * Each connection leaves a transaction open that created a temporary table
+ * and an index: its exit aborts the transaction and drops their files.
+ */
+static volatile int churn_stop;
+
+static void *
+churn_main(void *arg)
+{
+	long	   *admitted = arg;
+
+	while (!churn_stop)
+	{
+		PGconn	   *c = pg_connect("application_name=churn", "user=app");
+
+		if (c == NULL)
+			continue;
+		(*admitted)++;
+		/* left open: the exit aborts it, and drops the table's files */
+		PQclear(PQexec(c, "BEGIN; CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 20000) g; "
+					   "CREATE INDEX ON t (g)"));
+		PQfinish(c);
+	}
+	return NULL;
+}
+
+static void *
+sample_main(void *arg)
+{
+	long	   *most = arg;
+	PGconn	   *s = pg_connect_or_bail("application_name=sampler");
+
+	while (!churn_stop)
+	{
+		long		n = pg_long(s, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'churn'");
+
+		if (n > most[0])
+			most[0] = n;
+		most[1]++;
+	}
+	PQfinish(s);
+	return NULL;
+}
+
+static void
+test_counted_until_gone(void)
+{
+	pthread_t	churners[6],
+				samplers[2];
+	long		admitted[6] = {0},
+				most[2][2] = {{0, 0}, {0, 0}},
+				total = 0;
+
+	pg_exec(admin, "INSERT INTO connbudget.application_limits VALUES ('churn', 0, 8, 1, NULL)");
+	churn_stop = 0;
+	for (int i = 0; i < 2; i++)
+		pthread_create(&samplers[i], NULL, sample_main, most[i]);
+	for (int i = 0; i < 6; i++)
+		pthread_create(&churners[i], NULL, churn_main, &admitted[i]);
+	sleep_ms(4000);
+	churn_stop = 1;
+	for (int i = 0; i < 6; i++)
+	{
+		pthread_join(churners[i], NULL);
+		total += admitted[i];
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(samplers[i], NULL);
+	ok(total > 20, "6 threads over a cap of 8 connected %ld times in 4 s, each exit dropping a temporary table",
+	   total);
+	ok(most[0][0] <= 8 && most[1][0] <= 8,
+	   "no sample of pg_stat_activity (%ld) saw more of its backends than the cap: at most %ld",
+	   most[0][1] + most[1][1], most[0][0] > most[1][0] ? most[0][0] : most[1][0]);
+	pg_exec(admin, "DELETE FROM connbudget.application_limits WHERE application_name = 'churn'");
+}
+
 int
 main(void)
 {
@@ -359,6 +458,7 @@ main(void)
 	test_failed_startup_releases();
 	test_budget_and_minimums();
 	test_warn_and_off();
+	test_counted_until_gone();
 
 	PQfinish(admin);
 	return done_testing();
