@@ -5,6 +5,12 @@
 # pod example's --metrics-port endpoint scraped with curl; and the example
 # alert rules under promtool.  Prints TAP; test/run runs it through prove.
 #
+# Checked: the budget, each application's allocation, connections, demand,
+# cap and refused count, and each pod's share and connections are exported
+# with the views' values, each with its help text and type, and no client
+# address is; the pod example serves its pool's metrics; promtool test
+# rules passes test/monitoring/alerts_test.yml.
+#
 # Budget: 60 - 0 - 10 = 50.  "api" is capped at 3.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -2,7 +2,10 @@
  * bad_input.c -- odd and hostile input gets a clear answer and loses
  * nothing: over-long and malformed pod ids, names with quotes,
  * backslashes, multibyte and control characters, SQL injection attempts
- * through application_name and the pod id.
+ * through application_name and the pod id.  A pod id of 10,000 characters
+ * is dropped by PostgreSQL itself and the server still answers.  Every
+ * invalid limit (and a negative demand) is refused with its SQLSTATE, and
+ * afterwards the limits in force and the pod's share are unchanged.
  *
  * cluster: max_connections=40 superuser_reserved_connections=3
  */

@@ -1,8 +1,9 @@
 /*
  * fleet.c -- 10,000 leased pods on a server with max_connections = 600:
  * every one is listed, shares follow demand, connects still work, and a
- * full pod table refuses a new pod with the error that names
- * connbudget.max_pods instead of counting it as "other".
+ * full pod table refuses a new pod with 53400 and the error that names
+ * connbudget.max_pods instead of counting it as "other" (a superuser is
+ * let in, as "other").
  *
  * The pods are created the way pools create them: a connection with its
  * own pod id calls pool_share() and goes away, leaving a lease of

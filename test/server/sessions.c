@@ -4,6 +4,15 @@
  * reclaimed, keeping their application's counters, so that a small pod
  * table fills, refuses, and takes new pods again.
  *
+ * Checked: two pool sessions of one pod split its share (and with a
+ * third, session-less connection, three ways); psql sessions of a
+ * configured application demand the connections they hold; a pod refused
+ * at connect time is leased, then reclaimed with its application's
+ * refused counter kept; a table of 16 pods fills, refuses a 17th with
+ * 53400 naming connbudget.max_pods, lets a pod that holds a lease connect,
+ * and takes new pods once leases end; 32 pool sessions of one pod fill the
+ * session table and a 33rd is refused with 53400.
+ *
  * Budget: 60 - 0 - 10 = 50.  connbudget.max_pods = 16 (32 pool sessions).
  *
  * cluster: max_connections=60 superuser_reserved_connections=0 connbudget.reserved_connections=10 connbudget.pod_ttl=1000 connbudget.refresh_interval=100ms connbudget.max_pods=16

@@ -11,6 +11,23 @@
  * connbudget.budget.governed equals the governed backends in
  * pg_stat_activity.
  *
+ * In detail: claiming a bound application is refused with 42501 before
+ * it is counted, and counted in refused, while apiuser takes all 5 slots
+ * of its cap as mallory retries in a loop; members of a bound role and
+ * superusers get in.  Joining webuser's pod is refused with 42501, and so
+ * is reporting demand for it.  Inventing 2,000 pod ids: she holds 50
+ * (connbudget.max_pods_per_role), every further one is refused with 53400
+ * naming the setting, and other roles still register pods; likewise for
+ * pool sessions.  Inventing 200 application names with pods: 10 get in
+ * (connbudget.unconfigured_max_connections = 10), the other 190 are
+ * refused, and apiuser still gets its 5; under unconfigured_applications
+ * = refuse such a name is refused with 42501 (without a pod it is
+ * "other"), under other it is no pod.  client_addr of other roles' pods
+ * is hidden from her, as in pg_stat_activity.  Changing
+ * application_limits without the privilege fails.  Under enforce = warn
+ * her claim is let in and logged as a warning; under off, let in without
+ * a word.
+ *
  * Every role but the superuser logs in with a password (scram-sha-256), as
  * on a production server: the connect hook runs after the password is
  * checked.
