@@ -698,7 +698,7 @@ cb_allocate(int32_t budget, CbAllocApp *apps, int napps,
  */
 
 /*
- * The connect-time rule (README "Enforcement at connect time").  The
+ * The connect-time rule (docs/enforcement.md).  The
  * counts already include the connection being admitted, so the one that
  * takes the last slot is admitted and the one after it is not.
  */

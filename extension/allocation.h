@@ -11,7 +11,7 @@
  * gather its inputs from shared memory and publish its outputs.  The unit
  * tests in test/unit exercise it exhaustively.
  *
- * The rules (see README "Budget arithmetic"), one step each:
+ * The rules (see docs/identity-and-arithmetic.md), one step each:
  *
  * 0. Order.  Applications by name; pods by application, then pod id;
  *	  sessions by pod, then token.  The order only breaks ties, so a caller

@@ -154,7 +154,7 @@ cb_get_publisher(void)
 	return p;
 }
 
-/* A session's demand as the allocation sees it (README "Demand"). */
+/* A session's demand as the allocation sees it (docs/identity-and-arithmetic.md, "Demand"). */
 static int32
 cb_session_demand(CbSession *session, TimestampTz now, int32 ttl_ms)
 {

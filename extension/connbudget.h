@@ -127,7 +127,7 @@ typedef enum CbLimitsState
 	CB_LIMITS_FAILED			/* worker could not read them; admit all */
 } CbLimitsState;
 
-/* The connect-time identity of a client backend (README "Identity"). */
+/* The connect-time identity of a client backend (docs/identity-and-arithmetic.md). */
 typedef struct CbIdentity
 {
 	char		application_name[CB_NAME_LEN];

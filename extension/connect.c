@@ -203,7 +203,7 @@ cb_check_id(const char *setting, const char *value)
 }
 
 /*
- * Work out the connection's identity (README "Identity").
+ * Work out the connection's identity (docs/identity-and-arithmetic.md).
  */
 static void
 cb_identify(Port *port, CbIdentity *id)

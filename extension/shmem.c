@@ -7,7 +7,7 @@
  * Everything is sized at server start from settings that need a restart
  * (max_connections and friends, connbudget.max_pods), so nothing grows
  * later.  Per pod, the registry, its lookup table and the two published
- * snapshots take about 700 bytes (README "Fleets: capacity and memory").
+ * snapshots take about 700 bytes (docs/fleets.md).
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
  * PostgreSQL licence.

@@ -1,4 +1,4 @@
--- The budget arithmetic, end to end: the examples of the README.
+-- The budget arithmetic, end to end: the examples of docs/identity-and-arithmetic.md.
 -- Budget: max_connections 120 - superuser_reserved 0 - reserved 40 = 80.
 -- The pods are pools: each reports its demand with pool_share() (NULL: no
 -- bound), and a report counts for pod_ttl (3 s here).

@@ -1,7 +1,7 @@
 -- Extensions and helpers for the regression tests.  Pods are simulated with
 -- dblink connections that give connbudget.pod at connect time, exactly as a
 -- pool does.  The tests run on test/run's throwaway cluster or, with make
--- installcheck, on a server of yours (README "make installcheck"): what they
+-- installcheck, on a server of yours (test/README.md, "make installcheck"): what they
 -- change there -- the limits, connbudget.reserved_connections, the
 -- extensions -- is kept aside here and put back by teardown.
 CREATE TABLE connbudget_regress_saved AS
