@@ -16,20 +16,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../extension/allocation.h"
+#include "../test/lib/rnd.h"
 #include "bench.h"
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint32_t
-rnd(uint32_t n)
+/* Every pool reports a new demand, as between two recomputes. */
+static void
+new_demands(CbAllocSession *sessions, int n)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (uint32_t) (rng % n);
+	for (int s = 0; s < n; s++)
+		sessions[s].demand = rnd_below(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd_below(12));
 }
 
 static int
@@ -59,6 +56,7 @@ main(int argc, char **argv)
 	double	   *sorted = calloc(rounds, sizeof(double));
 	volatile int64_t sink = 0;
 
+	rnd_init("allocation_bench", 0x9e3779b97f4a7c15ull);
 	order.app_order = calloc(napps, sizeof(int32_t));
 	order.pod_order = calloc(npods, sizeof(int32_t));
 	order.session_order = calloc(npods, sizeof(int32_t));
@@ -74,10 +72,10 @@ main(int argc, char **argv)
 	for (int p = 0; p < npods; p++)
 	{
 		snprintf(ids[p], 24, "pod-%06d", (int) ((p * 104729L) % npods));
-		pods[p].app = (int32_t) rnd((uint32_t) napps);
+		pods[p].app = (int32_t) rnd_below((uint32_t) napps);
 		pods[p].id = ids[p];
 		sessions[p].pod = p;
-		sessions[p].token = ((uint64_t) rnd(1u << 31) << 32) | rnd(1u << 31);
+		sessions[p].token = rnd_u64();
 	}
 	/*
 	 * Sort the inputs once by the tie-breaking order, as the allocator
@@ -108,27 +106,21 @@ main(int argc, char **argv)
 	}
 	for (int r = 0; r < rounds; r++)
 	{
-		double		t0,
-					t1,
-					t2;
+		double		t0;
 
-		for (int p = 0; p < npods; p++)
-			sessions[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
-		t0 = bench_now_s() * 1e3;
+		/* pods joined or left: the order is sorted again first */
+		new_demands(sessions, npods);
+		t0 = now_seconds();
 		cb_allocation_order(apps, napps, pods, npods, sessions, npods, &order, work);
-		t1 = bench_now_s() * 1e3;
 		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
-		t2 = bench_now_s() * 1e3;
-		sorted[r] = t2 - t0;
-		/* the sort of step 0 left every input where it is */
-		for (int p = 0; p < npods; p++)
-			sessions[p].demand = rnd(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd(12));
-		t0 = bench_now_s() * 1e3;
+		sorted[r] = (now_seconds() - t0) * 1e3;
+		/* nobody joined or left: the order is kept (the sort left every input where it is) */
+		new_demands(sessions, npods);
+		t0 = now_seconds();
 		sink += cb_allocate_ordered(budget, CB_UNBOUNDED, apps, napps, pods, npods, sessions, npods,
 									&order, work);
-		kept[r] = bench_now_s() * 1e3 - t0;
-		(void) t1;
+		kept[r] = (now_seconds() - t0) * 1e3;
 	}
 	qsort(kept, rounds, sizeof(double), compare_double);
 	qsort(sorted, rounds, sizeof(double), compare_double);

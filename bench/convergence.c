@@ -130,43 +130,43 @@ main(int argc, char **argv)
 	}
 	a = start_pod("p0");
 	b = start_pod("p1");
-	deadline = bench_now_s() + 30;
+	deadline = now_seconds() + 30;
 	do
 	{
-		bench_sleep_ms(20);
+		sleep_ms(20);
 		observe(admin, conns, shares);
-	} while (!(conns[0] == half && conns[1] == half) && bench_now_s() < deadline);
+	} while (!(conns[0] == half && conns[1] == half) && now_seconds() < deadline);
 
 	/* join */
-	t0 = bench_now_s();
+	t0 = now_seconds();
 	c = start_pod("p2");
 	deadline = t0 + 30;
-	while (bench_now_s() < deadline)
+	while (now_seconds() < deadline)
 	{
 		observe(admin, conns, shares);
 		if (shares[2] == third && conns[0] >= 0 && conns[0] <= third &&
 			conns[1] >= 0 && conns[1] <= third && conns[2] <= third)
 		{
-			join_s = bench_now_s() - t0;
+			join_s = now_seconds() - t0;
 			break;
 		}
-		bench_sleep_ms(10);
+		sleep_ms(10);
 	}
 
 	/* leave */
-	bench_sleep_ms(500);
-	t0 = bench_now_s();
+	sleep_ms(500);
+	t0 = now_seconds();
 	kill(c, SIGTERM);
 	deadline = t0 + 30;
-	while (bench_now_s() < deadline)
+	while (now_seconds() < deadline)
 	{
 		observe(admin, conns, shares);
 		if (shares[2] < 0 && shares[0] == half && shares[1] == half)
 		{
-			leave_s = bench_now_s() - t0;
+			leave_s = now_seconds() - t0;
 			break;
 		}
-		bench_sleep_ms(10);
+		sleep_ms(10);
 	}
 
 	kill(a, SIGTERM);

@@ -13,10 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
+
+#include "bench.h"
 
 static int
 lease_range(int first, int last, int per_app)
@@ -63,10 +64,8 @@ main(int argc, char **argv)
 	int			workers = argc > 3 ? atoi(argv[3]) : 32;
 	int			first = argc > 4 ? atoi(argv[4]) : 0;
 	int			failed = 0;
-	struct timespec t0,
-				t1;
+	double		t0 = now_seconds();
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int w = 0; w < workers; w++)
 		if (fork() == 0)
 			_exit(lease_range(first + (int) ((long) w * n / workers),
@@ -78,7 +77,6 @@ main(int argc, char **argv)
 		wait(&status);
 		failed += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	printf("%.1f\n", (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	printf("%.1f\n", now_seconds() - t0);
 	return failed ? 1 : 0;
 }

@@ -392,7 +392,7 @@ main(int argc, char **argv)
 					err[256];
 		const char *ports = getenv("CB_BENCH_PORTS");
 		int			hosts = 1;
-		double		deadline = bench_now_s() + 15;
+		double		deadline = now_seconds() + 15;
 		int			ready = 0;
 
 		if (!ports || !*ports)
@@ -420,7 +420,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "cbpool_cluster_open: %s\n", err);
 			return 1;
 		}
-		while (!ready && bench_now_s() < deadline)
+		while (!ready && now_seconds() < deadline)
 		{
 			ready = 1;
 			for (int i = 0; i < hosts; i++)
@@ -460,7 +460,7 @@ main(int argc, char **argv)
 		__atomic_store_n(&workers[i].ops, 0, __ATOMIC_RELAXED);
 	if (pool)
 		cbpool_stats(pool, &before);
-	t0 = bench_now_s();
+	t0 = now_seconds();
 	{
 		struct timespec ts = {(time_t) seconds, (long) ((seconds - (time_t) seconds) * 1e9)};
 
@@ -476,7 +476,7 @@ main(int argc, char **argv)
 		if (ops > most)
 			most = ops;
 	}
-	elapsed = bench_now_s() - t0;
+	elapsed = now_seconds() - t0;
 	if (pool)
 		cbpool_stats(pool, &after);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);

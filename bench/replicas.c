@@ -101,13 +101,13 @@ worker_main(void *arg)
 		{
 			c->done++;
 			if (c->mark > 0 && c->first_success_after == 0)
-				c->first_success_after = bench_now_s();
+				c->first_success_after = now_seconds();
 		}
 		else
-			c->last_failure = bench_now_s();
+			c->last_failure = now_seconds();
 		pthread_mutex_unlock(&c->lock);
 		if (!ok)
-			bench_sleep_ms(2);
+			sleep_ms(2);
 	}
 	return NULL;
 }
@@ -225,7 +225,7 @@ main(int argc, char **argv)
 	clients[0].access = clients[2].access = CBPOOL_READ;
 	clients[1].access = clients[3].access = CBPOOL_WRITE;
 	/* the cluster knows its hosts' roles before the load starts */
-	for (deadline = bench_now_s() + 15; bench_now_s() < deadline; bench_sleep_ms(10))
+	for (deadline = now_seconds() + 15; now_seconds() < deadline; sleep_ms(10))
 	{
 		cbpool_host_stats a,
 					p,
@@ -240,20 +240,20 @@ main(int argc, char **argv)
 	for (int i = 0; i < 4; i++)
 		for (int j = 0; j < (clients[i].access == CBPOOL_READ ? READERS : WRITERS); j++)
 			pthread_create(&threads[nthreads++], NULL, worker_main, &clients[i]);
-	bench_sleep_ms(1500);
+	sleep_ms(1500);
 
 	/* standby A is lost */
-	t = bench_now_s();
+	t = now_seconds();
 	pg_ctl(argv[5], "-m immediate stop");
-	bench_sleep_ms(2000);
+	sleep_ms(2000);
 	loss_cluster = whole_after(&clients[0], t);
 	loss_pool = whole_after(&clients[2], t);
 
 	/* the primary dies; standby B is promoted */
 	pg_ctl(argv[4], "-m immediate stop");
-	bench_sleep_ms(500);
+	sleep_ms(500);
 	{
-		double		promoted = bench_now_s(),
+		double		promoted = now_seconds(),
 					promote_took;
 
 		mark(&clients[1], promoted);
@@ -263,8 +263,8 @@ main(int argc, char **argv)
 			fprintf(stderr, "pg_ctl promote failed\n");
 			return 1;
 		}
-		promote_took = bench_now_s() - promoted;
-		for (deadline = promoted + 30; bench_now_s() < deadline; bench_sleep_ms(5))
+		promote_took = now_seconds() - promoted;
+		for (deadline = promoted + 30; now_seconds() < deadline; sleep_ms(5))
 			if (first_after(&clients[1], promoted) >= 0 &&
 				first_after(&clients[3], promoted) >= 0)
 				break;

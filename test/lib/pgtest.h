@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
+#include "clock.h"
 #include "tap.h"
 
 /* ---- connections ---- */
@@ -180,24 +180,6 @@ pg_long(PGconn *conn, const char *sql)
 	const char *v = pg_value(conn, sql);
 
 	return v ? atol(v) : -1;
-}
-
-static inline double
-now_seconds(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static inline void
-sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 /*

@@ -1,8 +1,4 @@
-\unset ECHO
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
+\ir preamble.psql
 
 -- connbudget.application_limits refuses every invalid row with the right
 -- SQLSTATE and a message naming the rule, accepts every valid one, and
@@ -26,89 +22,52 @@ SELECT lives_ok(
 
 -- ---- check constraints: SQLSTATE 23514 and the constraint's name ----------
 
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('neg-min', -1, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "min_connections_not_negative"',
-    'a negative min_connections is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('neg-max', 0, -5, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "max_connections_not_negative"',
-    'a negative max_connections is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('min-above-max', 10, 5, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "min_connections_not_above_max_connections"',
-    'min_connections above max_connections is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('zero-weight', 0, NULL, 0)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "weight_at_least_1"',
-    'a weight of 0 is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('neg-weight', 0, NULL, -3)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "weight_at_least_1"',
-    'a negative weight is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('', 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_not_empty"',
-    'an empty application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (repeat('x', 64), 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_at_most_63_bytes"',
-    'a 64-byte application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('caf' || chr(233), 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_printable_ascii"',
-    'a non-ASCII application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (E'tab\there', 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_printable_ascii"',
-    'a tab (control character) in application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (E'line\n', 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_printable_ascii"',
-    'a trailing newline in application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('del' || chr(127), 0, NULL, 1)$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "application_name_printable_ascii"',
-    'a DEL character (0x7f) in application_name is refused');
-SELECT throws_ok(
-    $$UPDATE connbudget.application_limits SET weight = 0 WHERE application_name = 'api'$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "weight_at_least_1"',
-    'an UPDATE to an invalid weight is refused');
-SELECT throws_ok(
-    $$UPDATE connbudget.application_limits SET max_connections = 1 WHERE application_name = 'api'$$,
-    '23514',
-    'new row for relation "application_limits" violates check constraint "min_connections_not_above_max_connections"',
-    'an UPDATE lowering max_connections below min_connections is refused');
+SELECT throws_ok(statement, '23514',
+    format('new row for relation "application_limits" violates check constraint "%s"', constraint_name),
+    description)
+  FROM (VALUES
+    ($$INSERT INTO connbudget.application_limits VALUES ('neg-min', -1, NULL, 1)$$,
+     'min_connections_not_negative', 'a negative min_connections is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('neg-max', 0, -5, 1)$$,
+     'max_connections_not_negative', 'a negative max_connections is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('min-above-max', 10, 5, 1)$$,
+     'min_connections_not_above_max_connections', 'min_connections above max_connections is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('zero-weight', 0, NULL, 0)$$,
+     'weight_at_least_1', 'a weight of 0 is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('neg-weight', 0, NULL, -3)$$,
+     'weight_at_least_1', 'a negative weight is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('', 0, NULL, 1)$$,
+     'application_name_not_empty', 'an empty application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES (repeat('x', 64), 0, NULL, 1)$$,
+     'application_name_at_most_63_bytes', 'a 64-byte application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('caf' || chr(233), 0, NULL, 1)$$,
+     'application_name_printable_ascii', 'a non-ASCII application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES (E'tab\there', 0, NULL, 1)$$,
+     'application_name_printable_ascii', 'a tab (control character) in application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES (E'line\n', 0, NULL, 1)$$,
+     'application_name_printable_ascii', 'a trailing newline in application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('del' || chr(127), 0, NULL, 1)$$,
+     'application_name_printable_ascii', 'a DEL character (0x7f) in application_name is refused'),
+    ($$UPDATE connbudget.application_limits SET weight = 0 WHERE application_name = 'api'$$,
+     'weight_at_least_1', 'an UPDATE to an invalid weight is refused'),
+    ($$UPDATE connbudget.application_limits SET max_connections = 1 WHERE application_name = 'api'$$,
+     'min_connections_not_above_max_connections',
+     'an UPDATE lowering max_connections below min_connections is refused')
+  ) AS t(statement, constraint_name, description);
 
 -- ---- NOT NULL and primary key ---------------------------------------------
 
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (NULL, 0, NULL, 1)$$,
-    '23502',
-    'null value in column "application_name" of relation "application_limits" violates not-null constraint',
-    'a NULL application_name is refused');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('null-min', NULL, NULL, 1)$$,
-    '23502',
-    'null value in column "min_connections" of relation "application_limits" violates not-null constraint',
-    'a NULL min_connections is refused (it is not "no minimum")');
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('null-weight', 0, NULL, NULL)$$,
-    '23502',
-    'null value in column "weight" of relation "application_limits" violates not-null constraint',
-    'a NULL weight is refused');
+SELECT throws_ok(statement, '23502',
+    format('null value in column "%s" of relation "application_limits" violates not-null constraint', column_name),
+    description)
+  FROM (VALUES
+    ($$INSERT INTO connbudget.application_limits VALUES (NULL, 0, NULL, 1)$$,
+     'application_name', 'a NULL application_name is refused'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('null-min', NULL, NULL, 1)$$,
+     'min_connections', 'a NULL min_connections is refused (it is not "no minimum")'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('null-weight', 0, NULL, NULL)$$,
+     'weight', 'a NULL weight is refused')
+  ) AS t(statement, column_name, description);
 SELECT throws_ok(
     $$INSERT INTO connbudget.application_limits VALUES ('api', 0, NULL, 1)$$,
     '23505',
@@ -129,37 +88,32 @@ SELECT results_eq(
 
 -- ---- valid rows -----------------------------------------------------------
 
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (repeat('y', 63), 0, NULL, 1)$$,
-    'a 63-byte application_name is accepted');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ($q$o'brien "q" \x$q$, 0, 3, 1)$$,
-    'an application_name with quotes and a backslash is accepted');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits
-      VALUES ($q$x'); DROP TABLE connbudget.application_limits; --$q$, 0, 1, 1)$$,
-    'an application_name that looks like SQL is just a name');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES (' ~!', 0, NULL, 1)$$,
-    'the printable ASCII range includes the space and the tilde');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits (application_name) VALUES ('defaults')$$,
-    'a row with only application_name is accepted');
+SELECT lives_ok(statement, description)
+  FROM (VALUES
+    ($$INSERT INTO connbudget.application_limits VALUES (repeat('y', 63), 0, NULL, 1)$$,
+     'a 63-byte application_name is accepted'),
+    ($$INSERT INTO connbudget.application_limits VALUES ($q$o'brien "q" \x$q$, 0, 3, 1)$$,
+     'an application_name with quotes and a backslash is accepted'),
+    ($$INSERT INTO connbudget.application_limits
+       VALUES ($q$x'); DROP TABLE connbudget.application_limits; --$q$, 0, 1, 1)$$,
+     'an application_name that looks like SQL is just a name'),
+    ($$INSERT INTO connbudget.application_limits VALUES (' ~!', 0, NULL, 1)$$,
+     'the printable ASCII range includes the space and the tilde'),
+    ($$INSERT INTO connbudget.application_limits (application_name) VALUES ('defaults')$$,
+     'a row with only application_name is accepted'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('min-equals-max', 3, 3, 1)$$,
+     'min_connections equal to max_connections is accepted'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('zero-cap', 0, 0, 1)$$,
+     'max_connections 0 is accepted (non-negative)'),
+    ($$INSERT INTO connbudget.application_limits VALUES ('heavy', 0, NULL, 1000000)$$,
+     'a large weight is accepted')
+  ) AS t(statement, description);
+
 SELECT results_eq(
     $$SELECT min_connections, max_connections, weight
         FROM connbudget.application_limits WHERE application_name = 'defaults'$$,
     $$VALUES (0, NULL::int, 1)$$,
     'omitted limits default to min 0, no cap, weight 1');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('min-equals-max', 3, 3, 1)$$,
-    'min_connections equal to max_connections is accepted');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('zero-cap', 0, 0, 1)$$,
-    'max_connections 0 is accepted (non-negative)');
-SELECT lives_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('heavy', 0, NULL, 1000000)$$,
-    'a large weight is accepted');
-
 SELECT results_eq(
     $$SELECT application_name FROM connbudget.application_limits
        WHERE application_name IN (repeat('y', 63), $q$o'brien "q" \x$q$,

@@ -1,8 +1,4 @@
-\unset ECHO
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
+\ir preamble.psql
 
 -- SPEC 3.6: reading the views and calling pool_share() is for everybody;
 -- changing application_limits is for the owner and whom it grants; no
@@ -19,34 +15,33 @@ CREATE ROLE cb_inserter;
 
 SELECT schema_privs_are('connbudget', 'cb_reader', ARRAY['USAGE'],
     'a plain role may use schema connbudget but not create in it');
-SELECT table_privs_are('connbudget', 'application_limits', 'cb_reader', ARRAY['SELECT'],
-    'a plain role may only SELECT from application_limits');
-SELECT table_privs_are('connbudget', 'budget', 'cb_reader', ARRAY['SELECT'],
-    'a plain role may only SELECT from view budget');
-SELECT table_privs_are('connbudget', 'applications', 'cb_reader', ARRAY['SELECT'],
-    'a plain role may only SELECT from view applications');
-SELECT table_privs_are('connbudget', 'pods', 'cb_reader', ARRAY['SELECT'],
-    'a plain role may only SELECT from view pods');
+SELECT table_privs_are('connbudget', name, 'cb_reader', ARRAY['SELECT'], description)
+  FROM (VALUES
+    ('application_limits', 'a plain role may only SELECT from application_limits'),
+    ('budget', 'a plain role may only SELECT from view budget'),
+    ('applications', 'a plain role may only SELECT from view applications'),
+    ('pods', 'a plain role may only SELECT from view pods')
+  ) AS t(name, description);
 SELECT function_privs_are('connbudget', 'pool_share', ARRAY['integer'], 'cb_reader',
     ARRAY['EXECUTE'],
     'a plain role may EXECUTE pool_share(integer)');
 SELECT function_privs_are('connbudget', 'limits_changed', '{}'::name[], 'cb_reader',
     '{}'::text[],
     'a plain role may not EXECUTE limits_changed()');
-SELECT is_empty(
-    $$SELECT 1
-        FROM pg_proc p,
-             aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-       WHERE p.oid = 'connbudget.limits_changed()'::regprocedure
-         AND a.grantee = 0 AND a.privilege_type = 'EXECUTE'$$,
-    'PUBLIC holds no EXECUTE privilege on connbudget.limits_changed()');
-SELECT isnt_empty(
-    $$SELECT 1
-        FROM pg_proc p,
-             aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-       WHERE p.oid = 'connbudget.pool_share(integer)'::regprocedure
-         AND a.grantee = 0 AND a.privilege_type = 'EXECUTE'$$,
-    'PUBLIC holds EXECUTE on connbudget.pool_share(integer)');
+SELECT is(
+    EXISTS (SELECT 1
+              FROM pg_proc p,
+                   aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+             WHERE p.oid = signature::regprocedure
+               AND a.grantee = 0 AND a.privilege_type = 'EXECUTE'),
+    public_executes,
+    description)
+  FROM (VALUES
+    ('connbudget.limits_changed()', false,
+     'PUBLIC holds no EXECUTE privilege on connbudget.limits_changed()'),
+    ('connbudget.pool_share(integer)', true,
+     'PUBLIC holds EXECUTE on connbudget.pool_share(integer)')
+  ) AS f(signature, public_executes, description);
 SELECT is_empty(
     $$SELECT c.oid::regclass::text, a.privilege_type
         FROM pg_class c, aclexplode(c.relacl) a
@@ -86,26 +81,17 @@ SELECT throws_ok(
     'a plain role calling pool_share(5) from an ungoverned session gets "not governed" (55000)');
 
 -- ... but changes nothing
-SELECT throws_ok(
-    $$INSERT INTO connbudget.application_limits VALUES ('cb-reader-app', 0, NULL, 1)$$,
-    '42501',
-    'permission denied for table application_limits',
-    'a plain role cannot INSERT into application_limits');
-SELECT throws_ok(
-    'UPDATE connbudget.application_limits SET weight = 2',
-    '42501',
-    'permission denied for table application_limits',
-    'a plain role cannot UPDATE application_limits');
-SELECT throws_ok(
-    'DELETE FROM connbudget.application_limits',
-    '42501',
-    'permission denied for table application_limits',
-    'a plain role cannot DELETE from application_limits');
-SELECT throws_ok(
-    'TRUNCATE connbudget.application_limits',
-    '42501',
-    'permission denied for table application_limits',
-    'a plain role cannot TRUNCATE application_limits');
+SELECT throws_ok(statement, '42501', 'permission denied for table application_limits', description)
+  FROM (VALUES
+    ($$INSERT INTO connbudget.application_limits VALUES ('cb-reader-app', 0, NULL, 1)$$,
+     'a plain role cannot INSERT into application_limits'),
+    ('UPDATE connbudget.application_limits SET weight = 2',
+     'a plain role cannot UPDATE application_limits'),
+    ('DELETE FROM connbudget.application_limits',
+     'a plain role cannot DELETE from application_limits'),
+    ('TRUNCATE connbudget.application_limits',
+     'a plain role cannot TRUNCATE application_limits')
+  ) AS t(statement, description);
 
 RESET ROLE;
 

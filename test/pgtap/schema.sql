@@ -1,8 +1,4 @@
-\unset ECHO
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
+\ir preamble.psql
 
 -- The objects of SPEC section 3.4: schema, limits table, views, pool_share(),
 -- and the registration that makes pg_dump include the limits.
@@ -25,47 +21,33 @@ SELECT has_schema('connbudget', 'schema connbudget exists');
 
 SELECT has_table('connbudget', 'application_limits',
     'table connbudget.application_limits exists');
-SELECT results_eq(
-    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
-        FROM information_schema.columns
-       WHERE table_schema = 'connbudget' AND table_name = 'application_limits'
-       ORDER BY ordinal_position$$,
-    $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
-             ('max_connections', 'integer'), ('weight', 'integer'), ('roles', 'ARRAY')$$,
-    'application_limits has columns application_name, min_connections, max_connections, weight, roles, in that order, with their types');
+SELECT col_type_is('connbudget', 'application_limits', name, type,
+                   format('application_limits.%s is %s', name, type))
+  FROM (VALUES ('application_name', 'text'), ('min_connections', 'integer'),
+               ('max_connections', 'integer'), ('weight', 'integer'),
+               ('roles', 'name[]')) AS c(name, type);
 
-SELECT col_type_is('connbudget', 'application_limits', 'application_name', 'text',
-    'application_limits.application_name is text');
-SELECT col_type_is('connbudget', 'application_limits', 'min_connections', 'integer',
-    'application_limits.min_connections is integer');
-SELECT col_type_is('connbudget', 'application_limits', 'max_connections', 'integer',
-    'application_limits.max_connections is integer');
-SELECT col_type_is('connbudget', 'application_limits', 'weight', 'integer',
-    'application_limits.weight is integer');
-SELECT col_type_is('connbudget', 'application_limits', 'roles', 'name[]',
-    'application_limits.roles is name[]');
-SELECT col_is_null('connbudget', 'application_limits', 'roles',
-    'application_limits.roles is nullable (NULL = any role)');
-SELECT col_hasnt_default('connbudget', 'application_limits', 'roles',
-    'application_limits.roles has no default (NULL: any role)');
+SELECT CASE WHEN nullable
+            THEN col_is_null('connbudget', 'application_limits', name, description)
+            ELSE col_not_null('connbudget', 'application_limits', name, description) END
+  FROM (VALUES
+    ('application_name', false, 'application_limits.application_name is NOT NULL'),
+    ('min_connections', false, 'application_limits.min_connections is NOT NULL'),
+    ('max_connections', true, 'application_limits.max_connections is nullable (NULL = no cap)'),
+    ('weight', false, 'application_limits.weight is NOT NULL'),
+    ('roles', true, 'application_limits.roles is nullable (NULL = any role)')
+  ) AS c(name, nullable, description);
 
-SELECT col_not_null('connbudget', 'application_limits', 'application_name',
-    'application_limits.application_name is NOT NULL');
-SELECT col_not_null('connbudget', 'application_limits', 'min_connections',
-    'application_limits.min_connections is NOT NULL');
-SELECT col_is_null('connbudget', 'application_limits', 'max_connections',
-    'application_limits.max_connections is nullable (NULL = no cap)');
-SELECT col_not_null('connbudget', 'application_limits', 'weight',
-    'application_limits.weight is NOT NULL');
-
-SELECT col_hasnt_default('connbudget', 'application_limits', 'application_name',
-    'application_limits.application_name has no default');
-SELECT col_default_is('connbudget', 'application_limits', 'min_connections', '0',
-    'application_limits.min_connections defaults to 0');
-SELECT col_hasnt_default('connbudget', 'application_limits', 'max_connections',
-    'application_limits.max_connections has no default (NULL: uncapped)');
-SELECT col_default_is('connbudget', 'application_limits', 'weight', '1',
-    'application_limits.weight defaults to 1');
+SELECT CASE WHEN "default" IS NULL
+            THEN col_hasnt_default('connbudget', 'application_limits', name, description)
+            ELSE col_default_is('connbudget', 'application_limits', name, "default", description) END
+  FROM (VALUES
+    ('application_name', NULL, 'application_limits.application_name has no default'),
+    ('min_connections', '0', 'application_limits.min_connections defaults to 0'),
+    ('max_connections', NULL, 'application_limits.max_connections has no default (NULL: uncapped)'),
+    ('weight', '1', 'application_limits.weight defaults to 1'),
+    ('roles', NULL, 'application_limits.roles has no default (NULL: any role)')
+  ) AS c(name, "default", description);
 
 SELECT has_pk('connbudget', 'application_limits',
     'application_limits has a primary key');
@@ -110,54 +92,52 @@ SELECT has_view('connbudget', 'budget', 'view connbudget.budget exists');
 SELECT has_view('connbudget', 'applications', 'view connbudget.applications exists');
 SELECT has_view('connbudget', 'pods', 'view connbudget.pods exists');
 
-SELECT results_eq(
-    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
-        FROM information_schema.columns
-       WHERE table_schema = 'connbudget' AND table_name = 'budget'
-       ORDER BY ordinal_position$$,
-    $$VALUES ('max_connections', 'integer'), ('superuser_reserved', 'integer'),
-             ('reserved_connections', 'integer'), ('extension_reserved', 'integer'),
-             ('budget', 'integer'), ('governed', 'integer'), ('other', 'integer'),
-             ('free', 'integer'), ('applications', 'integer'), ('pods', 'integer')$$,
-    'view budget has exactly the columns of SPEC 3.4, in order, all integer');
+-- ---- the columns of the table and the views ---------------------------------
 
 SELECT results_eq(
-    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
-        FROM information_schema.columns
-       WHERE table_schema = 'connbudget' AND table_name = 'applications'
-       ORDER BY ordinal_position$$,
-    $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
-             ('max_connections', 'integer'), ('weight', 'integer'),
-             ('allocation', 'integer'), ('connections', 'integer'),
-             ('pods', 'integer'), ('demand', 'bigint'), ('refused', 'bigint')$$,
-    'view applications has exactly the columns of SPEC 3.4, in order, with their types');
+    format($$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
+               FROM information_schema.columns
+              WHERE table_schema = 'connbudget' AND table_name = %L
+              ORDER BY ordinal_position$$, name),
+    columns,
+    description)
+  FROM (VALUES
+    ('application_limits',
+     $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
+              ('max_connections', 'integer'), ('weight', 'integer'), ('roles', 'ARRAY')$$,
+     'application_limits has columns application_name, min_connections, max_connections, weight, roles, in that order, with their types'),
+    ('budget',
+     $$VALUES ('max_connections', 'integer'), ('superuser_reserved', 'integer'),
+              ('reserved_connections', 'integer'), ('extension_reserved', 'integer'),
+              ('budget', 'integer'), ('governed', 'integer'), ('other', 'integer'),
+              ('free', 'integer'), ('applications', 'integer'), ('pods', 'integer')$$,
+     'view budget has exactly the columns of SPEC 3.4, in order, all integer'),
+    ('applications',
+     $$VALUES ('application_name', 'text'), ('min_connections', 'integer'),
+              ('max_connections', 'integer'), ('weight', 'integer'),
+              ('allocation', 'integer'), ('connections', 'integer'),
+              ('pods', 'integer'), ('demand', 'bigint'), ('refused', 'bigint')$$,
+     'view applications has exactly the columns of SPEC 3.4, in order, with their types'),
+    ('pods',
+     $$VALUES ('application_name', 'text'), ('pod', 'text'),
+              ('connections', 'integer'), ('share', 'integer'),
+              ('demand', 'integer'), ('client_addr', 'inet'),
+              ('first_seen', 'timestamp with time zone'),
+              ('last_seen', 'timestamp with time zone'),
+              ('lease_expires', 'timestamp with time zone')$$,
+     'view pods has exactly the columns of SPEC 3.4, in order, with their types')
+  ) AS t(name, columns, description);
 
-SELECT results_eq(
-    $$SELECT column_name::text COLLATE "default", data_type::text COLLATE "default"
-        FROM information_schema.columns
-       WHERE table_schema = 'connbudget' AND table_name = 'pods'
-       ORDER BY ordinal_position$$,
-    $$VALUES ('application_name', 'text'), ('pod', 'text'),
-             ('connections', 'integer'), ('share', 'integer'),
-             ('demand', 'integer'), ('client_addr', 'inet'),
-             ('first_seen', 'timestamp with time zone'),
-             ('last_seen', 'timestamp with time zone'),
-             ('lease_expires', 'timestamp with time zone')$$,
-    'view pods has exactly the columns of SPEC 3.4, in order, with their types');
-
-SELECT columns_are('connbudget', 'budget',
-    ARRAY['max_connections', 'superuser_reserved', 'reserved_connections',
-          'extension_reserved', 'budget', 'governed', 'other', 'free',
-          'applications', 'pods'],
-    'view budget has no column beyond those of SPEC 3.4');
-SELECT columns_are('connbudget', 'applications',
-    ARRAY['application_name', 'min_connections', 'max_connections', 'weight',
-          'allocation', 'connections', 'pods', 'demand', 'refused'],
-    'view applications has no column beyond those of SPEC 3.4');
-SELECT columns_are('connbudget', 'pods',
-    ARRAY['application_name', 'pod', 'connections', 'share', 'demand',
-          'client_addr', 'first_seen', 'last_seen', 'lease_expires'],
-    'view pods has no column beyond those of SPEC 3.4');
+SELECT columns_are('connbudget', name, columns, format('view %s has no column beyond those of SPEC 3.4', name))
+  FROM (VALUES
+    ('budget', ARRAY['max_connections', 'superuser_reserved', 'reserved_connections',
+                     'extension_reserved', 'budget', 'governed', 'other', 'free',
+                     'applications', 'pods']::name[]),
+    ('applications', ARRAY['application_name', 'min_connections', 'max_connections', 'weight',
+                           'allocation', 'connections', 'pods', 'demand', 'refused']),
+    ('pods', ARRAY['application_name', 'pod', 'connections', 'share', 'demand',
+                   'client_addr', 'first_seen', 'last_seen', 'lease_expires'])
+  ) AS v(name, columns);
 
 -- ---- pool_share(integer) --------------------------------------------------
 

@@ -1,8 +1,4 @@
-\unset ECHO
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
+\ir preamble.psql
 
 -- SPEC 3.2: the connbudget.* settings, their types, defaults, units and
 -- contexts; the reserved prefix; what a session may not change.
@@ -26,75 +22,64 @@ SELECT set_eq(
           'connbudget.demand', 'connbudget.share'],
     'the connbudget.* settings are exactly those of SPEC 3.2, plus those of fleets, trust and the protocol');
 
--- vartype, boot_val (the built-in default), unit, context
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.reserved_connections'$$,
-    $$VALUES ('integer'::text, '0'::text, NULL::text, 'sighup'::text)$$,
-    'connbudget.reserved_connections: integer, default 0, no unit, sighup');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.enforce'$$,
-    $$VALUES ('enum'::text, 'on'::text, NULL::text, 'sighup'::text)$$,
-    'connbudget.enforce: enum, default on, sighup');
-SELECT results_eq(
-    $$SELECT enumvals::text FROM pg_settings WHERE name = 'connbudget.enforce'$$,
-    $$VALUES ('{off,warn,on}'::text)$$,
-    'connbudget.enforce accepts off, warn, on');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.database'$$,
-    $$VALUES ('string'::text, 'postgres'::text, NULL::text, 'postmaster'::text)$$,
-    'connbudget.database: string, default postgres, postmaster (restart)');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.pod_ttl'$$,
-    $$VALUES ('integer'::text, '3000'::text, 'ms'::text, 'sighup'::text)$$,
-    'connbudget.pod_ttl: integer, default 3000 ms, sighup');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.refresh_interval'$$,
-    $$VALUES ('integer'::text, '1000'::text, 'ms'::text, 'sighup'::text)$$,
-    'connbudget.refresh_interval: integer, default 1000 ms, sighup');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.pod'$$,
-    $$VALUES ('string'::text, ''::text, NULL::text, 'backend'::text)$$,
-    'connbudget.pod: string, default empty, backend (connect time only)');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context, min_val FROM pg_settings
-       WHERE name = 'connbudget.max_pods'$$,
-    $$VALUES ('integer'::text, '10000'::text, NULL::text, 'postmaster'::text, '16'::text)$$,
-    'connbudget.max_pods: integer, default 10000, at least 16, postmaster (restart)');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, unit, context FROM pg_settings
-       WHERE name = 'connbudget.pool_session'$$,
-    $$VALUES ('string'::text, ''::text, NULL::text, 'backend'::text)$$,
-    'connbudget.pool_session: string, default empty, backend (connect time only)');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, context, min_val FROM pg_settings
-       WHERE name = 'connbudget.max_pods_per_role'$$,
-    $$VALUES ('integer'::text, '1000'::text, 'sighup'::text, '1'::text)$$,
-    'connbudget.max_pods_per_role: integer, default 1000, at least 1, sighup');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, context, enumvals::text FROM pg_settings
-       WHERE name = 'connbudget.unconfigured_applications'$$,
-    $$VALUES ('enum'::text, 'govern'::text, 'sighup'::text, '{govern,refuse,other}'::text)$$,
-    'connbudget.unconfigured_applications: enum govern, refuse, other; default govern; sighup');
-SELECT results_eq(
-    $$SELECT vartype, boot_val, context, min_val FROM pg_settings
-       WHERE name = 'connbudget.unconfigured_max_connections'$$,
-    $$VALUES ('integer'::text, '-1'::text, 'sighup'::text, '-1'::text)$$,
-    'connbudget.unconfigured_max_connections: integer, default -1 (no limit), sighup');
+-- The fields of pg_settings that "expected" names, for setting "name".
+CREATE FUNCTION pg_temp.setting_fields(name text, expected jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT jsonb_object_agg(k, to_jsonb(s) -> k)
+      FROM pg_settings s, jsonb_object_keys(expected) k
+     WHERE s.name = setting_fields.name
+$$;
 
-SELECT results_eq(
-    $$SELECT vartype, boot_val, context FROM pg_settings WHERE name = 'connbudget.demand'$$,
-    $$VALUES ('string'::text, ''::text, 'user'::text)$$,
-    'connbudget.demand: string, default empty (nothing reported), any session may set it');
-SELECT results_eq(
-    $$SELECT vartype, context FROM pg_settings WHERE name = 'connbudget.share'$$,
-    $$VALUES ('string'::text, 'internal'::text)$$,
-    'connbudget.share: string, read-only');
+-- vartype, boot_val (the built-in default), unit, context, min_val, enumvals
+SELECT is(pg_temp.setting_fields(name, expected), expected, description)
+  FROM (VALUES
+    ('connbudget.reserved_connections',
+     '{"vartype": "integer", "boot_val": "0", "unit": null, "context": "sighup"}'::jsonb,
+     'connbudget.reserved_connections: integer, default 0, no unit, sighup'),
+    ('connbudget.enforce',
+     '{"vartype": "enum", "boot_val": "on", "unit": null, "context": "sighup"}',
+     'connbudget.enforce: enum, default on, sighup'),
+    ('connbudget.enforce',
+     '{"enumvals": ["off", "warn", "on"]}',
+     'connbudget.enforce accepts off, warn, on'),
+    ('connbudget.database',
+     '{"vartype": "string", "boot_val": "postgres", "unit": null, "context": "postmaster"}',
+     'connbudget.database: string, default postgres, postmaster (restart)'),
+    ('connbudget.pod_ttl',
+     '{"vartype": "integer", "boot_val": "3000", "unit": "ms", "context": "sighup"}',
+     'connbudget.pod_ttl: integer, default 3000 ms, sighup'),
+    ('connbudget.refresh_interval',
+     '{"vartype": "integer", "boot_val": "1000", "unit": "ms", "context": "sighup"}',
+     'connbudget.refresh_interval: integer, default 1000 ms, sighup'),
+    ('connbudget.pod',
+     '{"vartype": "string", "boot_val": "", "unit": null, "context": "backend"}',
+     'connbudget.pod: string, default empty, backend (connect time only)'),
+    ('connbudget.max_pods',
+     '{"vartype": "integer", "boot_val": "10000", "unit": null, "context": "postmaster", "min_val": "16"}',
+     'connbudget.max_pods: integer, default 10000, at least 16, postmaster (restart)'),
+    ('connbudget.pool_session',
+     '{"vartype": "string", "boot_val": "", "unit": null, "context": "backend"}',
+     'connbudget.pool_session: string, default empty, backend (connect time only)'),
+    ('connbudget.max_pods_per_role',
+     '{"vartype": "integer", "boot_val": "1000", "context": "sighup", "min_val": "1"}',
+     'connbudget.max_pods_per_role: integer, default 1000, at least 1, sighup'),
+    ('connbudget.unconfigured_applications',
+     '{"vartype": "enum", "boot_val": "govern", "context": "sighup", "enumvals": ["govern", "refuse", "other"]}',
+     'connbudget.unconfigured_applications: enum govern, refuse, other; default govern; sighup'),
+    ('connbudget.unconfigured_max_connections',
+     '{"vartype": "integer", "boot_val": "-1", "context": "sighup", "min_val": "-1"}',
+     'connbudget.unconfigured_max_connections: integer, default -1 (no limit), sighup'),
+    ('connbudget.demand',
+     '{"vartype": "string", "boot_val": "", "context": "user"}',
+     'connbudget.demand: string, default empty (nothing reported), any session may set it'),
+    ('connbudget.share',
+     '{"vartype": "string", "context": "internal"}',
+     'connbudget.share: string, read-only'),
+    ('connbudget.reserved_connections',
+     '{"min_val": "0"}',
+     'connbudget.reserved_connections cannot be negative')
+  ) AS e(name, expected, description);
+
 SELECT matches(current_setting('connbudget.share'), '^protocol=2 status=other refresh_ms=[0-9]+$',
     'connbudget.share of this ungoverned session: protocol 2, status other, the refresh interval');
 SELECT throws_ok(
@@ -106,10 +91,6 @@ SELECT throws_ok(
     '55P02', NULL,
     'connbudget.share cannot be set');
 
-SELECT is(
-    (SELECT min_val FROM pg_settings WHERE name = 'connbudget.reserved_connections'),
-    '0',
-    'connbudget.reserved_connections cannot be negative');
 SELECT is_empty(
     $$SELECT name FROM pg_settings
        WHERE name LIKE 'connbudget.%' AND (short_desc IS NULL OR short_desc = '')$$,
@@ -117,26 +98,23 @@ SELECT is_empty(
 
 -- ---- the values in force in the test cluster -------------------------------
 
-SELECT is(current_setting('connbudget.reserved_connections'), '40',
-    'connbudget.reserved_connections from postgresql.conf is in force (40)');
-SELECT is(
-    (SELECT source FROM pg_settings WHERE name = 'connbudget.reserved_connections'),
-    'configuration file',
-    'connbudget.reserved_connections comes from the configuration file');
-SELECT is(current_setting('connbudget.enforce'), 'on',
-    'connbudget.enforce is on by default');
-SELECT is(current_setting('connbudget.database'), 'postgres',
-    'connbudget.database is postgres by default');
-SELECT is(
-    (SELECT setting FROM pg_settings WHERE name = 'connbudget.pod_ttl'),
-    '3000',
-    'connbudget.pod_ttl is 3000 (ms) by default');
-SELECT is(
-    (SELECT setting FROM pg_settings WHERE name = 'connbudget.refresh_interval'),
-    '1000',
-    'connbudget.refresh_interval is 1000 (ms) by default');
-SELECT is(current_setting('connbudget.pod'), '',
-    'connbudget.pod is empty in a session that gave none');
+SELECT is(pg_temp.setting_fields(name, expected), expected, description)
+  FROM (VALUES
+    ('connbudget.reserved_connections', '{"setting": "40"}'::jsonb,
+     'connbudget.reserved_connections from postgresql.conf is in force (40)'),
+    ('connbudget.reserved_connections', '{"source": "configuration file"}',
+     'connbudget.reserved_connections comes from the configuration file'),
+    ('connbudget.enforce', '{"setting": "on"}',
+     'connbudget.enforce is on by default'),
+    ('connbudget.database', '{"setting": "postgres"}',
+     'connbudget.database is postgres by default'),
+    ('connbudget.pod_ttl', '{"setting": "3000"}',
+     'connbudget.pod_ttl is 3000 (ms) by default'),
+    ('connbudget.refresh_interval', '{"setting": "1000"}',
+     'connbudget.refresh_interval is 1000 (ms) by default'),
+    ('connbudget.pod', '{"setting": ""}',
+     'connbudget.pod is empty in a session that gave none')
+  ) AS e(name, expected, description);
 
 -- ---- the prefix is reserved -----------------------------------------------
 
@@ -155,46 +133,33 @@ SELECT is(current_setting('connbudget.no_such_setting', true), NULL,
 
 -- ---- what a session cannot change -----------------------------------------
 
-SELECT throws_ok(
-    $$SET connbudget.pod = 'x'$$,
-    '55P02',
-    'parameter "connbudget.pod" cannot be set after connection start',
-    'SET connbudget.pod after connection start fails');
-SELECT throws_ok(
-    $$SELECT set_config('connbudget.pod', 'x', true)$$,
-    '55P02',
-    'parameter "connbudget.pod" cannot be set after connection start',
-    'set_config(connbudget.pod) after connection start fails');
-SELECT throws_ok(
-    $$RESET connbudget.pod$$,
-    '55P02',
-    'parameter "connbudget.pod" cannot be set after connection start',
-    'RESET connbudget.pod after connection start fails');
-SELECT throws_ok(
-    'SET connbudget.enforce = off',
-    '55P02',
-    'parameter "connbudget.enforce" cannot be changed now',
-    'a session cannot turn enforcement off (sighup)');
-SELECT throws_ok(
-    'SET connbudget.reserved_connections = 0',
-    '55P02',
-    'parameter "connbudget.reserved_connections" cannot be changed now',
-    'a session cannot change connbudget.reserved_connections (sighup)');
-SELECT throws_ok(
-    'SET connbudget.pod_ttl = 100',
-    '55P02',
-    'parameter "connbudget.pod_ttl" cannot be changed now',
-    'a session cannot change connbudget.pod_ttl (sighup)');
-SELECT throws_ok(
-    'SET connbudget.refresh_interval = 100',
-    '55P02',
-    'parameter "connbudget.refresh_interval" cannot be changed now',
-    'a session cannot change connbudget.refresh_interval (sighup)');
-SELECT throws_ok(
-    $$SET connbudget.database = 'template1'$$,
-    '55P02',
-    'parameter "connbudget.database" cannot be changed without restarting the server',
-    'connbudget.database cannot be changed without a restart (postmaster)');
+SELECT throws_ok(statement, '55P02', message, description)
+  FROM (VALUES
+    ($$SET connbudget.pod = 'x'$$,
+     'parameter "connbudget.pod" cannot be set after connection start',
+     'SET connbudget.pod after connection start fails'),
+    ($$SELECT set_config('connbudget.pod', 'x', true)$$,
+     'parameter "connbudget.pod" cannot be set after connection start',
+     'set_config(connbudget.pod) after connection start fails'),
+    ('RESET connbudget.pod',
+     'parameter "connbudget.pod" cannot be set after connection start',
+     'RESET connbudget.pod after connection start fails'),
+    ('SET connbudget.enforce = off',
+     'parameter "connbudget.enforce" cannot be changed now',
+     'a session cannot turn enforcement off (sighup)'),
+    ('SET connbudget.reserved_connections = 0',
+     'parameter "connbudget.reserved_connections" cannot be changed now',
+     'a session cannot change connbudget.reserved_connections (sighup)'),
+    ('SET connbudget.pod_ttl = 100',
+     'parameter "connbudget.pod_ttl" cannot be changed now',
+     'a session cannot change connbudget.pod_ttl (sighup)'),
+    ('SET connbudget.refresh_interval = 100',
+     'parameter "connbudget.refresh_interval" cannot be changed now',
+     'a session cannot change connbudget.refresh_interval (sighup)'),
+    ($$SET connbudget.database = 'template1'$$,
+     'parameter "connbudget.database" cannot be changed without restarting the server',
+     'connbudget.database cannot be changed without a restart (postmaster)')
+  ) AS t(statement, message, description);
 SELECT is(current_setting('connbudget.enforce'), 'on',
     'the refused SETs left connbudget.enforce on');
 

@@ -1,8 +1,4 @@
-\unset ECHO
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
+\ir preamble.psql
 
 -- The views budget, applications and pods (SPEC 3.3, 3.4): readable by any
 -- role, one budget row with the arithmetic of SPEC 3.3, and rows that
@@ -57,19 +53,19 @@ SELECT is(
 
 SELECT is((SELECT count(*)::int FROM connbudget.budget), 1,
     'view budget has exactly one row');
-SELECT is((SELECT max_connections FROM connbudget.budget),
-    current_setting('max_connections')::int,
-    'budget.max_connections is the server''s max_connections (120)');
-SELECT is((SELECT superuser_reserved FROM connbudget.budget),
-    current_setting('superuser_reserved_connections')::int,
-    'budget.superuser_reserved is superuser_reserved_connections (0)');
-SELECT is((SELECT reserved_connections FROM connbudget.budget),
-    CASE WHEN current_setting('server_version_num')::int >= 160000
-         THEN current_setting('reserved_connections')::int ELSE 0 END,
-    'budget.reserved_connections is the server''s reserved_connections (0 before PostgreSQL 16)');
-SELECT is((SELECT extension_reserved FROM connbudget.budget),
-    current_setting('connbudget.reserved_connections')::int,
-    'budget.extension_reserved is connbudget.reserved_connections (40)');
+SELECT is((to_jsonb(b) ->> column_name)::int, expected, description)
+  FROM connbudget.budget b, (VALUES
+    ('max_connections', current_setting('max_connections')::int,
+     'budget.max_connections is the server''s max_connections (120)'),
+    ('superuser_reserved', current_setting('superuser_reserved_connections')::int,
+     'budget.superuser_reserved is superuser_reserved_connections (0)'),
+    ('reserved_connections',
+     CASE WHEN current_setting('server_version_num')::int >= 160000
+          THEN current_setting('reserved_connections')::int ELSE 0 END,
+     'budget.reserved_connections is the server''s reserved_connections (0 before PostgreSQL 16)'),
+    ('extension_reserved', current_setting('connbudget.reserved_connections')::int,
+     'budget.extension_reserved is connbudget.reserved_connections (40)')
+  ) AS e(column_name, expected, description);
 SELECT cmp_ok(
     (SELECT other FROM connbudget.budget),
     '<=',
