@@ -57,6 +57,10 @@ typedef struct CbWork
 	int32_t    *demand;			/* one group's demands (steps 3 and 4) */
 	int32_t    *min_part;		/* one group's parts of its minimum */
 	int32_t    *share;			/* one group's shares */
+	int32_t    *pod_need;		/* each pod's demand, each of its sessions
+								 * counted at least at its floor */
+	int64_t    *app_need;		/* each app's demand, each of its pods
+								 * counted at least at its floor */
 	int32_t    *order;			/* cb_allocate's own CbAllocOrder arrays */
 } CbWork;
 
@@ -84,6 +88,8 @@ cb_allocation_work_size_sessions(int napps, int npods, int nsessions)
 		cb_align(sizeof(CbFillItem) * (size_t) most) +
 		cb_align(sizeof(CbFillItem *) * (size_t) most) +
 		4 * cb_align(sizeof(int32_t) * (size_t) most) +
+		cb_align(sizeof(int32_t) * (size_t) (npods + 1)) +
+		cb_align(sizeof(int64_t) * (size_t) (napps + 1)) +
 		cb_align(sizeof(int32_t) * (size_t) (napps + npods + nsessions + 1));
 }
 
@@ -113,6 +119,10 @@ cb_carve(void *work, int napps, int npods, int nsessions, CbWork *w)
 	cursor += cb_align(sizeof(int32_t) * (size_t) most);
 	w->share = (int32_t *) cursor;
 	cursor += cb_align(sizeof(int32_t) * (size_t) most);
+	w->pod_need = (int32_t *) cursor;
+	cursor += cb_align(sizeof(int32_t) * (size_t) (npods + 1));
+	w->app_need = (int64_t *) cursor;
+	cursor += cb_align(sizeof(int64_t) * (size_t) (napps + 1));
 	w->order = (int32_t *) cursor;
 }
 
@@ -411,8 +421,9 @@ cb_application_items(int64_t remaining, CbAllocApp *apps, int napps,
 
 		if (app->max_connections >= 0 && app->max_connections < upper)
 			upper = app->max_connections;
-		if (app->demand >= 0 && app->demand < upper)
-			upper = app->demand;
+		if (w->app_need[order->app_order[r]] >= 0 &&
+			w->app_need[order->app_order[r]] < upper)
+			upper = w->app_need[order->app_order[r]];
 		w->items[r].weight = (uint64_t) app->weight;
 		w->items[r].headroom = (app->live_pods > 0 && upper > app->guaranteed)
 			? (uint64_t) (upper - app->guaranteed) : 0;
@@ -522,17 +533,25 @@ cb_level_sum(int64_t level, int n, const CbWork *w)
 	return sum;
 }
 
+/* A group's guaranteed part split evenly into n floors, first ones first. */
 static void
-cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
+cb_floors(int32_t guaranteed, int n, int32_t *floors)
 {
 	int32_t		each = n > 0 ? guaranteed / n : 0;
 	int32_t		left = n > 0 ? guaranteed % n : 0;
+
+	for (int i = 0; i < n; i++)
+		floors[i] = each + (i < left ? 1 : 0);
+}
+
+static void
+cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
+{
 	int64_t		low = 0,
 				high = total;
 	int64_t		rest;
 
-	for (int i = 0; i < n; i++)
-		w->min_part[i] = each + (i < left ? 1 : 0);
+	cb_floors(guaranteed, n, w->min_part);
 
 	/* the highest level whose holdings fit in the total */
 	while (low < high)
@@ -560,6 +579,75 @@ cb_split_group(int32_t total, int32_t guaranteed, int n, CbWork *w)
 	}
 }
 
+/*
+ * What bounds an application (step 2) and a pod (step 3): its demand, with
+ * every member that demands less than its floor -- its part of the
+ * guaranteed minimum, which it holds whatever it demands -- counted at
+ * its floor.  Bounding by the bare sum would let a floor above a member's
+ * demand take from another member's demand: min 4 over two pods
+ * demanding 5 and 1 would give 6 in all, 4 and 2, leaving the first below
+ * its demand while the application is below its cap.  Floors are known
+ * after step 1: they depend on the minimums, not on the allocation.
+ */
+static void
+cb_alloc_needs(const CbAllocApp *apps, int napps, CbAllocPod *pods, int npods,
+			   const CbAllocSession *sessions, int nsessions,
+			   const CbAllocOrder *order, CbWork *w)
+{
+	/* each pod's floor, app by app (pods stand grouped by app) */
+	for (int first = 0; first < npods;)
+	{
+		int32_t		app_index = pods[order->pod_order[first]].app;
+		int			n = 0;
+
+		while (first + n < npods && pods[order->pod_order[first + n]].app == app_index)
+			n++;
+		cb_floors(apps[app_index].guaranteed, n, w->min_part);
+		for (int i = 0; i < n; i++)
+			pods[order->pod_order[first + i]].min_share = w->min_part[i];
+		first += n;
+	}
+
+	/* each pod's need: its sessions', each at least its floor */
+	for (int p = 0; p < npods; p++)
+		w->pod_need[p] = nsessions > 0 ? 0 : pods[p].demand;
+	for (int first = 0; first < nsessions;)
+	{
+		int32_t		pod_index = sessions[order->session_order[first]].pod;
+		int64_t		need = 0;
+		int			n = 0;
+
+		while (first + n < nsessions &&
+			   sessions[order->session_order[first + n]].pod == pod_index)
+			n++;
+		cb_floors(pods[pod_index].min_share, n, w->min_part);
+		for (int i = 0; i < n && need >= 0; i++)
+		{
+			int32_t		demand = sessions[order->session_order[first + i]].demand;
+
+			if (demand < 0)
+				need = CB_UNBOUNDED;
+			else
+				need += demand > w->min_part[i] ? demand : w->min_part[i];
+		}
+		w->pod_need[pod_index] = need > INT32_MAX ? INT32_MAX : (int32_t) need;
+		first += n;
+	}
+
+	/* each app's need: its pods', each at least its floor */
+	for (int a = 0; a < napps; a++)
+		w->app_need[a] = 0;
+	for (int p = 0; p < npods; p++)
+	{
+		int64_t    *need = &w->app_need[pods[p].app];
+
+		if (*need < 0 || w->pod_need[p] < 0)
+			*need = CB_UNBOUNDED;
+		else
+			*need += w->pod_need[p] > pods[p].min_share ? w->pod_need[p] : pods[p].min_share;
+	}
+}
+
 /* Step 3: each application's allocation among its pods. */
 static void
 cb_alloc_pods(CbAllocApp *apps, CbAllocPod *pods, int npods,
@@ -573,7 +661,7 @@ cb_alloc_pods(CbAllocApp *apps, CbAllocPod *pods, int npods,
 
 		while (first + n < npods && pods[order->pod_order[first + n]].app == app_index)
 		{
-			w->demand[n] = pods[order->pod_order[first + n]].demand;
+			w->demand[n] = w->pod_need[order->pod_order[first + n]];
 			n++;
 		}
 		cb_split_group(app->allocation, app->guaranteed, n, w);
@@ -670,6 +758,7 @@ cb_allocate_ordered(int32_t budget, int32_t unconfigured_cap, CbAllocApp *apps, 
 	}
 
 	cb_alloc_minimums(budget, apps, napps, order, &w);
+	cb_alloc_needs(apps, napps, pods, npods, sessions, nsessions, order, &w);
 	allocated = cb_alloc_applications(budget, unconfigured_cap, apps, napps, order, &w);
 	cb_alloc_pods(apps, pods, npods, order, &w);
 	cb_alloc_sessions(pods, sessions, nsessions, order, &w);

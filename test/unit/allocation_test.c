@@ -110,11 +110,14 @@ pod_order(const void *pa, const void *pb)
 /*
  * Returns the first violated invariant of an allocation that returned
  * "allocated", or NULL: shares add up to allocations and allocations to at
- * most the budget; caps, demands and minimums hold; no unsaturated
- * application could gain from another without that one having less
- * (relative to weight); within an application, no pod holds more than its
- * part of the minimum and one unit above an unsaturated pod, the extra
- * units in ascending pod-id order.  O(apps^2 + pods log pods), so that
+ * most the budget; caps, demands and minimums hold (an application's
+ * demand counting each pod at least at its part of the minimum, its
+ * "need"); no unsaturated application could gain from another without
+ * that one having less (relative to weight); no pod is below its demand
+ * while its application is below its cap and the budget has room; within
+ * an application, no pod holds more than its part of the minimum and one
+ * unit above an unsaturated pod, the extra units in ascending pod-id
+ * order.  O(apps^2 + pods log pods), so that
  * 100,000 pods take a moment.
  */
 static const char *
@@ -125,6 +128,7 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 	int32_t    *idx = malloc(sizeof(int32_t) * (npods + 1));
 	int64_t    *sum_share = calloc(napps + 1, sizeof(int64_t));
 	int64_t    *sum_min_share = calloc(napps + 1, sizeof(int64_t));
+	int64_t    *need = calloc(napps + 1, sizeof(int64_t));
 	int64_t		total = 0,
 				sum_min = 0;
 	const char *fail = NULL;
@@ -136,6 +140,10 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 		idx[p] = p;
 		sum_share[pod->app] += pod->share;
 		sum_min_share[pod->app] += pod->min_share;
+		if (need[pod->app] < 0 || pod->demand < 0)
+			need[pod->app] = CB_UNBOUNDED;
+		else
+			need[pod->app] += pod->demand > pod->min_share ? pod->demand : pod->min_share;
 		if (pod->share < pod->min_share)
 			fail = "a pod's share is below its part of the minimum";
 		if (pod->demand >= 0 && pod->share > pod->min_share && pod->share > pod->demand)
@@ -155,9 +163,9 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 			fail = "a guarantee exceeds its minimum";
 		else if (app->live_pods == 0 && app->allocation != app->guaranteed)
 			fail = "an application without pods got more than its minimum";
-		else if (app->demand >= 0 && app->allocation > app->guaranteed &&
-				 app->allocation > app->demand)
-			fail = "an allocation exceeds its demand";
+		else if (need[a] >= 0 && app->allocation > app->guaranteed &&
+				 app->allocation > need[a])
+			fail = "an allocation exceeds its demand (each pod at least at its part of the minimum)";
 		else if (app->live_pods > 0 && sum_share[a] != app->allocation)
 		{
 			snprintf(why, sizeof(why), "%s: pods hold %lld of its %d", app->name,
@@ -186,8 +194,8 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 			continue;
 		if (ai->max_connections >= 0)
 			upper = ai->max_connections;
-		if (ai->demand >= 0 && ai->demand < upper)
-			upper = ai->demand;
+		if (need[i] >= 0 && need[i] < upper)
+			upper = need[i];
 		if (ai->allocation >= upper)
 			continue;
 		if (total < budget)
@@ -207,6 +215,25 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 						 aj->name, aj->weight, (long long) ej);
 				fail = why;
 			}
+		}
+	}
+
+	/* no pod below its demand while its application and the budget have room */
+	for (int p = 0; p < npods && !fail; p++)
+	{
+		const CbAllocPod *pod = &pods[p];
+		const CbAllocApp *app = &apps[pod->app];
+
+		if ((pod->demand < 0 || pod->share < pod->demand) &&
+			(app->max_connections < 0 || app->allocation < app->max_connections) &&
+			total < budget)
+		{
+			snprintf(why, sizeof(why),
+					 "pod %s of %s holds %d below its demand %d while %s is below its cap (%d) "
+					 "and %lld of the budget of %d is free",
+					 pod->id, app->name, pod->share, pod->demand, app->name,
+					 app->max_connections, (long long) (budget - total), budget);
+			fail = why;
 		}
 	}
 
@@ -250,6 +277,7 @@ check_allocation(const CbAllocApp *apps, int napps, const CbAllocPod *pods, int 
 	free(idx);
 	free(sum_share);
 	free(sum_min_share);
+	free(need);
 	return fail;
 }
 
@@ -331,6 +359,13 @@ static const Case cases[] = {
 		{{"A", "a1", 5}, {"A", "a2", 5}, {"B", "b1", UNB}, {"B", "b2", UNB}},
 		{{SHARE, "a1", 5}, {SHARE, "a2", 5}, {SHARE, "b1", 35}, {SHARE, "b2", 35},
 		 {APP_DEMAND, "A", 10}, {APP_DEMAND, "B", UNB}}},
+
+	/* a minimum's part above a pod's demand takes nothing from its neighbour */
+	{"min 4, cap 20, pods demanding 5 and 1 of a budget of 42: 5 and 2 (the second holds its part of the minimum), 7 in all",
+		42, {{"web", 4, 20, 1}},
+		{{"web", "web-1", 5}, {"web", "web-2", 1}},
+		{{ALLOCATION, "web", 7}, {SHARE, "web-1", 5}, {SHARE, "web-2", 2},
+		 {MIN_SHARE, "web-1", 2}, {MIN_SHARE, "web-2", 2}}},
 
 	/* edges */
 	{"zero budget: nothing allocated, every share 0",
@@ -784,6 +819,24 @@ test_sessions(void)
 	is_int(pods[0].demand, 4, "a pod's demand is the sum of its sessions' demands");
 	ok(sessions[0].share <= 2 || sessions[0].share <= sessions[0].min_share,
 	   "a session is held to its demand above its part of the minimum");
+
+	/*
+	 * api-1's part of api's minimum of 6 is 3, split 2 and 1 over its two
+	 * sessions; the first demands 1, the second 5: the pod holds 2 + 5,
+	 * neither session below its demand (the first holds its part of the
+	 * minimum), while api is far below the budget.
+	 */
+	sessions[0].demand = 1;
+	sessions[1].demand = 5;
+	sessions[2].demand = 0;
+	sessions[3].demand = 0;
+	sessions[4].demand = 0;
+	cb_allocate_ordered(41, CB_UNBOUNDED, apps, 2, pods, 3, sessions, 5, &order, work);
+	ok(sessions[1].share == 5 && sessions[0].share == sessions[0].min_share &&
+	   sessions[0].min_share >= 1 && pods[0].share == sessions[0].share + 5,
+	   "a session's part of the minimum above its demand takes nothing from its pod's other session: "
+	   "shares %d (part %d, demand 1) and %d (demand 5), pod %d", sessions[0].share,
+	   sessions[0].min_share, sessions[1].share, pods[0].share);
 }
 
 /* --- applications without a row, bounded together --- */
