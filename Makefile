@@ -14,6 +14,7 @@ OBJS = \
 	extension/functions.o \
 	extension/guards.o \
 	extension/guc.o \
+	extension/identity.o \
 	extension/limits.o \
 	extension/limits_table.o \
 	extension/loader.o \

@@ -30,6 +30,8 @@
  *	  state.h		the shared structs and the locking rules (private)
  *	  allocation.c	the pure core: the budget arithmetic and the verdicts
  *					of admission (no PostgreSQL headers)
+ *	  identity.c	the pure rules of identity and reports: startup options,
+ *					names, ids, demands (no PostgreSQL headers)
  *	  lookup.c		hashed lookup of names to slots (no PostgreSQL headers)
  *
  * Portions Copyright (c) connbudget authors.  Licensed under the
@@ -49,6 +51,7 @@
 #include "storage/lwlock.h"
 
 #include "allocation.h"
+#include "identity.h"
 
 /*
  * The version of the protocol pools speak (docs/protocol.md): 1 is
@@ -56,8 +59,6 @@
  * and connbudget.share in every database.
  */
 #define CB_PROTOCOL_VERSION 2
-/* The most a pool may report as its demand. */
-#define CB_MAX_DEMAND		1000000
 
 /* Names and pod ids are at most NAMEDATALEN - 1 (63) bytes. */
 #define CB_NAME_LEN			NAMEDATALEN
@@ -109,7 +110,6 @@ extern char *cb_pool_session;
 extern char *cb_demand;
 
 extern void cb_define_gucs(void);
-extern bool cb_pod_id_is_valid(const char *id, const char **why);
 
 /* What a client backend is, as far as the budget goes. */
 typedef enum CbBackendKind

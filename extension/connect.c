@@ -61,30 +61,6 @@
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
 
-/* GUC names compare case-insensitively, and "--a-b=x" means "a_b". */
-static bool
-cb_option_name_matches(const char *given, size_t len, const char *name)
-{
-	if (strlen(name) != len)
-		return false;
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = given[i] == '-' ? '_' : pg_tolower((unsigned char) given[i]);
-
-		if (c != name[i])
-			return false;
-	}
-	return true;
-}
-
-/*
- * The switches process_postgres_switches() accepts (its getopt string is
- * "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:"): those that take an
- * argument, and those that do not.
- */
-#define CB_SWITCHES_WITH_ARG	"BcCDdfhkNprStvW-"
-#define CB_SWITCHES_WITHOUT_ARG "bEeFijlnOPsT"
-
 /*
  * The value a startup option will have once PostgreSQL applies the
  * startup packet: command-line style options first ("-c name=value",
@@ -95,107 +71,33 @@ cb_option_name_matches(const char *given, size_t len, const char *name)
 static const char *
 cb_startup_option(Port *port, const char *name)
 {
-	const char *value = NULL;
+	char	  **av = NULL;
+	int			ac = 0;
+	const char **pairs;
+	int			npairs = 0;
 	ListCell   *cell;
 
 	if (port->cmdline_options != NULL)
 	{
-		int			maxac = 2 + (strlen(port->cmdline_options) + 1) / 2;
-		char	  **av = palloc(maxac * sizeof(char *));
-		int			ac = 0;
+		/* split as PostgreSQL will split them (it mangles what it splits) */
+		char	   *options = pstrdup(port->cmdline_options);
 
-		pg_split_opts(av, &ac, port->cmdline_options);
-		for (int i = 0; i < ac; i++)
-		{
-			const char *arg = av[i];
-
-			if (arg[0] != '-' || arg[1] == '\0')
-				continue;		/* not an option (PostgreSQL refuses it) */
-			if (strcmp(arg, "--") == 0)
-				break;			/* end of options */
-			for (const char *p = arg + 1; *p != '\0'; p++)
-			{
-				const char *optarg;
-				const char *eq;
-
-				if (strchr(CB_SWITCHES_WITHOUT_ARG, *p) != NULL)
-					continue;
-				if (strchr(CB_SWITCHES_WITH_ARG, *p) == NULL)
-					break;		/* unknown switch: PostgreSQL refuses it */
-				/* the argument is the rest of this word, or the next one */
-				optarg = p[1] != '\0' ? p + 1 : (i + 1 < ac ? av[++i] : NULL);
-				if (optarg != NULL && (*p == 'c' || *p == '-') &&
-					(eq = strchr(optarg, '=')) != NULL &&
-					cb_option_name_matches(optarg, eq - optarg, name))
-					value = eq + 1;
-				break;
-			}
-		}
+		av = palloc((2 + (strlen(options) + 1) / 2) * sizeof(char *));
+		pg_split_opts(av, &ac, options);
 	}
-
-	cell = list_head(port->guc_options);
-	while (cell != NULL)
-	{
-		const char *option = lfirst(cell);
-
-		cell = lnext(port->guc_options, cell);
-		if (cell == NULL)
-			break;
-		if (cb_option_name_matches(option, strlen(option), name))
-			value = lfirst(cell);
-		cell = lnext(port->guc_options, cell);
-	}
-	return value;
-}
-
-/*
- * Application names are compared the way pg_stat_activity shows them:
- * truncated to 63 bytes without splitting a character, then every byte
- * that is not printable ASCII replaced as PostgreSQL replaces it in
- * application_name ('?' before 16, a \xNN escape from 16 on, cut again at
- * 63 bytes).  The database encoding is not known yet, so the truncation
- * assumes UTF-8, which is exact for UTF-8 databases.
- */
-static void
-cb_clean_name(const char *name, char *out)
-{
-	size_t		len = name != NULL ? strlen(name) : 0;
-	size_t		o = 0;
-
-	if (len >= CB_NAME_LEN)
-	{
-		len = CB_NAME_LEN - 1;
-		/* back up over the continuation bytes of a character cut in two */
-		while (len > 0 && (((unsigned char) name[len]) & 0xC0) == 0x80)
-			len--;
-	}
-	for (size_t i = 0; i < len && o < CB_NAME_LEN - 1; i++)
-	{
-		unsigned char c = (unsigned char) name[i];
-
-		if (c >= 32 && c <= 126)
-			out[o++] = (char) c;
-		else if (CB_APPNAME_ESCAPES_BYTES)
-		{
-			char		escape[5];
-
-			snprintf(escape, sizeof(escape), "\\x%02x", c);
-			for (int k = 0; k < 4 && o < CB_NAME_LEN - 1; k++)
-				out[o++] = escape[k];
-		}
-		else
-			out[o++] = '?';
-	}
-	out[o] = '\0';
+	pairs = palloc((list_length(port->guc_options) + 1) * sizeof(char *));
+	foreach(cell, port->guc_options)
+		pairs[npairs++] = lfirst(cell);
+	return cb_option_value(av, ac, pairs, npairs / 2, name);
 }
 
 /* A pod id or pool session that is not acceptable refuses the connection. */
 static void
 cb_check_id(const char *setting, const char *value)
 {
-	const char *why;
+	char		why[160];
 
-	if (!cb_pod_id_is_valid(value, &why))
+	if (!cb_id_is_valid(value, why, sizeof(why)))
 		ereport(FATAL,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value for parameter \"%s\"", setting),
@@ -212,7 +114,8 @@ cb_identify(Port *port, CbIdentity *id)
 	const char *pool_session = cb_startup_option(port, "connbudget.pool_session");
 
 	memset(id, 0, sizeof(CbIdentity));
-	cb_clean_name(cb_startup_option(port, "application_name"),
+	/* compared the way pg_stat_activity shows them (identity.c) */
+	cb_clean_name(cb_startup_option(port, "application_name"), CB_APPNAME_ESCAPES_BYTES,
 				  id->application_name);
 
 	if (port->raddr.addr.ss_family != AF_UNIX)

@@ -54,50 +54,16 @@ static const struct config_enum_entry cb_unconfigured_options[] = {
 	{NULL, 0, false}
 };
 
-/*
- * Pod ids are 1 to 63 bytes of printable ASCII.  They are shown in views
- * and logs and compared byte for byte, so anything that could be mangled
- * on the way (control characters, bytes that are not valid in every
- * server encoding) is refused rather than silently rewritten.
- */
-bool
-cb_pod_id_is_valid(const char *id, const char **why)
-{
-	size_t		len = strlen(id);
-
-	if (len == 0)
-	{
-		*why = "A pod id must not be empty.";
-		return false;
-	}
-	if (len >= CB_NAME_LEN)
-	{
-		*why = psprintf("A pod id is at most %d bytes; this one is %zu bytes.",
-						CB_NAME_LEN - 1, len);
-		return false;
-	}
-	for (const char *p = id; *p; p++)
-	{
-		if (*p < 32 || *p > 126)
-		{
-			*why = psprintf("A pod id may only contain printable ASCII characters; byte %d is 0x%02x.",
-							(int) (p - id) + 1, (unsigned char) *p);
-			return false;
-		}
-	}
-	return true;
-}
-
 static bool
 cb_check_pod(char **newval, void **extra pg_attribute_unused(),
 			 GucSource source pg_attribute_unused())
 {
-	const char *why;
+	char		why[160];
 
 	/* empty means "not given": the pod is the client's address */
 	if (*newval == NULL || **newval == '\0')
 		return true;
-	if (!cb_pod_id_is_valid(*newval, &why))
+	if (!cb_id_is_valid(*newval, why, sizeof(why)))
 	{
 		GUC_check_errdetail("%s", why);
 		return false;

@@ -506,46 +506,11 @@ cb_snapshot_pods(CbPodRow **rows_out)
  * ---------------------------------------------------------------------
  */
 
-/*
- * connbudget.demand: a number of connections from 0 to CB_MAX_DEMAND,
- * "unbounded", or "leave"; "" (its default) reports nothing.
- */
-static bool
-cb_parse_demand(const char *value, int32 *demand, bool *leave, bool *report)
-{
-	char	   *end;
-	long		n;
-
-	*demand = CB_UNBOUNDED;
-	*leave = false;
-	*report = true;
-	if (value == NULL || value[0] == '\0')
-	{
-		*report = false;
-		return true;
-	}
-	if (pg_strcasecmp(value, "unbounded") == 0)
-		return true;
-	if (pg_strcasecmp(value, "leave") == 0)
-	{
-		*leave = true;
-		return true;
-	}
-	if (value[0] < '0' || value[0] > '9')
-		return false;
-	errno = 0;
-	n = strtol(value, &end, 10);
-	if (errno != 0 || *end != '\0' || n < 0 || n > CB_MAX_DEMAND)
-		return false;
-	*demand = (int32) n;
-	return true;
-}
-
 static bool
 cb_check_demand(char **newval, void **extra pg_attribute_unused(),
 				GucSource source pg_attribute_unused())
 {
-	int32		demand;
+	int32_t		demand;
 	bool		leave;
 	bool		report;
 
@@ -568,7 +533,7 @@ cb_check_demand(char **newval, void **extra pg_attribute_unused(),
 static void
 cb_assign_demand(const char *newval, void *extra pg_attribute_unused())
 {
-	int32		demand;
+	int32_t		demand;
 	bool		leave;
 	bool		report;
 
