@@ -47,11 +47,13 @@ PG_FUNCTION_INFO_V1(connbudget_read_pods);
  * Nothing locks a function or its result type while it is called, so a
  * DROP EXTENSION that commits meanwhile could leave the type's relation
  * gone by the time it is read ("could not open relation with OID").  The
- * function is locked as DROP locks what it drops, without waiting (a
- * reader of the views already holds locks the DROP may be waiting for),
- * and then looked up again: a call either finishes before the drop or
- * reports the function gone, cleanly.
+ * function is locked as DROP locks what it drops, without waiting more
+ * than a few milliseconds (a reader of the views already holds locks the
+ * DROP may be waiting for), and then looked up again: a call either
+ * finishes before the drop or reports the function gone, cleanly.
  */
+#define CB_DROP_LOCK_TRIES 20
+
 static TupleDesc
 cb_result_desc(FunctionCallInfo fcinfo)
 {
@@ -61,21 +63,40 @@ cb_result_desc(FunctionCallInfo fcinfo)
 	{
 		MemoryContext old;
 		LOCKTAG		tag;
-		bool		gone;
+		Oid			fn = fcinfo->flinfo->fn_oid;
 
-		SET_LOCKTAG_OBJECT(tag, MyDatabaseId, ProcedureRelationId, fcinfo->flinfo->fn_oid, 0);
-		gone = LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL;
-		if (!gone)
+		SET_LOCKTAG_OBJECT(tag, MyDatabaseId, ProcedureRelationId, fn, 0);
+		for (int tries = 0;
+			 LockAcquire(&tag, AccessShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL;
+			 tries++)
 		{
-			AcceptInvalidationMessages();
-			gone = !SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
-		}
-		if (gone)
+			char	   *name;
+
+			/*
+			 * A transaction that just ended releases its locks one
+			 * partition at a time: a reader woken by one of them may find
+			 * the next still held for a moment.
+			 */
+			if (tries < CB_DROP_LOCK_TRIES)
+			{
+				CHECK_FOR_INTERRUPTS();
+				pg_usleep(1000L);
+				continue;
+			}
+			name = get_func_name(fn);
+
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("function %s of connbudget is being dropped",
-							get_func_name(fcinfo->flinfo->fn_oid) ?: "?"),
+					 name ? errmsg("function %s of connbudget is being dropped", name)
+					 : errmsg("a function of connbudget is being dropped"),
 					 errdetail("DROP EXTENSION connbudget is under way.")));
+		}
+		AcceptInvalidationMessages();
+		if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("a function of connbudget was dropped while this statement was running"),
+					 errdetail("DROP EXTENSION connbudget has committed.")));
 		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 
 		if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)

@@ -1,8 +1,31 @@
--- connbudget 1.1 -> 1.2: the views say what their columns mean.  The
--- library of 1.2 adds the protocol's settings connbudget.demand and
--- connbudget.share, which need no object of the extension.
+-- connbudget 1.1 -> 1.2: the views say what their columns mean, and
+-- pool_share() returns its columns as OUT parameters instead of the row type
+-- pool_share_result (the same columns, in the same order).  The library of
+-- 1.2 adds the protocol's settings connbudget.demand and connbudget.share,
+-- which need no object of the extension.
 
 \echo Use "ALTER EXTENSION connbudget UPDATE TO '1.2'" to load this file. \quit
+
+DROP FUNCTION connbudget.pool_share(integer);
+DROP TYPE connbudget.pool_share_result;
+-- The share of the calling session's pod; renews the pod's lease.  Its
+-- result columns are OUT parameters, not a named row type: a row type is a
+-- relation the parser opens when it plans a call, and a DROP EXTENSION that
+-- commits meanwhile would make that an internal error rather than a clean
+-- "function does not exist".
+CREATE FUNCTION connbudget.pool_share(demand integer DEFAULT NULL,
+    OUT max_size integer,
+    OUT min_size integer,
+    OUT allocation integer,
+    OUT pods integer,
+    OUT budget integer,
+    OUT refresh_ms integer)
+RETURNS record
+AS 'MODULE_PATHNAME', 'connbudget_pool_share'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION connbudget.pool_share(integer) IS
+    'Renew this session''s pod lease, report its demand (NULL: unbounded) and return its share';
 
 COMMENT ON COLUMN connbudget.pods.share IS
     'Connections the pod''s pools may hold.  A pod whose pools never reported a demand (pool_share() or connbudget.demand) demands what it holds, so its share is what it holds: a sign of no report, not of a tight budget';

@@ -63,20 +63,19 @@ CREATE TRIGGER application_limits_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON connbudget.application_limits
     FOR EACH STATEMENT EXECUTE FUNCTION connbudget.limits_changed();
 
--- The share of the calling session's pod; renews the pod's lease.  It returns
--- a named row type rather than OUT parameters: planning a call is cheaper,
--- and every pod calls it every refresh interval.
-CREATE TYPE connbudget.pool_share_result AS (
-    max_size integer,
-    min_size integer,
-    allocation integer,
-    pods integer,
-    budget integer,
-    refresh_ms integer
-);
-
-CREATE FUNCTION connbudget.pool_share(demand integer DEFAULT NULL)
-RETURNS connbudget.pool_share_result
+-- The share of the calling session's pod; renews the pod's lease.  Its
+-- result columns are OUT parameters, not a named row type: a row type is a
+-- relation the parser opens when it plans a call, and a DROP EXTENSION that
+-- commits meanwhile would make that an internal error rather than a clean
+-- "function does not exist".
+CREATE FUNCTION connbudget.pool_share(demand integer DEFAULT NULL,
+    OUT max_size integer,
+    OUT min_size integer,
+    OUT allocation integer,
+    OUT pods integer,
+    OUT budget integer,
+    OUT refresh_ms integer)
+RETURNS record
 AS 'MODULE_PATHNAME', 'connbudget_pool_share'
 LANGUAGE C VOLATILE;
 

@@ -813,8 +813,9 @@ test_privileges(void)
 		"permission denied for schema connbudget"},
 		{"CREATE VIEW connbudget.evil AS SELECT 1", "42501", "permission denied for schema connbudget"},
 		{"CREATE TYPE connbudget.evil AS (x int)", "42501", "permission denied for schema connbudget"},
-		{"CREATE OR REPLACE FUNCTION connbudget.pool_share(demand integer DEFAULT NULL) "
-			"RETURNS connbudget.pool_share_result LANGUAGE sql AS "
+		{"CREATE OR REPLACE FUNCTION connbudget.pool_share(demand integer DEFAULT NULL, "
+			"OUT max_size integer, OUT min_size integer, OUT allocation integer, OUT pods integer, "
+			"OUT budget integer, OUT refresh_ms integer) RETURNS record LANGUAGE sql AS "
 			"'SELECT 1000, 1000, 1000, 1, 1000, 1000'", "42501", "permission denied for schema connbudget"},
 		{"CREATE OR REPLACE VIEW connbudget.pods AS SELECT 1", "42501", "permission denied for schema connbudget"},
 		{"DROP TABLE connbudget.application_limits", "42501", "must be owner of table application_limits"},
@@ -882,8 +883,8 @@ test_privileges(void)
 		{"ALTER FUNCTION connbudget.read_pods() RENAME TO evil", "42501", "must be owner of function read_pods"},
 		{"DROP FUNCTION connbudget.pool_share(integer)", "42501",
 		"must be owner of function connbudget.pool_share"},
-		{"ALTER TYPE connbudget.pool_share_result ADD ATTRIBUTE evil int", "42501",
-		"must be owner of table pool_share_result"},
+		{"ALTER FUNCTION connbudget.pool_share(integer) SET search_path = public", "42501",
+		"must be owner of function connbudget.pool_share"},
 		{"COMMENT ON TABLE connbudget.application_limits IS 'evil'", "42501",
 		"must be owner of table application_limits"},
 		{"COMMENT ON VIEW connbudget.pods IS 'evil'", "42501", "must be owner of view pods"},
