@@ -35,6 +35,13 @@ DATA = $(filter-out sql/$(EXTENSION)--$(EXTVERSION).sql,$(wildcard sql/$(EXTENSI
 REGRESS = setup identity allocation limits enforcement teardown
 REGRESS_OPTS = --inputdir=test --use-existing
 
+# Isolation specs, run by pg_isolation_regress after REGRESS in the same
+# database (ISOLATION_TESTDB, below): the concurrency rules, each
+# interleaving forced (test/isolation/specs, expected output in
+# test/isolation/expected).  Each spec puts back what it changes.
+ISOLATION = limits-commit-order connect-vs-limits share-vs-limits share-vs-binding extension-drop-readers
+ISOLATION_OPTS = --inputdir=test/isolation --use-existing
+
 PG_CONFIG ?= pg_config
 PG_CFLAGS += -Wall -Wextra
 
@@ -53,8 +60,9 @@ EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)-*.zip \
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# after the include, which sets it: the database named by connbudget.database
+# after the include, which sets them: the database named by connbudget.database
 CONTRIB_TESTDB = postgres
+ISOLATION_TESTDB = postgres
 
 # connbudget-pgbouncer, the PgBouncer controller (client/pgbouncer): C11 and
 # libpq only, built by `make` (`make install` leaves it where it is)

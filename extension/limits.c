@@ -342,6 +342,8 @@ cb_publish_limits(const CbLimit *limits, int nlimits, bool resort)
 				if (!backends[i].ok && cb_backends[backends[i].slot].verdict == CB_CLAIM_REFUSED)
 					demoted++;
 			pg_atomic_fetch_add_u64(&cb_shared->limits_gen, 1);
+			pg_atomic_write_u64(&cb_shared->limits_input_gen,
+								pg_atomic_read_u64(&cb_shared->input_gen));
 			LWLockRelease(cb_shared->lock);
 		}
 		PG_END_ENSURE_ERROR_CLEANUP(cb_abandon_limits_change, (Datum) 0);

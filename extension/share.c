@@ -275,7 +275,14 @@ static void
 cb_read_own_share(int32 slot, uint32 incarnation, bool wait, CbShare *share)
 {
 	CbSession  *session = &cb_sessions[slot];
+	uint64		limits_input_gen = pg_atomic_read_u64(&cb_shared->limits_input_gen);
 
+	/*
+	 * A change of limits is in force from its commit: a publication
+	 * computed before it is not read, however recent.
+	 */
+	if (cb_published_input_gen() < limits_input_gen)
+		(void) cb_await_publication(limits_input_gen);
 	if (!wait && cb_read_share(slot, incarnation, share))
 		return;
 	(void) cb_await_publication(pg_atomic_read_u64(&cb_shared->input_gen));

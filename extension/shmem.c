@@ -162,6 +162,7 @@ cb_init_state(void)
 	pg_atomic_init_u64(&cb_shared->input_gen, 1);
 	pg_atomic_init_u64(&cb_shared->membership_gen, 1);
 	pg_atomic_init_u64(&cb_shared->limits_gen, 2);
+	pg_atomic_init_u64(&cb_shared->limits_input_gen, 0);
 	pg_atomic_init_u32(&cb_shared->current_pub, 0);
 	pg_atomic_init_u32(&cb_shared->allocator_pid, 0);
 	pg_atomic_init_u64(&cb_shared->allocator_latch, 0);

@@ -234,6 +234,9 @@ typedef struct CbShared
 	pg_atomic_uint64 membership_gen;	/* slots added or freed, limits */
 	pg_atomic_uint64 limits_gen;	/* bumped to odd when limits start to
 									 * change, to even once in force */
+	pg_atomic_uint64 limits_input_gen;	/* input_gen once the latest limits
+										 * were in force: no share is read
+										 * from an older publication */
 	pg_atomic_uint32 current_pub;	/* index into pubs[] */
 	pg_atomic_uint32 allocator_pid; /* 0 when the allocator is not running */
 	pg_atomic_uint64 allocator_latch;	/* its Latch *, 0 when not running */
