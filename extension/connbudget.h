@@ -298,6 +298,18 @@ extern void cb_snapshot_budget(CbBudgetRow *row);
 extern int	cb_snapshot_applications(CbApplicationRow **rows);
 extern int	cb_snapshot_pods(CbPodRow **rows);
 
+/* One kind of shared-memory slot: how many are in use, of how many. */
+typedef struct CbSlotsRow
+{
+	const char *kind;
+	int32		used;
+	int32		capacity;
+	bool		consistent;		/* slots, free stack and lookup table agree */
+} CbSlotsRow;
+
+#define CB_SLOT_KINDS 6
+extern void cb_snapshot_slots(CbSlotsRow rows[CB_SLOT_KINDS]);
+
 /* ---- allocator.c ---- */
 
 extern void cb_allocator_attach(Latch *latch);

@@ -38,6 +38,7 @@ PG_FUNCTION_INFO_V1(connbudget_pool_share);
 PG_FUNCTION_INFO_V1(connbudget_read_budget);
 PG_FUNCTION_INFO_V1(connbudget_read_applications);
 PG_FUNCTION_INFO_V1(connbudget_read_pods);
+PG_FUNCTION_INFO_V1(connbudget_read_slots);
 
 /*
  * The result descriptor of a function returning a record, looked up once
@@ -272,6 +273,29 @@ connbudget_read_pods(PG_FUNCTION_ARGS)
 		values[7] = TimestampTzGetDatum(row->last_seen);
 		values[8] = TimestampTzGetDatum(row->lease_expires);
 		nulls[8] = row->lease_expires == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+connbudget_read_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CbSlotsRow	rows[CB_SLOT_KINDS];
+
+	cb_require_preload();
+	InitMaterializedSRF(fcinfo, 0);
+	cb_snapshot_slots(rows);
+	for (int i = 0; i < CB_SLOT_KINDS; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false};
+
+		values[0] = CStringGetTextDatum(rows[i].kind);
+		values[1] = Int32GetDatum(rows[i].used);
+		values[2] = Int32GetDatum(rows[i].capacity);
+		values[3] = BoolGetDatum(rows[i].consistent);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

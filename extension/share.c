@@ -579,3 +579,59 @@ cb_define_protocol_settings(void)
 							   PGC_INTERNAL, GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   NULL, NULL, cb_show_share);
 }
+
+/*
+ * How full the shared-memory tables are.  "used" counts the slots that
+ * hold something; a kind is consistent when that equals its capacity less
+ * its free stack and, where it has a lookup table, the table's entries.
+ * Costs one pass over every table: for operators and tests, not for pools.
+ */
+void
+cb_snapshot_slots(CbSlotsRow rows[CB_SLOT_KINDS])
+{
+	int32		backends = 0,
+				apps = 0,
+				pods = 0,
+				sessions = 0,
+				roles = 0,
+				lists = 0;
+
+	LWLockAcquire(cb_shared->lock, LW_SHARED);
+	for (int i = 0; i < cb_shared->nbackends; i++)
+		if (cb_backends[i].kind != CB_BACKEND_FREE)
+			backends++;
+	for (int i = 0; i < cb_shared->app_capacity; i++)
+		if (cb_apps[i].incarnation != 0)
+		{
+			apps++;
+			if (cb_apps[i].role_list >= 0)
+				lists++;
+		}
+	for (int i = 0; i < cb_shared->pod_capacity; i++)
+		if (cb_pods[i].incarnation != 0)
+			pods++;
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+		if (cb_sessions[i].incarnation != 0)
+			sessions++;
+	for (int i = 0; i < cb_shared->role_capacity; i++)
+		if (cb_roles[i].incarnation != 0)
+			roles++;
+
+	rows[0] = (CbSlotsRow) {"backends", backends, cb_shared->nbackends,
+		backends == cb_shared->governed + cb_shared->other};
+	rows[1] = (CbSlotsRow) {"applications", apps, cb_shared->app_capacity,
+		apps == cb_shared->app_capacity - cb_shared->apps_free &&
+	apps == cb_app_lookup->count};
+	rows[2] = (CbSlotsRow) {"pods", pods, cb_shared->pod_capacity,
+		pods == cb_shared->pod_capacity - cb_shared->pods_free &&
+	pods == cb_pod_lookup->count};
+	rows[3] = (CbSlotsRow) {"pool sessions", sessions, cb_shared->session_capacity,
+		sessions == cb_shared->session_capacity - cb_shared->sessions_free &&
+	sessions == cb_session_lookup->count};
+	rows[4] = (CbSlotsRow) {"roles", roles, cb_shared->role_capacity,
+		roles == cb_shared->role_capacity - cb_shared->roles_free &&
+	roles == cb_role_lookup->count};
+	rows[5] = (CbSlotsRow) {"role lists", lists, CB_MAX_CONFIGURED_APPS,
+	lists == CB_MAX_CONFIGURED_APPS - cb_shared->role_lists_free};
+	LWLockRelease(cb_shared->lock);
+}

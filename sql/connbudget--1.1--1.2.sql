@@ -1,6 +1,7 @@
--- connbudget 1.1 -> 1.2: the views say what their columns mean, and
+-- connbudget 1.1 -> 1.2: the views say what their columns mean,
 -- pool_share() returns its columns as OUT parameters instead of the row type
--- pool_share_result (the same columns, in the same order).  The library of
+-- pool_share_result (the same columns, in the same order), and the view
+-- slots shows how full the shared-memory tables are.  The library of
 -- 1.2 adds the protocol's settings connbudget.demand and connbudget.share,
 -- which need no object of the extension.
 
@@ -41,3 +42,22 @@ COMMENT ON COLUMN connbudget.applications.demand IS
     'The sum of its live pods'' demands (see connbudget.pods.demand); NULL: unbounded';
 COMMENT ON COLUMN connbudget.budget.budget IS
     'max_connections minus every reserve, minus what "other" connections use beyond the reserves';
+
+CREATE FUNCTION connbudget.read_slots(
+    OUT kind text,
+    OUT used integer,
+    OUT capacity integer,
+    OUT consistent boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'connbudget_read_slots'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW connbudget.slots AS
+    SELECT * FROM connbudget.read_slots();
+
+COMMENT ON VIEW connbudget.slots IS
+    'How full connbudget''s shared-memory tables are: backends, applications, pods, pool sessions, roles, role lists';
+COMMENT ON COLUMN connbudget.slots.consistent IS
+    'The slots in use agree with the free list and the lookup table (backends: with the governed and other counts); false is a bug';
+
+GRANT SELECT ON connbudget.slots TO PUBLIC;

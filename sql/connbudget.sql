@@ -164,3 +164,22 @@ REVOKE ALL ON connbudget.application_limits FROM PUBLIC;
 GRANT SELECT ON connbudget.application_limits TO PUBLIC;
 GRANT SELECT ON connbudget.budget, connbudget.applications, connbudget.pods TO PUBLIC;
 REVOKE ALL ON FUNCTION connbudget.limits_changed() FROM PUBLIC;
+
+CREATE FUNCTION connbudget.read_slots(
+    OUT kind text,
+    OUT used integer,
+    OUT capacity integer,
+    OUT consistent boolean)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'connbudget_read_slots'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW connbudget.slots AS
+    SELECT * FROM connbudget.read_slots();
+
+COMMENT ON VIEW connbudget.slots IS
+    'How full connbudget''s shared-memory tables are: backends, applications, pods, pool sessions, roles, role lists';
+COMMENT ON COLUMN connbudget.slots.consistent IS
+    'The slots in use agree with the free list and the lookup table (backends: with the governed and other counts); false is a bug';
+
+GRANT SELECT ON connbudget.slots TO PUBLIC;

@@ -4,7 +4,7 @@
 -- and the registration that makes pg_dump include the limits.
 
 BEGIN;
-SELECT plan(47);
+SELECT plan(49);
 
 -- ---- extension and schema -------------------------------------------------
 
@@ -91,6 +91,7 @@ SELECT results_eq(
 SELECT has_view('connbudget', 'budget', 'view connbudget.budget exists');
 SELECT has_view('connbudget', 'applications', 'view connbudget.applications exists');
 SELECT has_view('connbudget', 'pods', 'view connbudget.pods exists');
+SELECT has_view('connbudget', 'slots', 'view connbudget.slots exists');
 
 -- ---- the columns of the table and the views ---------------------------------
 
@@ -125,7 +126,11 @@ SELECT results_eq(
               ('first_seen', 'timestamp with time zone'),
               ('last_seen', 'timestamp with time zone'),
               ('lease_expires', 'timestamp with time zone')$$,
-     'view pods has exactly the columns of SPEC 3.4, in order, with their types')
+     'view pods has exactly the columns of SPEC 3.4, in order, with their types'),
+    ('slots',
+     $$VALUES ('kind', 'text'), ('used', 'integer'), ('capacity', 'integer'),
+              ('consistent', 'boolean')$$,
+     'view slots has columns kind, used, capacity, consistent, in that order, with their types')
   ) AS t(name, columns, description);
 
 SELECT columns_are('connbudget', name, columns, format('view %s has no column beyond those of SPEC 3.4', name))

@@ -14,7 +14,7 @@
 -- this rolled-back transaction.
 
 BEGIN;
-SELECT plan(39);
+SELECT plan(42);
 
 CREATE ROLE cb_viewer;
 
@@ -239,6 +239,19 @@ SELECT is_empty(
        WHERE NOT EXISTS (SELECT 1 FROM connbudget.applications a
                           WHERE a.application_name = p.application_name)$$,
     'every pod belongs to an application listed in applications');
+SELECT results_eq(
+    $$SELECT kind FROM connbudget.slots$$,
+    $$VALUES ('backends'), ('applications'), ('pods'), ('pool sessions'), ('roles'), ('role lists')$$,
+    'slots lists the six kinds of shared-memory slot (as read by a plain role)');
+SELECT is_empty(
+    $$SELECT * FROM connbudget.slots
+       WHERE NOT consistent OR used < 0 OR capacity <= 0 OR used > capacity$$,
+    'every kind of slot is consistent with its free list and lookup table, within its capacity');
+SELECT ok(
+    (SELECT used >= 2 FROM connbudget.slots WHERE kind = 'pods') AND
+    (SELECT used >= 2 FROM connbudget.slots WHERE kind = 'pool sessions') AND
+    (SELECT used >= 3 FROM connbudget.slots WHERE kind = 'backends'),
+    'slots counts the two pods, their sessions and the backends holding them');
 RESET ROLE;
 
 SELECT is(
