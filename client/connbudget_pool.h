@@ -1,4 +1,4 @@
-/* connbudget_pool.h - v1.5 - a libpq connection pool sized by the server's
+/* connbudget_pool.h - v1.6 - a libpq connection pool sized by the server's
    connection budget.  PostgreSQL licence (see end of file).
 
    Do this:
@@ -14,6 +14,48 @@
    file, or add -D_GNU_SOURCE on Linux, -D_POSIX_C_SOURCE=200809L
    elsewhere; with only the POSIX define on Linux, follow_cpu does
    nothing)
+
+   CONTENTS
+
+     The documentation, in this comment:
+       EXAMPLE                         ten lines
+       WHAT IT DOES
+       THREAD SAFETY
+       MORE THREADS THAN CONNECTIONS   the hand-off and its bound
+       OPTIONS                         compile time: opt-outs and tunables
+       CONFIGURATION                   cbpool_config, with defaults and why
+       API
+       STATISTICS AND METRICS
+       CIRCUIT BREAKER
+       PERMANENT REFUSALS              42501, 53400: CBPOOL_EREFUSED
+       DEADLINES
+       CREDENTIALS
+       HOOKS
+       TRANSACTIONS WITH RETRY         cbpool_run()
+       CLUSTERS
+       LAYOUT                          where the code is, and why one file
+       REVISION HISTORY
+       LICENCE                         at the end of the file
+
+     The code, in data-flow order; each section opens with a banner
+     comment "== [tag] what it holds ====" (search for "== [share]", say):
+       [api]       public declarations (always)
+       [config]    tunables, cbpool_config_default(), configuration checks
+       [state]     struct cbpool: one sub-struct per subsystem, with who
+                   writes it; what each subsystem offers the others
+       [base]      clock, randomness, logging, libpq helpers
+       [handoff]   the lock-free path: park, keep, take back, drain
+       [slots]     acquire and release: connections, idle stack, waiters
+       [maint]     maintenance: one round in named steps, and its thread
+       [share]     the budget: size, demand, the refresh's state machine,
+                   the protocol (report, read, leave)
+       [connect]   connect attempts and their outcomes
+       [breaker]   circuit breaker, backoff, permanent refusals
+       [life]      cbpool_open(), cbpool_close()
+       [run]       cbpool_run() and the transaction runner (CBPOOL_NO_RUN)
+       [metrics]   cbpool_stats(), the Prometheus text (CBPOOL_NO_PROMETHEUS)
+       [member]    what a cluster needs from a host's pool (CBPOOL_NO_CLUSTER)
+       [cluster]   the router: one pool per host (CBPOOL_NO_CLUSTER)
 
    EXAMPLE
 
@@ -82,7 +124,8 @@
    hand-out, rollback of open transactions on release, lifetimes with
    jitter, idle timeouts, leak detection, non-blocking connects with a
    deadline, exponential backoff with full jitter, SQLSTATE 53300 treated
-   as backpressure, a transaction runner that retries idempotent work on
+   as backpressure, 42501 and 53400 as refusals that will not change by
+   themselves (CBPOOL_EREFUSED), a transaction runner that retries idempotent work on
    serialization failures, deadlocks and lost connections, and metrics in
    Prometheus text format.
 
@@ -144,26 +187,90 @@
    so the mask stays what the application made it, and a thread that may
    not run on that CPU is not moved.  Nothing moves without a hand-off.
 
-   CONTENTS
-
-       More threads than connections
-       Options (compile time)
-       Configuration (with defaults and why)
-       API
-       Statistics and metrics
-       Circuit breaker
-       Deadlines
-       Credentials
-       Hooks
-       Transactions with retry: cbpool_run()
-       Clusters
-       Revision history
-
    OPTIONS (compile time)
 
        CBPOOL_IMPLEMENTATION   emit the implementation in this translation unit
        CBPOOL_STATIC           make every function static (private to one file)
        CBPOOL_ASSERT(x)        your assert; default assert() from <assert.h>
+
+     Opt-outs: each removes its declarations and its implementation.  The
+     sizes are the text of the implementation's object file (gcc 12, -O2,
+     x86-64), about 77 kB with everything:
+       CBPOOL_NO_CLUSTER       no cbpool_cluster_* (and no [member] hook):
+                               saves about 15 kB
+       CBPOOL_NO_RUN           no cbpool_run(), cbpool_tx_*, cbpool_run_opts
+                               (nor cbpool_cluster_run): saves about 4 kB
+       CBPOOL_NO_PROMETHEUS    no cbpool_prometheus() (nor
+                               cbpool_cluster_prometheus): saves about 11 kB
+       all three               about 50 kB: saves about 27 kB
+
+     Tunables.  Those marked (d) may be #defined before the implementation
+     is included; the others are fixed by the protocol, the server's
+     ranges or the pool's own bookkeeping.
+       CBPOOL__COME_BACK_NS (d)    100 us: a release keeps its connection
+                                   for its thread only if the thread came
+                                   back this soon after its previous
+                                   release (about what waking a waiter
+                                   costs; a thread doing other work meanwhile
+                                   would leave the connection unused)
+       CBPOOL__KEEP_NS (d)         = COME_BACK_NS: maintenance hands on a
+                                   connection kept this long to a waiter
+       CBPOOL__WATCH_NS (d)        1 ms: how often maintenance looks at kept
+                                   connections while threads wait
+       CBPOOL__WATCH_MAX_NS (d)    16 ms: the look slows down to this while
+                                   it finds nothing to hand on (many pools in
+                                   one process must not each wake a thousand
+                                   times a second)
+       CBPOOL__RECHECK_NS (d)      1 ms: a connection back for less than this
+                                   gets no socket check on acquire (it was
+                                   alive a moment ago; the check costs a
+                                   system call on every acquire of a busy pool)
+       CBPOOL__SPINS (d)           64: tries of the pool's lock before
+                                   sleeping on it (its critical sections are
+                                   a few hundred nanoseconds)
+       CBPOOL__PATIENCE_MS (d)     100: a due refresh waits at most this
+                                   long (and at most one refresh interval)
+                                   for a connection to come back before it
+                                   takes an idle one or opens one
+       CBPOOL__MAINT_POLL_MS (d)   250: the maintenance thread looks at least
+                                   this often (idle and lifetime checks, the
+                                   pool closing)
+       CBPOOL__MAX_ATTEMPTS (d)    16: connects under way at once, plus one
+                                   (bounds a growth step; a step of 15
+                                   connects is already a burst for a server)
+       CBPOOL__MAX_HOSTS (d)       64: hosts in a cluster's conninfo
+       CBPOOL__ASK_NS (d)          100 ms: while no host fits an access, the
+                                   cluster asks every host to check its role
+                                   at most this often
+       CBPOOL__HIST_BUCKETS        120: acquire-wait buckets 2^(1/4) apart,
+                                   1 us to about 15 minutes (stats layout)
+       CBPOOL__PEAK_WINDOW         5: refresh intervals of demand history
+                                   (docs/protocol.md, section 3)
+       CBPOOL__PROBE_NS            30 s: a pool that speaks protocol 1 tries
+                                   2 again this often (docs/protocol.md, 5)
+       CBPOOL__NO_EXTENSION_MS     30000: without a usable connbudget, look
+                                   again this often (docs/protocol.md, 5)
+       CBPOOL__FIXED_SIZE          10: max_size 0 without a share
+       CBPOOL__REFUSED_INTERVALS   10, and CBPOOL__REFUSED_MS 10000: a
+                                   permanent refusal is retried no sooner
+                                   than 10 refresh intervals, or 10 s before
+                                   the interval is known (docs/protocol.md, 6)
+       CBPOOL__MAX_BACKENDS        262143, CBPOOL__REFRESH_MIN_MS 10,
+                                   CBPOOL__REFRESH_MAX_MS 3600000,
+                                   CBPOOL__SHARE_MAX 4096: what a server can
+                                   truthfully answer (PostgreSQL's
+                                   MAX_BACKENDS, the range of
+                                   connbudget.refresh_interval, the longest
+                                   share text read)
+     Inside one maintenance round, at most 64 idle connections close, 8
+     leaks are reported and 4 server notices are kept for the log; the rest
+     wait for the next round (a millisecond to 250 ms later).  A waiting
+     acquire looks again at least every second (20 ms without the
+     maintenance thread, which it then drives); handing the share back on
+     close waits at most 1 s (or validate_timeout_ms); a cluster's acquire
+     that finds no host for its access looks again every 5 ms; a growth
+     step's pause is drawn from 0 to 20 ms (a tenth of a shorter refresh
+     interval).
 
    CONFIGURATION  (cbpool_config_default() fills in every default)
 
@@ -278,7 +385,10 @@
            wait for the server: the pool connects in the background.
        PGconn *cbpool_acquire(cbpool *pool, int timeout_ms);
            timeout_ms < 0: cfg.acquire_timeout_ms.  NULL on timeout or error;
-           cbpool_last_error() says which.
+           cbpool_last_error() says which: CBPOOL_ETIMEOUT,
+           CBPOOL_EBACKPRESSURE (max_waiters), CBPOOL_ECLOSED,
+           CBPOOL_EUNAVAILABLE (see CIRCUIT BREAKER), CBPOOL_EREFUSED (see
+           PERMANENT REFUSALS), CBPOOL_EINVAL.
        PGconn *CBPOOL_ACQUIRE(pool, timeout_ms);
            the same, remembering __FILE__:__LINE__ for leak reports.
        PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us);
@@ -293,17 +403,21 @@
            (once it was handed out again, a second release cannot be told
            from the new owner's: do not release twice).
        int  cbpool_wait_ready(cbpool *pool, int timeout_ms);
-           wait until the pool holds a connection; 0 or a CBPOOL_E* code.
+           wait until the pool holds a connection; 0 or a CBPOOL_E* code
+           (CBPOOL_EREFUSED at once while the server refuses the pool for
+           good).
        void cbpool_maintain(cbpool *pool);   (only with cfg.background = 0)
        void cbpool_stats(cbpool *pool, cbpool_stats_t *out);
        int  cbpool_prometheus(cbpool *pool, char *buf, size_t len);
-           snprintf-like: returns the length the text needs.
+           snprintf-like: returns the length the text needs (not with
+           CBPOOL_NO_PROMETHEUS).
        void cbpool_close(cbpool *pool);
            waiters return NULL at once; idle connections close; connections
            still out are reported and closed when released.
        cbpool_error cbpool_last_error(void);    this thread's last failure
        const char  *cbpool_strerror(cbpool_error e);
 
+     Not with CBPOOL_NO_CLUSTER:
        cbpool_cluster_config cbpool_cluster_config_default(void);
        cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
                                            char *err, size_t errlen);
@@ -316,13 +430,15 @@
        int  cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn,
                                void *arg, cbpool_run_opts *opts);
            cbpool_run() on the cluster: each attempt takes a connection for
-           this access anew, so a retried write goes to the new primary.
+           this access anew, so a retried write goes to the new primary
+           (not with CBPOOL_NO_RUN).
        int  cbpool_cluster_hosts(const cbpool_cluster *cl);
        int  cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                       cbpool_host_stats *out);
        int  cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len);
            every host's pool metrics with a host label, and each host's
-           role, down state and lag; snprintf-like.
+           role, down state and lag; snprintf-like (not with
+           CBPOOL_NO_PROMETHEUS).
        cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
        void cbpool_cluster_close(cbpool_cluster *cl);
 
@@ -334,7 +450,8 @@
    histogram (acquire_wait_us_p50, _p99; buckets 2^(1/4) apart from 1 us
    to about 15 minutes, each reported as its upper bound, so an acquire
    that did not wait reports about 1 us) and the longest wait
-   (acquire_wait_us_max), and counters since open.  For contention: acquire_timeouts, acquire_rejected
+   (acquire_wait_us_max), and counters since open.  For contention:
+   acquire_timeouts, acquire_rejected
    (max_waiters), handoffs (acquires served by a hand-off after waiting in
    line), barged_acquires (connections taken straight back while others
    waited), barges_expired (kept connections handed to a waiter before
@@ -344,7 +461,9 @@
    their connections; a p99 near the acquire timeout means the pool is too
    small for its threads.  budget_errors counts pool_share() calls that
    failed or answered nonsense, host_check_errors the same for a cluster
-   host's role and lag check.
+   host's role and lag check.  connects_refused counts 53300 refusals
+   (backpressure), refusals_permanent the 42501 and 53400 ones (see
+   PERMANENT REFUSALS).
    cbpool_prometheus() writes all of it in the Prometheus text format
    (cbpool_handoffs_total, cbpool_barged_acquires_total, ...): total as
    cbpool_connections{state="idle"|"in_use"|"connecting"}, the closed_*
@@ -367,6 +486,26 @@
    backpressure from a server that is there: it never counts, and neither
    does a failed login.  cbpool_run() does not retry while the circuit is
    open.  Stats: breaker_state, breaker_openings, breaker_fast_failures.
+
+   PERMANENT REFUSALS
+
+   A connect refused with 42501 (the role may not claim the application,
+   or the pod belongs to another role) or 53400 (the role holds
+   connbudget.max_pods_per_role pods or pool sessions, or the server's pod
+   table is full) will not succeed by itself: the server refuses this
+   pool's identity, not its size.  Such a refusal is counted
+   (refusals_permanent, cbpool_refusals_permanent_total), logged as an
+   error once per distinct message (id "refused-permanently"), and the
+   pool tries again no sooner than 10 refresh intervals (10 s while it
+   does not know the interval), where a 53300 keeps its backoff at the
+   server's pace.  Once such a refusal happened and the pool holds no
+   connection, acquires (and threads already waiting) fail at once with
+   CBPOOL_EREFUSED, and cbpool_wait_ready() returns it, instead of waiting
+   out their timeout; a connection the pool still holds is handed out as
+   usual.  The pool connects by itself once the rule that refused it
+   changes (its next try after the pause), which clears the state, as
+   does any other answer of the server to a connect.  cbpool_run() does
+   not retry it.
 
    DEADLINES
 
@@ -466,8 +605,57 @@
    routes.  cbpool_cluster_run() is cbpool_run() with the host chosen
    again for each attempt.  cbpool_cluster_pool() gives one host's pool.
 
+   LAYOUT
+
+   The implementation is one section per subsystem (see CONTENTS), in the
+   order data flows through a pool: its configuration, its state, the
+   lock-free hand-off, acquire and release, maintenance, the share,
+   connecting and the breaker, open and close, then what is built on the
+   pool (transactions, metrics, clusters).  struct cbpool holds one
+   sub-struct per subsystem, each written only by that subsystem's
+   functions (cbpool__fast_*, cbpool__slots_*, cbpool__maint_*,
+   cbpool__share_*, cbpool__connect_*, cbpool__breaker_*, cbpool__member_*;
+   counters through CBPOOL__COUNT), as the comment at each says; the
+   functions one subsystem offers the others are declared together at the
+   end of [state].  The share refresh is one state machine (share.state,
+   cbpool__share_to_locked).  The pool calls no cluster code: a cluster's
+   host pool has a [member] hook (a few cbpool__member_* functions, no-ops
+   with CBPOOL_NO_CLUSTER), and cbpool_run() takes its connections from a
+   source that the cluster can supply.
+
+   The cluster stays in this file, behind CBPOOL_NO_CLUSTER, rather than
+   in a connbudget_cluster.h of its own.  Measured (gcc 12, x86-64, CPU
+   time of a unit that includes the implementation): the cluster is about
+   880 of its 6,200 lines (790 of them implementation); the unit compiles
+   in 1.33 s with it and 1.05 s without it at -O2 (0.26 s and 0.23 s at
+   -O0); its object's text is 77 kB with it and 62 kB without.  A header
+   of its own would save a user who does not want the cluster nothing that
+   the define does not, and it would need the pool's private parts
+   (cbpool__acquire() with a deadline, the thread's last connection for
+   the lock-free read path, the lock and the share for a host's room, the
+   member hook): either made public, or the second header included after
+   the first's implementation in the same unit, which breaks the one file,
+   one define that makes this header easy to vendor.
+
    REVISION HISTORY
 
+       1.6  (2026-12-07) the implementation is laid out by subsystem: one
+                         sub-struct of struct cbpool per subsystem, written
+                         only by its family of functions; tagged section
+                         banners listed in CONTENTS; maintenance in named
+                         steps; the share refresh as one state machine;
+                         the cluster on a narrow [member] hook.  Opt-outs
+                         CBPOOL_NO_CLUSTER, CBPOOL_NO_RUN and
+                         CBPOOL_NO_PROMETHEUS; the tunables documented in
+                         OPTIONS, several overridable.  A permanent
+                         refusal of a connect (42501, 53400) is its own
+                         error, CBPOOL_EREFUSED: waiting acquirers fail at
+                         once while no connection is held, it is counted
+                         (refusals_permanent,
+                         cbpool_refusals_permanent_total), logged once as
+                         an error ("refused-permanently"), and retried no
+                         sooner than 10 refresh intervals (10 s before the
+                         interval is known)
        1.5  (2026-12-06) protocol 2: the share in any database, by
                          connbudget.demand and connbudget.share, with
                          pool_share() as the fallback for connbudget 1.1;
@@ -529,6 +717,8 @@
 #ifndef CONNBUDGET_POOL_H
 #define CONNBUDGET_POOL_H
 
+/* == [api] public declarations =========================================== */
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -557,8 +747,11 @@ typedef enum cbpool_error {
     CBPOOL_ECLOSED = -3,        /* the pool is closed or closing */
     CBPOOL_EINVAL = -4,         /* NULL or invalid argument */
     CBPOOL_EQUERY = -5,         /* BEGIN/COMMIT failed (cbpool_run) */
-    CBPOOL_EUNAVAILABLE = -6    /* the server is unreachable: the circuit
+    CBPOOL_EUNAVAILABLE = -6,   /* the server is unreachable: the circuit
                                    breaker is open, no idle connection */
+    CBPOOL_EREFUSED = -7        /* the server refuses this pool's identity
+                                   (42501, 53400) and no connection is held;
+                                   it will not change by itself */
 } cbpool_error;
 
 typedef enum cbpool_log_level {
@@ -697,6 +890,8 @@ typedef struct cbpool_stats_t {
     uint64_t connects;
     uint64_t connect_failures;
     uint64_t connects_refused;      /* 53300: server-side backpressure */
+    uint64_t refusals_permanent;    /* 42501, 53400: connects refused for
+                                       good (see CBPOOL_EREFUSED) */
     uint64_t closed_idle;
     uint64_t closed_lifetime;
     uint64_t closed_broken;
@@ -719,6 +914,7 @@ typedef struct cbpool_stats_t {
 #define CBPOOL_BREAKER_OPEN 1       /* unreachable: no connects, fail fast */
 #define CBPOOL_BREAKER_HALF_OPEN 2  /* one probe connect under way */
 
+#ifndef CBPOOL_NO_RUN
 typedef struct cbpool_tx cbpool_tx;
 typedef int (*cbpool_tx_fn)(cbpool_tx *tx, void *arg);
 
@@ -733,6 +929,7 @@ typedef struct cbpool_run_opts {
     int attempts;
     char sqlstate[6];       /* of the last failure, "" if none */
 } cbpool_run_opts;
+#endif /* CBPOOL_NO_RUN */
 
 CBPOOL_DEF cbpool_config cbpool_config_default(void);
 CBPOOL_DEF cbpool *cbpool_open(const cbpool_config *cfg, char *err, size_t errlen);
@@ -746,11 +943,14 @@ CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *conn);
 CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms);
 CBPOOL_DEF void cbpool_maintain(cbpool *pool);
 CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out);
+#ifndef CBPOOL_NO_PROMETHEUS
 CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len);
+#endif
 CBPOOL_DEF void cbpool_close(cbpool *pool);
 CBPOOL_DEF cbpool_error cbpool_last_error(void);
 CBPOOL_DEF const char *cbpool_strerror(cbpool_error e);
 
+#ifndef CBPOOL_NO_RUN
 CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg,
                           cbpool_run_opts *opts);
 CBPOOL_DEF PGconn *cbpool_tx_conn(cbpool_tx *tx);
@@ -760,8 +960,10 @@ CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql,
                                            const char *const *values);
 CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res);
 CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx);
+#endif /* CBPOOL_NO_RUN */
 
-/* ---- clusters: one pool per host (see CLUSTERS) ---- */
+#ifndef CBPOOL_NO_CLUSTER
+/* clusters: one pool per host (see CLUSTERS) */
 
 typedef struct cbpool_cluster cbpool_cluster;
 
@@ -800,14 +1002,19 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
                                                char *err, size_t errlen);
 CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int timeout_ms);
 CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *conn);
+#ifndef CBPOOL_NO_RUN
 CBPOOL_DEF int cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn, void *arg,
                                   cbpool_run_opts *opts);
+#endif
 CBPOOL_DEF int cbpool_cluster_hosts(const cbpool_cluster *cl);
 CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host,
                                          cbpool_host_stats *out);
+#ifndef CBPOOL_NO_PROMETHEUS
 CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t len);
+#endif
 CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host);
 CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl);
+#endif /* CBPOOL_NO_CLUSTER */
 
 #define CBPOOL_ACQUIRE(pool, timeout_ms) \
     cbpool_acquire_at((pool), (timeout_ms), __FILE__, __LINE__)
@@ -846,57 +1053,45 @@ CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl);
 extern "C" {
 #endif
 
-#define CBPOOL__HIST_BUCKETS 120
+/* == [config] tunables, defaults and checks ============================== */
+
+/*
+ * Tunables (see OPTIONS at the top, which gives each one's reason).  Those
+ * in #ifndef may be defined before the implementation is included; the
+ * others are fixed by the protocol or by the server's own ranges.
+ */
+#define CBPOOL__HIST_BUCKETS 120       /* acquire waits, 2^(1/4) apart: 1 us .. ~15 min */
 #define CBPOOL__PEAK_WINDOW 5          /* refresh intervals of demand history */
-#define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool_acquire_at */
-#define CBPOOL__MAX_ATTEMPTS 16
+#ifndef CBPOOL__RECHECK_NS
+#define CBPOOL__RECHECK_NS 1000000     /* 1 ms: see cbpool__acquire */
+#endif
+#ifndef CBPOOL__MAX_ATTEMPTS
+#define CBPOOL__MAX_ATTEMPTS 16        /* connects under way at once, plus one */
+#endif
+#ifndef CBPOOL__SPINS
+#define CBPOOL__SPINS 64               /* tries of the lock before sleeping on it */
+#endif
+#ifndef CBPOOL__PATIENCE_MS
+#define CBPOOL__PATIENCE_MS 100        /* a due refresh waits this long for a connection */
+#endif
+#ifndef CBPOOL__MAINT_POLL_MS
+#define CBPOOL__MAINT_POLL_MS 250      /* the maintenance thread looks at least this often */
+#endif
+#define CBPOOL__FIXED_SIZE 10          /* max_size 0 without a share */
+#define CBPOOL__NO_EXTENSION_MS 30000  /* without connbudget: look again this often */
+#define CBPOOL__PROBE_NS 30000000000LL /* protocol 1: try 2 again this often */
+#define CBPOOL__REFUSED_INTERVALS 10   /* a permanent refusal: retry no sooner than this
+                                          many refresh intervals ... */
+#define CBPOOL__REFUSED_MS 10000       /* ... or this, before the interval is known */
 
 /* What a server can truthfully answer (see cbpool__check_share): no share
    or budget beyond PostgreSQL's MAX_BACKENDS (2^18 - 1), which bounds
    max_connections; no refresh interval outside the range of the setting
-   connbudget.refresh_interval. */
+   connbudget.refresh_interval; no share text longer than SHARE_MAX. */
 #define CBPOOL__MAX_BACKENDS 262143
 #define CBPOOL__REFRESH_MIN_MS 10
 #define CBPOOL__REFRESH_MAX_MS 3600000
-
-/*
- * A connection's state.  IDLE, IN_USE and CHECKING change under the lock.
- * PARKING and PARKED belong to the per-thread fast path: a clean release
- * with nobody waiting parks the connection without the lock (IN_USE ->
- * PARKING -> PARKED), and the same thread's next acquire takes it back with
- * one compare-and-swap (PARKED -> IN_USE).  Under the lock a parked
- * connection still counts as in use until cbpool__drain_locked() moves it to
- * the idle stack, which every locked path does before it needs it.
- *
- * KEPT belongs to the contended path: a clean release while other threads
- * wait may keep the connection for its releasing thread (IN_USE -> PARKING
- * -> KEPT, without the lock), at most barge_limit times in a row.  The
- * connection's keep_ticket is the claim: the releasing thread's next acquire
- * takes the connection back by swapping its ticket for 0, and a thread that
- * finds the connection kept at a hand-off or when it starts waiting (or
- * maintenance, once it has been kept for CBPOOL__KEEP_NS, or the pool
- * closing) reclaims it the same way under the lock and hands it to the
- * first waiter.  Whoever swaps the ticket owns the connection; KEPT with a
- * ticket of 0 is the moment between the swap and the next state.
- */
-typedef enum cbpool__state {
-    CBPOOL__FREE,         /* record kept for reuse, no connection */
-    CBPOOL__IDLE,
-    CBPOOL__IN_USE,
-    CBPOOL__CHECKING,     /* taken by maintenance for a check or a refresh */
-    CBPOOL__PARKING,      /* being parked or kept by its releasing thread */
-    CBPOOL__PARKED,       /* released without the lock */
-    CBPOOL__KEPT          /* released while others wait, for its thread */
-} cbpool__state;
-
-/*
- * What a release may do without the lock (pool->fast_mode): park the
- * connection while nobody waits, keep it for its thread's next acquire
- * while others wait, or nothing.
- */
-#define CBPOOL__FAST_PARK 0
-#define CBPOOL__FAST_OFF 1
-#define CBPOOL__FAST_KEEP 2
+#define CBPOOL__SHARE_MAX 4096         /* the longest share read (about 100 bytes today) */
 
 /*
  * How soon a thread must have come back after its previous release for
@@ -926,6 +1121,209 @@ typedef enum cbpool__state {
 #ifndef CBPOOL__WATCH_MAX_NS
 #define CBPOOL__WATCH_MAX_NS 16000000
 #endif
+
+CBPOOL_DEF cbpool_config cbpool_config_default(void)
+{
+    cbpool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.conninfo = "";
+    cfg.min_idle = 1;
+    cfg.max_size = 0;
+    cfg.acquire_timeout_ms = 30000;
+    cfg.max_waiters = 0;
+    cfg.barge_limit = 16;
+    cfg.follow_cpu = 1;
+    cfg.idle_timeout_ms = 600000;
+    cfg.max_lifetime_ms = 1800000;
+    cfg.lifetime_jitter_pct = 5;
+    cfg.validate_idle_ms = 1000;
+    cfg.validate_timeout_ms = 5000;
+    cfg.leak_threshold_ms = 0;
+    cfg.refresh_ms = 0;
+    cfg.connect_timeout_ms = 5000;
+    cfg.backoff_initial_ms = 100;
+    cfg.backoff_max_ms = 5000;
+    cfg.headroom_pct = 25;
+    cfg.background = 1;
+    cfg.breaker_failures = 5;
+    cfg.breaker_after_ms = 3000;
+    cfg.breaker_open_ms = 1000;
+    return cfg;
+}
+
+static void *cbpool__alloc(const cbpool_config *cfg, size_t size)
+{
+    void *p = cfg->allocator.alloc_fn
+                  ? cfg->allocator.alloc_fn(size, cfg->allocator.user_data)
+                  : malloc(size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
+
+static void cbpool__free(const cbpool_config *cfg, void *p)
+{
+    if (!p)
+        return;
+    if (cfg->allocator.free_fn)
+        cfg->allocator.free_fn(p, cfg->allocator.user_data);
+    else
+        free(p);
+}
+
+static char *cbpool__strdup(const cbpool_config *cfg, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = (char *)cbpool__alloc(cfg, n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+static int cbpool__config_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return 0;
+}
+
+/* The checks connbudget applies to a pod id. */
+static int cbpool__config_valid_pod(const char *pod)
+{
+    size_t n = strlen(pod), i;
+    if (n == 0 || n > 63)
+        return 0;
+    for (i = 0; i < n; i++)
+        if (pod[i] < 32 || pod[i] > 126)
+            return 0;
+    return 1;
+}
+
+/* options for the startup packet: the user's, then our pod and session */
+static char *cbpool__config_options(const cbpool_config *cfg, const char *user,
+                                   const char *pod, const char *session)
+{
+    size_t n = (user ? strlen(user) : 0) + 2 * strlen(pod) + 80;
+    char *out = (char *)cbpool__alloc(cfg, n);
+    char *p;
+    size_t i;
+    if (!out)
+        return NULL;
+    p = out;
+    if (user && *user)
+        p += sprintf(p, "%s ", user);
+    p += sprintf(p, "-c connbudget.pod=");
+    for (i = 0; pod[i]; i++) {
+        if (pod[i] == ' ' || pod[i] == '\\')
+            *p++ = '\\';
+        *p++ = pod[i];
+    }
+    *p = '\0';
+    if (session)
+        sprintf(p, " -c connbudget.pool_session=%s", session);
+    return out;
+}
+
+static int cbpool__config_check(const cbpool_config *cfg, char *err, size_t errlen)
+{
+#define CBPOOL__NONNEG(field)                                                   \
+    if (cfg->field < 0)                                                         \
+        return cbpool__config_fail(err, errlen, #field " must not be negative (got %d)", \
+                            cfg->field);
+    CBPOOL__NONNEG(min_idle)
+    CBPOOL__NONNEG(max_size)
+    CBPOOL__NONNEG(acquire_timeout_ms)
+    CBPOOL__NONNEG(max_waiters)
+    CBPOOL__NONNEG(barge_limit)
+    if (cfg->follow_cpu != 0 && cfg->follow_cpu != 1)
+        return cbpool__config_fail(err, errlen, "follow_cpu must be 0 or 1 (got %d)", cfg->follow_cpu);
+    CBPOOL__NONNEG(idle_timeout_ms)
+    CBPOOL__NONNEG(max_lifetime_ms)
+    CBPOOL__NONNEG(lifetime_jitter_pct)
+    CBPOOL__NONNEG(validate_timeout_ms)
+    CBPOOL__NONNEG(leak_threshold_ms)
+    CBPOOL__NONNEG(refresh_ms)
+    CBPOOL__NONNEG(connect_timeout_ms)
+    CBPOOL__NONNEG(backoff_initial_ms)
+    CBPOOL__NONNEG(backoff_max_ms)
+    CBPOOL__NONNEG(headroom_pct)
+    CBPOOL__NONNEG(breaker_failures)
+    CBPOOL__NONNEG(breaker_after_ms)
+    CBPOOL__NONNEG(breaker_open_ms)
+#undef CBPOOL__NONNEG
+    if (cfg->breaker_failures > 0 && cfg->breaker_open_ms == 0)
+        return cbpool__config_fail(err, errlen,
+                            "breaker_open_ms must be positive while breaker_failures is set");
+    if (cfg->breaker_open_ms > 3600000)
+        return cbpool__config_fail(err, errlen, "breaker_open_ms must be at most 3600000 (got %d)",
+                            cfg->breaker_open_ms);
+    if (cfg->validate_idle_ms < -1)
+        return cbpool__config_fail(err, errlen,
+                            "validate_idle_ms must be -1 (never) or >= 0 (got %d)",
+                            cfg->validate_idle_ms);
+    if (cfg->max_size > 0 && cfg->min_idle > cfg->max_size)
+        return cbpool__config_fail(err, errlen, "min_idle (%d) must not exceed max_size (%d)",
+                            cfg->min_idle, cfg->max_size);
+    if (cfg->lifetime_jitter_pct > 50)
+        return cbpool__config_fail(err, errlen, "lifetime_jitter_pct must be at most 50 (got %d)",
+                            cfg->lifetime_jitter_pct);
+    if (cfg->backoff_max_ms < cfg->backoff_initial_ms)
+        return cbpool__config_fail(err, errlen,
+                            "backoff_max_ms (%d) must not be below backoff_initial_ms (%d)",
+                            cfg->backoff_max_ms, cfg->backoff_initial_ms);
+    if (cfg->connect_timeout_ms == 0 || cfg->validate_timeout_ms == 0)
+        return cbpool__config_fail(err, errlen,
+                            "connect_timeout_ms and validate_timeout_ms must be positive");
+    if ((cfg->allocator.alloc_fn == NULL) != (cfg->allocator.free_fn == NULL))
+        return cbpool__config_fail(err, errlen,
+                            "allocator needs both alloc_fn and free_fn, or neither");
+    return 1;
+}
+
+/* == [state] the pool's state, one struct per subsystem ================== */
+
+/*
+ * A connection's state.  IDLE, IN_USE and CHECKING change under the lock.
+ * PARKING and PARKED belong to the per-thread fast path: a clean release
+ * with nobody waiting parks the connection without the lock (IN_USE ->
+ * PARKING -> PARKED), and the same thread's next acquire takes it back with
+ * one compare-and-swap (PARKED -> IN_USE).  Under the lock a parked
+ * connection still counts as in use until cbpool__fast_drain_locked() moves it to
+ * the idle stack, which every locked path does before it needs it.
+ *
+ * KEPT belongs to the contended path: a clean release while other threads
+ * wait may keep the connection for its releasing thread (IN_USE -> PARKING
+ * -> KEPT, without the lock), at most barge_limit times in a row.  The
+ * connection's keep_ticket is the claim: the releasing thread's next acquire
+ * takes the connection back by swapping its ticket for 0, and a thread that
+ * finds the connection kept at a hand-off or when it starts waiting (or
+ * maintenance, once it has been kept for CBPOOL__KEEP_NS, or the pool
+ * closing) reclaims it the same way under the lock and hands it to the
+ * first waiter.  Whoever swaps the ticket owns the connection; KEPT with a
+ * ticket of 0 is the moment between the swap and the next state.
+ */
+typedef enum cbpool__state {
+    CBPOOL__FREE,         /* record kept for reuse, no connection */
+    CBPOOL__IDLE,
+    CBPOOL__IN_USE,
+    CBPOOL__CHECKING,     /* taken by maintenance for a check or a refresh */
+    CBPOOL__PARKING,      /* being parked or kept by its releasing thread */
+    CBPOOL__PARKED,       /* released without the lock */
+    CBPOOL__KEPT          /* released while others wait, for its thread */
+} cbpool__state;
+
+/*
+ * What a release may do without the lock (pool->fast.mode): park the
+ * connection while nobody waits, keep it for its thread's next acquire
+ * while others wait, or nothing.
+ */
+#define CBPOOL__FAST_PARK 0
+#define CBPOOL__FAST_OFF 1
+#define CBPOOL__FAST_KEEP 2
 
 /*
  * Records outlive their connections: a destroyed connection's record goes
@@ -979,33 +1377,32 @@ typedef struct cbpool__attempt {
     int for_refresh;            /* opened to renew a saturated pool's share */
 } cbpool__attempt;
 
-struct cbpool {
-    cbpool_config cfg;
-    char *conninfo;             /* copies owned by the pool */
-    char *application_name;
-    char *pod;
-    char *options;              /* user's options + -c connbudget.pod=... */
-    char *options_plain;        /* the same without connbudget.pool_session */
-    char session[20];           /* this pool's connbudget.pool_session */
-    int session_option;         /* 0 once a server refused the option */
+/*
+ * struct cbpool is one sub-struct per subsystem.  Each is written only by
+ * its own family of functions (cbpool__fast_*, cbpool__slots_*, ...), under
+ * the lock unless its comment says otherwise; any function may read any of
+ * them under the lock.  The fields the lock-free path reads come first, on
+ * a cache line of their own.
+ */
 
-    /* read by the fast path without the lock, written rarely */
+/* [handoff] read by every acquire and release without the lock.  id,
+   observe and writes_only are set by cbpool__open and never change; mode
+   is written by cbpool__fast_mode_locked (every unlock) and turned off by
+   cbpool__fast_off_locked, both under the lock, and read without it. */
+typedef struct cbpool__fast {
     uint64_t id;                /* unique per pool, for the thread-locals */
     int observe;                /* hooks or log_debug: events to report */
     int writes_only;            /* target_session_attrs=read-write or primary:
                                    never hand out a read-only session */
-    int fast_mode;              /* CBPOOL__FAST_*: what a release may do
+    int mode;                   /* CBPOOL__FAST_*: what a release may do
                                    without the lock */
-    char pad_[64];
+} cbpool__fast;
 
-    pthread_mutex_t lock;
-    pthread_condattr_t condattr;
-    pthread_cond_t ready_cond;  /* a connection arrived (wait_ready) */
-    pthread_t thread;
-    int thread_started;
-    int wake_fds[2];            /* wakes the maintenance thread */
-    int wake_pending;
-
+/* [slots] the connections, the idle stack and the line of waiters:
+   written by cbpool__slots_* (and the acquire, release and close that call
+   them), under the lock.  closing, closed_final and out_at_close are
+   written by cbpool_close and by the last release after it. */
+typedef struct cbpool__slots {
     cbpool__conn *conns;        /* every open connection */
     cbpool__conn *spare;        /* records to reuse */
     cbpool__conn **idle;        /* idle stack, most recently used on top */
@@ -1016,50 +1413,51 @@ struct cbpool {
     cbpool__waiter *wait_head;
     cbpool__waiter *wait_tail;
     int waiters;
+    pthread_cond_t ready_cond;  /* a connection arrived (wait_ready) */
+    int ready_waiters;          /* threads in cbpool_wait_ready() */
+    int closing;
+    int closed_final;           /* close() has counted what is still out */
+    int out_at_close;           /* connections out after close(); the pool is
+                                   freed when the last one comes back */
+} cbpool__slots;
 
-    /* maintenance: only the maintainer touches attempts[] */
-    int maintaining;
-    cbpool__attempt attempts[CBPOOL__MAX_ATTEMPTS];
-    int nattempts;
-    int connecting;             /* == nattempts, readable under lock */
-    int64_t backoff_until_ns;
-    int consecutive_failures;
-    char last_connect_error[256];
-    int refresh_wanted;         /* a connection to refresh with is wanted */
-    int64_t refresh_wanted_ns;  /* since when */
-    int refresh_attempt;        /* a for_refresh attempt is under way */
-    cbpool__conn *refresh_conn; /* handed to maintenance for a refresh */
-    int refreshing;             /* a pool_share() call is under way */
-    int watchdog_armed;         /* maintenance looks at kept connections
+/* [maint] the maintenance thread and its pacing: written by cbpool__maint_*
+   under the lock (thread and wake_fds by cbpool__open and cbpool_close). */
+typedef struct cbpool__maint {
+    pthread_t thread;
+    int thread_started;
+    int wake_fds[2];            /* wakes the maintenance thread */
+    int wake_pending;
+    int running;                /* one thread maintains at a time */
+    int watch_armed;            /* maintenance looks at kept connections
                                    every watch_ns */
     int64_t watch_ns;           /* CBPOOL__WATCH_NS .. CBPOOL__WATCH_MAX_NS */
     uint64_t watch_expired;     /* barges_expired at the last look */
+} cbpool__maint;
 
-    /* the circuit breaker (see CIRCUIT BREAKER) */
-    int breaker;                /* CBPOOL_BREAKER_* */
-    int unreachable;            /* connects failed in a row as unreachable
-                                   (stored atomically: a cluster reads it) */
-    int64_t unreachable_since_ns; /* start of the first of them */
-    int breaker_reopens;        /* failed probes since it opened */
-    int64_t breaker_until_ns;   /* open until then, then a probe */
+/* The share refresh (see cbpool__share_to_locked for its transitions). */
+typedef enum cbpool__refresh_state {
+    CBPOOL__REFRESH_IDLE,       /* nothing to do before share.next_ns */
+    CBPOOL__REFRESH_WANTED,     /* due: waiting for a connection to come
+                                   back, since share.wanted_ns */
+    CBPOOL__REFRESH_CONNECTING, /* due, and a connection is being opened
+                                   for it (a saturated pool, a share of 0) */
+    CBPOOL__REFRESH_ON_CONNECTION, /* share.conn is set aside for it */
+    CBPOOL__REFRESH_IN_FLIGHT   /* the call is under way (maintenance, or a
+                                   releasing thread on its connection) */
+} cbpool__refresh_state;
 
-    /* a host of a cluster: what the cluster routes by, stored and loaded
-       atomically (the cluster reads them without the lock) */
-    int member_check_ms;        /* 0: not in a cluster; else check this often */
-    const char *host_label;     /* "host:port" for metrics, owned by the cluster */
-    int host_role;              /* CBPOOL_HOST_* */
-    int host_lag_ms;            /* at the last check, -1 unknown */
-    int host_timeline;          /* a primary's timeline at the last check */
-    int64_t host_primary_ns;    /* when it was last seen become the primary */
-    int host_invalid;           /* what was wrong with the last invalid host
-                                   check answer (logged once); 0 after a
-                                   valid one */
-
-    /* the budget */
+/* [share] the budget: the share and the sizes drawn from it, the demand
+   history, the refresh's state and the protocol.  Written by cbpool__share_*
+   under the lock (the refresh's answer is read outside it, then taken
+   under it). */
+typedef struct cbpool__share {
     int extension;              /* -1 unknown, 0 no, 1 yes */
-    int share;                  /* -1 unknown */
+    int size;                   /* the share; -1 unknown */
     int server_min;
     int budget;
+    int limit;                  /* current upper bound */
+    int floor;                  /* connections kept */
     int last_demand;            /* reported at the last refresh */
     int reflected_demand;       /* the demand the current share knows about */
     int reported;               /* a refresh has succeeded */
@@ -1067,65 +1465,187 @@ struct cbpool {
                                    (connbudget.demand/share), 1
                                    (pool_share()), 0 not known yet */
     int64_t protocol_probed_ns; /* when protocol 2 was last tried */
-    int budget_invalid;         /* what was wrong with the last invalid
+    int invalid;                /* what was wrong with the last invalid
                                    share answer (logged once); 0 after a
                                    valid one; -1 a withdrawn share */
     int peaks[CBPOOL__PEAK_WINDOW]; /* busiest moment of each recent interval */
     int peak_next;
     int interval_peak;          /* busiest moment since the last rotation */
     int64_t peak_rotated_ns;
+    int refresh_ms;             /* current refresh interval */
+    int64_t next_ns;            /* the next refresh is due then */
+    cbpool__refresh_state state;      /* written only by cbpool__share_to_locked */
+    int64_t wanted_ns;          /* WANTED since then */
+    cbpool__conn *conn;         /* set aside for the refresh (CHECKING): in
+                                   ON_CONNECTION, or for the next one while
+                                   one is IN_FLIGHT */
+} cbpool__share;
+
+/* [connect] connect attempts: attempts[] and nattempts belong to the one
+   thread that maintains (no lock); the rest is written by cbpool__connect_*
+   under the lock. */
+typedef struct cbpool__connect {
+    cbpool__attempt attempts[CBPOOL__MAX_ATTEMPTS];
+    int nattempts;
+    int connecting;             /* == nattempts, readable under lock */
     int ramp;                   /* connects allowed in one growth step */
     int64_t ramp_at_ns;         /* the next growth step starts no earlier */
-    int refresh_ms;             /* current refresh interval */
-    int64_t next_refresh_ns;
-    int limit;                  /* current upper bound */
-    int floor_size;             /* connections kept */
+    int session_option;         /* 0 once a server refused the option */
+    char last_error[256];       /* the last failure, said once in a row */
+} cbpool__connect;
 
-    int closing;
-    int ready_waiters;          /* threads in cbpool_wait_ready() */
-    int closed_final;           /* close() has counted what is still out */
-    int out_at_close;           /* connections out after close(); the pool is
-                                   freed when the last one comes back */
-    uint64_t rng;
+/* [breaker] the circuit breaker, connect backoff and permanent refusals:
+   written by cbpool__breaker_* under the lock; unreachable is also read
+   without it (a cluster routes by it), so it is stored atomically. */
+typedef struct cbpool__breaker {
+    int state;                  /* CBPOOL_BREAKER_* */
+    int unreachable;            /* connects failed in a row as unreachable */
+    int64_t unreachable_since_ns; /* start of the first of them */
+    int reopens;                /* failed probes since it opened */
+    int64_t until_ns;           /* open until then, then a probe */
+    int failures;               /* connects failed in a row, for any reason */
+    int64_t backoff_until_ns;   /* no connect before then */
+    int refused;                /* the last answer was a permanent refusal
+                                   (42501, 53400): acquirers fail fast while
+                                   no connection is held */
+    char refusal[256];          /* its message, logged once */
+} cbpool__breaker;
 
-    cbpool_stats_t counters;    /* under the lock, but for the three below */
-    /* updated with atomics by acquire, which takes the lock only once; the
-       histogram's total is the number of acquires */
+/* [member] what a cluster needs from one of its host's pools: written by
+   cbpool__member_* under the lock and stored atomically (the cluster reads
+   them without it); label by cbpool_cluster_open before anyone scrapes. */
+typedef struct cbpool__member {
+    int check_ms;               /* 0: not in a cluster; else check this often */
+    const char *label;          /* "host:port" for metrics, owned by the cluster */
+    int role;                   /* CBPOOL_HOST_* */
+    int lag_ms;                 /* at the last check, -1 unknown */
+    int timeline;               /* a primary's timeline at the last check */
+    int64_t primary_ns;         /* when it was last seen become the primary */
+    int invalid;                /* what was wrong with the last invalid host
+                                   check answer (logged once); 0 after a
+                                   valid one */
+} cbpool__member;
+
+/* [metrics] counters under the lock, bumped by CBPOOL__COUNT from the
+   subsystem whose event they count; the histogram and the longest wait
+   are updated with atomics by acquire, which takes the lock only once (the
+   histogram's total is the number of acquires). */
+typedef struct cbpool__stats {
+    cbpool_stats_t counts;
     uint64_t wait_us_max;
     uint64_t hist[CBPOOL__HIST_BUCKETS];
-};
+} cbpool__stats;
 
-struct cbpool_tx {
-    cbpool *pool;
-    PGconn *conn;
-    int attempt;
-    char sqlstate[6];
-    int64_t deadline_ns;        /* 0: none */
-    int statements;             /* run since statement_timeout was set */
-    int expired;                /* a statement was not sent: too late */
+#define CBPOOL__COUNT(pool, counter) ((pool)->stats.counts.counter++)
+
+struct cbpool {
+    cbpool_config cfg;          /* the user's, with the pool's own strings */
+    struct {                    /* the pool's copies, set at open */
+        char *conninfo;
+        char *application_name;
+        char *pod;
+        char *options;          /* user's options + -c connbudget.pod=... */
+        char *options_plain;    /* the same without connbudget.pool_session */
+        char session[20];       /* this pool's connbudget.pool_session */
+    } ident;
+    cbpool__fast fast;          /* read without the lock */
+    char pad_[64];
+    pthread_mutex_t lock;
+    pthread_condattr_t condattr;
+    uint64_t rng;               /* cbpool__rand, under the lock */
+    cbpool__slots slots;
+    cbpool__maint maint;
+    cbpool__share share;
+    cbpool__connect connect;
+    cbpool__breaker breaker;
+    cbpool__member member;
+    cbpool__stats stats;
 };
 
 /*
- * Releases may park connections without the lock only while nobody waits,
- * and keep them for their thread only while others wait (and barge_limit is
- * not 0); either only while the pool is open, no refresh waits for a
- * connection and the pool is within its limit.  Every unlock brings
- * fast_mode up to date; a thread about to wait turns it off first and then
- * drains (see cbpool__drain_locked).
+ * Messages are formatted under the pool lock into a cbpool__msg and handed
+ * to the logger after the lock is released, so that a logger may call back
+ * into the pool (cbpool_stats(), say).
  */
-static void cbpool__unlock(cbpool *pool)
-{
-    int mode;
-    if (pool->closing || pool->refresh_wanted || pool->total > pool->limit)
-        mode = CBPOOL__FAST_OFF;
-    else if (pool->waiters > 0)
-        mode = pool->cfg.barge_limit > 0 ? CBPOOL__FAST_KEEP : CBPOOL__FAST_OFF;
-    else
-        mode = CBPOOL__FAST_PARK;
-    if (mode != __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED))
-        __atomic_store_n(&pool->fast_mode, mode, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&pool->lock);
-}
+typedef struct cbpool__msg {
+    cbpool_log_level level;
+    const char *id;
+    char text[512];
+} cbpool__msg;
+
+/*
+ * What each subsystem offers the others, in the order of the sections
+ * below (each is defined, with its comment, in its own section).
+ */
+/* [handoff] */
+static void cbpool__fast_mode_locked(cbpool *pool);
+static int cbpool__fast_drain_locked(cbpool *pool, int reclaim);
+/* [slots] */
+static void cbpool__slots_offer_locked(cbpool *pool, cbpool__conn *c);
+static void cbpool__slots_unlink_locked(cbpool *pool, cbpool__conn *c);
+static void cbpool__slots_idle_remove_locked(cbpool *pool, cbpool__conn *c);
+static int cbpool__slots_reserve_locked(cbpool *pool);
+static cbpool__conn *cbpool__slots_new_conn(cbpool *pool);
+static void cbpool__slots_destroy(cbpool *pool, cbpool__conn *c);
+static void cbpool__slots_wake_waiters_locked(cbpool *pool);
+static void cbpool__slots_add_locked(cbpool *pool, cbpool__conn *c);
+static void cbpool__slots_unpark_locked(cbpool *pool, cbpool__conn *c);
+static void cbpool__slots_reclaim_locked(cbpool *pool, cbpool__conn *c);
+static void cbpool__timed_wait(cbpool *pool, pthread_cond_t *cond, int64_t ns);
+/* [maint] */
+static int cbpool__maintain(cbpool *pool, int wait_ms);
+static void cbpool__maint_wake(cbpool *pool);
+static void cbpool__maint_woken(cbpool *pool);
+/* [share] */
+static void cbpool__share_resize_locked(cbpool *pool);
+static void cbpool__share_note_busy_locked(cbpool *pool);
+static int cbpool__share_wanted(const cbpool *pool);
+static int cbpool__share_claim_locked(cbpool *pool, cbpool__conn *c);
+static int cbpool__share_begin_on_release_locked(cbpool *pool);
+static int cbpool__share_end_locked(cbpool *pool, cbpool__conn *c, int broken);
+static cbpool__conn *cbpool__share_pick_locked(cbpool *pool, int64_t now);
+static int cbpool__share_connect_wanted_locked(cbpool *pool, int64_t now);
+static void cbpool__share_connecting_locked(cbpool *pool);
+static void cbpool__share_connect_ended_locked(cbpool *pool);
+static int cbpool__share_take_new_locked(cbpool *pool, cbpool__conn *c, int for_refresh);
+static void cbpool__share_close_locked(cbpool *pool);
+static int64_t cbpool__share_next_look(const cbpool *pool, int64_t now);
+static void cbpool__share_due_locked(cbpool *pool, int64_t when);
+static void cbpool__share_learn_pace_locked(cbpool *pool, int refresh_ms);
+static int cbpool__share_refresh(cbpool *pool, cbpool__conn *c);
+static void cbpool__share_leave(cbpool *pool, PGconn *pg, int protocol);
+/* [connect] */
+static void cbpool__connect_start(cbpool *pool, int for_refresh);
+static void cbpool__connect_poll(cbpool *pool, int wait_ms);
+static void cbpool__connect_ramp_restart_locked(cbpool *pool);
+/* [breaker] */
+static void cbpool__breaker_answered_locked(cbpool *pool, cbpool__msg *msg);
+static void cbpool__breaker_unreachable_locked(cbpool *pool, int64_t started_ns,
+                                               cbpool__msg *msg);
+static void cbpool__breaker_backoff_locked(cbpool *pool, int outcome, const char *text);
+static void cbpool__breaker_refused_locked(cbpool *pool, const char *line, cbpool__msg *msg);
+static void cbpool__breaker_connected_locked(cbpool *pool, cbpool__msg *msg);
+static void cbpool__breaker_gate_locked(cbpool *pool, int64_t now, int *start,
+                                        int *refresh_connect);
+static int cbpool__breaker_fail_fast(const cbpool *pool);
+/* [life] */
+static void cbpool__free_pool(cbpool *pool);
+/* [metrics] */
+static void cbpool__stats_record_wait(cbpool *pool, int64_t waited_ns);
+/* [member]: the hook a cluster's host pool has (no-ops with CBPOOL_NO_CLUSTER) */
+#ifndef CBPOOL_NO_CLUSTER
+static int cbpool__member_down(const cbpool *pool);
+static void cbpool__member_connected_locked(cbpool *pool, PGconn *pg, int64_t now);
+static void cbpool__member_unreachable_locked(cbpool *pool);
+static void cbpool__member_answered_locked(cbpool *pool);
+static int cbpool__member_check(cbpool *pool, PGconn *pg);
+#else
+#define cbpool__member_down(pool) 0
+#define cbpool__member_connected_locked(pool, pg, now) ((void)0)
+#define cbpool__member_unreachable_locked(pool) ((void)0)
+#define cbpool__member_answered_locked(pool) ((void)0)
+#define cbpool__member_check(pool, pg) 0
+#endif
 
 /*
  * The pool's critical sections are a few hundred nanoseconds.  When the
@@ -1135,7 +1655,7 @@ static void cbpool__unlock(cbpool *pool)
 static void cbpool__lock(cbpool *pool)
 {
     int spins;
-    for (spins = 0; spins < 64; spins++) {
+    for (spins = 0; spins < CBPOOL__SPINS; spins++) {
         if (pthread_mutex_trylock(&pool->lock) == 0)
             return;
 #if defined(__x86_64__) || defined(__i386__)
@@ -1145,76 +1665,16 @@ static void cbpool__lock(cbpool *pool)
     pthread_mutex_lock(&pool->lock);
 }
 
-
-/*
- * follow_cpu.  A thread that a connection is handed to has slept while
- * others used it, and the scheduler wakes it wherever it likes; but the
- * connection's backend (on a local server) runs where its last user ran,
- * and a client thread and its backend on different CPUs pay an
- * inter-processor interrupt on every round trip -- on two virtual CPUs
- * 32 threads taking turns on 4 connections then carry half of what the
- * same 4 connections do when the pairs share a CPU.  So a release notes
- * its CPU, and a thread handed the connection after waiting moves there
- * once: its affinity mask is set to that CPU and at once back to what it
- * was (the thread stays where it is until the scheduler moves it, which
- * with a backend answering it on that CPU it has no reason to).  A thread
- * whose mask does not include that CPU is not moved.  Linux only, and only
- * with the GNU declarations of <sched.h>; elsewhere nothing happens.
- */
-#if defined(__linux__) && defined(CPU_ZERO) && defined(CPU_SETSIZE)
-static int cbpool__this_cpu(void)
+/* Every unlock brings the lock-free path's mode up to date first. */
+static void cbpool__unlock(cbpool *pool)
 {
-    int cpu = sched_getcpu();
-    return cpu < 0 ? 0 : cpu + 1;
+    cbpool__fast_mode_locked(pool);
+    pthread_mutex_unlock(&pool->lock);
 }
 
-/* Move the calling thread to CPU cpu - 1 unless it is there or may not
-   run there; its affinity mask is as it was on return.  1 if it moved. */
-static int cbpool__follow(int cpu)
-{
-    cpu_set_t mine, there;
-    int here = sched_getcpu();
-    if (cpu <= 0 || cpu > CPU_SETSIZE || here < 0 || here == cpu - 1)
-        return 0;
-    if (sched_getaffinity(0, sizeof mine, &mine) != 0 || !CPU_ISSET(cpu - 1, &mine))
-        return 0;
-    CPU_ZERO(&there);
-    CPU_SET(cpu - 1, &there);
-    if (sched_setaffinity(0, sizeof there, &there) != 0)
-        return 0;
-    /* the mask it had a moment ago: only a cpuset changed meanwhile could
-       refuse it, and then once more is all that can be done */
-    if (sched_setaffinity(0, sizeof mine, &mine) != 0)
-        (void)sched_setaffinity(0, sizeof mine, &mine);
-    return 1;
-}
-#else
-static int cbpool__this_cpu(void)
-{
-    return 0;
-}
-
-static int cbpool__follow(int cpu)
-{
-    (void)cpu;
-    return 0;
-}
-#endif
-
-/* ---- small helpers ---- */
+/* == [base] clock, randomness, logging, libpq helpers ==================== */
 
 static __thread cbpool_error cbpool__errno = CBPOOL_OK;
-/* the connection this thread acquired last, and its pool (the pointer and
-   the id: a new pool may reuse a freed one's address) */
-static __thread const cbpool *cbpool__last_pool;
-static __thread uint64_t cbpool__last_pool_id;
-static __thread cbpool__conn *cbpool__last_conn;
-/* the ticket of the last connection if this thread kept it (see KEPT) */
-static __thread uint64_t cbpool__keep_ticket;
-/* when this thread last released a connection of its last pool, and
-   whether its current acquire came within CBPOOL__COME_BACK_NS of it */
-static __thread int64_t cbpool__released_ns;
-static __thread int cbpool__came_back;
 static uint64_t cbpool__pool_ids;
 
 static int64_t cbpool__now_ns(void)
@@ -1222,35 +1682,6 @@ static int64_t cbpool__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void *cbpool__alloc(const cbpool_config *cfg, size_t size)
-{
-    void *p = cfg->allocator.alloc_fn
-                  ? cfg->allocator.alloc_fn(size, cfg->allocator.user_data)
-                  : malloc(size);
-    if (p)
-        memset(p, 0, size);
-    return p;
-}
-
-static void cbpool__free(const cbpool_config *cfg, void *p)
-{
-    if (!p)
-        return;
-    if (cfg->allocator.free_fn)
-        cfg->allocator.free_fn(p, cfg->allocator.user_data);
-    else
-        free(p);
-}
-
-static char *cbpool__strdup(const cbpool_config *cfg, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = (char *)cbpool__alloc(cfg, n);
-    if (p)
-        memcpy(p, s, n);
-    return p;
 }
 
 /* xorshift64*; called under the pool lock */
@@ -1290,17 +1721,6 @@ static void cbpool__default_log(void *user, cbpool_log_level level,
     if (level <= CBPOOL_LOG_WARN)
         fprintf(stderr, "cbpool %s [%s]: %s\n", names[level], id, message);
 }
-
-/*
- * Messages are formatted under the pool lock into a cbpool__msg and handed
- * to the logger after the lock is released, so that a logger may call back
- * into the pool (cbpool_stats(), say).
- */
-typedef struct cbpool__msg {
-    cbpool_log_level level;
-    const char *id;
-    char text[512];
-} cbpool__msg;
 
 static void cbpool__format(cbpool__msg *m, cbpool_log_level level, const char *id,
                            const char *fmt, ...)
@@ -1398,175 +1818,9 @@ static void cbpool__notice(void *arg, const PGresult *res)
     cbpool__emit(pool, &msg);
 }
 
-static void cbpool__wake(cbpool *pool)
-{
-    if (pool->thread_started && !pool->closing && !pool->wake_pending) {
-        char c = 1;
-        pool->wake_pending = 1;
-        if (write(pool->wake_fds[1], &c, 1) < 0) {
-            /* the pipe is full: the thread is awake anyway */
-        }
-    }
-}
-
-/* acquire-wait histogram: bucket i holds waits up to 2^(i/4) microseconds */
-static int cbpool__bucket(uint64_t us)
-{
-    int b = 0;
-    double bound = 1.0;
-    while (b < CBPOOL__HIST_BUCKETS - 1 && (double)us > bound) {
-        bound *= 1.189207115002721; /* 2^(1/4) */
-        b++;
-    }
-    return b;
-}
-
-static uint64_t cbpool__bucket_bound(int b)
-{
-    double bound = 1.0;
-    int i;
-    for (i = 0; i < b; i++)
-        bound *= 1.189207115002721;
-    return (uint64_t)(bound + 0.5);
-}
-
-static uint64_t cbpool__percentile(const uint64_t *hist, double q)
-{
-    uint64_t n = 0, seen = 0, rank;
-    int b;
-    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
-        n += hist[b];
-    if (n == 0)
-        return 0;
-    rank = (uint64_t)(q * (double)n + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++) {
-        seen += hist[b];
-        if (seen >= rank)
-            return cbpool__bucket_bound(b);
-    }
-    return cbpool__bucket_bound(CBPOOL__HIST_BUCKETS - 1);
-}
-
-/* ---- sizing ---- */
-
-/*
- * Recompute the pool's bounds from its configuration and the share.  The
- * pool keeps at least one connection (to refresh its share with); before
- * the first refresh it opens only that one, so that it never holds more
- * than its share.
- */
-static void cbpool__resize_locked(cbpool *pool)
-{
-    int limit, floor_size;
-    if (pool->extension == 0)
-        limit = pool->cfg.max_size > 0 ? pool->cfg.max_size : 10;
-    else if (pool->share < 0)
-        limit = 1;
-    else {
-        limit = pool->share;
-        if (pool->cfg.max_size > 0 && pool->cfg.max_size < limit)
-            limit = pool->cfg.max_size;
-    }
-    /* a share of 0 (more pods than budget) means no connection at all */
-    if (limit < 1 && !(pool->extension == 1 && pool->share == 0))
-        limit = 1;
-    if (limit < 0)
-        limit = 0;
-    floor_size = pool->server_min > pool->cfg.min_idle ? pool->server_min
-                                                       : pool->cfg.min_idle;
-    if (floor_size < 1)
-        floor_size = 1;
-    if (floor_size > limit)
-        floor_size = limit;
-    pool->limit = limit;
-    pool->floor_size = floor_size;
-}
-
-/* How long a saturated pool waits for a connection to come back before it
-   opens one to renew its share with (see cbpool__maintain_step). */
-static int cbpool__patience_ms(const cbpool *pool)
-{
-    return pool->refresh_ms < 100 ? pool->refresh_ms : 100;
-}
-
-/* Remember the busiest moment: connections in use (parked ones too: their
-   threads are using them) plus waiting threads.  Called under the lock
-   wherever that number grows. */
-static void cbpool__note_busy_locked(cbpool *pool)
-{
-    int busy = pool->in_use + pool->waiters;
-    if (busy > pool->interval_peak)
-        pool->interval_peak = busy;
-}
-
-/*
- * What the pod could use: the busiest moment of the last few refresh
- * intervals, plus headroom.  It rises at once and falls only once a busy
- * moment has left the window, so a steady pod reports the same number at
- * every refresh instead of a new instant sample.
- */
-static int cbpool__demand_locked(cbpool *pool)
-{
-    int busy = pool->interval_peak;
-    int headroom, demand, i;
-    for (i = 0; i < CBPOOL__PEAK_WINDOW; i++)
-        if (pool->peaks[i] > busy)
-            busy = pool->peaks[i];
-    headroom = (busy * pool->cfg.headroom_pct + 99) / 100;
-    if (headroom < 1)
-        headroom = 1;
-    demand = busy + headroom;
-    /* at least what the pool means to keep (not yet clamped by a share) */
-    if (demand < pool->cfg.min_idle)
-        demand = pool->cfg.min_idle;
-    if (demand < pool->server_min)
-        demand = pool->server_min;
-    if (pool->cfg.max_size > 0 && demand > pool->cfg.max_size)
-        demand = pool->cfg.max_size;
-    return demand;
-}
-
-/* ---- connections ---- */
-
-static void cbpool__unlink_locked(cbpool *pool, cbpool__conn *c)
-{
-    cbpool__conn **p = &pool->conns;
-    while (*p && *p != c)
-        p = &(*p)->next;
-    if (*p)
-        *p = c->next;
-    pool->total--;
-}
-
-static cbpool__conn *cbpool__find_locked(cbpool *pool, PGconn *pg)
-{
-    cbpool__conn *c;
-    for (c = pool->conns; c; c = c->next)
-        if (c->pg == pg)
-            return c;
-    return NULL;
-}
-
-static void cbpool__idle_remove_locked(cbpool *pool, cbpool__conn *c)
-{
-    int i;
-    for (i = 0; i < pool->idle_count; i++) {
-        if (pool->idle[i] == c) {
-            memmove(&pool->idle[i], &pool->idle[i + 1],
-                    (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
-            pool->idle_count--;
-            return;
-        }
-    }
-}
-
-/* Close a connection and keep its record for reuse; outside the lock
-   (PQfinish talks to the server). */
 /*
  * Lifecycle events, for cfg.hooks and the debug log: only when one of them
- * is set (pool->observe), always outside the lock.
+ * is set (pool->fast.observe), always outside the lock.
  */
 static void cbpool__debug(cbpool *pool, const char *id, const char *fmt, ...)
 {
@@ -1622,198 +1876,9 @@ static void cbpool__on_use(cbpool *pool, PGconn *pg, int64_t ns, int acquire)
                       acquire ? "waiting" : "holding it", (unsigned long long)us);
 }
 
-static void cbpool__destroy(cbpool *pool, cbpool__conn *c)
-{
-    if (c->pg && pool->observe)
-        cbpool__on_close(pool, c);
-    if (c->pg)
-        PQfinish(c->pg);
-    cbpool__lock(pool);
-    CBPOOL__STORE(&c->pg, (PGconn *)NULL);
-    CBPOOL__STORE(&c->state, CBPOOL__FREE);
-    c->next = pool->spare;
-    pool->spare = c;
-    cbpool__unlock(pool);
-}
-
-/* A record for a new connection: a spare one, or a new one (NULL if out of
-   memory).  The fast-acquire count stays with the record. */
-static cbpool__conn *cbpool__new_conn(cbpool *pool)
-{
-    cbpool__conn *c;
-    cbpool__lock(pool);
-    c = pool->spare;
-    if (c)
-        pool->spare = c->next;
-    cbpool__unlock(pool);
-    if (!c)
-    {
-        c = (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
-        if (c)
-            c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
-        return c;
-    }
-    c->next = NULL;
-    c->releasing = 0;
-    c->held_for_answer = 0;
-    c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
-    c->retire_ns = 0;
-    CBPOOL__STORE(&c->acquired_ns, (int64_t)0);
-    CBPOOL__STORE(&c->acquired_file, (const char *)NULL);
-    CBPOOL__STORE(&c->acquired_line, 0);
-    CBPOOL__STORE(&c->leak_reported, 0);
-    return c;
-}
-
-static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c);
-
-/* what a drain does with kept connections */
-#define CBPOOL__RECLAIM_STALE 0   /* reclaim those kept longer than CBPOOL__KEEP_NS */
-#define CBPOOL__RECLAIM_ALL 1     /* reclaim all: a thread would wait, or close */
-
-/*
- * Move parked connections to the idle stack, and hand kept connections
- * whose thread has not taken them back within CBPOOL__KEEP_NS (all of them
- * with CBPOOL__RECLAIM_ALL) to the first waiter; called with the lock.  A
- * connection being parked or kept right now is waited for: its thread is
- * between two stores.  Together with the releasing thread's check of
- * fast_mode after it marked the connection PARKING, this makes sure that a
- * thread which turned fast_mode off and then drained cannot miss a
- * connection parked or kept meanwhile.  Returns how many stay kept.
- */
-static int cbpool__drain_locked(cbpool *pool, int reclaim)
-{
-    cbpool__conn *c;
-    int64_t now = 0;
-    int kept = 0;
-    for (c = pool->conns; c; c = c->next) {
-        int st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
-        uint64_t ticket = 0;
-        int spins = 0;
-        for (;;) {
-            if (st == CBPOOL__KEPT) {
-                ticket = __atomic_load_n(&c->keep_ticket, __ATOMIC_ACQUIRE);
-                if (ticket)
-                    break;   /* else its thread is taking it back */
-            } else if (st != CBPOOL__PARKING)
-                break;
-            if (++spins > 100)
-                sched_yield();
-            st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
-        }
-        if (st == CBPOOL__PARKED &&
-            __atomic_compare_exchange_n(&c->state, &st, CBPOOL__IDLE, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
-            pool->in_use--;
-            pool->idle[pool->idle_count++] = c;
-        } else if (st == CBPOOL__KEPT) {
-            int64_t kept_ns = __atomic_load_n(&c->kept_ns, __ATOMIC_RELAXED);
-            if (!now)
-                now = cbpool__now_ns();
-            if ((reclaim == CBPOOL__RECLAIM_ALL || now - kept_ns >= CBPOOL__KEEP_NS) &&
-                __atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-                pool->in_use--;
-                if (!pool->closing)
-                    pool->counters.barges_expired++;
-                cbpool__offer_locked(pool, c);
-            } else
-                kept++;
-        }
-    }
-    return kept;
-}
-
-static void cbpool__wait_unlink_locked(cbpool *pool, cbpool__waiter *w)
-{
-    cbpool__waiter **p = &pool->wait_head;
-    cbpool__waiter *prev = NULL;
-    while (*p && *p != w) {
-        prev = *p;
-        p = &(*p)->next;
-    }
-    if (*p) {
-        *p = w->next;
-        if (pool->wait_tail == w)
-            pool->wait_tail = prev;
-        pool->waiters--;
-    }
-}
-
-/*
- * Give a usable connection to the first waiter, or put it on the idle
- * stack.  The caller holds the lock and has checked it is within bounds.
- */
-static void cbpool__offer_locked(cbpool *pool, cbpool__conn *c)
-{
-    c->barges = 0;   /* whoever gets it next starts a new run */
-    if (pool->refresh_wanted && !pool->refresh_conn) {
-        /* a saturated pool still refreshes its share: maintenance first */
-        pool->refresh_wanted = 0;
-        CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
-        pool->refresh_conn = c;
-        cbpool__wake(pool);
-        return;
-    }
-    if (pool->wait_head) {
-        cbpool__waiter *w = pool->wait_head;
-        pool->wait_head = w->next;
-        if (!pool->wait_head)
-            pool->wait_tail = NULL;
-        pool->waiters--;
-        pool->counters.handoffs++;
-        CBPOOL__STORE(&c->leak_reported, 0);
-        CBPOOL__STORE(&c->acquired_ns, cbpool__now_ns());   /* for the leak check meanwhile */
-        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
-        pool->in_use++;
-        w->conn = c;
-        pthread_cond_signal(&w->cond);
-        return;
-    }
-    /* room for every connection was made when it was opened */
-    CBPOOL_ASSERT(pool->idle_count < pool->idle_capacity);
-    CBPOOL__STORE(&c->state, CBPOOL__IDLE);
-    pool->idle[pool->idle_count++] = c;
-    pthread_cond_broadcast(&pool->ready_cond);
-}
-
-/* Make room on the idle stack for one more open connection; called with
-   the lock before a connection is added.  Returns 0 on allocation failure. */
-static int cbpool__reserve_idle_locked(cbpool *pool)
-{
-    int cap;
-    cbpool__conn **grown;
-    if (pool->total < pool->idle_capacity)
-        return 1;
-    cap = pool->idle_capacity ? pool->idle_capacity * 2 : 16;
-    grown = (cbpool__conn **)cbpool__alloc(&pool->cfg, (size_t)cap * sizeof(cbpool__conn *));
-    if (!grown)
-        return 0;
-    if (pool->idle_count)
-        memcpy(grown, pool->idle, (size_t)pool->idle_count * sizeof(cbpool__conn *));
-    cbpool__free(&pool->cfg, pool->idle);
-    pool->idle = grown;
-    pool->idle_capacity = cap;
-    return 1;
-}
-
 /* Is the socket closed or in error?  A cheap check with no round trip:
    a server that restarted or terminated the backend has sent an error and
    closed the connection, which shows as readable. */
-/*
- * A session that cannot write: a hot standby, or read-only by default.
- * Servers from 14 on report both as they change (a promotion included), so
- * this costs no round trip; older servers report neither, and libpq's own
- * target_session_attrs check at connect time is all there is.
- */
-static int cbpool__read_only(PGconn *pg)
-{
-    const char *hs = PQparameterStatus(pg, "in_hot_standby");
-    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
-    return (hs && strcmp(hs, "on") == 0) || (ro && strcmp(ro, "on") == 0);
-}
-
 static int cbpool__looks_alive(PGconn *pg)
 {
     struct pollfd pfd;
@@ -1893,7 +1958,1544 @@ static int cbpool__validate(cbpool *pool, PGconn *pg)
     return ok;
 }
 
-/* ---- the budget ---- */
+/*
+ * A session that cannot write: a hot standby, or read-only by default.
+ * Servers from 14 on report both as they change (a promotion included), so
+ * this costs no round trip; older servers report neither, and libpq's own
+ * target_session_attrs check at connect time is all there is.
+ */
+static int cbpool__read_only(PGconn *pg)
+{
+    const char *hs = PQparameterStatus(pg, "in_hot_standby");
+    const char *ro = PQparameterStatus(pg, "default_transaction_read_only");
+    return (hs && strcmp(hs, "on") == 0) || (ro && strcmp(ro, "on") == 0);
+}
+
+/* == [handoff] the lock-free path: park, keep, take back, drain ========== */
+
+/* the connection this thread acquired last, and its pool (the pointer and
+   the id: a new pool may reuse a freed one's address) */
+static __thread const cbpool *cbpool__last_pool;
+static __thread uint64_t cbpool__last_pool_id;
+static __thread cbpool__conn *cbpool__last_conn;
+/* the ticket of the last connection if this thread kept it (see KEPT) */
+static __thread uint64_t cbpool__keep_ticket;
+/* when this thread last released a connection of its last pool, and
+   whether its current acquire came within CBPOOL__COME_BACK_NS of it */
+static __thread int64_t cbpool__released_ns;
+static __thread int cbpool__came_back;
+
+/*
+ * Releases may park connections without the lock only while nobody waits,
+ * and keep them for their thread only while others wait (and barge_limit is
+ * not 0); either only while the pool is open, no refresh waits for a
+ * connection and the pool is within its limit.  Every unlock brings
+ * fast.mode up to date (cbpool__unlock); a thread about to wait turns it
+ * off first and then drains (see cbpool__fast_drain_locked).
+ */
+static void cbpool__fast_mode_locked(cbpool *pool)
+{
+    int mode;
+    if (pool->slots.closing || cbpool__share_wanted(pool) ||
+        pool->slots.total > pool->share.limit)
+        mode = CBPOOL__FAST_OFF;
+    else if (pool->slots.waiters > 0)
+        mode = pool->cfg.barge_limit > 0 ? CBPOOL__FAST_KEEP : CBPOOL__FAST_OFF;
+    else
+        mode = CBPOOL__FAST_PARK;
+    if (mode != __atomic_load_n(&pool->fast.mode, __ATOMIC_RELAXED))
+        __atomic_store_n(&pool->fast.mode, mode, __ATOMIC_SEQ_CST);
+}
+
+/* No more parking or keeping, at once (a thread about to wait, or close);
+   with the lock.  The next unlock recomputes the mode. */
+static void cbpool__fast_off_locked(cbpool *pool)
+{
+    __atomic_store_n(&pool->fast.mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * follow_cpu.  A thread that a connection is handed to has slept while
+ * others used it, and the scheduler wakes it wherever it likes; but the
+ * connection's backend (on a local server) runs where its last user ran,
+ * and a client thread and its backend on different CPUs pay an
+ * inter-processor interrupt on every round trip -- on two virtual CPUs
+ * 32 threads taking turns on 4 connections then carry half of what the
+ * same 4 connections do when the pairs share a CPU.  So a release notes
+ * its CPU, and a thread handed the connection after waiting moves there
+ * once: its affinity mask is set to that CPU and at once back to what it
+ * was (the thread stays where it is until the scheduler moves it, which
+ * with a backend answering it on that CPU it has no reason to).  A thread
+ * whose mask does not include that CPU is not moved.  Linux only, and only
+ * with the GNU declarations of <sched.h>; elsewhere nothing happens.
+ */
+#if defined(__linux__) && defined(CPU_ZERO) && defined(CPU_SETSIZE)
+static int cbpool__this_cpu(void)
+{
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu + 1;
+}
+
+/* Move the calling thread to CPU cpu - 1 unless it is there or may not
+   run there; its affinity mask is as it was on return.  1 if it moved. */
+static int cbpool__follow(int cpu)
+{
+    cpu_set_t mine, there;
+    int here = sched_getcpu();
+    if (cpu <= 0 || cpu > CPU_SETSIZE || here < 0 || here == cpu - 1)
+        return 0;
+    if (sched_getaffinity(0, sizeof mine, &mine) != 0 || !CPU_ISSET(cpu - 1, &mine))
+        return 0;
+    CPU_ZERO(&there);
+    CPU_SET(cpu - 1, &there);
+    if (sched_setaffinity(0, sizeof there, &there) != 0)
+        return 0;
+    /* the mask it had a moment ago: only a cpuset changed meanwhile could
+       refuse it, and then once more is all that can be done */
+    if (sched_setaffinity(0, sizeof mine, &mine) != 0)
+        (void)sched_setaffinity(0, sizeof mine, &mine);
+    return 1;
+}
+#else
+static int cbpool__this_cpu(void)
+{
+    return 0;
+}
+
+static int cbpool__follow(int cpu)
+{
+    (void)cpu;
+    return 0;
+}
+#endif
+
+/* what a drain does with kept connections */
+#define CBPOOL__RECLAIM_STALE 0   /* reclaim those kept longer than CBPOOL__KEEP_NS */
+#define CBPOOL__RECLAIM_ALL 1     /* reclaim all: a thread would wait, or close */
+
+/*
+ * Move parked connections to the idle stack, and hand kept connections
+ * whose thread has not taken them back within CBPOOL__KEEP_NS (all of them
+ * with CBPOOL__RECLAIM_ALL) to the first waiter; called with the lock.  A
+ * connection being parked or kept right now is waited for: its thread is
+ * between two stores.  Together with the releasing thread's check of
+ * fast.mode after it marked the connection PARKING, this makes sure that a
+ * thread which turned fast.mode off and then drained cannot miss a
+ * connection parked or kept meanwhile.  Returns how many stay kept.
+ */
+static int cbpool__fast_drain_locked(cbpool *pool, int reclaim)
+{
+    cbpool__conn *c;
+    int64_t now = 0;
+    int kept = 0;
+    for (c = pool->slots.conns; c; c = c->next) {
+        int st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
+        uint64_t ticket = 0;
+        int spins = 0;
+        for (;;) {
+            if (st == CBPOOL__KEPT) {
+                ticket = __atomic_load_n(&c->keep_ticket, __ATOMIC_ACQUIRE);
+                if (ticket)
+                    break;   /* else its thread is taking it back */
+            } else if (st != CBPOOL__PARKING)
+                break;
+            if (++spins > 100)
+                sched_yield();
+            st = __atomic_load_n(&c->state, __ATOMIC_SEQ_CST);
+        }
+        if (st == CBPOOL__PARKED &&
+            __atomic_compare_exchange_n(&c->state, &st, CBPOOL__IDLE, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            cbpool__slots_unpark_locked(pool, c);
+        } else if (st == CBPOOL__KEPT) {
+            int64_t kept_ns = __atomic_load_n(&c->kept_ns, __ATOMIC_RELAXED);
+            if (!now)
+                now = cbpool__now_ns();
+            if ((reclaim == CBPOOL__RECLAIM_ALL || now - kept_ns >= CBPOOL__KEEP_NS) &&
+                __atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
+                                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+                if (!pool->slots.closing)
+                    CBPOOL__COUNT(pool, barges_expired);
+                cbpool__slots_reclaim_locked(pool, c);
+            } else
+                kept++;
+        }
+    }
+    return kept;
+}
+
+/* The connection this thread used last if it belongs to this pool, or NULL */
+static cbpool__conn *cbpool__fast_my_last(const cbpool *pool)
+{
+    return cbpool__last_pool == pool && cbpool__last_pool_id == pool->fast.id
+               ? cbpool__last_conn
+               : NULL;
+}
+
+/* The fast path of an acquire: the connection this thread released last,
+   if it is still parked.  Returns it in use, or NULL. */
+static cbpool__conn *cbpool__fast_take_parked(cbpool *pool)
+{
+    cbpool__conn *c = cbpool__fast_my_last(pool);
+    int st = CBPOOL__PARKED;
+    if (!c || __atomic_load_n(&pool->fast.mode, __ATOMIC_RELAXED) != CBPOOL__FAST_PARK)
+        return NULL;
+    if (!__atomic_compare_exchange_n(&c->state, &st, CBPOOL__IN_USE, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return NULL;
+    return c;
+}
+
+/* The contended path of an acquire: the connection this thread kept at its
+   last release, unless it was handed to a waiter meanwhile.  Returns it in
+   use, or NULL. */
+static cbpool__conn *cbpool__fast_take_kept(cbpool *pool)
+{
+    uint64_t ticket = cbpool__keep_ticket;
+    cbpool__conn *c;
+    if (!ticket)
+        return NULL;
+    cbpool__keep_ticket = 0;
+    c = cbpool__fast_my_last(pool);
+    if (!c || !__atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return NULL;
+    __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&c->barged_acquires,
+                     __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELAXED);
+    return c;
+}
+
+/*
+ * The fast paths of a release, without the lock, for a clean connection
+ * this thread acquired last.  While nobody waits it is parked.  While
+ * others wait it is kept for this thread's next acquire -- the thread skips
+ * the line, and nobody sleeps or wakes -- if the thread came back within
+ * CBPOOL__COME_BACK_NS after its previous release and has not kept this
+ * connection barge_limit times in a row; else the slow path hands it to
+ * the first waiter.  Returns 1 if it was parked or kept.
+ */
+static int cbpool__fast_release(cbpool *pool, PGconn *pg, int64_t now)
+{
+    cbpool__conn *c = cbpool__fast_my_last(pool);
+    int mode = __atomic_load_n(&pool->fast.mode, __ATOMIC_RELAXED);
+    uint64_t ticket;
+    if (!c || mode == CBPOOL__FAST_OFF || CBPOOL__LOAD(&c->pg) != pg ||
+        CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
+        PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE)
+        return 0;
+    if (c->retire_ns && now >= c->retire_ns)
+        return 0;
+    if (mode == CBPOOL__FAST_KEEP &&
+        (!cbpool__came_back || c->barges >= pool->cfg.barge_limit))
+        return 0;
+    c->last_used_ns = now;
+    /* PARKING first, then fast.mode: a thread that turned fast.mode off and
+       drains either sees this connection or is seen here (both seq_cst) */
+    __atomic_store_n(&c->state, CBPOOL__PARKING, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool->fast.mode, __ATOMIC_SEQ_CST) != mode) {
+        __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
+        return 0;
+    }
+    __atomic_store_n(&c->acquired_ns, (int64_t)0, __ATOMIC_RELAXED);
+    if (mode == CBPOOL__FAST_PARK) {
+        c->barges = 0;
+        /* the last touch: once parked, a drain may hand it out, and a close
+           may free the pool */
+        __atomic_store_n(&c->state, CBPOOL__PARKED, __ATOMIC_RELEASE);
+        return 1;
+    }
+    c->barges++;
+    if (pool->cfg.follow_cpu)
+        __atomic_store_n(&c->cpu, cbpool__this_cpu(), __ATOMIC_RELAXED);
+    ticket = ++c->keep_seq;
+    cbpool__keep_ticket = ticket;
+    __atomic_store_n(&c->kept_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->keep_ticket, ticket, __ATOMIC_RELEASE);
+    /* the last touch, as for a parked one */
+    __atomic_store_n(&c->state, CBPOOL__KEPT, __ATOMIC_SEQ_CST);
+    return 1;
+}
+
+/* == [slots] acquire and release: connections, idle stack, waiters ======= */
+
+CBPOOL_DEF cbpool_error cbpool_last_error(void)
+{
+    return cbpool__errno;
+}
+
+CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
+{
+    switch (e) {
+    case CBPOOL_OK: return "success";
+    case CBPOOL_ETIMEOUT: return "no connection became available within the timeout";
+    case CBPOOL_EBACKPRESSURE: return "too many threads are waiting for a connection (max_waiters)";
+    case CBPOOL_ECLOSED: return "the pool is closed";
+    case CBPOOL_EINVAL: return "invalid argument";
+    case CBPOOL_EQUERY: return "BEGIN or COMMIT failed";
+    case CBPOOL_EUNAVAILABLE:
+        return "the server is unreachable (the circuit breaker is open), or no host of the "
+               "cluster can take this access";
+    case CBPOOL_EREFUSED:
+        return "the server refuses this pool's identity (SQLSTATE 42501 or 53400: its role "
+               "may not claim the application or the pod, or holds too many pods); this "
+               "will not change by itself";
+    }
+    return "unknown error";
+}
+
+static void cbpool__slots_unlink_locked(cbpool *pool, cbpool__conn *c)
+{
+    cbpool__conn **p = &pool->slots.conns;
+    while (*p && *p != c)
+        p = &(*p)->next;
+    if (*p)
+        *p = c->next;
+    pool->slots.total--;
+}
+
+static cbpool__conn *cbpool__slots_find_locked(cbpool *pool, PGconn *pg)
+{
+    cbpool__conn *c;
+    for (c = pool->slots.conns; c; c = c->next)
+        if (c->pg == pg)
+            return c;
+    return NULL;
+}
+
+static void cbpool__slots_idle_remove_locked(cbpool *pool, cbpool__conn *c)
+{
+    int i;
+    for (i = 0; i < pool->slots.idle_count; i++) {
+        if (pool->slots.idle[i] == c) {
+            memmove(&pool->slots.idle[i], &pool->slots.idle[i + 1],
+                    (size_t)(pool->slots.idle_count - i - 1) * sizeof(cbpool__conn *));
+            pool->slots.idle_count--;
+            return;
+        }
+    }
+}
+
+/* Close a connection and keep its record for reuse; outside the lock
+   (PQfinish talks to the server). */
+static void cbpool__slots_destroy(cbpool *pool, cbpool__conn *c)
+{
+    if (c->pg && pool->fast.observe)
+        cbpool__on_close(pool, c);
+    if (c->pg)
+        PQfinish(c->pg);
+    cbpool__lock(pool);
+    CBPOOL__STORE(&c->pg, (PGconn *)NULL);
+    CBPOOL__STORE(&c->state, CBPOOL__FREE);
+    c->next = pool->slots.spare;
+    pool->slots.spare = c;
+    cbpool__unlock(pool);
+}
+
+/* A record for a new connection: a spare one, or a new one (NULL if out of
+   memory).  The fast-acquire count stays with the record. */
+static cbpool__conn *cbpool__slots_new_conn(cbpool *pool)
+{
+    cbpool__conn *c;
+    cbpool__lock(pool);
+    c = pool->slots.spare;
+    if (c)
+        pool->slots.spare = c->next;
+    cbpool__unlock(pool);
+    if (!c)
+    {
+        c = (cbpool__conn *)cbpool__alloc(&pool->cfg, sizeof(cbpool__conn));
+        if (c)
+            c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
+        return c;
+    }
+    c->next = NULL;
+    c->releasing = 0;
+    c->held_for_answer = 0;
+    c->close_reason = CBPOOL_CLOSE_POOL_CLOSED;
+    c->retire_ns = 0;
+    CBPOOL__STORE(&c->acquired_ns, (int64_t)0);
+    CBPOOL__STORE(&c->acquired_file, (const char *)NULL);
+    CBPOOL__STORE(&c->acquired_line, 0);
+    CBPOOL__STORE(&c->leak_reported, 0);
+    return c;
+}
+
+static void cbpool__slots_unwait_locked(cbpool *pool, cbpool__waiter *w)
+{
+    cbpool__waiter **p = &pool->slots.wait_head;
+    cbpool__waiter *prev = NULL;
+    while (*p && *p != w) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (*p) {
+        *p = w->next;
+        if (pool->slots.wait_tail == w)
+            pool->slots.wait_tail = prev;
+        pool->slots.waiters--;
+    }
+}
+
+/*
+ * Give a usable connection to the first waiter, or put it on the idle
+ * stack.  The caller holds the lock and has checked it is within bounds.
+ */
+static void cbpool__slots_offer_locked(cbpool *pool, cbpool__conn *c)
+{
+    c->barges = 0;   /* whoever gets it next starts a new run */
+    if (cbpool__share_claim_locked(pool, c))
+        return;   /* a saturated pool still refreshes its share: that first */
+    if (pool->slots.wait_head) {
+        cbpool__waiter *w = pool->slots.wait_head;
+        pool->slots.wait_head = w->next;
+        if (!pool->slots.wait_head)
+            pool->slots.wait_tail = NULL;
+        pool->slots.waiters--;
+        CBPOOL__COUNT(pool, handoffs);
+        CBPOOL__STORE(&c->leak_reported, 0);
+        CBPOOL__STORE(&c->acquired_ns, cbpool__now_ns());   /* for the leak check meanwhile */
+        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
+        pool->slots.in_use++;
+        w->conn = c;
+        pthread_cond_signal(&w->cond);
+        return;
+    }
+    /* room for every connection was made when it was opened */
+    CBPOOL_ASSERT(pool->slots.idle_count < pool->slots.idle_capacity);
+    CBPOOL__STORE(&c->state, CBPOOL__IDLE);
+    pool->slots.idle[pool->slots.idle_count++] = c;
+    pthread_cond_broadcast(&pool->slots.ready_cond);
+}
+
+/* A new connection joins the pool (its room on the idle stack was made
+   with cbpool__slots_reserve_locked); with the lock. */
+static void cbpool__slots_add_locked(cbpool *pool, cbpool__conn *c)
+{
+    c->next = pool->slots.conns;
+    pool->slots.conns = c;
+    pool->slots.total++;
+}
+
+/* A connection parked without the lock goes on the idle stack (a drain);
+   with the lock. */
+static void cbpool__slots_unpark_locked(cbpool *pool, cbpool__conn *c)
+{
+    CBPOOL_ASSERT(pool->slots.idle_count < pool->slots.idle_capacity);
+    pool->slots.in_use--;
+    pool->slots.idle[pool->slots.idle_count++] = c;
+}
+
+/* A kept connection whose ticket a drain took goes to the first waiter
+   (or the idle stack); with the lock. */
+static void cbpool__slots_reclaim_locked(cbpool *pool, cbpool__conn *c)
+{
+    pool->slots.in_use--;
+    cbpool__slots_offer_locked(pool, c);
+}
+
+/* Make room on the idle stack for one more open connection; called with
+   the lock before a connection is added.  Returns 0 on allocation failure. */
+static int cbpool__slots_reserve_locked(cbpool *pool)
+{
+    int cap;
+    cbpool__conn **grown;
+    if (pool->slots.total < pool->slots.idle_capacity)
+        return 1;
+    cap = pool->slots.idle_capacity ? pool->slots.idle_capacity * 2 : 16;
+    grown = (cbpool__conn **)cbpool__alloc(&pool->cfg, (size_t)cap * sizeof(cbpool__conn *));
+    if (!grown)
+        return 0;
+    if (pool->slots.idle_count)
+        memcpy(grown, pool->slots.idle, (size_t)pool->slots.idle_count * sizeof(cbpool__conn *));
+    cbpool__free(&pool->cfg, pool->slots.idle);
+    pool->slots.idle = grown;
+    pool->slots.idle_capacity = cap;
+    return 1;
+}
+
+/* Wake every waiter (the circuit opened: they fail at once); with the lock. */
+static void cbpool__slots_wake_waiters_locked(cbpool *pool)
+{
+    cbpool__waiter *w;
+    for (w = pool->slots.wait_head; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+}
+
+/* Sleep on cond for up to ms milliseconds; called with the lock. */
+static void cbpool__timed_wait(cbpool *pool, pthread_cond_t *cond, int64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec += (long)(ns % 1000000000);
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(cond, &pool->lock, &ts);
+}
+
+/* A connection that was out came back after close(); returns 1 when it
+   was the last one and the pool must be freed now.  Called with the lock. */
+static int cbpool__slots_returned_after_close_locked(cbpool *pool)
+{
+    return pool->slots.closed_final && --pool->slots.out_at_close == 0;
+}
+
+/* Take an idle connection, or wait in line for one until deadline; called
+   with the lock, returns without it.  NULL with cbpool__errno set if none. */
+static cbpool__conn *cbpool__slots_take_locked(cbpool *pool, int64_t deadline, int *handed)
+{
+    cbpool__conn *c;
+    if (pool->slots.closing) {
+        cbpool__unlock(pool);
+        cbpool__errno = CBPOOL_ECLOSED;
+        return NULL;
+    }
+    if (!pool->slots.wait_head && pool->slots.idle_count == 0) {
+        /* connections parked or kept by other threads (nobody waits, so
+           this thread is first in line): fast.mode off first, so that none
+           parked or kept after the drain goes unseen */
+        cbpool__fast_off_locked(pool);
+        cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_ALL);
+    } else if (pool->slots.wait_head && pool->cfg.barge_limit > 0)
+        /* connections kept for threads that have not come back for them go
+           to the threads ahead of this one */
+        cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_ALL);
+    if (!pool->slots.wait_head && pool->slots.idle_count > 0) {
+        /* this thread's previous connection if it is idle (its backend
+           is warm and on the same CPU), else the most recently used */
+        int i = pool->slots.idle_count - 1;
+        cbpool__conn *mine = cbpool__fast_my_last(pool);
+        if (mine) {
+            int j;
+            for (j = i; j >= 0; j--)
+                if (pool->slots.idle[j] == mine)
+                    break;
+            if (j >= 0)
+                i = j;
+        }
+        c = pool->slots.idle[i];
+        memmove(&pool->slots.idle[i], &pool->slots.idle[i + 1],
+                (size_t)(pool->slots.idle_count - i - 1) * sizeof(cbpool__conn *));
+        pool->slots.idle_count--;
+        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
+        pool->slots.in_use++;
+        cbpool__share_note_busy_locked(pool);
+    } else {
+        cbpool__waiter w;
+        int64_t now;
+        int fail = cbpool__breaker_fail_fast(pool);
+        if (fail) {
+            /* the server is unreachable, or refuses this pool for good:
+               fail now rather than at the timeout (a cluster's host: the
+               cluster goes to another) */
+            if (fail == CBPOOL_EUNAVAILABLE)
+                CBPOOL__COUNT(pool, breaker_fast_failures);
+            cbpool__unlock(pool);
+            cbpool__errno = (cbpool_error)fail;
+            return NULL;
+        }
+        if (pool->cfg.max_waiters > 0 && pool->slots.waiters >= pool->cfg.max_waiters) {
+            CBPOOL__COUNT(pool, acquire_rejected);
+            cbpool__unlock(pool);
+            cbpool__errno = CBPOOL_EBACKPRESSURE;
+            return NULL;
+        }
+        memset(&w, 0, sizeof w);
+        pthread_cond_init(&w.cond, &pool->condattr);
+        if (pool->slots.wait_tail)
+            pool->slots.wait_tail->next = &w;
+        else
+            pool->slots.wait_head = &w;
+        pool->slots.wait_tail = &w;
+        pool->slots.waiters++;
+        cbpool__share_note_busy_locked(pool);
+        /* maintenance: to open a connection for us if the pool may grow,
+           and to watch connections kept for their threads meanwhile; it
+           does not need to hear of every waiter */
+        if (pool->slots.total + pool->connect.connecting < pool->share.limit ||
+            (pool->cfg.barge_limit > 0 && pool->slots.total > 0 && !pool->maint.watch_armed))
+            cbpool__maint_wake(pool);
+        while (!w.conn && !pool->slots.closing && !cbpool__breaker_fail_fast(pool) &&
+               (now = cbpool__now_ns()) < deadline) {
+            int64_t left = deadline - now;
+            if (!pool->maint.thread_started) {
+                /* no background thread: drive maintenance while waiting,
+                   unless another thread already does */
+                int ran;
+                cbpool__unlock(pool);
+                ran = cbpool__maintain(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
+                cbpool__lock(pool);
+                if (ran || w.conn || pool->slots.closing)
+                    continue;
+            }
+            /* re-check at least every second (every 20 ms thread-less) */
+            {
+                int64_t slice = pool->maint.thread_started ? 1000000000 : 20000000;
+                cbpool__timed_wait(pool, &w.cond, left < slice ? left : slice);
+            }
+        }
+        if (!w.conn)
+            cbpool__slots_unwait_locked(pool, &w);
+        pthread_cond_destroy(&w.cond);
+        c = w.conn;
+        *handed = c != NULL;
+        if (!c) {
+            int closed = pool->slots.closing;
+            fail = closed ? 0 : cbpool__breaker_fail_fast(pool);
+            if (fail == CBPOOL_EUNAVAILABLE)
+                CBPOOL__COUNT(pool, breaker_fast_failures);
+            else if (!closed && !fail)
+                CBPOOL__COUNT(pool, acquire_timeouts);
+            cbpool__unlock(pool);
+            cbpool__errno = closed ? CBPOOL_ECLOSED : fail ? (cbpool_error)fail : CBPOOL_ETIMEOUT;
+            return NULL;
+        }
+    }
+    cbpool__unlock(pool);
+    return c;
+}
+
+static PGconn *cbpool__acquire(cbpool *pool, int64_t start, int64_t deadline,
+                               const char *file, int line)
+{
+    int64_t now;
+    cbpool__conn *c;
+    int fast;
+
+    /* did this thread come straight back?  (its next release may keep the
+       connection while others wait) */
+    cbpool__came_back = cbpool__fast_my_last(pool) != NULL &&
+                        start - cbpool__released_ns <= CBPOOL__COME_BACK_NS;
+    c = cbpool__fast_take_kept(pool);
+    if (!c)
+        c = cbpool__fast_take_parked(pool);
+    fast = c != NULL;
+    if (!fast)
+        cbpool__lock(pool);
+    for (;;) {
+        int handed = 0;
+        if (!c && !(c = cbpool__slots_take_locked(pool, deadline, &handed)))
+            return NULL;
+        if (handed && pool->cfg.follow_cpu &&
+            cbpool__follow(__atomic_load_n(&c->cpu, __ATOMIC_RELAXED)))
+            __atomic_store_n(&c->moved, __atomic_load_n(&c->moved, __ATOMIC_RELAXED) + 1,
+                             __ATOMIC_RELAXED);
+        now = fast ? start : cbpool__now_ns();
+        /* acquired_ns last: the leak check reads it first */
+        CBPOOL__STORE(&c->acquired_file, file);
+        CBPOOL__STORE(&c->acquired_line, line);
+        CBPOOL__STORE(&c->leak_reported, 0);
+        CBPOOL__STORE(&c->acquired_ns, now);
+
+        /*
+         * Never hand out a dead or expired connection.  The check runs
+         * outside the lock; a pool closed meanwhile counts this connection
+         * as out and frees itself when it comes back.
+         */
+        {
+            /* a connection back for less than CBPOOL__RECHECK_NS was alive a
+               moment ago; the socket check would cost a system call on
+               every acquire of a busy pool */
+            int alive = (now - c->last_used_ns < CBPOOL__RECHECK_NS
+                             ? PQstatus(c->pg) == CONNECTION_OK
+                             : cbpool__looks_alive(c->pg)) &&
+                        !(pool->fast.writes_only && cbpool__read_only(c->pg));
+            int expired = c->retire_ns && now >= c->retire_ns;
+            int checked = alive && !expired &&
+                          (pool->cfg.validate_idle_ms < 0 ||
+                           now - c->last_used_ns <= (int64_t)pool->cfg.validate_idle_ms * 1000000 ||
+                           cbpool__validate(pool, c->pg));
+            if (checked)
+                break;
+            cbpool__lock(pool);
+            pool->slots.in_use--;
+            cbpool__slots_unlink_locked(pool, c);
+            if (pool->slots.closing) {
+                /* closed while we checked it: it goes, and so may the pool */
+                int free_pool = cbpool__slots_returned_after_close_locked(pool);
+                cbpool__unlock(pool);
+                cbpool__slots_destroy(pool, c);
+                if (free_pool) {
+                    cbpool__lock(pool);
+                    cbpool__free_pool(pool);   /* unlocks */
+                }
+                cbpool__errno = CBPOOL_ECLOSED;
+                return NULL;
+            }
+            c->close_reason = expired && alive ? CBPOOL_CLOSE_LIFETIME : CBPOOL_CLOSE_BROKEN;
+            if (expired && alive)
+                CBPOOL__COUNT(pool, closed_lifetime);
+            else {
+                CBPOOL__COUNT(pool, closed_broken);
+                if (alive)
+                    CBPOOL__COUNT(pool, validations_failed);
+            }
+            cbpool__maint_wake(pool);
+            cbpool__unlock(pool);
+            cbpool__slots_destroy(pool, c);
+            cbpool__lock(pool);
+            if (cbpool__now_ns() >= deadline) {
+                CBPOOL__COUNT(pool, acquire_timeouts);
+                cbpool__unlock(pool);
+                cbpool__errno = CBPOOL_ETIMEOUT;
+                return NULL;
+            }
+            c = NULL;
+            fast = 0;
+        }
+    }
+    cbpool__last_pool = pool;
+    cbpool__last_pool_id = pool->fast.id;
+    cbpool__last_conn = c;
+    cbpool__keep_ticket = 0;   /* a ticket is for the last connection only */
+    if (fast)   /* no wait: counted in the histogram's first bucket */
+        __atomic_store_n(&c->fast_acquires,
+                         __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+    else
+        cbpool__stats_record_wait(pool, now - start);
+    cbpool__errno = CBPOOL_OK;
+    if (pool->fast.observe)
+        cbpool__on_use(pool, c->pg, fast ? 0 : now - start, 1);
+    return c->pg;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
+                                     int line)
+{
+    int64_t start = cbpool__now_ns();
+    if (!pool) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (timeout_ms < 0)
+        timeout_ms = pool->cfg.acquire_timeout_ms;
+    return cbpool__acquire(pool, start, start + (int64_t)timeout_ms * 1000000, file, line);
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms)
+{
+    return cbpool_acquire_at(pool, timeout_ms, NULL, 0);
+}
+
+CBPOOL_DEF int64_t cbpool_clock_us(void)
+{
+    return cbpool__now_ns() / 1000;
+}
+
+/* A deadline on cbpool_clock_us() in nanoseconds, without overflow: one
+   beyond what nanoseconds hold (INT64_MAX, say) is as good as never. */
+static int64_t cbpool__deadline_ns(int64_t deadline_us)
+{
+    if (deadline_us >= INT64_MAX / 1000)
+        return INT64_MAX;
+    return deadline_us > 0 ? deadline_us * 1000 : 0;
+}
+
+CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us)
+{
+    int64_t start = cbpool__now_ns();
+    int64_t deadline_ns = cbpool__deadline_ns(deadline_us);
+    if (!pool) {
+        cbpool__errno = CBPOOL_EINVAL;
+        return NULL;
+    }
+    if (deadline_ns <= start) {
+        /* too late already: nothing is taken */
+        cbpool__lock(pool);
+        CBPOOL__COUNT(pool, acquire_timeouts);
+        cbpool__unlock(pool);
+        cbpool__errno = CBPOOL_ETIMEOUT;
+        return NULL;
+    }
+    return cbpool__acquire(pool, start, deadline_ns, NULL, 0);
+}
+
+CBPOOL_DEF const char *cbpool_close_reason_name(cbpool_close_reason reason)
+{
+    switch (reason) {
+    case CBPOOL_CLOSE_IDLE: return "idle";
+    case CBPOOL_CLOSE_LIFETIME: return "lifetime";
+    case CBPOOL_CLOSE_BROKEN: return "broken";
+    case CBPOOL_CLOSE_OVER_SHARE: return "over share";
+    case CBPOOL_CLOSE_POOL_CLOSED: return "pool closed";
+    }
+    return "unknown";
+}
+
+/* Decide the fate of a connection coming back; called with the lock.
+   Returns 1 if it was kept, 0 if the caller must destroy it. */
+static int cbpool__slots_return_locked(cbpool *pool, cbpool__conn *c, int broken,
+                                 int *free_pool)
+{
+    int keep;
+    pool->slots.in_use--;
+    c->last_used_ns = cbpool__now_ns();
+    keep = !broken && !pool->slots.closing && pool->slots.total <= pool->share.limit &&
+           !(c->retire_ns && c->last_used_ns >= c->retire_ns);
+    if (keep) {
+        cbpool__slots_offer_locked(pool, c);
+        return 1;
+    }
+    cbpool__slots_unlink_locked(pool, c);
+    c->close_reason = broken ? CBPOOL_CLOSE_BROKEN : CBPOOL_CLOSE_POOL_CLOSED;
+    if (pool->slots.closing)
+        *free_pool = cbpool__slots_returned_after_close_locked(pool);
+    else if (broken)
+        CBPOOL__COUNT(pool, closed_broken);
+    else if (c->retire_ns && c->last_used_ns >= c->retire_ns) {
+        CBPOOL__COUNT(pool, closed_lifetime);
+        c->close_reason = CBPOOL_CLOSE_LIFETIME;
+    } else {
+        CBPOOL__COUNT(pool, closed_over_share);
+        c->close_reason = CBPOOL_CLOSE_OVER_SHARE;
+    }
+    cbpool__maint_wake(pool);   /* maybe replace it */
+    return 0;
+}
+
+/* The release hook, before the connection goes back (while it is still
+   the caller's); a connection that is not out is left to the misuse check. */
+static void cbpool__slots_observe_release(cbpool *pool, PGconn *pg, int64_t now)
+{
+    cbpool__conn *c;
+    int64_t held = -1;
+    cbpool__lock(pool);
+    c = cbpool__slots_find_locked(pool, pg);
+    if (c && CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && !c->releasing)
+        held = now - CBPOOL__LOAD(&c->acquired_ns);
+    cbpool__unlock(pool);
+    if (held >= 0)
+        cbpool__on_use(pool, pg, held, 0);
+}
+
+CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
+{
+    cbpool__conn *c;
+    int broken, clean, keep, free_pool = 0, cpu = 0;
+    PGTransactionStatusType ts;
+    cbpool__msg msg;
+
+    if (!pool)
+        return;
+    if (pg) {
+        int64_t now = cbpool__now_ns();
+        cbpool__released_ns = now;
+        if (pool->fast.observe)
+            cbpool__slots_observe_release(pool, pg, now);
+        if (cbpool__fast_release(pool, pg, now))
+            return;
+        cpu = pool->cfg.follow_cpu ? cbpool__this_cpu() : 0;
+    }
+    msg.id = NULL;
+    cbpool__lock(pool);
+    c = pg ? cbpool__slots_find_locked(pool, pg) : NULL;
+    if (!c || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE || c->releasing) {
+        CBPOOL__COUNT(pool, misuse);
+        cbpool__format(&msg, CBPOOL_LOG_ERROR, "misuse", "%s",
+                       !pg ? "cbpool_release() called with a NULL connection; ignored"
+                       : c ? "a connection was released twice; the second release is ignored"
+                           : "a connection that does not belong to this pool was released; ignored");
+        cbpool__unlock(pool);
+        cbpool__emit(pool, &msg);
+        return;
+    }
+    /* ours, and in use by the caller: its state can be read */
+    __atomic_store_n(&c->cpu, cpu, __ATOMIC_RELAXED);
+    ts = PQtransactionStatus(pg);
+    broken = PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN || ts == PQTRANS_ACTIVE;
+    clean = !broken && ts == PQTRANS_IDLE;
+    if (!clean && !broken) {
+        /* an open or failed transaction: roll it back outside the lock */
+        PGresult *res;
+        c->releasing = 1;   /* still in use: nobody else touches it */
+        cbpool__unlock(pool);
+        res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
+                                    pool->cfg.validate_timeout_ms);
+        broken = !res || PQresultStatus(res) != PGRES_COMMAND_OK ||
+                 PQtransactionStatus(pg) != PQTRANS_IDLE;
+        if (res)
+            PQclear(res);
+        cbpool__lock(pool);
+        c->releasing = 0;
+        CBPOOL__COUNT(pool, rollbacks_on_release);
+    }
+    if (!broken && cbpool__share_begin_on_release_locked(pool)) {
+        /* a refresh waits for a connection: this thread makes the call on
+           its own before letting the connection go (one round trip) */
+        c->releasing = 1;
+        cbpool__unlock(pool);
+        broken = cbpool__share_refresh(pool, c);
+        cbpool__lock(pool);
+        c->releasing = 0;
+        cbpool__share_end_locked(pool, NULL, broken);
+        cbpool__maint_wake(pool);   /* the share may allow growth */
+    }
+    if (pool->slots.waiters > 0 && pool->cfg.barge_limit > 0)
+        /* connections released earlier and kept for threads that have not
+           come back for them go first */
+        cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_ALL);
+    keep = cbpool__slots_return_locked(pool, c, broken, &free_pool);
+    cbpool__unlock(pool);
+    if (!keep)
+        cbpool__slots_destroy(pool, c);
+    if (free_pool) {
+        cbpool__lock(pool);
+        cbpool__free_pool(pool);   /* unlocks */
+    }
+}
+
+CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
+{
+    int64_t deadline;
+    int rc = CBPOOL_OK;
+    if (!pool)
+        return CBPOOL_EINVAL;
+    deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
+    cbpool__lock(pool);
+    pool->slots.ready_waiters++;   /* cbpool_close() waits for us to leave */
+    while (pool->slots.total == 0 && !pool->slots.closing) {
+        int64_t now = cbpool__now_ns(), left = deadline - now;
+        if (pool->breaker.refused) {
+            rc = CBPOOL_EREFUSED;   /* it will not connect by itself */
+            break;
+        }
+        if (left <= 0) {
+            rc = CBPOOL_ETIMEOUT;
+            break;
+        }
+        if (!pool->maint.thread_started) {
+            int ran;
+            cbpool__unlock(pool);
+            ran = cbpool__maintain(pool, 20);
+            cbpool__lock(pool);
+            if (ran)
+                continue;
+        }
+        cbpool__timed_wait(pool, &pool->slots.ready_cond, left < 20000000 ? left : 20000000);
+    }
+    if (pool->slots.closing)
+        rc = CBPOOL_ECLOSED;
+    pool->slots.ready_waiters--;
+    cbpool__unlock(pool);
+    return rc;
+}
+
+/* == [maint] maintenance: one round in named steps, and its thread ======= */
+
+static void cbpool__maint_wake(cbpool *pool)
+{
+    if (pool->maint.thread_started && !pool->slots.closing && !pool->maint.wake_pending) {
+        char c = 1;
+        pool->maint.wake_pending = 1;
+        if (write(pool->maint.wake_fds[1], &c, 1) < 0) {
+            /* the pipe is full: the thread is awake anyway */
+        }
+    }
+}
+
+/* The wake-up pipe was readable: empty it (the thread is awake now). */
+static void cbpool__maint_woken(cbpool *pool)
+{
+    char buf[64];
+    while (read(pool->maint.wake_fds[0], buf, sizeof buf) > 0) {
+    }
+    cbpool__lock(pool);
+    pool->maint.wake_pending = 0;
+    cbpool__unlock(pool);
+}
+
+/*
+ * One round of maintenance is a few steps under the lock that decide, then
+ * the work they decided on outside it (closing, the share refresh,
+ * connects), then waiting on the connects.  Only one thread maintains at a
+ * time (the background thread, or whoever calls cbpool_maintain() or
+ * waits in acquire without it).  What a round decided:
+ */
+typedef struct cbpool__round {
+    int64_t now;
+    int kept;                   /* connections kept for their threads */
+    cbpool__conn *closing[64];  /* to close, at most 64 a round */
+    int nclosing;
+    cbpool__msg leaks[8];       /* leak reports, at most 8 a round */
+    int nleaks;
+    cbpool__notice_sink notices; /* what the liveness checks brought */
+    cbpool__conn *refresh;      /* the share refresh's connection, or NULL */
+    int refresh_connect;        /* open a connection to refresh with */
+    int start;                  /* connects to start */
+    int64_t next_ns;            /* look again then (INT64_MAX: no need) */
+} cbpool__round;
+
+/* Idle connections, least recently used first: dead, expired, idle too
+   long, or over the share go (closed outside the lock). */
+static void cbpool__maint_reap_locked(cbpool *pool, cbpool__round *r)
+{
+    int i;
+    r->notices.n = 0;
+    cbpool__deferred_notices = &r->notices;
+    for (i = 0; i < pool->slots.idle_count && r->nclosing < 64;) {
+        cbpool__conn *c = pool->slots.idle[i];
+        int reason = -1;
+        if (!cbpool__looks_alive(c->pg) || (pool->fast.writes_only && cbpool__read_only(c->pg)))
+            reason = CBPOOL_CLOSE_BROKEN;
+        else if (c->retire_ns && r->now >= c->retire_ns)
+            reason = CBPOOL_CLOSE_LIFETIME;
+        else if (pool->slots.total > pool->share.limit)
+            reason = CBPOOL_CLOSE_OVER_SHARE;
+        else if (pool->cfg.idle_timeout_ms > 0 &&
+                 pool->slots.total > pool->share.floor &&
+                 r->now - c->last_used_ns >= (int64_t)pool->cfg.idle_timeout_ms * 1000000)
+            reason = CBPOOL_CLOSE_IDLE;
+        if (reason < 0) {
+            i++;
+            continue;
+        }
+        cbpool__slots_idle_remove_locked(pool, c);
+        cbpool__slots_unlink_locked(pool, c);
+        switch (reason) {
+        case CBPOOL_CLOSE_BROKEN: CBPOOL__COUNT(pool, closed_broken); break;
+        case CBPOOL_CLOSE_LIFETIME: CBPOOL__COUNT(pool, closed_lifetime); break;
+        case CBPOOL_CLOSE_IDLE: CBPOOL__COUNT(pool, closed_idle); break;
+        default: CBPOOL__COUNT(pool, closed_over_share); break;
+        }
+        c->close_reason = reason;
+        r->closing[r->nclosing++] = c;
+    }
+    cbpool__deferred_notices = NULL;
+}
+
+/* Connections held longer than leak_threshold_ms, each reported once. */
+static void cbpool__maint_leaks_locked(cbpool *pool, cbpool__round *r)
+{
+    cbpool__conn *c;
+    if (pool->cfg.leak_threshold_ms <= 0)
+        return;
+    for (c = pool->slots.conns; c; c = c->next) {
+        /* acquired_ns is stored last by an acquire, so file and line
+           read after it belong to the same acquire */
+        int64_t at = CBPOOL__LOAD(&c->acquired_ns);
+        if (CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && at != 0 &&
+            !CBPOOL__LOAD(&c->leak_reported) &&
+            r->now - at >= (int64_t)pool->cfg.leak_threshold_ms * 1000000) {
+            const char *file = CBPOOL__LOAD(&c->acquired_file);
+            CBPOOL__STORE(&c->leak_reported, 1);
+            CBPOOL__COUNT(pool, leaks_detected);
+            if (r->nleaks < 8)
+                cbpool__format(&r->leaks[r->nleaks++], CBPOOL_LOG_WARN, "leak",
+                               "a connection acquired at %s:%d has been held for %lld ms "
+                               "(leak_threshold_ms = %d)",
+                               file ? file : "(unknown)", CBPOOL__LOAD(&c->acquired_line),
+                               (long long)((r->now - at) / 1000000),
+                               pool->cfg.leak_threshold_ms);
+        }
+    }
+}
+
+/* How many connects to start: waiters first, then the minimum and
+   min_idle, within the limit; in steps of 1, 2, 4, ... connects (slow
+   start), one at a time after failures. */
+static void cbpool__maint_grow_locked(cbpool *pool, cbpool__round *r)
+{
+    int have, need, start;
+
+    /* an empty pool (a start, an outage, a share of 0) grows from one */
+    if (pool->slots.total == 0 && pool->connect.nattempts == 0)
+        cbpool__connect_ramp_restart_locked(pool);
+    r->start = 0;
+    if (pool->slots.closing || r->now < pool->breaker.backoff_until_ns ||
+        r->now < pool->connect.ramp_at_ns)
+        return;
+    have = pool->slots.total + pool->connect.nattempts;   /* closing ones are off total */
+    need = pool->slots.waiters;
+    if (pool->cfg.min_idle > pool->slots.idle_count)
+        need += pool->cfg.min_idle - pool->slots.idle_count;
+    if (pool->slots.total + need < pool->share.floor)
+        need = pool->share.floor - pool->slots.total;
+    need -= pool->connect.nattempts;
+    start = pool->share.limit - have;
+    if (need < start)
+        start = need;
+    /* one step at a time: a step's connects all finish before the next
+       starts (else the step would slide, one new connect as each one
+       ends, and never grow) */
+    if (pool->connect.nattempts > 0)
+        start = 0;
+    else if (start > pool->connect.ramp)
+        start = pool->connect.ramp;
+    /* after failures, one attempt at a time until one succeeds */
+    if (pool->breaker.failures > 0 && start > 1)
+        start = pool->connect.nattempts == 0 ? 1 : 0;
+    if (start > CBPOOL__MAX_ATTEMPTS - 1 - pool->connect.nattempts)
+        start = CBPOOL__MAX_ATTEMPTS - 1 - pool->connect.nattempts;
+    r->start = start < 0 ? 0 : start;
+}
+
+/*
+ * When to look again (a release, a new waiter or a finished connect wakes
+ * maintenance earlier): the share's next refresh, the end of a backoff, a
+ * growth step or an open circuit.  While threads wait, a release may keep
+ * its connection for its thread without the lock and without telling
+ * anyone.  The pool's next hand-off or new waiter passes one whose thread
+ * has not come back to the first waiter, but in a pool where neither
+ * comes, look about every CBPOOL__WATCH_NS (the drain at the start of a
+ * round does it; half the period, which poll() rounds up to the next
+ * millisecond), and less often, down to about every CBPOOL__WATCH_MAX_NS /
+ * 2, while the looks find nothing to hand on.  Waiters sleep until a
+ * connection is handed to them.
+ */
+static void cbpool__maint_next_locked(cbpool *pool, cbpool__round *r)
+{
+    int64_t now = r->now, next = cbpool__share_next_look(pool, now);
+    if (pool->breaker.backoff_until_ns > now && pool->breaker.backoff_until_ns < next)
+        next = pool->breaker.backoff_until_ns;
+    if (pool->connect.ramp_at_ns > now && pool->connect.ramp_at_ns < next)
+        next = pool->connect.ramp_at_ns;
+    if (pool->breaker.state == CBPOOL_BREAKER_OPEN && pool->breaker.until_ns > now &&
+        pool->breaker.until_ns < next)
+        next = pool->breaker.until_ns;
+    pool->maint.watch_armed = !pool->slots.closing && pool->cfg.barge_limit > 0 &&
+                              pool->slots.total > 0 && (pool->slots.waiters > 0 || r->kept > 0);
+    if (!pool->maint.watch_armed ||
+        pool->stats.counts.barges_expired != pool->maint.watch_expired ||
+        pool->maint.watch_ns < CBPOOL__WATCH_NS)
+        pool->maint.watch_ns = CBPOOL__WATCH_NS;   /* back to the fastest watch */
+    else if (pool->maint.watch_ns < CBPOOL__WATCH_MAX_NS)
+        pool->maint.watch_ns *= 2;                 /* nothing handed on: slower */
+    pool->maint.watch_expired = pool->stats.counts.barges_expired;
+    if (pool->maint.watch_armed && now + pool->maint.watch_ns / 2 < next)
+        next = now + pool->maint.watch_ns / 2;
+    r->next_ns = next;
+}
+
+/* The share refresh on the connection maintenance took for it, outside the
+   lock; then the connection goes where the answer says. */
+static void cbpool__maint_refresh(cbpool *pool, cbpool__conn *c)
+{
+    int broken = cbpool__share_refresh(pool, c);
+    cbpool__lock(pool);
+    if (cbpool__share_end_locked(pool, c, broken)) {
+        cbpool__unlock(pool);   /* kept for the follow-up ask */
+    } else if (broken || pool->slots.closing || pool->slots.total > pool->share.limit) {
+        cbpool__slots_unlink_locked(pool, c);
+        c->close_reason = broken ? CBPOOL_CLOSE_BROKEN
+                          : pool->slots.closing ? CBPOOL_CLOSE_POOL_CLOSED
+                                                : CBPOOL_CLOSE_OVER_SHARE;
+        if (broken)
+            CBPOOL__COUNT(pool, closed_broken);
+        else if (!pool->slots.closing && pool->share.limit > 0)
+            CBPOOL__COUNT(pool, closed_over_share);
+        cbpool__unlock(pool);
+        cbpool__slots_destroy(pool, c);
+    } else {
+        /* last_used_ns stays: a refresh is no use, and the idle timeout
+           still applies to the connection */
+        cbpool__slots_offer_locked(pool, c);
+        cbpool__unlock(pool);
+    }
+}
+
+/* Drive the round's connects for up to wait_ms, or until the round's next
+   look, whichever comes first. */
+static void cbpool__maint_wait(cbpool *pool, const cbpool__round *r, int wait_ms)
+{
+    if (wait_ms > 0 && r->next_ns != INT64_MAX) {
+        int64_t until = (r->next_ns - cbpool__now_ns()) / 1000000 + 1;
+        if (until < wait_ms)
+            wait_ms = until < 1 ? 1 : (int)until;
+    }
+    cbpool__connect_poll(pool, wait_ms);
+}
+
+/*
+ * One round of maintenance: close what should go, report leaks, refresh
+ * the share, start connects, then drive connects for up to wait_ms.
+ * Returns 0 if another thread was maintaining.
+ */
+static int cbpool__maintain(cbpool *pool, int wait_ms)
+{
+    cbpool__round r;
+    int i;
+
+    r.now = cbpool__now_ns();
+    r.kept = r.nclosing = r.nleaks = r.refresh_connect = r.start = 0;
+    r.refresh = NULL;
+    cbpool__lock(pool);
+    if (pool->maint.running) {
+        cbpool__unlock(pool);
+        return 0;   /* someone else is at it */
+    }
+    pool->maint.running = 1;
+    cbpool__share_note_busy_locked(pool);
+    r.kept = cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_STALE);
+    cbpool__maint_reap_locked(pool, &r);
+    cbpool__maint_leaks_locked(pool, &r);
+    r.refresh = cbpool__share_pick_locked(pool, r.now);
+    r.refresh_connect = cbpool__share_connect_wanted_locked(pool, r.now);
+    cbpool__maint_grow_locked(pool, &r);
+    cbpool__breaker_gate_locked(pool, r.now, &r.start, &r.refresh_connect);
+    if (r.refresh_connect)
+        cbpool__share_connecting_locked(pool);
+    cbpool__maint_next_locked(pool, &r);
+    cbpool__unlock(pool);
+
+    for (i = 0; i < r.notices.n; i++)
+        cbpool__emit(pool, &r.notices.msgs[i]);
+    for (i = 0; i < r.nleaks; i++)
+        cbpool__emit(pool, &r.leaks[i]);
+    for (i = 0; i < r.nclosing; i++)
+        cbpool__slots_destroy(pool, r.closing[i]);
+    if (r.refresh) {
+        cbpool__maint_refresh(pool, r.refresh);
+        wait_ms = 0;   /* the share may allow growth right away */
+    }
+    for (i = 0; i < r.start; i++)
+        cbpool__connect_start(pool, 0);
+    if (r.refresh_connect)
+        cbpool__connect_start(pool, 1);
+    cbpool__maint_wait(pool, &r, wait_ms);
+
+    cbpool__lock(pool);
+    pool->maint.running = 0;
+    cbpool__unlock(pool);
+    return 1;
+}
+
+static void *cbpool__maint_thread(void *arg)
+{
+    cbpool *pool = (cbpool *)arg;
+    for (;;) {
+        int closing;
+        cbpool__lock(pool);
+        closing = pool->slots.closing;
+        cbpool__unlock(pool);
+        if (closing)
+            break;
+        cbpool__maintain(pool, CBPOOL__MAINT_POLL_MS);
+    }
+    return NULL;
+}
+
+CBPOOL_DEF void cbpool_maintain(cbpool *pool)
+{
+    if (pool && !pool->maint.thread_started)
+        cbpool__maintain(pool, 0);
+}
+
+/* == [share] the budget: size, demand, refresh, protocol ================= */
+
+/*
+ * Recompute the pool's bounds from its configuration and the share.  The
+ * pool keeps at least one connection (to refresh its share with); before
+ * the first refresh it opens only that one, so that it never holds more
+ * than its share.
+ */
+static void cbpool__share_resize_locked(cbpool *pool)
+{
+    int limit, floor_size;
+    if (pool->share.extension == 0)
+        limit = pool->cfg.max_size > 0 ? pool->cfg.max_size : CBPOOL__FIXED_SIZE;
+    else if (pool->share.size < 0)
+        limit = 1;
+    else {
+        limit = pool->share.size;
+        if (pool->cfg.max_size > 0 && pool->cfg.max_size < limit)
+            limit = pool->cfg.max_size;
+    }
+    /* a share of 0 (more pods than budget) means no connection at all */
+    if (limit < 1 && !(pool->share.extension == 1 && pool->share.size == 0))
+        limit = 1;
+    if (limit < 0)
+        limit = 0;
+    floor_size = pool->share.server_min > pool->cfg.min_idle ? pool->share.server_min
+                                                       : pool->cfg.min_idle;
+    if (floor_size < 1)
+        floor_size = 1;
+    if (floor_size > limit)
+        floor_size = limit;
+    pool->share.limit = limit;
+    pool->share.floor = floor_size;
+}
+
+/* How long a saturated pool waits for a connection to come back before it
+   opens one to renew its share with (see cbpool__maintain). */
+static int cbpool__share_patience_ms(const cbpool *pool)
+{
+    return pool->share.refresh_ms < CBPOOL__PATIENCE_MS ? pool->share.refresh_ms
+                                                        : CBPOOL__PATIENCE_MS;
+}
+
+/* Remember the busiest moment: connections in use (parked ones too: their
+   threads are using them) plus waiting threads.  Called under the lock
+   wherever that number grows. */
+static void cbpool__share_note_busy_locked(cbpool *pool)
+{
+    int busy = pool->slots.in_use + pool->slots.waiters;
+    if (busy > pool->share.interval_peak)
+        pool->share.interval_peak = busy;
+}
+
+/*
+ * What the pod could use: the busiest moment of the last few refresh
+ * intervals, plus headroom.  It rises at once and falls only once a busy
+ * moment has left the window, so a steady pod reports the same number at
+ * every refresh instead of a new instant sample.
+ */
+static int cbpool__share_demand_locked(cbpool *pool)
+{
+    int busy = pool->share.interval_peak;
+    int headroom, demand, i;
+    for (i = 0; i < CBPOOL__PEAK_WINDOW; i++)
+        if (pool->share.peaks[i] > busy)
+            busy = pool->share.peaks[i];
+    headroom = (busy * pool->cfg.headroom_pct + 99) / 100;
+    if (headroom < 1)
+        headroom = 1;
+    demand = busy + headroom;
+    /* at least what the pool means to keep (not yet clamped by a share) */
+    if (demand < pool->cfg.min_idle)
+        demand = pool->cfg.min_idle;
+    if (demand < pool->share.server_min)
+        demand = pool->share.server_min;
+    if (pool->cfg.max_size > 0 && demand > pool->cfg.max_size)
+        demand = pool->cfg.max_size;
+    return demand;
+}
+
+/*
+ * The refresh's state machine (share.state).  A refresh is due at
+ * share.next_ns; it needs a connection nobody is using, and takes the
+ * least recently used idle one if that has been idle a while, else asks
+ * the next thread that releases one to refresh with it before it lets it
+ * go (taking a connection a thread is about to reuse would leave that
+ * thread waiting for the length of the call, and every thread behind it in
+ * turn).  Every change of state goes through cbpool__share_to_locked:
+ *
+ *   IDLE -> WANTED             due, and no connection idle long enough
+ *   WANTED -> CONNECTING       saturated: none came back within the patience,
+ *                              so maintenance opens one for it
+ *   IDLE -> CONNECTING         a share of 0: one connect to ask again
+ *   CONNECTING -> WANTED       that connect failed (IDLE if nothing is open)
+ *   WANTED, CONNECTING -> ON_CONNECTION
+ *                              a released connection is set aside for it
+ *   any but IN_FLIGHT -> ON_CONNECTION
+ *                              a connect made for it (or the pool's first)
+ *                              is done; during IN_FLIGHT it waits in
+ *                              share.conn for the next call
+ *   IDLE, WANTED, CONNECTING -> IN_FLIGHT
+ *                              maintenance calls on an idle connection, or
+ *                              a releasing thread on its own
+ *   ON_CONNECTION -> IN_FLIGHT maintenance calls on share.conn
+ *   IN_FLIGHT -> ON_CONNECTION the call is over and a connection is set
+ *                              aside (kept for the follow-up ask after a
+ *                              changed demand, or made meanwhile)
+ *   IN_FLIGHT -> IDLE          the call is over
+ *   any -> IDLE                the pool closes
+ *
+ * While a refresh is WANTED or CONNECTING, releases take the lock (the
+ * lock-free path is off) so that a connection coming back reaches it.
+ */
+static void cbpool__share_to_locked(cbpool *pool, cbpool__refresh_state to)
+{
+#define CBPOOL__TO(s) (1u << CBPOOL__REFRESH_##s)
+    static const unsigned legal[5] = {
+        /* IDLE */ CBPOOL__TO(WANTED) | CBPOOL__TO(CONNECTING) | CBPOOL__TO(ON_CONNECTION) |
+            CBPOOL__TO(IN_FLIGHT),
+        /* WANTED */ CBPOOL__TO(CONNECTING) | CBPOOL__TO(ON_CONNECTION) |
+            CBPOOL__TO(IN_FLIGHT) | CBPOOL__TO(IDLE),
+        /* CONNECTING */ CBPOOL__TO(WANTED) | CBPOOL__TO(IDLE) | CBPOOL__TO(ON_CONNECTION) |
+            CBPOOL__TO(IN_FLIGHT),
+        /* ON_CONNECTION */ CBPOOL__TO(IN_FLIGHT) | CBPOOL__TO(IDLE),
+        /* IN_FLIGHT */ CBPOOL__TO(ON_CONNECTION) | CBPOOL__TO(IDLE)};
+#undef CBPOOL__TO
+    CBPOOL_ASSERT(pool->share.state == to || (legal[pool->share.state] & (1u << to)));
+    (void)legal;
+    pool->share.state = to;
+}
+
+/* Does a refresh wait for a connection to come back? */
+static int cbpool__share_wanted(const cbpool *pool)
+{
+    return pool->share.state == CBPOOL__REFRESH_WANTED ||
+           pool->share.state == CBPOOL__REFRESH_CONNECTING;
+}
+
+/* The next refresh is due no later than when (0: now); with the lock. */
+static void cbpool__share_due_locked(cbpool *pool, int64_t when)
+{
+    if (pool->share.next_ns > when)
+        pool->share.next_ns = when;
+}
+
+/* A refusal stated the server's refresh interval (a pool that never read
+   its share learns the pace from it); with the lock. */
+static void cbpool__share_learn_pace_locked(cbpool *pool, int refresh_ms)
+{
+    pool->share.refresh_ms = refresh_ms;
+}
+
+/* Maintenance: the connection to refresh with now, taken out of the pool
+   (CHECKING), or NULL; a due refresh with none at hand becomes WANTED. */
+static cbpool__conn *cbpool__share_pick_locked(cbpool *pool, int64_t now)
+{
+    int64_t patience = (int64_t)cbpool__share_patience_ms(pool) * 1000000;
+    int wanted = cbpool__share_wanted(pool);
+    cbpool__conn *c = NULL;
+
+    if (pool->slots.closing || now < pool->share.next_ns ||
+        pool->share.state == CBPOOL__REFRESH_IN_FLIGHT)
+        return NULL;
+    if (pool->share.state == CBPOOL__REFRESH_ON_CONNECTION) {
+        c = pool->share.conn;
+        pool->share.conn = NULL;
+    } else if (pool->slots.idle_count > 0 &&
+               (now - pool->slots.idle[0]->last_used_ns >= patience ||
+                (wanted && now - pool->share.wanted_ns >= patience))) {
+        c = pool->slots.idle[0];
+        cbpool__slots_idle_remove_locked(pool, c);
+        CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
+    } else if (pool->slots.total > 0 && !wanted) {
+        cbpool__share_to_locked(pool, CBPOOL__REFRESH_WANTED);
+        pool->share.wanted_ns = now;
+    }
+    if (c)
+        cbpool__share_to_locked(pool, CBPOOL__REFRESH_IN_FLIGHT);
+    return c;
+}
+
+/*
+ * Should maintenance open a connection to refresh with?  Saturated: every
+ * connection is in use, threads wait, and none has come back within the
+ * patience, so the pool cannot ask for more.  If its share was only as
+ * small as the demand it reported (the server would grant more), or it
+ * never learnt its share (its first connection was taken at once), one
+ * connection is opened to renew the share with; it stays only if the new
+ * share covers it.  Without this, long-held connections would keep a pool
+ * at a share computed for a quieter time.  And a share of 0: the pool
+ * holds nothing, and once per refresh interval opens one connection to ask
+ * again, kept only when the share has become positive.
+ */
+static int cbpool__share_connect_wanted_locked(cbpool *pool, int64_t now)
+{
+    const cbpool__share *s = &pool->share;
+    if (pool->slots.closing || pool->connect.nattempts != 0 ||
+        now < pool->breaker.backoff_until_ns)
+        return 0;
+    if (s->state == CBPOOL__REFRESH_WANTED && pool->slots.waiters > 0 &&
+        (s->extension < 0 || (s->extension == 1 && s->size > 0 && s->size == s->reflected_demand)) &&
+        (pool->cfg.max_size == 0 || pool->slots.total < pool->cfg.max_size) &&
+        now - s->wanted_ns >= (int64_t)cbpool__share_patience_ms(pool) * 1000000)
+        return 1;
+    return s->extension == 1 && s->size == 0 && pool->slots.total == 0 && now >= s->next_ns;
+}
+
+/* Maintenance starts that connect. */
+static void cbpool__share_connecting_locked(cbpool *pool)
+{
+    cbpool__share_to_locked(pool, CBPOOL__REFRESH_CONNECTING);
+}
+
+/* A connect made for the refresh ended without a connection for it. */
+static void cbpool__share_connect_ended_locked(cbpool *pool)
+{
+    if (pool->share.state == CBPOOL__REFRESH_CONNECTING)
+        cbpool__share_to_locked(pool, pool->slots.total > 0 ? CBPOOL__REFRESH_WANTED
+                                                            : CBPOOL__REFRESH_IDLE);
+}
+
+/* A new connection, made for the refresh or the pool's first (which
+   learns the share before anyone uses the pool): set aside for the
+   refresh, due now, unless one already is.  1 if it was. */
+static int cbpool__share_take_new_locked(cbpool *pool, cbpool__conn *c, int for_refresh)
+{
+    if (!(for_refresh || pool->share.extension < 0) || pool->share.conn) {
+        if (for_refresh)
+            cbpool__share_connect_ended_locked(pool);
+        return 0;
+    }
+    CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
+    pool->share.conn = c;
+    if (pool->share.state != CBPOOL__REFRESH_IN_FLIGHT)
+        cbpool__share_to_locked(pool, CBPOOL__REFRESH_ON_CONNECTION);
+    pool->share.next_ns = 0;
+    cbpool__maint_wake(pool);
+    return 1;
+}
+
+/* A usable connection is offered (cbpool__slots_offer_locked): a refresh
+   that waits for one takes it first, for maintenance.  1 if it did. */
+static int cbpool__share_claim_locked(cbpool *pool, cbpool__conn *c)
+{
+    if (!cbpool__share_wanted(pool) || pool->share.conn)
+        return 0;
+    CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
+    pool->share.conn = c;
+    cbpool__share_to_locked(pool, CBPOOL__REFRESH_ON_CONNECTION);
+    cbpool__maint_wake(pool);
+    return 1;
+}
+
+/* A thread releasing a good connection while a refresh waits for one
+   makes the call on it before letting it go (one round trip).  1 if it
+   should: the refresh is then IN_FLIGHT. */
+static int cbpool__share_begin_on_release_locked(cbpool *pool)
+{
+    if (!cbpool__share_wanted(pool) || pool->share.conn || pool->slots.closing)
+        return 0;
+    cbpool__share_to_locked(pool, CBPOOL__REFRESH_IN_FLIGHT);
+    return 1;
+}
+
+/*
+ * The call on c is over (broken: c is no longer usable; c NULL: a
+ * releasing thread's call, whose connection goes back with its release).
+ * When the answer does not know the demand just reported yet (it is
+ * published a period later) and the pool is over it, c is kept for the
+ * follow-up ask rather than closed and another opened: returns 1.
+ */
+static int cbpool__share_end_locked(cbpool *pool, cbpool__conn *c, int broken)
+{
+    int hold = c && !broken && !pool->slots.closing &&
+               pool->slots.total > pool->share.limit &&
+               pool->share.reflected_demand != pool->share.last_demand &&
+               !c->held_for_answer && !pool->share.conn;
+    if (c)
+        c->held_for_answer = hold;
+    if (hold)
+        pool->share.conn = c;
+    cbpool__share_to_locked(pool, pool->share.conn ? CBPOOL__REFRESH_ON_CONNECTION
+                                                   : CBPOOL__REFRESH_IDLE);
+    return hold;
+}
+
+/* The pool closes: nothing more is set aside. */
+static void cbpool__share_close_locked(cbpool *pool)
+{
+    pool->share.conn = NULL;
+    if (pool->share.state != CBPOOL__REFRESH_IN_FLIGHT)
+        cbpool__share_to_locked(pool, CBPOOL__REFRESH_IDLE);
+}
+
+/* When maintenance must look again for the refresh: at the end of a
+   WANTED refresh's patience, else when the next one is due; INT64_MAX if
+   that has passed and cannot be acted on (looking at once would spin). */
+static int64_t cbpool__share_next_look(const cbpool *pool, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    if (pool->share.state == CBPOOL__REFRESH_WANTED)
+        next = pool->share.wanted_ns + (int64_t)cbpool__share_patience_ms(pool) * 1000000;
+    else if (pool->share.next_ns > now)
+        next = pool->share.next_ns;
+    if (next <= now)
+        next = INT64_MAX;
+    if (pool->share.extension == 1 && pool->share.size == 0 && pool->share.next_ns > now &&
+        pool->share.next_ns < next)
+        next = pool->share.next_ns;   /* a share of 0: the next ask */
+    return next;
+}
 
 /*
  * Reading what a server answers.  A server, a proxy in between, or a
@@ -1901,7 +3503,7 @@ static int cbpool__validate(cbpool *pool, PGconn *pg)
  * without the extension may answer anything: one column, two rows, NULL,
  * "abc", "99999999999".  The pool takes a size only from an answer that is
  * exactly what the protocol says; anything else is an error, logged,
- * counted, and ignored (see cbpool__refresh).  atoi() would read "abc" as a
+ * counted, and ignored (see cbpool__share_refresh).  atoi() would read "abc" as a
  * share of 0 (close every connection) and "99999999999" as whatever it
  * overflows to.
  *
@@ -2076,8 +3678,6 @@ static int cbpool__check_share(const PGresult *res, long long v[4], char *why, s
 #define CBPOOL__SHARE_OTHER 1       /* not governed: no share, a fixed size */
 #define CBPOOL__SHARE_LEFT 2        /* handed back; a report brings it back */
 #define CBPOOL__SHARE_REFUSED 3     /* governed no more (sqlstate, reason) */
-#define CBPOOL__SHARE_MAX 4096      /* the longest share read (about 100 bytes
-                                       today) */
 
 /*
  * Is res an answer of the protocol-2 query: one row whose second column,
@@ -2200,338 +3800,297 @@ static int cbpool__check_share_words(const PGresult *res, long long v[4], int *s
     return cbpool__check_share_order(v, what, why, whylen);
 }
 
-/* A cluster's host: its role, and when it became the primary; with the lock. */
-static void cbpool__set_role_locked(cbpool *pool, int role, int64_t now)
-{
-    int was = CBPOOL__LOAD(&pool->host_role);
-    if (role == CBPOOL_HOST_PRIMARY && was != CBPOOL_HOST_PRIMARY)
-        CBPOOL__STORE(&pool->host_primary_ns, now);
-    CBPOOL__STORE(&pool->host_role, role);
-}
-
-/*
- * Replay lag as a standby's own view: 0 once it has replayed everything it
- * received, else the age of the last transaction it replayed (so an idle
- * primary does not make a caught-up standby look late).  Writable as
- * libpq's target_session_attrs=read-write judges it.
- */
-#define CBPOOL__HOST_SQL                                                        \
-    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', " \
-    "CASE WHEN NOT pg_is_in_recovery() THEN 0 "                                 \
-    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 " \
-    "ELSE coalesce(greatest(0, extract(epoch FROM clock_timestamp() - "        \
-    "pg_last_xact_replay_timestamp()) * 1000), 0)::bigint END, "              \
-    "CASE WHEN pg_is_in_recovery() THEN 0 ELSE "                                 \
-    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
-
-/* Is res an answer of CBPOOL__HOST_SQL: one row of read-only ("t" or "f"),
-   lag (a bigint >= 0) and timeline (an integer >= 0)?  0 and the values;
-   else what was wrong, as cbpool__check_share. */
-static int cbpool__check_host_answer(const PGresult *res, int *standby, long long *lag,
-                                     long long *timeline, char *why, size_t whylen)
-{
-    static const char what[] = "the host check";
-    const char *v;
-    char quoted[160];
-    int bad = cbpool__one_row(res, 3, what, why, whylen);
-
-    if (bad)
-        return bad;
-    if (PQgetisnull(res, 0, 0)) {
-        snprintf(why, whylen, "%s answered NULL for read_only", what);
-        return CBPOOL__BAD_NULL * 16;
-    }
-    v = PQgetvalue(res, 0, 0);
-    if (PQfformat(res, 0) != 0 || PQgetlength(res, 0, 0) != 1 || (v[0] != 't' && v[0] != 'f')) {
-        cbpool__quote(v, PQgetlength(res, 0, 0), quoted, sizeof quoted);
-        snprintf(why, whylen, "%s answered read_only %s, not t or f", what, quoted);
-        return CBPOOL__BAD_TEXT * 16;
-    }
-    *standby = v[0] == 't';
-    bad = cbpool__field_int(res, 1, what, "lag_ms", 0, LLONG_MAX, lag, why, whylen);
-    if (bad)
-        return bad * 16 + 1;
-    bad = cbpool__field_int(res, 2, what, "timeline", 0, INT_MAX, timeline, why, whylen);
-    if (bad)
-        return bad * 16 + 2;
-    return 0;
-}
-
-/* Check a cluster's host on one of its connections, outside the lock;
-   returns 1 if the connection broke.  An answer that is not one (see
-   cbpool__check_host_answer) changes nothing: not the role, not the lag. */
-static int cbpool__check_host(cbpool *pool, PGconn *pg)
-{
-    PGresult *res = cbpool__exec_deadline(pg, CBPOOL__HOST_SQL, 0, NULL,
-                                          pool->cfg.validate_timeout_ms);
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    int failed = !res || st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
-                 st == PGRES_BAD_RESPONSE;
-    int bad = 0, standby = 0;
-    long long lag = 0, timeline = 0;
-    char why[320];
-    int64_t now;
-    int64_t next;
-    cbpool__msg msg;
-
-    if (!failed)
-        bad = cbpool__check_host_answer(res, &standby, &lag, &timeline, why, sizeof why);
-    now = cbpool__now_ns();
-    msg.id = NULL;
-    cbpool__lock(pool);
-    if (!failed && !bad) {
-        int role = standby ? CBPOOL_HOST_STANDBY : CBPOOL_HOST_PRIMARY;
-        int was = CBPOOL__LOAD(&pool->host_role);
-        cbpool__set_role_locked(pool, role, now);
-        CBPOOL__STORE(&pool->host_lag_ms, lag > INT_MAX ? INT_MAX : (int)lag);
-        CBPOOL__STORE(&pool->host_timeline, (int)timeline);
-        pool->host_invalid = 0;
-        if (was != role && was != CBPOOL_HOST_UNKNOWN)
-            cbpool__format(&msg, CBPOOL_LOG_INFO, "host-role",
-                           "the host is now %s", role == CBPOOL_HOST_PRIMARY
-                                                      ? "the primary" : "a standby");
-    } else if (bad) {
-        /* the host answered, but not an answer: what the pool knew stands */
-        pool->counters.host_check_errors++;
-        if (bad != pool->host_invalid)
-            cbpool__format(&msg, CBPOOL_LOG_WARN, "host-invalid",
-                           "%s; ignored, the host's role and lag stay as they were", why);
-        pool->host_invalid = bad;
-    } else {
-        pool->counters.host_check_errors++;
-        cbpool__format(&msg, CBPOOL_LOG_WARN, "host-check",
-                       "checking the host's role and lag failed: %s",
-                       res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
-    }
-    /* every check_ms at least, whatever the share's refresh interval */
-    next = now + cbpool__jitter_ns(pool, pool->member_check_ms, 90, 110);
-    if (pool->next_refresh_ns > next)
-        pool->next_refresh_ns = next;
-    cbpool__unlock(pool);
-    cbpool__emit(pool, &msg);
-    if (res)
-        PQclear(res);
-    return (failed || bad) && PQstatus(pg) != CONNECTION_OK;
-}
-
-/*
- * Ask the server for this pod's share on a connection the maintainer
- * holds.  Returns 0 if the connection is still good.  An answer that is
- * not one (see cbpool__check_share_words, cbpool__check_share) is an
- * error and no size: the pool
- * keeps the share it had -- before its first answer, the one connection
- * it starts with; on a server found without the extension, its fixed
- * max_size -- and asks again an interval later.  The connection is not
- * to blame for what the server answered: it stays.
- */
 /* The protocol's queries (docs/protocol.md): version 2 reports the demand
    and reads the share in any database; version 1 is pool_share() where the
-   extension is installed.  How often a pool that speaks 1 tries 2 again
-   (the server may have been upgraded under it). */
+   extension is installed.  A pool that speaks 1 tries 2 again every
+   CBPOOL__PROBE_NS (the server may have been upgraded under it). */
 #define CBPOOL__SHARE_SQL                                                       \
     "SELECT set_config('connbudget.demand', $1, false), current_setting('connbudget.share')"
 #define CBPOOL__POOL_SHARE_SQL                                                  \
     "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)"
-#define CBPOOL__PROBE_NS 30000000000LL
 
 /* Did the protocol-2 query fail because the server does not know it? */
-static int cbpool__protocol_unknown(const char *state)
+static int cbpool__share_protocol_unknown(const char *state)
 {
     return strcmp(state, "42704") == 0 || strcmp(state, "42602") == 0;
 }
 
-static int cbpool__refresh(cbpool *pool, cbpool__conn *c)
+/* A refresh's answer, checked outside the lock before anything is taken. */
+typedef struct cbpool__share_answer {
+    PGresult *res;              /* NULL: no answer (a broken connection) */
+    char state[6];              /* its SQLSTATE, "" if none */
+    int protocol;               /* the query that was answered: 2 or 1 */
+    int tried2;                 /* protocol 2 was tried */
+    int answered;               /* a result, not an error */
+    int bad;                    /* not an answer: a CBPOOL__BAD_* code */
+    int status;                 /* protocol 2: CBPOOL__SHARE_* */
+    long long values[4];        /* max_size, min_size, budget, refresh_ms */
+    char why[320];              /* what was wrong (bad) */
+    char detail[48];            /* status refused: sqlstate and reason */
+    int demand;                 /* the demand reported */
+} cbpool__share_answer;
+
+/* Report the demand and read the share on pg, outside the lock: protocol 2,
+   or 1 when the server does not know 2 (until the next probe). */
+static void cbpool__share_ask(cbpool *pool, PGconn *pg, cbpool__share_answer *a)
 {
     char demand[16];
     const char *values[1];
-    PGresult *res;
-    char state[6];
-    int broken = 0;
-    cbpool__msg msg;
     ExecStatusType st;
-    long long answer[4];
-    char why[320], detail[48];
-    int answered, bad = 0, protocol, tried2, status = CBPOOL__SHARE_OK;
 
-    int reported_demand;
-    int64_t now;
-
-    msg.id = NULL;
     cbpool__lock(pool);
-    cbpool__note_busy_locked(pool);   /* parked connections count as used here */
-    cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
-    reported_demand = cbpool__demand_locked(pool);
-    snprintf(demand, sizeof demand, "%d", reported_demand);
-    protocol = pool->protocol == 1 &&
-                       cbpool__now_ns() - pool->protocol_probed_ns < CBPOOL__PROBE_NS ? 1 : 2;
+    cbpool__share_note_busy_locked(pool);   /* parked connections count as used here */
+    cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_STALE);
+    a->demand = cbpool__share_demand_locked(pool);
+    a->protocol = pool->share.protocol == 1 &&
+                          cbpool__now_ns() - pool->share.protocol_probed_ns < CBPOOL__PROBE_NS
+                      ? 1 : 2;
     cbpool__unlock(pool);
+    snprintf(demand, sizeof demand, "%d", a->demand);
     values[0] = demand;
 
-    res = NULL;
-    tried2 = protocol == 2;
-    if (protocol == 2) {
-        res = cbpool__exec_deadline(c->pg, CBPOOL__SHARE_SQL, 1, values,
-                                    pool->cfg.validate_timeout_ms);
-        cbpool__sqlstate(res, state);
-        if (cbpool__protocol_unknown(state)) {
+    a->res = NULL;
+    a->tried2 = a->protocol == 2;
+    if (a->protocol == 2) {
+        a->res = cbpool__exec_deadline(pg, CBPOOL__SHARE_SQL, 1, values,
+                                       pool->cfg.validate_timeout_ms);
+        cbpool__sqlstate(a->res, a->state);
+        if (cbpool__share_protocol_unknown(a->state)) {
             /* connbudget 1.1 or older, or none: pool_share(), below */
-            PQclear(res);
-            res = NULL;
-            protocol = 1;
+            PQclear(a->res);
+            a->res = NULL;
+            a->protocol = 1;
         }
     }
-    if (protocol == 1) {
-        res = cbpool__exec_deadline(c->pg, CBPOOL__POOL_SHARE_SQL, 1, values,
-                                    pool->cfg.validate_timeout_ms);
-        cbpool__sqlstate(res, state);
+    if (a->protocol == 1) {
+        a->res = cbpool__exec_deadline(pg, CBPOOL__POOL_SHARE_SQL, 1, values,
+                                       pool->cfg.validate_timeout_ms);
+        cbpool__sqlstate(a->res, a->state);
     }
     /* an answer, not an error: all of it is checked before anything is
-       taken, outside the lock */
-    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    answered = st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR && st != PGRES_BAD_RESPONSE;
-    detail[0] = '\0';
-    if (answered && protocol == 2)
-        bad = cbpool__check_share_words(res, answer, &status, detail, sizeof detail, why,
-                                        sizeof why);
-    else if (answered)
-        bad = cbpool__check_share(res, answer, why, sizeof why);
+       taken */
+    st = a->res ? PQresultStatus(a->res) : PGRES_FATAL_ERROR;
+    a->answered = st != PGRES_FATAL_ERROR && st != PGRES_NONFATAL_ERROR &&
+                  st != PGRES_BAD_RESPONSE;
+    a->bad = 0;
+    a->status = CBPOOL__SHARE_OK;
+    a->detail[0] = '\0';
+    if (a->answered && a->protocol == 2)
+        a->bad = cbpool__check_share_words(a->res, a->values, &a->status, a->detail,
+                                           sizeof a->detail, a->why, sizeof a->why);
+    else if (a->answered)
+        a->bad = cbpool__check_share(a->res, a->values, a->why, sizeof a->why);
+}
 
-    cbpool__lock(pool);
-    now = cbpool__now_ns();
-    if (tried2) {
+/* A share the server gave (status ok, or protocol 1): the sizes, the
+   interval, the demand history, and when to ask next.  With the lock. */
+static void cbpool__share_take_size_locked(cbpool *pool, const cbpool__share_answer *a,
+                                           int64_t now, cbpool__msg *msg)
+{
+    int share = (int)a->values[0];
+    int was = pool->share.size;
+    int changed = pool->share.reported && a->demand != pool->share.last_demand;
+    pool->share.size = share;
+    pool->share.server_min = (int)a->values[1];
+    pool->share.budget = (int)a->values[2];
+    pool->share.refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : (int)a->values[3];
+    if (pool->share.refresh_ms < CBPOOL__REFRESH_MIN_MS)
+        pool->share.refresh_ms = CBPOOL__REFRESH_MIN_MS;   /* cfg.refresh_ms 1 to 9 */
+    pool->share.invalid = 0;
+    if (pool->share.extension != 1)
+        cbpool__format(msg, CBPOOL_LOG_INFO, "budget",
+                       "connbudget share for pod \"%s\" of \"%s\": %d",
+                       pool->ident.pod, pool->ident.application_name, share);
+    else if (share != was)
+        cbpool__format(msg, CBPOOL_LOG_DEBUG, "share-changed",
+                       "share changed from %d to %d", was, share);
+    /* The share answers the latest published allocation, which knows
+       the demand reported here only one publish period later (a first
+       report waits for it).  After a change, ask again that soon. */
+    pool->share.reflected_demand = changed ? pool->share.last_demand : a->demand;
+    if (changed)
+        /* the server's publish period: refresh_ms / 10, within 10 ms..1 s */
+        pool->share.next_ns = now + (int64_t)(pool->share.refresh_ms >= 10000 ? 1000
+                                              : pool->share.refresh_ms >= 100
+                                                  ? pool->share.refresh_ms / 10 : 10) * 1000000;
+    else if (!pool->share.reported)
+        /* the second refresh at a random phase, so that pools started
+           together do not call in lockstep */
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 10, 100);
+    else if (share == 0)
+        /* nothing to hold: ask again no sooner than one interval */
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 100, 120);
+    else
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
+    pool->share.last_demand = a->demand;
+    pool->share.reported = 1;
+    if (now - pool->share.peak_rotated_ns >= (int64_t)pool->share.refresh_ms * 900000) {
+        pool->share.peaks[pool->share.peak_next] = pool->share.interval_peak;
+        pool->share.peak_next = (pool->share.peak_next + 1) % CBPOOL__PEAK_WINDOW;
+        pool->share.interval_peak = pool->slots.in_use + pool->slots.waiters;
+        pool->share.peak_rotated_ns = now;
+    }
+    pool->share.extension = 1;
+    CBPOOL__COUNT(pool, budget_refreshes);
+}
+
+/* Take what the answer says (or the failure), and when to ask next; with
+   the lock.  Returns 1 if the connection broke. */
+static int cbpool__share_take_locked(cbpool *pool, PGconn *pg, const cbpool__share_answer *a,
+                                     cbpool__msg *msg)
+{
+    int64_t now = cbpool__now_ns();
+    int broken = 0;
+    if (a->tried2) {
         /* 2 answered, or the server did not know it (then 1, until the
            next probe); a broken connection says nothing */
-        if (answered || protocol == 1)
-            pool->protocol = protocol;
-        pool->protocol_probed_ns = now;
+        if (a->answered || a->protocol == 1)
+            pool->share.protocol = a->protocol;
+        pool->share.protocol_probed_ns = now;
     }
-    if (answered && !bad && status == CBPOOL__SHARE_OTHER) {
+    if (a->answered && !a->bad && a->status == CBPOOL__SHARE_OTHER) {
         /* the server does not govern this connection (its application has
            no row and connbudget.unconfigured_applications is "other"): no
            share, a fixed size as without the extension, said once */
-        if (pool->extension != 0)
-            cbpool__format(&msg, CBPOOL_LOG_WARN, "not-governed",
+        if (pool->share.extension != 0)
+            cbpool__format(msg, CBPOOL_LOG_WARN, "not-governed",
                            "the server does not govern pod \"%s\" of \"%s\" (no row in "
                            "connbudget.application_limits): using a fixed max_size of %d",
-                           pool->pod, pool->application_name,
-                           pool->cfg.max_size > 0 ? pool->cfg.max_size : 10);
-        pool->extension = 0;
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
-    } else if (answered && !bad && status == CBPOOL__SHARE_LEFT) {
+                           pool->ident.pod, pool->ident.application_name,
+                           pool->cfg.max_size > 0 ? pool->cfg.max_size : CBPOOL__FIXED_SIZE);
+        pool->share.extension = 0;
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
+    } else if (a->answered && !a->bad && a->status == CBPOOL__SHARE_LEFT) {
         /* handed back by another connection of this pool's session; the
            next refresh reports again and brings it back */
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
-    } else if (answered && !bad && status == CBPOOL__SHARE_REFUSED) {
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
+    } else if (a->answered && !a->bad && a->status == CBPOOL__SHARE_REFUSED) {
         /* governed when it connected, no more: a refusal that will not
            change by itself; the share it had stands, asked again seldom */
-        pool->counters.budget_errors++;
-        if (pool->budget_invalid != -1)
-            cbpool__format(&msg, CBPOOL_LOG_ERROR, "share-refused",
+        CBPOOL__COUNT(pool, budget_errors);
+        if (pool->share.invalid != -1)
+            cbpool__format(msg, CBPOOL_LOG_ERROR, "share-refused",
                            "the server no longer gives pod \"%s\" of \"%s\" a share (%s); "
                            "the pool stays within %d connections",
-                           pool->pod, pool->application_name, detail, pool->limit);
-        pool->budget_invalid = -1;
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 1000, 1100);
-    } else if (answered && !bad) {
-        int share = (int)answer[0];
-        int was = pool->share;
-        int changed = pool->reported && reported_demand != pool->last_demand;
-        pool->share = share;
-        pool->server_min = (int)answer[1];
-        pool->budget = (int)answer[2];
-        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : (int)answer[3];
-        if (pool->refresh_ms < CBPOOL__REFRESH_MIN_MS)
-            pool->refresh_ms = CBPOOL__REFRESH_MIN_MS;   /* cfg.refresh_ms 1 to 9 */
-        pool->budget_invalid = 0;
-        if (pool->extension != 1)
-            cbpool__format(&msg, CBPOOL_LOG_INFO, "budget",
-                           "connbudget share for pod \"%s\" of \"%s\": %d",
-                           pool->pod, pool->application_name, share);
-        else if (share != was)
-            cbpool__format(&msg, CBPOOL_LOG_DEBUG, "share-changed",
-                           "share changed from %d to %d", was, share);
-        /* The share answers the latest published allocation, which knows
-           the demand reported here only one publish period later (a first
-           report waits for it).  After a change, ask again that soon. */
-        pool->reflected_demand = changed ? pool->last_demand : reported_demand;
-        if (changed)
-            pool->next_refresh_ns = now + (int64_t)(pool->refresh_ms >= 100
-                                                        ? pool->refresh_ms / 10 : 10) * 1000000;
-        else if (!pool->reported)
-            /* the second refresh at a random phase, so that pools started
-               together do not call in lockstep */
-            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 10, 100);
-        else if (share == 0)
-            /* nothing to hold: ask again no sooner than one interval */
-            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 100, 120);
-        else
-            pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
-        pool->last_demand = reported_demand;
-        pool->reported = 1;
-        if (now - pool->peak_rotated_ns >= (int64_t)pool->refresh_ms * 900000) {
-            pool->peaks[pool->peak_next] = pool->interval_peak;
-            pool->peak_next = (pool->peak_next + 1) % CBPOOL__PEAK_WINDOW;
-            pool->interval_peak = pool->in_use + pool->waiters;
-            pool->peak_rotated_ns = now;
-        }
-        pool->extension = 1;
-        pool->counters.budget_refreshes++;
-    } else if (answered) {
+                           pool->ident.pod, pool->ident.application_name, a->detail,
+                           pool->share.limit);
+        pool->share.invalid = -1;
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 1000, 1100);
+    } else if (a->answered && !a->bad) {
+        cbpool__share_take_size_locked(pool, a, now, msg);
+    } else if (a->answered) {
         /* the server answered, but not an answer: nothing is taken from it
            (not the share, the extension's presence or the interval), and
            it is said once per kind of nonsense, not at every refresh */
-        pool->counters.budget_errors++;
-        if (bad != pool->budget_invalid)
-            cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-invalid",
-                           "%s; ignored, the pool stays within %d connections", why,
-                           pool->limit);
-        pool->budget_invalid = bad;
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
-    } else if (strcmp(state, "42883") == 0 || strcmp(state, "3F000") == 0 ||
-               strcmp(state, "55000") == 0 || cbpool__protocol_unknown(state)) {
+        CBPOOL__COUNT(pool, budget_errors);
+        if (a->bad != pool->share.invalid)
+            cbpool__format(msg, CBPOOL_LOG_WARN, "budget-invalid",
+                           "%s; ignored, the pool stays within %d connections", a->why,
+                           pool->share.limit);
+        pool->share.invalid = a->bad;
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
+    } else if (strcmp(a->state, "42883") == 0 || strcmp(a->state, "3F000") == 0 ||
+               strcmp(a->state, "55000") == 0 || cbpool__share_protocol_unknown(a->state)) {
         /* no extension here (or not preloaded): a fixed size, said once */
-        const char *text = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-        if (pool->extension != 0)
-            cbpool__format(&msg, CBPOOL_LOG_WARN, "no-extension",
+        const char *text = a->res ? PQresultErrorField(a->res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+        if (pool->share.extension != 0)
+            cbpool__format(msg, CBPOOL_LOG_WARN, "no-extension",
                            "the server has no usable connbudget extension (%s); "
                            "using a fixed max_size of %d",
                            text ? text : "no answer",
-                           pool->cfg.max_size > 0 ? pool->cfg.max_size : 10);
-        pool->extension = 0;
+                           pool->cfg.max_size > 0 ? pool->cfg.max_size : CBPOOL__FIXED_SIZE);
+        pool->share.extension = 0;
         /* look again now and then: the extension may be installed later */
-        pool->refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms : 30000;
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
-        pool->counters.budget_errors++;
+        pool->share.refresh_ms = pool->cfg.refresh_ms > 0 ? pool->cfg.refresh_ms
+                                                     : CBPOOL__NO_EXTENSION_MS;
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
+        CBPOOL__COUNT(pool, budget_errors);
     } else {
-        pool->counters.budget_errors++;
-        broken = PQstatus(c->pg) != CONNECTION_OK || !res;
-        cbpool__format(&msg, CBPOOL_LOG_WARN, "budget-error",
+        CBPOOL__COUNT(pool, budget_errors);
+        broken = PQstatus(pg) != CONNECTION_OK || !a->res;
+        cbpool__format(msg, CBPOOL_LOG_WARN, "budget-error",
                        "%s failed: %s",
-                       protocol == 2 ? "reading connbudget.share" : "connbudget.pool_share()",
-                       res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg));
-        pool->next_refresh_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms, 90, 110);
+                       a->protocol == 2 ? "reading connbudget.share" : "connbudget.pool_share()",
+                       a->res ? PQresultErrorMessage(a->res) : PQerrorMessage(pg));
+        pool->share.next_ns = now + cbpool__jitter_ns(pool, pool->share.refresh_ms, 90, 110);
     }
-    cbpool__resize_locked(pool);
+    cbpool__share_resize_locked(pool);
+    return broken;
+}
+
+/*
+ * Report the demand and read the share (docs/protocol.md, sections 3-5) on
+ * c, which nobody else uses meanwhile (maintenance took it, or a releasing
+ * thread calls on its own), outside the lock; then, on a cluster's host,
+ * check its role and lag on the same connection.  Returns 0 if the
+ * connection is still good.  An answer that is not one (see
+ * cbpool__check_share_words, cbpool__check_share) is an error and no size:
+ * the pool keeps the share it had -- before its first answer, the one
+ * connection it starts with; on a server found without the extension, its
+ * fixed max_size -- and asks again an interval later.  The connection is
+ * not to blame for what the server answered: it stays.
+ */
+static int cbpool__share_refresh(cbpool *pool, cbpool__conn *c)
+{
+    cbpool__share_answer a;
+    cbpool__msg msg;
+    int broken;
+
+    msg.id = NULL;
+    cbpool__share_ask(pool, c->pg, &a);
+    cbpool__lock(pool);
+    broken = cbpool__share_take_locked(pool, c->pg, &a, &msg);
     cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
-    if (res)
-        PQclear(res);
-    if (pool->member_check_ms && !broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
-        broken = cbpool__check_host(pool, c->pg);
+    if (a.res)
+        PQclear(a.res);
+    /* a cluster's host: its role and lag, on the same connection */
+    if (!broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        broken = cbpool__member_check(pool, c->pg);
     /* a failed query inside no transaction leaves the connection idle; an
        invalid answer on a connection still idle leaves it good */
     return broken || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
 }
 
-/* ---- connecting ---- */
+/*
+ * Hand the share back before closing (docs/protocol.md, section 7), on one
+ * of the pool's idle connections: the pods that stay get it a publish
+ * period later, not connbudget.pod_ttl later.  Its answer does not matter.
+ */
+static void cbpool__share_leave(cbpool *pool, PGconn *pg, int protocol)
+{
+    int timeout = pool->cfg.validate_timeout_ms < 1000 ? pool->cfg.validate_timeout_ms : 1000;
+    PGresult *res = cbpool__exec_deadline(pg, protocol == 2 ? "SET connbudget.demand = 'leave'"
+                                                            : "SELECT connbudget.pool_share(0)",
+                                          0, NULL, timeout);
+    cbpool__msg msg;
+
+    msg.id = NULL;
+    cbpool__format(&msg, CBPOOL_LOG_DEBUG, "leave", "%s",
+                   res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
+                           PQresultStatus(res) == PGRES_TUPLES_OK)
+                       ? "the share was handed back" : "handing the share back failed");
+    if (res)
+        PQclear(res);
+    cbpool__emit(pool, &msg);
+}
+
+/* == [connect] connecting: attempts, their outcomes ====================== */
+
+/* Grow again from one connection at a time (an empty pool, a failed
+   connect); with the lock. */
+static void cbpool__connect_ramp_restart_locked(cbpool *pool)
+{
+    pool->connect.ramp = 1;
+}
 
 /* Called outside the lock by the maintainer, which owns attempts[]. */
-static void cbpool__start_attempt(cbpool *pool, int for_refresh)
+static void cbpool__connect_start(cbpool *pool, int for_refresh)
 {
     enum { CBPOOL__MAX_KEYS = 48 };
     const char *keys[CBPOOL__MAX_KEYS];
     const char *values[CBPOOL__MAX_KEYS];
-    cbpool__attempt *a = &pool->attempts[pool->nattempts];
+    cbpool__attempt *a = &pool->connect.attempts[pool->connect.nattempts];
     cbpool_secret *secret = NULL;
     PQconninfoOption *extra = NULL;
     int n = 0;
@@ -2542,10 +4101,10 @@ static void cbpool__start_attempt(cbpool *pool, int for_refresh)
     a->for_refresh = for_refresh;
     a->why[0] = '\0';
     a->pg = NULL;
-    pool->nattempts++;
+    pool->connect.nattempts++;
 
     keys[n] = "dbname";
-    values[n++] = pool->conninfo;
+    values[n++] = pool->ident.conninfo;
     if (pool->cfg.credentials.func) {
         /* this connection's password or extra conninfo, asked for now */
         secret = (cbpool_secret *)cbpool__alloc(&pool->cfg, sizeof *secret);
@@ -2591,9 +4150,9 @@ static void cbpool__start_attempt(cbpool *pool, int for_refresh)
     }
     if (a->status != PGRES_POLLING_FAILED) {
         keys[n] = "application_name";
-        values[n++] = pool->application_name;
+        values[n++] = pool->ident.application_name;
         keys[n] = "options";
-        values[n++] = pool->session_option ? pool->options : pool->options_plain;
+        values[n++] = pool->connect.session_option ? pool->ident.options : pool->ident.options_plain;
         keys[n] = NULL;
         values[n] = NULL;
         a->pg = PQconnectStartParams(keys, values, 1);
@@ -2632,7 +4191,7 @@ static void cbpool__start_attempt(cbpool *pool, int for_refresh)
  * else (53300, authentication, a missing database) came from a server that
  * is there.  Verbose messages read "FATAL:  53300: ..." in any language.
  */
-static int cbpool__unreachable(const char *text)
+static int cbpool__connect_unreachable(const char *text)
 {
     const char *p;
     for (p = strstr(text, ":  "); p; p = strstr(p + 1, ":  ")) {
@@ -2645,43 +4204,6 @@ static int cbpool__unreachable(const char *text)
                    strncmp(st, "57P02", 5) == 0 || strncmp(st, "57P03", 5) == 0;
     }
     return 1;
-}
-
-/* Wake every waiter (the circuit opened: they fail at once); with the lock. */
-static void cbpool__wake_waiters_locked(cbpool *pool)
-{
-    cbpool__waiter *w;
-    for (w = pool->wait_head; w; w = w->next)
-        pthread_cond_signal(&w->cond);
-}
-
-/* The open period of the circuit: breaker_open_ms, doubled by each failed
-   probe up to 8 times that, then 80% to 120% of it at random. */
-static int64_t cbpool__breaker_period_ns(cbpool *pool)
-{
-    int n = pool->breaker_reopens < 3 ? pool->breaker_reopens : 3;
-    return cbpool__jitter_ns(pool, pool->cfg.breaker_open_ms << n, 80, 120);
-}
-
-/* A cluster's host is down while its connects fail as unreachable. */
-static int cbpool__host_down(cbpool *pool)
-{
-    return pool->member_check_ms && CBPOOL__LOAD(&pool->unreachable) > 0;
-}
-
-/* A server answered (a connect, or a refusal): nothing is unreachable any
-   more, and the circuit closes if it was open; with the lock. */
-static void cbpool__answered_locked(cbpool *pool, cbpool__msg *msg)
-{
-    if (cbpool__host_down(pool))
-        pool->next_refresh_ns = 0;   /* a cluster's host is back: its role, soon */
-    CBPOOL__STORE(&pool->unreachable, 0);
-    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
-        pool->breaker = CBPOOL_BREAKER_CLOSED;
-        pool->breaker_reopens = 0;
-        cbpool__format(msg, CBPOOL_LOG_INFO, "breaker-closed",
-                       "the server answers again: the circuit breaker is closed");
-    }
 }
 
 /* The number after lead in text, followed by exactly tail (or, without a
@@ -2722,108 +4244,78 @@ static int cbpool__stated_refresh_ms(const char *text)
                                            " ms (connbudget.refresh_interval)");
 }
 
-static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
+/* How a connect failed (cbpool__connect_outcome). */
+#define CBPOOL__CONNECT_FAILED 0        /* by a server that is there: a failed
+                                           login, a missing database, ... */
+#define CBPOOL__CONNECT_UNREACHABLE 1   /* see cbpool__connect_unreachable */
+#define CBPOOL__CONNECT_BACKPRESSURE 2  /* 53300: the budget is full right now */
+#define CBPOOL__CONNECT_REFUSED 3       /* 42501, 53400: refused for good (the
+                                           role may not claim the application or
+                                           the pod, or holds too many pods) */
+
+/* Verbose messages read "FATAL:  53300: ..." in any language. */
+static int cbpool__connect_outcome(const char *text)
+{
+    if (strstr(text, ":  53300: "))
+        return CBPOOL__CONNECT_BACKPRESSURE;
+    if (strstr(text, ":  42501: ") || strstr(text, ":  53400: "))
+        return CBPOOL__CONNECT_REFUSED;
+    return cbpool__connect_unreachable(text) ? CBPOOL__CONNECT_UNREACHABLE
+                                             : CBPOOL__CONNECT_FAILED;
+}
+
+static void cbpool__connect_failed(cbpool *pool, PGconn *pg, const char *why,
                                    int for_refresh, int64_t started_ns)
 {
     char line[256];
     const char *text = why ? why : (pg ? PQerrorMessage(pg) : "out of memory");
-    int refused = strstr(text, ":  53300: ") != NULL;   /* any language */
-    int unreachable = !refused && cbpool__unreachable(text);
-    int64_t now = cbpool__now_ns();
+    int outcome = cbpool__connect_outcome(text);
     cbpool__msg msg, bmsg;
 
     msg.id = NULL;
     bmsg.id = NULL;
     cbpool__first_line(text, line, sizeof line);
-    if (pool->observe)
+    if (pool->fast.observe)
         cbpool__on_connect(pool, NULL, started_ns, line);
     cbpool__lock(pool);
-    if (!unreachable)
-        cbpool__answered_locked(pool, &bmsg);
-    else {
-        if (pool->unreachable == 0) {
-            pool->unreachable_since_ns = started_ns;
-            if (pool->member_check_ms) {
-                /* a cluster's host went down: its waiters go to another */
-                CBPOOL__STORE(&pool->host_role, CBPOOL_HOST_UNKNOWN);
-                cbpool__wake_waiters_locked(pool);
-            }
-        }
-        CBPOOL__STORE(&pool->unreachable, pool->unreachable + 1);
-    }
-    if (unreachable && pool->cfg.breaker_failures > 0 && !pool->closing) {
-        if (pool->breaker == CBPOOL_BREAKER_HALF_OPEN) {
-            /* the probe failed: open again, for longer */
-            pool->breaker_reopens++;
-            pool->breaker = CBPOOL_BREAKER_OPEN;
-            pool->breaker_until_ns = now + cbpool__breaker_period_ns(pool);
-        } else if (pool->breaker == CBPOOL_BREAKER_CLOSED &&
-                   (pool->unreachable >= pool->cfg.breaker_failures ||
-                    now - pool->unreachable_since_ns >=
-                        (int64_t)pool->cfg.breaker_after_ms * 1000000)) {
-            int64_t period = cbpool__breaker_period_ns(pool);
-            pool->breaker = CBPOOL_BREAKER_OPEN;
-            pool->breaker_until_ns = now + period;
-            pool->counters.breaker_openings++;
-            cbpool__wake_waiters_locked(pool);
-            cbpool__format(&bmsg, CBPOOL_LOG_WARN, "breaker-open",
-                           "the server is unreachable (%d connects failed in %.1f s): the "
-                           "circuit breaker is open, acquires that find no idle connection "
-                           "fail at once; the next try in %.1f s",
-                           pool->unreachable,
-                           (double)(now - pool->unreachable_since_ns) / 1e9,
-                           (double)period / 1e9);
-        }
-    }
+    if (outcome == CBPOOL__CONNECT_UNREACHABLE)
+        cbpool__breaker_unreachable_locked(pool, started_ns, &bmsg);
+    else
+        cbpool__breaker_answered_locked(pool, &bmsg);
     if (for_refresh)
-        pool->refresh_attempt = 0;
-    pool->ramp = 1;   /* grow again from one connection at a time */
-    if (pool->session_option && strstr(text, "connbudget.pool_session")) {
+        cbpool__share_connect_ended_locked(pool);
+    cbpool__connect_ramp_restart_locked(pool);
+    if (pool->connect.session_option && strstr(text, "connbudget.pool_session")) {
         /* a server with connbudget before 1.1 reserves the prefix but does
            not know the setting: connect without it, at once */
-        pool->session_option = 0;
+        pool->connect.session_option = 0;
         cbpool__format(&msg, CBPOOL_LOG_INFO, "no-pool-session",
                        "the server does not know connbudget.pool_session; "
                        "pools that share pod id \"%s\" each take the pod's whole share",
-                       pool->pod);
+                       pool->ident.pod);
         cbpool__unlock(pool);
         cbpool__emit(pool, &msg);
         if (pg)
             PQfinish(pg);
         return;
     }
-    pool->counters.connect_failures++;
-    if (refused) {
+    CBPOOL__COUNT(pool, connect_failures);
+    if (outcome == CBPOOL__CONNECT_BACKPRESSURE) {
         /* backpressure, not an outage: back off and re-read the share */
-        pool->counters.connects_refused++;
-        pool->next_refresh_ns = 0;
+        CBPOOL__COUNT(pool, connects_refused);
+        cbpool__share_due_locked(pool, 0);
     }
-    pool->consecutive_failures++;
-    if (refused) {
-        /* the refusal registered this pod with the server, which shrinks the
-           others at their next refresh: retry at that pace and no faster,
-           within the pod's lease.  A pool that never read its share learns
-           the pace from the refusal. */
-        int stated = pool->cfg.refresh_ms > 0 ? 0 : cbpool__stated_refresh_ms(text);
-        int cap;
-
-        if (stated)
-            pool->refresh_ms = stated;
-        cap = pool->refresh_ms < pool->cfg.backoff_max_ms ? pool->refresh_ms
-                                                              : pool->cfg.backoff_max_ms;
-        pool->backoff_until_ns = cbpool__now_ns() + cbpool__jitter_ns(pool, cap, 100, 120);
-    } else
-        pool->backoff_until_ns =
-            cbpool__now_ns() + cbpool__backoff_ns(pool, pool->cfg.backoff_initial_ms,
-                                                  pool->cfg.backoff_max_ms,
-                                                  pool->consecutive_failures - 1);
-    if (pool->consecutive_failures == 1 || strcmp(line, pool->last_connect_error) != 0 ||
-        (pool->consecutive_failures & (pool->consecutive_failures - 1)) == 0)
-        cbpool__format(&msg, refused ? CBPOOL_LOG_INFO : CBPOOL_LOG_WARN,
-                       refused ? "connect-refused" : "connect-failed",
-                       "connect failed (%d in a row): %s", pool->consecutive_failures,
-                       line);
-    snprintf(pool->last_connect_error, sizeof pool->last_connect_error, "%s", line);
+    cbpool__breaker_backoff_locked(pool, outcome, text);
+    if (outcome == CBPOOL__CONNECT_REFUSED)
+        cbpool__breaker_refused_locked(pool, line, &msg);
+    else if (pool->breaker.failures == 1 || strcmp(line, pool->connect.last_error) != 0 ||
+             (pool->breaker.failures & (pool->breaker.failures - 1)) == 0)
+        cbpool__format(&msg,
+                       outcome == CBPOOL__CONNECT_BACKPRESSURE ? CBPOOL_LOG_INFO : CBPOOL_LOG_WARN,
+                       outcome == CBPOOL__CONNECT_BACKPRESSURE ? "connect-refused"
+                                                               : "connect-failed",
+                       "connect failed (%d in a row): %s", pool->breaker.failures, line);
+    snprintf(pool->connect.last_error, sizeof pool->connect.last_error, "%s", line);
     cbpool__unlock(pool);
     cbpool__emit(pool, &msg);
     if (bmsg.id)
@@ -2832,10 +4324,10 @@ static void cbpool__attempt_failed(cbpool *pool, PGconn *pg, const char *why,
         PQfinish(pg);
 }
 
-static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
+static void cbpool__connect_done(cbpool *pool, PGconn *pg, int for_refresh,
                                  int64_t started_ns)
 {
-    cbpool__conn *c = cbpool__new_conn(pool);
+    cbpool__conn *c = cbpool__slots_new_conn(pool);
     int64_t now = cbpool__now_ns();
     int keep;
     cbpool__msg msg;
@@ -2845,7 +4337,7 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
         PQfinish(pg);
         cbpool__lock(pool);
         if (for_refresh)
-            pool->refresh_attempt = 0;
+            cbpool__share_connect_ended_locked(pool);
         cbpool__unlock(pool);
         return;
     }
@@ -2859,70 +4351,56 @@ static void cbpool__attempt_done(cbpool *pool, PGconn *pg, int for_refresh,
         c->retire_ns = now + life -
                        (jitter > 0 ? (int64_t)(cbpool__rand(pool) % (uint64_t)jitter) : 0);
     }
-    pool->counters.connects++;
-    pool->consecutive_failures = 0;
-    pool->backoff_until_ns = 0;
+    CBPOOL__COUNT(pool, connects);
     msg.id = NULL;
-    if (pool->member_check_ms && PQparameterStatus(pg, "in_hot_standby"))
-        /* servers from 14 on say at once whether this session can write */
-        cbpool__set_role_locked(pool, cbpool__read_only(pg) ? CBPOOL_HOST_STANDBY
-                                                            : CBPOOL_HOST_PRIMARY, now);
+    cbpool__member_connected_locked(pool, pg, now);
     /* a probe that got through closes the circuit; the pool grows back from
        this one connection in steps of 1, 2, 4, ... */
-    cbpool__answered_locked(pool, &msg);
-    if (for_refresh)
-        pool->refresh_attempt = 0;
-    else if (pool->nattempts <= 1) {
+    cbpool__breaker_connected_locked(pool, &msg);
+    if (!for_refresh && pool->connect.nattempts <= 1) {
         /* the last connect of a growth step: the next step may open twice
            as many, after a pause drawn at random */
-        pool->ramp = pool->ramp < (CBPOOL__MAX_ATTEMPTS - 1) / 2 ? pool->ramp * 2
-                                                                : CBPOOL__MAX_ATTEMPTS - 1;
-        pool->ramp_at_ns = now + cbpool__jitter_ns(pool, pool->refresh_ms < 200
-                                                             ? pool->refresh_ms / 10 : 20,
-                                                     0, 100);
+        int pause_ms = pool->share.refresh_ms < 200 ? pool->share.refresh_ms / 10 : 20;
+        pool->connect.ramp = pool->connect.ramp < (CBPOOL__MAX_ATTEMPTS - 1) / 2
+                                 ? pool->connect.ramp * 2 : CBPOOL__MAX_ATTEMPTS - 1;
+        pool->connect.ramp_at_ns = now + cbpool__jitter_ns(pool, pause_ms, 0, 100);
     }
-    keep = !pool->closing &&
-           (pool->total < pool->limit ||
-            (for_refresh && !pool->refresh_conn &&
-             (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size))) &&
-           cbpool__reserve_idle_locked(pool);
+    keep = !pool->slots.closing &&
+           (pool->slots.total < pool->share.limit ||
+            (for_refresh && !pool->share.conn &&
+             (pool->cfg.max_size == 0 || pool->slots.total < pool->cfg.max_size))) &&
+           cbpool__slots_reserve_locked(pool);
     if (keep) {
-        c->next = pool->conns;
-        pool->conns = c;
-        pool->total++;
-        if ((for_refresh || pool->extension < 0) && !pool->refresh_conn) {
-            /* renew the share with it first (the very first connection
-               learns it before anyone uses the pool); kept only if the
-               share allows */
-            CBPOOL__STORE(&c->state, CBPOOL__CHECKING);
-            pool->refresh_conn = c;
-            pool->refresh_wanted = 0;
-            pool->next_refresh_ns = 0;
-            cbpool__wake(pool);
-        } else
-            cbpool__offer_locked(pool, c);
-        pthread_cond_broadcast(&pool->ready_cond);   /* cbpool_wait_ready() */
+        cbpool__slots_add_locked(pool, c);
+        /* the refresh first, if it was made for it or is the pool's first
+           (kept only if the share allows) */
+        if (!cbpool__share_take_new_locked(pool, c, for_refresh))
+            cbpool__slots_offer_locked(pool, c);
+        pthread_cond_broadcast(&pool->slots.ready_cond);   /* cbpool_wait_ready() */
     }
-    if (!keep)
-        c->close_reason = pool->closing ? CBPOOL_CLOSE_POOL_CLOSED : CBPOOL_CLOSE_OVER_SHARE;
+    if (!keep) {
+        c->close_reason = pool->slots.closing ? CBPOOL_CLOSE_POOL_CLOSED : CBPOOL_CLOSE_OVER_SHARE;
+        if (for_refresh)
+            cbpool__share_connect_ended_locked(pool);
+    }
     cbpool__unlock(pool);
     if (msg.id)
         cbpool__emit(pool, &msg);
-    if (pool->observe)
+    if (pool->fast.observe)
         cbpool__on_connect(pool, pg, started_ns, NULL);
     if (!keep)
-        cbpool__destroy(pool, c);
+        cbpool__slots_destroy(pool, c);
 }
 
 /* Drive the connect attempts for up to wait_ms, waking early on the pipe. */
-static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
+static void cbpool__connect_poll(cbpool *pool, int wait_ms)
 {
     struct pollfd pfd[CBPOOL__MAX_ATTEMPTS + 1];
     int n = 0, i, rc;
     int64_t now = cbpool__now_ns();
 
-    for (i = 0; i < pool->nattempts; i++) {
-        cbpool__attempt *a = &pool->attempts[i];
+    for (i = 0; i < pool->connect.nattempts; i++) {
+        cbpool__attempt *a = &pool->connect.attempts[i];
         int64_t left = a->deadline_ns - now;
         if (left < (int64_t)wait_ms * 1000000)
             wait_ms = (int)(left > 0 ? left / 1000000 + 1 : 0);
@@ -2933,8 +4411,8 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         pfd[n].revents = 0;
         n++;
     }
-    if (pool->thread_started) {
-        pfd[n].fd = pool->wake_fds[0];
+    if (pool->maint.thread_started) {
+        pfd[n].fd = pool->maint.wake_fds[0];
         pfd[n].events = POLLIN;
         pfd[n].revents = 0;
         n++;
@@ -2946,541 +4424,213 @@ static void cbpool__poll_attempts(cbpool *pool, int wait_ms)
         ts.tv_nsec = (long)(wait_ms % 1000) * 1000000;
         nanosleep(&ts, NULL);
     }
-    if (pool->thread_started && rc > 0 && pfd[n - 1].revents) {
-        char buf[64];
-        while (read(pool->wake_fds[0], buf, sizeof buf) > 0) {
-        }
-        cbpool__lock(pool);
-        pool->wake_pending = 0;
-        cbpool__unlock(pool);
+    if (pool->maint.thread_started && rc > 0 && pfd[n - 1].revents) {
+        cbpool__maint_woken(pool);
     }
 
     now = cbpool__now_ns();
-    for (i = 0; i < pool->nattempts;) {
-        cbpool__attempt *a = &pool->attempts[i];
+    for (i = 0; i < pool->connect.nattempts;) {
+        cbpool__attempt *a = &pool->connect.attempts[i];
         int finished = 0;
         if (a->status != PGRES_POLLING_FAILED &&
             (pfd[i].revents || pfd[i].fd < 0))
             a->status = PQconnectPoll(a->pg);
         if (a->status == PGRES_POLLING_OK) {
-            cbpool__attempt_done(pool, a->pg, a->for_refresh, a->started_ns);
+            cbpool__connect_done(pool, a->pg, a->for_refresh, a->started_ns);
             finished = 1;
         } else if (a->status == PGRES_POLLING_FAILED) {
-            cbpool__attempt_failed(pool, a->pg, a->why[0] ? a->why : NULL, a->for_refresh,
+            cbpool__connect_failed(pool, a->pg, a->why[0] ? a->why : NULL, a->for_refresh,
                                    a->started_ns);
             finished = 1;
         } else if (now >= a->deadline_ns) {
-            cbpool__attempt_failed(pool, a->pg, "connect timed out", a->for_refresh,
+            cbpool__connect_failed(pool, a->pg, "connect timed out", a->for_refresh,
                                    a->started_ns);
             finished = 1;
         }
         if (finished) {
-            pool->attempts[i] = pool->attempts[--pool->nattempts];
-            pfd[i] = pfd[pool->nattempts];
+            pool->connect.attempts[i] = pool->connect.attempts[--pool->connect.nattempts];
+            pfd[i] = pfd[pool->connect.nattempts];
         } else
             i++;
     }
     cbpool__lock(pool);
-    pool->connecting = pool->nattempts;
+    pool->connect.connecting = pool->connect.nattempts;
     cbpool__unlock(pool);
 }
 
-/* ---- maintenance ---- */
+/* == [breaker] the circuit breaker, backoff and permanent refusals ======= */
+
+/* The open period of the circuit: breaker_open_ms, doubled by each failed
+   probe up to 8 times that, then 80% to 120% of it at random. */
+static int64_t cbpool__breaker_period_ns(cbpool *pool)
+{
+    int n = pool->breaker.reopens < 3 ? pool->breaker.reopens : 3;
+    return cbpool__jitter_ns(pool, pool->cfg.breaker_open_ms << n, 80, 120);
+}
+
+/* A server answered (a connect, or a refusal): nothing is unreachable any
+   more, and the circuit closes if it was open; with the lock. */
+static void cbpool__breaker_answered_locked(cbpool *pool, cbpool__msg *msg)
+{
+    cbpool__member_answered_locked(pool);
+    CBPOOL__STORE(&pool->breaker.unreachable, 0);
+    if (pool->breaker.state != CBPOOL_BREAKER_CLOSED) {
+        pool->breaker.state = CBPOOL_BREAKER_CLOSED;
+        pool->breaker.reopens = 0;
+        cbpool__format(msg, CBPOOL_LOG_INFO, "breaker-closed",
+                       "the server answers again: the circuit breaker is closed");
+    }
+}
+
+/* A connect that started at started_ns failed as unreachable: after
+   breaker_failures of them in a row, or such failures for breaker_after_ms,
+   the circuit opens (waiters fail at once); a failed probe opens it again
+   for longer.  With the lock. */
+static void cbpool__breaker_unreachable_locked(cbpool *pool, int64_t started_ns,
+                                               cbpool__msg *msg)
+{
+    int64_t now = cbpool__now_ns();
+    if (pool->breaker.unreachable == 0) {
+        pool->breaker.unreachable_since_ns = started_ns;
+        cbpool__member_unreachable_locked(pool);
+    }
+    CBPOOL__STORE(&pool->breaker.unreachable, pool->breaker.unreachable + 1);
+    if (pool->cfg.breaker_failures == 0 || pool->slots.closing)
+        return;
+    if (pool->breaker.state == CBPOOL_BREAKER_HALF_OPEN) {
+        /* the probe failed: open again, for longer */
+        pool->breaker.reopens++;
+        pool->breaker.state = CBPOOL_BREAKER_OPEN;
+        pool->breaker.until_ns = now + cbpool__breaker_period_ns(pool);
+    } else if (pool->breaker.state == CBPOOL_BREAKER_CLOSED &&
+               (pool->breaker.unreachable >= pool->cfg.breaker_failures ||
+                now - pool->breaker.unreachable_since_ns >=
+                    (int64_t)pool->cfg.breaker_after_ms * 1000000)) {
+        int64_t period = cbpool__breaker_period_ns(pool);
+        pool->breaker.state = CBPOOL_BREAKER_OPEN;
+        pool->breaker.until_ns = now + period;
+        CBPOOL__COUNT(pool, breaker_openings);
+        cbpool__slots_wake_waiters_locked(pool);
+        cbpool__format(msg, CBPOOL_LOG_WARN, "breaker-open",
+                       "the server is unreachable (%d connects failed in %.1f s): the "
+                       "circuit breaker is open, acquires that find no idle connection "
+                       "fail at once; the next try in %.1f s",
+                       pool->breaker.unreachable,
+                       (double)(now - pool->breaker.unreachable_since_ns) / 1e9,
+                       (double)period / 1e9);
+    }
+}
 
 /*
- * One round of maintenance: close what should go, check idle connections
- * for a closed socket, report leaks, refresh the share, start connects,
- * then drive connects for up to wait_ms.  Only one thread maintains at a
- * time (the background thread, or whoever calls cbpool_maintain()).
+ * After a failed connect (outcome CBPOOL__CONNECT_*, text libpq's
+ * message): no connect before breaker.backoff_until_ns.  With the lock.
+ *   - 53300: the refusal registered this pod with the server, which
+ *     shrinks the others at their next refresh: retry at that pace and no
+ *     faster, within the pod's lease.  A pool that never read its share
+ *     learns the pace from the refusal.
+ *   - 42501, 53400: the refusal will not change by itself: retry no
+ *     sooner than CBPOOL__REFUSED_INTERVALS refresh intervals, or
+ *     CBPOOL__REFUSED_MS before the pool knows the interval.
+ *   - anything else: exponential backoff with full jitter.
  */
-static int cbpool__maintain_step(cbpool *pool, int wait_ms)
+static void cbpool__breaker_backoff_locked(cbpool *pool, int outcome, const char *text)
 {
-    cbpool__conn *closing[64];
-    int nclosing = 0;
-    cbpool__conn *refresh = NULL;
-    int refresh_connect = 0;
-    cbpool__msg leaks[8];
-    int nleaks = 0;
-    cbpool__notice_sink notices;
-    int start = 0, i, kept;
     int64_t now = cbpool__now_ns();
-    int64_t next_ns;
-
-    cbpool__lock(pool);
-    if (pool->maintaining) {
-        cbpool__unlock(pool);
-        return 0;   /* someone else is at it */
-    }
-    pool->maintaining = 1;
-    cbpool__note_busy_locked(pool);
-    kept = cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
-
-    /* idle connections, least recently used first: dead, expired, idle too
-       long, or over the share */
-    notices.n = 0;
-    cbpool__deferred_notices = &notices;
-    for (i = 0; i < pool->idle_count && nclosing < 64;) {
-        cbpool__conn *c = pool->idle[i];
-        int reason = 0;   /* 1 broken, 2 lifetime, 3 idle, 4 over share */
-        if (!cbpool__looks_alive(c->pg) || (pool->writes_only && cbpool__read_only(c->pg)))
-            reason = 1;
-        else if (c->retire_ns && now >= c->retire_ns)
-            reason = 2;
-        else if (pool->total > pool->limit)
-            reason = 4;
-        else if (pool->cfg.idle_timeout_ms > 0 &&
-                 pool->total > pool->floor_size &&
-                 now - c->last_used_ns >= (int64_t)pool->cfg.idle_timeout_ms * 1000000)
-            reason = 3;
-        if (!reason) {
-            i++;
-            continue;
-        }
-        cbpool__idle_remove_locked(pool, c);
-        cbpool__unlink_locked(pool, c);
-        switch (reason) {
-        case 1: pool->counters.closed_broken++; c->close_reason = CBPOOL_CLOSE_BROKEN; break;
-        case 2: pool->counters.closed_lifetime++; c->close_reason = CBPOOL_CLOSE_LIFETIME; break;
-        case 3: pool->counters.closed_idle++; c->close_reason = CBPOOL_CLOSE_IDLE; break;
-        default: pool->counters.closed_over_share++; c->close_reason = CBPOOL_CLOSE_OVER_SHARE; break;
-        }
-        closing[nclosing++] = c;
-    }
-    cbpool__deferred_notices = NULL;
-
-    /* leaks */
-    if (pool->cfg.leak_threshold_ms > 0) {
-        cbpool__conn *c;
-        for (c = pool->conns; c; c = c->next) {
-            /* acquired_ns is stored last by an acquire, so file and line
-               read after it belong to the same acquire */
-            int64_t at = CBPOOL__LOAD(&c->acquired_ns);
-            if (CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && at != 0 &&
-                !CBPOOL__LOAD(&c->leak_reported) &&
-                now - at >= (int64_t)pool->cfg.leak_threshold_ms * 1000000) {
-                const char *file = CBPOOL__LOAD(&c->acquired_file);
-                CBPOOL__STORE(&c->leak_reported, 1);
-                pool->counters.leaks_detected++;
-                if (nleaks < 8)
-                    cbpool__format(&leaks[nleaks++], CBPOOL_LOG_WARN, "leak",
-                                   "a connection acquired at %s:%d has been held for %lld ms "
-                                   "(leak_threshold_ms = %d)",
-                                   file ? file : "(unknown)",
-                                   CBPOOL__LOAD(&c->acquired_line),
-                                   (long long)((now - at) / 1000000),
-                                   pool->cfg.leak_threshold_ms);
-            }
-        }
-    }
-
-    /*
-     * The share: refresh with the least recently used idle connection if it
-     * has been idle a while, else ask the next thread that releases one to
-     * refresh with it before it lets it go.  Taking a connection a thread
-     * is about to reuse would leave that thread waiting for the length of
-     * the call, and every thread behind it in turn.
-     */
-    if (!pool->closing && now >= pool->next_refresh_ns && !pool->refreshing) {
-        int64_t patience = (int64_t)cbpool__patience_ms(pool) * 1000000;
-        if (pool->refresh_conn) {
-            refresh = pool->refresh_conn;
-            pool->refresh_conn = NULL;
-        } else if (pool->idle_count > 0 &&
-                   (now - pool->idle[0]->last_used_ns >= patience ||
-                    (pool->refresh_wanted && now - pool->refresh_wanted_ns >= patience))) {
-            refresh = pool->idle[0];
-            cbpool__idle_remove_locked(pool, refresh);
-            CBPOOL__STORE(&refresh->state, CBPOOL__CHECKING);
-            pool->refresh_wanted = 0;
-        } else if (pool->total > 0 && !pool->refresh_wanted) {
-            pool->refresh_wanted = 1;
-            pool->refresh_wanted_ns = now;
-        }
-        if (refresh)
-            pool->refreshing = 1;
-    }
-
-    /*
-     * Saturated: every connection is in use, threads wait, and none has
-     * come back for a while (up to 100 ms), so the pool cannot ask for more.
-     * If its share was only as small as the demand it reported (the server
-     * would grant more), or it never learnt its share (its first connection
-     * was taken at once), open one connection to renew the share with; it
-     * stays only if the new share covers it.  Without this, long-held
-     * connections would keep a pool at a share computed for a quieter time.
-     */
-    if (!pool->closing && pool->refresh_wanted && !pool->refresh_attempt &&
-        pool->waiters > 0 &&
-        (pool->extension < 0 ||
-         (pool->extension == 1 && pool->share > 0 && pool->share == pool->reflected_demand)) &&
-        (pool->cfg.max_size == 0 || pool->total < pool->cfg.max_size) &&
-        now - pool->refresh_wanted_ns >= (int64_t)cbpool__patience_ms(pool) * 1000000 &&
-        now >= pool->backoff_until_ns && pool->nattempts == 0) {
-        pool->refresh_attempt = 1;
-        refresh_connect = 1;
-    }
-
-    /*
-     * A share of 0 (more pods than budget): the pool holds nothing, and once
-     * per refresh interval opens one connection to ask again; it keeps that
-     * connection only when the share has become positive.
-     */
-    if (!pool->closing && pool->extension == 1 && pool->share == 0 &&
-        pool->total == 0 && pool->nattempts == 0 && !pool->refresh_attempt &&
-        now >= pool->next_refresh_ns && now >= pool->backoff_until_ns) {
-        pool->refresh_attempt = 1;
-        refresh_connect = 1;
-    }
-
-    /* an empty pool (a start, an outage, a share of 0) grows from one */
-    if (pool->total == 0 && pool->nattempts == 0)
-        pool->ramp = 1;
-
-    /* grow: waiters first, then the minimum and min_idle; in steps of 1, 2,
-       4, ... connects (slow start) */
-    if (!pool->closing && now >= pool->backoff_until_ns && now >= pool->ramp_at_ns) {
-        int have = pool->total + pool->nattempts;   /* closing ones are off total */
-        int need = pool->waiters;
-        int idle_after = pool->idle_count;
-        if (pool->cfg.min_idle > idle_after)
-            need += pool->cfg.min_idle - idle_after;
-        if (pool->total + need < pool->floor_size)
-            need = pool->floor_size - pool->total;
-        need -= pool->nattempts;
-        start = pool->limit - have;
-        if (need < start)
-            start = need;
-        /* one step at a time: a step's connects all finish before the next
-           starts (else the step would slide, one new connect as each one
-           ends, and never grow) */
-        if (pool->nattempts > 0)
-            start = 0;
-        else if (start > pool->ramp)
-            start = pool->ramp;
-        /* after failures, one attempt at a time until one succeeds */
-        if (pool->consecutive_failures > 0 && start > 1)
-            start = pool->nattempts == 0 ? 1 : 0;
-        if (start > CBPOOL__MAX_ATTEMPTS - 1 - pool->nattempts)
-            start = CBPOOL__MAX_ATTEMPTS - 1 - pool->nattempts;
-        if (start < 0)
-            start = 0;
-    }
-    /*
-     * The circuit breaker: while it is open, no connects at all; when the
-     * open period is over, one probe, whether or not anyone waits (the pool
-     * must learn that the server is back); while the probe is under way,
-     * nothing more.
-     */
-    if (pool->breaker != CBPOOL_BREAKER_CLOSED) {
-        start = 0;
-        if (refresh_connect) {
-            refresh_connect = 0;
-            pool->refresh_attempt = 0;
-        }
-        if (pool->breaker == CBPOOL_BREAKER_OPEN && !pool->closing &&
-            now >= pool->breaker_until_ns && pool->nattempts == 0) {
-            pool->breaker = CBPOOL_BREAKER_HALF_OPEN;
-            start = 1;
-        }
-    }
-    /*
-     * When to look again (a release, a new waiter or a finished connect
-     * wakes us earlier).  A deadline already passed that could not be acted
-     * on -- a refresh waiting for a connection to come back -- is not one:
-     * looking again at once would spin.
-     */
-    next_ns = INT64_MAX;
-    if (pool->refresh_wanted)
-        next_ns = pool->refresh_wanted_ns + (int64_t)cbpool__patience_ms(pool) * 1000000;
-    else if (pool->next_refresh_ns > now)
-        next_ns = pool->next_refresh_ns;
-    if (next_ns <= now)
-        next_ns = INT64_MAX;
-    if (pool->backoff_until_ns > now && pool->backoff_until_ns < next_ns)
-        next_ns = pool->backoff_until_ns;
-    if (pool->ramp_at_ns > now && pool->ramp_at_ns < next_ns)
-        next_ns = pool->ramp_at_ns;
-    if (pool->breaker == CBPOOL_BREAKER_OPEN && pool->breaker_until_ns > now &&
-        pool->breaker_until_ns < next_ns)
-        next_ns = pool->breaker_until_ns;
-    if (pool->extension == 1 && pool->share == 0 && pool->next_refresh_ns > now &&
-        pool->next_refresh_ns < next_ns)
-        next_ns = pool->next_refresh_ns;
-    /*
-     * While threads wait, a release may keep its connection for its thread
-     * without the lock and without telling anyone.  The pool's next
-     * hand-off or new waiter passes one whose thread has not come back to
-     * the first waiter, but in a pool where neither comes, look about every
-     * CBPOOL__WATCH_NS (the drain above does it; half the period, which
-     * poll() rounds up to the next millisecond), and less often, down to
-     * about every CBPOOL__WATCH_MAX_NS / 2, while the looks find nothing to
-     * hand on.  Waiters sleep until a connection is handed to them.
-     */
-    pool->watchdog_armed = !pool->closing && pool->cfg.barge_limit > 0 &&
-                           pool->total > 0 && (pool->waiters > 0 || kept > 0);
-    if (!pool->watchdog_armed || pool->counters.barges_expired != pool->watch_expired ||
-        pool->watch_ns < CBPOOL__WATCH_NS)
-        pool->watch_ns = CBPOOL__WATCH_NS;   /* back to the fastest watch */
-    else if (pool->watch_ns < CBPOOL__WATCH_MAX_NS)
-        pool->watch_ns *= 2;                 /* nothing handed on: slower */
-    pool->watch_expired = pool->counters.barges_expired;
-    if (pool->watchdog_armed && now + pool->watch_ns / 2 < next_ns)
-        next_ns = now + pool->watch_ns / 2;
-    cbpool__unlock(pool);
-
-    for (i = 0; i < notices.n; i++)
-        cbpool__emit(pool, &notices.msgs[i]);
-    for (i = 0; i < nleaks; i++)
-        cbpool__emit(pool, &leaks[i]);
-    for (i = 0; i < nclosing; i++)
-        cbpool__destroy(pool, closing[i]);
-
-    if (refresh) {
-        int broken = cbpool__refresh(pool, refresh);
-        cbpool__lock(pool);
-        pool->refreshing = 0;
-        if (!broken && !pool->closing && pool->total > pool->limit &&
-            pool->reflected_demand != pool->last_demand && !refresh->held_for_answer &&
-            !pool->refresh_conn) {
-            /* the answer does not know the demand just reported yet (it is
-               published a period later): keep the connection for the
-               follow-up ask rather than close one and open another */
-            refresh->held_for_answer = 1;
-            pool->refresh_conn = refresh;
-            cbpool__unlock(pool);
-        } else if (broken || pool->closing || pool->total > pool->limit) {
-            refresh->held_for_answer = 0;
-            cbpool__unlink_locked(pool, refresh);
-            refresh->close_reason = broken ? CBPOOL_CLOSE_BROKEN
-                                    : pool->closing ? CBPOOL_CLOSE_POOL_CLOSED
-                                                    : CBPOOL_CLOSE_OVER_SHARE;
-            if (broken)
-                pool->counters.closed_broken++;
-            else if (!pool->closing && pool->limit > 0)
-                pool->counters.closed_over_share++;
-            cbpool__unlock(pool);
-            cbpool__destroy(pool, refresh);
-        } else {
-            /* last_used_ns stays: a refresh is no use, and the idle
-               timeout still applies to the connection */
-            refresh->held_for_answer = 0;
-            cbpool__offer_locked(pool, refresh);
-            cbpool__unlock(pool);
-        }
-        wait_ms = 0;   /* the share may allow growth right away */
-    }
-
-    for (i = 0; i < start; i++)
-        cbpool__start_attempt(pool, 0);
-    if (refresh_connect)
-        cbpool__start_attempt(pool, 1);
-
-    if (wait_ms > 0 && next_ns != INT64_MAX) {
-        int64_t until = (next_ns - cbpool__now_ns()) / 1000000 + 1;
-        if (until < wait_ms)
-            wait_ms = until < 1 ? 1 : (int)until;
-    }
-    cbpool__poll_attempts(pool, wait_ms);
-
-    cbpool__lock(pool);
-    pool->maintaining = 0;
-    cbpool__unlock(pool);
-    return 1;
+    pool->breaker.failures++;
+    if (outcome == CBPOOL__CONNECT_BACKPRESSURE) {
+        int stated = pool->cfg.refresh_ms > 0 ? 0 : cbpool__stated_refresh_ms(text);
+        int cap;
+        if (stated)
+            cbpool__share_learn_pace_locked(pool, stated);
+        cap = pool->share.refresh_ms < pool->cfg.backoff_max_ms ? pool->share.refresh_ms
+                                                                 : pool->cfg.backoff_max_ms;
+        pool->breaker.backoff_until_ns = now + cbpool__jitter_ns(pool, cap, 100, 120);
+    } else if (outcome == CBPOOL__CONNECT_REFUSED) {
+        int known = pool->cfg.refresh_ms > 0 || pool->share.reported;
+        int ms = known ? pool->share.refresh_ms * CBPOOL__REFUSED_INTERVALS : CBPOOL__REFUSED_MS;
+        pool->breaker.backoff_until_ns = now + cbpool__jitter_ns(pool, ms, 100, 110);
+    } else
+        pool->breaker.backoff_until_ns =
+            now + cbpool__backoff_ns(pool, pool->cfg.backoff_initial_ms, pool->cfg.backoff_max_ms,
+                                     pool->breaker.failures - 1);
+    if (outcome == CBPOOL__CONNECT_FAILED || outcome == CBPOOL__CONNECT_BACKPRESSURE)
+        pool->breaker.refused = 0;   /* the server takes this identity again */
 }
 
-/* Sleep on cond for up to ms milliseconds; called with the lock. */
-static void cbpool__timed_wait(cbpool *pool, pthread_cond_t *cond, int64_t ns)
+/* A permanent refusal (42501, 53400), after its backoff: counted, logged
+   as an error once per distinct message, and while the pool holds no
+   connection its waiting acquirers fail at once with CBPOOL_EREFUSED.
+   With the lock. */
+static void cbpool__breaker_refused_locked(cbpool *pool, const char *line, cbpool__msg *msg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ns / 1000000000);
-    ts.tv_nsec += (long)(ns % 1000000000);
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
+    CBPOOL__COUNT(pool, refusals_permanent);
+    pool->breaker.refused = 1;
+    if (strcmp(line, pool->breaker.refusal) != 0) {
+        cbpool__format(msg, CBPOOL_LOG_ERROR, "refused-permanently",
+                       "the server refuses pod \"%s\" of \"%s\" for good: %s; this will not "
+                       "change by itself (fix the role or connbudget.application_limits), "
+                       "the next try in %.1f s",
+                       pool->ident.pod, pool->ident.application_name, line,
+                       (double)(pool->breaker.backoff_until_ns - cbpool__now_ns()) / 1e9);
+        snprintf(pool->breaker.refusal, sizeof pool->breaker.refusal, "%s", line);
     }
-    pthread_cond_timedwait(cond, &pool->lock, &ts);
+    if (pool->slots.total == 0)
+        cbpool__slots_wake_waiters_locked(pool);
 }
 
-static void *cbpool__thread_main(void *arg)
+/* A connect succeeded: no backoff, no refusal, and the circuit closes (a
+   probe that got through); with the lock. */
+static void cbpool__breaker_connected_locked(cbpool *pool, cbpool__msg *msg)
 {
-    cbpool *pool = (cbpool *)arg;
-    for (;;) {
-        int closing;
-        cbpool__lock(pool);
-        closing = pool->closing;
-        cbpool__unlock(pool);
-        if (closing)
-            break;
-        cbpool__maintain_step(pool, 250);
+    pool->breaker.failures = 0;
+    pool->breaker.backoff_until_ns = 0;
+    pool->breaker.refused = 0;
+    cbpool__breaker_answered_locked(pool, msg);
+}
+
+/*
+ * Maintenance's gate: while the circuit is open, no connects at all (nor
+ * the refresh's); when the open period is over, one probe, whether or not
+ * anyone waits (the pool must learn that the server is back); while the
+ * probe is under way, nothing more.
+ */
+static void cbpool__breaker_gate_locked(cbpool *pool, int64_t now, int *start,
+                                        int *refresh_connect)
+{
+    if (pool->breaker.state == CBPOOL_BREAKER_CLOSED)
+        return;
+    *start = 0;
+    *refresh_connect = 0;
+    if (pool->breaker.state == CBPOOL_BREAKER_OPEN && !pool->slots.closing &&
+        now >= pool->breaker.until_ns && pool->connect.nattempts == 0) {
+        pool->breaker.state = CBPOOL_BREAKER_HALF_OPEN;
+        *start = 1;
     }
-    return NULL;
 }
 
-/* ---- public API ---- */
-
-CBPOOL_DEF cbpool_config cbpool_config_default(void)
+/* Should an acquire that finds no idle connection fail at once, and with
+   what error?  0: it may wait.  The server is unreachable (the circuit is
+   open, or a cluster's host is down: the cluster goes to another), or it
+   refused this pool for good and no connection is held. */
+static int cbpool__breaker_fail_fast(const cbpool *pool)
 {
-    cbpool_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.conninfo = "";
-    cfg.min_idle = 1;
-    cfg.max_size = 0;
-    cfg.acquire_timeout_ms = 30000;
-    cfg.max_waiters = 0;
-    cfg.barge_limit = 16;
-    cfg.follow_cpu = 1;
-    cfg.idle_timeout_ms = 600000;
-    cfg.max_lifetime_ms = 1800000;
-    cfg.lifetime_jitter_pct = 5;
-    cfg.validate_idle_ms = 1000;
-    cfg.validate_timeout_ms = 5000;
-    cfg.leak_threshold_ms = 0;
-    cfg.refresh_ms = 0;
-    cfg.connect_timeout_ms = 5000;
-    cfg.backoff_initial_ms = 100;
-    cfg.backoff_max_ms = 5000;
-    cfg.headroom_pct = 25;
-    cfg.background = 1;
-    cfg.breaker_failures = 5;
-    cfg.breaker_after_ms = 3000;
-    cfg.breaker_open_ms = 1000;
-    return cfg;
-}
-
-CBPOOL_DEF cbpool_error cbpool_last_error(void)
-{
-    return cbpool__errno;
-}
-
-CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
-{
-    switch (e) {
-    case CBPOOL_OK: return "success";
-    case CBPOOL_ETIMEOUT: return "no connection became available within the timeout";
-    case CBPOOL_EBACKPRESSURE: return "too many threads are waiting for a connection (max_waiters)";
-    case CBPOOL_ECLOSED: return "the pool is closed";
-    case CBPOOL_EINVAL: return "invalid argument";
-    case CBPOOL_EQUERY: return "BEGIN or COMMIT failed";
-    case CBPOOL_EUNAVAILABLE:
-        return "the server is unreachable (the circuit breaker is open), or no host of the "
-               "cluster can take this access";
-    }
-    return "unknown error";
-}
-
-static int cbpool__fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err && errlen) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    if (pool->breaker.state != CBPOOL_BREAKER_CLOSED || cbpool__member_down(pool))
+        return CBPOOL_EUNAVAILABLE;
+    if (pool->breaker.refused && pool->slots.total == 0)
+        return CBPOOL_EREFUSED;
     return 0;
 }
 
-/* The checks connbudget applies to a pod id. */
-static int cbpool__valid_pod(const char *pod)
-{
-    size_t n = strlen(pod), i;
-    if (n == 0 || n > 63)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (pod[i] < 32 || pod[i] > 126)
-            return 0;
-    return 1;
-}
-
-/* options for the startup packet: the user's, then our pod and session */
-static char *cbpool__build_options(const cbpool_config *cfg, const char *user,
-                                   const char *pod, const char *session)
-{
-    size_t n = (user ? strlen(user) : 0) + 2 * strlen(pod) + 80;
-    char *out = (char *)cbpool__alloc(cfg, n);
-    char *p;
-    size_t i;
-    if (!out)
-        return NULL;
-    p = out;
-    if (user && *user)
-        p += sprintf(p, "%s ", user);
-    p += sprintf(p, "-c connbudget.pod=");
-    for (i = 0; pod[i]; i++) {
-        if (pod[i] == ' ' || pod[i] == '\\')
-            *p++ = '\\';
-        *p++ = pod[i];
-    }
-    *p = '\0';
-    if (session)
-        sprintf(p, " -c connbudget.pool_session=%s", session);
-    return out;
-}
-
-static int cbpool__check_config(const cbpool_config *cfg, char *err, size_t errlen)
-{
-#define CBPOOL__NONNEG(field)                                                   \
-    if (cfg->field < 0)                                                         \
-        return cbpool__fail(err, errlen, #field " must not be negative (got %d)", \
-                            cfg->field);
-    CBPOOL__NONNEG(min_idle)
-    CBPOOL__NONNEG(max_size)
-    CBPOOL__NONNEG(acquire_timeout_ms)
-    CBPOOL__NONNEG(max_waiters)
-    CBPOOL__NONNEG(barge_limit)
-    if (cfg->follow_cpu != 0 && cfg->follow_cpu != 1)
-        return cbpool__fail(err, errlen, "follow_cpu must be 0 or 1 (got %d)", cfg->follow_cpu);
-    CBPOOL__NONNEG(idle_timeout_ms)
-    CBPOOL__NONNEG(max_lifetime_ms)
-    CBPOOL__NONNEG(lifetime_jitter_pct)
-    CBPOOL__NONNEG(validate_timeout_ms)
-    CBPOOL__NONNEG(leak_threshold_ms)
-    CBPOOL__NONNEG(refresh_ms)
-    CBPOOL__NONNEG(connect_timeout_ms)
-    CBPOOL__NONNEG(backoff_initial_ms)
-    CBPOOL__NONNEG(backoff_max_ms)
-    CBPOOL__NONNEG(headroom_pct)
-    CBPOOL__NONNEG(breaker_failures)
-    CBPOOL__NONNEG(breaker_after_ms)
-    CBPOOL__NONNEG(breaker_open_ms)
-#undef CBPOOL__NONNEG
-    if (cfg->breaker_failures > 0 && cfg->breaker_open_ms == 0)
-        return cbpool__fail(err, errlen,
-                            "breaker_open_ms must be positive while breaker_failures is set");
-    if (cfg->breaker_open_ms > 3600000)
-        return cbpool__fail(err, errlen, "breaker_open_ms must be at most 3600000 (got %d)",
-                            cfg->breaker_open_ms);
-    if (cfg->validate_idle_ms < -1)
-        return cbpool__fail(err, errlen,
-                            "validate_idle_ms must be -1 (never) or >= 0 (got %d)",
-                            cfg->validate_idle_ms);
-    if (cfg->max_size > 0 && cfg->min_idle > cfg->max_size)
-        return cbpool__fail(err, errlen, "min_idle (%d) must not exceed max_size (%d)",
-                            cfg->min_idle, cfg->max_size);
-    if (cfg->lifetime_jitter_pct > 50)
-        return cbpool__fail(err, errlen, "lifetime_jitter_pct must be at most 50 (got %d)",
-                            cfg->lifetime_jitter_pct);
-    if (cfg->backoff_max_ms < cfg->backoff_initial_ms)
-        return cbpool__fail(err, errlen,
-                            "backoff_max_ms (%d) must not be below backoff_initial_ms (%d)",
-                            cfg->backoff_max_ms, cfg->backoff_initial_ms);
-    if (cfg->connect_timeout_ms == 0 || cfg->validate_timeout_ms == 0)
-        return cbpool__fail(err, errlen,
-                            "connect_timeout_ms and validate_timeout_ms must be positive");
-    if ((cfg->allocator.alloc_fn == NULL) != (cfg->allocator.free_fn == NULL))
-        return cbpool__fail(err, errlen,
-                            "allocator needs both alloc_fn and free_fn, or neither");
-    return 1;
-}
+/* == [life] open and close =============================================== */
 
 /* The pool's own copies of its strings, and the pool itself. */
 static void cbpool__free_strings_and_pool(const cbpool_config *cfg, cbpool *pool)
 {
-    cbpool__free(cfg, pool->conninfo);
-    cbpool__free(cfg, pool->application_name);
-    cbpool__free(cfg, pool->pod);
-    cbpool__free(cfg, pool->options);
-    cbpool__free(cfg, pool->options_plain);
+    cbpool__free(cfg, pool->ident.conninfo);
+    cbpool__free(cfg, pool->ident.application_name);
+    cbpool__free(cfg, pool->ident.pod);
+    cbpool__free(cfg, pool->ident.options);
+    cbpool__free(cfg, pool->ident.options_plain);
     cbpool__free(cfg, pool);
 }
 
@@ -3499,16 +4649,16 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
     if (err && errlen)
         err[0] = '\0';
     if (!cfg_in) {
-        cbpool__fail(err, errlen, "cfg must not be NULL (use cbpool_config_default())");
+        cbpool__config_fail(err, errlen, "cfg must not be NULL (use cbpool_config_default())");
         return NULL;
     }
     cfg = *cfg_in;
     if (!cfg.conninfo)
         cfg.conninfo = "";
-    if (!cbpool__check_config(&cfg, err, errlen))
+    if (!cbpool__config_check(&cfg, err, errlen))
         return NULL;
     if (!PQisthreadsafe()) {
-        cbpool__fail(err, errlen, "this libpq is not thread-safe (PQisthreadsafe() is 0)");
+        cbpool__config_fail(err, errlen, "this libpq is not thread-safe (PQisthreadsafe() is 0)");
         return NULL;
     }
     opts = PQconninfoParse(cfg.conninfo, &parse_err);
@@ -3516,7 +4666,7 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
         size_t n = parse_err ? strlen(parse_err) : 0;
         while (n > 0 && (parse_err[n - 1] == '\n' || parse_err[n - 1] == ' '))
             parse_err[--n] = '\0';
-        cbpool__fail(err, errlen, "invalid conninfo: %s",
+        cbpool__config_fail(err, errlen, "invalid conninfo: %s",
                      parse_err ? parse_err : "out of memory");
         if (parse_err)
             PQfreemem(parse_err);
@@ -3545,7 +4695,7 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
         app = "cbpool";
     if (strlen(app) == 0 || strlen(app) > 63) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "application_name must be 1 to 63 bytes (got %zu)",
+        cbpool__config_fail(err, errlen, "application_name must be 1 to 63 bytes (got %zu)",
                      strlen(app));
         return NULL;
     }
@@ -3555,9 +4705,9 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
         host[63] = '\0';
         cfg.pod = host;
     }
-    if (!cbpool__valid_pod(cfg.pod)) {
+    if (!cbpool__config_valid_pod(cfg.pod)) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen,
+        cbpool__config_fail(err, errlen,
                      "pod \"%.80s\" is not 1 to 63 bytes of printable ASCII", cfg.pod);
         return NULL;
     }
@@ -3565,78 +4715,78 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
     pool = (cbpool *)cbpool__alloc(&cfg, sizeof(cbpool));
     if (!pool) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "out of memory");
+        cbpool__config_fail(err, errlen, "out of memory");
         return NULL;
     }
     pool->cfg = cfg;
-    pool->writes_only = writes_only > 0;
-    pool->conninfo = cbpool__strdup(&cfg, cfg.conninfo);
-    pool->application_name = cbpool__strdup(&cfg, app);
-    pool->pod = cbpool__strdup(&cfg, cfg.pod);
+    pool->fast.writes_only = writes_only > 0;
+    pool->ident.conninfo = cbpool__strdup(&cfg, cfg.conninfo);
+    pool->ident.application_name = cbpool__strdup(&cfg, app);
+    pool->ident.pod = cbpool__strdup(&cfg, cfg.pod);
     pool->rng = (uint64_t)cbpool__now_ns() ^ ((uint64_t)getpid() << 32) ^
                 (uint64_t)(uintptr_t)pool;
     if (!pool->rng)
         pool->rng = 88172645463325252ULL;
     /* connections of this pool are one pool session of the pod, so that
        pools sharing a pod id split its share */
-    snprintf(pool->session, sizeof pool->session, "%016llx",
+    snprintf(pool->ident.session, sizeof pool->ident.session, "%016llx",
              (unsigned long long)cbpool__rand(pool));
-    pool->session_option = 1;
-    pool->options = cbpool__build_options(&cfg, user_options, cfg.pod, pool->session);
-    pool->options_plain = cbpool__build_options(&cfg, user_options, cfg.pod, NULL);
+    pool->connect.session_option = 1;
+    pool->ident.options = cbpool__config_options(&cfg, user_options, cfg.pod, pool->ident.session);
+    pool->ident.options_plain = cbpool__config_options(&cfg, user_options, cfg.pod, NULL);
     PQconninfoFree(opts);
-    pool->cfg.conninfo = pool->conninfo;
-    pool->cfg.application_name = pool->application_name;
-    pool->cfg.pod = pool->pod;
-    if (!pool->conninfo || !pool->application_name || !pool->pod || !pool->options ||
-        !pool->options_plain) {
-        cbpool__fail(err, errlen, "out of memory");
+    pool->cfg.conninfo = pool->ident.conninfo;
+    pool->cfg.application_name = pool->ident.application_name;
+    pool->cfg.pod = pool->ident.pod;
+    if (!pool->ident.conninfo || !pool->ident.application_name || !pool->ident.pod || !pool->ident.options ||
+        !pool->ident.options_plain) {
+        cbpool__config_fail(err, errlen, "out of memory");
         goto fail;
     }
 
-    pool->extension = -1;
-    pool->share = -1;
-    pool->budget = -1;
-    pool->refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
-    pool->id = __atomic_add_fetch(&cbpool__pool_ids, 1, __ATOMIC_RELAXED);
-    pool->observe = pool->cfg.log_debug || pool->cfg.hooks.on_connect ||
+    pool->share.extension = -1;
+    pool->share.size = -1;
+    pool->share.budget = -1;
+    pool->share.refresh_ms = cfg.refresh_ms > 0 ? cfg.refresh_ms : 1000;
+    pool->fast.id = __atomic_add_fetch(&cbpool__pool_ids, 1, __ATOMIC_RELAXED);
+    pool->fast.observe = pool->cfg.log_debug || pool->cfg.hooks.on_connect ||
                     pool->cfg.hooks.on_close || pool->cfg.hooks.on_acquire ||
                     pool->cfg.hooks.on_release;
-    pool->ramp = 1;
-    pool->wake_fds[0] = pool->wake_fds[1] = -1;
-    pool->member_check_ms = member_check_ms;
-    pool->host_lag_ms = -1;
-    cbpool__resize_locked(pool);
+    pool->connect.ramp = 1;
+    pool->maint.wake_fds[0] = pool->maint.wake_fds[1] = -1;
+    pool->member.check_ms = member_check_ms;
+    pool->member.lag_ms = -1;
+    cbpool__share_resize_locked(pool);
 
     pthread_mutex_init(&pool->lock, NULL);
     pthread_condattr_init(&pool->condattr);
     pthread_condattr_setclock(&pool->condattr, CLOCK_MONOTONIC);
-    pthread_cond_init(&pool->ready_cond, &pool->condattr);
+    pthread_cond_init(&pool->slots.ready_cond, &pool->condattr);
 
     if (cfg.background) {
-        if (pipe(pool->wake_fds) != 0) {
-            cbpool__fail(err, errlen, "pipe: %s", strerror(errno));
+        if (pipe(pool->maint.wake_fds) != 0) {
+            cbpool__config_fail(err, errlen, "pipe: %s", strerror(errno));
             goto fail_sync;
         }
-        fcntl(pool->wake_fds[0], F_SETFL, O_NONBLOCK);
-        fcntl(pool->wake_fds[1], F_SETFL, O_NONBLOCK);
-        fcntl(pool->wake_fds[0], F_SETFD, FD_CLOEXEC);
-        fcntl(pool->wake_fds[1], F_SETFD, FD_CLOEXEC);
-        pool->thread_started = 1;
-        if (pthread_create(&pool->thread, NULL, cbpool__thread_main, pool) != 0) {
-            pool->thread_started = 0;
-            cbpool__fail(err, errlen, "cannot start the maintenance thread");
+        fcntl(pool->maint.wake_fds[0], F_SETFL, O_NONBLOCK);
+        fcntl(pool->maint.wake_fds[1], F_SETFL, O_NONBLOCK);
+        fcntl(pool->maint.wake_fds[0], F_SETFD, FD_CLOEXEC);
+        fcntl(pool->maint.wake_fds[1], F_SETFD, FD_CLOEXEC);
+        pool->maint.thread_started = 1;
+        if (pthread_create(&pool->maint.thread, NULL, cbpool__maint_thread, pool) != 0) {
+            pool->maint.thread_started = 0;
+            cbpool__config_fail(err, errlen, "cannot start the maintenance thread");
             goto fail_sync;
         }
     }
     return pool;
 
 fail_sync:
-    if (pool->wake_fds[0] >= 0) {
-        close(pool->wake_fds[0]);
-        close(pool->wake_fds[1]);
+    if (pool->maint.wake_fds[0] >= 0) {
+        close(pool->maint.wake_fds[0]);
+        close(pool->maint.wake_fds[1]);
     }
-    pthread_cond_destroy(&pool->ready_cond);
+    pthread_cond_destroy(&pool->slots.ready_cond);
     pthread_condattr_destroy(&pool->condattr);
     pthread_mutex_destroy(&pool->lock);
 fail:
@@ -3655,571 +4805,414 @@ static void cbpool__free_pool(cbpool *pool)
     cbpool_config cfg = pool->cfg;
     cbpool__conn *c, *next;
     cbpool__unlock(pool);
-    for (c = pool->spare; c; c = next) {
+    for (c = pool->slots.spare; c; c = next) {
         next = c->next;
         cbpool__free(&cfg, c);
     }
-    pthread_cond_destroy(&pool->ready_cond);
+    pthread_cond_destroy(&pool->slots.ready_cond);
     pthread_condattr_destroy(&pool->condattr);
     pthread_mutex_destroy(&pool->lock);
-    cbpool__free(&cfg, pool->idle);
+    cbpool__free(&cfg, pool->slots.idle);
     cbpool__free_strings_and_pool(&cfg, pool);
 }
 
-/* A connection that was out came back after close(); returns 1 when it
-   was the last one and the pool must be freed now.  Called with the lock. */
-static int cbpool__returned_after_close_locked(cbpool *pool)
+CBPOOL_DEF void cbpool_close(cbpool *pool)
 {
-    return pool->closed_final && --pool->out_at_close == 0;
-}
+    cbpool__conn *c, *next, *idle_list = NULL;
+    cbpool__waiter *w;
+    int out, leave;
 
-static void cbpool__record_wait(cbpool *pool, int64_t waited_ns)
-{
-    uint64_t us = waited_ns > 0 ? (uint64_t)(waited_ns / 1000) : 0;
-    uint64_t max = __atomic_load_n(&pool->wait_us_max, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&pool->hist[cbpool__bucket(us)], 1, __ATOMIC_RELAXED);
-    while (us > max &&
-           !__atomic_compare_exchange_n(&pool->wait_us_max, &max, us, 1,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
-}
-
-/* The connection this thread used last if it belongs to this pool, or NULL */
-static cbpool__conn *cbpool__my_last(const cbpool *pool)
-{
-    return cbpool__last_pool == pool && cbpool__last_pool_id == pool->id
-               ? cbpool__last_conn
-               : NULL;
-}
-
-/* The fast path of an acquire: the connection this thread released last,
-   if it is still parked.  Returns it in use, or NULL. */
-static cbpool__conn *cbpool__take_parked(cbpool *pool)
-{
-    cbpool__conn *c = cbpool__my_last(pool);
-    int st = CBPOOL__PARKED;
-    if (!c || __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED) != CBPOOL__FAST_PARK)
-        return NULL;
-    if (!__atomic_compare_exchange_n(&c->state, &st, CBPOOL__IN_USE, 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-        return NULL;
-    return c;
-}
-
-/* The contended path of an acquire: the connection this thread kept at its
-   last release, unless it was handed to a waiter meanwhile.  Returns it in
-   use, or NULL. */
-static cbpool__conn *cbpool__take_kept(cbpool *pool)
-{
-    uint64_t ticket = cbpool__keep_ticket;
-    cbpool__conn *c;
-    if (!ticket)
-        return NULL;
-    cbpool__keep_ticket = 0;
-    c = cbpool__my_last(pool);
-    if (!c || !__atomic_compare_exchange_n(&c->keep_ticket, &ticket, (uint64_t)0, 0,
-                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-        return NULL;
-    __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&c->barged_acquires,
-                     __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED) + 1,
-                     __ATOMIC_RELAXED);
-    return c;
-}
-
-/*
- * The fast paths of a release, without the lock, for a clean connection
- * this thread acquired last.  While nobody waits it is parked.  While
- * others wait it is kept for this thread's next acquire -- the thread skips
- * the line, and nobody sleeps or wakes -- if the thread came back within
- * CBPOOL__COME_BACK_NS after its previous release and has not kept this
- * connection barge_limit times in a row; else the slow path hands it to
- * the first waiter.  Returns 1 if it was parked or kept.
- */
-static int cbpool__release_fast(cbpool *pool, PGconn *pg, int64_t now)
-{
-    cbpool__conn *c = cbpool__my_last(pool);
-    int mode = __atomic_load_n(&pool->fast_mode, __ATOMIC_RELAXED);
-    uint64_t ticket;
-    if (!c || mode == CBPOOL__FAST_OFF || CBPOOL__LOAD(&c->pg) != pg ||
-        CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE ||
-        PQstatus(pg) != CONNECTION_OK || PQtransactionStatus(pg) != PQTRANS_IDLE)
-        return 0;
-    if (c->retire_ns && now >= c->retire_ns)
-        return 0;
-    if (mode == CBPOOL__FAST_KEEP &&
-        (!cbpool__came_back || c->barges >= pool->cfg.barge_limit))
-        return 0;
-    c->last_used_ns = now;
-    /* PARKING first, then fast_mode: a thread that turned fast_mode off and
-       drains either sees this connection or is seen here (both seq_cst) */
-    __atomic_store_n(&c->state, CBPOOL__PARKING, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&pool->fast_mode, __ATOMIC_SEQ_CST) != mode) {
-        __atomic_store_n(&c->state, CBPOOL__IN_USE, __ATOMIC_SEQ_CST);
-        return 0;
-    }
-    __atomic_store_n(&c->acquired_ns, (int64_t)0, __ATOMIC_RELAXED);
-    if (mode == CBPOOL__FAST_PARK) {
-        c->barges = 0;
-        /* the last touch: once parked, a drain may hand it out, and a close
-           may free the pool */
-        __atomic_store_n(&c->state, CBPOOL__PARKED, __ATOMIC_RELEASE);
-        return 1;
-    }
-    c->barges++;
-    if (pool->cfg.follow_cpu)
-        __atomic_store_n(&c->cpu, cbpool__this_cpu(), __ATOMIC_RELAXED);
-    ticket = ++c->keep_seq;
-    cbpool__keep_ticket = ticket;
-    __atomic_store_n(&c->kept_ns, now, __ATOMIC_RELAXED);
-    __atomic_store_n(&c->keep_ticket, ticket, __ATOMIC_RELEASE);
-    /* the last touch, as for a parked one */
-    __atomic_store_n(&c->state, CBPOOL__KEPT, __ATOMIC_SEQ_CST);
-    return 1;
-}
-
-/* Take an idle connection, or wait in line for one until deadline; called
-   with the lock, returns without it.  NULL with cbpool__errno set if none. */
-static cbpool__conn *cbpool__take_locked(cbpool *pool, int64_t deadline, int *handed)
-{
-    cbpool__conn *c;
-    if (pool->closing) {
-        cbpool__unlock(pool);
-        cbpool__errno = CBPOOL_ECLOSED;
-        return NULL;
-    }
-    if (!pool->wait_head && pool->idle_count == 0) {
-        /* connections parked or kept by other threads (nobody waits, so
-           this thread is first in line): fast_mode off first, so that none
-           parked or kept after the drain goes unseen */
-        __atomic_store_n(&pool->fast_mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
-        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
-    } else if (pool->wait_head && pool->cfg.barge_limit > 0)
-        /* connections kept for threads that have not come back for them go
-           to the threads ahead of this one */
-        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
-    if (!pool->wait_head && pool->idle_count > 0) {
-        /* this thread's previous connection if it is idle (its backend
-           is warm and on the same CPU), else the most recently used */
-        int i = pool->idle_count - 1;
-        cbpool__conn *mine = cbpool__my_last(pool);
-        if (mine) {
-            int j;
-            for (j = i; j >= 0; j--)
-                if (pool->idle[j] == mine)
-                    break;
-            if (j >= 0)
-                i = j;
-        }
-        c = pool->idle[i];
-        memmove(&pool->idle[i], &pool->idle[i + 1],
-                (size_t)(pool->idle_count - i - 1) * sizeof(cbpool__conn *));
-        pool->idle_count--;
-        CBPOOL__STORE(&c->state, CBPOOL__IN_USE);
-        pool->in_use++;
-        cbpool__note_busy_locked(pool);
-    } else {
-        cbpool__waiter w;
-        int64_t now;
-        if (pool->breaker != CBPOOL_BREAKER_CLOSED || cbpool__host_down(pool)) {
-            /* the server is unreachable: fail now rather than at the timeout
-               (a cluster's host: the cluster goes to another) */
-            pool->counters.breaker_fast_failures++;
-            cbpool__unlock(pool);
-            cbpool__errno = CBPOOL_EUNAVAILABLE;
-            return NULL;
-        }
-        if (pool->cfg.max_waiters > 0 && pool->waiters >= pool->cfg.max_waiters) {
-            pool->counters.acquire_rejected++;
-            cbpool__unlock(pool);
-            cbpool__errno = CBPOOL_EBACKPRESSURE;
-            return NULL;
-        }
-        memset(&w, 0, sizeof w);
-        pthread_cond_init(&w.cond, &pool->condattr);
-        if (pool->wait_tail)
-            pool->wait_tail->next = &w;
-        else
-            pool->wait_head = &w;
-        pool->wait_tail = &w;
-        pool->waiters++;
-        cbpool__note_busy_locked(pool);
-        /* maintenance: to open a connection for us if the pool may grow,
-           and to watch connections kept for their threads meanwhile; it
-           does not need to hear of every waiter */
-        if (pool->total + pool->connecting < pool->limit ||
-            (pool->cfg.barge_limit > 0 && pool->total > 0 && !pool->watchdog_armed))
-            cbpool__wake(pool);
-        while (!w.conn && !pool->closing && pool->breaker == CBPOOL_BREAKER_CLOSED &&
-               !cbpool__host_down(pool) && (now = cbpool__now_ns()) < deadline) {
-            int64_t left = deadline - now;
-            if (!pool->thread_started) {
-                /* no background thread: drive maintenance while waiting,
-                   unless another thread already does */
-                int ran;
-                cbpool__unlock(pool);
-                ran = cbpool__maintain_step(pool, left < 20000000 ? (int)(left / 1000000) + 1 : 20);
-                cbpool__lock(pool);
-                if (ran || w.conn || pool->closing)
-                    continue;
-            }
-            /* re-check at least every second (every 20 ms thread-less) */
-            {
-                int64_t slice = pool->thread_started ? 1000000000 : 20000000;
-                cbpool__timed_wait(pool, &w.cond, left < slice ? left : slice);
-            }
-        }
-        if (!w.conn)
-            cbpool__wait_unlink_locked(pool, &w);
-        pthread_cond_destroy(&w.cond);
-        c = w.conn;
-        *handed = c != NULL;
-        if (!c) {
-            int closed = pool->closing;
-            int open = !closed && (pool->breaker != CBPOOL_BREAKER_CLOSED ||
-                                   cbpool__host_down(pool));
-            if (open)
-                pool->counters.breaker_fast_failures++;
-            else if (!closed)
-                pool->counters.acquire_timeouts++;
-            cbpool__unlock(pool);
-            cbpool__errno = closed ? CBPOOL_ECLOSED : open ? CBPOOL_EUNAVAILABLE : CBPOOL_ETIMEOUT;
-            return NULL;
-        }
-    }
-    cbpool__unlock(pool);
-    return c;
-}
-
-static PGconn *cbpool__acquire(cbpool *pool, int64_t start, int64_t deadline,
-                               const char *file, int line)
-{
-    int64_t now;
-    cbpool__conn *c;
-    int fast;
-
-    /* did this thread come straight back?  (its next release may keep the
-       connection while others wait) */
-    cbpool__came_back = cbpool__my_last(pool) != NULL &&
-                        start - cbpool__released_ns <= CBPOOL__COME_BACK_NS;
-    c = cbpool__take_kept(pool);
-    if (!c)
-        c = cbpool__take_parked(pool);
-    fast = c != NULL;
-    if (!fast)
-        cbpool__lock(pool);
-    for (;;) {
-        int handed = 0;
-        if (!c && !(c = cbpool__take_locked(pool, deadline, &handed)))
-            return NULL;
-        if (handed && pool->cfg.follow_cpu &&
-            cbpool__follow(__atomic_load_n(&c->cpu, __ATOMIC_RELAXED)))
-            __atomic_store_n(&c->moved, __atomic_load_n(&c->moved, __ATOMIC_RELAXED) + 1,
-                             __ATOMIC_RELAXED);
-        now = fast ? start : cbpool__now_ns();
-        /* acquired_ns last: the leak check reads it first */
-        CBPOOL__STORE(&c->acquired_file, file);
-        CBPOOL__STORE(&c->acquired_line, line);
-        CBPOOL__STORE(&c->leak_reported, 0);
-        CBPOOL__STORE(&c->acquired_ns, now);
-
-        /*
-         * Never hand out a dead or expired connection.  The check runs
-         * outside the lock; a pool closed meanwhile counts this connection
-         * as out and frees itself when it comes back.
-         */
-        {
-            /* a connection back for less than CBPOOL__RECHECK_NS was alive a
-               moment ago; the socket check would cost a system call on
-               every acquire of a busy pool */
-            int alive = (now - c->last_used_ns < CBPOOL__RECHECK_NS
-                             ? PQstatus(c->pg) == CONNECTION_OK
-                             : cbpool__looks_alive(c->pg)) &&
-                        !(pool->writes_only && cbpool__read_only(c->pg));
-            int expired = c->retire_ns && now >= c->retire_ns;
-            int checked = alive && !expired &&
-                          (pool->cfg.validate_idle_ms < 0 ||
-                           now - c->last_used_ns <= (int64_t)pool->cfg.validate_idle_ms * 1000000 ||
-                           cbpool__validate(pool, c->pg));
-            if (checked)
-                break;
-            cbpool__lock(pool);
-            pool->in_use--;
-            cbpool__unlink_locked(pool, c);
-            if (pool->closing) {
-                /* closed while we checked it: it goes, and so may the pool */
-                int free_pool = cbpool__returned_after_close_locked(pool);
-                cbpool__unlock(pool);
-                cbpool__destroy(pool, c);
-                if (free_pool) {
-                    cbpool__lock(pool);
-                    cbpool__free_pool(pool);   /* unlocks */
-                }
-                cbpool__errno = CBPOOL_ECLOSED;
-                return NULL;
-            }
-            c->close_reason = expired && alive ? CBPOOL_CLOSE_LIFETIME : CBPOOL_CLOSE_BROKEN;
-            if (expired && alive)
-                pool->counters.closed_lifetime++;
-            else {
-                pool->counters.closed_broken++;
-                if (alive)
-                    pool->counters.validations_failed++;
-            }
-            cbpool__wake(pool);
-            cbpool__unlock(pool);
-            cbpool__destroy(pool, c);
-            cbpool__lock(pool);
-            if (cbpool__now_ns() >= deadline) {
-                pool->counters.acquire_timeouts++;
-                cbpool__unlock(pool);
-                cbpool__errno = CBPOOL_ETIMEOUT;
-                return NULL;
-            }
-            c = NULL;
-            fast = 0;
-        }
-    }
-    cbpool__last_pool = pool;
-    cbpool__last_pool_id = pool->id;
-    cbpool__last_conn = c;
-    cbpool__keep_ticket = 0;   /* a ticket is for the last connection only */
-    if (fast)   /* no wait: counted in the histogram's first bucket */
-        __atomic_store_n(&c->fast_acquires,
-                         __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED) + 1,
-                         __ATOMIC_RELAXED);
-    else
-        cbpool__record_wait(pool, now - start);
-    cbpool__errno = CBPOOL_OK;
-    if (pool->observe)
-        cbpool__on_use(pool, c->pg, fast ? 0 : now - start, 1);
-    return c->pg;
-}
-
-CBPOOL_DEF PGconn *cbpool_acquire_at(cbpool *pool, int timeout_ms, const char *file,
-                                     int line)
-{
-    int64_t start = cbpool__now_ns();
-    if (!pool) {
-        cbpool__errno = CBPOOL_EINVAL;
-        return NULL;
-    }
-    if (timeout_ms < 0)
-        timeout_ms = pool->cfg.acquire_timeout_ms;
-    return cbpool__acquire(pool, start, start + (int64_t)timeout_ms * 1000000, file, line);
-}
-
-CBPOOL_DEF PGconn *cbpool_acquire(cbpool *pool, int timeout_ms)
-{
-    return cbpool_acquire_at(pool, timeout_ms, NULL, 0);
-}
-
-CBPOOL_DEF int64_t cbpool_clock_us(void)
-{
-    return cbpool__now_ns() / 1000;
-}
-
-/* A deadline on cbpool_clock_us() in nanoseconds, without overflow: one
-   beyond what nanoseconds hold (INT64_MAX, say) is as good as never. */
-static int64_t cbpool__deadline_ns(int64_t deadline_us)
-{
-    if (deadline_us >= INT64_MAX / 1000)
-        return INT64_MAX;
-    return deadline_us > 0 ? deadline_us * 1000 : 0;
-}
-
-CBPOOL_DEF PGconn *cbpool_acquire_until(cbpool *pool, int64_t deadline_us)
-{
-    int64_t start = cbpool__now_ns();
-    int64_t deadline_ns = cbpool__deadline_ns(deadline_us);
-    if (!pool) {
-        cbpool__errno = CBPOOL_EINVAL;
-        return NULL;
-    }
-    if (deadline_ns <= start) {
-        /* too late already: nothing is taken */
-        cbpool__lock(pool);
-        pool->counters.acquire_timeouts++;
-        cbpool__unlock(pool);
-        cbpool__errno = CBPOOL_ETIMEOUT;
-        return NULL;
-    }
-    return cbpool__acquire(pool, start, deadline_ns, NULL, 0);
-}
-
-CBPOOL_DEF const char *cbpool_close_reason_name(cbpool_close_reason reason)
-{
-    switch (reason) {
-    case CBPOOL_CLOSE_IDLE: return "idle";
-    case CBPOOL_CLOSE_LIFETIME: return "lifetime";
-    case CBPOOL_CLOSE_BROKEN: return "broken";
-    case CBPOOL_CLOSE_OVER_SHARE: return "over share";
-    case CBPOOL_CLOSE_POOL_CLOSED: return "pool closed";
-    }
-    return "unknown";
-}
-
-/* Decide the fate of a connection coming back; called with the lock.
-   Returns 1 if it was kept, 0 if the caller must destroy it. */
-static int cbpool__return_locked(cbpool *pool, cbpool__conn *c, int broken,
-                                 int *free_pool)
-{
-    int keep;
-    pool->in_use--;
-    c->last_used_ns = cbpool__now_ns();
-    keep = !broken && !pool->closing && pool->total <= pool->limit &&
-           !(c->retire_ns && c->last_used_ns >= c->retire_ns);
-    if (keep) {
-        cbpool__offer_locked(pool, c);
-        return 1;
-    }
-    cbpool__unlink_locked(pool, c);
-    c->close_reason = broken ? CBPOOL_CLOSE_BROKEN : CBPOOL_CLOSE_POOL_CLOSED;
-    if (pool->closing)
-        *free_pool = cbpool__returned_after_close_locked(pool);
-    else if (broken)
-        pool->counters.closed_broken++;
-    else if (c->retire_ns && c->last_used_ns >= c->retire_ns) {
-        pool->counters.closed_lifetime++;
-        c->close_reason = CBPOOL_CLOSE_LIFETIME;
-    } else {
-        pool->counters.closed_over_share++;
-        c->close_reason = CBPOOL_CLOSE_OVER_SHARE;
-    }
-    cbpool__wake(pool);   /* maybe replace it */
-    return 0;
-}
-
-/* The release hook, before the connection goes back (while it is still
-   the caller's); a connection that is not out is left to the misuse check. */
-static void cbpool__observe_release(cbpool *pool, PGconn *pg, int64_t now)
-{
-    cbpool__conn *c;
-    int64_t held = -1;
-    cbpool__lock(pool);
-    c = cbpool__find_locked(pool, pg);
-    if (c && CBPOOL__LOAD(&c->state) == CBPOOL__IN_USE && !c->releasing)
-        held = now - CBPOOL__LOAD(&c->acquired_ns);
-    cbpool__unlock(pool);
-    if (held >= 0)
-        cbpool__on_use(pool, pg, held, 0);
-}
-
-CBPOOL_DEF void cbpool_release(cbpool *pool, PGconn *pg)
-{
-    cbpool__conn *c;
-    int broken, clean, keep, free_pool = 0, cpu = 0;
-    PGTransactionStatusType ts;
     cbpool__msg msg;
 
     if (!pool)
         return;
-    if (pg) {
-        int64_t now = cbpool__now_ns();
-        cbpool__released_ns = now;
-        if (pool->observe)
-            cbpool__observe_release(pool, pg, now);
-        if (cbpool__release_fast(pool, pg, now))
-            return;
-        cpu = pool->cfg.follow_cpu ? cbpool__this_cpu() : 0;
-    }
     msg.id = NULL;
     cbpool__lock(pool);
-    c = pg ? cbpool__find_locked(pool, pg) : NULL;
-    if (!c || CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE || c->releasing) {
-        pool->counters.misuse++;
-        cbpool__format(&msg, CBPOOL_LOG_ERROR, "misuse", "%s",
-                       !pg ? "cbpool_release() called with a NULL connection; ignored"
-                       : c ? "a connection was released twice; the second release is ignored"
-                           : "a connection that does not belong to this pool was released; ignored");
+    if (pool->slots.closing) {
+        /* the pool is gone once closed with nothing out: calling close
+           twice is undefined; while connections are out, it is harmless */
         cbpool__unlock(pool);
-        cbpool__emit(pool, &msg);
         return;
     }
-    /* ours, and in use by the caller: its state can be read */
-    __atomic_store_n(&c->cpu, cpu, __ATOMIC_RELAXED);
-    ts = PQtransactionStatus(pg);
-    broken = PQstatus(pg) != CONNECTION_OK || ts == PQTRANS_UNKNOWN || ts == PQTRANS_ACTIVE;
-    clean = !broken && ts == PQTRANS_IDLE;
-    if (!clean && !broken) {
-        /* an open or failed transaction: roll it back outside the lock */
-        PGresult *res;
-        c->releasing = 1;   /* still in use: nobody else touches it */
-        cbpool__unlock(pool);
-        res = cbpool__exec_deadline(pg, "ROLLBACK", 0, NULL,
-                                    pool->cfg.validate_timeout_ms);
-        broken = !res || PQresultStatus(res) != PGRES_COMMAND_OK ||
-                 PQtransactionStatus(pg) != PQTRANS_IDLE;
-        if (res)
-            PQclear(res);
-        cbpool__lock(pool);
-        c->releasing = 0;
-        pool->counters.rollbacks_on_release++;
-    }
-    if (!broken && pool->refresh_wanted && !pool->refresh_conn && !pool->refreshing &&
-        !pool->closing) {
-        /* a refresh waits for a connection: this thread makes the call on
-           its own before letting the connection go (one round trip) */
-        pool->refresh_wanted = 0;
-        pool->refreshing = 1;
-        c->releasing = 1;
-        cbpool__unlock(pool);
-        broken = cbpool__refresh(pool, c);
-        cbpool__lock(pool);
-        c->releasing = 0;
-        pool->refreshing = 0;
-        cbpool__wake(pool);   /* the share may allow growth */
-    }
-    if (pool->waiters > 0 && pool->cfg.barge_limit > 0)
-        /* connections released earlier and kept for threads that have not
-           come back for them go first */
-        cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
-    keep = cbpool__return_locked(pool, c, broken, &free_pool);
+    pool->slots.closing = 1;
+    cbpool__fast_off_locked(pool);
+    for (w = pool->slots.wait_head; w; w = w->next)
+        pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&pool->slots.ready_cond);
+    cbpool__maint_wake(pool);
     cbpool__unlock(pool);
-    if (!keep)
-        cbpool__destroy(pool, c);
-    if (free_pool) {
+
+    if (pool->maint.thread_started) {
+        pthread_join(pool->maint.thread, NULL);
+        cbpool__lock(pool);
+        close(pool->maint.wake_fds[0]);
+        close(pool->maint.wake_fds[1]);
+        pool->maint.wake_fds[0] = pool->maint.wake_fds[1] = -1;
+        pool->maint.thread_started = 0;
+        cbpool__unlock(pool);
+    }
+
+    cbpool__lock(pool);
+    /* wait for acquirers and wait_ready() callers still inside to leave */
+    while (pool->slots.waiters > 0 || pool->slots.ready_waiters > 0 || pool->maint.running) {
+        pthread_cond_broadcast(&pool->slots.ready_cond);
+        cbpool__unlock(pool);
+        {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        cbpool__lock(pool);
+    }
+    /* connect attempts still under way (no-thread mode) */
+    while (pool->connect.nattempts > 0) {
+        PQfinish(pool->connect.attempts[--pool->connect.nattempts].pg);
+    }
+    cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_ALL);
+    for (c = pool->slots.conns; c; c = next) {
+        next = c->next;
+        if (CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE) {
+            cbpool__slots_unlink_locked(pool, c);
+            c->next = idle_list;
+            idle_list = c;
+        }
+    }
+    cbpool__share_close_locked(pool);
+    pool->slots.idle_count = 0;
+    out = pool->slots.in_use;
+    pool->slots.out_at_close = out;
+    pool->slots.closed_final = 1;
+    leave = pool->share.extension == 1 ? pool->share.protocol : 0;
+    if (out > 0)
+        cbpool__format(&msg, CBPOOL_LOG_WARN, "close-in-use",
+                       "cbpool_close(): %d connection(s) still in use; each is closed "
+                       "when released, and the pool is freed after the last",
+                       out);
+    cbpool__unlock(pool);
+    cbpool__emit(pool, &msg);
+
+    if (leave && idle_list)
+        cbpool__share_leave(pool, idle_list->pg, leave);
+    for (c = idle_list; c; c = next) {
+        next = c->next;
+        cbpool__slots_destroy(pool, c);
+    }
+    if (out == 0) {
         cbpool__lock(pool);
         cbpool__free_pool(pool);   /* unlocks */
     }
 }
 
-CBPOOL_DEF int cbpool_wait_ready(cbpool *pool, int timeout_ms)
+/* == [run] transactions with retry: cbpool_run() ========================= */
+
+#ifndef CBPOOL_NO_RUN
+struct cbpool_tx {
+    cbpool *pool;
+    PGconn *conn;
+    int attempt;
+    char sqlstate[6];
+    int64_t deadline_ns;        /* 0: none */
+    int statements;             /* run since statement_timeout was set */
+    int expired;                /* a statement was not sent: too late */
+};
+
+CBPOOL_DEF PGconn *cbpool_tx_conn(cbpool_tx *tx)
 {
-    int64_t deadline;
-    int rc = CBPOOL_OK;
-    if (!pool)
-        return CBPOOL_EINVAL;
-    deadline = cbpool__now_ns() + (int64_t)timeout_ms * 1000000;
-    cbpool__lock(pool);
-    pool->ready_waiters++;   /* cbpool_close() waits for us to leave */
-    while (pool->total == 0 && !pool->closing) {
-        int64_t now = cbpool__now_ns(), left = deadline - now;
-        if (left <= 0) {
-            rc = CBPOOL_ETIMEOUT;
-            break;
-        }
-        if (!pool->thread_started) {
-            int ran;
-            cbpool__unlock(pool);
-            ran = cbpool__maintain_step(pool, 20);
-            cbpool__lock(pool);
-            if (ran)
-                continue;
-        }
-        cbpool__timed_wait(pool, &pool->ready_cond, left < 20000000 ? left : 20000000);
+    return tx ? tx->conn : NULL;
+}
+
+CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx)
+{
+    return tx ? tx->attempt : 0;
+}
+
+CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY ||
+        st == PGRES_SINGLE_TUPLE || st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
+        return 1;
+    /* the first failure is the cause; later ones in the same transaction
+       only say it is aborted (25P02) */
+    if (tx && !tx->sqlstate[0]) {
+        if (res)
+            cbpool__sqlstate(res, tx->sqlstate);
+        if (!tx->sqlstate[0] && tx->conn && PQstatus(tx->conn) != CONNECTION_OK)
+            snprintf(tx->sqlstate, sizeof tx->sqlstate, "08006");
     }
-    if (pool->closing)
-        rc = CBPOOL_ECLOSED;
-    pool->ready_waiters--;
-    cbpool__unlock(pool);
+    return 0;
+}
+
+/* Milliseconds left before deadline_ns, rounded up; 0 if none are left. */
+/* Milliseconds left, at most what statement_timeout takes (INT_MAX). */
+static long long cbpool__run_ms_left(int64_t deadline_ns)
+{
+    int64_t left = deadline_ns - cbpool__now_ns();
+    if (left <= 0)
+        return 0;
+    left = left / 1000000 + (left % 1000000 != 0);
+    return left < 2147483647 ? (long long)left : 2147483647LL;
+}
+
+/*
+ * Under a deadline, each statement of a unit of work may run only for the
+ * time left: the first one for the statement_timeout set with BEGIN, every
+ * later one after setting it again.  Past the deadline, a statement is not
+ * sent at all and fails with 57014 (query_canceled), as if the server had
+ * cancelled it.  Returns that failure, or NULL to go ahead.
+ */
+static PGresult *cbpool__tx_before(cbpool_tx *tx)
+{
+    long long left;
+    PGresult *res;
+    if (!tx->deadline_ns)
+        return NULL;
+    left = cbpool__run_ms_left(tx->deadline_ns);
+    if (left == 0) {
+        res = PQmakeEmptyPGresult(tx->conn, PGRES_FATAL_ERROR);
+        tx->expired = 1;   /* the server's transaction is not aborted: no COMMIT */
+        if (!tx->sqlstate[0])
+            snprintf(tx->sqlstate, sizeof tx->sqlstate, "57014");
+        return res;
+    }
+    if (tx->statements > 0) {
+        char sql[80];
+        snprintf(sql, sizeof sql, "SET LOCAL statement_timeout = %lld", left);
+        res = PQexec(tx->conn, sql);
+        if (!cbpool_tx_check(tx, res))
+            return res;
+        PQclear(res);
+    }
+    tx->statements++;
+    return NULL;
+}
+
+CBPOOL_DEF PGresult *cbpool_tx_exec(cbpool_tx *tx, const char *sql)
+{
+    PGresult *res;
+    if (!tx || !sql)
+        return NULL;
+    if ((res = cbpool__tx_before(tx)) != NULL)
+        return res;
+    res = PQexec(tx->conn, sql);
+    cbpool_tx_check(tx, res);
+    return res;
+}
+
+CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql, int nparams,
+                                           const char *const *values)
+{
+    PGresult *res;
+    if (!tx || !sql)
+        return NULL;
+    if ((res = cbpool__tx_before(tx)) != NULL)
+        return res;
+    res = PQexecParams(tx->conn, sql, nparams, NULL, values, NULL, NULL, 0);
+    cbpool_tx_check(tx, res);
+    return res;
+}
+
+static int cbpool__run_retryable(const char *state)
+{
+    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+           strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
+           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+}
+
+static int cbpool__run_lost(const char *state)
+{
+    return strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0;
+}
+
+/* Where cbpool__run takes its connections: one pool, or (a cluster's)
+   take, which chooses the pool again for each attempt. */
+typedef struct cbpool__run_source {
+    cbpool *pool;               /* the one pool, or NULL and take */
+    PGconn *(*take)(void *arg, int64_t deadline_ns, cbpool **from);
+    int (*unreachable)(void *arg);  /* no attempt could reach a server now */
+    void *arg;
+    int timeout_ms;             /* acquire timeout when opts has none */
+} cbpool__run_source;
+
+/* cbpool_run() on a source of connections. */
+static int cbpool__run(const cbpool__run_source *src, cbpool_tx_fn fn, void *arg,
+                       cbpool_run_opts *opts)
+{
+    cbpool_run_opts defaults;
+    int max_attempts, attempt, rc = CBPOOL_EQUERY;
+    int64_t deadline_ns;
+    cbpool *pool = src->pool;
+
+    if (!fn)
+        return CBPOOL_EINVAL;
+    if (!opts) {
+        memset(&defaults, 0, sizeof defaults);
+        opts = &defaults;
+    }
+    max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 5;
+    deadline_ns = opts->deadline_us > 0 ? cbpool__deadline_ns(opts->deadline_us) : 0;
+    opts->attempts = 0;
+    opts->sqlstate[0] = '\0';
+
+    for (attempt = 1; attempt <= max_attempts; attempt++) {
+        cbpool_tx tx;
+        PGresult *res;
+        int fn_rc, before_fn = 1, retry;
+        int64_t until = cbpool__now_ns() +
+                        (int64_t)(opts->acquire_timeout_ms > 0 ? opts->acquire_timeout_ms
+                                                               : src->timeout_ms) * 1000000;
+        const char *begin = opts->begin ? opts->begin : "BEGIN";
+
+        if (deadline_ns && cbpool__run_ms_left(deadline_ns) == 0)
+            return CBPOOL_ETIMEOUT;   /* too late: not started (again) */
+        memset(&tx, 0, sizeof tx);
+        tx.attempt = attempt;
+        tx.deadline_ns = deadline_ns;
+        opts->attempts = attempt;
+        if (deadline_ns && deadline_ns < until)
+            until = deadline_ns;
+        if (src->take)
+            tx.conn = src->take(src->arg, until, &pool);
+        else
+            tx.conn = cbpool_acquire_until(pool, until / 1000);
+        if (!tx.conn)
+            return cbpool_last_error();
+        tx.pool = pool;
+
+        if (deadline_ns) {
+            /* the time left becomes the transaction's statement_timeout, in
+               the same round trip as BEGIN */
+            long long left = cbpool__run_ms_left(deadline_ns);
+            size_t len = strlen(begin) + 64;
+            char *sql = left > 0 ? (char *)cbpool__alloc(&pool->cfg, len) : NULL;
+            if (sql) {
+                snprintf(sql, len, "%s; SET LOCAL statement_timeout = %lld", begin, left);
+                res = PQexec(tx.conn, sql);
+                cbpool__free(&pool->cfg, sql);
+            } else {
+                res = NULL;
+                snprintf(tx.sqlstate, sizeof tx.sqlstate, left > 0 ? "53200" : "57014");
+            }
+        } else
+            res = PQexec(tx.conn, begin);
+        if (cbpool_tx_check(&tx, res)) {
+            PQclear(res);
+            res = NULL;
+            before_fn = 0;
+            fn_rc = fn(&tx, arg);
+            if (fn_rc == 0 && tx.expired) {
+                /* fn went on past its deadline: roll back what it did */
+                rc = CBPOOL_EQUERY;
+            } else if (fn_rc == 0) {
+                res = PQexec(tx.conn, "COMMIT");
+                if (cbpool_tx_check(&tx, res) &&
+                    strcmp(PQcmdStatus(res), "ROLLBACK") != 0) {
+                    PQclear(res);
+                    cbpool_release(pool, tx.conn);
+                    return 0;
+                }
+                if (!tx.sqlstate[0])
+                    snprintf(tx.sqlstate, sizeof tx.sqlstate, "25P02");
+                rc = CBPOOL_EQUERY;
+            } else
+                rc = fn_rc;
+        } else
+            rc = CBPOOL_EQUERY;
+        if (res)
+            PQclear(res);
+        if (!tx.sqlstate[0] && PQstatus(tx.conn) != CONNECTION_OK)
+            snprintf(tx.sqlstate, sizeof tx.sqlstate, "08006");
+        cbpool_release(pool, tx.conn);   /* rolls back whatever is open */
+        memcpy(opts->sqlstate, tx.sqlstate, sizeof opts->sqlstate);
+        retry = cbpool__run_retryable(tx.sqlstate) &&
+                (opts->idempotent || (before_fn && cbpool__run_lost(tx.sqlstate)));
+        if (!retry || attempt == max_attempts)
+            return rc;
+        {
+            int64_t pause;
+            struct timespec ts;
+            int open;
+            cbpool__lock(pool);
+            pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
+            open = pool->breaker.state != CBPOOL_BREAKER_CLOSED;
+            cbpool__unlock(pool);
+            if (src->take)   /* a cluster's next attempt may go to another host */
+                open = src->unreachable(src->arg);
+            if (open)
+                return rc;   /* the server is unreachable: no retry now */
+            if (deadline_ns && deadline_ns - cbpool__now_ns() <= pause)
+                return rc;   /* no time for another attempt */
+            ts.tv_sec = (time_t)(pause / 1000000000);
+            ts.tv_nsec = (long)(pause % 1000000000);
+            nanosleep(&ts, NULL);
+        }
+    }
     return rc;
 }
 
-CBPOOL_DEF void cbpool_maintain(cbpool *pool)
+CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_opts *opts)
 {
-    if (pool && !pool->thread_started)
-        cbpool__maintain_step(pool, 0);
+    cbpool__run_source src;
+    if (!pool)
+        return CBPOOL_EINVAL;
+    memset(&src, 0, sizeof src);
+    src.pool = pool;
+    src.timeout_ms = pool->cfg.acquire_timeout_ms;
+    return cbpool__run(&src, fn, arg, opts);
+}
+
+#endif /* CBPOOL_NO_RUN */
+
+/* == [metrics] statistics and the Prometheus text ======================== */
+
+/* acquire-wait histogram: bucket i holds waits up to 2^(i/4) microseconds */
+static int cbpool__stats_bucket(uint64_t us)
+{
+    int b = 0;
+    double bound = 1.0;
+    while (b < CBPOOL__HIST_BUCKETS - 1 && (double)us > bound) {
+        bound *= 1.189207115002721; /* 2^(1/4) */
+        b++;
+    }
+    return b;
+}
+
+static uint64_t cbpool__stats_bucket_bound(int b)
+{
+    double bound = 1.0;
+    int i;
+    for (i = 0; i < b; i++)
+        bound *= 1.189207115002721;
+    return (uint64_t)(bound + 0.5);
+}
+
+static uint64_t cbpool__stats_percentile(const uint64_t *hist, double q)
+{
+    uint64_t n = 0, seen = 0, rank;
+    int b;
+    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
+        n += hist[b];
+    if (n == 0)
+        return 0;
+    rank = (uint64_t)(q * (double)n + 0.999999);
+    if (rank < 1)
+        rank = 1;
+    for (b = 0; b < CBPOOL__HIST_BUCKETS; b++) {
+        seen += hist[b];
+        if (seen >= rank)
+            return cbpool__stats_bucket_bound(b);
+    }
+    return cbpool__stats_bucket_bound(CBPOOL__HIST_BUCKETS - 1);
+}
+
+static void cbpool__stats_record_wait(cbpool *pool, int64_t waited_ns)
+{
+    uint64_t us = waited_ns > 0 ? (uint64_t)(waited_ns / 1000) : 0;
+    uint64_t max = __atomic_load_n(&pool->stats.wait_us_max, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&pool->stats.hist[cbpool__stats_bucket(us)], 1, __ATOMIC_RELAXED);
+    while (us > max &&
+           !__atomic_compare_exchange_n(&pool->stats.wait_us_max, &max, us, 1,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
 }
 
 CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
@@ -4230,48 +5223,49 @@ CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
     if (!pool || !out)
         return;
     cbpool__lock(pool);
-    kept = cbpool__drain_locked(pool, CBPOOL__RECLAIM_STALE);
+    kept = cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_STALE);
     /* the per-record counters, of open connections and of spare records */
     for (list = 0; list < 2; list++)
-        for (c = list ? pool->spare : pool->conns; c; c = c->next) {
+        for (c = list ? pool->slots.spare : pool->slots.conns; c; c = c->next) {
             fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
             barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
             moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
         }
-    *out = pool->counters;
+    *out = pool->stats.counts;
     out->barged_acquires = barged;
     out->handoffs_moved = moved;
-    out->total = pool->total;
+    out->total = pool->slots.total;
     /* kept connections are released: idle, for a moment, to their thread */
-    out->idle = pool->idle_count + kept;
-    out->in_use = pool->in_use - kept;
-    out->connecting = pool->connecting;
-    out->waiters = pool->waiters;
-    out->max_size = pool->limit;
-    out->min_size = pool->floor_size;
-    out->share = pool->share;
-    out->budget = pool->budget;
-    out->demand = pool->reported ? pool->last_demand : -1;
-    out->extension = pool->extension;
-    out->breaker_state = pool->breaker;
+    out->idle = pool->slots.idle_count + kept;
+    out->in_use = pool->slots.in_use - kept;
+    out->connecting = pool->connect.connecting;
+    out->waiters = pool->slots.waiters;
+    out->max_size = pool->share.limit;
+    out->min_size = pool->share.floor;
+    out->share = pool->share.size;
+    out->budget = pool->share.budget;
+    out->demand = pool->share.reported ? pool->share.last_demand : -1;
+    out->extension = pool->share.extension;
+    out->breaker_state = pool->breaker.state;
     cbpool__unlock(pool);
     {
         uint64_t hist[CBPOOL__HIST_BUCKETS];
         int b;
         for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
-            hist[b] = __atomic_load_n(&pool->hist[b], __ATOMIC_RELAXED);
+            hist[b] = __atomic_load_n(&pool->stats.hist[b], __ATOMIC_RELAXED);
         hist[0] += fast;
         out->acquired = 0;
         for (b = 0; b < CBPOOL__HIST_BUCKETS; b++)
             out->acquired += hist[b];
-        out->acquire_wait_us_max = __atomic_load_n(&pool->wait_us_max, __ATOMIC_RELAXED);
-        out->acquire_wait_us_p50 = cbpool__percentile(hist, 0.50);
-        out->acquire_wait_us_p99 = cbpool__percentile(hist, 0.99);
+        out->acquire_wait_us_max = __atomic_load_n(&pool->stats.wait_us_max, __ATOMIC_RELAXED);
+        out->acquire_wait_us_p50 = cbpool__stats_percentile(hist, 0.50);
+        out->acquire_wait_us_p99 = cbpool__stats_percentile(hist, 0.99);
     }
 }
 
+#ifndef CBPOOL_NO_PROMETHEUS
 /* a Prometheus label value: backslash, double quote and newline escaped */
-static void cbpool__label(char *out, size_t len, const char *in)
+static void cbpool__stats_label(char *out, size_t len, const char *in)
 {
     size_t n = 0;
     for (; *in && n + 2 < len; in++) {
@@ -4297,11 +5291,11 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     if (!pool || (!buf && len))
         return CBPOOL_EINVAL;
     cbpool_stats(pool, &s);
-    cbpool__label(app, sizeof app, pool->application_name);
-    cbpool__label(pod, sizeof pod, pool->pod);
-    cbpool__label(host, sizeof host, pool->host_label ? pool->host_label : "");
+    cbpool__stats_label(app, sizeof app, pool->ident.application_name);
+    cbpool__stats_label(pod, sizeof pod, pool->ident.pod);
+    cbpool__stats_label(host, sizeof host, pool->member.label ? pool->member.label : "");
     snprintf(labels, sizeof labels, "application=\"%s\",pod=\"%s\"%s%s%s", app, pod,
-             pool->host_label ? ",host=\"" : "", host, pool->host_label ? "\"" : "");
+             pool->member.label ? ",host=\"" : "", host, pool->member.label ? "\"" : "");
 
 #define CBPOOL__EMIT(...)                                                       \
     do {                                                                        \
@@ -4364,6 +5358,9 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
     CBPOOL__COUNTER("connect_failures_total", "Failed connect attempts.", s.connect_failures);
     CBPOOL__COUNTER("connects_refused_total",
                     "Connect attempts refused with SQLSTATE 53300.", s.connects_refused);
+    CBPOOL__COUNTER("refusals_permanent_total",
+                    "Connect attempts refused for good (SQLSTATE 42501 or 53400).",
+                    s.refusals_permanent);
     CBPOOL__EMIT("# HELP cbpool_closed_total Connections closed, by reason.\n"
                  "# TYPE cbpool_closed_total counter\n"
                  "cbpool_closed_total{%s,reason=\"idle\"} %llu\n"
@@ -4405,359 +5402,163 @@ CBPOOL_DEF int cbpool_prometheus(cbpool *pool, char *buf, size_t len)
 #undef CBPOOL__EMIT
     return (int)used;
 }
+#endif /* CBPOOL_NO_PROMETHEUS */
+
+#ifndef CBPOOL_NO_CLUSTER
+
+/* == [member] what a cluster needs from a host's pool ==================== */
+
+/* A cluster's host: its role, and when it became the primary; with the lock. */
+static void cbpool__member_set_role_locked(cbpool *pool, int role, int64_t now)
+{
+    int was = CBPOOL__LOAD(&pool->member.role);
+    if (role == CBPOOL_HOST_PRIMARY && was != CBPOOL_HOST_PRIMARY)
+        CBPOOL__STORE(&pool->member.primary_ns, now);
+    CBPOOL__STORE(&pool->member.role, role);
+}
 
 /*
- * Hand the share back before closing (docs/protocol.md, section 7), on one
- * of the pool's idle connections: the pods that stay get it a publish
- * period later, not connbudget.pod_ttl later.  Its answer does not matter.
+ * Replay lag as a standby's own view: 0 once it has replayed everything it
+ * received, else the age of the last transaction it replayed (so an idle
+ * primary does not make a caught-up standby look late).  Writable as
+ * libpq's target_session_attrs=read-write judges it.
  */
-static void cbpool__leave(cbpool *pool, PGconn *pg, int protocol)
+#define CBPOOL__HOST_SQL                                                        \
+    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on', " \
+    "CASE WHEN NOT pg_is_in_recovery() THEN 0 "                                 \
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 " \
+    "ELSE coalesce(greatest(0, extract(epoch FROM clock_timestamp() - "        \
+    "pg_last_xact_replay_timestamp()) * 1000), 0)::bigint END, "              \
+    "CASE WHEN pg_is_in_recovery() THEN 0 ELSE "                                 \
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+
+/* Is res an answer of CBPOOL__HOST_SQL: one row of read-only ("t" or "f"),
+   lag (a bigint >= 0) and timeline (an integer >= 0)?  0 and the values;
+   else what was wrong, as cbpool__check_share. */
+static int cbpool__member_check_answer(const PGresult *res, int *standby, long long *lag,
+                                     long long *timeline, char *why, size_t whylen)
 {
-    int timeout = pool->cfg.validate_timeout_ms < 1000 ? pool->cfg.validate_timeout_ms : 1000;
-    PGresult *res = cbpool__exec_deadline(pg, protocol == 2 ? "SET connbudget.demand = 'leave'"
-                                                            : "SELECT connbudget.pool_share(0)",
-                                          0, NULL, timeout);
-    cbpool__msg msg;
+    static const char what[] = "the host check";
+    const char *v;
+    char quoted[160];
+    int bad = cbpool__one_row(res, 3, what, why, whylen);
 
-    msg.id = NULL;
-    cbpool__format(&msg, CBPOOL_LOG_DEBUG, "leave", "%s",
-                   res && (PQresultStatus(res) == PGRES_COMMAND_OK ||
-                           PQresultStatus(res) == PGRES_TUPLES_OK)
-                       ? "the share was handed back" : "handing the share back failed");
-    if (res)
-        PQclear(res);
-    cbpool__emit(pool, &msg);
-}
-
-CBPOOL_DEF void cbpool_close(cbpool *pool)
-{
-    cbpool__conn *c, *next, *idle_list = NULL;
-    cbpool__waiter *w;
-    int out, leave;
-
-    cbpool__msg msg;
-
-    if (!pool)
-        return;
-    msg.id = NULL;
-    cbpool__lock(pool);
-    if (pool->closing) {
-        /* the pool is gone once closed with nothing out: calling close
-           twice is undefined; while connections are out, it is harmless */
-        cbpool__unlock(pool);
-        return;
+    if (bad)
+        return bad;
+    if (PQgetisnull(res, 0, 0)) {
+        snprintf(why, whylen, "%s answered NULL for read_only", what);
+        return CBPOOL__BAD_NULL * 16;
     }
-    pool->closing = 1;
-    __atomic_store_n(&pool->fast_mode, CBPOOL__FAST_OFF, __ATOMIC_SEQ_CST);
-    for (w = pool->wait_head; w; w = w->next)
-        pthread_cond_signal(&w->cond);
-    pthread_cond_broadcast(&pool->ready_cond);
-    cbpool__wake(pool);
-    cbpool__unlock(pool);
-
-    if (pool->thread_started) {
-        pthread_join(pool->thread, NULL);
-        cbpool__lock(pool);
-        close(pool->wake_fds[0]);
-        close(pool->wake_fds[1]);
-        pool->wake_fds[0] = pool->wake_fds[1] = -1;
-        pool->thread_started = 0;
-        cbpool__unlock(pool);
+    v = PQgetvalue(res, 0, 0);
+    if (PQfformat(res, 0) != 0 || PQgetlength(res, 0, 0) != 1 || (v[0] != 't' && v[0] != 'f')) {
+        cbpool__quote(v, PQgetlength(res, 0, 0), quoted, sizeof quoted);
+        snprintf(why, whylen, "%s answered read_only %s, not t or f", what, quoted);
+        return CBPOOL__BAD_TEXT * 16;
     }
-
-    cbpool__lock(pool);
-    /* wait for acquirers and wait_ready() callers still inside to leave */
-    while (pool->waiters > 0 || pool->ready_waiters > 0 || pool->maintaining) {
-        pthread_cond_broadcast(&pool->ready_cond);
-        cbpool__unlock(pool);
-        {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-        cbpool__lock(pool);
-    }
-    /* connect attempts still under way (no-thread mode) */
-    while (pool->nattempts > 0) {
-        PQfinish(pool->attempts[--pool->nattempts].pg);
-    }
-    cbpool__drain_locked(pool, CBPOOL__RECLAIM_ALL);
-    for (c = pool->conns; c; c = next) {
-        next = c->next;
-        if (CBPOOL__LOAD(&c->state) != CBPOOL__IN_USE) {
-            cbpool__unlink_locked(pool, c);
-            c->next = idle_list;
-            idle_list = c;
-        }
-    }
-    if (pool->refresh_conn)
-        pool->refresh_conn = NULL;
-    pool->idle_count = 0;
-    out = pool->in_use;
-    pool->out_at_close = out;
-    pool->closed_final = 1;
-    leave = pool->extension == 1 ? pool->protocol : 0;
-    if (out > 0)
-        cbpool__format(&msg, CBPOOL_LOG_WARN, "close-in-use",
-                       "cbpool_close(): %d connection(s) still in use; each is closed "
-                       "when released, and the pool is freed after the last",
-                       out);
-    cbpool__unlock(pool);
-    cbpool__emit(pool, &msg);
-
-    if (leave && idle_list)
-        cbpool__leave(pool, idle_list->pg, leave);
-    for (c = idle_list; c; c = next) {
-        next = c->next;
-        cbpool__destroy(pool, c);
-    }
-    if (out == 0) {
-        cbpool__lock(pool);
-        cbpool__free_pool(pool);   /* unlocks */
-    }
-}
-
-/* ---- transactions with retry ---- */
-
-CBPOOL_DEF PGconn *cbpool_tx_conn(cbpool_tx *tx)
-{
-    return tx ? tx->conn : NULL;
-}
-
-CBPOOL_DEF int cbpool_tx_attempt(cbpool_tx *tx)
-{
-    return tx ? tx->attempt : 0;
-}
-
-CBPOOL_DEF int cbpool_tx_check(cbpool_tx *tx, const PGresult *res)
-{
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY ||
-        st == PGRES_SINGLE_TUPLE || st == PGRES_COPY_IN || st == PGRES_COPY_OUT)
-        return 1;
-    /* the first failure is the cause; later ones in the same transaction
-       only say it is aborted (25P02) */
-    if (tx && !tx->sqlstate[0]) {
-        if (res)
-            cbpool__sqlstate(res, tx->sqlstate);
-        if (!tx->sqlstate[0] && tx->conn && PQstatus(tx->conn) != CONNECTION_OK)
-            snprintf(tx->sqlstate, sizeof tx->sqlstate, "08006");
-    }
+    *standby = v[0] == 't';
+    bad = cbpool__field_int(res, 1, what, "lag_ms", 0, LLONG_MAX, lag, why, whylen);
+    if (bad)
+        return bad * 16 + 1;
+    bad = cbpool__field_int(res, 2, what, "timeline", 0, INT_MAX, timeline, why, whylen);
+    if (bad)
+        return bad * 16 + 2;
     return 0;
 }
 
-/* Milliseconds left before deadline_ns, rounded up; 0 if none are left. */
-/* Milliseconds left, at most what statement_timeout takes (INT_MAX). */
-static long long cbpool__ms_left(int64_t deadline_ns)
+/* Check a cluster's host on one of its connections, outside the lock;
+   returns 1 if the connection broke.  An answer that is not one (see
+   cbpool__member_check_answer) changes nothing: not the role, not the lag. */
+static int cbpool__member_check(cbpool *pool, PGconn *pg)
 {
-    int64_t left = deadline_ns - cbpool__now_ns();
-    if (left <= 0)
-        return 0;
-    left = left / 1000000 + (left % 1000000 != 0);
-    return left < 2147483647 ? (long long)left : 2147483647LL;
-}
-
-/*
- * Under a deadline, each statement of a unit of work may run only for the
- * time left: the first one for the statement_timeout set with BEGIN, every
- * later one after setting it again.  Past the deadline, a statement is not
- * sent at all and fails with 57014 (query_canceled), as if the server had
- * cancelled it.  Returns that failure, or NULL to go ahead.
- */
-static PGresult *cbpool__tx_before(cbpool_tx *tx)
-{
-    long long left;
     PGresult *res;
-    if (!tx->deadline_ns)
-        return NULL;
-    left = cbpool__ms_left(tx->deadline_ns);
-    if (left == 0) {
-        res = PQmakeEmptyPGresult(tx->conn, PGRES_FATAL_ERROR);
-        tx->expired = 1;   /* the server's transaction is not aborted: no COMMIT */
-        if (!tx->sqlstate[0])
-            snprintf(tx->sqlstate, sizeof tx->sqlstate, "57014");
-        return res;
+    ExecStatusType st;
+    int failed;
+    int bad = 0, standby = 0;
+    long long lag = 0, timeline = 0;
+    char why[320];
+    int64_t now;
+    int64_t next;
+    cbpool__msg msg;
+
+    if (!pool->member.check_ms)
+        return 0;   /* not a cluster's host */
+    res = cbpool__exec_deadline(pg, CBPOOL__HOST_SQL, 0, NULL, pool->cfg.validate_timeout_ms);
+    st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    failed = !res || st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
+             st == PGRES_BAD_RESPONSE;
+
+    if (!failed)
+        bad = cbpool__member_check_answer(res, &standby, &lag, &timeline, why, sizeof why);
+    now = cbpool__now_ns();
+    msg.id = NULL;
+    cbpool__lock(pool);
+    if (!failed && !bad) {
+        int role = standby ? CBPOOL_HOST_STANDBY : CBPOOL_HOST_PRIMARY;
+        int was = CBPOOL__LOAD(&pool->member.role);
+        cbpool__member_set_role_locked(pool, role, now);
+        CBPOOL__STORE(&pool->member.lag_ms, lag > INT_MAX ? INT_MAX : (int)lag);
+        CBPOOL__STORE(&pool->member.timeline, (int)timeline);
+        pool->member.invalid = 0;
+        if (was != role && was != CBPOOL_HOST_UNKNOWN)
+            cbpool__format(&msg, CBPOOL_LOG_INFO, "host-role",
+                           "the host is now %s", role == CBPOOL_HOST_PRIMARY
+                                                      ? "the primary" : "a standby");
+    } else if (bad) {
+        /* the host answered, but not an answer: what the pool knew stands */
+        CBPOOL__COUNT(pool, host_check_errors);
+        if (bad != pool->member.invalid)
+            cbpool__format(&msg, CBPOOL_LOG_WARN, "host-invalid",
+                           "%s; ignored, the host's role and lag stay as they were", why);
+        pool->member.invalid = bad;
+    } else {
+        CBPOOL__COUNT(pool, host_check_errors);
+        cbpool__format(&msg, CBPOOL_LOG_WARN, "host-check",
+                       "checking the host's role and lag failed: %s",
+                       res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
     }
-    if (tx->statements > 0) {
-        char sql[80];
-        snprintf(sql, sizeof sql, "SET LOCAL statement_timeout = %lld", left);
-        res = PQexec(tx->conn, sql);
-        if (!cbpool_tx_check(tx, res))
-            return res;
+    /* every check_ms at least, whatever the share's refresh interval */
+    next = now + cbpool__jitter_ns(pool, pool->member.check_ms, 90, 110);
+    cbpool__share_due_locked(pool, next);
+    cbpool__unlock(pool);
+    cbpool__emit(pool, &msg);
+    if (res)
         PQclear(res);
-    }
-    tx->statements++;
-    return NULL;
+    return (failed || bad) && PQstatus(pg) != CONNECTION_OK;
 }
 
-CBPOOL_DEF PGresult *cbpool_tx_exec(cbpool_tx *tx, const char *sql)
+/* A cluster's host is down while its connects fail as unreachable. */
+static int cbpool__member_down(const cbpool *pool)
 {
-    PGresult *res;
-    if (!tx || !sql)
-        return NULL;
-    if ((res = cbpool__tx_before(tx)) != NULL)
-        return res;
-    res = PQexec(tx->conn, sql);
-    cbpool_tx_check(tx, res);
-    return res;
+    return pool->member.check_ms && CBPOOL__LOAD(&pool->breaker.unreachable) > 0;
 }
 
-CBPOOL_DEF PGresult *cbpool_tx_exec_params(cbpool_tx *tx, const char *sql, int nparams,
-                                           const char *const *values)
+/* A new connection: servers from 14 on say at once whether its session
+   can write, which is the host's role; with the lock. */
+static void cbpool__member_connected_locked(cbpool *pool, PGconn *pg, int64_t now)
 {
-    PGresult *res;
-    if (!tx || !sql)
-        return NULL;
-    if ((res = cbpool__tx_before(tx)) != NULL)
-        return res;
-    res = PQexecParams(tx->conn, sql, nparams, NULL, values, NULL, NULL, 0);
-    cbpool_tx_check(tx, res);
-    return res;
+    if (pool->member.check_ms && PQparameterStatus(pg, "in_hot_standby"))
+        cbpool__member_set_role_locked(pool, cbpool__read_only(pg) ? CBPOOL_HOST_STANDBY
+                                                                   : CBPOOL_HOST_PRIMARY, now);
 }
 
-static int cbpool__retryable(const char *state)
+/* The host went down (its first connect failed as unreachable): its role
+   is unknown, and its waiters go to another host; with the lock. */
+static void cbpool__member_unreachable_locked(cbpool *pool)
 {
-    return strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
-           strncmp(state, "08", 2) == 0 || strcmp(state, "57P01") == 0 ||
-           strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0;
+    if (!pool->member.check_ms)
+        return;
+    CBPOOL__STORE(&pool->member.role, CBPOOL_HOST_UNKNOWN);
+    cbpool__slots_wake_waiters_locked(pool);
 }
 
-static int cbpool__lost(const char *state)
+/* The host answers again: check its role at once; with the lock. */
+static void cbpool__member_answered_locked(cbpool *pool)
 {
-    return strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0;
+    if (cbpool__member_down(pool))
+        cbpool__share_due_locked(pool, 0);
 }
 
-static PGconn *cbpool__cluster_take(cbpool_cluster *cl, int access, int64_t deadline,
-                                    cbpool **from);
-static int cbpool__cluster_timeout_ms(const cbpool_cluster *cl);
-static int cbpool__cluster_all_down(const cbpool_cluster *cl);
-
-/* cbpool_run() on one pool, or on a cluster (cl, access) whose pool is
-   chosen again for each attempt. */
-static int cbpool__run(cbpool *only, cbpool_cluster *cl, int access, cbpool_tx_fn fn,
-                       void *arg, cbpool_run_opts *opts)
-{
-    cbpool_run_opts defaults;
-    int max_attempts, attempt, rc = CBPOOL_EQUERY;
-    int64_t deadline_ns;
-    cbpool *pool = only;
-
-    if (!fn)
-        return CBPOOL_EINVAL;
-    if (!opts) {
-        memset(&defaults, 0, sizeof defaults);
-        opts = &defaults;
-    }
-    max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 5;
-    deadline_ns = opts->deadline_us > 0 ? cbpool__deadline_ns(opts->deadline_us) : 0;
-    opts->attempts = 0;
-    opts->sqlstate[0] = '\0';
-
-    for (attempt = 1; attempt <= max_attempts; attempt++) {
-        cbpool_tx tx;
-        PGresult *res;
-        int fn_rc, before_fn = 1, retry;
-        int64_t until = cbpool__now_ns() +
-                        (int64_t)(opts->acquire_timeout_ms > 0 ? opts->acquire_timeout_ms
-                                  : cl ? cbpool__cluster_timeout_ms(cl)
-                                       : pool->cfg.acquire_timeout_ms) *
-                            1000000;
-        const char *begin = opts->begin ? opts->begin : "BEGIN";
-
-        if (deadline_ns && cbpool__ms_left(deadline_ns) == 0)
-            return CBPOOL_ETIMEOUT;   /* too late: not started (again) */
-        memset(&tx, 0, sizeof tx);
-        tx.attempt = attempt;
-        tx.deadline_ns = deadline_ns;
-        opts->attempts = attempt;
-        if (deadline_ns && deadline_ns < until)
-            until = deadline_ns;
-        if (cl)
-            tx.conn = cbpool__cluster_take(cl, access, until, &pool);
-        else
-            tx.conn = cbpool_acquire_until(pool, until / 1000);
-        if (!tx.conn)
-            return cbpool_last_error();
-        tx.pool = pool;
-
-        if (deadline_ns) {
-            /* the time left becomes the transaction's statement_timeout, in
-               the same round trip as BEGIN */
-            long long left = cbpool__ms_left(deadline_ns);
-            size_t len = strlen(begin) + 64;
-            char *sql = left > 0 ? (char *)cbpool__alloc(&pool->cfg, len) : NULL;
-            if (sql) {
-                snprintf(sql, len, "%s; SET LOCAL statement_timeout = %lld", begin, left);
-                res = PQexec(tx.conn, sql);
-                cbpool__free(&pool->cfg, sql);
-            } else {
-                res = NULL;
-                snprintf(tx.sqlstate, sizeof tx.sqlstate, left > 0 ? "53200" : "57014");
-            }
-        } else
-            res = PQexec(tx.conn, begin);
-        if (cbpool_tx_check(&tx, res)) {
-            PQclear(res);
-            res = NULL;
-            before_fn = 0;
-            fn_rc = fn(&tx, arg);
-            if (fn_rc == 0 && tx.expired) {
-                /* fn went on past its deadline: roll back what it did */
-                rc = CBPOOL_EQUERY;
-            } else if (fn_rc == 0) {
-                res = PQexec(tx.conn, "COMMIT");
-                if (cbpool_tx_check(&tx, res) &&
-                    strcmp(PQcmdStatus(res), "ROLLBACK") != 0) {
-                    PQclear(res);
-                    cbpool_release(pool, tx.conn);
-                    return 0;
-                }
-                if (!tx.sqlstate[0])
-                    snprintf(tx.sqlstate, sizeof tx.sqlstate, "25P02");
-                rc = CBPOOL_EQUERY;
-            } else
-                rc = fn_rc;
-        } else
-            rc = CBPOOL_EQUERY;
-        if (res)
-            PQclear(res);
-        if (!tx.sqlstate[0] && PQstatus(tx.conn) != CONNECTION_OK)
-            snprintf(tx.sqlstate, sizeof tx.sqlstate, "08006");
-        cbpool_release(pool, tx.conn);   /* rolls back whatever is open */
-        memcpy(opts->sqlstate, tx.sqlstate, sizeof opts->sqlstate);
-        retry = cbpool__retryable(tx.sqlstate) &&
-                (opts->idempotent || (before_fn && cbpool__lost(tx.sqlstate)));
-        if (!retry || attempt == max_attempts)
-            return rc;
-        {
-            int64_t pause;
-            struct timespec ts;
-            int open;
-            cbpool__lock(pool);
-            pause = cbpool__backoff_ns(pool, 10, 1000, attempt - 1);
-            open = pool->breaker != CBPOOL_BREAKER_CLOSED;
-            cbpool__unlock(pool);
-            if (cl)   /* a cluster's next attempt may go to another host */
-                open = cbpool__cluster_all_down(cl);
-            if (open)
-                return rc;   /* the server is unreachable: no retry now */
-            if (deadline_ns && deadline_ns - cbpool__now_ns() <= pause)
-                return rc;   /* no time for another attempt */
-            ts.tv_sec = (time_t)(pause / 1000000000);
-            ts.tv_nsec = (long)(pause % 1000000000);
-            nanosleep(&ts, NULL);
-        }
-    }
-    return rc;
-}
-
-CBPOOL_DEF int cbpool_run(cbpool *pool, cbpool_tx_fn fn, void *arg, cbpool_run_opts *opts)
-{
-    if (!pool)
-        return CBPOOL_EINVAL;
-    return cbpool__run(pool, NULL, 0, fn, arg, opts);
-}
-
-/* ---- clusters: one pool per host ---- */
+/* == [cluster] the router: one pool per host ============================= */
 
 typedef struct cbpool__host {
     cbpool_cluster *cluster;
@@ -4775,11 +5576,15 @@ struct cbpool_cluster {
     int64_t asked_ns;           /* every host was last asked to check then */
 };
 
+#ifndef CBPOOL__MAX_HOSTS
 #define CBPOOL__MAX_HOSTS 64
+#endif
+#ifndef CBPOOL__ASK_NS
 #define CBPOOL__ASK_NS 100000000   /* ask hosts to check at most this often */
+#endif
 
 /* A host pool's messages name their host. */
-static void cbpool__host_log(void *user, cbpool_log_level level, const char *id,
+static void cbpool__cluster_host_log(void *user, cbpool_log_level level, const char *id,
                              const char *message)
 {
     cbpool__host *h = (cbpool__host *)user;
@@ -4793,7 +5598,7 @@ static void cbpool__host_log(void *user, cbpool_log_level level, const char *id,
 }
 
 /* Item i of a comma-separated list (libpq's host, hostaddr and port), or "". */
-static void cbpool__list_item(const char *list, int i, char *out, size_t len)
+static void cbpool__cluster_list_item(const char *list, int i, char *out, size_t len)
 {
     const char *p = list ? list : "";
     size_t n;
@@ -4807,7 +5612,7 @@ static void cbpool__list_item(const char *list, int i, char *out, size_t len)
     out[n] = '\0';
 }
 
-static int cbpool__list_count(const char *list)
+static int cbpool__cluster_list_count(const char *list)
 {
     int n = 1;
     if (!list || !*list)
@@ -4818,7 +5623,7 @@ static int cbpool__list_count(const char *list)
 }
 
 /* Append " key='value'" to buf, quoted as libpq reads it; 0 if it is full. */
-static int cbpool__append_kv(char *buf, size_t len, size_t *used, const char *key,
+static int cbpool__cluster_append_kv(char *buf, size_t len, size_t *used, const char *key,
                              const char *val)
 {
     size_t u = *used;
@@ -4877,36 +5682,36 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
     if (err && errlen)
         err[0] = '\0';
     if (!cfg) {
-        cbpool__fail(err, errlen, "cfg must not be NULL (use cbpool_cluster_config_default())");
+        cbpool__config_fail(err, errlen, "cfg must not be NULL (use cbpool_cluster_config_default())");
         return NULL;
     }
     if (cfg->max_lag_ms < -1) {
-        cbpool__fail(err, errlen, "max_lag_ms must be -1 (not checked) or more (got %d)",
+        cbpool__config_fail(err, errlen, "max_lag_ms must be -1 (not checked) or more (got %d)",
                      cfg->max_lag_ms);
         return NULL;
     }
     if (cfg->check_ms < 10 || cfg->check_ms > 3600000) {
-        cbpool__fail(err, errlen, "check_ms must be between 10 and 3600000 (got %d)",
+        cbpool__config_fail(err, errlen, "check_ms must be between 10 and 3600000 (got %d)",
                      cfg->check_ms);
         return NULL;
     }
     if (cfg->reads_on_primary != 0 && cfg->reads_on_primary != 1) {
-        cbpool__fail(err, errlen, "reads_on_primary must be 0 or 1 (got %d)",
+        cbpool__config_fail(err, errlen, "reads_on_primary must be 0 or 1 (got %d)",
                      cfg->reads_on_primary);
         return NULL;
     }
     if (!cfg->pool.background) {
-        cbpool__fail(err, errlen, "a cluster's pools need their maintenance threads "
+        cbpool__config_fail(err, errlen, "a cluster's pools need their maintenance threads "
                      "(pool.background must be 1)");
         return NULL;
     }
-    if (!cbpool__check_config(&cfg->pool, err, errlen))
+    if (!cbpool__config_check(&cfg->pool, err, errlen))
         return NULL;
     opts = PQconninfoParse(cfg->pool.conninfo ? cfg->pool.conninfo : "", &parse_err);
     if (!opts) {
         char line[200];
         cbpool__first_line(parse_err ? parse_err : "out of memory", line, sizeof line);
-        cbpool__fail(err, errlen, "invalid conninfo: %s", line);
+        cbpool__config_fail(err, errlen, "invalid conninfo: %s", line);
         if (parse_err)
             PQfreemem(parse_err);
         return NULL;
@@ -4929,13 +5734,13 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
     }
     if (!ports)
         ports = getenv("PGPORT");
-    nnames = cbpool__list_count(hosts);
-    naddrs = cbpool__list_count(addrs);
-    nports = cbpool__list_count(ports);
+    nnames = cbpool__cluster_list_count(hosts);
+    naddrs = cbpool__cluster_list_count(addrs);
+    nports = cbpool__cluster_list_count(ports);
     n = nnames > naddrs ? nnames : naddrs;
     if (nnames && naddrs && nnames != naddrs) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "conninfo names %d hosts but %d host addresses", nnames,
+        cbpool__config_fail(err, errlen, "conninfo names %d hosts but %d host addresses", nnames,
                      naddrs);
         return NULL;
     }
@@ -4943,12 +5748,12 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
         n = 1;   /* libpq's default host */
     if (nports > 1 && nports != n) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "conninfo names %d hosts but %d ports", n, nports);
+        cbpool__config_fail(err, errlen, "conninfo names %d hosts but %d ports", n, nports);
         return NULL;
     }
     if (n > CBPOOL__MAX_HOSTS) {
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "a cluster has at most %d hosts (conninfo names %d)",
+        cbpool__config_fail(err, errlen, "a cluster has at most %d hosts (conninfo names %d)",
                      CBPOOL__MAX_HOSTS, n);
         return NULL;
     }
@@ -4969,7 +5774,7 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
         }
         cbpool__free(&cfg->pool, conninfo);
         PQconninfoFree(opts);
-        cbpool__fail(err, errlen, "out of memory");
+        cbpool__config_fail(err, errlen, "out of memory");
         return NULL;
     }
     memset(cl->pools, 0, (size_t)n * sizeof(cbpool *));
@@ -4982,7 +5787,7 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
             strcmp(o->keyword, "hostaddr") != 0 && strcmp(o->keyword, "port") != 0 &&
             strcmp(o->keyword, "target_session_attrs") != 0 &&
             strcmp(o->keyword, "load_balance_hosts") != 0)
-            cbpool__append_kv(conninfo, size, &base, o->keyword, o->val);
+            cbpool__cluster_append_kv(conninfo, size, &base, o->keyword, o->val);
     cl->nhosts = n;
     for (i = 0; i < n; i++) {
         cbpool__host *h = &cl->hosts[i];
@@ -4990,29 +5795,29 @@ CBPOOL_DEF cbpool_cluster *cbpool_cluster_open(const cbpool_cluster_config *cfg,
         char name[256], addr[256], e[256];
         size_t used = base;
         h->cluster = cl;
-        cbpool__list_item(hosts, i, name, sizeof name);
-        cbpool__list_item(addrs, i, addr, sizeof addr);
-        cbpool__list_item(ports, nports > 1 ? i : 0, h->port, sizeof h->port);
+        cbpool__cluster_list_item(hosts, i, name, sizeof name);
+        cbpool__cluster_list_item(addrs, i, addr, sizeof addr);
+        cbpool__cluster_list_item(ports, nports > 1 ? i : 0, h->port, sizeof h->port);
         snprintf(h->host, sizeof h->host, "%s", name[0] ? name : addr);
         snprintf(h->label, sizeof h->label, "%s:%s", h->host[0] ? h->host : "default",
                  h->port[0] ? h->port : "default");
         conninfo[base] = '\0';
-        if ((name[0] && !cbpool__append_kv(conninfo, size, &used, "host", name)) ||
-            (addr[0] && !cbpool__append_kv(conninfo, size, &used, "hostaddr", addr)) ||
-            (h->port[0] && !cbpool__append_kv(conninfo, size, &used, "port", h->port)) ||
-            !cbpool__append_kv(conninfo, size, &used, "target_session_attrs", "any")) {
-            cbpool__fail(err, errlen, "host %s: conninfo too long", h->label);
+        if ((name[0] && !cbpool__cluster_append_kv(conninfo, size, &used, "host", name)) ||
+            (addr[0] && !cbpool__cluster_append_kv(conninfo, size, &used, "hostaddr", addr)) ||
+            (h->port[0] && !cbpool__cluster_append_kv(conninfo, size, &used, "port", h->port)) ||
+            !cbpool__cluster_append_kv(conninfo, size, &used, "target_session_attrs", "any")) {
+            cbpool__config_fail(err, errlen, "host %s: conninfo too long", h->label);
             goto fail;
         }
         pcfg.conninfo = conninfo;
-        pcfg.logger.func = cbpool__host_log;
+        pcfg.logger.func = cbpool__cluster_host_log;
         pcfg.logger.user_data = h;
         cl->pools[i] = cbpool__open(&pcfg, cfg->check_ms, e, sizeof e);
         if (!cl->pools[i]) {
-            cbpool__fail(err, errlen, "host %s: %s", h->label, e);
+            cbpool__config_fail(err, errlen, "host %s: %s", h->label, e);
             goto fail;
         }
-        cl->pools[i]->host_label = h->label;   /* set before anyone can scrape */
+        cl->pools[i]->member.label = h->label;   /* set before anyone can scrape */
     }
     cbpool__free(&cfg->pool, conninfo);
     PQconninfoFree(opts);
@@ -5025,12 +5830,12 @@ fail:
     return NULL;
 }
 
-static int cbpool__host_readable(const cbpool_cluster *cl, int i)
+static int cbpool__cluster_readable(const cbpool_cluster *cl, int i)
 {
     cbpool *p = cl->pools[i];
-    int lag = CBPOOL__LOAD(&p->host_lag_ms);
-    return !cbpool__host_down(p) &&
-           CBPOOL__LOAD(&p->host_role) == CBPOOL_HOST_STANDBY &&
+    int lag = CBPOOL__LOAD(&p->member.lag_ms);
+    return !cbpool__member_down(p) &&
+           CBPOOL__LOAD(&p->member.role) == CBPOOL_HOST_STANDBY &&
            (cl->cfg.max_lag_ms < 0 || (lag >= 0 && lag <= cl->cfg.max_lag_ms));
 }
 
@@ -5044,10 +5849,10 @@ static int cbpool__cluster_writer(const cbpool_cluster *cl)
         cbpool *p = cl->pools[i];
         int tli;
         int64_t ns;
-        if (cbpool__host_down(p) || CBPOOL__LOAD(&p->host_role) != CBPOOL_HOST_PRIMARY)
+        if (cbpool__member_down(p) || CBPOOL__LOAD(&p->member.role) != CBPOOL_HOST_PRIMARY)
             continue;
-        tli = CBPOOL__LOAD(&p->host_timeline);
-        ns = CBPOOL__LOAD(&p->host_primary_ns);
+        tli = CBPOOL__LOAD(&p->member.timeline);
+        ns = CBPOOL__LOAD(&p->member.primary_ns);
         if (best < 0 || tli > best_tli || (tli == best_tli && ns > best_ns)) {
             best = i;
             best_tli = tli;
@@ -5066,8 +5871,8 @@ static int cbpool__cluster_pick(cbpool_cluster *cl, int access)
     /* the standby this thread used last while its connection waits for it
        there: the lock-free path */
     for (i = 0; i < cl->nhosts; i++) {
-        cbpool__conn *mine = cbpool__my_last(cl->pools[i]);
-        if (mine && cbpool__host_readable(cl, i) &&
+        cbpool__conn *mine = cbpool__fast_my_last(cl->pools[i]);
+        if (mine && cbpool__cluster_readable(cl, i) &&
             CBPOOL__LOAD(&mine->state) == CBPOOL__PARKED)
             return i;
     }
@@ -5076,10 +5881,10 @@ static int cbpool__cluster_pick(cbpool_cluster *cl, int access)
     for (i = 0; i < cl->nhosts; i++) {
         int h = (start + i) % cl->nhosts, room;
         cbpool *p = cl->pools[h];
-        if (!cbpool__host_readable(cl, h))
+        if (!cbpool__cluster_readable(cl, h))
             continue;
         cbpool__lock(p);
-        room = p->limit - p->in_use - p->waiters;
+        room = p->share.limit - p->slots.in_use - p->slots.waiters;
         cbpool__unlock(p);
         found = 1;
         if (room > best_free) {
@@ -5104,25 +5909,20 @@ static void cbpool__cluster_ask(cbpool_cluster *cl, int64_t now)
         return;
     for (i = 0; i < cl->nhosts; i++) {
         cbpool *p = cl->pools[i];
-        if (cbpool__host_down(p))
+        if (cbpool__member_down(p))
             continue;
         cbpool__lock(p);
-        p->next_refresh_ns = 0;
-        cbpool__wake(p);
+        cbpool__share_due_locked(p, 0);
+        cbpool__maint_wake(p);
         cbpool__unlock(p);
     }
-}
-
-static int cbpool__cluster_timeout_ms(const cbpool_cluster *cl)
-{
-    return cl->cfg.pool.acquire_timeout_ms;
 }
 
 static int cbpool__cluster_all_down(const cbpool_cluster *cl)
 {
     int i, down = 0;
     for (i = 0; i < cl->nhosts; i++)
-        down += cbpool__host_down(cl->pools[i]);
+        down += cbpool__member_down(cl->pools[i]);
     return down == cl->nhosts;
 }
 
@@ -5178,13 +5978,42 @@ CBPOOL_DEF PGconn *cbpool_cluster_acquire(cbpool_cluster *cl, int access, int ti
                                 &from);
 }
 
+#ifndef CBPOOL_NO_RUN
+/* cbpool_run()'s source of connections on a cluster: the host is chosen
+   again for each attempt, so a retried write goes to the new primary. */
+typedef struct cbpool__cluster_access {
+    cbpool_cluster *cl;
+    int access;
+} cbpool__cluster_access;
+
+static PGconn *cbpool__cluster_run_take(void *arg, int64_t deadline_ns, cbpool **from)
+{
+    cbpool__cluster_access *ca = (cbpool__cluster_access *)arg;
+    return cbpool__cluster_take(ca->cl, ca->access, deadline_ns, from);
+}
+
+static int cbpool__cluster_run_unreachable(void *arg)
+{
+    return cbpool__cluster_all_down(((cbpool__cluster_access *)arg)->cl);
+}
+
 CBPOOL_DEF int cbpool_cluster_run(cbpool_cluster *cl, int access, cbpool_tx_fn fn, void *arg,
                                   cbpool_run_opts *opts)
 {
+    cbpool__cluster_access ca;
+    cbpool__run_source src;
     if (!cl || (access != CBPOOL_READ && access != CBPOOL_WRITE))
         return CBPOOL_EINVAL;
-    return cbpool__run(NULL, cl, access, fn, arg, opts);
+    ca.cl = cl;
+    ca.access = access;
+    src.pool = NULL;
+    src.take = cbpool__cluster_run_take;
+    src.unreachable = cbpool__cluster_run_unreachable;
+    src.arg = &ca;
+    src.timeout_ms = cl->cfg.pool.acquire_timeout_ms;
+    return cbpool__run(&src, fn, arg, opts);
 }
+#endif /* CBPOOL_NO_RUN */
 
 CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *pg)
 {
@@ -5194,7 +6023,7 @@ CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *pg)
     if (pg) {
         /* the connection this thread acquired last, usually */
         for (i = 0; i < cl->nhosts; i++) {
-            cbpool__conn *c = cbpool__my_last(cl->pools[i]);
+            cbpool__conn *c = cbpool__fast_my_last(cl->pools[i]);
             if (c && CBPOOL__LOAD(&c->pg) == pg) {
                 cbpool_release(cl->pools[i], pg);
                 return;
@@ -5204,7 +6033,7 @@ CBPOOL_DEF void cbpool_cluster_release(cbpool_cluster *cl, PGconn *pg)
             cbpool *p = cl->pools[i];
             cbpool__conn *c;
             cbpool__lock(p);
-            c = cbpool__find_locked(p, pg);
+            c = cbpool__slots_find_locked(p, pg);
             cbpool__unlock(p);
             if (c) {
                 cbpool_release(p, pg);
@@ -5229,17 +6058,18 @@ CBPOOL_DEF int cbpool_cluster_host_stats(cbpool_cluster *cl, int host, cbpool_ho
     memset(out, 0, sizeof *out);
     snprintf(out->host, sizeof out->host, "%s", cl->hosts[host].host);
     snprintf(out->port, sizeof out->port, "%s", cl->hosts[host].port);
-    out->role = CBPOOL__LOAD(&p->host_role);
-    out->down = cbpool__host_down(p);
-    out->lag_ms = CBPOOL__LOAD(&p->host_lag_ms);
-    out->readable = cbpool__host_readable(cl, host);
+    out->role = CBPOOL__LOAD(&p->member.role);
+    out->down = cbpool__member_down(p);
+    out->lag_ms = CBPOOL__LOAD(&p->member.lag_ms);
+    out->readable = cbpool__cluster_readable(cl, host);
     out->writable = cbpool__cluster_writer(cl) == host;
     cbpool_stats(p, &out->pool);
     return CBPOOL_OK;
 }
 
+#ifndef CBPOOL_NO_PROMETHEUS
 /* The start of the k-th "# HELP" block of a pool's metrics text, or its end. */
-static const char *cbpool__family(const char *text, int k)
+static const char *cbpool__cluster_family(const char *text, int k)
 {
     const char *p = text;
     for (;;) {
@@ -5255,7 +6085,7 @@ static const char *cbpool__family(const char *text, int k)
 /* A pool's metrics text in memory of its own, or NULL.  Written again into
    a larger buffer when it grew between sizing and writing (a counter that
    gained a digit), so that nothing is cut short. */
-static char *cbpool__prometheus_text(cbpool *pool, const cbpool_config *cfg)
+static char *cbpool__cluster_pool_text(cbpool *pool, const cbpool_config *cfg)
 {
     size_t size = 4096;
     for (;;) {
@@ -5283,7 +6113,7 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
         return CBPOOL_EINVAL;
     memset(texts, 0, sizeof texts);
     for (i = 0; i < cl->nhosts; i++) {
-        texts[i] = cbpool__prometheus_text(cl->pools[i], &cl->cfg.pool);
+        texts[i] = cbpool__cluster_pool_text(cl->pools[i], &cl->cfg.pool);
         if (!texts[i]) {
             rc = CBPOOL_EINVAL;
             goto done;
@@ -5298,9 +6128,9 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
     } while (0)
     /* every pool writes the same families in the same order: each family's
        HELP and TYPE once, then its samples from every host */
-    for (k = 0; *cbpool__family(texts[0], k); k++) {
+    for (k = 0; *cbpool__cluster_family(texts[0], k); k++) {
         for (i = 0; i < cl->nhosts; i++) {
-            const char *from = cbpool__family(texts[i], k), *to = cbpool__family(texts[i], k + 1);
+            const char *from = cbpool__cluster_family(texts[i], k), *to = cbpool__cluster_family(texts[i], k + 1);
             const char *samples = from;
             int headers;
             for (headers = 0; headers < 2 && samples < to && *samples == '#'; headers++)
@@ -5323,10 +6153,10 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
             for (i = 0; i < cl->nhosts; i++) {
                 cbpool *p = cl->pools[i];
                 char app[160], pod[160], host[620], line[1200];
-                int lag = CBPOOL__LOAD(&p->host_lag_ms);
-                cbpool__label(app, sizeof app, p->application_name);
-                cbpool__label(pod, sizeof pod, p->pod);
-                cbpool__label(host, sizeof host, cl->hosts[i].label);
+                int lag = CBPOOL__LOAD(&p->member.lag_ms);
+                cbpool__stats_label(app, sizeof app, p->ident.application_name);
+                cbpool__stats_label(pod, sizeof pod, p->ident.pod);
+                cbpool__stats_label(host, sizeof host, cl->hosts[i].label);
                 if (k == 2)
                     n = snprintf(line, sizeof line,
                                  "cbpool_host_lag_seconds{application=\"%s\",pod=\"%s\","
@@ -5336,8 +6166,8 @@ CBPOOL_DEF int cbpool_cluster_prometheus(cbpool_cluster *cl, char *buf, size_t l
                     n = snprintf(line, sizeof line,
                                  "cbpool_host_%s{application=\"%s\",pod=\"%s\",host=\"%s\"} %d\n",
                                  k == 0 ? "role" : "down", app, pod, host,
-                                 k == 0 ? CBPOOL__LOAD(&p->host_role)
-                                        : cbpool__host_down(p));
+                                 k == 0 ? CBPOOL__LOAD(&p->member.role)
+                                        : cbpool__member_down(p));
                 if (n > 0)
                     CBPOOL__PUT(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
             }
@@ -5352,6 +6182,7 @@ done:
         cbpool__free(&cl->cfg.pool, texts[i]);
     return rc;
 }
+#endif /* CBPOOL_NO_PROMETHEUS */
 
 CBPOOL_DEF cbpool *cbpool_cluster_pool(cbpool_cluster *cl, int host)
 {
@@ -5363,6 +6194,8 @@ CBPOOL_DEF void cbpool_cluster_close(cbpool_cluster *cl)
     if (cl)
         cbpool__cluster_free(cl);
 }
+
+#endif /* CBPOOL_NO_CLUSTER */
 
 #ifdef __cplusplus
 }

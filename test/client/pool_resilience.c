@@ -639,7 +639,9 @@ waiting_until_logged(cbpool *pool, const char *id, const char *text)
 static void
 test_rotating_credentials(const char *role)
 {
-	cbpool_config cfg = test_config("resilience", "pod-rotor");
+	/* a pod of each role: a live pod belongs to the role that registered it */
+	static char pod[64];
+	cbpool_config cfg = test_config("resilience", pod);
 	static char conninfo[512];
 	char		sql[256];
 	cbpool	   *pool;
@@ -648,6 +650,7 @@ test_rotating_credentials(const char *role)
 	cbpool_stats_t s;
 	int			calls;
 
+	snprintf(pod, sizeof(pod), "pod-%s", role);
 	snprintf(conninfo, sizeof(conninfo), "host=%s port=%s user=%s dbname=postgres",
 			 getenv("PGHOST"), getenv("PGPORT"), role);
 	cfg.conninfo = conninfo;
