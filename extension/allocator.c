@@ -523,15 +523,8 @@ connbudget_allocator_main(Datum main_arg pg_attribute_unused())
 		long		wait_ms;
 
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ShutdownRequestPending)
-			proc_exit(0);
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
+		if (cb_worker_interrupts())
 			cb_publish_settings();
-		}
 
 		wait_ms = cb_allocator_cycle();
 		if (wait_ms < 0)

@@ -20,6 +20,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 
 #include "connbudget.h"
@@ -47,6 +49,24 @@ cb_register_worker(const char *function, const char *name, BgWorkerStartTime sta
 	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
 	strlcpy(worker.bgw_type, name, BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * What a worker of this library does whenever its latch wakes it: serve
+ * interrupts, exit cleanly on shutdown (exit 0, no FATAL in the log), and
+ * re-read the configuration on SIGHUP.  Returns whether it did that.
+ */
+bool
+cb_worker_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ShutdownRequestPending)
+		proc_exit(0);
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
 }
 
 void

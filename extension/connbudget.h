@@ -4,7 +4,8 @@
  *	  Declarations shared by the files of the connbudget extension.
  *
  * Files, one per concern, in the order data flows through them:
- *	  connbudget.c	_PG_init: wires settings, hooks and the two workers
+ *	  connbudget.c	_PG_init: wires settings, hooks and the two workers;
+ *					what both workers do when their latch wakes them
  *	  guc.c			the connbudget.* settings (those of the protocol are
  *					share.c's)
  *	  connect.c		the connect-time hook: identity, and reporting verdicts
@@ -77,6 +78,10 @@
 #define CB_MAX_MAX_PODS		1000000
 /* How often the worker re-reads limits even when nobody asked it to. */
 #define CB_WORKER_RELOAD_MS	10000
+
+/* ---- connbudget.c ---- */
+
+extern bool cb_worker_interrupts(void);
 
 /* ---- guc.c ---- */
 

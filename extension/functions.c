@@ -109,6 +109,19 @@ cb_result_desc(FunctionCallInfo fcinfo)
 	return desc;
 }
 
+/* A row of integer columns, none NULL, as the function's result. */
+static Datum
+cb_integer_row(FunctionCallInfo fcinfo, const int32 *columns, int n)
+{
+	Datum		values[16];
+	bool		nulls[16] = {false};
+
+	Assert(n >= 0 && (size_t) n <= lengthof(values));
+	for (int i = 0; i < n; i++)
+		values[i] = Int32GetDatum(columns[i]);
+	return HeapTupleGetDatum(heap_form_tuple(cb_result_desc(fcinfo), values, nulls));
+}
+
 /*
  * pool_share(demand int default null): renew this session's pod lease,
  * record its demand (NULL = unbounded) and return its share.
@@ -118,8 +131,6 @@ connbudget_pool_share(PG_FUNCTION_ARGS)
 {
 	int32		demand = CB_UNBOUNDED;
 	CbShare		share;
-	Datum		values[6];
-	bool		nulls[6] = {false};
 
 	cb_require_preload();
 	if (!PG_ARGISNULL(0))
@@ -142,38 +153,23 @@ connbudget_pool_share(PG_FUNCTION_ARGS)
 	}
 	cb_pool_share(demand, &share);
 
-	values[0] = Int32GetDatum(share.max_size);
-	values[1] = Int32GetDatum(share.min_size);
-	values[2] = Int32GetDatum(share.allocation);
-	values[3] = Int32GetDatum(share.pods);
-	values[4] = Int32GetDatum(share.budget);
-	values[5] = Int32GetDatum(share.refresh_ms);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(cb_result_desc(fcinfo),
-													  values, nulls)));
+	PG_RETURN_DATUM(cb_integer_row(fcinfo, (int32[]) {
+		share.max_size, share.min_size, share.allocation, share.pods,
+		share.budget, share.refresh_ms}, 6));
 }
 
 Datum
 connbudget_read_budget(PG_FUNCTION_ARGS)
 {
 	CbBudgetRow row;
-	Datum		values[10];
-	bool		nulls[10] = {false};
 
 	cb_require_preload();
 	cb_snapshot_budget(&row);
 
-	values[0] = Int32GetDatum(row.max_connections);
-	values[1] = Int32GetDatum(row.superuser_reserved);
-	values[2] = Int32GetDatum(row.reserved_connections);
-	values[3] = Int32GetDatum(row.extension_reserved);
-	values[4] = Int32GetDatum(row.budget);
-	values[5] = Int32GetDatum(row.governed);
-	values[6] = Int32GetDatum(row.other);
-	values[7] = Int32GetDatum(row.free);
-	values[8] = Int32GetDatum(row.applications);
-	values[9] = Int32GetDatum(row.pods);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(cb_result_desc(fcinfo),
-													  values, nulls)));
+	PG_RETURN_DATUM(cb_integer_row(fcinfo, (int32[]) {
+		row.max_connections, row.superuser_reserved, row.reserved_connections,
+		row.extension_reserved, row.budget, row.governed, row.other, row.free,
+		row.applications, row.pods}, 10));
 }
 
 Datum

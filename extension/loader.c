@@ -181,15 +181,9 @@ connbudget_loader_main(Datum main_arg pg_attribute_unused())
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 Min(wait_ms, CB_WORKER_RELOAD_MS), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-			if (ShutdownRequestPending)
-				proc_exit(0);
-
-			if (ConfigReloadPending)
+			if (cb_worker_interrupts())
 			{
 				/* pg_reload_conf() re-reads the limits too, as it always has */
-				ConfigReloadPending = false;
-				ProcessConfigFile(PGC_SIGHUP);
 				(void) cb_take_reload_request();
 				break;
 			}
