@@ -8,8 +8,10 @@
 # Checked: the budget, each application's allocation, connections, demand,
 # cap and refused count, and each pod's share and connections are exported
 # with the views' values, each with its help text and type, and no client
-# address is; the pod example serves its pool's metrics; promtool test
-# rules passes test/monitoring/alerts_test.yml.
+# address is; the pod example serves its pool's metrics; Debian's
+# Prometheus scrapes both and every panel of monitoring/grafana-dashboard.json
+# returns plausible series (test/monitoring/panels.py); promtool test rules
+# passes test/monitoring/alerts_test.yml and recording_test.yml.
 #
 # Budget: 60 - 0 - 10 = 50.  "api" is capped at 3.
 set -uo pipefail
@@ -169,11 +171,67 @@ ok "$(check grep -q '^# TYPE cbpool_acquired_total counter' "$podm")" "its count
 ok "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/other" | grep -q 404; echo $?)" \
     "any other path is 404"
 
-# ---- the example alert rules ----
+# ---- the dashboard, every panel against Prometheus ----
 
-ok "$(check promtool check rules monitoring/alerts.yml)" "promtool accepts monitoring/alerts.yml"
+# api keeps being refused (its cap is full), so that refusals have a rate
+( while :; do
+      PGAPPNAME=api PGOPTIONS="-c connbudget.pod=api-3" PGUSER=apiuser psql -X -q -c "SELECT 1" \
+          >/dev/null 2>&1
+      sleep 0.3
+  done ) &
+pids+=($!)
+pport=$(cluster_free_port)
+cat >"$work/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: postgres
+    static_configs:
+      - targets: ['127.0.0.1:$eport']
+  - job_name: pods
+    static_configs:
+      - targets: ['127.0.0.1:$mport']
+EOF
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+    --web.listen-address="127.0.0.1:$pport" >"$work/prometheus.log" 2>&1 &
+pids+=($!)
+# the number of series a query returns
+promql() {
+    curl -sf "http://127.0.0.1:$pport/api/v1/query" --data-urlencode "query=$1" |
+        python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null
+}
+# both targets up, and enough samples for a rate of api's refusals
+ready=1
+for _ in $(seq 150); do
+    if [ "$(promql 'up == 1')" = 2 ] &&
+       [ "$(promql 'rate(connbudget_application_refused_total{application_name="api"}[30s]) > 0')" = 1 ] &&
+       [ "$(promql 'count_over_time(cbpool_share[1m]) >= 5')" = 1 ]; then
+        ready=0
+        break
+    fi
+    sleep 0.2
+done
+ok $ready "Debian's Prometheus on 127.0.0.1:$pport scrapes postgres_exporter and the pod every second"
+[ $ready = 0 ] || tail -5 "$work/prometheus.log" | sed 's/^/# /'
+python3 test/monitoring/panels.py "http://127.0.0.1:$pport" monitoring/grafana-dashboard.json \
+    $((n + 1)) >"$work/panels.tap" 2>&1
+panels_status=$?
+cat "$work/panels.tap"
+n=$((n + $(grep -Ec '^(not )?ok ' "$work/panels.tap")))
+failures=$((failures + $(grep -c '^not ok ' "$work/panels.tap")))
+if [ $panels_status != 0 ] && [ "$(grep -c '^not ok ' "$work/panels.tap")" = 0 ]; then
+    ok 1 "test/monitoring/panels.py ran to its end"
+fi
+
+# ---- the example alert and recording rules ----
+
+ok "$(check promtool check rules monitoring/alerts.yml monitoring/recording.yml)" \
+    "promtool accepts monitoring/alerts.yml and monitoring/recording.yml"
 ok "$(cd test/monitoring && check promtool test rules alerts_test.yml)" \
-    "the alerts fire when an application is refused and when less than 10% of the budget is free"
+    "the alerts fire when an application is refused, when less than 10% of the budget is free and when a pool's circuit stays open"
+ok "$(cd test/monitoring && check promtool test rules recording_test.yml)" \
+    "the recording rules compute the budget in use, refusals per minute, headroom and the slowest pool's p99"
 
 echo "1..$n"
 [ "$failures" = 0 ]
