@@ -76,8 +76,10 @@ checks = {
         "A": (lambda s: series(s, application_name="api") and
               series(s, application_name="api")[0] > 0, "api refused more than 0 a minute"),
     },
-    "Demand": {"A": (lambda s: series(s, application_name="api") and
-                     series(s, application_name="api")[0] >= 3, "api demands at least what it holds")},
+    "Demand": {
+        "A": (lambda s: series(s, application_name="api") and
+              series(s, application_name="api")[0] >= 3, "api demands at least what it holds"),
+    },
     "Pods per application": {
         "A": (lambda s: series(s, application_name="api") and
               series(s, application_name="api")[0] >= 2 and
