@@ -3726,6 +3726,21 @@ static int cbpool__check_share_words(const PGresult *res, long long v[4], int *s
             return CBPOOL__BAD_TEXT * 16;
         }
         k = (size_t)(eq - p);
+        if (k < sizeof word && n - k - 1 >= sizeof value) {
+            /* a value longer than any this pool knows: wrong for a known
+               key (no value of one is this long), a later version's word
+               for an unknown one */
+            memcpy(word, p, k);
+            word[k] = '\0';
+            for (i = 0; i < 4 && strcmp(word, names[i]) != 0; i++)
+                ;
+            if (i < 4 || strcmp(word, "status") == 0 || strcmp(word, "sqlstate") == 0 ||
+                strcmp(word, "reason") == 0 || strcmp(word, "protocol") == 0) {
+                snprintf(why, whylen, "%s is %s: %s has a value of %zu bytes", what, quoted, word,
+                         n - k - 1);
+                return CBPOOL__BAD_TEXT * 16 + 8;
+            }
+        }
         if (k >= sizeof word || n - k - 1 >= sizeof value) {
             /* longer than any word this pool knows: a later version's */
             p += n;

@@ -96,10 +96,24 @@ cb_clean_name(const char *name, bool escape_bytes, char *out)
 
 	if (len > CB_ID_MAX)
 	{
-		len = CB_ID_MAX;
-		/* back up over the continuation bytes of a character cut in two */
-		while (len > 0 && (((unsigned char) name[len]) & 0xC0) == 0x80)
-			len--;
+		/*
+		 * Whole characters, each as long as its first byte says, as
+		 * pg_mbcliplen() cuts UTF-8 (also when the bytes that follow are
+		 * not what that first byte promises).
+		 */
+		size_t		cut = 0;
+
+		for (;;)
+		{
+			unsigned char c = (unsigned char) name[cut];
+			size_t		l = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 :
+				(c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+
+			if (cut + l > CB_ID_MAX)
+				break;
+			cut += l;
+		}
+		len = cut;
 	}
 	for (size_t i = 0; i < len && o < CB_ID_MAX; i++)
 	{

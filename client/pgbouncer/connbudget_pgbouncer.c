@@ -82,6 +82,7 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -212,7 +213,8 @@ static const char *quote(const char *in, char *out, size_t outlen)
     out[n++] = '"';
     for (int i = 0; in && in[i]; i++) {
         unsigned char ch = (unsigned char)in[i];
-        if (i == 64 || n + 8 > outlen) {
+        /* room for the longest escape, then "...", the quote and the NUL */
+        if (i == 64 || n + 9 > outlen) {
             memcpy(out + n, "...", 3);
             n += 3;
             break;
@@ -311,7 +313,7 @@ static int parse_share(const char *text, Share *s, char *why, size_t whylen)
         {"refresh_ms", REFRESH_MIN_MS, REFRESH_MAX_MS, offsetof(Share, refresh_ms)},
         {"allocation", 0, SHARE_MAX, offsetof(Share, allocation)},
         {"pods", 0, SHARE_MAX, offsetof(Share, pods)},
-        {"protocol", 1, 1000, offsetof(Share, protocol)}};
+        {"protocol", 2, 1000, offsetof(Share, protocol)}};
     static const char *const statuses[] = {"ok", "other", "left", "refused"};
     char status[16] = "", q[96], q2[96];
     const char *p = text;
@@ -329,9 +331,30 @@ static int parse_share(const char *text, Share *s, char *why, size_t whylen)
         bool bad = false;
         long long v;
 
-        if (len == 0 || klen == 0 || klen >= len || klen >= sizeof key || len - klen - 1 >= sizeof value) {
+        if (len == 0 || klen == 0 || klen >= len) {
             snprintf(why, whylen, "a word that is not key=value in %s", quote(text, q, sizeof q));
             return -1;
+        }
+        if (klen >= sizeof key || len - klen - 1 >= sizeof value) {
+            /* longer than any word known here: wrong for a known key, a
+               later version's word (skipped) for an unknown one */
+            bool known = false;
+            for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+                known |= klen == strlen(ints[i].key) && strncmp(p, ints[i].key, klen) == 0;
+            known |= (klen == 6 && strncmp(p, "status", 6) == 0) ||
+                     (klen == 8 && strncmp(p, "sqlstate", 8) == 0) ||
+                     (klen == 6 && strncmp(p, "reason", 6) == 0);
+            if (known) {
+                snprintf(why, whylen, "a value of %zu bytes in %s", len - klen - 1,
+                         quote(text, q, sizeof q));
+                return -1;
+            }
+            p += len;
+            if (*p == ' ' && *++p == '\0') {
+                snprintf(why, whylen, "a share that ends in a space");
+                return -1;
+            }
+            continue;
         }
         memcpy(key, p, klen);
         key[klen] = '\0';
@@ -638,6 +661,9 @@ static int refusal_pace_ms(const char *msg)
         for (p = p ? p + strlen(marks[i]) : ""; *p >= '0' && *p <= '9' && n < sizeof digits - 1; p++)
             digits[n++] = *p;
         digits[n] = '\0';
+        /* the number must end its word: "1000abc" or a 12th digit is no pace */
+        if (isalnum((unsigned char)*p) || *p == '_')
+            continue;
         if (parse_int(digits, REFRESH_MIN_MS, REFRESH_MAX_MS, &v) == 0)
             return (int)v;
     }
@@ -988,8 +1014,10 @@ static PGresult *admin_run(Controller *c, const char *sql, bool tuples, int kind
 static int column(Controller *c, PGresult *res, const char *what, const char *name)
 {
     int col = PQfnumber(res, name);
-    if (col < 0 || PQfformat(res, col) != 0)
+    if (col < 0 || PQfformat(res, col) != 0) {
         fail(c, K_ADMIN_INVALID, LOG_ERROR, "%s has no column %s: is this PgBouncer?", what, name);
+        return -1;
+    }
     return col;
 }
 
@@ -998,7 +1026,8 @@ static int sample_pools(Controller *c)
 {
     static const char *const names[] = {"database", "user", "cl_waiting", "sv_active", "sv_idle",
                                         "sv_used", "sv_tested", "sv_login"};
-    int col[8], busy = 0, servers = 0, waiting = 0;
+    int col[8];
+    long long busy = 0, servers = 0, waiting = 0;
     char user0[NAME_LEN] = "", q1[96], q2[96];
     PGresult *res = admin_run(c, "SHOW POOLS", true, K_ADMIN_QUERY);
 
@@ -1022,9 +1051,15 @@ static int sample_pools(Controller *c)
                 PQclear(res);
                 return -1;
             }
-        waiting += (int)v[0];
-        busy += (int)(v[1] + v[0] + v[5]);
-        servers += (int)(v[1] + v[2] + v[3] + v[4] + v[5]);
+        waiting += v[0];
+        busy += v[1] + v[0] + v[5];
+        servers += v[1] + v[2] + v[3] + v[4] + v[5];
+        if (busy > COUNT_MAX || servers > COUNT_MAX || waiting > COUNT_MAX) {
+            fail(c, K_ADMIN_INVALID, LOG_ERROR, "SHOW POOLS: more than %d connections or clients "
+                 "in all: the sample is not taken", COUNT_MAX);
+            PQclear(res);
+            return -1;
+        }
         if (!user0[0])
             snprintf(user0, sizeof user0, "%s", user);
         else if (strcmp(user0, user) != 0 && !c->users_said) {
@@ -1036,13 +1071,13 @@ static int sample_pools(Controller *c)
         }
     }
     PQclear(res);
-    c->busy = busy;
-    c->servers = servers;
-    c->waiting = waiting;
-    note_busy(c, busy);
+    c->busy = (int)busy;
+    c->servers = (int)servers;
+    c->waiting = (int)waiting;
+    note_busy(c, (int)busy);
     pthread_mutex_lock(&metrics_lock);
-    metrics.server_connections = servers;
-    metrics.clients_waiting = waiting;
+    metrics.server_connections = (int)servers;
+    metrics.clients_waiting = (int)waiting;
     pthread_mutex_unlock(&metrics_lock);
     return 0;
 }
