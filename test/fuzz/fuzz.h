@@ -144,4 +144,26 @@ fz_fail(const char *file, int line, const char *fmt, ...)
 #define FZ_CHECK(cond, ...) \
 	do { if (!(cond)) fz_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
 
+/*
+ * The input as a tag and a text: the first byte says what the rest is, the
+ * rest becomes a NUL-terminated copy (malloc'd, len bytes before the NUL).
+ * NULL for inputs longer than 64 kB, which no parser is sent.
+ */
+static inline char *
+fz_tagged_text(const uint8_t *data, size_t size, char *tag, size_t *len)
+{
+	char	   *text;
+
+	if (size > 65536)
+		return NULL;
+	*tag = size > 0 ? (char) data[0] : 'x';
+	*len = size > 0 ? size - 1 : 0;
+	text = malloc(*len + 1);
+	if (text == NULL)
+		abort();
+	memcpy(text, data + (size > 0), *len);
+	text[*len] = '\0';
+	return text;
+}
+
 #endif							/* CONNBUDGET_FUZZ_H */

@@ -630,15 +630,12 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char	   *text;
-	size_t		len = size > 0 ? size - 1 : 0;
-	char		what = size > 0 ? (char) data[0] : 'x';
+	size_t		len;
+	char		what;
+	char	   *text = fz_tagged_text(data, size, &what, &len);
 
-	if (size > 65536)
+	if (text == NULL)
 		return 0;
-	text = malloc(len + 1);
-	memcpy(text, data + (size > 0), len);
-	text[len] = '\0';
 	switch (what)
 	{
 		case 'S':
