@@ -5,12 +5,8 @@
 # (test/run passes it), which make dist archives with git.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-n=0
-failures=0
-ok() {
-    n=$((n + 1))
-    if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failures=$((failures + 1)); fi
-}
+# shellcheck source=../lib/tap.sh
+source test/lib/tap.sh
 work=$(mktemp -d "${CB_WORK:-/tmp}/dist.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" connbudget.control)

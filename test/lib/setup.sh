@@ -14,7 +14,7 @@ command -v npm >/dev/null || CB_PACKAGES_ADAPTERS="$CB_PACKAGES_ADAPTERS nodejs 
 
 # Debian packages each job needs (PostgreSQL 15 from Debian 12).
 CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
-CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 git pgbouncer iproute2 clang libclang-rt-14-dev libfuzzer-14-dev $CB_PACKAGES_ADAPTERS"
+CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 python3-yaml git pgbouncer iproute2 clang libclang-rt-14-dev libfuzzer-14-dev $CB_PACKAGES_ADAPTERS"
 CB_PACKAGES_DEMO="$CB_PACKAGES_BUILD gnuplot-nox"
 CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer"
 

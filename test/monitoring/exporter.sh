@@ -19,18 +19,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=../lib/cluster.sh
 source test/lib/cluster.sh
 
-n=0
-failures=0
-ok() {
-    n=$((n + 1))
-    if [ "$1" = 0 ]; then
-        echo "ok $n - $2"
-    else
-        echo "not ok $n - $2"
-        failures=$((failures + 1))
-    fi
-}
-check() { "$@" >/dev/null 2>&1; echo $?; }
+# shellcheck source=../lib/tap.sh
+source test/lib/tap.sh
 
 work=$(mktemp -d "${CB_WORK:-/tmp}/monitoring.XXXXXX")
 dir="$work/cluster"
