@@ -15,6 +15,7 @@
  */
 #define CBPOOL_IMPLEMENTATION
 #include "../client/connbudget_pool.h"
+#include "../test/lib/pool_load.h"
 #include "bench.h"
 
 #include <signal.h>
@@ -25,63 +26,16 @@
 
 #define LOAD_THREADS 16
 
-static int	stop;
-static cbpool *pool;
-
-static void
-on_term(int sig)
-{
-	(void) sig;
-	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
-}
-
-static void *
-load(void *arg)
-{
-	(void) arg;
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
-	{
-		PGconn	   *conn = cbpool_acquire(pool, 1000);
-
-		if (!conn)
-			continue;
-		PQclear(PQexec(conn, "SELECT pg_sleep(0.005)"));
-		cbpool_release(pool, conn);
-	}
-	return NULL;
-}
-
+/* A pod of application "conv", under more load than the budget allows. */
 static pid_t
 start_pod(const char *pod)
 {
-	pid_t		pid;
+	cbpool_config cfg = cbpool_config_default();
 
-	fflush(stdout);
-	pid = fork();
-	if (pid == 0)
-	{
-		cbpool_config cfg = cbpool_config_default();
-		pthread_t	threads[LOAD_THREADS];
-		char		err[256];
-
-		signal(SIGTERM, on_term);
-		cfg.application_name = "conv";
-		cfg.pod = pod;
-		cfg.conninfo = "user=conv_user";
-		pool = cbpool_open(&cfg, err, sizeof(err));
-		if (!pool)
-		{
-			fprintf(stderr, "%s\n", err);
-			_exit(1);
-		}
-		for (int i = 0; i < LOAD_THREADS; i++)
-			pthread_create(&threads[i], NULL, load, NULL);
-		for (int i = 0; i < LOAD_THREADS; i++)
-			pthread_join(threads[i], NULL);
-		cbpool_close(pool);
-		_exit(0);
-	}
-	return pid;
+	cfg.application_name = "conv";
+	cfg.pod = pod;
+	cfg.conninfo = "user=conv_user";
+	return pod_start(&cfg, LOAD_THREADS, "SELECT pg_sleep(0.005)", 1000);
 }
 
 /* connections and share of pods p0..p2 (-1 if absent) */

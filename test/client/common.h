@@ -1,6 +1,7 @@
 /*
  * common.h -- shared by the client pool tests: the pool's implementation,
- * TAP, libpq helpers and a logger that remembers what the pool said.
+ * TAP, libpq helpers, a logger that remembers what the pool said, threads
+ * that wait for a connection, and a TCP relay in front of the server.
  */
 #ifndef CONNBUDGET_TEST_CLIENT_COMMON_H
 #define CONNBUDGET_TEST_CLIENT_COMMON_H
@@ -9,6 +10,11 @@
 #include "../../client/connbudget_pool.h"
 
 #include "../lib/pgtest.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 /* ---- a logger that keeps every message ---- */
 
@@ -172,6 +178,237 @@ query_works(PGconn *conn)
 
 	PQclear(res);
 	return ok;
+}
+
+/* Acquire a connection, run a query on it and release it: did it work? */
+static inline int
+pool_serves(cbpool *pool, int timeout_ms)
+{
+	PGconn	   *conn = cbpool_acquire(pool, timeout_ms);
+	int			works = conn != NULL && query_works(conn);
+
+	if (conn)
+		cbpool_release(pool, conn);
+	return works;
+}
+
+/* The value of an lvalue, read under a mutex. */
+#define locked_read(lock, value) \
+	({ \
+		pthread_mutex_lock(lock); \
+		__typeof__(value) value_ = (value); \
+		pthread_mutex_unlock(lock); \
+		value_; \
+	})
+
+typedef void (*test_fn) (void);
+
+/*
+ * The main() of a file whose tests share its connection "admin": connect
+ * it as the superuser, create the extension, run the tests (a NULL-ended
+ * list) in order, and report.
+ */
+static inline int
+run_tests(PGconn **admin, const test_fn *tests)
+{
+	*admin = pg_connect_or_bail("application_name=admin");
+	pg_exec(*admin, "CREATE EXTENSION connbudget");
+	for (; *tests; tests++)
+		(*tests) ();
+	PQfinish(*admin);
+	return done_testing();
+}
+
+/* ---- threads that wait for a connection ---- */
+
+/* The order in which waiters were served (their indexes). */
+typedef struct ServedOrder
+{
+	pthread_mutex_t lock;
+	int			index[64];
+	int			n;
+} ServedOrder;
+
+#define SERVED_ORDER_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
+
+/* Were the first n served in the order of their indexes, 0 first? */
+static inline int
+served_in_order(const ServedOrder *order, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (order->index[i] != i)
+			return 0;
+	return 1;
+}
+
+/*
+ * A thread that waits up to timeout_ms for a connection of pool.  With an
+ * order, once served it writes its index there, holds the connection
+ * hold_ms and releases it; without one, it keeps the connection in conn.
+ */
+typedef struct Waiter
+{
+	cbpool	   *pool;
+	int			index;
+	int			timeout_ms;
+	int			hold_ms;
+	ServedOrder *order;
+	/* out */
+	PGconn	   *conn;
+	cbpool_error error;
+	double		waited;			/* seconds */
+	pthread_t	thread;
+} Waiter;
+
+static inline void *
+waiter_main(void *arg)
+{
+	Waiter	   *w = arg;
+	double		t0 = now_seconds();
+
+	w->conn = cbpool_acquire(w->pool, w->timeout_ms);
+	w->error = cbpool_last_error();
+	w->waited = now_seconds() - t0;
+	if (w->conn && w->order)
+	{
+		pthread_mutex_lock(&w->order->lock);
+		w->order->index[w->order->n++] = w->index;
+		pthread_mutex_unlock(&w->order->lock);
+		sleep_ms(w->hold_ms);
+		cbpool_release(w->pool, w->conn);
+	}
+	return NULL;
+}
+
+static inline void
+waiter_start(Waiter *w)
+{
+	pthread_create(&w->thread, NULL, waiter_main, w);
+}
+
+/* ---- a TCP relay in front of the test server ---- */
+
+/*
+ * It listens on a port of its own on 127.0.0.1 and, for each client it
+ * accepts, connects to the server and calls serve(relay, client, server)
+ * on a thread of the pair's own; when serve() returns, both sockets are
+ * closed.  serve() relays until relay->stop (it looks at least every 100
+ * ms) or either side ends.
+ */
+typedef struct TcpRelay TcpRelay;
+
+struct TcpRelay
+{
+	void		(*serve) (TcpRelay *relay, int client, int server);
+	int			listen_fd;
+	int			port;
+	int			stop;
+	int			pairs;			/* connections being relayed */
+	pthread_t	thread;
+};
+
+typedef struct TcpRelayPair
+{
+	TcpRelay   *relay;
+	int			client;
+	int			server;
+} TcpRelayPair;
+
+static inline void *
+tcp_relay_pair_main(void *arg)
+{
+	TcpRelayPair *p = arg;
+
+	p->relay->serve(p->relay, p->client, p->server);
+	close(p->client);
+	close(p->server);
+	__atomic_fetch_sub(&p->relay->pairs, 1, __ATOMIC_RELEASE);
+	free(p);
+	return NULL;
+}
+
+static inline void *
+tcp_relay_main(void *arg)
+{
+	TcpRelay   *r = arg;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+	{
+		struct pollfd pfd = {.fd = r->listen_fd, .events = POLLIN};
+		struct sockaddr_in to = {.sin_family = AF_INET};
+		TcpRelayPair *p;
+		pthread_t	t;
+		int			one = 1;
+
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		p = malloc(sizeof(TcpRelayPair));
+		if (!p)
+			bail_out("relay: out of memory");
+		p->relay = r;
+		p->client = accept(r->listen_fd, NULL, NULL);
+		p->server = socket(AF_INET, SOCK_STREAM, 0);
+		to.sin_port = htons(atoi(getenv("PGPORT") ? getenv("PGPORT") : "5432"));
+		to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (p->client < 0 || p->server < 0 ||
+			connect(p->server, (struct sockaddr *) &to, sizeof(to)) != 0)
+			bail_out("relay: %s", strerror(errno));
+		/* as libpq and the server do: every message goes out at once */
+		setsockopt(p->client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(p->server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		__atomic_fetch_add(&r->pairs, 1, __ATOMIC_RELAXED);
+		pthread_create(&t, NULL, tcp_relay_pair_main, p);
+		pthread_detach(t);
+	}
+	return NULL;
+}
+
+/* Listen, and relay each client with serve() from now on. */
+static inline void
+tcp_relay_start(TcpRelay *r, void (*serve) (TcpRelay *relay, int client, int server))
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET};
+	socklen_t	len = sizeof(addr);
+
+	memset(r, 0, sizeof(*r));
+	r->serve = serve;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *) &addr, sizeof(addr)) != 0 ||
+		listen(r->listen_fd, 64) != 0 ||
+		getsockname(r->listen_fd, (struct sockaddr *) &addr, &len) != 0)
+		bail_out("relay: %s", strerror(errno));
+	r->port = ntohs(addr.sin_port);
+	pthread_create(&r->thread, NULL, tcp_relay_main, r);
+}
+
+/* Stop accepting, and wait (up to 5 s) until every pair has ended. */
+static inline void
+tcp_relay_stop(TcpRelay *r)
+{
+	__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
+	pthread_join(r->thread, NULL);
+	close(r->listen_fd);
+	for (int i = 0; i < 500 && __atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE); i++)
+		sleep_ms(10);
+	if (__atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE))
+		bail_out("the relay's connections did not end");
+}
+
+/*
+ * A conninfo for a pool through the relay (a static buffer): no SSL or GSS
+ * negotiation, so that after the client's startup message every byte
+ * either way is in a message, in the clear.
+ */
+static inline const char *
+tcp_relay_conninfo(const TcpRelay *r)
+{
+	static char conninfo[256];
+
+	snprintf(conninfo, sizeof(conninfo),
+			 "host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable "
+			 "gssencmode=disable", r->port);
+	return conninfo;
 }
 
 #endif							/* CONNBUDGET_TEST_CLIENT_COMMON_H */

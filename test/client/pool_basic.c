@@ -83,9 +83,7 @@ test_reset_on_release(void)
 	cbpool_release(pool, conn);
 	s = stats_of(pool);
 	is_int(s.closed_broken, 1, "a connection released with a query in flight is discarded");
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn), "and replaced by a working one");
-	cbpool_release(pool, conn);
+	ok(pool_serves(pool, 5000), "and replaced by a working one");
 	cbpool_close(pool);
 }
 
@@ -136,9 +134,7 @@ test_dead_connections(void)
 		ok(PQstatus(conn) == CONNECTION_BAD, "terminating a busy connection breaks it");
 	}
 	cbpool_release(pool, conn);
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn), "it is discarded on release and replaced");
-	cbpool_release(pool, conn);
+	ok(pool_serves(pool, 5000), "it is discarded on release and replaced");
 	cbpool_close(pool);
 
 	/* validation with a round trip after validate_idle_ms */
@@ -147,9 +143,7 @@ test_dead_connections(void)
 	conn = cbpool_acquire(pool, 5000);
 	cbpool_release(pool, conn);
 	sleep_ms(20);
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn), "validate_idle_ms = 0: every hand-out is validated");
-	cbpool_release(pool, conn);
+	ok(pool_serves(pool, 5000), "validate_idle_ms = 0: every hand-out is validated");
 	cbpool_close(pool);
 }
 
@@ -158,7 +152,6 @@ test_without_thread(void)
 {
 	cbpool_config cfg = test_config("basic", "pod-loop");
 	cbpool	   *pool;
-	PGconn	   *conn;
 	char		err[256];
 	cbpool_stats_t s;
 
@@ -167,10 +160,8 @@ test_without_thread(void)
 	ok(pool != NULL, "a pool without its background thread opens");
 	for (int i = 0; i < 5; i++)
 		cbpool_maintain(pool);
-	conn = cbpool_acquire(pool, 10000);
-	ok(conn != NULL && query_works(conn),
+	ok(pool_serves(pool, 10000),
 	   "without the thread, acquire drives the maintenance itself and connects");
-	cbpool_release(pool, conn);
 	ok(wait_stat(pool, (cbpool_maintain(pool), s.budget_refreshes >= 1), 5000),
 	   "cbpool_maintain() refreshes the share");
 	cbpool_close(pool);
@@ -285,10 +276,8 @@ test_fast_path(void)
 		pg_wait_for(admin, sql, 0, 10000);
 	}
 	sleep_ms(50);
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn),
+	ok(pool_serves(pool, 5000),
 	   "after the server ended a parked connection, acquire gives a working one");
-	cbpool_release(pool, conn);
 
 	/* threads handing 2 connections around: parked ones reach waiters */
 	{
@@ -379,15 +368,7 @@ test_fast_path(void)
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_acquire_release();
-	test_reset_on_release();
-	test_dead_connections();
-	test_without_thread();
-	test_fast_path();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_acquire_release, test_reset_on_release,
+										  test_dead_connections, test_without_thread,
+										  test_fast_path, NULL});
 }

@@ -9,6 +9,7 @@
  * cluster: max_connections=40 superuser_reserved_connections=0 connbudget.reserved_connections=10 connbudget.pod_ttl=1500 connbudget.refresh_interval=200
  */
 #include "common.h"
+#include "../lib/pool_load.h"
 
 #define BUDGET 30
 #define REFRESH_MS 200
@@ -17,71 +18,22 @@
 
 /* ---- a pod: a process with a pool under more load than it can get ---- */
 
-static int	pod_stop;
-static cbpool *pod_pool;
-
-static void
-pod_on_term(int sig)
-{
-	(void) sig;
-	__atomic_store_n(&pod_stop, 1, __ATOMIC_RELAXED);
-}
-
-static void *
-pod_load(void *arg)
-{
-	(void) arg;
-	while (!__atomic_load_n(&pod_stop, __ATOMIC_RELAXED))
-	{
-		PGconn	   *conn = cbpool_acquire(pod_pool, 2000);
-
-		if (!conn)
-			continue;
-		PQclear(PQexec(conn, "SELECT pg_sleep(0.01)"));
-		cbpool_release(pod_pool, conn);
-	}
-	return NULL;
-}
-
-static void
-pod_main(const char *pod)
-{
-	cbpool_config cfg = test_config("shop", pod);
-	pthread_t	threads[LOAD_THREADS];
-	char		err[256];
-	char		conninfo[512];
-
-	/* a plain role: the server's limits apply (superusers are never refused) */
-	snprintf(conninfo, sizeof(conninfo), "%s user=shop_user", cluster_conninfo());
-	cfg.conninfo = conninfo;
-
-	signal(SIGTERM, pod_on_term);
-	cfg.logger.func = NULL;		/* default: warnings to stderr */
-	pod_pool = cbpool_open(&cfg, err, sizeof(err));
-	if (!pod_pool)
-	{
-		fprintf(stderr, "pod %s: %s\n", pod, err);
-		_exit(1);
-	}
-	for (int i = 0; i < LOAD_THREADS; i++)
-		pthread_create(&threads[i], NULL, pod_load, NULL);
-	for (int i = 0; i < LOAD_THREADS; i++)
-		pthread_join(threads[i], NULL);
-	cbpool_close(pod_pool);
-	_exit(0);
-}
-
+/* A pod of application "shop": a process with a pool under more load than
+   it can get, as a plain role, so that the server's limits apply
+   (superusers are never refused). */
 static pid_t
 start_pod(const char *pod)
 {
+	cbpool_config cfg = test_config("shop", pod);
+	char		conninfo[512];
 	pid_t		pid;
 
-	fflush(stdout);
-	pid = fork();
+	snprintf(conninfo, sizeof(conninfo), "%s user=shop_user", cluster_conninfo());
+	cfg.conninfo = conninfo;
+	cfg.logger.func = NULL;		/* default: warnings to stderr */
+	pid = pod_start(&cfg, LOAD_THREADS, "SELECT pg_sleep(0.01)", 2000);
 	if (pid < 0)
 		bail_out("fork: %s", strerror(errno));
-	if (pid == 0)
-		pod_main(pod);
 	return pid;
 }
 

@@ -35,13 +35,7 @@ static cbpool_cluster *cl;
 static PGconn *
 admin_on(int host)
 {
-	char		p[32];
-	char		st[6],
-				msg[1024];
-
-	snprintf(p, sizeof(p), "port=%s", ports[host]);
-	return pg_connect_ex(st, msg, sizeof(msg), p, "application_name=admin",
-						 (const char *) NULL);
+	return pg_connect_port(ports[host]);
 }
 
 static int
@@ -76,36 +70,83 @@ static double promoted_at;
 static long writes_done;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Run sql on a connection of the cluster for this access, waiting up to
+   2 s for one; its result, or NULL if there was none. */
+static PGresult *
+through_cluster(int access, const char *sql)
+{
+	PGconn	   *conn = cbpool_cluster_acquire(cl, access, 2000);
+	PGresult   *res;
+
+	if (!conn)
+		return NULL;
+	res = PQexec(conn, sql);
+	cbpool_cluster_release(cl, conn);
+	return res;
+}
+
+/*
+ * Run sql through the cluster for this access again and again until
+ * stop_load, handing each result (NULL: there was no connection) to
+ * tally(), which says how long to pause before the next, in ms.
+ */
+static void
+load_loop(int access, const char *sql, int (*tally) (const PGresult *res))
+{
+	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE))
+	{
+		PGresult   *res = through_cluster(access, sql);
+		int			pause = tally(res);
+
+		PQclear(res);
+		if (pause > 0)
+			sleep_ms(pause);
+	}
+}
+
+/* A read: which host served it, or a failure. */
+static int
+tally_read(const PGresult *res)
+{
+	int			host = res && PQresultStatus(res) == PGRES_TUPLES_OK ?
+		host_of_port(PQgetvalue(res, 0, 0)) : -1;
+
+	pthread_mutex_lock(&lock);
+	if (host >= 0)
+		served_by[host]++;
+	else
+	{
+		read_failures++;
+		last_read_failure = now_seconds();
+	}
+	pthread_mutex_unlock(&lock);
+	return host < 0 ? 5 : 0;
+}
+
+/* A write: one more row, and the first after the promotion. */
+static int
+tally_write(const PGresult *res)
+{
+	int			done = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+	if (!res)
+		return 5;
+	pthread_mutex_lock(&lock);
+	if (done)
+	{
+		writes_done++;
+		if (promoted_at > 0 && first_write_after == 0)
+			first_write_after = now_seconds();
+	}
+	pthread_mutex_unlock(&lock);
+	return done ? 20 : 5;
+}
+
 static void *
 reader_main(void *arg)
 {
 	(void) arg;
-	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE))
-	{
-		PGconn	   *conn = cbpool_cluster_acquire(cl, CBPOOL_READ, 2000);
-		PGresult   *res;
-		int			host = -1;
-
-		if (conn)
-		{
-			res = PQexec(conn, "SELECT inet_server_port(), pg_sleep(0.002)");
-			if (PQresultStatus(res) == PGRES_TUPLES_OK)
-				host = host_of_port(PQgetvalue(res, 0, 0));
-			PQclear(res);
-			cbpool_cluster_release(cl, conn);
-		}
-		pthread_mutex_lock(&lock);
-		if (host >= 0)
-			served_by[host]++;
-		else
-		{
-			read_failures++;
-			last_read_failure = now_seconds();
-		}
-		pthread_mutex_unlock(&lock);
-		if (host < 0)
-			sleep_ms(5);
-	}
+	load_loop(CBPOOL_READ, "SELECT inet_server_port(), pg_sleep(0.002)", tally_read);
 	return NULL;
 }
 
@@ -113,32 +154,30 @@ static void *
 writer_main(void *arg)
 {
 	(void) arg;
-	while (!__atomic_load_n(&stop_load, __ATOMIC_ACQUIRE))
-	{
-		PGconn	   *conn = cbpool_cluster_acquire(cl, CBPOOL_WRITE, 2000);
-		PGresult   *res;
-		int			done = 0;
-
-		if (!conn)
-		{
-			sleep_ms(5);
-			continue;
-		}
-		res = PQexec(conn, "INSERT INTO t VALUES (1)");
-		done = PQresultStatus(res) == PGRES_COMMAND_OK;
-		PQclear(res);
-		cbpool_cluster_release(cl, conn);
-		pthread_mutex_lock(&lock);
-		if (done)
-		{
-			writes_done++;
-			if (promoted_at > 0 && first_write_after == 0)
-				first_write_after = now_seconds();
-		}
-		pthread_mutex_unlock(&lock);
-		sleep_ms(done ? 20 : 5);
-	}
+	load_loop(CBPOOL_WRITE, "INSERT INTO t VALUES (1)", tally_write);
 	return NULL;
+}
+
+/* The reads each host served so far, into reads[3]. */
+static void
+reads_so_far(long reads[3])
+{
+	pthread_mutex_lock(&lock);
+	memcpy(reads, served_by, sizeof(served_by));
+	pthread_mutex_unlock(&lock);
+}
+
+/* The reads each host serves in the next ms milliseconds, into reads[3]. */
+static void
+reads_during(int ms, long reads[3])
+{
+	long		before[3];
+
+	reads_so_far(before);
+	sleep_ms(ms);
+	reads_so_far(reads);
+	for (int i = 0; i < 3; i++)
+		reads[i] -= before[i];
 }
 
 /* ---- samplers: on each server, the pod's connections against its share,
@@ -221,24 +260,9 @@ stop_sampler(Sampler *s)
 }
 
 static void
-read_port(int host)
-{
-	char		path[1100];
-	FILE	   *f;
-
-	snprintf(path, sizeof(path), "%.1000s/port", dirs[host]);
-	f = fopen(path, "r");
-	if (!f || !fgets(ports[host], sizeof(ports[host]), f))
-		bail_out("no port for %s", names[host]);
-	fclose(f);
-	ports[host][strcspn(ports[host], "\n")] = '\0';
-}
-
-static void
 stop_server(int host)
 {
-	shell("'%s/pg_ctl' -D '%s/data' -m immediate -w stop >/dev/null 2>&1",
-		  getenv("PG_BINDIR"), dirs[host]);
+	cluster_ctl_in(dirs[host], "-m immediate stop");
 }
 
 /* ---- units of work through cbpool_cluster_run() ---- */
@@ -342,6 +366,7 @@ main(void)
 	Sampler		samplers[3];
 	long		before[3],
 				after[3],
+				reads[3],
 				written;
 	int			okay;
 	PGconn	   *conn;
@@ -360,10 +385,10 @@ main(void)
 	for (int i = A; i <= B; i += 2)
 	{
 		snprintf(dirs[i], sizeof(dirs[i]), "%s/standby-%c", cluster_dir(), i == A ? 'a' : 'b');
-		if (shell("bash -c \"source test/lib/cluster.sh && cluster_standby '%s' '%s' "
-				  "max_connections=%d\" >/dev/null", dirs[P], dirs[i], i == A ? 40 : 50) != 0)
+		if (cluster_sh("cluster_standby '%s' '%s' max_connections=%d >/dev/null", dirs[P], dirs[i],
+					   i == A ? 40 : 50) != 0)
 			bail_out("%s did not start", names[i]);
-		read_port(i);
+		cluster_port(dirs[i], ports[i], sizeof(ports[i]));
 	}
 	is_int(pg_wait_for(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
 					   2, 30000), 2, "two standbys stream from the primary");
@@ -486,10 +511,8 @@ main(void)
 	for (int i = 0; i < WRITERS; i++)
 		pthread_create(&writers[i], NULL, writer_main, NULL);
 	sleep_ms(3000);
-	pthread_mutex_lock(&lock);
-	memcpy(before, served_by, sizeof(before));
-	written = writes_done;
-	pthread_mutex_unlock(&lock);
+	reads_so_far(before);
+	written = locked_read(&lock, writes_done);
 	diag("reads in 3 s: %ld on standby A, %ld on the primary, %ld on standby B; %ld writes",
 		 before[A], before[P], before[B], written);
 	ok(before[A] > 50 && before[B] > 50,
@@ -517,28 +540,15 @@ main(void)
 		ok(okay, "standby B, paused, is seen lagging beyond %d ms (%d ms after %.1f s) and "
 		   "gets no reads", MAX_LAG_MS, h.lag_ms, now_seconds() - t0);
 		sleep_ms(1000);	/* reads begun on B before finish */
-		pthread_mutex_lock(&lock);
-		memcpy(before, served_by, sizeof(before));
-		pthread_mutex_unlock(&lock);
-		sleep_ms(1000);
-		pthread_mutex_lock(&lock);
-		memcpy(after, served_by, sizeof(after));
-		pthread_mutex_unlock(&lock);
-		ok(after[B] == before[B] && after[A] > before[A] + 50,
-		   "reads go to standby A alone meanwhile (%ld there, %ld on B)", after[A] - before[A],
-		   after[B] - before[B]);
+		reads_during(1000, reads);
+		ok(reads[B] == 0 && reads[A] > 50,
+		   "reads go to standby A alone meanwhile (%ld there, %ld on B)", reads[A], reads[B]);
 		pg_exec(b, "SELECT pg_wal_replay_resume()");
 		okay = wait_host(B, h.readable, 10000);
 		ok(okay, "resumed, it catches up and is readable again (lag %d ms)", h.lag_ms);
 		PQfinish(b);
-		pthread_mutex_lock(&lock);
-		memcpy(before, served_by, sizeof(before));
-		pthread_mutex_unlock(&lock);
-		sleep_ms(1000);
-		pthread_mutex_lock(&lock);
-		memcpy(after, served_by, sizeof(after));
-		pthread_mutex_unlock(&lock);
-		ok(after[B] > before[B], "and serves reads again (%ld in 1 s)", after[B] - before[B]);
+		reads_during(1000, reads);
+		ok(reads[B] > 0, "and serves reads again (%ld in 1 s)", reads[B]);
 	}
 
 	/* ---- standby A is lost: reads go on, on standby B ---- */
@@ -546,18 +556,15 @@ main(void)
 		double		stopped,
 					whole;
 
-		pthread_mutex_lock(&lock);
 		stopped = now_seconds();
-		memcpy(before, served_by, sizeof(before));
-		pthread_mutex_unlock(&lock);
+		reads_so_far(before);
 		stop_server(A);
 		sleep_ms(3000);
-		pthread_mutex_lock(&lock);
-		memcpy(after, served_by, sizeof(after));
-		whole = last_read_failure > stopped ? last_read_failure - stopped : 0;
-		pthread_mutex_unlock(&lock);
+		reads_so_far(after);
+		whole = locked_read(&lock, last_read_failure);
+		whole = whole > stopped ? whole - stopped : 0;
 		diag("standby A stopped: %ld reads failed in all, the last %.3f s after the stop",
-			 read_failures, whole);
+			 locked_read(&lock, read_failures), whole);
 		ok(after[B] - before[B] > 100, "reads go on on standby B (%ld in 3 s)",
 		   after[B] - before[B]);
 		ok(whole < 2.0, "every read succeeds again within 2 s of the loss (%.3f s)", whole);
@@ -580,20 +587,12 @@ main(void)
 		/* a unit of work that starts while no host can write */
 		pthread_create(&frun.thread, NULL, failover_run_main, &frun);
 		sleep_ms(300);
-		if (shell("bash -c \"source test/lib/cluster.sh && cluster_promote '%s'\"", dirs[B]) != 0)
+		if (cluster_sh("cluster_promote '%s'", dirs[B]) != 0)
 			bail_out("pg_ctl promote failed");
 		pthread_mutex_lock(&lock);
 		promoted_at = now_seconds();
 		pthread_mutex_unlock(&lock);
-		for (double deadline = now_seconds() + 30;;)
-		{
-			pthread_mutex_lock(&lock);
-			first = first_write_after;
-			pthread_mutex_unlock(&lock);
-			if (first > 0 || now_seconds() > deadline)
-				break;
-			sleep_ms(20);
-		}
+		wait_until(first = locked_read(&lock, first_write_after), first > 0, 30000);
 		diag("first write %.2f s after the promotion", first - promoted_at);
 		pthread_join(frun.thread, NULL);
 		is_int(frun.rc, 0, "a cbpool_cluster_run() write begun while no host could write "
@@ -606,15 +605,8 @@ main(void)
 		   "standby B is the primary now, for writes");
 		okay = wait_host(B, h.pool.budget == 40, 10000);
 		ok(okay, "its pool follows its budget of 40 (%d)", h.pool.budget);
-		pthread_mutex_lock(&lock);
-		memcpy(before, served_by, sizeof(before));
-		pthread_mutex_unlock(&lock);
-		sleep_ms(1000);
-		pthread_mutex_lock(&lock);
-		memcpy(after, served_by, sizeof(after));
-		pthread_mutex_unlock(&lock);
-		ok(after[B] > before[B],
-		   "with no standby left, reads go to the primary (%ld in 1 s)", after[B] - before[B]);
+		reads_during(1000, reads);
+		ok(reads[B] > 0, "with no standby left, reads go to the primary (%ld in 1 s)", reads[B]);
 		__atomic_store_n(&stop_load, 1, __ATOMIC_RELEASE);
 		for (int i = 0; i < READERS; i++)
 			pthread_join(readers[i], NULL);
@@ -627,15 +619,13 @@ main(void)
 			   "governed connections never exceeded the budget of %s (%ld samples)",
 			   names[i], SAMPLED(samplers[i].samples));
 		{
-			char		cmd[1400];
+			char		log[1100];
 
-			snprintf(cmd, sizeof(cmd), "grep -q 'read-only transaction' '%s/server.log'",
-					 dirs[B]);
-			ok(system(cmd) != 0,
+			snprintf(log, sizeof(log), "%s/server.log", dirs[B]);
+			ok(file_lines_containing(log, 0, "read-only transaction") == 0,
 			   "no write was attempted on standby B while it was read-only");
-			snprintf(cmd, sizeof(cmd), "grep -q 'read-only transaction' '%s/server.log'",
-					 dirs[A]);
-			ok(system(cmd) != 0, "nor on standby A");
+			snprintf(log, sizeof(log), "%s/server.log", dirs[A]);
+			ok(file_lines_containing(log, 0, "read-only transaction") == 0, "nor on standby A");
 		}
 		b = admin_on(B);
 		ok(b && pg_long(b, "SELECT count(*) FROM t") > 20, "the rows written are on the new "

@@ -170,16 +170,41 @@ worker_main(void *arg)
 	return NULL;
 }
 
-/* Run THREADS workers for SECONDS; returns the stats at the end. */
-static cbpool_stats_t
-run_workers(cbpool *pool, Worker *workers, int timeout_ms, int max_hold_ms,
-			int *max_waiters_seen)
+/* What the workers of run_workers() did, in all. */
+typedef struct Totals
 {
+	long		served;
+	long		timeouts;
+	long		rejected;
+	long		other_errors;
+	long		failed_queries;
+	long		masks_changed;
+	long		least_served;	/* by one worker */
+	long		most_served;
+	double		max_wait;		/* seconds, of any acquire */
+	double		min_timeout_wait;	/* of an acquire that timed out (1e9: none) */
+	double		max_timeout_wait;
+	double		max_rejected_wait;
+	int			max_waiters_seen;	/* in the pool's stats, sampled */
+	cbpool_stats_t stats;		/* the pool's, at the end */
+} Totals;
+
+/*
+ * Run THREADS workers for SECONDS, each acquire waiting up to timeout_ms
+ * and each hold up to max_hold_ms, from no claims and no double holds;
+ * what they did, in all.
+ */
+static Totals
+run_workers(cbpool *pool, int timeout_ms, int max_hold_ms)
+{
+	Worker		workers[THREADS];
+	Totals		t = {.least_served = -1, .min_timeout_wait = 1e9};
 	int			stop = 0;
 	double		end;
 	cbpool_stats_t s;
 
-	*max_waiters_seen = 0;
+	nclaims = 0;
+	double_holds = 0;
 	for (long i = 0; i < THREADS; i++)
 	{
 		memset(&workers[i], 0, sizeof(Worker));
@@ -194,15 +219,55 @@ run_workers(cbpool *pool, Worker *workers, int timeout_ms, int max_hold_ms,
 	while (now_seconds() < end)
 	{
 		cbpool_stats(pool, &s);
-		if (s.waiters > *max_waiters_seen)
-			*max_waiters_seen = s.waiters;
+		if (s.waiters > t.max_waiters_seen)
+			t.max_waiters_seen = s.waiters;
 		sleep_ms(5);
 	}
 	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
 	for (int i = 0; i < THREADS; i++)
-		pthread_join(workers[i].thread, NULL);
-	cbpool_stats(pool, &s);
-	return s;
+	{
+		Worker	   *w = &workers[i];
+
+		pthread_join(w->thread, NULL);
+		t.served += w->served;
+		t.timeouts += w->timeouts;
+		t.rejected += w->rejected;
+		t.other_errors += w->other_errors;
+		t.failed_queries += w->failed_queries;
+		t.masks_changed += w->mask_changed;
+		if (t.least_served < 0 || w->served < t.least_served)
+			t.least_served = w->served;
+		if (w->served > t.most_served)
+			t.most_served = w->served;
+		if (w->max_wait > t.max_wait)
+			t.max_wait = w->max_wait;
+		if (w->min_timeout_wait < t.min_timeout_wait)
+			t.min_timeout_wait = w->min_timeout_wait;
+		if (w->max_timeout_wait > t.max_timeout_wait)
+			t.max_timeout_wait = w->max_timeout_wait;
+		if (w->max_rejected_wait > t.max_rejected_wait)
+			t.max_rejected_wait = w->max_rejected_wait;
+	}
+	cbpool_stats(pool, &t.stats);
+	return t;
+}
+
+/* A pool that keeps CONNS connections open, once they are (up to 5 s);
+   whether they were into *filled, if not NULL. */
+static cbpool *
+open_full(cbpool_config *cfg, int *filled)
+{
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	int			full;
+
+	cfg->max_size = CONNS;
+	cfg->min_idle = CONNS;
+	pool = open_or_bail(cfg);
+	full = wait_stat(pool, s.total == CONNS, 5000);
+	if (filled)
+		*filled = full;
+	return pool;
 }
 
 static void
@@ -210,65 +275,40 @@ test_many_threads(void)
 {
 	cbpool_config cfg = test_config("contention", "pod-many");
 	cbpool	   *pool;
-	Worker		workers[THREADS];
-	long		served = 0,
-				least = -1,
-				most = 0,
-				timeouts = 0,
-				errors = 0,
-				failed = 0,
-				masks_changed = 0;
-	double		max_wait = 0;
-	int			max_waiters_seen;
+	Totals		t;
+	int			filled;
 	cbpool_stats_t s;
 
-	cfg.max_size = CONNS;
-	cfg.min_idle = CONNS;
 	cfg.leak_threshold_ms = 3000;
-	pool = open_or_bail(&cfg);
-	ok(wait_stat(pool, s.total == CONNS, 5000), "the pool holds %d connections", CONNS);
-	nclaims = 0;
-	double_holds = 0;
+	pool = open_full(&cfg, &filled);
+	ok(filled, "the pool holds %d connections", CONNS);
 
-	s = run_workers(pool, workers, 5000, 2, &max_waiters_seen);
-	for (int i = 0; i < THREADS; i++)
-	{
-		served += workers[i].served;
-		timeouts += workers[i].timeouts;
-		errors += workers[i].other_errors + workers[i].rejected;
-		failed += workers[i].failed_queries;
-		masks_changed += workers[i].mask_changed;
-		if (least < 0 || workers[i].served < least)
-			least = workers[i].served;
-		if (workers[i].served > most)
-			most = workers[i].served;
-		if (workers[i].max_wait > max_wait)
-			max_wait = workers[i].max_wait;
-	}
+	t = run_workers(pool, 5000, 2);
+	s = t.stats;
 	diag("%d threads on %d connections for %d s: %ld acquires, per thread %ld to %ld "
 		 "(fairness %.2f), longest wait %.0f ms, %llu hand-offs, %llu taken back, "
 		 "%llu expired, %llu moved to their connection's CPU, p50 %llu us, p99 %llu us",
-		 THREADS, CONNS, SECONDS, served, least, most,
-		 most ? (double) least / most : 0.0, max_wait * 1000,
+		 THREADS, CONNS, SECONDS, t.served, t.least_served, t.most_served,
+		 t.most_served ? (double) t.least_served / t.most_served : 0.0, t.max_wait * 1000,
 		 (unsigned long long) s.handoffs, (unsigned long long) s.barged_acquires,
 		 (unsigned long long) s.barges_expired, (unsigned long long) s.handoffs_moved,
 		 (unsigned long long) s.acquire_wait_us_p50,
 		 (unsigned long long) s.acquire_wait_us_p99);
-	ok(least > 0, "every one of the %d threads was served (the least served got %ld)",
-	   THREADS, least);
-	ok(least * 10 >= most,
+	ok(t.least_served > 0, "every one of the %d threads was served (the least served got %ld)",
+	   THREADS, t.least_served);
+	ok(t.least_served * 10 >= t.most_served,
 	   "no thread got more than 10 times the connections of another (%ld to %ld)",
-	   least, most);
-	is_int(timeouts + errors, 0,
+	   t.least_served, t.most_served);
+	is_int(t.timeouts + t.other_errors + t.rejected, 0,
 		   "no acquire timed out or failed: every wait stayed within the bound, far "
 		   "below the 5 s acquire timeout");
-	ok(max_wait < 5.0 + 1.0, "no acquire waited longer than its timeout (longest %.3f s)",
-	   max_wait);
+	ok(t.max_wait < 5.0 + 1.0, "no acquire waited longer than its timeout (longest %.3f s)",
+	   t.max_wait);
 	is_int(double_holds, 0, "no connection was held by two threads at once");
-	is_int(failed, 0, "every query on a handed-out connection worked");
-	is_int(s.acquired, served, "the pool counted exactly the acquires the threads made");
-	ok(s.total <= CONNS && max_waiters_seen > 0,
-	   "threads waited (up to %d at once) on at most %d connections", max_waiters_seen,
+	is_int(t.failed_queries, 0, "every query on a handed-out connection worked");
+	is_int(s.acquired, t.served, "the pool counted exactly the acquires the threads made");
+	ok(s.total <= CONNS && t.max_waiters_seen > 0,
+	   "threads waited (up to %d at once) on at most %d connections", t.max_waiters_seen,
 	   CONNS);
 	ok(s.handoffs > 0 && s.barged_acquires > 0,
 	   "connections went both ways: handed to waiters (%llu) and taken straight back (%llu)",
@@ -277,7 +317,7 @@ test_many_threads(void)
 	ok(s.handoffs_moved <= s.handoffs,
 	   "threads moved to their connection's CPU only after hand-offs (%llu of %llu)",
 	   (unsigned long long) s.handoffs_moved, (unsigned long long) s.handoffs);
-	is_int(masks_changed, 0, "no thread's CPU affinity mask changed");
+	is_int(t.masks_changed, 0, "no thread's CPU affinity mask changed");
 	{
 		int			a,
 					b;
@@ -421,34 +461,15 @@ test_bound(int barge_limit)
 	cbpool_close(pool);
 }
 
-/* ---- FIFO among threads that really wait, while another barges ---- */
-
-typedef struct Queued
+/* The bound with take-backs allowed (3), and with none (strict FIFO). */
+static void
+test_bounds(void)
 {
-	cbpool	   *pool;
-	int			index;
-	int		   *order;
-	int		   *order_len;
-	pthread_mutex_t *order_lock;
-	PGconn	   *conn;
-} Queued;
-
-static void *
-queued_main(void *arg)
-{
-	Queued	   *q = arg;
-
-	q->conn = cbpool_acquire(q->pool, 20000);
-	if (q->conn)
-	{
-		pthread_mutex_lock(q->order_lock);
-		q->order[(*q->order_len)++] = q->index;
-		pthread_mutex_unlock(q->order_lock);
-		sleep_ms(2);
-		cbpool_release(q->pool, q->conn);
-	}
-	return NULL;
+	test_bound(3);
+	test_bound(0);
 }
+
+/* ---- FIFO among threads that really wait, while another barges ---- */
 
 static void
 test_fifo_while_barging(void)
@@ -456,13 +477,9 @@ test_fifo_while_barging(void)
 	cbpool_config cfg = test_config("contention", "pod-fifo");
 	cbpool	   *pool;
 	Cycler		cycler = {0};
-	pthread_t	cycler_thread,
-				threads[6];
-	Queued		queued[6];
-	int			order[6],
-				order_len = 0,
-				fifo = 1;
-	pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
+	pthread_t	cycler_thread;
+	Waiter		waiters[6];
+	ServedOrder order = SERVED_ORDER_INIT;
 	PGconn	   *held;
 	cbpool_stats_t s;
 
@@ -478,25 +495,23 @@ test_fifo_while_barging(void)
 	   "a cycling thread waits for the only connection");
 	for (int i = 0; i < 6; i++)
 	{
-		queued[i] = (Queued) {
-			.pool = pool, .index = i, .order = order, .order_len = &order_len,
-			.order_lock = &order_lock
+		waiters[i] = (Waiter) {
+			.pool = pool, .index = i, .timeout_ms = 20000, .hold_ms = 2, .order = &order
 		};
-		pthread_create(&threads[i], NULL, queued_main, &queued[i]);
+		waiter_start(&waiters[i]);
 		ok(wait_stat(pool, s.waiters == i + 2, 5000), "waiter %d queued behind it", i + 1);
 	}
 	cbpool_release(pool, held);
 	for (int i = 0; i < 6; i++)
-		pthread_join(threads[i], NULL);
+		pthread_join(waiters[i].thread, NULL);
 	__atomic_store_n(&cycler.stop, 1, __ATOMIC_RELAXED);
 	pthread_join(cycler_thread, NULL);
 	s = stats_of(pool);
-	is_int(order_len, 6, "every waiter was served while the cycler took its connection back");
-	for (int i = 0; i < order_len; i++)
-		if (order[i] != i)
-			fifo = 0;
-	ok(fifo, "the waiters were served first come, first served (%d %d %d %d %d %d)",
-	   order[0], order[1], order[2], order[3], order[4], order[5]);
+	is_int(order.n, 6, "every waiter was served while the cycler took its connection back");
+	ok(served_in_order(&order, order.n),
+	   "the waiters were served first come, first served (%d %d %d %d %d %d)",
+	   order.index[0], order.index[1], order.index[2], order.index[3], order.index[4],
+	   order.index[5]);
 	ok(s.barged_acquires > 0, "the cycler did take its connection back in between (%llu times)",
 	   (unsigned long long) s.barged_acquires);
 	cbpool_close(pool);
@@ -504,23 +519,13 @@ test_fifo_while_barging(void)
 
 /* ---- a thread that does not come back for its kept connection ---- */
 
-static void *
-acquire_once_main(void *arg)
-{
-	Queued	   *q = arg;
-
-	q->conn = cbpool_acquire(q->pool, 10000);
-	return NULL;
-}
-
 static void
 test_keeper_gone(void)
 {
 	cbpool_config cfg = test_config("contention", "pod-gone");
 	cbpool	   *pool;
 	PGconn	   *conn;
-	pthread_t	thread;
-	Queued		q = {0};
+	Waiter		w = {0};
 	cbpool_stats_t s;
 	uint64_t	expired0;
 
@@ -533,26 +538,25 @@ test_keeper_gone(void)
 	cbpool_release(pool, conn);
 	conn = cbpool_acquire(pool, 5000);
 	expired0 = stats_of(pool).barges_expired;
-	q.pool = pool;
-	pthread_create(&thread, NULL, acquire_once_main, &q);
+	w.pool = pool;
+	w.timeout_ms = 10000;
+	waiter_start(&w);
 	ok(wait_stat(pool, s.waiters == 1, 5000), "another thread waits for the only connection");
 	/* white box: this thread came straight back (so this release keeps the
 	   connection for it) even if a slow sanitizer made it miss 100 us */
 	cbpool__came_back = 1;
 	cbpool_release(pool, conn);
 	/* ... and this thread never acquires again */
-	pthread_join(thread, NULL);
+	pthread_join(w.thread, NULL);
 	s = stats_of(pool);
-	ok(q.conn != NULL && query_works(q.conn),
+	ok(w.conn != NULL && query_works(w.conn),
 	   "the waiter got the connection although its releaser kept it and never came back");
 	ok(s.barges_expired == expired0 + 1,
 	   "barges_expired counts the kept connection handed on (%llu)",
 	   (unsigned long long) (s.barges_expired - expired0));
-	if (q.conn)
-		cbpool_release(pool, q.conn);
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn), "and the first thread gets it afterwards");
-	cbpool_release(pool, conn);
+	if (w.conn)
+		cbpool_release(pool, w.conn);
+	ok(pool_serves(pool, 5000), "and the first thread gets it afterwards");
 	cbpool_close(pool);
 }
 
@@ -744,102 +748,46 @@ test_timeouts(void)
 {
 	cbpool_config cfg = test_config("contention", "pod-timeouts");
 	cbpool	   *pool;
-	Worker		workers[THREADS];
-	long		served = 0,
-				timeouts = 0,
-				errors = 0;
-	double		shortest = 1e9,
-				longest = 0;
-	int			max_waiters_seen;
-	cbpool_stats_t s;
+	Totals		t;
 
-	cfg.max_size = CONNS;
-	cfg.min_idle = CONNS;
-	pool = open_or_bail(&cfg);
-	wait_stat(pool, s.total == CONNS, 5000);
-	nclaims = 0;
-	double_holds = 0;
+	pool = open_full(&cfg, NULL);
 	/* holds of up to 40 ms, 32 threads on 4 connections, 20 ms timeouts */
-	s = run_workers(pool, workers, 20, 40, &max_waiters_seen);
-	for (int i = 0; i < THREADS; i++)
-	{
-		served += workers[i].served;
-		timeouts += workers[i].timeouts;
-		errors += workers[i].other_errors + workers[i].rejected;
-		if (workers[i].timeouts && workers[i].min_timeout_wait < shortest)
-			shortest = workers[i].min_timeout_wait;
-		if (workers[i].max_timeout_wait > longest)
-			longest = workers[i].max_timeout_wait;
-	}
+	t = run_workers(pool, 20, 40);
 	diag("20 ms timeouts: %ld served, %ld timed out, waits that timed out %.1f to %.1f ms",
-		 served, timeouts, shortest * 1000, longest * 1000);
-	ok(served > 0 && timeouts > 0, "with holds of up to 40 ms, some acquires time out");
-	is_int(errors, 0, "every failed acquire failed with CBPOOL_ETIMEOUT");
-	is_int(s.acquire_timeouts, timeouts, "acquire_timeouts counts them all");
-	ok(shortest >= 0.0195, "none timed out before 20 ms (shortest %.1f ms)", shortest * 1000);
-	ok(longest < 1.0, "and each returned soon after (longest %.1f ms)", longest * 1000);
+		 t.served, t.timeouts, t.min_timeout_wait * 1000, t.max_timeout_wait * 1000);
+	ok(t.served > 0 && t.timeouts > 0, "with holds of up to 40 ms, some acquires time out");
+	is_int(t.other_errors + t.rejected, 0, "every failed acquire failed with CBPOOL_ETIMEOUT");
+	is_int(t.stats.acquire_timeouts, t.timeouts, "acquire_timeouts counts them all");
+	ok(t.min_timeout_wait >= 0.0195, "none timed out before 20 ms (shortest %.1f ms)",
+	   t.min_timeout_wait * 1000);
+	ok(t.max_timeout_wait < 1.0, "and each returned soon after (longest %.1f ms)",
+	   t.max_timeout_wait * 1000);
 	is_int(double_holds, 0, "no connection was held by two threads at once");
-	is_int(s.acquired, served, "acquired counts only the successful acquires");
+	is_int(t.stats.acquired, t.served, "acquired counts only the successful acquires");
 	cbpool_close(pool);
 
 	/* max_waiters: beyond it, acquire fails at once */
 	cfg = test_config("contention", "pod-waiters");
-	cfg.max_size = CONNS;
-	cfg.min_idle = CONNS;
 	cfg.max_waiters = 8;
-	pool = open_or_bail(&cfg);
-	wait_stat(pool, s.total == CONNS, 5000);
-	nclaims = 0;
-	double_holds = 0;
-	s = run_workers(pool, workers, 5000, 2, &max_waiters_seen);
-	{
-		long		rejected = 0,
-					other = 0,
-					least = -1;
-		double		slowest = 0;
-
-		served = 0;
-		timeouts = 0;
-		for (int i = 0; i < THREADS; i++)
-		{
-			served += workers[i].served;
-			rejected += workers[i].rejected;
-			timeouts += workers[i].timeouts;
-			other += workers[i].other_errors;
-			if (workers[i].max_rejected_wait > slowest)
-				slowest = workers[i].max_rejected_wait;
-			if (least < 0 || workers[i].served < least)
-				least = workers[i].served;
-		}
-		diag("max_waiters 8: %ld served, %ld rejected, at most %d waiting", served,
-			 rejected, max_waiters_seen);
-		ok(rejected > 0, "with 32 threads on 4 connections, max_waiters (8) rejects some");
-		is_int(s.acquire_rejected, rejected, "acquire_rejected counts them");
-		ok(max_waiters_seen <= 8, "never more than 8 threads waited at once (%d)",
-		   max_waiters_seen);
-		ok(slowest < 1.0, "a rejected acquire returned at once (slowest %.1f ms)",
-		   slowest * 1000);
-		is_int(timeouts + other, 0, "the threads that did wait were served");
-		ok(least > 0, "and every thread was served sometimes (least %ld)", least);
-		is_int(double_holds, 0, "no connection was held by two threads at once");
-	}
+	pool = open_full(&cfg, NULL);
+	t = run_workers(pool, 5000, 2);
+	diag("max_waiters 8: %ld served, %ld rejected, at most %d waiting", t.served, t.rejected,
+		 t.max_waiters_seen);
+	ok(t.rejected > 0, "with 32 threads on 4 connections, max_waiters (8) rejects some");
+	is_int(t.stats.acquire_rejected, t.rejected, "acquire_rejected counts them");
+	ok(t.max_waiters_seen <= 8, "never more than 8 threads waited at once (%d)",
+	   t.max_waiters_seen);
+	ok(t.max_rejected_wait < 1.0, "a rejected acquire returned at once (slowest %.1f ms)",
+	   t.max_rejected_wait * 1000);
+	is_int(t.timeouts + t.other_errors, 0, "the threads that did wait were served");
+	ok(t.least_served > 0, "and every thread was served sometimes (least %ld)", t.least_served);
+	is_int(double_holds, 0, "no connection was held by two threads at once");
 	cbpool_close(pool);
 }
 
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_many_threads();
-	test_bound(3);
-	test_bound(0);
-	test_fifo_while_barging();
-	test_keeper_gone();
-	test_follow_cpu();
-	test_timeouts();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_many_threads, test_bounds, test_fifo_while_barging,
+										  test_keeper_gone, test_follow_cpu, test_timeouts, NULL});
 }

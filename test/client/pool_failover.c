@@ -19,18 +19,6 @@
 static char standby_dir[1024];
 static char standby_port[16];
 
-static PGconn *
-connect_port(const char *port)
-{
-	char		p[32];
-	char		st[6],
-				msg[1024];
-
-	snprintf(p, sizeof(p), "port=%s", port);
-	return pg_connect_ex(st, msg, sizeof(msg), p, "application_name=admin",
-						 (const char *) NULL);
-}
-
 /* ---- load: inserts through the write pool ---- */
 
 typedef struct Writer
@@ -107,7 +95,7 @@ sampler_main(void *arg)
 		{
 			if (conn)
 				PQfinish(conn);
-			conn = connect_port(s->port);
+			conn = pg_connect_port(s->port);
 			if (!conn)
 			{
 				sleep_ms(50);
@@ -157,24 +145,14 @@ main(void)
 	pg_exec(primary, "GRANT INSERT ON writes TO writer");
 
 	snprintf(standby_dir, sizeof(standby_dir), "%s/standby", cluster_dir());
-	if (shell("bash -c \"source test/lib/cluster.sh && cluster_standby '%s' '%s' "
-			  "max_connections=60\" >/dev/null", cluster_dir(), standby_dir) != 0)
+	if (cluster_sh("cluster_standby '%s' '%s' max_connections=60 >/dev/null", cluster_dir(),
+				   standby_dir) != 0)
 		bail_out("the standby did not start");
-	{
-		char		path[1100];
-		FILE	   *f;
-
-		snprintf(path, sizeof(path), "%s/port", standby_dir);
-		f = fopen(path, "r");
-		if (!f || !fgets(standby_port, sizeof(standby_port), f))
-			bail_out("no port for the standby");
-		fclose(f);
-		standby_port[strcspn(standby_port, "\n")] = '\0';
-	}
+	cluster_port(standby_dir, standby_port, sizeof(standby_port));
 	snprintf(standby_log, sizeof(standby_log), "%s/server.log", standby_dir);
 	is_int(pg_wait_for(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
 					   1, 30000), 1, "a standby streams from the primary");
-	standby = connect_port(standby_port);
+	standby = pg_connect_port(standby_port);
 	if (!standby)
 		bail_out("cannot connect to the standby");
 	is_int(pg_wait_for(standby, "SELECT count(*) FROM pg_class WHERE relname = 'writes'", 1, 30000),
@@ -214,7 +192,7 @@ main(void)
 	if (cluster_ctl("-m immediate stop") != 0)
 		bail_out("pg_ctl stop -m immediate failed");
 	sleep_ms(500);
-	if (shell("bash -c \"source test/lib/cluster.sh && cluster_promote '%s'\"", standby_dir) != 0)
+	if (cluster_sh("cluster_promote '%s'", standby_dir) != 0)
 		bail_out("pg_ctl promote failed");
 	pthread_mutex_lock(&times_lock);
 	promoted_at = now_seconds();
@@ -222,18 +200,9 @@ main(void)
 
 	/* served again on the new primary */
 	{
-		double		deadline = now_seconds() + 30;
 		double		first;
 
-		for (;;)
-		{
-			pthread_mutex_lock(&times_lock);
-			first = first_write_after;
-			pthread_mutex_unlock(&times_lock);
-			if (first > 0 || now_seconds() > deadline)
-				break;
-			sleep_ms(20);
-		}
+		wait_until(first = locked_read(&times_lock, first_write_after), first > 0, 30000);
 		ok(first > 0, "the pool writes again after the promotion");
 		diag("first write %.2f s after the promotion", first - promoted_at);
 		ok(first > 0 && first - promoted_at < 5.0,
@@ -255,30 +224,22 @@ main(void)
 	ok(written > written_before, "and keeps writing (%ld rows in all)", written);
 	diag("inserts that failed as the primary died: %ld", failed);
 
-	{
-		char		cmd[1400];
-		int			read_only_writes;
-
-		snprintf(cmd, sizeof(cmd), "grep -c 'read-only transaction' '%s' >/dev/null", standby_log);
-		read_only_writes = system(cmd) == 0;
-		ok(!read_only_writes,
-		   "no write was attempted on the standby while it was read-only (its log has no "
-		   "\"read-only transaction\" error)");
-	}
+	ok(file_lines_containing(standby_log, 0, "read-only transaction") == 0,
+	   "no write was attempted on the standby while it was read-only (its log has no "
+	   "\"read-only transaction\" error)");
 	ok(samplers[0].samples > 10 && samplers[1].samples > 10 && samplers[0].over == 0 &&
 	   samplers[1].over == 0,
 	   "governed connections never exceeded either server's budget (at most %ld on the old "
 	   "primary in %ld samples, %ld on the standby in %ld)",
 	   samplers[0].max_governed, samplers[0].samples, samplers[1].max_governed,
 	   samplers[1].samples);
-	standby = connect_port(standby_port);
+	standby = pg_connect_port(standby_port);
 	ok(standby && pg_long(standby, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-writer'") == 1,
 	   "the new primary knows the pod");
 	if (standby)
 		PQfinish(standby);
 	cbpool_close(pool);
 	PQfinish(primary);
-	shell("'%s/pg_ctl' -D '%s/data' -m immediate -w stop >/dev/null 2>&1", getenv("PG_BINDIR"),
-		  standby_dir);
+	cluster_ctl_in(standby_dir, "-m immediate stop");
 	return done_testing();
 }

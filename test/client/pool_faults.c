@@ -8,11 +8,6 @@
  */
 #include "common.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-
 #define THREADS 8
 
 static cbpool *pool;
@@ -42,24 +37,13 @@ static long ok_before,
 			dead_after;
 static double first_ok_after;
 
-static double
-atomic_restarted_at(void)
-{
-	double		t;
-
-	pthread_mutex_lock(&tally_lock);
-	t = restarted_at;
-	pthread_mutex_unlock(&tally_lock);
-	return t;
-}
-
 static void *
 load_main(void *arg)
 {
 	(void) arg;
 	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
 	{
-		double		back = atomic_restarted_at();
+		double		back = locked_read(&tally_lock, restarted_at);
 		double		t0 = now_seconds();
 		PGconn	   *conn = cbpool_acquire(pool, 20000);
 		int			works;
@@ -237,46 +221,34 @@ test_refusal_is_backpressure(void)
  */
 #define LINGER_MS 10000
 
-typedef struct Relay
+static struct
 {
-	int			listen_fd;
-	int			port;
-	int			stop;
+	TcpRelay	tcp;
 	int			fatal_relayed;	/* a 57P01 FATAL went to a client */
 	int			let_go;			/* close the lingering client sides */
 	int			client_closed;	/* the relay closed a client side */
-	int			pairs;			/* connections being relayed */
-	pthread_t	thread;
-} Relay;
+} relay;
 
-typedef struct RelayPair
+static void
+relay_serve(TcpRelay *tcp, int client, int server)
 {
-	Relay	   *relay;
-	int			client;
-	int			server;
-} RelayPair;
-
-static void *
-relay_pair_main(void *arg)
-{
-	RelayPair  *p = arg;
 	char		buf[8192];
 	int			quitting = 0;
 
 	for (;;)
 	{
-		struct pollfd fds[2] = {{.fd = p->client, .events = POLLIN},
-		{.fd = p->server, .events = POLLIN}};
+		struct pollfd fds[2] = {{.fd = client, .events = POLLIN},
+		{.fd = server, .events = POLLIN}};
 		ssize_t		n;
 
 		if (poll(fds, 2, 100) < 0 && errno != EINTR)
 			break;
-		if (__atomic_load_n(&p->relay->stop, __ATOMIC_RELAXED))
+		if (__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
 			break;
 		if (fds[0].revents)
 		{
-			n = read(p->client, buf, sizeof(buf));
-			if (n <= 0 || write(p->server, buf, n) != n)
+			n = read(client, buf, sizeof(buf));
+			if (n <= 0 || write(server, buf, n) != n)
 				break;
 			/* a Terminate message: the client ends it, the server follows */
 			if (n >= 5 && buf[n - 5] == 'X')
@@ -284,111 +256,37 @@ relay_pair_main(void *arg)
 		}
 		if (fds[1].revents)
 		{
-			n = read(p->server, buf, sizeof(buf));
-			if (n > 0 && write(p->client, buf, n) == n)
+			n = read(server, buf, sizeof(buf));
+			if (n > 0 && write(client, buf, n) == n)
 			{
 				if (memmem(buf, n, "57P01", 6))
-					__atomic_store_n(&p->relay->fatal_relayed, 1, __ATOMIC_RELEASE);
+					__atomic_store_n(&relay.fatal_relayed, 1, __ATOMIC_RELEASE);
 				continue;
 			}
 			if (quitting)
 				break;
 			/* the server ended it: the client hears of it later */
 			for (int i = 0; i < LINGER_MS / 10 &&
-				 !__atomic_load_n(&p->relay->let_go, __ATOMIC_ACQUIRE); i++)
+				 !__atomic_load_n(&relay.let_go, __ATOMIC_ACQUIRE); i++)
 				sleep_ms(10);
-			__atomic_store_n(&p->relay->client_closed, 1, __ATOMIC_RELEASE);
+			__atomic_store_n(&relay.client_closed, 1, __ATOMIC_RELEASE);
 			break;
 		}
 	}
-	close(p->client);
-	close(p->server);
-	__atomic_fetch_sub(&p->relay->pairs, 1, __ATOMIC_RELEASE);
-	free(p);
-	return NULL;
-}
-
-static void *
-relay_main(void *arg)
-{
-	Relay	   *r = arg;
-
-	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
-	{
-		struct pollfd pfd = {.fd = r->listen_fd, .events = POLLIN};
-		struct sockaddr_in to = {.sin_family = AF_INET};
-		RelayPair  *p;
-		pthread_t	t;
-		int			one = 1;
-
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		p = malloc(sizeof(RelayPair));
-		p->relay = r;
-		p->client = accept(r->listen_fd, NULL, NULL);
-		p->server = socket(AF_INET, SOCK_STREAM, 0);
-		to.sin_port = htons(atoi(getenv("PGPORT") ? getenv("PGPORT") : "5432"));
-		to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		if (p->client < 0 || p->server < 0 ||
-			connect(p->server, (struct sockaddr *) &to, sizeof(to)) != 0)
-			bail_out("relay: %s", strerror(errno));
-		/* as libpq and the server do: every message goes out at once */
-		setsockopt(p->client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(p->server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		__atomic_fetch_add(&r->pairs, 1, __ATOMIC_RELAXED);
-		pthread_create(&t, NULL, relay_pair_main, p);
-		pthread_detach(t);
-	}
-	return NULL;
-}
-
-static void
-relay_start(Relay *r)
-{
-	struct sockaddr_in addr = {.sin_family = AF_INET};
-	socklen_t	len = sizeof(addr);
-
-	memset(r, 0, sizeof(*r));
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	r->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (r->listen_fd < 0 || bind(r->listen_fd, (struct sockaddr *) &addr, sizeof(addr)) != 0 ||
-		listen(r->listen_fd, 16) != 0 ||
-		getsockname(r->listen_fd, (struct sockaddr *) &addr, &len) != 0)
-		bail_out("relay: %s", strerror(errno));
-	r->port = ntohs(addr.sin_port);
-	pthread_create(&r->thread, NULL, relay_main, r);
-}
-
-static void
-relay_stop(Relay *r)
-{
-	__atomic_store_n(&r->let_go, 1, __ATOMIC_RELEASE);
-	__atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
-	pthread_join(r->thread, NULL);
-	close(r->listen_fd);
-	/* every pair sees the stop within 100 ms, a lingering one within 10 ms */
-	for (int i = 0; i < 500 && __atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE); i++)
-		sleep_ms(10);
-	if (__atomic_load_n(&r->pairs, __ATOMIC_ACQUIRE))
-		bail_out("the relay's connections did not end");
 }
 
 static void
 test_fatal_before_eof(void)
 {
 	cbpool_config cfg = test_config("faults", "pod-linger");
-	char		conninfo[256];
 	char		sql[128];
-	static Relay relay;
 	PGconn	   *conn;
 	long		pid;
 	int			lingering;
 	double		t0;
 
-	relay_start(&relay);
-	snprintf(conninfo, sizeof(conninfo),
-			 "host=127.0.0.1 port=%d user=postgres dbname=postgres", relay.port);
-	cfg.conninfo = conninfo;
+	tcp_relay_start(&relay.tcp, relay_serve);
+	cfg.conninfo = tcp_relay_conninfo(&relay.tcp);
 	cfg.max_size = 1;
 	cfg.refresh_ms = 60000;		/* no pool_share() on the connection meanwhile */
 	cfg.validate_idle_ms = -1;	/* no round trip before handing it out */
@@ -412,7 +310,9 @@ test_fatal_before_eof(void)
 	   "the pool does not hand it out: the next acquire gets a new backend");
 	cbpool_release(pool, conn);
 	cbpool_close(pool);
-	relay_stop(&relay);
+	/* a lingering pair sees let_go within 10 ms */
+	__atomic_store_n(&relay.let_go, 1, __ATOMIC_RELEASE);
+	tcp_relay_stop(&relay.tcp);
 }
 
 int

@@ -122,12 +122,5 @@ test_leaks(void)
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_lifetime_and_idle();
-	test_leaks();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_lifetime_and_idle, test_leaks, NULL});
 }

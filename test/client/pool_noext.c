@@ -5,31 +5,14 @@
  * cluster: shared_preload_libraries=
  */
 #include "common.h"
-
-static cbpool *pool;
-static int	stop;
-
-static void *
-load_main(void *arg)
-{
-	(void) arg;
-	while (!__atomic_load_n(&stop, __ATOMIC_RELAXED))
-	{
-		PGconn	   *conn = cbpool_acquire(pool, 5000);
-
-		if (!conn)
-			continue;
-		PQclear(PQexec(conn, "SELECT pg_sleep(0.005)"));
-		cbpool_release(pool, conn);
-	}
-	return NULL;
-}
+#include "../lib/pool_load.h"
 
 int
 main(void)
 {
 	cbpool_config cfg = test_config("plain", "pod-plain");
-	pthread_t	threads[6];
+	PoolLoad	load = {.sql = "SELECT pg_sleep(0.005)", .timeout_ms = 5000};
+	cbpool	   *pool;
 	cbpool_stats_t s;
 	PGconn	   *admin = pg_connect_or_bail("application_name=admin");
 	long		max_seen = 0;
@@ -37,9 +20,8 @@ main(void)
 	cfg.max_size = 4;
 	cfg.refresh_ms = 100;
 	log_reset();
-	pool = open_or_bail(&cfg);
-	for (int i = 0; i < 6; i++)
-		pthread_create(&threads[i], NULL, load_main, NULL);
+	pool = load.pool = open_or_bail(&cfg);
+	pool_load_start(&load, 6);
 	for (int i = 0; i < 100; i++)
 	{
 		long		n = pg_long(admin, "SELECT count(*) FROM pg_stat_activity "
@@ -49,9 +31,7 @@ main(void)
 			max_seen = n;
 		sleep_ms(20);
 	}
-	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
-	for (int i = 0; i < 6; i++)
-		pthread_join(threads[i], NULL);
+	pool_load_stop(&load);
 	s = stats_of(pool);
 	is_int(s.extension, 0, "the pool found no connbudget extension");
 	is_int(s.max_size, 4, "it uses its configured max_size (4)");

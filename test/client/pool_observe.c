@@ -167,9 +167,7 @@ test_notices(void)
 	ok(__atomic_load_n(&notice_stats_calls, __ATOMIC_RELAXED) >= 3,
 	   "and the logger could call back into the pool each time");
 
-	conn = cbpool_acquire(pool, 5000);
-	ok(conn != NULL && query_works(conn), "the pool replaced the terminated connection");
-	cbpool_release(pool, conn);
+	ok(pool_serves(pool, 5000), "the pool replaced the terminated connection");
 	__atomic_store_n(&notice_pool, NULL, __ATOMIC_RELEASE);
 	cbpool_close(pool);
 }
@@ -177,12 +175,5 @@ test_notices(void)
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_prometheus();
-	test_notices();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_prometheus, test_notices, NULL});
 }

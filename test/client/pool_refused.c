@@ -146,12 +146,5 @@ test_too_many_pods(void)
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_role_may_not_claim();
-	test_too_many_pods();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_role_may_not_claim, test_too_many_pods, NULL});
 }

@@ -106,11 +106,5 @@ test_run(void)
 int
 main(void)
 {
-	admin = pg_connect_or_bail("application_name=admin");
-	pg_exec(admin, "CREATE EXTENSION connbudget");
-
-	test_run();
-
-	PQfinish(admin);
-	return done_testing();
+	return run_tests(&admin, (test_fn[]) {test_run, NULL});
 }

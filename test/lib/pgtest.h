@@ -26,34 +26,30 @@
 /* ---- connections ---- */
 
 /*
- * Connect with the environment's defaults plus "key=value" pairs (NULL
- * terminated).  On failure, returns NULL and copies the server's SQLSTATE
- * (or "" if none, e.g. a network error) and message into the outputs.
+ * Connect with the environment's defaults plus the "key=value" pairs of a
+ * NULL-terminated array.  On failure, returns NULL and copies the server's
+ * SQLSTATE (or "" if none, e.g. a network error) and message into the
+ * outputs.
  */
 static inline PGconn *
-pg_connect_ex(char *sqlstate, char *message, size_t message_len, ...)
+pg_connect_pairs(char *sqlstate, char *message, size_t message_len, const char *const *pairs)
 {
 	const char *keys[32];
 	const char *values[32];
 	int			n = 0;
-	va_list		ap;
-	const char *pair;
 	char		buffers[32][1024];
 	PGconn	   *conn;
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
 
-	va_start(ap, message_len);
-	while ((pair = va_arg(ap, const char *)) != NULL && n < 30)
+	for (; pairs[n] != NULL && n < 30; n++)
 	{
-		const char *eq = strchr(pair, '=');
-		size_t		klen = eq ? (size_t) (eq - pair) : strlen(pair);
+		const char *eq = strchr(pairs[n], '=');
+		size_t		klen = eq ? (size_t) (eq - pairs[n]) : strlen(pairs[n]);
 
-		snprintf(buffers[n], sizeof(buffers[n]), "%.*s", (int) klen, pair);
+		snprintf(buffers[n], sizeof(buffers[n]), "%.*s", (int) klen, pairs[n]);
 		keys[n] = buffers[n];
 		values[n] = eq ? eq + 1 : "";
-		n++;
 	}
-	va_end(ap);
 	keys[n] = "connect_timeout";
 	values[n++] = "30";
 	keys[n] = NULL;
@@ -99,6 +95,66 @@ pg_connect_ex(char *sqlstate, char *message, size_t message_len, ...)
 	return conn;
 }
 
+/* Add the pairs of a NULL-terminated argument list to pairs[n...]. */
+static inline void
+pg_pairs_add(const char **pairs, int n, va_list ap)
+{
+	while ((pairs[n] = va_arg(ap, const char *)) != NULL && n < 30)
+		n++;
+	pairs[n] = NULL;
+}
+
+/* As pg_connect_pairs(), with the pairs as arguments (NULL terminated). */
+static inline PGconn *
+pg_connect_ex(char *sqlstate, char *message, size_t message_len, ...)
+{
+	const char *pairs[32];
+	va_list		ap;
+
+	va_start(ap, message_len);
+	pg_pairs_add(pairs, 0, ap);
+	va_end(ap);
+	return pg_connect_pairs(sqlstate, message, message_len, pairs);
+}
+
+/*
+ * Connect as a pool's connection does: as role (NULL: the environment's
+ * user), of application app (NULL: none), in pod (connbudget.pod; NULL:
+ * none), plus further "key=value" pairs (NULL terminated); otherwise as
+ * pg_connect_ex().
+ */
+static inline PGconn *
+pg_connect_pod(char *sqlstate, char *message, size_t message_len,
+			   const char *role, const char *app, const char *pod, ...)
+{
+	char		u[1024],
+				a[1024],
+				o[1024];
+	const char *pairs[32];
+	int			n = 0;
+	va_list		ap;
+
+	if (role)
+	{
+		snprintf(u, sizeof(u), "user=%s", role);
+		pairs[n++] = u;
+	}
+	if (app)
+	{
+		snprintf(a, sizeof(a), "application_name=%s", app);
+		pairs[n++] = a;
+	}
+	if (pod)
+	{
+		snprintf(o, sizeof(o), "options=-c connbudget.pod=%s", pod);
+		pairs[n++] = o;
+	}
+	va_start(ap, pod);
+	pg_pairs_add(pairs, n, ap);
+	va_end(ap);
+	return pg_connect_pairs(sqlstate, message, message_len, pairs);
+}
+
 #define pg_connect(...) pg_connect_ex(NULL, NULL, 0, __VA_ARGS__, (const char *) NULL)
 
 /* Connect or stop the test: for setup connections. */
@@ -110,6 +166,26 @@ pg_connect_ex(char *sqlstate, char *message, size_t message_len, ...)
 			bail_out("cannot connect: %s", msg_); \
 		c_; \
 	})
+
+/* Close each connection of conns[0..n-1] that is open (not NULL). */
+static inline void
+pg_finish_all(PGconn **conns, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (conns[i])
+			PQfinish(conns[i]);
+}
+
+/* The superuser's connection ("admin") to the server on this port of the
+   test's host, or NULL. */
+static inline PGconn *
+pg_connect_port(const char *port)
+{
+	char		p[32];
+
+	snprintf(p, sizeof(p), "port=%s", port);
+	return pg_connect_ex(NULL, NULL, 0, p, "application_name=admin", (const char *) NULL);
+}
 
 /* Run a statement that must succeed. */
 static inline void
@@ -201,6 +277,31 @@ pg_wait_for(PGconn *conn, const char *sql, long want, int timeout_ms)
 	}
 }
 
+/* max_size of pool_share(demand) on conn; demand is SQL ("NULL", "3"). */
+static inline long
+pod_share(PGconn *conn, const char *demand)
+{
+	char		sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
+	return pg_long(conn, sql);
+}
+
+/*
+ * The share a pod is told once the allocator has published the others'
+ * latest changes: pool_share() answers from the latest publication, which
+ * follows a change within one publish period, so poll for it (up to 5 s);
+ * the last answer.
+ */
+static inline long
+pod_share_settled(PGconn *conn, const char *demand, long want)
+{
+	char		sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
+	return pg_wait_for(conn, sql, want, 5000);
+}
+
 /* ---- the cluster ---- */
 
 static inline const char *
@@ -214,19 +315,27 @@ cluster_dir(void)
 }
 
 /*
- * Run a pg_ctl action (restart, reload, stop...) on the test cluster;
- * "-W restart" returns without waiting for the server to accept connections.
+ * Run a pg_ctl action (restart, reload, stop...) on the cluster in dir;
+ * "-W restart" returns without waiting for the server to accept
+ * connections, "-m immediate stop" stops it at once.
  */
 static inline int
-cluster_ctl(const char *action)
+cluster_ctl_in(const char *dir, const char *action)
 {
-	char		cmd[2048];
+	char		cmd[4096];
 	const char *bindir = getenv("PG_BINDIR");
 
 	snprintf(cmd, sizeof(cmd),
 			 "'%s/pg_ctl' -D '%s/data' -l '%s/server.log' -w -t 60 -m fast %s >/dev/null 2>&1",
-			 bindir ? bindir : "", cluster_dir(), cluster_dir(), action);
+			 bindir ? bindir : "", dir, dir, action);
 	return system(cmd);
+}
+
+/* cluster_ctl_in() on the test cluster. */
+static inline int
+cluster_ctl(const char *action)
+{
+	return cluster_ctl_in(cluster_dir(), action);
 }
 
 /* Run a shell command made like printf; system()'s status (0 on success). */
@@ -242,6 +351,40 @@ shell(const char *fmt, ...)
 	return system(cmd);
 }
 
+/*
+ * Run a function of test/lib/cluster.sh (cluster_create, cluster_start,
+ * cluster_standby, cluster_promote, cluster_destroy...), its call a
+ * format string and arguments as for shell(); its status (0 on success).
+ */
+#define cluster_sh(fmt, ...) \
+	shell("bash -c \"source test/lib/cluster.sh && " fmt "\"", ##__VA_ARGS__)
+
+/* The first line of a file, without its newline, into out; 0 if it has none. */
+static inline int
+read_first_line(const char *path, char *out, size_t len)
+{
+	FILE	   *f = fopen(path, "r");
+	int			found = f != NULL && fgets(out, (int) len, f) != NULL;
+
+	if (f)
+		fclose(f);
+	if (!found)
+		out[0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return found;
+}
+
+/* The port of the cluster test/lib/cluster.sh started in dir, into port. */
+static inline void
+cluster_port(const char *dir, char *port, size_t len)
+{
+	char		path[1100];
+
+	snprintf(path, sizeof(path), "%.1000s/port", dir);
+	if (!read_first_line(path, port, len))
+		bail_out("no port for the cluster in %s", dir);
+}
+
 /* End a backend with pg_terminate_backend() and wait until it is gone. */
 static inline void
 pg_terminate_and_wait(PGconn *conn, int pid)
@@ -254,24 +397,39 @@ pg_terminate_and_wait(PGconn *conn, int pid)
 	pg_wait_for(conn, sql, 0, 10000);
 }
 
+/* How many lines of the file at path contain this text (after byte offset "from")? */
+static inline int
+file_lines_containing(const char *path, long from, const char *text)
+{
+	FILE	   *f = fopen(path, "r");
+	char		line[8192];
+	int			n = 0;
+
+	if (f == NULL)
+		return 0;
+	fseek(f, from, SEEK_SET);
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, text) != NULL)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/* How many lines of the server log contain this text (after byte offset "from")? */
+static inline int
+server_log_count(long from, const char *text)
+{
+	char		path[1024];
+
+	snprintf(path, sizeof(path), "%s/server.log", cluster_dir());
+	return file_lines_containing(path, from, text);
+}
+
 /* Does the server log contain this text (after byte offset "from")? */
 static inline int
 server_log_contains(long from, const char *text)
 {
-	char		path[1024];
-	FILE	   *f;
-	char		line[8192];
-	int			found = 0;
-
-	snprintf(path, sizeof(path), "%s/server.log", cluster_dir());
-	f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	fseek(f, from, SEEK_SET);
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, text) != NULL;
-	fclose(f);
-	return found;
+	return server_log_count(from, text) > 0;
 }
 
 static inline long

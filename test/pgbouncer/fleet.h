@@ -48,17 +48,8 @@ fleet_init(void)
 
 /* ---- the fleet ---- */
 
-static inline int
-fleet(const char *fmt, ...)
-{
-	char		args[1024];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(args, sizeof(args), fmt, ap);
-	va_end(ap);
-	return shell("bash '%s' %s", getenv("CB_FLEET_SH"), args);
-}
+/* Run a command of fleet.sh, made like printf; its status (0 on success). */
+#define fleet(fmt, ...) shell("bash '%s' " fmt, getenv("CB_FLEET_SH"), ##__VA_ARGS__)
 
 /* Stop controller i with a signal; its exit status (-1: still running). */
 static inline int

@@ -424,29 +424,26 @@ test_bad_arguments(void)
 	is_int(shell("%s | grep -q CONNBUDGET_SERVER", cmd), 0, "--help lists the options and their environment variables");
 }
 
+/* Run one part of the test, and say how long it took. */
+static void
+timed(const char *part, void (*run) (void))
+{
+	double		t = now_seconds();
+
+	run();
+	diag("%s: %.1f s", part, now_seconds() - t);
+}
+
 int
 main(void)
 {
 	fleet_init();
-	{
-		double		t = now_seconds();
-
-		start_fleet();
-		diag("the fleet started in %.1f s", now_seconds() - t);
-		t = now_seconds();
-		test_cap_and_shares();
-		diag("1. cap and shares: %.1f s", now_seconds() - t);
-		t = now_seconds();
-		test_split_by_demand();
-		diag("2. split by demand: %.1f s", now_seconds() - t);
-		t = now_seconds();
-		test_kill_join_leave();
-		diag("3-4. kill, join, leave: %.1f s", now_seconds() - t);
-		t = now_seconds();
-		test_bad_input();
-		diag("5. bad input: %.1f s", now_seconds() - t);
-		test_bad_arguments();
-	}
+	timed("starting the fleet", start_fleet);
+	timed("1. cap and shares", test_cap_and_shares);
+	timed("2. split by demand", test_split_by_demand);
+	timed("3-4. kill, join, leave", test_kill_join_leave);
+	timed("5. bad input", test_bad_input);
+	test_bad_arguments();
 
 	/* the controllers end cleanly: no leak (LeakSanitizer), no race (ThreadSanitizer) */
 	is_int(controller_stop(1, "TERM"), 0, "controller 1 (AddressSanitizer) exits 0 on SIGTERM: no leak, no error");

@@ -39,7 +39,7 @@
  *
  * cluster: auth=scram-sha-256 max_connections=50 superuser_reserved_connections=3 connbudget.reserved_connections=5 connbudget.database=postgres connbudget.pod_ttl=1000 connbudget.refresh_interval=200ms
  */
-#include "../lib/pgtest.h"
+#include "attack.h"
 
 #define BUDGET 42
 
@@ -53,8 +53,6 @@
 	"('open_app', 0, NULL, 1, NULL), ('" LONG_APP "', 0, 5, 1, '{alice}'), " \
 	"('" APP62 "', 0, 5, 1, '{alice}')"
 
-static PGconn *admin;
-static char limits_digest[64];
 static long log_start;
 
 /* the outcome of the last connect of this thread */
@@ -76,39 +74,24 @@ static __thread char notice_text[1024];
 static PGconn *
 connect_opts(const char *role, const char *app, const char *options)
 {
-	char		u[128],
-				p[128],
-				a[512],
+	char		p[128],
 				o[1024];
-	const char *pairs[4] = {u, p, NULL, NULL};
-	int			n = 2;
 
-	snprintf(u, sizeof(u), "user=%s", role);
 	snprintf(p, sizeof(p), "password=pw-%s", role);
-	if (app)
-	{
-		snprintf(a, sizeof(a), "application_name=%s", app);
-		pairs[n++] = a;
-	}
-	if (options)
-	{
-		snprintf(o, sizeof(o), "options=%s", options);
-		pairs[n++] = o;
-	}
-	return pg_connect_ex(last_state, last_error, sizeof(last_error),
-						 pairs[0], pairs[1], pairs[2], pairs[3], (const char *) NULL);
+	snprintf(o, sizeof(o), "options=%s", options ? options : "");
+	return pg_connect_pod(last_state, last_error, sizeof(last_error), role, app, NULL, p,
+						  options ? o : NULL, (const char *) NULL);
 }
 
 /* Connect as a role, with a pod id if pod is not NULL. */
 static PGconn *
 connect_as(const char *role, const char *app, const char *pod)
 {
-	char		o[256];
+	char		p[128];
 
-	if (pod == NULL)
-		return connect_opts(role, app, NULL);
-	snprintf(o, sizeof(o), "-c connbudget.pod=%s", pod);
-	return connect_opts(role, app, o);
+	snprintf(p, sizeof(p), "password=pw-%s", role);
+	return pg_connect_pod(last_state, last_error, sizeof(last_error), role, app, pod, p,
+						  (const char *) NULL);
 }
 
 static PGconn *
@@ -188,35 +171,11 @@ finish_async(PGconn *conn, char *message, size_t len)
 
 /* ---- what must hold after every attack ---- */
 
-static const char *
-digest_of_limits(void)
-{
-	return pg_value(admin, "SELECT coalesce(md5(string_agg(t::text, ';' ORDER BY application_name)), '') "
-					"FROM connbudget.application_limits t");
-}
-
-static void
-remember_limits(void)
-{
-	snprintf(limits_digest, sizeof(limits_digest), "%s", digest_of_limits());
-}
-
-/*
- * When after() runs, every connection of the test but the superuser's
- * ("admin") is closed or governed.
- */
+/* attack.h's checks, and no server process was terminated by a signal. */
 static void
 after(const char *attack)
 {
-	const char *governed_sql =
-		"SELECT (SELECT governed FROM connbudget.budget) - "
-		"(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-		" AND application_name <> 'admin')";
-
-	ok(pg_long(admin, "SELECT 1") == 1, "after %s: the server answers", attack);
-	is_str(digest_of_limits(), limits_digest, "after %s: the limits table is intact", attack);
-	is_int(pg_wait_for(admin, governed_sql, 0, 10000), 0,
-		   "after %s: budget.governed equals the governed backends in pg_stat_activity", attack);
+	after_attack(attack);
 	ok(!server_log_contains(log_start, "terminated by signal") &&
 	   !server_log_contains(log_start, "was terminated"),
 	   "after %s: no server process was terminated by a signal", attack);
@@ -247,14 +206,6 @@ static void
 settle(void)
 {
 	pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 20000);
-}
-
-static void
-finish_all(PGconn **conns, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (conns[i])
-			PQfinish(conns[i]);
 }
 
 /* ---- a: startup-option tricks ---- */
@@ -547,7 +498,7 @@ test_pool_share_demands(void)
 	ok(pg_long(admin, "SELECT 1") == 1, "then the server answers");
 	is_str(pg_value(alice, "SELECT row(s.*)::text FROM connbudget.pool_share() s"), share,
 		   "and alice's share is still %s", share);
-	finish_all(m, 3);
+	pg_finish_all(m, 3);
 	PQfinish(alice);
 	after("pool_share() with odd demands");
 }
@@ -1407,9 +1358,9 @@ test_filling(void)
 		 pg_value(alice[0], "SELECT row(s.*)::text FROM connbudget.pool_share() s"));
 	is_int(pod_connections("alice_app", "alice-m"), nalice, "alice still holds her %d connections", nalice);
 
-	finish_all(held, nheld);
-	finish_all(alice, nalice);
-	finish_all(su, 3);
+	pg_finish_all(held, nheld);
+	pg_finish_all(alice, nalice);
+	pg_finish_all(su, 3);
 	pg_exec(admin, "UPDATE connbudget.application_limits SET min_connections = 0 WHERE application_name = 'alice_app'");
 	after("filling the budget and every slot");
 }

@@ -33,14 +33,20 @@ static char postmaster_pid[32];
 static PGconn *
 connect_as(const char *role, const char *app, const char *pod, char *st, char *msg, size_t len)
 {
-	char		u[96],
-				a[128],
-				o[160];
+	return pg_connect_pod(st, msg, len, role, app, pod, "password=secret-pw", (const char *) NULL);
+}
 
-	snprintf(u, sizeof(u), "user=%s", role);
-	snprintf(a, sizeof(a), "application_name=%s", app);
-	snprintf(o, sizeof(o), "options=%s%s", pod ? "-c connbudget.pod=" : "", pod ? pod : "");
-	return pg_connect_ex(st, msg, len, u, a, o, "password=secret-pw", (const char *) NULL);
+/* mallory's connection to her own application; the test stops without it. */
+static PGconn *
+mallory_conn(void)
+{
+	char		st[6],
+				msg[2048];
+	PGconn	   *m = connect_as("mallory", "mallory_app", NULL, st, msg, sizeof(msg));
+
+	if (!m)
+		bail_out("mallory cannot connect: %s", msg);
+	return m;
 }
 
 static const char *
@@ -48,18 +54,9 @@ read_postmaster_pid(void)
 {
 	static char pid[32];
 	char		path[1024];
-	FILE	   *f;
 
 	snprintf(path, sizeof(path), "%s/data/postmaster.pid", cluster_dir());
-	f = fopen(path, "r");
-	pid[0] = '\0';
-	if (f)
-	{
-		if (fgets(pid, sizeof(pid), f) == NULL)
-			pid[0] = '\0';
-		fclose(f);
-	}
-	pid[strcspn(pid, "\n")] = '\0';
+	read_first_line(path, pid, sizeof(pid));
 	return pid;
 }
 
@@ -117,7 +114,7 @@ test_limits_lock(void)
 	char		st[6],
 				msg[2048];
 	long		log_from = server_log_size();
-	PGconn	   *m = connect_as("mallory", "mallory_app", NULL, st, msg, sizeof(msg));
+	PGconn	   *m = mallory_conn();
 	PGresult   *res;
 	const char *locks[] = {
 		"SELECT pg_advisory_lock(1668247150, 1651860583)",
@@ -172,10 +169,8 @@ test_schema_squatting(void)
 	char		st[6],
 				msg[2048];
 	long		log_from = server_log_size();
-	PGconn	   *m = connect_as("mallory", "mallory_app", NULL, st, msg, sizeof(msg));
+	PGconn	   *m = mallory_conn();
 
-	if (!m)
-		bail_out("mallory cannot connect: %s", msg);
 	pg_exec(admin, "DROP EXTENSION connbudget");
 	pg_exec(admin, "DROP SCHEMA connbudget");
 	pg_exec(m, "CREATE SCHEMA connbudget");
@@ -243,26 +238,6 @@ test_given_away(void)
 
 /* ---- wrong column types and values the constraints forbid ---- */
 
-static int
-log_count(long from, const char *text)
-{
-	char		path[1024];
-	char		line[8192];
-	FILE	   *f;
-	int			n = 0;
-
-	snprintf(path, sizeof(path), "%s/server.log", cluster_dir());
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	fseek(f, from, SEEK_SET);
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, text))
-			n++;
-	fclose(f);
-	return n;
-}
-
 static void
 test_wrong_types(void)
 {
@@ -284,7 +259,7 @@ test_wrong_types(void)
 	pg_exec(admin, alter[0]);
 	for (int round = 0; round < 3; round++)
 		reload_limits();
-	is_int(log_count(log_from, "column application_name is of type integer, not text"), 1,
+	is_int(server_log_count(log_from, "column application_name is of type integer, not text"), 1,
 		   "application_name of type integer: the loader says so in the log, once over three reloads");
 	is_int(admitted("alice", "alice_app", 3, st), 3, "connections behave as without a table: alice_app is uncapped");
 	is_str(pg_exec_error(admin, "INSERT INTO connbudget.application_limits (application_name) VALUES (7)",

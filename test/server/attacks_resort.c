@@ -46,16 +46,10 @@ static PGconn *
 connect_as(const char *role, const char *app, const char *pod, const char *host,
 		   char *st, char *msg, size_t len)
 {
-	char		u[96],
-				a[128],
-				o[160],
-				h[1100];
+	char		h[1100];
 
-	snprintf(u, sizeof(u), "user=%s", role);
-	snprintf(a, sizeof(a), "application_name=%s", app);
-	snprintf(o, sizeof(o), "options=%s%s", pod ? "-c connbudget.pod=" : "", pod ? pod : "");
 	snprintf(h, sizeof(h), "host=%s", host ? host : "127.0.0.1");
-	return pg_connect_ex(st, msg, len, u, a, o, h, "password=secret-pw", (const char *) NULL);
+	return pg_connect_pod(st, msg, len, role, app, pod, h, "password=secret-pw", (const char *) NULL);
 }
 
 static PGconn *

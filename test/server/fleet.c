@@ -12,66 +12,19 @@
  * cluster: max_connections=600 superuser_reserved_connections=3 connbudget.reserved_connections=20 connbudget.pod_ttl=900s connbudget.refresh_interval=100ms connbudget.max_pods=10000 connbudget.max_pods_per_role=20000
  */
 #include "../lib/pgtest.h"
+#include "../lib/pod_lease.h"
 
 #define FLEET 10000
 #define WORKERS 40
 
 static PGconn *admin;
 
-/* Child: lease pods first..last-1 of application "fleet-N" (N = pod / 10). */
-static int
-lease_pods(int first, int last)
-{
-	int			failures = 0;
-
-	for (int i = first; i < last; i++)
-	{
-		char		app[64],
-					opt[128];
-		PGconn	   *conn;
-		PGresult   *res;
-
-		snprintf(app, sizeof(app), "application_name=fleet-%04d", i / 10);
-		snprintf(opt, sizeof(opt), "options=-c connbudget.pod=pod-%05d", i);
-		conn = pg_connect(app, opt, "user=fleetuser");
-		if (conn == NULL)
-		{
-			failures++;
-			continue;
-		}
-		res = PQexec(conn, "SELECT max_size FROM connbudget.pool_share(2)");
-		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-			failures++;
-		PQclear(res);
-		PQfinish(conn);
-	}
-	return failures;
-}
-
 static void
 test_ten_thousand_pods(void)
 {
-	pid_t		pids[WORKERS];
-	int			failures = 0;
 	double		t0 = now_seconds();
+	int			failures = lease_pods_at_once(FLEET, 0, 10, WORKERS, "fleetuser");
 
-	fflush(stdout);
-	for (int w = 0; w < WORKERS; w++)
-	{
-		pids[w] = fork();
-		if (pids[w] < 0)
-			bail_out("fork: %s", strerror(errno));
-		if (pids[w] == 0)
-			_exit(lease_pods(w * FLEET / WORKERS, (w + 1) * FLEET / WORKERS) > 0 ? 1 : 0);
-	}
-	for (int w = 0; w < WORKERS; w++)
-	{
-		int			status;
-
-		waitpid(pids[w], &status, 0);
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-			failures++;
-	}
 	diag("%d pods leased by %d processes in %.1f s", FLEET, WORKERS, now_seconds() - t0);
 	is_int(failures, 0, "every pod connected and called pool_share()");
 	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods"), FLEET,

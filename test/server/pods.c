@@ -12,35 +12,12 @@ static PGconn *admin;
 static PGconn *
 pod_connect(const char *app, const char *pod)
 {
-	char		a[128],
-				o[160];
+	char		msg[2048];
+	PGconn	   *conn = pg_connect_pod(NULL, msg, sizeof(msg), NULL, app, pod, (const char *) NULL);
 
-	snprintf(a, sizeof(a), "application_name=%s", app);
-	snprintf(o, sizeof(o), "options=-c connbudget.pod=%s", pod);
-	return pg_connect_or_bail(a, o);
-}
-
-static long
-share(PGconn *conn, const char *demand)
-{
-	char		sql[128];
-
-	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
-	return pg_long(conn, sql);
-}
-
-/*
- * The share a pod is told once the allocator has published the others'
- * latest changes: pool_share() answers from the latest publication, which
- * follows a change within one publish period, so poll for it.
- */
-static long
-settled_share(PGconn *conn, const char *demand, long want)
-{
-	char		sql[128];
-
-	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
-	return pg_wait_for(conn, sql, want, 5000);
+	if (conn == NULL)
+		bail_out("cannot connect: %s", msg);
+	return conn;
 }
 
 static long
@@ -63,9 +40,9 @@ test_leases(void)
 	 * for the publication that includes it; until pod-b reports, it demands
 	 * the one connection it holds.
 	 */
-	is_int(share(a, "NULL"), 49, "the first pod to report no bound gets all but the other's one connection: 49");
-	is_int(share(b, "NULL"), 25, "once the other reports no bound too, they share the budget of 50: 25");
-	is_int(share(a, "NULL"), 25, "and the first pod is told 25 at its next call");
+	is_int(pod_share(a, "NULL"), 49, "the first pod to report no bound gets all but the other's one connection: 49");
+	is_int(pod_share(b, "NULL"), 25, "once the other reports no bound too, they share the budget of 50: 25");
+	is_int(pod_share(a, "NULL"), 25, "and the first pod is told 25 at its next call");
 
 	/* a pod that called pool_share() outlives its connection by pod_ttl */
 	PQfinish(a);
@@ -77,19 +54,19 @@ test_leases(void)
 	else
 		diag("skipped the within-ttl check: the machine took %.1f s to notice the exit",
 			 now_seconds() - closed_at);
-	is_int(share(b, "NULL"), 25, "while pod-a is live, pod-b's share stays 25");
+	is_int(pod_share(b, "NULL"), 25, "while pod-a is live, pod-b's share stays 25");
 	seen = pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 1, 10000);
 	is_int(seen, 1, "pod-a's lease expires after pod_ttl");
 	ok(now_seconds() - closed_at >= 1.4,
 	   "and not before (expired %.2f s after its last call)", now_seconds() - closed_at);
-	is_int(settled_share(b, "NULL", 50), 50, "pod-b then gets the whole budget");
+	is_int(pod_share_settled(b, "NULL", 50), 50, "pod-b then gets the whole budget");
 
 	/*
 	 * A pod that never called pool_share() demands the connections it holds
 	 * (a psql session, a pool of another kind), and ends with its last one.
 	 */
 	c = pod_connect("web", "pod-c");
-	is_int(settled_share(b, "NULL", 49), 49,
+	is_int(pod_share_settled(b, "NULL", 49), 49,
 		   "pod-c joins with one connection and no report: it demands that one, pod-b drops to 49");
 	is_int(pg_long(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'pod-c'"), 1,
 		   "pods shows pod-c's demand: the connection it holds");
@@ -99,8 +76,8 @@ test_leases(void)
 
 	/* pg_terminate_backend: the pod lives on until its lease ends */
 	a = pod_connect("web", "pod-a");
-	is_int(share(a, "3"), 3, "pod-a rejoins and asks for 3: it gets 3");
-	is_int(share(b, "NULL"), 47, "and pod-b gets the remaining 47 (demand-bounded water-filling)");
+	is_int(pod_share(a, "3"), 3, "pod-a rejoins and asks for 3: it gets 3");
+	is_int(pod_share(b, "NULL"), 47, "and pod-b gets the remaining 47 (demand-bounded water-filling)");
 	is_int(pg_long(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
 				   "WHERE application_name = 'web' AND pid <> pg_backend_pid() "
 				   "AND backend_type = 'client backend' "
@@ -110,7 +87,7 @@ test_leases(void)
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 1, 10000), 1,
 		   "the terminated pod expires after its lease");
 	PQfinish(a);
-	is_int(settled_share(b, "NULL", 50), 50, "pod-b grows back to 50");
+	is_int(pod_share_settled(b, "NULL", 50), 50, "pod-b grows back to 50");
 	PQfinish(b);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 10000), 0,
 		   "no pods left");
@@ -122,13 +99,13 @@ test_own_pod_only(void)
 	PGconn	   *a = pod_connect("api", "api-1");
 	PGconn	   *b = pod_connect("api", "api-2");
 
-	share(b, "NULL");
-	share(a, "4");
+	pod_share(b, "NULL");
+	pod_share(a, "4");
 	is_int(pg_long(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'api-1'"), 4,
 		   "pool_share(4) records the demand of the caller's own pod");
 	ok(pg_value(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'api-2'") == NULL,
 	   "and leaves the other pod's demand (no bound) alone");
-	is_int(share(b, "NULL"), 50 - 4,
+	is_int(pod_share(b, "NULL"), 50 - 4,
 		   "the other pod's share follows: the budget minus the 4 its sibling asked for");
 	PQfinish(a);
 	PQfinish(b);
@@ -150,10 +127,10 @@ test_settings_and_overflow(void)
 	PGconn	   *p = pod_connect("svc", "svc-1");
 	PGconn	   *others[8];
 
-	is_int(share(p, "NULL"), 50, "one pod alone gets the budget of 50");
+	is_int(pod_share(p, "NULL"), 50, "one pod alone gets the budget of 50");
 	reload_and_wait("ALTER SYSTEM SET connbudget.reserved_connections = 20",
 					admin, "SELECT budget FROM connbudget.budget", 40);
-	is_int(share(p, "NULL"), 40, "pool_share() follows the new budget of 40");
+	is_int(pod_share(p, "NULL"), 40, "pool_share() follows the new budget of 40");
 	reload_and_wait("ALTER SYSTEM SET connbudget.refresh_interval = '250ms'",
 					p, "SELECT refresh_ms FROM connbudget.pool_share()", 250);
 
@@ -167,9 +144,8 @@ test_settings_and_overflow(void)
 		   "9 connections are not governed ('other')");
 	is_int(pg_long(admin, "SELECT budget FROM connbudget.budget"), 58 - 7,
 		   "they overflow the reserve of 2 by 7: the budget shrinks from 58 to 51");
-	is_int(share(p, "NULL"), 51, "and the pod's share shrinks with it");
-	for (int i = 0; i < 8; i++)
-		PQfinish(others[i]);
+	is_int(pod_share(p, "NULL"), 51, "and the pod's share shrinks with it");
+	pg_finish_all(others, 8);
 	is_int(pg_wait_for(admin, "SELECT budget FROM connbudget.budget", 58, 10000), 58,
 		   "when they leave, the budget grows back");
 	PQfinish(p);

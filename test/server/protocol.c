@@ -39,45 +39,50 @@ typedef struct Share
 	char		text[256];
 } Share;
 
+/* The value of the word "name" of connbudget.share's text, into out; NULL
+   if the text has no such word. */
+static const char *
+share_word(const char *text, const char *name, char *out, size_t len)
+{
+	size_t		n = strlen(name);
+
+	for (const char *w = text; w; w = strchr(w, ' '))
+	{
+		w += strspn(w, " ");
+		if (strncmp(w, name, n) == 0 && w[n] == '=')
+		{
+			snprintf(out, len, "%.*s", (int) strcspn(w + n + 1, " "), w + n + 1);
+			return out;
+		}
+	}
+	return NULL;
+}
+
+/* The word "name" of connbudget.share's text as a number, or none. */
+static long
+share_number(const char *text, const char *name, long none)
+{
+	char		value[32];
+
+	return share_word(text, name, value, sizeof(value)) ? atol(value) : none;
+}
+
 /* Parse connbudget.share's words; unknown words are left alone. */
 static void
 parse_share(const char *text, Share *s)
 {
-	char		copy[256];
-	char	   *save = NULL;
-
 	memset(s, 0, sizeof(*s));
-	s->max_size = s->min_size = s->allocation = s->pods = s->budget = s->refresh_ms = -1;
 	snprintf(s->text, sizeof(s->text), "%s", text);
-	snprintf(copy, sizeof(copy), "%s", text);
-	for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
-	{
-		char	   *eq = strchr(w, '=');
-
-		if (!eq)
-			continue;
-		*eq = '\0';
-		if (strcmp(w, "status") == 0)
-			snprintf(s->status, sizeof(s->status), "%s", eq + 1);
-		else if (strcmp(w, "sqlstate") == 0)
-			snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", eq + 1);
-		else if (strcmp(w, "reason") == 0)
-			snprintf(s->reason, sizeof(s->reason), "%s", eq + 1);
-		else if (strcmp(w, "max_size") == 0)
-			s->max_size = atol(eq + 1);
-		else if (strcmp(w, "min_size") == 0)
-			s->min_size = atol(eq + 1);
-		else if (strcmp(w, "allocation") == 0)
-			s->allocation = atol(eq + 1);
-		else if (strcmp(w, "pods") == 0)
-			s->pods = atol(eq + 1);
-		else if (strcmp(w, "budget") == 0)
-			s->budget = atol(eq + 1);
-		else if (strcmp(w, "refresh_ms") == 0)
-			s->refresh_ms = atol(eq + 1);
-		else if (strcmp(w, "protocol") == 0)
-			s->protocol = atol(eq + 1);
-	}
+	share_word(text, "status", s->status, sizeof(s->status));
+	share_word(text, "sqlstate", s->sqlstate, sizeof(s->sqlstate));
+	share_word(text, "reason", s->reason, sizeof(s->reason));
+	s->max_size = share_number(text, "max_size", -1);
+	s->min_size = share_number(text, "min_size", -1);
+	s->allocation = share_number(text, "allocation", -1);
+	s->pods = share_number(text, "pods", -1);
+	s->budget = share_number(text, "budget", -1);
+	s->refresh_ms = share_number(text, "refresh_ms", -1);
+	s->protocol = share_number(text, "protocol", 0);
 }
 
 /* One report and read, as the protocol's query does it. */

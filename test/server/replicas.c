@@ -20,34 +20,14 @@ static PGconn *primary;
 static char standby_dir[2][1024];
 static char standby_port[2][16];
 
-static void
-read_port(const char *dir, char *out, size_t len)
-{
-	char		path[1100];
-	FILE	   *f;
-
-	snprintf(path, sizeof(path), "%s/port", dir);
-	f = fopen(path, "r");
-	if (!f || !fgets(out, (int) len, f))
-		bail_out("no port in %s", dir);
-	fclose(f);
-	out[strcspn(out, "\n")] = '\0';
-}
-
 static PGconn *
 connect_to(int standby, const char *app, const char *pod, const char *user, char *st,
 		   char *msg, size_t msglen)
 {
-	char		port[32],
-				a[96],
-				o[96],
-				u[96];
+	char		port[32];
 
 	snprintf(port, sizeof(port), "port=%s", standby >= 0 ? standby_port[standby] : getenv("PGPORT"));
-	snprintf(a, sizeof(a), "application_name=%s", app);
-	snprintf(o, sizeof(o), "options=%s%s", pod ? "-c connbudget.pod=" : "", pod ? pod : "");
-	snprintf(u, sizeof(u), "user=%s", user);
-	return pg_connect_ex(st, msg, msglen, port, a, o, u, (const char *) NULL);
+	return pg_connect_pod(st, msg, msglen, user, app, pod, port, (const char *) NULL);
 }
 
 static PGconn *
@@ -68,10 +48,10 @@ make_standbys(void)
 	for (int i = 0; i < 2; i++)
 	{
 		snprintf(standby_dir[i], sizeof(standby_dir[i]), "%s/standby%d", cluster_dir(), i + 1);
-		if (shell("bash -c \"source test/lib/cluster.sh && cluster_standby '%s' '%s' %s\" >/dev/null",
-				  cluster_dir(), standby_dir[i], i == 1 ? "max_connections=60" : "") != 0)
+		if (cluster_sh("cluster_standby '%s' '%s' %s >/dev/null", cluster_dir(), standby_dir[i],
+					   i == 1 ? "max_connections=60" : "") != 0)
 			bail_out("standby %d did not start", i + 1);
-		read_port(standby_dir[i], standby_port[i], sizeof(standby_port[i]));
+		cluster_port(standby_dir[i], standby_port[i], sizeof(standby_port[i]));
 	}
 	is_int(pg_wait_for(primary, "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
 					   2, 30000), 2, "two standbys stream from the primary (pg_basebackup -R)");
@@ -211,7 +191,7 @@ test_promotion(void)
 				 cluster_dir()), 0, "the primary is stopped (-m immediate)");
 	s = pg_connect_ex(st, msg, sizeof(msg), "application_name=admin", (const char *) NULL);
 	ok(s == NULL, "and answers no more");
-	ok(shell("bash -c \"source test/lib/cluster.sh && cluster_promote '%s'\"", standby_dir[0]) == 0,
+	ok(cluster_sh("cluster_promote '%s'", standby_dir[0]) == 0,
 	   "standby 1 is promoted");
 	s = admin_of(0);
 	is_int(pg_wait_for(s, "SELECT (NOT pg_is_in_recovery())::int", 1, 30000), 1, "it is a primary now");
@@ -242,6 +222,6 @@ main(void)
 	test_promotion();
 
 	for (int i = 0; i < 2; i++)
-		shell("bash -c \"source test/lib/cluster.sh && cluster_destroy '%s'\"", standby_dir[i]);
+		cluster_sh("cluster_destroy '%s'", standby_dir[i]);
 	return done_testing();
 }

@@ -36,15 +36,6 @@ connect_session(const char *app, const char *pod, const char *session)
 	return pg_connect_or_bail(a, o, "user=pooluser");
 }
 
-static long
-share(PGconn *conn, const char *demand)
-{
-	char		sql[128];
-
-	snprintf(sql, sizeof(sql), "SELECT max_size FROM connbudget.pool_share(%s)", demand);
-	return pg_long(conn, sql);
-}
-
 /*
  * Pools report every refresh interval, and a report older than pod_ttl
  * (1 s here) no longer counts.  So the pools of a test report together,
@@ -62,7 +53,7 @@ settle(int n, PGconn **conns, const char **demands, const long *want, long *got)
 
 		for (int i = 0; i < n; i++)
 		{
-			got[i] = share(conns[i], demands[i]);
+			got[i] = pod_share(conns[i], demands[i]);
 			all &= got[i] == want[i];
 		}
 		if (all || now_seconds() > deadline)
@@ -115,8 +106,7 @@ test_two_pools_one_pod(void)
 	   "(%ld, %ld, %ld)", got[0], got[1], got[3]);
 	is_int(got[0] + got[1] + got[3], 25,
 		   "the pod's three sessions never hold more than its 25 together");
-	for (int i = 0; i < 4; i++)
-		PQfinish(c[i]);
+	pg_finish_all(c, 4);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 10000), 0,
 		   "the pods end with their leases");
 }
@@ -234,8 +224,7 @@ test_session_capacity(void)
 	   "the 33rd is refused with 53400: the session slots are full");
 	is_int(pg_long(admin, "SELECT governed FROM connbudget.budget"), 32,
 		   "the 32 are governed, the refused one counts nowhere");
-	for (int i = 0; i < 32; i++)
-		PQfinish(conns[i]);
+	pg_finish_all(conns, 32);
 	is_int(pg_wait_for(admin, "SELECT governed FROM connbudget.budget", 0, 10000), 0,
 		   "all gone");
 }

@@ -38,10 +38,7 @@
  *
  * cluster: max_connections=100 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.max_pods_per_role=50 connbudget.pod_ttl=2000 connbudget.refresh_interval=200ms auth=scram-sha-256
  */
-#include "../lib/pgtest.h"
-
-static PGconn *admin;
-static char limits_digest[64];
+#include "attack.h"
 
 /* ---- connections ---- */
 
@@ -65,52 +62,53 @@ static PGconn *
 connect_as(const char *role, const char *app, const char *pod, char *st,
 		   char *msg, size_t msglen)
 {
-	char		u[96],
-				a[128],
-				o[160],
-				p[128];
-
-	snprintf(u, sizeof(u), "user=%s", role);
-	snprintf(a, sizeof(a), "application_name=%s", app);
-	snprintf(p, sizeof(p), "%s", password_for(role));
-	if (pod)
-		snprintf(o, sizeof(o), "options=-c connbudget.pod=%s", pod);
-	else
-		snprintf(o, sizeof(o), "options=");
-	return pg_connect_ex(st, msg, msglen, u, p, a, o, (const char *) NULL);
-}
-
-/* ---- what must hold after every attack ---- */
-
-static const char *
-digest_of_limits(void)
-{
-	return pg_value(admin, "SELECT coalesce(md5(string_agg(t::text, ';' ORDER BY application_name)), '') "
-					"FROM connbudget.application_limits t");
-}
-
-static void
-remember_limits(void)
-{
-	snprintf(limits_digest, sizeof(limits_digest), "%s", digest_of_limits());
+	return pg_connect_pod(st, msg, msglen, role, app, pod, password_for(role), (const char *) NULL);
 }
 
 /*
- * Every connection the test holds, except the admin's, is governed: of a
- * configured application or with a pod.
+ * A flood of mallory's: up to 2,000 connects of application "shared", the
+ * startup options of the i-th made with options_fmt and i, each that gets
+ * in calling pool_share() once; she stops once 100 are refused with 53400.
  */
-static void
-after(const char *attack)
+typedef struct Flood
 {
-	const char *governed_sql =
-		"SELECT (SELECT governed FROM connbudget.budget) - "
-		"(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-		" AND application_name <> 'admin')";
+	int			leased;			/* got in */
+	int			limited;		/* refused with 53400 */
+	int			other;			/* refused otherwise */
+	char		sample[2048];	/* the message of the first 53400 */
+} Flood;
 
-	ok(pg_long(admin, "SELECT 1") == 1, "after %s: the server answers", attack);
-	is_str(digest_of_limits(), limits_digest, "after %s: the limits table is intact", attack);
-	is_int(pg_wait_for(admin, governed_sql, 0, 10000), 0,
-		   "after %s: budget.governed equals the governed backends in pg_stat_activity", attack);
+static Flood
+flood(const char *options_fmt)
+{
+	Flood		f = {0};
+
+	for (int i = 0; i < 2000 && f.limited < 100; i++)
+	{
+		char		options[128],
+					st[6],
+					msg[2048];
+		PGconn	   *conn;
+
+		snprintf(options, sizeof(options), options_fmt, i);
+		conn = pg_connect_pod(st, msg, sizeof(msg), "mallory", "shared", NULL,
+							  password_for("mallory"), options, (const char *) NULL);
+		if (conn)
+		{
+			pg_long(conn, "SELECT max_size FROM connbudget.pool_share(1)");
+			PQfinish(conn);
+			f.leased++;
+		}
+		else if (strcmp(st, "53400") == 0)
+		{
+			if (!f.sample[0])
+				snprintf(f.sample, sizeof(f.sample), "%s", msg);
+			f.limited++;
+		}
+		else
+			f.other++;
+	}
+	return f;
 }
 
 static long
@@ -226,7 +224,7 @@ test_claim_bound_application(void)
 	conn = connect_as("postgres", "api", NULL, st, msg, sizeof(msg));
 	ok(conn != NULL, "a superuser may claim any application");
 	PQfinish(conn);
-	after("claiming a bound application");
+	after_attack("claiming a bound application");
 }
 
 /* ---- 2 and 3: joining another role's pod, reporting for it ---- */
@@ -269,7 +267,7 @@ test_foreign_pod(void)
 		   "and move only her own pod");
 	PQfinish(mine);
 	PQfinish(web);
-	after("joining another role's pod and reporting demand");
+	after_attack("joining another role's pod and reporting demand");
 }
 
 /* ---- 4: inventing 2,000 pod ids ---- */
@@ -277,48 +275,22 @@ test_foreign_pod(void)
 static void
 test_pod_flood(void)
 {
-	int			leased = 0,
-				limited = 0,
-				other = 0;
 	char		st[6],
-				msg[2048],
-				sample[2048] = "";
+				msg[2048];
 	PGconn	   *conn;
 	long		before;
+	Flood		f;
 
 	/* her pods of the tests before end first, so that she starts from none */
 	before = pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'm-%'", 0, 20000);
 	long_leases(1);
-
-	for (int i = 0; i < 2000; i++)
-	{
-		char		pod[32];
-
-		snprintf(pod, sizeof(pod), "flood-%04d", i);
-		conn = connect_as("mallory", "shared", pod, st, msg, sizeof(msg));
-		if (conn)
-		{
-			pg_long(conn, "SELECT max_size FROM connbudget.pool_share(1)");
-			PQfinish(conn);
-			leased++;
-		}
-		else if (strcmp(st, "53400") == 0)
-		{
-			if (!sample[0])
-				snprintf(sample, sizeof(sample), "%s", msg);
-			limited++;
-			if (limited >= 100)
-				break;			/* she is stopped; no need to go on */
-		}
-		else
-			other++;
-	}
-	is_int(leased + before, 50, "mallory leases %d pods, with the %ld she had 50 "
-		   "(connbudget.max_pods_per_role)", leased, before);
-	ok(limited >= 100 && other == 0, "every further pod id is refused with 53400");
-	ok(strstr(sample, "role \"mallory\" already holds 50 live pods") != NULL &&
-	   strstr(sample, "connbudget.max_pods_per_role") != NULL,
-	   "naming the role and the setting: %.200s", sample);
+	f = flood("options=-c connbudget.pod=flood-%04d");
+	is_int(f.leased + before, 50, "mallory leases %d pods, with the %ld she had 50 "
+		   "(connbudget.max_pods_per_role)", f.leased, before);
+	ok(f.limited >= 100 && f.other == 0, "every further pod id is refused with 53400");
+	ok(strstr(f.sample, "role \"mallory\" already holds 50 live pods") != NULL &&
+	   strstr(f.sample, "connbudget.max_pods_per_role") != NULL,
+	   "naming the role and the setting: %.200s", f.sample);
 	conn = connect_as("webuser", "shared", "web-new", st, msg, sizeof(msg));
 	ok(conn != NULL, "other roles still register new pods");
 	PQfinish(conn);
@@ -328,7 +300,7 @@ test_pod_flood(void)
 	long_leases(0);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'flood-%'", 0, 20000),
 		   0, "her leases end after pod_ttl");
-	after("inventing 2,000 pod ids");
+	after_attack("inventing 2,000 pod ids");
 }
 
 /* ---- 4b: inventing 2,000 pool sessions in one pod ---- */
@@ -337,46 +309,20 @@ static void
 test_session_flood(void)
 {
 	char		st[6],
-				msg[2048],
-				sample[2048] = "";
-	int			leased = 0,
-				limited = 0,
-				other = 0;
+				msg[2048];
 	PGconn	   *conn;
+	Flood		f;
 
 	/* her pods of the tests before end first, so that she starts from none */
 	pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod LIKE 'flood-%'", 0, 20000);
 	long_leases(1);
-	for (int i = 0; i < 2000; i++)
-	{
-		char		opts[96];
-
-		snprintf(opts, sizeof(opts),
-				 "options=-c connbudget.pod=m-sessions -c connbudget.pool_session=s%04d", i);
-		conn = pg_connect_ex(st, msg, sizeof(msg), "user=mallory", password_for("mallory"),
-							 "application_name=shared", opts, (const char *) NULL);
-		if (conn)
-		{
-			pg_long(conn, "SELECT max_size FROM connbudget.pool_share(1)");
-			PQfinish(conn);
-			leased++;
-		}
-		else if (strcmp(st, "53400") == 0)
-		{
-			if (!sample[0])
-				snprintf(sample, sizeof(sample), "%s", msg);
-			if (++limited >= 100)
-				break;
-		}
-		else
-			other++;
-	}
-	is_int(leased, 50, "mallory leases 50 pool sessions in one pod, and no more "
+	f = flood("options=-c connbudget.pod=m-sessions -c connbudget.pool_session=s%04d");
+	is_int(f.leased, 50, "mallory leases 50 pool sessions in one pod, and no more "
 		   "(connbudget.max_pods_per_role bounds them too)");
-	ok(limited >= 100 && other == 0, "every further pool session is refused with 53400");
-	ok(strstr(sample, "role \"mallory\" already holds 50 live pool sessions") != NULL &&
-	   strstr(sample, "connbudget.max_pods_per_role") != NULL,
-	   "naming the role and the setting: %.200s", sample);
+	ok(f.limited >= 100 && f.other == 0, "every further pool session is refused with 53400");
+	ok(strstr(f.sample, "role \"mallory\" already holds 50 live pool sessions") != NULL &&
+	   strstr(f.sample, "connbudget.max_pods_per_role") != NULL,
+	   "naming the role and the setting: %.200s", f.sample);
 	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'm-sessions'"), 1,
 		   "they are one pod");
 	conn = connect_as("webuser", "shared", "web-sessions", st, msg, sizeof(msg));
@@ -389,7 +335,7 @@ test_session_flood(void)
 	long_leases(0);
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'm-sessions'", 0, 20000),
 		   0, "her leases end after pod_ttl");
-	after("inventing 2,000 pool sessions");
+	after_attack("inventing 2,000 pool sessions");
 }
 
 /* ---- 5: inventing 200 application names ---- */
@@ -451,7 +397,7 @@ test_invented_applications(void)
 	PQfinish(held[0]);
 	reload("ALTER SYSTEM RESET connbudget.unconfigured_applications");
 	reload("ALTER SYSTEM RESET connbudget.unconfigured_max_connections");
-	after("inventing 200 application names");
+	after_attack("inventing 200 application names");
 }
 
 /* ---- 6: reading where other roles connect from ---- */
@@ -503,7 +449,7 @@ test_client_addr_privacy(void)
 	PQfinish(api);
 	PQfinish(mine);
 	PQfinish(stats);
-	after("reading other roles' client_addr");
+	after_attack("reading other roles' client_addr");
 }
 
 /* ---- 7: changing the limits without the privilege ---- */
@@ -528,7 +474,7 @@ test_limits_privilege(void)
 		is_str(pg_exec_error(m, attempts[i], msg, sizeof(msg)), "42501",
 			   "mallory: %s -- permission denied", attempts[i]);
 	PQfinish(m);
-	after("changing application_limits without the privilege");
+	after_attack("changing application_limits without the privilege");
 }
 
 /* ---- 8: SQL and control characters in role names ---- */
@@ -581,7 +527,7 @@ test_odd_role_names(void)
 	   "and the detail quotes the odd names as identifiers: %.300s", msg);
 	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.application_limits"), 6,
 		   "nothing was dropped");
-	after("SQL and control characters in role names");
+	after_attack("SQL and control characters in role names");
 }
 
 /* ---- under warn: logged and let in ---- */
@@ -607,7 +553,7 @@ test_warn(void)
 	PQfinish(conn);
 	ok(!server_log_contains(log_from, "may not connect as application"), "without a word");
 	reload("ALTER SYSTEM RESET connbudget.enforce");
-	after("claims under warn and off");
+	after_attack("claims under warn and off");
 }
 
 int

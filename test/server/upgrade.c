@@ -133,7 +133,6 @@ test_dump_restore_into_fresh_cluster(void)
 	char		st[6],
 				msg[2048];
 	PGconn	   *conn;
-	FILE	   *f;
 	const char *params[1];
 	PGresult   *res;
 
@@ -148,15 +147,10 @@ test_dump_restore_into_fresh_cluster(void)
 	snprintf(dump, sizeof(dump), "%s/limits.dump", cluster_dir());
 	ok(shell("'%s/pg_dump' -Fc -h 127.0.0.1 -p %s -U postgres -f '%s' postgres", bindir, port, dump) == 0,
 	   "pg_dump of the database with the limits");
-	ok(shell("bash -c \"source test/lib/cluster.sh && cluster_create '%s' max_connections=50 "
-			 "superuser_reserved_connections=3 && cluster_start '%s'\" >/dev/null", dir, dir) == 0,
+	ok(cluster_sh("cluster_create '%s' max_connections=50 superuser_reserved_connections=3 "
+				  ">/dev/null && cluster_start '%s' >/dev/null", dir, dir) == 0,
 	   "a fresh cluster with connbudget preloaded");
-	snprintf(msg, sizeof(msg), "%s/port", dir);
-	f = fopen(msg, "r");
-	if (!f || !fgets(newport, sizeof(newport), f))
-		bail_out("no port for the fresh cluster");
-	fclose(f);
-	newport[strcspn(newport, "\n")] = '\0';
+	cluster_port(dir, newport, sizeof(newport));
 	ok(shell("'%s/pg_restore' -h 127.0.0.1 -p %s -U postgres -d postgres '%s' 2>/dev/null; "
 			 "'%s/psql' -X -q -h 127.0.0.1 -p %s -U postgres -c 'SELECT 1' postgres >/dev/null",
 			 bindir, newport, dump, bindir, newport) == 0, "restored into it");
@@ -178,7 +172,7 @@ test_dump_restore_into_fresh_cluster(void)
 		   "a role they do not name is refused there (the roles need not exist yet)");
 		PQfinish(r);
 	}
-	shell("bash -c \"source test/lib/cluster.sh && cluster_destroy '%s'\"", dir);
+	cluster_sh("cluster_destroy '%s'", dir);
 }
 
 int
