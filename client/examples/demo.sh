@@ -8,6 +8,10 @@
 #   bash client/examples/demo.sh --metrics-port 9300
 #                                          each pod serves its pool's metrics
 #                                          on 9300, 9301, ... (Prometheus text)
+#   bash client/examples/demo.sh --mixed   the mixed fleet instead: C pools,
+#                                          PgBouncer and the Python, Go, Node
+#                                          and Java adapters on one budget
+#                                          (client/examples/mixed/demo.sh)
 #
 # It installs what is missing (Debian packages), builds and installs the
 # extension, starts a cluster with connbudget preloaded (max_connections 120,
@@ -18,6 +22,13 @@
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [[ " $* " == *" --mixed "* ]]; then
+    args=()
+    for arg in "$@"; do
+        [ "$arg" = --mixed ] || args+=("$arg")
+    done
+    exec bash "$src/client/examples/mixed/demo.sh" "${args[@]}"
+fi
 # shellcheck source=../../test/lib/setup.sh
 source "$src/test/lib/setup.sh"
 keep=""
