@@ -4,12 +4,13 @@
 # connbudget: javac -Xlint:all -Werror, then JUnit 5: the unit tests (the
 # share parser against hostile answers, ids, the configuration) and the
 # tests against the real server (a pool follows its share down and up,
-# closes idle surplus at once, never holds more than its share while busy,
-# hands it back on close, waits out 53300 refusals, fails at once and
-# without hammering on 42501, recovers from a server restart, takes no
-# hostile answer as a size, falls back to protocol 1 and, without the
-# extension, to a fixed size, logs in with a scram password, and shows its
-# numbers as an MXBean beside HikariCP's own).
+# closes idle surplus at once, closes only its surplus when its share
+# falls (never fewer than the new share on the way), never holds more than
+# its share while busy, hands it back on close, waits out 53300 refusals,
+# fails at once and without hammering on 42501, recovers from a server
+# restart, takes no hostile answer as a size, falls back to protocol 1 and,
+# without the extension, to a fixed size, logs in with a scram password,
+# and shows its numbers as an MXBean beside HikariCP's own).
 #
 # cluster: max_connections=50 superuser_reserved_connections=3 connbudget.reserved_connections=7 connbudget.refresh_interval=200ms connbudget.pod_ttl=2000
 #

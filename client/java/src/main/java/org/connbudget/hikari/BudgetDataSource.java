@@ -120,7 +120,8 @@ final class BudgetDataSource implements DataSource {
      * The driver's connection behind a proxy that passes every call on.
      * HikariCP calls clearWarnings() on it whenever a caller gives it back,
      * in the caller's thread, before anyone else may take it: there a
-     * refresh that waits for a connection runs (ConnBudget.onReturn).
+     * refresh that waits for a connection runs (ConnBudget.onReturn), and
+     * a connection above the pool's share is marked to close (ConnBudget.retire).
      */
     private Connection returnable(Connection conn) {
         Set<Class<?>> interfaces = new LinkedHashSet<>(List.of(Connection.class));
@@ -141,6 +142,7 @@ final class BudgetDataSource implements DataSource {
             ConnBudget b = budget;
             if (b != null && args == null && method.getName().equals("clearWarnings")) {
                 b.onReturn(conn);
+                b.retire((Connection) proxy);
             }
             try {
                 return method.invoke(conn, args);

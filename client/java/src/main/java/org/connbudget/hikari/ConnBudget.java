@@ -5,9 +5,12 @@ import com.zaxxer.hikari.HikariConfigMXBean;
 import com.zaxxer.hikari.HikariDataSource;
 import com.zaxxer.hikari.HikariPoolMXBean;
 import com.zaxxer.hikari.pool.HikariPool;
+import com.zaxxer.hikari.util.ConcurrentBag;
 import com.zaxxer.hikari.util.DriverDataSource;
 import com.zaxxer.hikari.util.PropertyElf;
 import java.lang.management.ManagementFactory;
+import java.lang.reflect.Field;
+import java.lang.reflect.Method;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -15,6 +18,8 @@ import java.sql.SQLException;
 import java.sql.SQLTransientConnectionException;
 import java.sql.Statement;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Properties;
@@ -109,6 +114,39 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
             this.fixedSize = size;
             return this;
         }
+    }
+
+    /** HikariCP's connections and its mark of one to close when next borrowed; null where this HikariCP
+        has them otherwise. */
+    private static final Field BAG;
+    private static final Field CONNECTION;
+    private static final Method MARK;
+    private static final Method MARKED;
+
+    static {
+        Field bag = null;
+        Field connection = null;
+        Method mark = null;
+        Method marked = null;
+        try {
+            Class<?> entry = Class.forName("com.zaxxer.hikari.pool.PoolEntry", false,
+                    HikariPool.class.getClassLoader());
+            bag = HikariPool.class.getDeclaredField("connectionBag");
+            connection = entry.getDeclaredField("connection");
+            mark = entry.getDeclaredMethod("markEvicted");
+            marked = entry.getDeclaredMethod("isMarkedEvicted");
+            bag.setAccessible(true);
+            connection.setAccessible(true);
+            mark.setAccessible(true);
+            marked.setAccessible(true);
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            LOG.log(Level.FINE, "connbudget: this HikariCP evicts all connections above the pool's share", e);
+            mark = null;
+        }
+        BAG = bag;
+        CONNECTION = connection;
+        MARK = mark;
+        MARKED = marked;
     }
 
     /** New options; set at least the application name. */
@@ -252,7 +290,7 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     private long refreshes;
     private long skipped;
     private long evictions;
-    private int shrinkers;  // evictOne() borrowing
+    private boolean evictingIdle;
     private volatile int appliedMax;
     private volatile int appliedMin;
 
@@ -360,9 +398,9 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * Sets maximumPoolSize to the limit and minimumIdle to what the pool may
      * keep (HikariCP reads both at run time). HikariCP itself only stops
      * opening connections beyond the maximum, so while it holds more,
-     * evictOne() closes the surplus, and only the surplus. HikariCP opens no new
-     * connection while it holds its maximum, so the pool falls to its limit
-     * and stays there.
+     * shrinkLocked() closes the surplus. HikariCP opens no new connection
+     * while it holds its maximum, so the pool falls to its limit and stays
+     * there.
      */
     private synchronized void resize() {
         int limit = limitLocked();
@@ -377,43 +415,112 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         }
         appliedMax = limit;
         appliedMin = min;
-        int n = pool.getTotalConnections() - limit - shrinkers;
-        if (n > 0 && !closed) {
-            shrinkers += n;
-            executor.setCorePoolSize(Math.max(executor.getCorePoolSize(), 2 + shrinkers));
-            for (; n > 0; n--) {
-                schedule(this::evictOne, 0);
-            }
+        if (!closed && pool.getTotalConnections() > limit) {
+            shrinkLocked();
         }
     }
 
     /**
-     * Closes one connection while the pool holds more than its limit, with
-     * evictConnection(), after which HikariCP opens none in its place; resize()
-     * starts one of these for each connection above the limit. It borrows an
-     * idle connection, else the next one a caller gives back: HikariCP hands
-     * those to the borrowers waiting, in turn, and a caller behind it waits
-     * as it would for one closed on return. No request fails, and the
-     * connections within the limit stay open.
+     * Closes the surplus and only the surplus: idle connections at once
+     * (evictIdle), those in use as their callers give them back (retire).
+     * Without HikariCP's own mark of one connection (another HikariCP) it
+     * evicts them all, as softEvictConnections() does.
      */
-    private void evictOne() {
-        ours.incrementAndGet();
-        try {
-            Connection conn = pool.getConnection(Math.max(100, intervalMs()));
-            synchronized (this) {
-                if (pool.getTotalConnections() > appliedMax) {
-                    ds.evictConnection(conn);  // closed by HikariCP: its proxy is not given back
-                    evictions++;
+    private void shrinkLocked() {
+        if (MARK == null) {
+            pool.softEvictConnections();
+            evictions++;
+        } else if (!evictingIdle && idleToClose()) {
+            evictingIdle = true;
+            schedule(this::evictIdle, 0);
+        }
+    }
+
+    /**
+     * A caller gives conn back (in HikariCP's close(), before HikariCP takes
+     * it back): while the pool holds more than its limit, and its idle
+     * connections do not make up for that, marks conn as
+     * softEvictConnections() marks them all, so that HikariCP closes it
+     * when it is next borrowed, before anyone uses it again; it opens none
+     * in its place while the pool holds its maximum. HikariCP's connections
+     * and that mark are not public.
+     */
+    void retire(Connection conn) {
+        if (MARK == null || closed || pool.getTotalConnections() <= appliedMax) {
+            return;
+        }
+        synchronized (this) {
+            try {
+                if (pool.getTotalConnections() - marked(bag().values()) - pool.getIdleConnections() <= appliedMax) {
                     return;
                 }
+                for (Object entry : bag().values(ConcurrentBag.IConcurrentBagEntry.STATE_IN_USE)) {
+                    if (CONNECTION.get(entry) == conn) {
+                        MARK.invoke(entry);
+                        evictions++;
+                        return;
+                    }
+                }
+            } catch (ReflectiveOperationException | RuntimeException e) {
+                LOG.log(Level.FINE, "connbudget: marking a connection to close failed", e);
             }
-            conn.close();
-        } catch (SQLException e) {
-            // none came, or the pool closes: the next sample looks again
+        }
+    }
+
+    private ConcurrentBag<?> bag() throws ReflectiveOperationException {
+        return (ConcurrentBag<?>) BAG.get(pool);
+    }
+
+    /** How many of entries are marked to be closed when next borrowed. */
+    private static int marked(List<?> entries) throws ReflectiveOperationException {
+        int n = 0;
+        for (Object entry : entries) {
+            n += (Boolean) MARKED.invoke(entry) ? 1 : 0;
+        }
+        return n;
+    }
+
+    /** Are there idle connections above the limit and not marked yet, or idle ones marked? */
+    private synchronized boolean idleToClose() {
+        try {
+            return pool.getIdleConnections() > 0 && (pool.getTotalConnections() - marked(bag().values()) > appliedMax
+                    || marked(bag().values(ConcurrentBag.IConcurrentBagEntry.STATE_NOT_IN_USE)) > 0);
+        } catch (ReflectiveOperationException | RuntimeException e) {
+            return false;
+        }
+    }
+
+    /** Borrows idle connections while some are to close (idleToClose): closes each one above the limit
+        and not marked yet (evictConnection), and gives the others back once done; HikariCP closes a
+        marked one it draws, and draws another. */
+    private void evictIdle() {
+        List<Connection> kept = new ArrayList<>();
+        ours.incrementAndGet();
+        try {
+            while (!closed && idleToClose()) {
+                Connection conn = pool.getConnection(20);
+                synchronized (this) {
+                    if (pool.getTotalConnections() - marked(bag().values()) > appliedMax) {
+                        ds.evictConnection(conn);  // closed by HikariCP: its proxy is not given back
+                        evictions++;
+                        continue;
+                    }
+                }
+                kept.add(conn);
+            }
+        } catch (SQLException | ReflectiveOperationException | RuntimeException e) {
+            // none idle after all, or closing: the next sample looks again
         } finally {
+            for (Connection conn : kept) {
+                try {
+                    conn.close();
+                } catch (SQLException e) {
+                    // HikariCP gives it back all the same
+                }
+            }
             ours.decrementAndGet();
             synchronized (this) {
-                shrinkers--;
+                evictingIdle = false;
             }
         }
     }

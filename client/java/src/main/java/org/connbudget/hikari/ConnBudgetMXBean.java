@@ -47,8 +47,9 @@ public interface ConnBudgetMXBean {
         no-extension. */
     Map<String, Long> getErrors();
 
-    /** Connections closed because the pool held more than its limit (evictConnection: idle ones at
-        once, the others as they come back), one for each connection above it. */
+    /** Connections closed because the pool held more than its limit, one for each connection above
+        it: idle ones at once, the others marked as they come back (closed when next borrowed). Where
+        HikariCP's mark of one connection is not found, the times softEvictConnections() was called. */
     long getEvictions();
 
     /** Connects the server refused with 53300 (each retried). */
