@@ -33,17 +33,9 @@ set -euo pipefail
 src=${CB_SRC_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 # shellcheck source=test/lib/setup.sh
 source "$src/test/lib/setup.sh"
-if [ "$(id -u)" = 0 ]; then
-    # shellcheck disable=SC2086 # a list of package names
-    cb_install_packages $CB_PACKAGES_BUILD golang-go golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev
-    if [ ! -f "$("$PG_CONFIG" --sharedir)/extension/connbudget.control" ]; then
-        echo "== building and installing the extension (release build)"
-        cb_build_install_release "$src"
-    fi
-    exec runuser -u postgres -- env HOME=/tmp PATH="$PATH" PG_CONFIG="$PG_CONFIG" CB_SRC_DIR="$src" \
-        CB_BENCH_RUNS="${CB_BENCH_RUNS:-}" CB_BENCH_SECONDS="${CB_BENCH_SECONDS:-}" \
-        CB_BENCH_ROUNDS="${CB_BENCH_ROUNDS:-}" bash "$src/bench/adapters/go.sh"
-fi
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$src/bench/adapters/lib.sh"
+adapter_bench_as_postgres "$src/bench/adapters/go.sh" golang-go golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev
 
 work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/go-bench.XXXXXX")
 cleanup() {
@@ -52,16 +44,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-# shellcheck source=test/lib/cluster.sh
-source "$src/test/lib/cluster.sh"
-if [ -z "${CB_CLUSTER_DIR:-}" ]; then
-    own_cluster="$work/cluster"
-    read -r -a settings < <(sed -n 's/^# cluster: *//p' "$src/bench/adapters/go.sh")
-    cluster_create "$own_cluster" "${settings[@]}"
-    cluster_start "$own_cluster"
-    eval "$(cluster_env "$own_cluster")"
-fi
-export PATH="$PG_BINDIR:$PATH"
+adapter_bench_cluster "$src/bench/adapters/go.sh" "$work/cluster"
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION IF NOT EXISTS connbudget;
 SELECT 'CREATE ROLE cbgo LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cbgo') \gexec

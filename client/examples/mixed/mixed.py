@@ -43,15 +43,17 @@ SRC = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 
 # (seconds, action, pod, kind, application, busy workers, label); "settle"
 # holds the clock until every pod started holds connections on the server
+FIRST_PODS = [
+    (0, "start", "c-api", "c", "api", 10, None),
+    (0, "start", "py-api", "python", "api", 10, None),
+    (0, "start", "pgbouncer", "pgbouncer", "api", 10, None),
+    (0, "start", "go-worker", "go", "worker", 16, None),
+    (0, "start", "node-worker", "node", "worker", 16, None),
+    (0, "settle", None, None, None, 0, None),
+]
 SCENARIOS = {
     # about 45 s: what test/adapters/mixed.sh runs
-    "test": [
-        (0, "start", "c-api", "c", "api", 10, None),
-        (0, "start", "py-api", "python", "api", 10, None),
-        (0, "start", "pgbouncer", "pgbouncer", "api", 10, None),
-        (0, "start", "go-worker", "go", "worker", 16, None),
-        (0, "start", "node-worker", "node", "worker", 16, None),
-        (0, "settle", None, None, None, 0, None),
+    "test": FIRST_PODS + [
         (9, "start", "java-worker", "java", "worker", 16, "java-worker joins"),
         (9, "settle", None, None, None, 0, None),
         (17, "kill", "node-worker", None, None, 0, "node-worker killed"),
@@ -61,13 +63,7 @@ SCENARIOS = {
         (44, "end", None, None, None, 0, None),
     ],
     # about 75 s: what `bash client/examples/demo.sh --mixed` shows
-    "demo": [
-        (0, "start", "c-api", "c", "api", 10, None),
-        (0, "start", "py-api", "python", "api", 10, None),
-        (0, "start", "pgbouncer", "pgbouncer", "api", 10, None),
-        (0, "start", "go-worker", "go", "worker", 16, None),
-        (0, "start", "node-worker", "node", "worker", 16, None),
-        (0, "settle", None, None, None, 0, None),
+    "demo": FIRST_PODS + [
         (10, "start", "java-worker", "java", "worker", 16, "java-worker joins"),
         (10, "settle", None, None, None, 0, None),
         (20, "kill", "node-worker", None, None, 0, "node-worker killed"),
