@@ -159,10 +159,13 @@ static int32
 cb_session_demand(CbSession *session, TimestampTz now, int32 ttl_ms)
 {
 	int32		demand = (int32) pg_atomic_read_u32(&session->demand);
-	uint64		heartbeat = pg_atomic_read_u64(&session->heartbeat);
+	uint64		heartbeat;
 
 	if (demand == CB_LEFT)
 		return 0;
+	/* a report stores the heartbeat before the demand */
+	pg_read_barrier();
+	heartbeat = pg_atomic_read_u64(&session->heartbeat);
 	if (demand == CB_NO_REPORT || cb_lease_end(heartbeat, ttl_ms) <= now)
 		return session->connections;
 	return demand;
@@ -207,6 +210,8 @@ cb_gather_members_locked(CbPublisher *p)
 		memcpy(p->pod_ids[np], pod->id, CB_NAME_LEN);
 		p->pods[np].id = p->pod_ids[np];
 		p->pods[np].app = p->app_position[pod->app];
+		/* the sum of its sessions' once computed; none demand nothing */
+		p->pods[np].demand = 0;
 		p->pod_slot[np] = i;
 		p->pod_incarnation[np] = pod->incarnation;
 		p->pod_position[i] = np++;
@@ -371,7 +376,7 @@ cb_publish_locked(CbPublisher *p, TimestampTz now, bool reclaim)
 	for (int i = 0; i < p->nsessions; i++)
 	{
 		CbSession  *session = &cb_sessions[p->session_slot[i]];
-		TimestampTz end = cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl);
+		TimestampTz end = cb_session_lease_end(session, ttl);
 
 		p->sessions[i].demand = cb_session_demand(session, now, ttl);
 		if (end > now && end < next_event)

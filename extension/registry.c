@@ -7,7 +7,8 @@
  * A governed connection is counted in one application, one pod of it and
  * one pool session of that pod.  Connect and exit do O(1) work under the
  * exclusive lock: a hashed lookup (lookup.c) of each, a slot from a free
- * stack when one is new, and a few counters.  Leases end without anybody
+ * stack when one is new, and a few counters.  Leases are the sessions':
+ * a pod is live while one of its sessions is.  They end without anybody
  * noticing at once; the allocator reclaims pods and sessions that are no
  * longer live (cb_reclaim_locked), and so keeps the free stacks stocked.
  *
@@ -280,7 +281,6 @@ cb_add_pod_locked(int32 app, const char *id, int32 role, bool derived,
 	pod->hash = hash;
 	pod->first_seen = now;
 	pg_atomic_write_u64(&pod->last_seen, (uint64) now);
-	pg_atomic_write_u64(&pod->heartbeat, 0);
 	strlcpy(pod->id, id, CB_NAME_LEN);
 	pod->client_addr[0] = '\0';
 	cb_lookup_insert(cb_pod_lookup, hash, slot);
@@ -363,34 +363,66 @@ cb_lease_end(uint64 heartbeat, int32 ttl_ms)
 	return (TimestampTz) heartbeat + (TimestampTz) ttl_ms * 1000;
 }
 
-/* When a pod without connections stops being live (0: it never reported). */
+/*
+ * When a session's lease ends: pod_ttl after its last report, or 0 if it
+ * never reported or left since.  A report stores the heartbeat before the
+ * demand, so a demand that is not CB_LEFT any more comes with the
+ * heartbeat of the report that brought the session back.
+ */
 TimestampTz
-cb_pod_lease_end(CbPod *pod, int32 ttl_ms)
+cb_session_lease_end(CbSession *session, int32 ttl_ms)
 {
-	return cb_lease_end(pg_atomic_read_u64(&pod->heartbeat), ttl_ms);
+	int32		demand = (int32) pg_atomic_read_u32(&session->demand);
+
+	if (demand == CB_LEFT)
+		return 0;
+	pg_read_barrier();
+	return cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl_ms);
 }
 
-bool
-cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms)
+/*
+ * Each pod's lease end, the latest of its sessions' (0: none holds one),
+ * into ends[], which has room for pod_capacity entries.  One pass over the
+ * sessions, with the lock held in either mode.
+ */
+void
+cb_pod_lease_ends_locked(TimestampTz *ends, int32 ttl_ms)
 {
-	return pod->incarnation != 0 &&
-		(pod->connections > 0 || cb_pod_lease_end(pod, ttl_ms) > now);
+	memset(ends, 0, sizeof(TimestampTz) * cb_shared->pod_capacity);
+	for (int i = 0; i < cb_shared->session_capacity; i++)
+	{
+		CbSession  *session = &cb_sessions[i];
+		TimestampTz end;
+
+		if (session->incarnation == 0)
+			continue;
+		end = cb_session_lease_end(session, ttl_ms);
+		if (end > ends[session->pod])
+			ends[session->pod] = end;
+	}
+}
+
+/* A pod is live while it holds a connection or its lease has not ended. */
+bool
+cb_pod_is_live(CbPod *pod, TimestampTz lease_end, TimestampTz now)
+{
+	return pod->incarnation != 0 && (pod->connections > 0 || lease_end > now);
 }
 
 static bool
 cb_session_is_live(CbSession *session, TimestampTz now, int32 ttl_ms)
 {
 	return session->incarnation != 0 &&
-		(session->connections > 0 ||
-		 cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl_ms) > now);
+		(session->connections > 0 || cb_session_lease_end(session, ttl_ms) > now);
 }
 
 /*
- * Free every session and pod that is no longer live, and applications
- * that are left with nothing to keep.  Keeps enough application slots free
- * for every free pod slot and every application that may still be
- * configured, so that a connect never has to evict (it cannot afford the
- * scan).  Returns how many slots were freed.
+ * Free every session that is no longer live, every pod left without
+ * sessions (a pod's connections and lease are its sessions'), and
+ * applications that are left with nothing to keep.  Keeps enough
+ * application slots free for every free pod slot and every application
+ * that may still be configured, so that a connect never has to evict (it
+ * cannot afford the scan).  Returns how many slots were freed.
  */
 int
 cb_reclaim_locked(TimestampTz now)
@@ -412,8 +444,7 @@ cb_reclaim_locked(TimestampTz now)
 	{
 		CbPod	   *pod = &cb_pods[i];
 
-		if (pod->incarnation != 0 && pod->nsessions == 0 &&
-			!cb_pod_is_live(pod, now, ttl))
+		if (pod->incarnation != 0 && pod->nsessions == 0 && pod->connections == 0)
 		{
 			cb_free_pod_locked(i);
 			freed++;
@@ -464,7 +495,7 @@ cb_reclaim_due(TimestampTz since, TimestampTz now, TimestampTz *next_event)
 
 		if (session->incarnation == 0)
 			continue;
-		end = cb_lease_end(pg_atomic_read_u64(&session->heartbeat), ttl);
+		end = cb_session_lease_end(session, ttl);
 		if (end > now)
 		{
 			if (end < next)
@@ -812,8 +843,8 @@ cb_collect_claimants_locked(CbClaimant *backends, CbClaimant *pods, int *npods)
 
 /*
  * End the leases of pods whose owner may no longer claim their application
- * (and of their sessions), so that they stop drawing a share as soon as
- * their connections are gone, not pod_ttl later.
+ * (those of their sessions, which are the pods'), so that they stop drawing
+ * a share as soon as their connections are gone, not pod_ttl later.
  */
 void
 cb_revoke_leases_locked(const CbClaimant *pods, int npods)
@@ -827,7 +858,6 @@ cb_revoke_leases_locked(const CbClaimant *pods, int npods)
 		if (pods[i].ok || pod->incarnation != pods[i].incarnation)
 			continue;
 		pod->revoked = true;
-		pg_atomic_write_u64(&pod->heartbeat, 0);
 		any = true;
 	}
 	if (!any)
@@ -917,33 +947,38 @@ cb_claim_refused(const char *application_name)
  * counts a connection that is refused, and its slot is free before the
  * FATAL error reaches the client.
  *
- * A refused connection still renews its session's lease, and counts as a
- * report of wanting one connection more than it holds (unless its pool
- * reported lately).  Otherwise a pod could never join a budget that the
- * pods already there fill: it needs a connection to be counted, and it
- * cannot connect until the others shrink, which they only do once it is
- * counted.  With the lease, the pod is live for pod_ttl, the others'
- * shares shrink at their next refresh, and the pod's retry finds room.
+ * A refused connection still renews its session's lease (and so its
+ * pod's), and counts as a report of wanting one connection more than it
+ * holds (unless its pool reported lately, and has not left since).
+ * Otherwise a pod could never join a budget that the pods already there
+ * fill: it needs a connection to be counted, and it cannot connect until
+ * the others shrink, which they only do once it is counted.  With the
+ * lease, the pod is live for pod_ttl, the others' shares shrink at their
+ * next refresh, and the pod's retry finds room.
  */
 static void
 cb_refused_locked(CbBackend *me, bool keep, TimestampTz now)
 {
 	CbSession  *session = &cb_sessions[me->session];
-	uint64		heartbeat;
 	int32		demand;
+	bool		stale;
 
 	Assert(me->kind == CB_BACKEND_GOVERNED);
 	cb_apps[me->app].refused++;
 	cb_apps[me->app].last_refused = now;
 	if (keep)
 		return;
-	heartbeat = pg_atomic_read_u64(&session->heartbeat);
 	demand = (int32) pg_atomic_read_u32(&session->demand);
+	stale = demand == CB_NO_REPORT ||
+		cb_session_lease_end(session, cb_shared->pod_ttl_ms) <= now;
 	cb_uncount_locked(me);
-	if (demand == CB_NO_REPORT || cb_lease_end(heartbeat, cb_shared->pod_ttl_ms) <= now)
-		pg_atomic_write_u32(&session->demand, (uint32) (session->connections + 1));
+	/* the heartbeat first, then the demand, as a report stores them */
 	pg_atomic_write_u64(&session->heartbeat, (uint64) now);
-	pg_atomic_write_u64(&cb_pods[me->pod].heartbeat, (uint64) now);
+	if (stale)
+	{
+		pg_write_barrier();
+		pg_atomic_write_u32(&session->demand, (uint32) (session->connections + 1));
+	}
 	cb_clear_backend_locked(me);
 }
 

@@ -197,10 +197,11 @@ static bool cb_report_unpublished = false;
 
 /*
  * Record a report of this backend's pool session: renew its lease and
- * store its demand (>= 0, or CB_UNBOUNDED).  Returns true if it was the
- * session's first report (or its first after its report went stale), whose
- * publication a reader should wait for; false also when the backend is
- * not governed (nothing is recorded).  Takes no lock and raises no error:
+ * store its demand (>= 0, or CB_UNBOUNDED), the heartbeat first (see
+ * state.h).  Returns true if it was the session's first report (or its
+ * first after its report went stale, or after it left), whose publication
+ * a reader should wait for; false also when the backend is not governed
+ * (nothing is recorded).  Takes no lock and raises no error:
  * connbudget.demand's assign hook calls it.
  */
 static bool
@@ -224,10 +225,10 @@ cb_record_report(int32 demand)
 	first = old_demand == CB_NO_REPORT || old_demand == CB_LEFT || old_heartbeat == 0 ||
 		cb_lease_end(old_heartbeat, cb_shared->pod_ttl_ms) <= now;
 
+	pg_atomic_write_u64(&session->heartbeat, (uint64) now);
+	pg_write_barrier();
 	if (old_demand != demand)
 		pg_atomic_write_u32(&session->demand, (uint32) demand);
-	pg_atomic_write_u64(&session->heartbeat, (uint64) now);
-	pg_atomic_write_u64(&pod->heartbeat, (uint64) now);
 	pg_atomic_write_u64(&pod->last_seen, (uint64) now);
 	cb_left = false;
 
@@ -238,10 +239,18 @@ cb_record_report(int32 demand)
 
 /*
  * This backend's pool session leaves the budget: it demands nothing from
- * now on and its lease ends at once (and its pod's, if it is the pod's only
- * session), so that the pods that stay get its share at the next
- * publication, a publish period later, not pod_ttl later.  Its connections
- * still count until they close.  A later report brings it back.
+ * now on and its lease ends at once (and its pod's, once no other session
+ * of the pod holds one), so that the pods that stay get its share at the
+ * next publication, a publish period later, not pod_ttl later.  Its
+ * connections still count until they close.  A later report brings it
+ * back.
+ *
+ * CB_LEFT alone ends the lease: the heartbeat is left alone, so that a
+ * report of the same session racing with the leave (from another of its
+ * connections) cannot leave a left session with a lease, or a demand
+ * without its heartbeat.  Nothing of the pod's is written: its lease is
+ * its sessions', so sessions leaving at once, or while others report,
+ * cannot keep it alive.
  */
 static void
 cb_leave(void)
@@ -256,9 +265,6 @@ cb_leave(void)
 	if (session->incarnation == incarnation)
 	{
 		pg_atomic_write_u32(&session->demand, (uint32) CB_LEFT);
-		pg_atomic_write_u64(&session->heartbeat, 0);
-		if (cb_pods[session->pod].nsessions == 1)
-			pg_atomic_write_u64(&cb_pods[session->pod].heartbeat, 0);
 		cb_inputs_changed();
 	}
 	LWLockRelease(cb_shared->lock);
@@ -403,6 +409,7 @@ void
 cb_snapshot_budget(CbBudgetRow *row)
 {
 	TimestampTz now;
+	TimestampTz *lease_ends = palloc(sizeof(TimestampTz) * cb_shared->pod_capacity);
 	int32		apps = 0;
 	int32		pods = 0;
 
@@ -412,8 +419,9 @@ cb_snapshot_budget(CbBudgetRow *row)
 	for (int i = 0; i < cb_shared->app_capacity; i++)
 		if (cb_app_is_visible(&cb_apps[i]))
 			apps++;
+	cb_pod_lease_ends_locked(lease_ends, cb_shared->pod_ttl_ms);
 	for (int i = 0; i < cb_shared->pod_capacity; i++)
-		if (cb_pod_is_live(&cb_pods[i], now, cb_shared->pod_ttl_ms))
+		if (cb_pod_is_live(&cb_pods[i], lease_ends[i], now))
 			pods++;
 	row->max_connections = MaxConnections;
 	row->superuser_reserved = CB_SUPERUSER_RESERVED();
@@ -427,6 +435,7 @@ cb_snapshot_budget(CbBudgetRow *row)
 	row->applications = apps;
 	row->pods = pods;
 	LWLockRelease(cb_shared->lock);
+	pfree(lease_ends);
 }
 
 int
@@ -471,12 +480,14 @@ int
 cb_snapshot_pods(CbPodRow **rows_out)
 {
 	CbPodRow   *rows = palloc(sizeof(CbPodRow) * cb_shared->pod_capacity);
+	TimestampTz *lease_ends = palloc(sizeof(TimestampTz) * cb_shared->pod_capacity);
 	int			n = 0;
 	TimestampTz now;
 
 	cb_await_current_inputs();
 	now = GetCurrentTimestamp();
 	LWLockAcquire(cb_shared->lock, LW_SHARED);
+	cb_pod_lease_ends_locked(lease_ends, cb_shared->pod_ttl_ms);
 	CB_READ_PUBLICATION(pub, {
 		n = 0;
 		for (int i = 0; i < cb_shared->pod_capacity; i++)
@@ -487,7 +498,7 @@ cb_snapshot_pods(CbPodRow **rows_out)
 				pp.pubno == pub->pubno;
 			CbPodRow   *row;
 
-			if (!cb_pod_is_live(pod, now, cb_shared->pod_ttl_ms))
+			if (!cb_pod_is_live(pod, lease_ends[i], now))
 				continue;
 			row = &rows[n++];
 			memcpy(row->application_name, cb_apps[pod->app].name, CB_NAME_LEN);
@@ -500,10 +511,11 @@ cb_snapshot_pods(CbPodRow **rows_out)
 			row->derived = pod->derived;
 			row->first_seen = pod->first_seen;
 			row->last_seen = (TimestampTz) pg_atomic_read_u64(&pod->last_seen);
-			row->lease_expires = cb_pod_lease_end(pod, cb_shared->pod_ttl_ms);
+			row->lease_expires = lease_ends[i];
 		}
 	});
 	LWLockRelease(cb_shared->lock);
+	pfree(lease_ends);
 	*rows_out = rows;
 	return n;
 }

@@ -181,10 +181,7 @@ cb_init_state(void)
 	memset(cb_roles, 0, mul_size(npods, sizeof(CbRole)));
 	memset(cb_role_lists, 0, mul_size(CB_MAX_CONFIGURED_APPS, sizeof(CbRoleList)));
 	for (int i = 0; i < npods; i++)
-	{
 		pg_atomic_init_u64(&cb_pods[i].last_seen, 0);
-		pg_atomic_init_u64(&cb_pods[i].heartbeat, 0);
-	}
 	for (int i = 0; i < nsessions; i++)
 	{
 		pg_atomic_init_u32(&cb_sessions[i].demand, (uint32) CB_NO_REPORT);

@@ -16,14 +16,18 @@
  *				connbudget.application_limits), has pods, or was refused
  *				since server start (to keep its counter).
  * pods[]		one slot per pod: live while it holds a governed connection
- *				or its lease from its last pool_share() has not ended.
- *				connbudget.max_pods slots; a pod that is no longer live
- *				is reclaimed by the allocator.
+ *				or one of its sessions holds a lease.  A pod keeps no lease
+ *				of its own: its lease is the latest of its sessions' (so it
+ *				ends when the last session that held one leaves, however
+ *				many have left before).  connbudget.max_pods slots; a pod
+ *				without sessions is reclaimed by the allocator.
  * sessions[]	one slot per pool session of a pod: the connections of one
  *				client pool (connbudget.pool_session, or the pod's anonymous
  *				session for connections that give none).  A pod's share is
  *				split among its sessions, so two pools that give one pod id
- *				never hold more than the pod's share together.  Twice
+ *				never hold more than the pod's share together.  A session
+ *				holds a lease for pod_ttl after its last report, unless it
+ *				left since (cb_session_lease_end).  Twice
  *				connbudget.max_pods slots.
  * roles[]		one slot per role that holds pods: who a pod belongs to, and
  *				how many pods each role holds (connbudget.max_pods_per_role).
@@ -53,10 +57,15 @@
  *	 ProcArrayLock is never taken, no catalog is read and no allocation is
  *	 computed under the lock.
  * - pool_share() takes no lock.  Its session is pinned by the caller's own
- *	 connection, so it stores the demand and heartbeat with atomic writes,
- *	 and reads its share from the latest publication under that
+ *	 connection, so it stores the heartbeat and then the demand with atomic
+ *	 writes, and reads its share from the latest publication under that
  *	 publication's sequence counter (a seqlock that the publisher never
- *	 holds on the current snapshot).
+ *	 holds on the current snapshot).  A leave stores the demand alone
+ *	 (CB_LEFT), which ends the lease whatever the heartbeat says: a leave
+ *	 and a report of one session that race end as one or the other came
+ *	 last, never as a left session that holds a lease or a report without
+ *	 its heartbeat.  No report or leave writes anything of the pod's but
+ *	 last_seen, so sessions of one pod never overwrite each other.
  * - The publisher (share.c) holds "publish_lock" so that there is one at a
  *	 time.  It takes "lock" exclusively only to reclaim pods and sessions
  *	 whose lease ended, and in shared mode to copy the inputs out; it
@@ -94,7 +103,8 @@
  * older than pod_ttl): it demands the connections it holds. */
 #define CB_NO_REPORT		(-2)
 /* A session that left (connbudget.demand = 'leave'): it demands nothing
- * and its lease has ended; it goes when its connections close. */
+ * and its lease has ended, whatever its heartbeat; it goes when its
+ * connections close. */
 #define CB_LEFT				(-3)
 
 /* Pool sessions: this many times connbudget.max_pods. */
@@ -145,7 +155,6 @@ typedef struct CbPod
 	uint32		hash;
 	TimestampTz first_seen;
 	pg_atomic_uint64 last_seen; /* last connect or pool_share() */
-	pg_atomic_uint64 heartbeat; /* last report of any session, 0 = never */
 	char		id[CB_NAME_LEN];
 	char		client_addr[CB_ADDR_LEN];
 } CbPod;
@@ -157,8 +166,10 @@ typedef struct CbSession
 	uint64		token;			/* 0: the pod's anonymous session */
 	uint32		hash;
 	int32		connections;	/* governed backends of this session */
-	pg_atomic_uint32 demand;	/* int32: >= 0, CB_UNBOUNDED, CB_NO_REPORT */
-	pg_atomic_uint64 heartbeat; /* last report, 0 = never */
+	pg_atomic_uint32 demand;	/* int32: >= 0, CB_UNBOUNDED, CB_NO_REPORT,
+								 * CB_LEFT */
+	pg_atomic_uint64 heartbeat; /* last report, 0 = never; stored before
+								 * the demand */
 } CbSession;
 
 typedef struct CbBackend
@@ -309,8 +320,9 @@ extern int	cb_collect_claimants_locked(CbClaimant *backends, CbClaimant *pods,
 										int *npods);
 extern void cb_revoke_leases_locked(const CbClaimant *pods, int npods);
 extern TimestampTz cb_lease_end(uint64 heartbeat, int32 ttl_ms);
-extern bool cb_pod_is_live(CbPod *pod, TimestampTz now, int32 ttl_ms);
-extern TimestampTz cb_pod_lease_end(CbPod *pod, int32 ttl_ms);
+extern TimestampTz cb_session_lease_end(CbSession *session, int32 ttl_ms);
+extern void cb_pod_lease_ends_locked(TimestampTz *ends, int32 ttl_ms);
+extern bool cb_pod_is_live(CbPod *pod, TimestampTz lease_end, TimestampTz now);
 extern int	cb_reclaim_locked(TimestampTz now);
 extern bool cb_reclaim_due(TimestampTz since, TimestampTz now,
 						   TimestampTz *next_event);
