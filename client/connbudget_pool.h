@@ -86,8 +86,9 @@
    connbudget.pool_share() instead (protocol 1), and protocol 2 is tried
    again every 30 s.
      - it never opens a connection beyond its share;
-     - when the share drops it closes idle connections at once and retires
-       over-share connections as they are released;
+     - when the share drops it closes idle connections at once, retires
+       over-share connections as they are released, and abandons connects
+       still under way beyond it;
      - against a server without the extension, or one that does not
        govern it (status "other"), it uses max_size (10 if max_size is 0)
        and logs that once;
@@ -655,7 +656,9 @@
                          cbpool_refusals_permanent_total), logged once as
                          an error ("refused-permanently"), and retried no
                          sooner than 10 refresh intervals (10 s before the
-                         interval is known)
+                         interval is known).  Connects under way beyond a
+                         share that dropped are abandoned, not finished and
+                         closed
        1.5  (2026-12-06) protocol 2: the share in any database, by
                          connbudget.demand and connbudget.share, with
                          pool_share() as the fallback for connbudget 1.1;
@@ -3034,6 +3037,16 @@ static void cbpool__maint_grow_locked(cbpool *pool, cbpool__round *r)
     r->start = start < 0 ? 0 : start;
 }
 
+/* The round's refresh may have lowered the share after its connects were
+   counted: no more than the share leaves room for (growth it allows comes
+   in the next round, at once); the breaker's probe stays. */
+static void cbpool__maint_recount_locked(cbpool *pool, cbpool__round *r)
+{
+    int room = pool->share.limit - pool->slots.total - pool->connect.nattempts;
+    if (pool->breaker.state == CBPOOL_BREAKER_CLOSED && r->start > room)
+        r->start = room > 0 ? room : 0;
+}
+
 /*
  * When to look again (a release, a new waiter or a finished connect wakes
  * maintenance earlier): the share's next refresh, the end of a backoff, a
@@ -3151,6 +3164,9 @@ static int cbpool__maintain(cbpool *pool, int wait_ms)
     if (r.refresh) {
         cbpool__maint_refresh(pool, r.refresh);
         wait_ms = 0;   /* the share may allow growth right away */
+        cbpool__lock(pool);
+        cbpool__maint_recount_locked(pool, &r);
+        cbpool__unlock(pool);
     }
     for (i = 0; i < r.start; i++)
         cbpool__connect_start(pool, 0);
@@ -4407,13 +4423,45 @@ static void cbpool__connect_done(cbpool *pool, PGconn *pg, int for_refresh,
         cbpool__slots_destroy(pool, c);
 }
 
-/* Drive the connect attempts for up to wait_ms, waking early on the pipe. */
+/*
+ * The share dropped while connects were under way: those beyond it are
+ * abandoned before they finish, not finished and closed at once (the
+ * server would count a backend of the application beyond the pod's share
+ * meanwhile).  Not the refresh's own connect (kept only if the new share
+ * covers it), one that already failed (reported as such), nor any while
+ * the circuit is not closed (the probe).  Called outside the lock by the
+ * maintainer, which owns attempts[].
+ */
+static void cbpool__connect_drop_over_share(cbpool *pool)
+{
+    int i, excess, growing = 0;
+
+    for (i = 0; i < pool->connect.nattempts; i++)
+        growing += !pool->connect.attempts[i].for_refresh;
+    cbpool__lock(pool);
+    excess = pool->breaker.state == CBPOOL_BREAKER_CLOSED && !pool->slots.closing
+                 ? pool->slots.total + growing - pool->share.limit : 0;
+    cbpool__unlock(pool);
+    for (i = pool->connect.nattempts - 1; i >= 0 && excess > 0; i--) {
+        cbpool__attempt *a = &pool->connect.attempts[i];
+        if (a->for_refresh || a->status == PGRES_POLLING_FAILED)
+            continue;
+        PQfinish(a->pg);
+        *a = pool->connect.attempts[--pool->connect.nattempts];
+        excess--;
+    }
+}
+
+/* Drive the connect attempts for up to wait_ms, waking early on the pipe;
+   first abandon those beyond the share. */
 static void cbpool__connect_poll(cbpool *pool, int wait_ms)
 {
     struct pollfd pfd[CBPOOL__MAX_ATTEMPTS + 1];
     int n = 0, i, rc;
-    int64_t now = cbpool__now_ns();
+    int64_t now;
 
+    cbpool__connect_drop_over_share(pool);
+    now = cbpool__now_ns();
     for (i = 0; i < pool->connect.nattempts; i++) {
         cbpool__attempt *a = &pool->connect.attempts[i];
         int64_t left = a->deadline_ns - now;

@@ -42,11 +42,7 @@
  */
 #include "common.h"
 
-#include <arpa/inet.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 /* ---- answers ---- */
 
@@ -289,16 +285,12 @@ static const char *const kind_name[Q_KINDS] = {"other", "pool_share()", "connbud
 
 typedef struct Relay
 {
-	int			listen_fd;
-	int			port;
-	int			stop;
-	int			pairs;
+	TcpRelay	tcp;
 	const Answer *answer[Q_KINDS];	/* the answers of a kind become this;
 									   NULL: as the server gave them */
 	const Failure *failure[Q_KINDS];	/* or this error, before answer */
 	int			rewritten[Q_KINDS];
 	int			passed[Q_KINDS];	/* answers passed on as they were */
-	pthread_t	thread;
 } Relay;
 
 static Relay relay;
@@ -448,8 +440,6 @@ query_kind(const char *text, size_t len)
 
 typedef struct RelayPair
 {
-	int			client;
-	int			server;
 	Buf			cin;			/* from the client, not yet whole messages */
 	Buf			in;				/* from the server, not yet whole messages */
 	Buf			out;			/* to the client, or to the server */
@@ -630,114 +620,56 @@ write_all(int fd, const char *data, size_t n)
 	return 1;
 }
 
-static void *
-relay_pair_main(void *arg)
+/*
+ * Read what fd "from" has into in, turn its whole messages into p->out
+ * with messages(), and write that to fd "to"; 0 once a side has ended.
+ */
+static int
+relay_from(RelayPair *p, int from, Buf *in, void (*messages) (RelayPair *), int to)
 {
-	RelayPair  *p = arg;
 	char		buf[8192];
+	ssize_t		n = read(from, buf, sizeof(buf));
 
-	while (!__atomic_load_n(&relay.stop, __ATOMIC_RELAXED))
+	if (n <= 0)
+		return 0;
+	buf_put(in, buf, (size_t) n);
+	messages(p);
+	if (!write_all(to, p->out.data, p->out.len))
+		return 0;
+	p->out.len = 0;
+	return 1;
+}
+
+static void
+relay_serve(TcpRelay *tcp, int client, int server)
+{
+	RelayPair  *p = calloc(1, sizeof(RelayPair));
+
+	if (!p)
+		bail_out("relay: out of memory");
+	while (!__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
 	{
-		struct pollfd fds[2] = {{.fd = p->client, .events = POLLIN},
-		{.fd = p->server, .events = POLLIN}};
-		ssize_t		n;
+		struct pollfd fds[2] = {{.fd = client, .events = POLLIN},
+		{.fd = server, .events = POLLIN}};
 
 		if (poll(fds, 2, 100) < 0 && errno != EINTR)
 			break;
-		if (fds[0].revents)
-		{
-			n = read(p->client, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			buf_put(&p->cin, buf, (size_t) n);
-			client_messages(p);
-			if (!write_all(p->server, p->out.data, p->out.len))
-				break;
-			p->out.len = 0;
-		}
-		if (fds[1].revents)
-		{
-			n = read(p->server, buf, sizeof(buf));
-			if (n <= 0)
-				break;
-			buf_put(&p->in, buf, (size_t) n);
-			relay_messages(p);
-			if (!write_all(p->client, p->out.data, p->out.len))
-				break;
-			p->out.len = 0;
-		}
+		if (fds[0].revents && !relay_from(p, client, &p->cin, client_messages, server))
+			break;
+		if (fds[1].revents && !relay_from(p, server, &p->in, relay_messages, client))
+			break;
 	}
-	close(p->client);
-	close(p->server);
 	free(p->cin.data);
 	free(p->in.data);
 	free(p->out.data);
 	free(p);
-	__atomic_fetch_sub(&relay.pairs, 1, __ATOMIC_RELEASE);
-	return NULL;
-}
-
-static void *
-relay_main(void *arg)
-{
-	(void) arg;
-	while (!__atomic_load_n(&relay.stop, __ATOMIC_RELAXED))
-	{
-		struct pollfd pfd = {.fd = relay.listen_fd, .events = POLLIN};
-		struct sockaddr_in to = {.sin_family = AF_INET};
-		RelayPair  *p;
-		pthread_t	t;
-		int			one = 1;
-
-		if (poll(&pfd, 1, 100) <= 0)
-			continue;
-		p = calloc(1, sizeof(RelayPair));
-		if (!p)
-			bail_out("relay: out of memory");
-		p->client = accept(relay.listen_fd, NULL, NULL);
-		p->server = socket(AF_INET, SOCK_STREAM, 0);
-		to.sin_port = htons(atoi(getenv("PGPORT") ? getenv("PGPORT") : "5432"));
-		to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		if (p->client < 0 || p->server < 0 ||
-			connect(p->server, (struct sockaddr *) &to, sizeof(to)) != 0)
-			bail_out("relay: %s", strerror(errno));
-		setsockopt(p->client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(p->server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		__atomic_fetch_add(&relay.pairs, 1, __ATOMIC_RELAXED);
-		pthread_create(&t, NULL, relay_pair_main, p);
-		pthread_detach(t);
-	}
-	return NULL;
 }
 
 static void
 relay_start(void)
 {
-	struct sockaddr_in addr = {.sin_family = AF_INET};
-	socklen_t	len = sizeof(addr);
-
 	memset(&relay, 0, sizeof(relay));
-	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	relay.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (relay.listen_fd < 0 ||
-		bind(relay.listen_fd, (struct sockaddr *) &addr, sizeof(addr)) != 0 ||
-		listen(relay.listen_fd, 64) != 0 ||
-		getsockname(relay.listen_fd, (struct sockaddr *) &addr, &len) != 0)
-		bail_out("relay: %s", strerror(errno));
-	relay.port = ntohs(addr.sin_port);
-	pthread_create(&relay.thread, NULL, relay_main, NULL);
-}
-
-static void
-relay_stop(void)
-{
-	__atomic_store_n(&relay.stop, 1, __ATOMIC_RELAXED);
-	pthread_join(relay.thread, NULL);
-	close(relay.listen_fd);
-	for (int i = 0; i < 500 && __atomic_load_n(&relay.pairs, __ATOMIC_ACQUIRE); i++)
-		sleep_ms(10);
-	if (__atomic_load_n(&relay.pairs, __ATOMIC_ACQUIRE))
-		bail_out("the relay's connections did not end");
+	tcp_relay_start(&relay.tcp, relay_serve);
 }
 
 /* From now on, the relay answers queries of this kind with a (NULL: as
@@ -769,18 +701,6 @@ passed(int kind)
 	return __atomic_load_n(&relay.passed[kind], __ATOMIC_ACQUIRE);
 }
 
-static const char *
-relay_conninfo(void)
-{
-	static char conninfo[256];
-
-	/* no SSL or GSS negotiation: after the client's startup message, every
-	   byte either way is in a message */
-	snprintf(conninfo, sizeof(conninfo),
-			 "host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable "
-			 "gssencmode=disable", relay.port);
-	return conninfo;
-}
 
 
 /* ---- watching a pool ---- */
@@ -1143,12 +1063,76 @@ after_hostile(cbpool *pool, const char *app, const char *pod, uint64_t connects,
 				 (unsigned long long) stats_of(pool).budget_errors);
 		ok(strstr(text, want) != NULL, "and so does budget_errors_total");
 	}
-	{
-		PGconn	   *conn = cbpool_acquire(pool, 5000);
+	ok(pool_serves(pool, 5000), "the pool serves as before");
+}
 
-		ok(conn && query_works(conn), "the pool serves as before");
-		cbpool_release(pool, conn);
-	}
+/* How many backends the server has for the application app. */
+static const char *
+backends_sql(const char *app)
+{
+	static char sql[256];
+
+	snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'", app);
+	return sql;
+}
+
+/*
+ * From here on the relay answers the queries of this kind for the server:
+ * first good3, a share of 3, to see that a rewritten answer (what, in the
+ * test's words) reaches the pool, then good, a share of GOOD, which the
+ * server would let the pool exceed; then the n hostile answers of list,
+ * and what must hold after them.  Before them the pool has settled: GOOD
+ * connections, no connect under way, and the server's backends of the
+ * application are those GOOD (the ones closed when the share dropped to 3
+ * are gone).
+ */
+static void
+hostile_answers(cbpool *pool, PGconn *admin, const char *app, const char *pod, int kind,
+				const char *what, const Answer *good3, const Answer *good,
+				const Answer *list, int n)
+{
+	cbpool_stats_t s;
+	uint64_t	connects,
+				closed;
+	long		backends;
+	int			okay;
+
+	relay_set(kind, good3);
+	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
+	ok(okay, "%s the relay rewrites reaches the pool (share %d, max_size %d, total %d)", what,
+	   s.share, s.max_size, s.total);
+	relay_set(kind, good);
+	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD &&
+					 s.connecting == 0, 10000);
+	backends = pg_wait_for(admin, backends_sql(app), GOOD, 10000);
+	ok(okay && backends == GOOD,
+	   "with a good answer of %d the pool holds %d connections (share %d, total %d, "
+	   "%d connecting; the server's backends %ld)", GOOD, GOOD, s.share, s.total,
+	   s.connecting, backends);
+	s = stats_of(pool);
+	ok(s.connects == (uint64_t) s.total + closed_of(&s),
+	   "every connection it made it holds or closed for a reason it counts (%llu connects, "
+	   "%d held, %llu closed): none was opened beyond the share and dropped when the share "
+	   "fell", (unsigned long long) s.connects, s.total, (unsigned long long) closed_of(&s));
+	connects = s.connects;
+	closed = closed_of(&s);
+	hostile_loop(pool, admin, app, kind, list, n, good);
+	after_hostile(pool, app, pod, connects, closed, n);
+}
+
+/* Wait (up to 5 s) until the pool's share is the one connbudget.pods shows
+   for its pod; the pool's stats and that share, the last seen, into *s and
+   *listed. */
+static int
+share_as_listed(cbpool *pool, PGconn *admin, const char *pod, cbpool_stats_t *s, long *listed)
+{
+	char		sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT coalesce((SELECT share FROM connbudget.pods "
+			 "WHERE pod = '%s'), -1)", pod);
+	return wait_until((*s = stats_of(pool), *listed = pg_long(admin, sql)), s->share == *listed,
+					  5000);
 }
 
 /* ---- protocol 2: connbudget.share rewritten by the relay ---- */
@@ -1162,13 +1146,11 @@ test_protocol2(PGconn *admin)
 	cbpool_config cfg = test_config("hostile", "pod-hostile");
 	cbpool	   *pool;
 	cbpool_stats_t s;
-	uint64_t	connects,
-				closed;
 	int			n = (int) (sizeof(hostile_words) / sizeof(hostile_words[0]));
 	int			share1 = passed(Q_SHARE1) + rewritten(Q_SHARE1),
 				okay;
 
-	cfg.conninfo = relay_conninfo();
+	cfg.conninfo = tcp_relay_conninfo(&relay.tcp);
 	cfg.min_idle = FIXED;		/* grows to whatever share it believes, up to FIXED */
 	cfg.max_size = FIXED;
 	log_reset();
@@ -1179,22 +1161,8 @@ test_protocol2(PGconn *admin)
 	   "budget of %d; connbudget.share answered %d times, pool_share() %d)", s.share, s.budget,
 	   passed(Q_SHARE2), passed(Q_SHARE1) + rewritten(Q_SHARE1) - share1);
 
-	/* from here on the relay answers for the server: a share of GOOD, which
-	   the server would let the pool exceed */
-	relay_set(Q_SHARE2, &good2_3);
-	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
-	ok(okay, "a connbudget.share the relay rewrites reaches the pool (share %d, max_size %d, "
-	   "total %d)", s.share, s.max_size, s.total);
-	relay_set(Q_SHARE2, &good2_4);
-	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 10000);
-	ok(okay, "with a good answer of %d the pool holds %d connections (share %d, total %d)",
-	   GOOD, GOOD, s.share, s.total);
-	s = stats_of(pool);
-	connects = s.connects;
-	closed = closed_of(&s);
-
-	hostile_loop(pool, admin, "hostile", Q_SHARE2, hostile_words, n, &good2_4);
-	after_hostile(pool, "hostile", "pod-hostile", connects, closed, n);
+	hostile_answers(pool, admin, "hostile", "pod-hostile", Q_SHARE2, "a connbudget.share",
+					&good2_3, &good2_4, hostile_words, n);
 
 	/* words this pool does not know, around a valid share: taken */
 	{
@@ -1270,12 +1238,16 @@ test_protocol2(PGconn *admin)
 		   logged("not-governed", NULL) == 1 && logged("budget-invalid", NULL) == warnings,
 		   "said once, as a warning: not governed, a fixed max_size of %d", FIXED);
 		okay = wait_stat(pool, s.extension == 1 && s.share == GOOD && s.max_size == GOOD &&
-						 s.total == GOOD, 5000);
+						 s.total == GOOD && s.connecting == 0, 5000);
 		ok(okay, "a share after it governs the pool again (extension %d, share %d, max_size %d, "
-		   "total %d)", s.extension, s.share, s.max_size, s.total);
-		is_int(pg_wait_for(admin, "SELECT count(*) FROM pg_stat_activity "
-						   "WHERE application_name = 'hostile'", GOOD, 5000), GOOD,
+		   "total %d, %d connecting)", s.extension, s.share, s.max_size, s.total, s.connecting);
+		is_int(pg_wait_for(admin, backends_sql("hostile"), GOOD, 10000), GOOD,
 			   "and the server's backends of the application are %d again", GOOD);
+		s = stats_of(pool);
+		ok(s.connects == (uint64_t) s.total + closed_of(&s),
+		   "every connection it made it holds or closed for a reason it counts (%llu "
+		   "connects, %d held, %llu closed): none beyond the share of %d",
+		   (unsigned long long) s.connects, s.total, (unsigned long long) closed_of(&s), GOOD);
 	}
 
 	/* status=refused: governed no more; the last share stands, asked again
@@ -1297,6 +1269,10 @@ test_protocol2(PGconn *admin)
 		w2 = watch_until(pool, admin, "hostile", 0, Q_SHARE2, from + 2, 5000);
 		gap = now_seconds() - first;
 		relay_set(Q_SHARE2, &good2_4);
+		/* the relay has sent the second refusal; the pool counts it once it
+		   has taken it */
+		if (w2.reached)
+			(void) wait_stat(pool, s.budget_errors >= errors + 2, 5000);
 		s = stats_of(pool);
 		refreshes = s.budget_refreshes;
 		ok(w1.reached && w2.reached && w1.share_lo == GOOD && w2.share_hi == GOOD &&
@@ -1311,23 +1287,22 @@ test_protocol2(PGconn *admin)
 			diag("  before the first refusal: reached %d, share %d..%d, max_size %d..%d, "
 				 "connections at most %d, backends at most %ld", w1.reached, w1.share_lo,
 				 w1.share_hi, w1.size_lo, w1.size_hi, w1.total_hi, w1.backends_hi);
+		if (w1.backends_hi > GOOD || w2.backends_hi > GOOD)
+			diag("  the pool meanwhile: %llu connects, %llu closed (%llu broken)",
+				 (unsigned long long) s.connects, (unsigned long long) closed_of(&s),
+				 (unsigned long long) s.closed_broken);
 		ok(logged_at("share-refused", "(42501 role_may_not_claim)", CBPOOL_LOG_ERROR) == 1 &&
 		   logged("share-refused", NULL) == 1,
 		   "said once, as an error, with its sqlstate and reason");
-		ok(w2.errors >= errors + 2, "counted in budget_errors (+%llu)",
-		   (unsigned long long) (w2.errors - errors));
+		ok(s.budget_errors >= errors + 2, "counted in budget_errors (+%llu)",
+		   (unsigned long long) (s.budget_errors - errors));
 		ok(w2.reached && gap >= 0.9,
 		   "and asked again no sooner than 10 refresh intervals later (%.0f ms)", gap * 1000);
 		okay = wait_stat(pool, s.budget_refreshes > refreshes && s.share == GOOD, 5000);
 		ok(okay, "then a share is taken again (%llu refreshes)",
 		   (unsigned long long) s.budget_refreshes);
 	}
-	{
-		PGconn	   *conn = cbpool_acquire(pool, 5000);
-
-		ok(conn && query_works(conn), "the pool serves");
-		cbpool_release(pool, conn);
-	}
+	ok(pool_serves(pool, 5000), "the pool serves");
 	cbpool_close(pool);
 	relay_set(Q_SHARE2, NULL);
 }
@@ -1340,8 +1315,6 @@ test_protocol1(PGconn *admin)
 	cbpool_config cfg = test_config("hostile1", "pod-hostile1");
 	cbpool	   *pool;
 	cbpool_stats_t s;
-	uint64_t	connects,
-				closed;
 	int			n = (int) (sizeof(hostile_shares) / sizeof(hostile_shares[0]));
 	int			tried2 = rewritten(Q_SHARE2),
 				asked1 = passed(Q_SHARE1),
@@ -1349,7 +1322,7 @@ test_protocol1(PGconn *admin)
 
 	/* the relay answers the protocol-2 query as connbudget 1.1 does */
 	relay_fail(Q_SHARE2, &unknown_share);
-	cfg.conninfo = relay_conninfo();
+	cfg.conninfo = tcp_relay_conninfo(&relay.tcp);
 	cfg.min_idle = 20;
 	log_reset();
 	pool = open_or_bail(&cfg);
@@ -1358,14 +1331,11 @@ test_protocol1(PGconn *admin)
 	   "answered 42704 for connbudget.share, as by connbudget 1.1, the pool reads its share "
 	   "with pool_share() (%d of a budget of %d)", s.share, s.budget);
 	{
-		long		pods = -2;
+		long		listed;
 
-		okay = wait_until((s = stats_of(pool),
-						   pods = pg_long(admin, "SELECT coalesce((SELECT share FROM connbudget.pods "
-										  "WHERE pod = 'pod-hostile1'), -1)")),
-						  s.share == pods, 5000);
+		okay = share_as_listed(pool, admin, "pod-hostile1", &s, &listed);
 		ok(okay, "and sizes itself from it: its share is the one connbudget.pods shows (%d, %ld)",
-		   s.share, pods);
+		   s.share, listed);
 	}
 	ok(logged("no-extension", NULL) == 0 && logged("budget-error", NULL) == 0 &&
 	   logged("budget-invalid", NULL) == 0 && s.budget_errors == 0,
@@ -1378,20 +1348,8 @@ test_protocol1(PGconn *admin)
 	   "tried once (%d)", passed(Q_SHARE1) - asked1, rewritten(Q_SHARE2) - tried2);
 
 	/* from here on the relay answers pool_share() for the server too */
-	relay_set(Q_SHARE1, &good3);
-	okay = wait_stat(pool, s.share == 3 && s.max_size == 3 && s.total == 3, 10000);
-	ok(okay, "a pool_share() answer the relay rewrites reaches the pool (share %d, max_size %d, "
-	   "total %d)", s.share, s.max_size, s.total);
-	relay_set(Q_SHARE1, &good4);
-	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD, 10000);
-	ok(okay, "with a good answer of %d the pool holds %d connections (share %d, total %d)",
-	   GOOD, GOOD, s.share, s.total);
-	s = stats_of(pool);
-	connects = s.connects;
-	closed = closed_of(&s);
-
-	hostile_loop(pool, admin, "hostile1", Q_SHARE1, hostile_shares, n, &good4);
-	after_hostile(pool, "hostile1", "pod-hostile1", connects, closed, n);
+	hostile_answers(pool, admin, "hostile1", "pod-hostile1", Q_SHARE1, "a pool_share() answer",
+					&good3, &good4, hostile_shares, n);
 	cbpool_close(pool);
 	relay_set(Q_SHARE1, NULL);
 	relay_fail(Q_SHARE2, NULL);
@@ -1459,7 +1417,7 @@ test_squat_ignored(PGconn *admin)
 	cbpool_config cfg = test_config("squatted", "pod-squatted");
 	cbpool	   *pool;
 	cbpool_stats_t s;
-	long		pods = -2;
+	long		listed;
 	int			okay;
 
 	squat(other, squat_ints, "SELECT 2, 1, 40, 100");
@@ -1477,12 +1435,9 @@ test_squat_ignored(PGconn *admin)
 	   "on this server, a pool in that database reads its share with connbudget.share "
 	   "(share %d of a budget of %d, %llu refreshes)", s.share, s.budget,
 	   (unsigned long long) s.budget_refreshes);
-	okay = wait_until((s = stats_of(pool),
-					   pods = pg_long(admin, "SELECT coalesce((SELECT share FROM connbudget.pods "
-									  "WHERE pod = 'pod-squatted'), -1)")),
-					  s.share == pods, 5000);
+	okay = share_as_listed(pool, admin, "pod-squatted", &s, &listed);
 	ok(okay, "and sizes itself from the server's share: the one connbudget.pods shows (%d, %ld)",
-	   s.share, pods);
+	   s.share, listed);
 	is_int(pg_long(other, "SELECT count(*) FROM public.squat_calls"), 0,
 		   "it never called the squatter's function");
 	ok(logged("budget-invalid", NULL) == 0 && logged("no-extension", NULL) == 0 &&
@@ -1503,44 +1458,18 @@ nolib_destroy(void)
 	if (!nolib_up)
 		return;
 	nolib_up = 0;
-	shell("bash -c \"source test/lib/cluster.sh && cluster_destroy '%s'\" >/dev/null 2>&1",
-		  nolib_dir);
+	cluster_sh("cluster_destroy '%s' >/dev/null 2>&1", nolib_dir);
 }
 
 static void
 nolib_start(void)
 {
-	char		path[1200];
-	FILE	   *f;
-
 	snprintf(nolib_dir, sizeof(nolib_dir), "%s/nolib", cluster_dir());
 	nolib_up = 1;
-	if (shell("bash -c \"source test/lib/cluster.sh && cluster_create '%s' "
-			  "shared_preload_libraries= && cluster_start '%s'\" >/dev/null", nolib_dir,
-			  nolib_dir) != 0)
+	if (cluster_sh("cluster_create '%s' shared_preload_libraries= >/dev/null && "
+				   "cluster_start '%s' >/dev/null", nolib_dir, nolib_dir) != 0)
 		bail_out("the cluster without the connbudget library did not start");
-	snprintf(path, sizeof(path), "%s/port", nolib_dir);
-	f = fopen(path, "r");
-	if (!f || !fgets(nolib_port, sizeof(nolib_port), f))
-		bail_out("no port for the cluster without the connbudget library");
-	fclose(f);
-	nolib_port[strcspn(nolib_port, "\n")] = '\0';
-}
-
-/* Does the file at path contain text? */
-static int
-file_contains(const char *path, const char *text)
-{
-	FILE	   *f = fopen(path, "r");
-	char		line[4096];
-	int			found = 0;
-
-	if (!f)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, text) != NULL;
-	fclose(f);
-	return found;
+	cluster_port(nolib_dir, nolib_port, sizeof(nolib_port));
 }
 
 /* On a server without the connbudget library the pool speaks protocol 1
@@ -1642,7 +1571,7 @@ test_squatter(void)
 		char		log[1200];
 
 		snprintf(log, sizeof(log), "%s/server.log", nolib_dir);
-		ok(file_contains(log, "unrecognized configuration parameter \"connbudget.share\""),
+		ok(0 < file_lines_containing(log, 0, "unrecognized configuration parameter \"connbudget.share\""),
 		   "there the protocol-2 query failed: unrecognized configuration parameter "
 		   "\"connbudget.share\" (42704)");
 		ok(calls >= 3L * n, "so the pool asked with pool_share() (protocol 1): the squatter's "
@@ -1683,7 +1612,7 @@ test_hostile_host_checks(void)
 				okay;
 
 	cc.pool = test_config("checked", "pod-checked");
-	cc.pool.conninfo = relay_conninfo();
+	cc.pool.conninfo = tcp_relay_conninfo(&relay.tcp);
 	cc.check_ms = 50;
 	log_reset();
 	cl = cbpool_cluster_open(&cc, err, sizeof(err));
@@ -1754,7 +1683,7 @@ test_hostile_host_checks(void)
 		h = host0(cl);
 		cbpool_cluster_prometheus(cl, text, sizeof(text));
 		snprintf(want, sizeof(want), "cbpool_host_check_errors_total{application=\"checked\","
-				 "pod=\"pod-checked\",host=\"127.0.0.1:%d\"} ", relay.port);
+				 "pod=\"pod-checked\",host=\"127.0.0.1:%d\"} ", relay.tcp.port);
 		ok(h.pool.host_check_errors >= (uint64_t) n * 3 && strstr(text, want) != NULL,
 		   "host_check_errors counts them (%llu), exported as host_check_errors_total",
 		   (unsigned long long) h.pool.host_check_errors);
@@ -1785,7 +1714,7 @@ main(void)
 	test_protocol2(admin);
 	test_protocol1(admin);
 	test_hostile_host_checks();
-	relay_stop();
+	tcp_relay_stop(&relay.tcp);
 	test_squat_ignored(admin);
 	test_squatter();
 	PQfinish(admin);
