@@ -151,6 +151,18 @@ static const char *const kind_names[NKINDS] = {
 #define MEM_SAMPLE_S 5
 #define RIDE_THROUGH_S 45		/* every pod is back this soon after a restart */
 
+/*
+ * How long a pod waits for one connect.  After a restart the whole fleet
+ * connects at once, and the postmaster accepts and forks one backend at a
+ * time: on a busy machine a dozen or two a second, so the last of some 300
+ * connects waits its turn for many seconds.  A connect given up in the
+ * queue still costs a fork when its turn comes, and its retry queues
+ * again; with a deadline shorter than the queue, every connect is given
+ * up before it is served and the server forks only for clients that are
+ * gone.  So a pod waits as long as it may take to be back.
+ */
+#define POD_CONNECT_S RIDE_THROUGH_S
+
 /* memory bounds (KiB) */
 #define POOL_PROCESS_BOUND_KB 2048
 #define SERVER_PROCESS_BOUND_KB 1024
@@ -511,7 +523,7 @@ proto_connect(Pod *p, char *sqlstate, int *retry_ms)
 	const char *values[7];
 	PGconn	   *conn;
 	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-	double		deadline = now_seconds() + 15;
+	double		deadline = now_seconds() + POD_CONNECT_S;
 
 	snprintf(options, sizeof(options), "-c connbudget.pod=%s", p->id);
 	snprintf(password, sizeof(password), "pw-%s", apps[p->app].role);
@@ -883,6 +895,7 @@ pod_start(Pod *p)
 		cfg.pod = p->id;
 		cfg.max_size = p->max_size;
 		cfg.acquire_timeout_ms = 2000;
+		cfg.connect_timeout_ms = POD_CONNECT_S * 1000;
 		if (p->lifetime_ms > 0)
 			cfg.max_lifetime_ms = p->lifetime_ms;
 		cfg.logger.func = soak_log;
@@ -1412,11 +1425,17 @@ cap_of(const Limits *l)
 
 /* ---- connections of the orchestrator ---- */
 
+/*
+ * The monitor and the control connection come in over the Unix socket, as
+ * an administrator on the server's host does: its queue is not the one the
+ * fleet crowds on TCP after a restart, so they are not stuck behind the
+ * pods' connects.
+ */
 static PGconn *
 admin_connect(const char *appname)
 {
-	const char *keys[] = {"dbname", "user", "application_name", "connect_timeout", NULL};
-	const char *values[] = {"postgres", "postgres", appname, "10", NULL};
+	const char *keys[] = {"host", "dbname", "user", "application_name", "connect_timeout", NULL};
+	const char *values[] = {getenv("CB_CLUSTER_DIR"), "postgres", "postgres", appname, "30", NULL};
 	double		deadline = now_seconds() + 180;
 
 	for (;;)
@@ -3633,8 +3652,10 @@ scan_server_log(char *summary, size_t len)
 	long		counts[sizeof(bad) / sizeof(bad[0])] = {0};
 	long		not_loaded = 0,
 				worker_exits = 0,
+				shutdown_exits = 0,
 				lines = 0;
-	bool		ok = true;
+	bool		ok = true,
+				stopping = false;
 	size_t		off = 0;
 	char		first[300] = "";
 
@@ -3655,7 +3676,18 @@ scan_server_log(char *summary, size_t len)
 				if (!first[0])
 					snprintf(first, sizeof(first), "%.250s", line);
 			}
-		if (strstr(line, "background worker \"connbudget") && strstr(line, "exited"))
+		/*
+		 * From a shutdown request until the server is up again: the limits
+		 * loader, told to stop while it loads, ends with the FATAL of an
+		 * interrupted worker (loader.c), and that is no fault.
+		 */
+		if (strstr(line, "shutdown request"))
+			stopping = true;
+		else if (strstr(line, "database system is ready to accept connections"))
+			stopping = false;
+		if (stopping && strstr(line, "background worker \"connbudget") && strstr(line, "exited with exit code 1"))
+			shutdown_exits++;
+		else if (strstr(line, "background worker \"connbudget") && strstr(line, "exited"))
 		{
 			worker_exits++;
 			ok = false;
@@ -3671,8 +3703,9 @@ scan_server_log(char *summary, size_t len)
 		if (counts[i] && off < len)
 			off += (size_t) snprintf(summary + off, len - off, "; \"%s\": %ld", bad[i], counts[i]);
 	if (off < len)
-		off += (size_t) snprintf(summary + off, len - off, "; connbudget workers that exited: %ld; "
-								 "\"limits are not loaded yet\" warnings: %ld", worker_exits, not_loaded);
+		off += (size_t) snprintf(summary + off, len - off, "; connbudget workers that exited: %ld "
+								 "(and %ld stopped in a shutdown); \"limits are not loaded yet\" warnings: %ld",
+								 worker_exits, shutdown_exits, not_loaded);
 	if (first[0] && off < len)
 	{
 		for (char *c = first; *c; c++)
