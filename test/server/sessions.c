@@ -181,6 +181,8 @@ test_reclaim_and_capacity(void)
 						 (const char *) NULL);
 	ok(conn == NULL && strcmp(st, "53400") == 0 && strstr(msg, "connbudget.max_pods"),
 	   "the 17th is refused with 53400, naming connbudget.max_pods: %.160s", msg);
+	if (conn)
+		PQfinish(conn);			/* let in after all: not left to hold a lease */
 	conn = pg_connect_ex(st, msg, sizeof(msg), "application_name=leases",
 						 "options=-c connbudget.pod=lease-03", "user=pooluser",
 						 (const char *) NULL);
