@@ -74,6 +74,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define lengthof(a) (sizeof(a) / sizeof((a)[0]))
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
@@ -3718,6 +3720,32 @@ scan_server_log(char *summary, size_t len)
 	return ok;
 }
 
+
+static void
+ev_join_one(void)
+{
+	ev_join(1);
+}
+
+/* The churn that comes at random: each event, the delay before its first
+   time and then its mean interval (see after()), in seconds. */
+static struct
+{
+	void		(*run) (void);
+	double		first,
+				mean,
+				next;
+}			churn_events[] = {
+	{ev_leave, 0, 4, 0},
+	{ev_join_one, 0, 4, 0},
+	{ev_kill, 30, 45, 0},
+	{ev_terminate, 0, 15, 0},
+	{ev_limits, 10, 15, 0},
+	{ev_invalid, 20, 60, 0},
+	{ev_settings, 15, 45, 0},
+	{ev_pool_replace, 0, 30, 0},
+};
+
 int
 main(int argc, char **argv)
 {
@@ -3729,15 +3757,7 @@ main(int argc, char **argv)
 				next_pods,
 				next_adjust,
 				next_target,
-				next_leave,
-				next_join,
-				next_kill,
-				next_terminate,
-				next_limits,
-				next_invalid,
-				next_settings,
-				next_restart,
-				next_replace;
+				next_restart;
 	double		restart_lo,
 				restart_hi,
 				churn_end,
@@ -3805,14 +3825,8 @@ main(int argc, char **argv)
 	next_sample = next_mem = next_pods = next_adjust = T();
 	next_progress = 60;
 	next_target = after(60);
-	next_leave = after(4);
-	next_join = after(4);
-	next_kill = 30 + after(45);
-	next_terminate = after(15);
-	next_limits = 10 + after(15);
-	next_invalid = 20 + after(60);
-	next_settings = 15 + after(45);
-	next_replace = after(30);
+	for (size_t i = 0; i < lengthof(churn_events); i++)
+		churn_events[i].next = churn_events[i].first + after(churn_events[i].mean);
 	next_restart = T() + uniform(restart_lo, restart_hi);
 	churn_end = duration;
 
@@ -3876,49 +3890,15 @@ main(int argc, char **argv)
 			note("the target is now %d live pods", target_pods);
 			next_target = after(60);
 		}
-		if (now >= next_leave)
-		{
-			ev_leave();
-			next_leave = after(4);
-		}
-		if (now >= next_join)
-		{
-			ev_join(1);
-			next_join = after(4);
-		}
-		if (now >= next_kill)
-		{
-			ev_kill();
-			next_kill = after(45);
-		}
-		if (now >= next_terminate)
-		{
-			ev_terminate();
-			next_terminate = after(15);
-		}
-		if (now >= next_limits)
-		{
-			ev_limits();
-			next_limits = after(15);
-		}
+		for (size_t i = 0; i < lengthof(churn_events); i++)
+			if (now >= churn_events[i].next)
+			{
+				churn_events[i].run();
+				churn_events[i].next = after(churn_events[i].mean);
+			}
 		for (int a = 0; a < NAPPS; a++)
 			if (restore_at[a] > 0 && now >= restore_at[a])
 				ev_restore_row(a);
-		if (now >= next_invalid)
-		{
-			ev_invalid();
-			next_invalid = after(60);
-		}
-		if (now >= next_settings)
-		{
-			ev_settings();
-			next_settings = after(45);
-		}
-		if (now >= next_replace)
-		{
-			ev_pool_replace();
-			next_replace = after(30);
-		}
 		sleep_ms(20);
 	}
 

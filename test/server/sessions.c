@@ -163,7 +163,12 @@ test_reclaim_and_capacity(void)
 	is_int(pg_long(admin, "SELECT refused FROM connbudget.applications WHERE application_name = 'capped'"),
 		   1, "and after its limits row is gone (an unconfigured application refused since start)");
 
-	/* fill the table of 16 pods with leases */
+	/* fill the table of 16 pods with leases, long enough that the first
+	   still holds its lease when the 17th comes, however slow the connects */
+	pg_exec(admin, "ALTER SYSTEM SET connbudget.pod_ttl = '60s'");
+	pg_exec(admin, "SELECT pg_reload_conf()");
+	pg_wait_for(admin, "SELECT setting::int FROM pg_settings WHERE name = 'connbudget.pod_ttl'",
+				60000, 10000);
 	for (int i = 0; i < 16; i++)
 	{
 		char		opt[64];
@@ -190,6 +195,8 @@ test_reclaim_and_capacity(void)
 	PQfinish(conn);
 
 	/* the leases end: the allocator reclaims them and there is room again */
+	pg_exec(admin, "ALTER SYSTEM RESET connbudget.pod_ttl");
+	pg_exec(admin, "SELECT pg_reload_conf()");
 	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 10000), 0,
 		   "the leases end");
 	conn = pg_connect_ex(st, msg, sizeof(msg), "application_name=leases",
