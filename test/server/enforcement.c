@@ -107,7 +107,7 @@ refuser_main(void *arg)
 			r->other++;
 		}
 		else if (strcmp(st, "53300") == 0)
-			r->refused++;
+			__atomic_add_fetch(&r->refused, 1, __ATOMIC_RELAXED);
 		else
 			r->other++;
 	}
@@ -136,7 +136,7 @@ looker_main(void *arg)
 		if (pg_long(conn, "SELECT connections FROM connbudget.applications "
 					"WHERE application_name = 'capped'") > STORM_CAP)
 			l->over++;
-		l->reads++;
+		__atomic_add_fetch(&l->reads, 1, __ATOMIC_RELAXED);
 	}
 	PQfinish(conn);
 	return NULL;
@@ -162,7 +162,22 @@ refusals_seen_counted(int seconds, long *reads, long *refused)
 		pthread_create(&refusers[i].thread, NULL, refuser_main, &refusers[i]);
 		pthread_create(&lookers[i].thread, NULL, looker_main, &lookers[i]);
 	}
-	sleep_ms(seconds * 1000);
+	/* until there were enough of both to mean something (at least
+	   "seconds", at most ten times that on a slow machine) */
+	for (int waited = 0; waited < seconds * 10000; waited += 100)
+	{
+		long		r = 0,
+					n = 0;
+
+		for (int i = 0; i < 3; i++)
+		{
+			r += __atomic_load_n(&refusers[i].refused, __ATOMIC_RELAXED);
+			n += __atomic_load_n(&lookers[i].reads, __ATOMIC_RELAXED);
+		}
+		if (waited >= seconds * 1000 && r > 100 && n > 30)
+			break;
+		sleep_ms(100);
+	}
 	__atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
 	*reads = *refused = 0;
 	for (int i = 0; i < 3; i++)
