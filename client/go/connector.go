@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"time"
 )
@@ -74,8 +75,9 @@ func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, b.notePermanent(&RefusedError{SQLState: state, Permanent: true, Err: err})
 		case state == "53300":
 			refusal = err
-		case refusal != nil && ctx.Err() != nil:
+		case refusal != nil && (ctx.Err() != nil || timedOut(err)):
 			// the caller's deadline came while this connect waited for room
+			// (a driver may see its dial time out a moment before ctx ends)
 			return nil, &RefusedError{SQLState: "53300", Err: refusal}
 		default:
 			return nil, err
@@ -227,4 +229,11 @@ func (b *Budget) randDuration(ceiling time.Duration) time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return time.Duration(b.rng.Int63n(int64(ceiling) + 1))
+}
+
+// timedOut reports whether err is a network timeout, as a dial cut short
+// by the caller's deadline is.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
