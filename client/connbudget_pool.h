@@ -337,7 +337,11 @@
                                    once, with where it was acquired; 0: off
        refresh_ms          0       how often to re-read the share; 0: what
                                    the server says (connbudget.refresh_interval)
-       connect_timeout_ms  5000    deadline of one connect attempt
+       connect_timeout_ms  5000    deadline of one connect attempt; doubled
+                                   after each attempt that timed out, up to
+                                   8 times this (at most a minute, unless
+                                   this is longer), back to this once a
+                                   server answers (see CIRCUIT BREAKER)
        backoff_initial_ms  100     first retry delay after a failed connect;
                                    doubled per failure, up to
        backoff_max_ms      5000    ... this; each delay is drawn uniformly
@@ -483,7 +487,13 @@
    probe connect half-opens it: success closes it, and the pool grows back
    from that connection in steps of 1, 2, 4, ... connects with a random
    pause between steps (as at start-up), not all at once; failure opens it
-   again for twice as long (up to 8 times).  A refusal with 53300 is
+   again for twice as long (up to 8 times).  Each connect that timed out
+   (the server took the connection but did not answer in time: busy, in
+   crash recovery, or swamped by every pool reconnecting at once) doubles
+   the next attempt's deadline, up to 8 times connect_timeout_ms (at most
+   a minute unless connect_timeout_ms is longer), so that a slow server is
+   eventually waited for instead of given up on just before it answers;
+   any answer from a server sets it back.  A refusal with 53300 is
    backpressure from a server that is there: it never counts, and neither
    does a failed login.  cbpool_run() does not retry while the circuit is
    open.  Stats: breaker_state, breaker_openings, breaker_fast_failures.
@@ -1490,6 +1500,9 @@ typedef struct cbpool__share {
 typedef struct cbpool__connect {
     cbpool__attempt attempts[CBPOOL__MAX_ATTEMPTS];
     int nattempts;
+    int timeout_ms;             /* the next attempt's deadline: connect_timeout_ms,
+                                   doubled by each that timed out (owned like
+                                   attempts[]) */
     int connecting;             /* == nattempts, readable under lock */
     int ramp;                   /* connects allowed in one growth step */
     int64_t ramp_at_ns;         /* the next growth step starts no earlier */
@@ -4127,7 +4140,7 @@ static void cbpool__connect_start(cbpool *pool, int for_refresh)
     int n = 0;
 
     a->started_ns = cbpool__now_ns();
-    a->deadline_ns = a->started_ns + (int64_t)pool->cfg.connect_timeout_ms * 1000000;
+    a->deadline_ns = a->started_ns + (int64_t)pool->connect.timeout_ms * 1000000;
     a->status = PGRES_POLLING_WRITING;
     a->for_refresh = for_refresh;
     a->why[0] = '\0';
@@ -4452,6 +4465,29 @@ static void cbpool__connect_drop_over_share(cbpool *pool)
     }
 }
 
+/*
+ * The deadline of the next connect attempt after one ended.  A server that
+ * is busy, starting up after a crash or swamped by a whole fleet
+ * reconnecting, may take longer than connect_timeout_ms to answer, and an
+ * attempt given up just before the answer is all lost: after a timeout the
+ * next attempt waits twice as long, up to 8 times connect_timeout_ms (at
+ * most a minute unless connect_timeout_ms is longer).  An answer from a
+ * server, a connection or an error it sent, sets it back.  A connect
+ * refused at once says nothing about how slow the server is: it keeps it.
+ */
+static void cbpool__connect_timeout_next(cbpool *pool, int timed_out, int answered)
+{
+    long long base = pool->cfg.connect_timeout_ms;
+    long long cap = base * 8 < 60000 ? base * 8 : (base > 60000 ? base : 60000);
+    long long next = pool->connect.timeout_ms;
+
+    if (answered)
+        next = base;
+    else if (timed_out)
+        next = next * 2 < cap ? next * 2 : cap;
+    pool->connect.timeout_ms = (int)next;
+}
+
 /* Drive the connect attempts for up to wait_ms, waking early on the pipe;
    first abandon those beyond the share. */
 static void cbpool__connect_poll(cbpool *pool, int wait_ms)
@@ -4499,13 +4535,19 @@ static void cbpool__connect_poll(cbpool *pool, int wait_ms)
             (pfd[i].revents || pfd[i].fd < 0))
             a->status = PQconnectPoll(a->pg);
         if (a->status == PGRES_POLLING_OK) {
+            cbpool__connect_timeout_next(pool, 0, 1);
             cbpool__connect_done(pool, a->pg, a->for_refresh, a->started_ns);
             finished = 1;
         } else if (a->status == PGRES_POLLING_FAILED) {
+            cbpool__connect_timeout_next(
+                pool, 0, !a->why[0] && a->pg &&
+                             cbpool__connect_outcome(PQerrorMessage(a->pg)) !=
+                                 CBPOOL__CONNECT_UNREACHABLE);
             cbpool__connect_failed(pool, a->pg, a->why[0] ? a->why : NULL, a->for_refresh,
                                    a->started_ns);
             finished = 1;
         } else if (now >= a->deadline_ns) {
+            cbpool__connect_timeout_next(pool, 1, 0);
             cbpool__connect_failed(pool, a->pg, "connect timed out", a->for_refresh,
                                    a->started_ns);
             finished = 1;
@@ -4816,6 +4858,7 @@ static cbpool *cbpool__open(const cbpool_config *cfg_in, int member_check_ms, ch
                     pool->cfg.hooks.on_close || pool->cfg.hooks.on_acquire ||
                     pool->cfg.hooks.on_release;
     pool->connect.ramp = 1;
+    pool->connect.timeout_ms = cfg.connect_timeout_ms;
     pool->maint.wake_fds[0] = pool->maint.wake_fds[1] = -1;
     pool->member.check_ms = member_check_ms;
     pool->member.lag_ms = -1;

@@ -1,8 +1,9 @@
 /*
  * pool_faults.c -- the pool recovers by itself: a server restart under
- * load, a server that stops answering, a backend that ends an idle
- * connection before its socket closes, and connects refused with 53300
- * (backpressure, not an outage).
+ * load, a server that stops answering, one slower to answer than
+ * connect_timeout_ms, a backend that ends an idle connection before its
+ * socket closes, and connects refused with 53300 (backpressure, not an
+ * outage).
  *
  * cluster: max_connections=50 superuser_reserved_connections=3 connbudget.refresh_interval=100
  */
@@ -315,6 +316,155 @@ test_fatal_before_eof(void)
 	tcp_relay_stop(&relay.tcp);
 }
 
+/* ---- a server slower to answer than connect_timeout_ms ---- */
+
+/*
+ * A relay that holds each new connection for slow_ms before relaying it
+ * (-1: until the client gives up): the server took the connection but
+ * answers late, as one in crash recovery or swamped by a fleet
+ * reconnecting.
+ */
+static int	slow_ms;
+
+static struct
+{
+	pthread_mutex_t lock;
+	double		timed_out[256];	/* durations of the attempts that timed out */
+	int			ntimed_out;
+	int			nconnected;
+}			attempts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void
+slow_serve(TcpRelay *tcp, int client, int server)
+{
+	char		buf[8192];
+	size_t		held = 0;
+	int			hold = __atomic_load_n(&slow_ms, __ATOMIC_RELAXED);
+	double		until = now_seconds() + hold / 1000.0;
+
+	/* hold: read what the client sends, notice when it gives up */
+	while (hold < 0 || now_seconds() < until)
+	{
+		struct pollfd fd = {.fd = client, .events = POLLIN};
+		ssize_t		n;
+
+		if (__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
+			return;
+		if (poll(&fd, 1, 10) <= 0)
+			continue;
+		n = read(client, buf + held, sizeof(buf) - held);
+		if (n <= 0)
+			return;
+		held += n;
+		if (held == sizeof(buf))
+			return;
+	}
+	if (held > 0 && write(server, buf, held) != (ssize_t) held)
+		return;
+	for (;;)
+	{
+		struct pollfd fds[2] = {{.fd = client, .events = POLLIN},
+		{.fd = server, .events = POLLIN}};
+		ssize_t		n;
+
+		if (poll(fds, 2, 100) < 0 && errno != EINTR)
+			return;
+		if (__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
+			return;
+		for (int i = 0; i < 2; i++)
+			if (fds[i].revents)
+			{
+				n = read(fds[i].fd, buf, sizeof(buf));
+				if (n <= 0 || write(fds[1 - i].fd, buf, n) != n)
+					return;
+			}
+	}
+}
+
+static void
+record_attempt(void *user, PGconn *conn, uint64_t duration_us, const char *error)
+{
+	(void) user;
+	pthread_mutex_lock(&attempts.lock);
+	if (conn)
+		attempts.nconnected++;
+	else if (error && strstr(error, "connect timed out") && attempts.ntimed_out < 256)
+		attempts.timed_out[attempts.ntimed_out++] = duration_us / 1e6;
+	pthread_mutex_unlock(&attempts.lock);
+}
+
+static int
+attempts_timed_out(void)
+{
+	return locked_read(&attempts.lock, attempts.ntimed_out);
+}
+
+static void
+test_slow_server(void)
+{
+	TcpRelay	tcp;
+	cbpool_config cfg = test_config("faults", "pod-slow");
+	char		err[256];
+	PGconn	   *conn[2];
+	double		longest = 0,
+				shortest = 1e9,
+				t0;
+	int			n;
+
+	__atomic_store_n(&slow_ms, -1, __ATOMIC_RELAXED);
+	tcp_relay_start(&tcp, slow_serve);
+	cfg.conninfo = tcp_relay_conninfo(&tcp);
+	cfg.connect_timeout_ms = 200;
+	cfg.breaker_open_ms = 100;
+	cfg.hooks.on_connect = record_attempt;
+	pool = cbpool_open(&cfg, err, sizeof(err));
+	if (!pool)
+		bail_out("cbpool_open: %s", err);
+
+	/* a server that never answers: 200, 400, 800, 1600, 1600 ms */
+	for (int i = 0; i < 3000 && attempts_timed_out() < 6; i++)
+		sleep_ms(10);
+	pthread_mutex_lock(&attempts.lock);
+	n = attempts.ntimed_out;
+	for (int i = 0; i < n; i++)
+	{
+		if (attempts.timed_out[i] > longest)
+			longest = attempts.timed_out[i];
+		if (attempts.timed_out[i] < shortest)
+			shortest = attempts.timed_out[i];
+	}
+	pthread_mutex_unlock(&attempts.lock);
+	ok(n >= 6, "with a server that never answers, connects time out (%d in 30 s)", n);
+	ok(n >= 6 && shortest >= 0.2 && attempts.timed_out[0] < 0.4 &&
+	   attempts.timed_out[n - 1] >= 1.6,
+	   "each attempt after a timeout waits twice as long: %.0f, %.0f, %.0f, %.0f, %.0f ms, ...",
+	   attempts.timed_out[0] * 1e3, attempts.timed_out[1] * 1e3,
+	   attempts.timed_out[2] * 1e3, attempts.timed_out[3] * 1e3, attempts.timed_out[4] * 1e3);
+	ok(longest >= 1.6 && longest < 3.2,
+	   "up to 8 times connect_timeout_ms, no more (the longest %.0f ms)", longest * 1e3);
+
+	/* the server answers after 500 ms: a deadline of 200 ms would never
+	   get a connection, the grown one does */
+	__atomic_store_n(&slow_ms, 500, __ATOMIC_RELAXED);
+	t0 = now_seconds();
+	/* as a service would: fail fast while the circuit is open, try again */
+	while (!(conn[0] = cbpool_acquire(pool, 15000)) &&
+		   cbpool_last_error() == CBPOOL_EUNAVAILABLE && now_seconds() - t0 < 30)
+		sleep_ms(50);
+	ok(conn[0] && query_works(conn[0]),
+	   "a server answering after 500 ms, with connect_timeout_ms 200: the pool connects");
+	/* its answer set the deadline back: the next connect times out first */
+	n = attempts_timed_out();
+	conn[1] = cbpool_acquire(pool, 15000);
+	ok(conn[1] && query_works(conn[1]) && attempts_timed_out() > n,
+	   "after a server answered, the next attempt's deadline is connect_timeout_ms again "
+	   "(%d more timed out before the second connection)", attempts_timed_out() - n);
+	cbpool_release(pool, conn[0]);
+	cbpool_release(pool, conn[1]);
+	cbpool_close(pool);
+	tcp_relay_stop(&tcp);
+}
+
 int
 main(void)
 {
@@ -323,6 +473,7 @@ main(void)
 	pg_exec(admin, "CREATE EXTENSION connbudget");
 	test_refusal_is_backpressure();
 	test_fatal_before_eof();
+	test_slow_server();
 	test_unresponsive_server();
 	test_restart_under_load();
 	PQfinish(admin_conn());
