@@ -10,7 +10,9 @@
 # budget, that a pod above its share is back within it no later than 2
 # refresh intervals after its share fell, that a killed pod's share comes
 # back to the others after pod_ttl and a leaving pod's at once, and that
-# every pod served and no query failed. TAP.
+# every pod served and no query failed. TAP. Then flake8, with the tree's
+# .flake8, on the fleet's Python (client/examples/mixed/*.py): anything it
+# reports fails the test.
 #
 # cluster: max_connections=50 superuser_reserved_connections=3 connbudget.reserved_connections=7 connbudget.refresh_interval=500ms connbudget.pod_ttl=3000
 #
@@ -26,11 +28,22 @@
 # It needs what the adapters' tests need (python3-psycopg-pool, golang-go
 # with golang-github-lib-pq-dev, Node.js with npm and the npm registry for
 # `npm ci` in client/node, default-jdk-headless with libhikaricp-java and
-# libpostgresql-jdbc-java), pgbouncer, a C compiler and libpq-dev.
+# libpostgresql-jdbc-java), pgbouncer, a C compiler, libpq-dev and
+# python3-flake8.
 # CB_MIXED_KINDS=c,pgbouncer,python,go,node leaves Java out. CB_KEEP=1
 # keeps the scratch directory (the pods' logs, mixed.csv, mixed.png).
 set -uo pipefail
 src=${CB_SRC_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/mixed.XXXXXX") || exit 1
 [ -n "${CB_KEEP:-}" ] || trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-bash "$src/client/examples/mixed/run.sh" "$work" test
+status=0
+bash "$src/client/examples/mixed/run.sh" "$work" test || status=1
+# the fleet's Python, linted with the tree's .flake8
+if (cd "$src" && /usr/bin/python3 -m flake8 client/examples/mixed/*.py) >"$work/flake8.out" 2>&1; then
+    echo "# flake8: nothing to report in client/examples/mixed/*.py"
+else
+    sed 's/^/#   /' "$work/flake8.out"
+    echo "# flake8 reports the lines above in client/examples/mixed/*.py"
+    status=1
+fi
+exit $status

@@ -3,9 +3,10 @@
 # without Kubernetes.  Prints TAP.
 #
 # Checked: every manifest parses, holds the kinds it should, and fits
-# together (test/kubernetes/manifests.py check); the monitoring ConfigMap
-# is what make-monitoring-configmap.sh makes of monitoring/postgres_exporter.yml
-# today, and its queries are that file byte for byte.  Then, on a throwaway
+# together (test/kubernetes/manifests.py check, itself clean under
+# flake8); the monitoring ConfigMap is what make-monitoring-configmap.sh
+# makes of monitoring/postgres_exporter.yml today, and its queries are that
+# file byte for byte.  Then, on a throwaway
 # cluster (TLS on, passwords for every role but postgres) started with the
 # Cluster's shared_preload_libraries and parameters, bootstrapped as the
 # operator does (the initdb database and owner, postInitApplicationSQL in
@@ -64,6 +65,9 @@ trap cleanup EXIT
 # ---- the manifests ----
 
 tap < <(m check "$k8s" 2>&1)
+"$python" -m flake8 test/kubernetes/*.py >"$work/flake8.out" 2>&1
+ok $? "flake8 (the tree's .flake8) reports nothing in test/kubernetes/*.py"
+sed 's/^/#   /' "$work/flake8.out"
 bash "$k8s/make-monitoring-configmap.sh" >"$work/monitoring-configmap.yaml"
 cmp -s "$work/monitoring-configmap.yaml" "$k8s/monitoring-configmap.yaml"
 ok $? "monitoring-configmap.yaml is what make-monitoring-configmap.sh makes of monitoring/postgres_exporter.yml"

@@ -97,7 +97,8 @@ def check_containers(ok, fname, d):
     volumes = {v["name"] for v in spec.get("volumes", [])}
     for c in spec["containers"]:
         where = f"{fname}: container {c['name']}"
-        ok(isinstance(c.get("image"), str) and ":" in c["image"], f"{where} has an image with a tag")
+        ok(isinstance(c.get("image"), str) and ":" in c["image"],
+           f"{where} has an image with a tag")
         env = c.get("env", [])
         good = all(isinstance(e.get("name"), str) and (("value" in e) != ("valueFrom" in e))
                    and ("value" not in e or isinstance(e["value"], str)) for e in env)
@@ -142,7 +143,8 @@ def cmd_check(directory):
             name = (d.get("metadata") or {}).get("name")
             ok(d.get("apiVersion") == api.get(d.get("kind")) and isinstance(name, str)
                and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) is not None,
-               f"{fname}: {d.get('kind')} {name}: apiVersion {d.get('apiVersion')}, a DNS-1123 name")
+               f"{fname}: {d.get('kind')} {name}: apiVersion {d.get('apiVersion')}, "
+               "a DNS-1123 name")
             if d.get("kind") == "Deployment":
                 sel = d["spec"]["selector"]["matchLabels"]
                 labels = d["spec"]["template"]["metadata"]["labels"]
@@ -157,11 +159,13 @@ def cmd_check(directory):
     dep = find(os.path.join(directory, "app-deployment.yaml"), "Deployment", "api")
     c = pod_spec(dep)["containers"][0]
     env = {e["name"]: e for e in c["env"]}
-    ok(env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+    field_ref = env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {})
+    ok(field_ref.get("fieldPath") == "metadata.name",
        "app-deployment.yaml: POD_NAME comes from the downward API (metadata.name)")
     ok(env.get("PGOPTIONS", {}).get("value") == "-c connbudget.pod=$(POD_NAME)",
        "app-deployment.yaml: PGOPTIONS gives -c connbudget.pod=$(POD_NAME)")
-    ok(bool(env.get("PGAPPNAME", {}).get("value")), "app-deployment.yaml: PGAPPNAME names the application")
+    ok(bool(env.get("PGAPPNAME", {}).get("value")),
+       "app-deployment.yaml: PGAPPNAME names the application")
 
     # the Cluster
     cl = find(os.path.join(directory, "cluster.yaml"), "Cluster", "db")
@@ -178,7 +182,8 @@ def cmd_check(directory):
     init = cl["spec"]["bootstrap"]["initdb"]
     ok(params.get("connbudget.database") == init.get("database"),
        "cluster.yaml: connbudget.database is the initdb database (postInitApplicationSQL's)")
-    ok(any(s.strip().upper().startswith("CREATE EXTENSION CONNBUDGET") for s in init.get("postInitApplicationSQL", [])),
+    ok(any(s.strip().upper().startswith("CREATE EXTENSION CONNBUDGET")
+           for s in init.get("postInitApplicationSQL", [])),
        "cluster.yaml: postInitApplicationSQL creates the extension")
     refs = cl["spec"]["monitoring"]["customQueriesConfigMap"]
     cm = find(os.path.join(directory, "monitoring-configmap.yaml"), "ConfigMap")
@@ -186,14 +191,16 @@ def cmd_check(directory):
        "cluster.yaml: customQueriesConfigMap names the monitoring ConfigMap and its key")
     ok("cnpg.io/reload" in cm["metadata"].get("labels", {}),
        "monitoring-configmap.yaml: labelled cnpg.io/reload")
-    with open(os.path.join(directory, "..", "..", "monitoring", "postgres_exporter.yml"), encoding="utf-8") as f:
+    exporter_yml = os.path.join(directory, "..", "..", "monitoring", "postgres_exporter.yml")
+    with open(exporter_yml, encoding="utf-8") as f:
         queries = f.read()
     ok(any(cm["data"][r["key"]] == queries for r in refs if r["name"] == cm["metadata"]["name"]),
        "monitoring-configmap.yaml: the queries are monitoring/postgres_exporter.yml, byte for byte")
 
     # the Pooler
     pl = find(os.path.join(directory, "pooler.yaml"), "Pooler")
-    ok(pl["spec"]["cluster"]["name"] == cl["metadata"]["name"] and pl["metadata"]["name"] != cl["metadata"]["name"],
+    ok(pl["spec"]["cluster"]["name"] == cl["metadata"]["name"]
+       and pl["metadata"]["name"] != cl["metadata"]["name"],
        "pooler.yaml: the Pooler points at the Cluster and is not named like it")
     ok(all(isinstance(v, str) for v in pl["spec"]["pgbouncer"].get("parameters", {}).values()),
        "pooler.yaml: every PgBouncer parameter is a string")
@@ -207,18 +214,22 @@ def cmd_check(directory):
     ctl = [c for c in pod_spec(pdep)["containers"] if c["name"] == "connbudget"][0]
     cenv = {e["name"]: e.get("value") for e in ctl["env"]}
     server = dict(w.split("=", 1) for w in cenv["CONNBUDGET_SERVER"].split())
-    ok(all(server.get(k) == words.get(k) for k in ("host", "port", "dbname", "user", "application_name"))
+    ok(all(server.get(k) == words.get(k)
+           for k in ("host", "port", "dbname", "user", "application_name"))
        and words.get("application_name"),
        "pgbouncer.yaml: the controller reaches PostgreSQL as the [databases] entry does"
        " (host, port, database, role, application_name)")
     ok("connbudget.pod" not in cenv["CONNBUDGET_SERVER"] and "PGOPTIONS" not in cenv,
-       "pgbouncer.yaml: the controller names no pod (the pod is the address it shares with PgBouncer)")
+       "pgbouncer.yaml: the controller names no pod"
+       " (the pod is the address it shares with PgBouncer)")
     sock = re.search(r"^unix_socket_dir\s*=\s*(\S+)", ini, re.M).group(1)
     admin = dict(w.split("=", 1) for w in cenv["CONNBUDGET_ADMIN"].split())
     mounts = {c["name"]: {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
               for c in pod_spec(pdep)["containers"]}
-    ok(admin["host"] == sock and mounts["pgbouncer"].get(sock) == mounts["connbudget"].get(sock) is not None,
-       "pgbouncer.yaml: the controller reaches the console through PgBouncer's socket directory, a volume both mount")
+    ok(admin["host"] == sock
+       and mounts["pgbouncer"].get(sock) == mounts["connbudget"].get(sock) is not None,
+       "pgbouncer.yaml: the controller reaches the console through PgBouncer's socket directory,"
+       " a volume both mount")
     ok(admin["port"] == re.search(r"^listen_port\s*=\s*(\d+)", ini, re.M).group(1),
        "pgbouncer.yaml: the console's port is PgBouncer's listen_port")
     return 1 if ok.failed else 0
@@ -266,7 +277,8 @@ def cmd_queries(path, name, key, database):
         cols = rows[0].split(",") if rows else []
         good = r.returncode == 0 and cols == wanted and len(rows) > 1
         print(("ok - " if good else "not ok - ")
-              + f"query {qname} runs in {database} as cnpg_metrics_exporter and returns its {len(wanted)} columns"
+              + f"query {qname} runs in {database} as cnpg_metrics_exporter"
+              + f" and returns its {len(wanted)} columns"
               + ("" if good else f" (got {cols}, {len(rows) - 1} rows, {r.stderr.strip()})"))
         failed += not good
     return 1 if failed else 0

@@ -10,8 +10,9 @@
 # with the views' values, each with its help text and type, and no client
 # address is; the pod example serves its pool's metrics; Debian's
 # Prometheus scrapes both and every panel of monitoring/grafana-dashboard.json
-# returns plausible series (test/monitoring/panels.py); promtool test rules
-# passes test/monitoring/alerts_test.yml and recording_test.yml.
+# returns plausible series (test/monitoring/panels.py, itself clean under
+# flake8); promtool test rules passes test/monitoring/alerts_test.yml and
+# recording_test.yml.
 #
 # Budget: 60 - 0 - 10 = 50.  "api" is capped at 3.
 set -uo pipefail
@@ -213,6 +214,9 @@ failures=$((failures + $(grep -c '^not ok ' "$work/panels.tap")))
 if [ $panels_status != 0 ] && [ "$(grep -c '^not ok ' "$work/panels.tap")" = 0 ]; then
     ok 1 "test/monitoring/panels.py ran to its end"
 fi
+/usr/bin/python3 -m flake8 test/monitoring/*.py >"$work/flake8.out" 2>&1
+ok $? "flake8 (the tree's .flake8) reports nothing in test/monitoring/*.py"
+sed 's/^/#   /' "$work/flake8.out"
 
 # ---- the example alert and recording rules ----
 

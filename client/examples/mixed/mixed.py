@@ -112,7 +112,8 @@ class Pod:
         self.loadfile = os.path.join(fleet.work, name + ".load")
         self.statusfile = os.path.join(fleet.work, name + ".status")
         self.log = open(os.path.join(fleet.out, "logs", name + ".log"), "w")
-        self.procs = []             # (label, Popen), the pod's processes, the last one stopped first
+        # (label, Popen): the pod's processes, the last one stopped first
+        self.procs = []
         self.alive = True
         self.killed = self.stopped = False
         self.status = None
@@ -147,8 +148,9 @@ class Pod:
             cp = ":".join([java] + [f"/usr/share/java/{j}.jar" for j in
                                     ("HikariCP", "postgresql", "slf4j-api", "slf4j-jdk14")
                                     if os.path.exists(f"/usr/share/java/{j}.jar")])
+            log_config = os.path.join(java, "logging.properties")
             self.spawn("pod", ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx128m",
-                               "-Djava.util.logging.config.file=" + os.path.join(java, "logging.properties"),
+                               "-Djava.util.logging.config.file=" + log_config,
                                "-cp", cp, "Pod"] + args)
         elif self.kind == "pgbouncer":
             self.start_pgbouncer()
@@ -186,8 +188,9 @@ logfile = {d}/pgbouncer.log
             if time.monotonic() > deadline:
                 raise RuntimeError("PgBouncer did not start: see " + self.log.name)
             time.sleep(0.05)
+        admin_dsn = f"host={d} port={port} dbname=pgbouncer user=pgbouncer"
         self.spawn("controller", [os.path.join(f.bin, "connbudget-pgbouncer"), "--server", server,
-                                  "--admin", f"host={d} port={port} dbname=pgbouncer user=pgbouncer",
+                                  "--admin", admin_dsn,
                                   "--metrics-listen", f"127.0.0.1:{metrics}"])
         self.spawn("clients", ["/usr/bin/python3", os.path.join(HERE, "bouncer_load.py"),
                                f"host=127.0.0.1 port={port} dbname=appdb user={f.role}",
@@ -298,13 +301,14 @@ def write_chart(fleet, samples, events_file):
     g = [f'set terminal pngcairo size 1200,{height} font "sans,9" noenhanced',
          f'set output "{out}/mixed.png"',
          "set multiplot",
-         f'set label 99 "mixed fleet on one budget of {budget}: each pod\'s share (black, dashed) and its '
-         f'connections (solid), as connbudget.pods shows them every 100 ms" at screen 0.5, screen 0.99 '
-         'center font ",11"',
+         f'set label 99 "mixed fleet on one budget of {budget}: each pod\'s share '
+         '(black, dashed) and its connections (solid), as connbudget.pods shows them '
+         'every 100 ms" at screen 0.5, screen 0.99 center font ",11"',
          "set grid", "set key off", f"set xrange [0:{end:.1f}]", f"set yrange [0:{top}]",
          "set lmargin 7", "set rmargin 2", "set tmargin 1.5", "set bmargin 1.5"]
     for i, (t, label) in enumerate(arrows):
-        g.append(f'set arrow {i + 1} from {t:.2f}, graph 0 to {t:.2f}, graph 1 nohead lc rgb "#999999" dt 3')
+        g.append(f'set arrow {i + 1} from {t:.2f}, graph 0 to {t:.2f}, graph 1 '
+                 'nohead lc rgb "#999999" dt 3')
     panel_h = 190 / height
     bottom_h = 270 / height
     for i, name in enumerate(names):
@@ -321,7 +325,8 @@ def write_chart(fleet, samples, events_file):
     for i, (t, label) in enumerate(arrows):
         g.append(f"set label {i + 1} {label} at {t:.2f}, graph 0.97 rotate by -90 font \",8\" "
                  'tc rgb "#555555"')
-    g += ['set title "the whole server: governed connections (black) and the budget (red)" offset 0,-0.6',
+    g += ['set title "the whole server: governed connections (black) and the budget (red)" '
+          'offset 0,-0.6',
           f"set yrange [0:{budget + 5}]", 'set xlabel "seconds"', "set bmargin 3",
           f'plot "{out}/budget.csv" using 1:2 every ::1 with steps lw 2 lc rgb "#cc0000", '
           f'"" using 1:3 every ::1 with steps lw 2 lc rgb "#333333"',
@@ -345,7 +350,8 @@ SAMPLE = """
 SELECT extract(epoch FROM clock_timestamp()), b.budget, b.governed,
        (SELECT count(*) FROM pg_stat_activity
          WHERE backend_type = 'client backend' AND usename = %s),
-       coalesce((SELECT json_agg(json_build_array(application_name, pod, connections, share, demand))
+       coalesce((SELECT json_agg(json_build_array(application_name, pod, connections, share,
+                                                  demand))
                    FROM connbudget.pods), '[]')
   FROM connbudget.budget b
 """
@@ -374,8 +380,8 @@ def main():
              f"kinds: {', '.join(sorted(kinds))}")
     for row in admin.execute("SELECT application_name, min_connections, max_connections, weight "
                              "FROM connbudget.application_limits ORDER BY 1"):
-        tap.diag(f"application {row[0]}: min {row[1]}, max {row[2] if row[2] is not None else '-'}, "
-                 f"weight {row[3]}")
+        cap = row[2] if row[2] is not None else '-'
+        tap.diag(f"application {row[0]}: min {row[1]}, max {cap}, weight {row[3]}")
 
     csv = open(os.path.join(fleet.out, "mixed.csv"), "w")
     csv.write("t pod kind application share connections demand\n")
@@ -407,10 +413,12 @@ def main():
                         settling = t
                     if all(seen.get(n, (0, 0))[1] > 0 for n in live) or t - settling > 60:
                         if t - settling > 60:
+                            idle = [n for n in live if seen.get(n, (0, 0))[1] == 0]
                             start_errors.append("pods still without connections after 60 s: " +
-                                                ", ".join(n for n in live if seen.get(n, (0, 0))[1] == 0))
+                                                ", ".join(idle))
                         if t - settling > 0.5:
-                            tap.diag(f"{t:5.1f}s  waited {t - settling:.1f} s for the pods to connect")
+                            tap.diag(f"{t:5.1f}s  waited {t - settling:.1f} s "
+                                     "for the pods to connect")
                         shift += t - settling
                         settling = None
                         next_event += 1
@@ -433,7 +441,8 @@ def main():
                         pod.kill()
                     # PgBouncer is named by its address: 127.0.0.1, the role's
                     label_of[name if kind != "pgbouncer" else "127.0.0.1"] = name
-                    tap.diag(f"{t:5.1f}s  {name} starts ({kind}, application {app}, {load} busy workers)")
+                    tap.diag(f"{t:5.1f}s  {name} starts ({kind}, application {app}, "
+                             f"{load} busy workers)")
                 elif action == "kill":
                     fleet.pods[name].kill()
                     tap.diag(f"{t:5.1f}s  {name} killed (SIGKILL)")
@@ -460,15 +469,16 @@ def main():
                           f"{demand if demand is not None else -1}\n")
             if args.live and t >= next_print:
                 next_print += 1
-                print(f"\n t={t:4.1f}s  budget {row[1]}  governed {row[2]}  backends of {fleet.role} {row[3]}")
-                print(f"   {'pod':<12} {'kind':<9} {'app':<7} {'share':>5} {'conns':>5} {'demand':>6} "
-                      f"{'served':>7} {'errors':>6}")
+                print(f"\n t={t:4.1f}s  budget {row[1]}  governed {row[2]}  "
+                      f"backends of {fleet.role} {row[3]}")
+                print(f"   {'pod':<12} {'kind':<9} {'app':<7} {'share':>5} {'conns':>5} "
+                      f"{'demand':>6} {'served':>7} {'errors':>6}")
                 for name in sorted(pods):
                     app, conns, share, demand = pods[name]
                     pod = fleet.pods.get(name)
                     st = pod.read_status() if pod else None
-                    print(f"   {name:<12} {pod.kind if pod else '-':<9} {app:<7} {share:>5} {conns:>5} "
-                          f"{demand if demand is not None else '-':>6} "
+                    print(f"   {name:<12} {pod.kind if pod else '-':<9} {app:<7} {share:>5} "
+                          f"{conns:>5} {demand if demand is not None else '-':>6} "
                           f"{st[2] if st else '-':>7} {st[3] if st else '-':>6}")
                 sys.stdout.flush()
             time.sleep(max(0.0, 0.1 - (time.monotonic() - t0 - t)))
@@ -541,7 +551,8 @@ def main():
         eps = episodes.get(name, [])
         lengths = [((e if e is not None else life[name][1]) - s) for s, e in eps]
         w = worst.get(name)
-        tap.diag(f"{name:<12} above its share {len(eps)} times, longest {max(lengths, default=0):.2f} s; "
+        tap.diag(f"{name:<12} above its share {len(eps)} times, "
+                 f"longest {max(lengths, default=0):.2f} s; "
                  f"latest {w[0] / refresh if w else 0:.2f} refresh intervals after a fall")
 
     # every pod took part: it had a share and connections on the server
@@ -571,7 +582,8 @@ def main():
             lo, hi = ttl - 1.5 * refresh, ttl + limit
             tap.ok(lo <= gone - t_event <= hi and after > before,
                    f"{name} killed: its share came back to the other {app} pods "
-                   f"{gone - t_event:.2f} s later (pod_ttl {ttl:.1f} s); their shares {before} -> {after}",
+                   f"{gone - t_event:.2f} s later (pod_ttl {ttl:.1f} s); "
+                   f"their shares {before} -> {after}",
                    f"expected between {lo:.2f} and {hi:.2f} s, and more for the others")
         else:
             tap.ok(gone - t_event <= limit and after > before,

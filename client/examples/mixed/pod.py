@@ -69,7 +69,8 @@ def main():
         if tick % 2 == 0:
             stats = budget.stats()
             with open(statusfile + ".tmp", "w") as f:
-                f.write(f"{stats['share']} {stats['pool_max']} {state['served']} {state['errors']}\n")
+                f.write(f"{stats['share']} {stats['pool_max']} "
+                        f"{state['served']} {state['errors']}\n")
             os.replace(statusfile + ".tmp", statusfile)
     for thread in threads:
         thread.join()
