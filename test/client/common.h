@@ -395,6 +395,30 @@ tcp_relay_stop(TcpRelay *r)
 		bail_out("the relay's connections did not end");
 }
 
+/* Relay every byte both ways until either side ends or the relay stops. */
+static inline void
+tcp_relay_copy(TcpRelay *r, int client, int server)
+{
+	char		buf[8192];
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+	{
+		struct pollfd fds[2] = {{.fd = client, .events = POLLIN},
+		{.fd = server, .events = POLLIN}};
+
+		if (poll(fds, 2, 100) < 0 && errno != EINTR)
+			return;
+		for (int i = 0; i < 2; i++)
+			if (fds[i].revents)
+			{
+				ssize_t		n = read(fds[i].fd, buf, sizeof(buf));
+
+				if (n <= 0 || write(fds[1 - i].fd, buf, n) != n)
+					return;
+			}
+	}
+}
+
 /*
  * A conninfo for a pool through the relay (a static buffer): no SSL or GSS
  * negotiation, so that after the client's startup message every byte
@@ -409,6 +433,44 @@ tcp_relay_conninfo(const TcpRelay *r)
 			 "host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable "
 			 "gssencmode=disable", r->port);
 	return conninfo;
+}
+
+/*
+ * What a pool's on_connect hook saw (cfg.hooks.on_connect = tally_connect,
+ * cfg.hooks.user_data = a ConnectTally): attempts that connected and that
+ * failed, the longest, the first failure, and how long each attempt that
+ * timed out waited.
+ */
+typedef struct ConnectTally
+{
+	pthread_mutex_t lock;
+	int			ok,
+				failed;
+	double		longest;
+	char		first_error[200];
+	double		timed_out[256];
+	int			ntimed_out;
+} ConnectTally;
+
+#define CONNECT_TALLY_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
+
+static inline void
+tally_connect(void *user, PGconn *conn, uint64_t duration_us, const char *error)
+{
+	ConnectTally *t = user;
+	double		seconds = duration_us / 1e6;
+
+	pthread_mutex_lock(&t->lock);
+	if (conn)
+		t->ok++;
+	else if (t->failed++ == 0)
+		snprintf(t->first_error, sizeof(t->first_error), "%.1f s: %s", seconds,
+				 error ? error : "?");
+	if (!conn && error && strstr(error, "connect timed out") && t->ntimed_out < 256)
+		t->timed_out[t->ntimed_out++] = seconds;
+	if (seconds > t->longest)
+		t->longest = seconds;
+	pthread_mutex_unlock(&t->lock);
 }
 
 #endif							/* CONNBUDGET_TEST_CLIENT_COMMON_H */

@@ -326,13 +326,7 @@ test_fatal_before_eof(void)
  */
 static int	slow_ms;
 
-static struct
-{
-	pthread_mutex_t lock;
-	double		timed_out[256];	/* durations of the attempts that timed out */
-	int			ntimed_out;
-	int			nconnected;
-}			attempts = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static ConnectTally attempts = CONNECT_TALLY_INIT;
 
 static void
 slow_serve(TcpRelay *tcp, int client, int server)
@@ -361,36 +355,7 @@ slow_serve(TcpRelay *tcp, int client, int server)
 	}
 	if (held > 0 && write(server, buf, held) != (ssize_t) held)
 		return;
-	for (;;)
-	{
-		struct pollfd fds[2] = {{.fd = client, .events = POLLIN},
-		{.fd = server, .events = POLLIN}};
-		ssize_t		n;
-
-		if (poll(fds, 2, 100) < 0 && errno != EINTR)
-			return;
-		if (__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
-			return;
-		for (int i = 0; i < 2; i++)
-			if (fds[i].revents)
-			{
-				n = read(fds[i].fd, buf, sizeof(buf));
-				if (n <= 0 || write(fds[1 - i].fd, buf, n) != n)
-					return;
-			}
-	}
-}
-
-static void
-record_attempt(void *user, PGconn *conn, uint64_t duration_us, const char *error)
-{
-	(void) user;
-	pthread_mutex_lock(&attempts.lock);
-	if (conn)
-		attempts.nconnected++;
-	else if (error && strstr(error, "connect timed out") && attempts.ntimed_out < 256)
-		attempts.timed_out[attempts.ntimed_out++] = duration_us / 1e6;
-	pthread_mutex_unlock(&attempts.lock);
+	tcp_relay_copy(tcp, client, server);
 }
 
 static int
@@ -416,7 +381,8 @@ test_slow_server(void)
 	cfg.conninfo = tcp_relay_conninfo(&tcp);
 	cfg.connect_timeout_ms = 200;
 	cfg.breaker_open_ms = 100;
-	cfg.hooks.on_connect = record_attempt;
+	cfg.hooks.on_connect = tally_connect;
+	cfg.hooks.user_data = &attempts;
 	pool = cbpool_open(&cfg, err, sizeof(err));
 	if (!pool)
 		bail_out("cbpool_open: %s", err);
