@@ -1248,41 +1248,51 @@ print_recent_events(FILE *f)
 		fprintf(f, "      t=%7.1f s  %s\n", ring[i % RING].t, ring[i % RING].text);
 }
 
+/* A bound exceeded (a violation, said with the events before it) or
+   something else that fails the run: said at once and kept for the
+   report. */
+static void
+report_failure(bool is_violation, const char *fmt, va_list ap)
+{
+	const char *what = is_violation ? "VIOLATION" : "FAILED";
+	char		text[600];
+
+	vsnprintf(text, sizeof(text), fmt, ap);
+	printf("t=%7.1f s %s: %s\n", T(), what, text);
+	if (is_violation)
+		print_recent_events(stdout);
+	fflush(stdout);
+	note("%s: %.150s", what, text);
+	if (is_violation && nviolation_lines < 30)
+		snprintf(violation_lines[nviolation_lines++], sizeof(violation_lines[0]),
+				 "t=%.1f s: %.560s", T(), text);
+	else if (!is_violation && nfailures < 40)
+		snprintf(failures[nfailures++], sizeof(failures[0]), "%.*s",
+				 (int) sizeof(failures[0]) - 1, text);
+	if (is_violation)
+		violations++;
+	else
+		nfailures_total++;
+}
+
 static void
 violation(const char *fmt,...)
 {
-	char		text[600];
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	report_failure(true, fmt, ap);
 	va_end(ap);
-	violations++;
-	printf("t=%7.1f s VIOLATION: %s\n", T(), text);
-	print_recent_events(stdout);
-	fflush(stdout);
-	note("VIOLATION: %.150s", text);
-	if (nviolation_lines < 30)
-		snprintf(violation_lines[nviolation_lines++], sizeof(violation_lines[0]),
-				 "t=%.1f s: %.560s", T(), text);
 }
 
-/* something else that fails the run */
 static void
 failure(const char *fmt,...)
 {
-	char		text[400];
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	report_failure(false, fmt, ap);
 	va_end(ap);
-	nfailures_total++;
-	printf("t=%7.1f s FAILED: %s\n", T(), text);
-	fflush(stdout);
-	note("FAILED: %.150s", text);
-	if (nfailures < 40)
-		snprintf(failures[nfailures++], sizeof(failures[0]), "%s", text);
 }
 
 /* ---- bounds in force over time ---- */
