@@ -154,17 +154,17 @@ static const char *const kind_names[NKINDS] = {
 #define RIDE_THROUGH_S 45		/* every pod is back this soon after a restart */
 
 /*
- * How long a protocol pod (plain libpq) waits for one connect.  After a
- * restart the whole fleet connects at once, and the postmaster accepts and
- * forks one backend at a time: on a busy machine a dozen or two a second,
- * so the last of some 300 connects waits its turn for many seconds.  A
- * connect given up in the queue still costs a fork when its turn comes,
- * and its retry queues again; with a deadline shorter than the queue,
- * every connect is given up before it is served and the server forks only
- * for clients that are gone.  So a protocol pod waits as long as it may
- * take to be back.  The C pools keep their default connect_timeout_ms:
- * each attempt that times out doubles the next one's deadline, which is
- * how they ride through that queue by themselves.
+ * How long a pod waits for one connect.  After a restart the whole fleet
+ * connects at once, and the postmaster accepts and forks one backend at a
+ * time: on a busy machine a dozen or two a second, so the last of some 300
+ * connects waits its turn for many seconds.  A connect given up in the
+ * queue still costs a fork when its turn comes, and its retry queues
+ * again at the back; with a deadline shorter than the queue, most connects
+ * are given up before they are served and the server forks for clients
+ * that are gone.  So a pod waits as long as it may take to be back.  (The
+ * C pool doubles the deadline after each attempt that timed out, but from
+ * its default of 5 s that is 5 + 10 + 20 s of places lost in the queue: a
+ * run with the default had 86 of 288 pods not back within 45 s.)
  */
 #define POD_CONNECT_S RIDE_THROUGH_S
 
@@ -900,6 +900,7 @@ pod_start(Pod *p)
 		cfg.pod = p->id;
 		cfg.max_size = p->max_size;
 		cfg.acquire_timeout_ms = 2000;
+		cfg.connect_timeout_ms = POD_CONNECT_S * 1000;
 		if (p->lifetime_ms > 0)
 			cfg.max_lifetime_ms = p->lifetime_ms;
 		cfg.logger.func = soak_log;
