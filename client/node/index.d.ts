@@ -15,8 +15,8 @@ export interface IdentitySettings {
 
 /**
  * The connection settings of a pool that follows its share: every other
- * key of settings, plus application_name and options naming the pod and a
- * pool session. Throws an IdentityError if the server would refuse them.
+ * key of settings, plus application_name and options naming the pod (after
+ * your own options). Throws an IdentityError if the server would refuse them.
  */
 export function connectionOptions<T extends object = {}>(
   settings: IdentitySettings & T
@@ -37,50 +37,39 @@ export interface FollowedPool {
 export interface FollowOptions {
   /** The refresh interval in ms (10 to 3600000); default: what the server says (connbudget.refresh_interval). */
   refreshMs?: number
-  /** How long a request waits out connects refused with 53300; default: the pool's connectionTimeoutMillis, else 30000. */
-  connectWaitMs?: number
   /** Where the adapter's messages go; default: warnings and errors to console.warn. */
   log?: (level: 'debug' | 'info' | 'warn' | 'error', message: string) => void
 }
 
 /** The adapter's own numbers, from Budget.stats(). */
 export interface BudgetStats {
-  applicationName: string | null
-  pod: string | null
+  /** The pool session follow() gave the pool (connbudget.pool_session). */
   poolSession: string
-  /** 'starting', 'ok', 'left', 'refused', 'other' (not governed) or 'no-extension' */
+  /** 'starting', 'ok', 'left', 'refused', 'other' (not governed) or 'no-extension' (no connbudget 1.2) */
   status: 'starting' | 'ok' | 'left' | 'refused' | 'other' | 'no-extension'
-  protocol: 1 | 2 | null
   /** The share: the most connections the pool may hold (null before the first, or with a fixed size). */
   share: number | null
   minSize: number | null
   budget: number | null
-  allocation: number | null
-  pods: number | null
-  connections: number | null
   refreshMs: number
   /** The pool's size now (pool.options.max): the share within your own max, at least 1. */
   limit: number
   /** The demand last reported. */
   demand: number | null
-  total: number
-  idle: number
-  waiting: number
   refreshes: number
   refreshesSkipped: number
   surplusClosed: number
+  /** Connects refused with 53300 (backpressure). */
   connectsRefused: number
-  permanentRefusals: number
+  /** Requests failed with a RefusedError. */
   requestsRefused: number
-  /** Errors by kind: answer-shape, answer-null, answer-text, answer-range, answer-order, refused, no-extension, query, connect. */
+  /** Errors by kind: answer-shape, answer-null, answer-text, answer-range, answer-order, refused (42501, 53400 or status=refused), other, no-extension, query, connect. */
   errors: Record<string, number>
 }
 
 export class Budget {
   constructor(pool: FollowedPool, options?: FollowOptions)
   readonly pool: FollowedPool
-  readonly applicationName: string | null
-  readonly pod: string | null
   readonly poolSession: string
   stats(): BudgetStats
   /** Hands the share back, then ends the pool (pool.end() does the same). */
@@ -100,36 +89,10 @@ export class RefusedError extends Error {
   readonly cause: Error
 }
 
-/** An application name, pod or pool session id the server would refuse. */
+/** An application name or pod id the server would refuse. */
 export class IdentityError extends TypeError {}
 
 /** An answer of the server that is not one. */
 export class AnswerError extends Error {
   readonly kind: 'answer-shape' | 'answer-null' | 'answer-text' | 'answer-range' | 'answer-order'
 }
-
-export interface Share {
-  status: 'ok' | 'other' | 'left' | 'refused'
-  maxSize: number | null
-  minSize: number | null
-  budget: number | null
-  refreshMs: number | null
-  allocation: number | null
-  pods: number | null
-  connections: number | null
-  protocol: number | null
-  sqlstate: string | null
-  reason: string | null
-}
-
-/** Reads connbudget.share strictly; throws an AnswerError for anything else. */
-export function parseShare(text: string): Share
-
-/** The pace a 53300 refusal states (0 where it states none). */
-export function refusalPace(error: unknown): { retryMs: number; leaseMs: number }
-
-/** value if it is 1 to 63 bytes of printable ASCII, else throws an IdentityError. */
-export function checkId(what: string, value: string): string
-
-/** A new random pool session id: 8 hex digits. */
-export function newPoolSession(): string

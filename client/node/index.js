@@ -4,18 +4,7 @@
 // PostgreSQL server's connection budget. See README.md.
 
 const { Budget, RefusedError, follow } = require('./lib/budget')
-const { IdentityError, checkId, connectionOptions, newPoolSession } = require('./lib/identity')
-const { AnswerError, parseShare, refusalPace } = require('./lib/share')
+const { IdentityError, connectionOptions } = require('./lib/identity')
+const { AnswerError } = require('./lib/share')
 
-module.exports = {
-  follow,
-  connectionOptions,
-  Budget,
-  RefusedError,
-  IdentityError,
-  AnswerError,
-  checkId,
-  newPoolSession,
-  parseShare,
-  refusalPace
-}
+module.exports = { follow, connectionOptions, Budget, RefusedError, IdentityError, AnswerError }

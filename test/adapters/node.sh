@@ -12,11 +12,11 @@
 # (test/server.test.js): a pod follows its share down and up, closes idle
 # surplus at once, never holds more than its share while busy and reports
 # its demand, hands its share back on close, waits out 53300 refusals, is
-# refused at once with 42501, recovers from a server restart, speaks
-# protocol 1 where the server knows no connbudget.share, takes no size
-# from answers a relay in front of the server rewrites into nonsense,
-# keeps its own size where the server does not govern it and where there
-# is no extension. The pools log in as a role with a password
+# refused at once with 42501, recovers from a server restart, keeps its
+# own size where the server knows no connbudget.share (older than 1.2)
+# and follows its share once it does, takes no size from answers a relay
+# in front of the server rewrites into nonsense, keeps its own size where
+# the server does not govern it and where there is no extension. The pools log in as a role with a password
 # (scram-sha-256), as on a production server.
 #
 # test/run's adapters suite runs it as the unprivileged postgres user from

@@ -1,130 +1,92 @@
 'use strict'
 
-// Makes a node-postgres pg.Pool follow its connbudget share, as
-// docs/protocol.md of connbudget says; client/connbudget_pool.h is the
-// reference implementation.
+// Makes a node-postgres pg.Pool follow its pod's connbudget share, as
+// docs/protocol.md of connbudget says (protocol 2); client/connbudget_pool.h
+// is the reference implementation.
 
+const crypto = require('crypto')
 const { performance } = require('perf_hooks')
 const { setTimeout: sleep } = require('timers/promises')
 
-const { checkId, newPoolSession, optionValue, withPoolSession } = require('./identity')
-const {
-  AnswerError, MIN_REFRESH_MS, MAX_REFRESH_MS, backoffCeiling, poolShareFromResult,
-  refusalPace, shareFromResult
-} = require('./share')
+const { backoffCeiling, refusalPace, shareFromResult } = require('./share')
 
-// The protocol's queries (sections 3, 5 and 7), schema-qualified so that
-// no function of the same name earlier on a search_path answers instead.
+// The report and the read (section 3), schema-qualified so that no function
+// of the same name earlier on a search_path answers instead; the leave
+// (section 7).
 const SHARE_SQL = "SELECT pg_catalog.set_config('connbudget.demand', $1, false), " +
   "pg_catalog.current_setting('connbudget.share')"
-const POOL_SHARE_SQL = 'SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)'
-const LEAVE_SQL = { 2: "SET connbudget.demand = 'leave'", 1: 'SELECT connbudget.pool_share(0)' }
+const LEAVE_SQL = "SET connbudget.demand = 'leave'"
 
-const UNKNOWN_SETTING = new Set(['42704', '42602']) // no connbudget.share: protocol 1
-const NO_EXTENSION = new Set(['42883', '3F000', '55000']) // no usable pool_share() either
+const NO_SHARE = new Set(['42704', '42602']) // connbudget.share unknown: no connbudget 1.2 here
 const PERMANENT = new Set(['42501', '53400'])
-const PEAK_WINDOW = 5 // refresh intervals of busy moments behind the demand
-const DEFAULT_REFRESH_MS = 1000 // until the server says
-const LOOK_AGAIN_MS = 30000 // without a share, and from protocol 1 to 2
+const PEAKS = 5 // refresh intervals before this one whose busiest moment counts in the demand
+const LOOK_AGAIN_MS = 30000 // with the pool's own size
 const QUERY_TIMEOUT_MS = 5000
-const BACKOFF_CAP_MS = 30000
-const DEFAULT_CONNECT_WAIT_MS = 30000
-const FOLLOWED = Symbol('connbudget.Budget')
+const CONNECT_WAIT_MS = 30000 // without connectionTimeoutMillis
 
-// Every value as the text the server sent: numbers are read only by the
-// protocol's rules (lib/share.js).
-const RAW_TYPES = { getTypeParser: () => (value) => value }
-const NOOP = () => {}
 const clock = () => performance.now()
-const firstLine = (text) => String(text).split('\n')[0]
+const firstLine = (error) => String(error && error.message).split('\n')[0]
 
 /**
- * A connect the server refused: 53300 (backpressure) still at the
- * request's deadline, or at once 42501 or 53400, which do not change by
- * themselves (permanent). code is the SQLSTATE, cause the driver's error.
+ * A connect the server refused: 53300 (backpressure) still at the request's
+ * deadline, or at once 42501 or 53400, which do not change by themselves
+ * (permanent). code is the SQLSTATE, cause node-postgres's error.
  */
 class RefusedError extends Error {
-  constructor (cause, permanent, code = cause && cause.code) {
-    const why = permanent
-      ? `the server refuses this pool's connections (SQLSTATE ${code}, permanent until the limits change)`
-      : `the server refused connections until the deadline (SQLSTATE ${code}, backpressure)`
-    super(`connbudget: ${why}: ${cause && cause.message}`, { cause })
+  constructor (cause, permanent) {
+    const why = permanent ? 'permanent until the limits change' : 'backpressure, until the deadline'
+    super(`connbudget: the server refused a connection (SQLSTATE ${cause.code}, ${why}): ${cause.message}`, { cause })
     this.name = 'RefusedError'
-    this.code = code
+    this.code = cause.code
     this.permanent = permanent
   }
 }
 
-class BorrowTimeout extends Error {}
-
 function defaultLog (level, message) {
-  if (level === 'warn' || level === 'error') {
-    console.warn(`connbudget: ${message}`)
-  }
+  if (level === 'warn' || level === 'error') console.warn(`connbudget: ${message}`)
 }
 
 /** Sizes a pg.Pool from its pod's connbudget share; made by follow(pool). */
 class Budget {
-  constructor (pool, options = {}) {
-    if (!pool || !pool.options || typeof pool.connect !== 'function' || !('waitingCount' in pool)) {
-      throw new TypeError('connbudget: follow() takes a pg.Pool')
+  constructor (pool, { refreshMs, log = defaultLog } = {}) {
+    if (!pool || !pool.options || !('waitingCount' in pool) || Object.hasOwn(pool, 'connect') || pool.totalCount > 0) {
+      throw new TypeError('connbudget: follow() takes a new pg.Pool, once, before its first connection')
     }
-    if (pool[FOLLOWED]) {
-      throw new Error('connbudget: this pool already follows its share')
-    }
-    if (pool.totalCount > 0 || pool.ending) {
-      throw new Error('connbudget: call follow() on a new pool, before its first connection')
-    }
-    const { refreshMs, connectWaitMs, log } = options
-    if (refreshMs !== undefined && !(Number.isInteger(refreshMs) && refreshMs >= MIN_REFRESH_MS && refreshMs <= MAX_REFRESH_MS)) {
-      throw new RangeError(`connbudget: refreshMs must be an integer from ${MIN_REFRESH_MS} to ${MAX_REFRESH_MS}`)
-    }
-    if (connectWaitMs !== undefined && !(Number.isInteger(connectWaitMs) && connectWaitMs >= 0)) {
-      throw new RangeError('connbudget: connectWaitMs must be an integer of 0 or more')
+    if (refreshMs !== undefined && !(Number.isInteger(refreshMs) && refreshMs >= 10 && refreshMs <= 3600000)) {
+      throw new RangeError('connbudget: refreshMs must be an integer from 10 to 3600000')
     }
     this.pool = pool
-    this._log = typeof log === 'function' ? log : defaultLog
-    this._configuredMs = refreshMs || 0
-    this._refreshMs = refreshMs || DEFAULT_REFRESH_MS
-    this._connectWaitMs = connectWaitMs ?? (pool.options.connectionTimeoutMillis || DEFAULT_CONNECT_WAIT_MS)
+    this.poolSession = crypto.randomBytes(4).toString('hex') // the last -c wins
+    pool.options.options = [pool.options.options, `-c connbudget.pool_session=${this.poolSession}`].filter(Boolean).join(' ')
+    this._log = log
+    this._configuredMs = refreshMs
+    this._refreshMs = refreshMs || 1000 // until the server says
+    this._connectWaitMs = pool.options.connectionTimeoutMillis || CONNECT_WAIT_MS
     this._userMax = pool.options.max
-    this._userMin = pool.options.min || 0
-
-    // the identity, checked before anything connects, with a pool session
-    // of this Budget's own
-    this.applicationName = pool.options.application_name || null
-    this.pod = optionValue(pool.options.options, 'pod')
-    if (this.applicationName !== null) checkId('application_name', this.applicationName)
-    if (this.pod !== null) checkId('pod', this.pod)
-    this.poolSession = newPoolSession()
-    pool.options.options = withPoolSession(pool.options.options, this.poolSession)
-
+    this._userMin = pool.options.min
     this._share = null // the last good share
+    this._fixed = false // the pool's own max: no connbudget 1.2 here, or not governed
     this._status = 'starting'
-    this._fixed = false // the pool's own max: no extension, or not governed
-    this._protocol = 2
-    this._probeAt = 0 // speaking protocol 1: when to try 2 again
     this._lastDemand = null
-    this._intervalPeak = 0
-    this._peaks = []
+    this._peak = 0 // the busiest moment of this refresh interval
+    this._peaks = [] // and of the ones before
     this._rotatedAt = clock()
-    this._said = new Set() // what was logged and still holds: said once
-    this._refusal = null // a permanent refusal in force: { cause, code, until }
+    this._said = new Set() // what was logged since the last good share: said once
+    this._refusal = null // a permanent refusal in force: { cause, until }
     this._internal = 0 // the adapter's own borrows, waiting or held
-    this._backoffs = new Set() // requests waiting out a 53300
-    this._trimming = 0
+    this._cycling = 0 // of them, those taking a connection to close it or hand it over
+    this._backoffs = new Set() // requests waiting out a 53300: what wakes them
     this._closing = false
     this._closed = null
     this._timer = null
     this._refreshing = null
     this._counts = {
-      refreshes: 0, refreshesSkipped: 0, surplusClosed: 0, connectsRefused: 0, permanentRefusals: 0, requestsRefused: 0
+      refreshes: 0, refreshesSkipped: 0, surplusClosed: 0, connectsRefused: 0, requestsRefused: 0
     }
     this._errors = {}
 
     this._connect = pool.connect.bind(pool)
     this._end = pool.end.bind(pool)
-    pool[FOLLOWED] = this
     pool.connect = (callback) => this._connectFor(callback)
     pool.end = (callback) => {
       const closed = this.close()
@@ -135,28 +97,18 @@ class Budget {
     this._schedule(0)
   }
 
-  /** The share, the pool's counters and the adapter's own. */
+  /** The share and the adapter's counters (the pool's own are totalCount, idleCount, waitingCount). */
   stats () {
-    const pool = this.pool
-    const said = (name) => (this._share && !this._fixed ? this._share[name] : null)
+    const share = this._share
     return {
-      applicationName: this.applicationName,
-      pod: this.pod,
       poolSession: this.poolSession,
       status: this._status,
-      protocol: this._share || this._fixed ? this._protocol : null,
-      share: said('maxSize'),
-      minSize: said('minSize'),
-      budget: said('budget'),
-      allocation: said('allocation'),
-      pods: said('pods'),
-      connections: said('connections'),
+      share: share && share.maxSize,
+      minSize: share && share.minSize,
+      budget: share && share.budget,
       refreshMs: this._refreshMs,
-      limit: pool.options.max,
+      limit: this.pool.options.max,
       demand: this._lastDemand,
-      total: pool.totalCount,
-      idle: pool.idleCount,
-      waiting: pool.waitingCount,
       ...this._counts,
       errors: { ...this._errors }
     }
@@ -171,87 +123,82 @@ class Budget {
   async _close () {
     this._closing = true
     clearTimeout(this._timer)
-    if (this._refreshing) {
-      // a refresh waiting in a saturated pool is not waited for long
-      await Promise.race([this._refreshing, sleep(Math.min(1000, this._refreshMs), undefined, { ref: false })])
-    }
-    await this._leave()
+    // a refresh or the leave waiting in a saturated pool is not waited for long
+    await Promise.race([Promise.resolve(this._refreshing).then(() => this._leave()), sleep(1000, undefined, { ref: false })])
     await this._end()
   }
 
-  _say (level, key, message) {
+  // Counts an error of its kind in stats().errors, and logs it once until
+  // the next good share (once per key).
+  _error (kind, message, key = kind, level = 'warn') {
+    this._errors[kind] = (this._errors[kind] || 0) + 1
     if (!this._said.has(key)) {
       this._said.add(key)
       this._log(level, message)
     }
   }
 
-  _countError (kind) {
-    this._errors[kind] = (this._errors[kind] || 0) + 1
-  }
-
   // ---- the pool's callers ----
 
+  // pool.connect(), with a callback or a promise. The client is handed over
+  // in pg-pool's own callback, so that pool.query() has its error listener
+  // on it before the connection can say anything else.
   _connectFor (callback) {
     this._sample(1)
     const deadline = clock() + this._connectWaitMs
-    if (typeof callback === 'function') {
-      this._acquire(callback, 0, deadline)
-      return undefined
-    }
+    if (typeof callback === 'function') return this._acquire(callback, 0, deadline)
     return new this.pool.Promise((resolve, reject) => {
-      this._acquire((error, client) => error ? reject(error) : resolve(client), 0, deadline)
+      this._acquire((error, client) => (error ? reject(error) : resolve(client)), 0, deadline)
     })
   }
 
-  // The pool's connect(), with connects refused with 53300 retried until
-  // the deadline after a wait drawn from [0, retry_ms * 2^n] (full
-  // jitter); 42501 and 53400 fail at once, and while one holds, so do
+  // A connect refused with 53300 is tried again until the request's
+  // deadline; 42501 and 53400 fail at once, and while one is in force so do
   // requests that would need a new connection.
   _acquire (callback, attempt, deadline) {
-    if (this._refusalInForce() && this._wouldConnect()) {
+    const fail = (error) => callback(error, undefined, () => {})
+    if (this._refused()) {
       this._counts.requestsRefused++
-      callback(new RefusedError(this._refusal.cause, true, this._refusal.code), undefined, NOOP)
-      return
+      return fail(new RefusedError(this._refusal.cause, true))
     }
     this._connect((error, client, release) => {
       if (!error) {
         client.release = (reason) => this._giveBack(release, reason)
-        callback(undefined, client, client.release)
-        return
+        return callback(undefined, client, client.release)
       }
       if (PERMANENT.has(error.code)) {
         this._counts.requestsRefused++
-        callback(this._notePermanent(error), undefined, NOOP)
-        return
+        return fail(this._notePermanent(error))
       }
-      if (error.code !== '53300') {
-        callback(error, undefined, NOOP)
-        return
-      }
+      if (error.code !== '53300') return fail(error)
       this._counts.connectsRefused++
-      const { retryMs, leaseMs } = refusalPace(error)
       const left = deadline - clock()
       if (left <= 0 || this._closing) {
         this._counts.requestsRefused++
-        callback(new RefusedError(error, false), undefined, NOOP)
-        return
+        return fail(new RefusedError(error, false))
       }
-      const retry = (next) => {
-        if (this._backoffs.delete(retry)) {
-          clearTimeout(timer)
-          this._acquire(callback, next, deadline)
-        }
-      }
-      retry.attempt = attempt
-      const ceiling = backoffCeiling(retryMs || 1000, leaseMs, attempt, BACKOFF_CAP_MS)
-      const timer = setTimeout(retry, Math.min(left, Math.random() * ceiling), attempt + 1)
-      this._backoffs.add(retry)
+      const { retryMs, leaseMs } = refusalPace(error)
+      this._backoff(Math.min(left, Math.random() * backoffCeiling(retryMs || 1000, leaseMs, attempt)))
+        .then(() => this._acquire(callback, attempt + 1, deadline))
     })
   }
 
-  // A client comes back: closed instead while the pool is above its share
-  // (pg-pool destroys a client released with a truthy argument).
+  // Waits ms, or less if the share grows first (the room was made for the
+  // requests waiting).
+  _backoff (ms) {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer)
+        this._backoffs.delete(wake)
+        resolve()
+      }
+      const timer = setTimeout(wake, ms)
+      this._backoffs.add(wake)
+    })
+  }
+
+  // A connection comes back: closed instead while the pool is above its
+  // share (pg-pool destroys a client released with a truthy argument).
   _giveBack (release, error) {
     const pool = this.pool
     if (!error && !pool.ending && pool.totalCount > pool.options.max) {
@@ -261,10 +208,12 @@ class Budget {
     return release(error)
   }
 
-  // Would a connect() now open a new connection?
-  _wouldConnect () {
+  // The permanent refusal in force, if a request now would need a new
+  // connection; else null.
+  _refused () {
     const pool = this.pool
-    return pool.idleCount === 0 && pool.totalCount < pool.options.max
+    if (this._refusal && clock() >= this._refusal.until) this._refusal = null
+    return this._refusal && pool.idleCount === 0 && pool.totalCount < pool.options.max ? this._refusal : null
   }
 
   // ---- the demand (section 3) ----
@@ -274,101 +223,76 @@ class Budget {
   _sample (extra) {
     const pool = this.pool
     const busy = pool.totalCount - pool.idleCount + pool.waitingCount - this._internal + this._backoffs.size
-    this._intervalPeak = Math.max(this._intervalPeak, busy + extra)
+    this._peak = Math.max(this._peak, busy + extra)
   }
 
   // The busiest moment of this refresh interval and the 5 before, plus 25%
   // (at least 1), at least the pool's min and the server's min_size, at
   // most the pool's max.
   _demand () {
-    const busy = Math.max(this._intervalPeak, ...this._peaks)
-    const demand = Math.max(busy + Math.max(1, Math.ceil(busy / 4)), this._userMin, this._minSize())
+    const busy = Math.max(this._peak, ...this._peaks)
+    const demand = Math.max(busy + Math.max(1, Math.ceil(busy / 4)), this._userMin, this._share ? this._share.minSize : 0)
     return Math.min(demand, this._userMax)
   }
 
-  _rotatePeaks (now) {
-    if (now - this._rotatedAt >= this._refreshMs * 0.9) {
-      this._peaks.push(this._intervalPeak)
-      if (this._peaks.length > PEAK_WINDOW) this._peaks.shift()
-      this._intervalPeak = 0
+  _rotatePeaks () {
+    if (clock() - this._rotatedAt >= this._refreshMs * 0.9) {
+      this._peaks = [...this._peaks.slice(1 - PEAKS), this._peak]
+      this._peak = 0
       this._sample(0)
-      this._rotatedAt = now
+      this._rotatedAt = clock()
     }
-  }
-
-  _minSize () {
-    return this._share && !this._fixed ? this._share.minSize : 0
   }
 
   // ---- the size (section 4) ----
 
   // pool.options.max is the share within the pool's own max (pg-pool reads
-  // it at every connect). A pg.Pool of 0 would leave requests waiting for
+  // it at every connect). A pool of 0 would leave requests waiting for
   // nothing and have no connection to ask again on: it holds 1.
   _resize () {
     const pool = this.pool
-    let limit = 1 // until the server has answered
-    if (this._fixed) {
-      limit = this._userMax
-    } else if (this._share) {
-      limit = Math.max(1, Math.min(this._share.maxSize, this._userMax))
-    }
+    let limit = this._fixed ? this._userMax : 1 // 1 until the server has answered
+    if (this._share) limit = Math.max(1, Math.min(this._share.maxSize, this._userMax))
     const grew = limit > pool.options.max
     pool.options.max = limit
-    pool.options.min = Math.min(Math.max(this._userMin, this._minSize()), limit)
-    if (grew) {
-      this._grow()
-      for (const retry of this._backoffs) setImmediate(retry, retry.attempt) // the room was made for them
-    }
-    this._trim()
+    pool.options.min = Math.min(Math.max(this._userMin, this._share ? this._share.minSize : 0), limit)
+    if (grew) for (const wake of this._backoffs) wake()
+    this._cycle()
   }
 
-  // Idle connections beyond the share close at once: taken as a request
-  // takes one (a pool above its size opens none for it), given back closed.
-  _trim () {
-    const pool = this.pool
-    const n = Math.min(pool.totalCount - pool.options.max, pool.idleCount) - this._trimming
+  // Takes connections as a request takes one and gives them back at once:
+  // idle ones beyond the size, which close as they come back (a pool above
+  // its size opens none for a request), and, when the size grew, new ones
+  // for the requests waiting, which are handed over to them as they come
+  // back (pg-pool opens one per release, not one per request waiting).
+  _cycle () {
+    const { totalCount: total, idleCount: idle, waitingCount: waiting, options: { max } } = this.pool
+    const n = Math.max(Math.min(total - max, idle) - this._cycling, Math.min(max - total, waiting))
     for (let i = 0; i < n; i++) {
-      this._trimming++
-      this._internal++
-      this._connect((error, client, release) => {
-        this._trimming--
-        this._internal--
-        if (!error) this._giveBack(release)
+      this._cycling++
+      this._borrow().then((lease) => {
+        this._cycling--
+        lease.release()
+      }, (error) => {
+        this._cycling--
+        this._noteConnectError(error)
       })
     }
   }
 
-  // pg-pool serves its queue one request per release; when the share
-  // grows, open a connection for each request waiting (within the new
-  // size) and give it back, which hands it over.
-  _grow () {
-    const pool = this.pool
-    const n = Math.min(pool.options.max - pool.totalCount, pool.waitingCount)
-    for (let i = 0; i < n; i++) {
-      this._internal++
-      this._connect((error, client, release) => {
-        this._internal--
-        if (error) {
-          this._noteConnectError(error)
-        } else {
-          this._giveBack(release)
-        }
-      })
-    }
-  }
-
-  // ---- refreshing (sections 2 to 5) ----
+  // ---- refreshing (sections 2, 3 and 5) ----
 
   _jitter (lo, hi) {
     return this._refreshMs * (lo + Math.random() * (hi - lo)) / 100
   }
 
+  _publishPeriod () {
+    return Math.min(1000, Math.max(10, this._refreshMs / 10))
+  }
+
   _schedule (ms) {
     clearTimeout(this._timer)
-    if (this._closing) return
-    this._timer = setTimeout(() => this._due(), Math.max(0, ms))
-    this._timer.unref()
+    if (!this._closing) this._timer = setTimeout(() => this._due(), Math.max(0, ms)).unref()
   }
 
   // A refresh is due. One still waiting for a connection (every one in use,
@@ -394,13 +318,13 @@ class Budget {
   // One refresh, on one of the pool's own connections; resolves to when
   // the next one is due, in ms.
   async _refresh () {
-    if (this._refusalInForce() && this._wouldConnect()) {
+    if (this._refused()) {
       this._counts.refreshesSkipped++
       return this._refusal.until - clock()
     }
     let lease
     try {
-      lease = await this._borrow(null)
+      lease = await this._borrow()
     } catch (error) {
       return this._borrowFailed(error)
     }
@@ -410,214 +334,148 @@ class Budget {
     }
     this._sample(0)
     const demand = this._demand()
-    const protocol = this._protocol === 1 && clock() < this._probeAt ? 1 : 2
-    let answer
+    let result
     try {
-      answer = await this._ask(lease.client, demand, protocol)
-      lease.release()
+      result = await lease.client.query({
+        text: SHARE_SQL, values: [String(demand)], rowMode: 'array', query_timeout: QUERY_TIMEOUT_MS
+      })
     } catch (error) {
-      lease.release(error) // broken, or timed out: not given to anyone
-      this._countError('query')
-      this._say('warn', 'query:' + firstLine(error && error.message),
-        `reading connbudget.share failed: ${firstLine(error && error.message)}`)
-      return Math.min(1000, Math.max(10, this._refreshMs / 10)) // a restart: soon, on a new connection
+      if (NO_SHARE.has(error.code)) {
+        lease.release()
+        return this._fixedSize('no-extension',
+          `the server has no usable connbudget extension (${firstLine(error)}); using the pool's own max of ${this._userMax}`)
+      }
+      lease.release(error) // broken, or timed out: given to no one
+      this._error('query', `reading connbudget.share failed: ${firstLine(error)}`, 'query:' + firstLine(error))
+      return this._publishPeriod() // a restart: soon, on a new connection
     }
-    return this._take(answer, demand)
+    lease.release()
+    let share
+    try {
+      share = shareFromResult(result)
+    } catch (error) { // an AnswerError: nothing is taken from it
+      this._error(error.kind, `${error.message}; ignored, the pool stays within ${this.pool.options.max} connections`)
+      return this._jitter(90, 110)
+    }
+    return this._take(share, demand)
   }
 
-  // One of the pool's connections, taken as a request takes one:
-  // { client, release }; a BorrowTimeout after timeoutMs unless it is null.
-  _borrow (timeoutMs) {
-    return new Promise((resolve, reject) => {
-      let settled = false
-      this._internal++
-      const timer = timeoutMs !== null && setTimeout(() => {
-        settled = true
-        reject(new BorrowTimeout())
-      }, timeoutMs)
-      this._connect((error, client, release) => {
-        clearTimeout(timer)
-        if (error) {
-          this._internal--
-          if (!settled) reject(error)
-          return
-        }
-        const giveBack = (reason) => {
+  // One of the pool's connections, taken as a request takes one, for the
+  // adapter's own use: { client, release }. While it is held, an error the
+  // connection reports (a server shutting down) is the adapter's: its query
+  // fails, or it is closed when it is given back.
+  _borrow () {
+    this._internal++
+    return new Promise((resolve, reject) => this._connect((error, client, release) => {
+      if (error) {
+        this._internal--
+        return reject(error)
+      }
+      const ignore = () => {}
+      client.on('error', ignore)
+      resolve({
+        client,
+        release: (reason) => {
+          client.removeListener('error', ignore)
           this._internal--
           this._giveBack(release, reason)
         }
-        if (settled) {
-          giveBack()
-        } else {
-          settled = true
-          resolve({ client, release: giveBack })
-        }
       })
-    })
+    }))
   }
 
+  // The refresh found no connection: a saturated pool (pg-pool's
+  // connectionTimeoutMillis) skips it; after a 53300, which was itself a
+  // report of one more, it asks again at the pace the server states.
   _borrowFailed (error) {
-    if (error instanceof BorrowTimeout || (!error.code && /timeout/i.test(error.message))) {
-      this._counts.refreshesSkipped++ // saturated
+    if (!error.code && /timeout/i.test(error.message)) {
+      this._counts.refreshesSkipped++
       return this._jitter(90, 110)
     }
     this._noteConnectError(error)
-    if (error.code === '53300') {
-      // the refused connect was itself a report of one more: ask again at
-      // the pace the server states
-      return (refusalPace(error).retryMs || this._refreshMs) * (0.9 + Math.random() * 0.2)
-    }
-    return this._refusalInForce() ? this._refusal.until - clock() : this._jitter(90, 110)
+    if (error.code === '53300') return (refusalPace(error).retryMs || this._refreshMs) * (0.9 + Math.random() * 0.2)
+    return this._refusal ? this._refusal.until - clock() : this._jitter(90, 110)
   }
 
-  // The server's answer: { protocol, share } or { protocol, bad } (an
-  // AnswerError) or { protocol, none } (why there is no extension).
-  async _ask (client, demand, protocol) {
-    const query = (text) => client.query({
-      text, values: [String(demand)], rowMode: 'array', types: RAW_TYPES, query_timeout: QUERY_TIMEOUT_MS
-    })
-    if (protocol === 2) {
-      try {
-        return checked(2, shareFromResult, await query(SHARE_SQL))
-      } catch (error) {
-        if (!UNKNOWN_SETTING.has(error.code)) throw error
-      }
-    }
-    try {
-      return checked(1, poolShareFromResult, await query(POOL_SHARE_SQL))
-    } catch (error) {
-      if (NO_EXTENSION.has(error.code) || UNKNOWN_SETTING.has(error.code)) {
-        return { protocol: 1, none: firstLine(error.message) }
-      }
-      throw error
-    }
+  // The pool's own max, where there is no share: no connbudget 1.2, or a
+  // pool the server does not govern. Looked at again every 30 s.
+  _fixedSize (status, message) {
+    this._error(status, message)
+    this._status = status
+    this._fixed = true
+    this._share = null
+    this._refreshMs = this._configuredMs || LOOK_AGAIN_MS
+    this._resize()
+    return this._jitter(90, 110)
   }
 
   // Takes what the server said; returns when to ask next, in ms.
-  _take (answer, demand) {
-    const now = clock()
-    this._protocol = answer.protocol
-    if (answer.protocol === 1) this._probeAt = now + LOOK_AGAIN_MS
-    for (const key of this._said) {
-      if (key.startsWith('query:') || key.startsWith('connect:')) this._said.delete(key)
+  _take (share, demand) {
+    if (share.status === 'other') {
+      return this._fixedSize('other', `the server does not govern application ${JSON.stringify(this.pool.options.application_name)} ` +
+        `(no row in connbudget.application_limits, no pod): using the pool's own max of ${this._userMax}`)
     }
-    if (answer.bad) {
-      // not an answer: nothing is taken from it
-      this._countError(answer.bad.kind)
-      this._say('warn', answer.bad.kind,
-        `${answer.bad.message}; ignored, the pool stays within ${this.pool.options.max} connections`)
-      return this._jitter(90, 110)
-    }
-    const share = answer.none === undefined ? answer.share : { status: 'no-extension' }
-    if (share.status !== 'ok') this._said.delete('ok')
-    if (share.status === 'no-extension' || share.status === 'other') {
-      if (share.status === 'no-extension') this._countError('no-extension')
-      this._say('warn', share.status, share.status === 'other'
-        ? `the server does not govern pod ${this.pod} of ${this.applicationName} (no row in ` +
-          `connbudget.application_limits): using the pool's own max of ${this._userMax}`
-        : `the server has no usable connbudget extension (${answer.none}); using the pool's own max of ${this._userMax}`)
-      this._status = share.status
-      this._fixed = true
-      this._refreshMs = this._configuredMs || LOOK_AGAIN_MS
-      this._resize()
-      return this._jitter(90, 110)
-    }
-    if (share.status === 'left') {
-      this._status = 'left' // handed back; the next report brings it back
-      return this._jitter(90, 110)
-    }
+    if (share.status === 'left') return this._jitter(90, 110) // handed back: the next report brings it back
     if (share.status === 'refused') {
       // governed when it connected, no more: the last share stands
-      this._countError('refused')
-      const code = share.sqlstate || '42501'
-      const cause = Object.assign(new Error(
-        `connbudget.share says status=refused sqlstate=${code} reason=${share.reason || '?'}`), { code })
-      this._say('error', 'refused', `${cause.message}; the pool stays within ${this.pool.options.max} connections`)
       this._status = 'refused'
-      this._refusal = { cause, code, until: now + 10 * this._refreshMs }
+      const cause = new Error(`connbudget.share says status=refused reason=${share.reason}`)
+      cause.code = share.sqlstate || '42501'
+      this._notePermanent(cause)
       return this._jitter(1000, 1100)
     }
     const first = this._lastDemand === null
     const changed = !first && demand !== this._lastDemand
-    for (const key of this._said) {
-      if (key !== 'ok') this._said.delete(key) // what went wrong before is said again if it recurs
-    }
-    this._say('info', 'ok', `share of pod ${this.pod} of ${this.applicationName}: ${share.maxSize}`)
-    if (this._share && this._share.maxSize !== share.maxSize) {
-      this._log('debug', `share changed from ${this._share.maxSize} to ${share.maxSize}`)
-    }
+    this._said.clear() // what went wrong before is said again if it recurs
     this._share = share
     this._fixed = false
     this._status = 'ok'
     this._refreshMs = this._configuredMs || share.refreshMs
     this._lastDemand = demand
-    this._rotatePeaks(now)
     this._counts.refreshes++
+    this._rotatePeaks()
     this._resize()
-    if (changed) {
-      // the answer to a changed demand is the allocation from before it:
-      // ask again one publish period later
-      return Math.min(1000, Math.max(10, this._refreshMs / 10))
-    }
-    if (first) return this._jitter(10, 100) // pools started together do not call in step
+    // the answer to a changed demand is the allocation from before it
+    if (changed) return this._publishPeriod()
+    if (first) return this._jitter(10, 100) // pools started together do not refresh in step
     return share.maxSize === 0 ? this._jitter(100, 120) : this._jitter(90, 110)
   }
 
   // ---- refusals (section 6) ----
 
   _noteConnectError (error) {
-    if (error && error.code === '53300') {
+    if (error.code === '53300') {
       this._counts.connectsRefused++
-    } else if (error && PERMANENT.has(error.code)) {
+    } else if (PERMANENT.has(error.code)) {
       this._notePermanent(error)
     } else {
-      this._countError('connect')
-      this._say('warn', 'connect:' + firstLine(error && error.message),
-        `a connect of the pool's own failed: ${firstLine(error && error.message)}`)
+      this._error('connect', `a connect of the pool's own failed: ${firstLine(error)}`, 'connect:' + firstLine(error))
     }
   }
 
-  _notePermanent (error) {
-    const refused = new RefusedError(error, true)
-    this._counts.permanentRefusals++
-    this._refusal = { cause: error, code: refused.code, until: clock() + 10 * this._refreshMs }
-    this._log('error', `${refused.message}; connects are tried again in ${10 * this._refreshMs} ms`)
+  // For 10 refresh intervals, requests that would need a new connection
+  // fail at once with it, and nothing asks the server again.
+  _notePermanent (cause) {
+    const refused = new RefusedError(cause, true)
+    this._refusal = { cause, until: clock() + 10 * this._refreshMs }
+    this._error('refused', `${refused.message}; asked again in ${10 * this._refreshMs} ms`, 'refused:' + cause.message, 'error')
     return refused
-  }
-
-  _refusalInForce () {
-    if (this._refusal && clock() >= this._refusal.until) this._refusal = null
-    return this._refusal
   }
 
   // ---- leaving (section 7) ----
 
   async _leave () {
-    if (this._share === null || this._fixed || this._status === 'left') return
-    let lease
+    if (!this._share) return
+    const lease = await this._borrow().catch(() => null)
+    if (!lease) return
     try {
-      lease = await this._borrow(Math.min(1000, this._refreshMs))
-    } catch (error) {
-      this._log('debug', `handing the share back failed: no connection (${firstLine(error.message)})`)
-      return
-    }
-    try {
-      await lease.client.query({ text: LEAVE_SQL[this._protocol], query_timeout: 1000 })
+      await lease.client.query({ text: LEAVE_SQL, query_timeout: 1000 })
       lease.release()
       this._status = 'left'
     } catch (error) {
       lease.release(error)
-      this._log('debug', `handing the share back failed: ${firstLine(error.message)}`)
+      this._log('debug', `handing the share back failed: ${firstLine(error)}`)
     }
-  }
-}
-
-function checked (protocol, parse, result) {
-  try {
-    return { protocol, share: parse(result) }
-  } catch (error) {
-    if (error instanceof AnswerError) return { protocol, bad: error }
-    throw error
   }
 }
 

@@ -5,8 +5,7 @@
 //
 // - while hideShare is set, the name connbudget.share in what clients send
 //   becomes connbudget.shxre (as long), which the server does not know: it
-//   answers 42704, as connbudget 1.0 and 1.1 do, and the adapter speaks
-//   protocol 1 to the server's real connbudget.pool_share();
+//   answers 42704, as a server older than connbudget 1.2 does;
 // - while share is not null, the server's DataRow messages that carry a
 //   share (a column beginning "protocol=") carry share.value instead (a
 //   string, or null for SQL NULL).

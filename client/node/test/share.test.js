@@ -6,9 +6,7 @@
 const { test } = require('node:test')
 const assert = require('node:assert/strict')
 
-const {
-  AnswerError, parseShare, shareFromResult, poolShareFromResult, refusalPace, backoffCeiling, quote
-} = require('../lib/share')
+const { AnswerError, parseShare, shareFromResult, refusalPace, backoffCeiling, quote } = require('../lib/share')
 
 const GOOD = 'protocol=2 status=ok max_size=5 min_size=1 allocation=10 pods=2 budget=80 refresh_ms=1000 connections=4'
 
@@ -122,34 +120,16 @@ test('the answer of the protocol-2 query is one row of two columns', () => {
   }
 })
 
-test('the answer of pool_share() (protocol 1) is four complete integers in order', () => {
-  assert.deepEqual(
-    (({ maxSize, minSize, budget, refreshMs, protocol }) => ({ maxSize, minSize, budget, refreshMs, protocol }))(
-      poolShareFromResult(result([['4', '1', '40', '200']], 4))),
-    { maxSize: 4, minSize: 1, budget: 40, refreshMs: 200, protocol: 1 })
-  const cases = [
-    [result([['4', '1', '40']], 3), 'answer-shape'],
-    [result([['4', '1', '40', '200'], ['4', '1', '40', '200']], 4), 'answer-shape'],
-    [result([['4', null, '40', '200']], 4), 'answer-null'],
-    [result([['4', '1', '40', ' 200']], 4), 'answer-text'],
-    [result([[4, 1, 40, 200]], 4), 'answer-text'],
-    [result([['4', '1', '40', '5']], 4), 'answer-range'],
-    [result([['41', '1', '40', '200']], 4), 'answer-order'],
-    [result([['4', '5', '40', '200']], 4), 'answer-order']
-  ]
-  for (const [answer, kind] of cases) {
-    assert.throws(() => poolShareFromResult(answer), (error) => error instanceof AnswerError && error.kind === kind)
-  }
-})
-
-test('the pace of a refusal: its context field, else its hint, else none', () => {
+test('the pace of a refusal: its context field, else none', () => {
   const where = (text) => ({ code: '53300', where: text })
   assert.deepEqual(refusalPace(where('connbudget: retry_ms=200 lease_ms=3000 protocol=2')), { retryMs: 200, leaseMs: 3000 })
   assert.deepEqual(refusalPace(where('connbudget: retry_ms=200')), { retryMs: 200, leaseMs: 0 })
+  assert.deepEqual(refusalPace(where('connbudget: retry_ms=5 lease_ms=3000 protocol=2')), { retryMs: 0, leaseMs: 3000 })
+  // the pace is read from the context field only, never from prose
   assert.deepEqual(refusalPace({
     code: '53300',
     hint: 'Wait. Pools re-read their share every 500 ms (connbudget.refresh_interval).'
-  }), { retryMs: 500, leaseMs: 0 })
+  }), { retryMs: 0, leaseMs: 0 })
   for (const text of ['connbudget: retry_ms=5', 'connbudget: retry_ms=99999999999', 'connbudget: retry_ms=+200',
     'connbudget: retry_ms=200x', 'connbudget: retry_ms=', 'retry_ms=200', 'connbudget: retry_ms=3600001']) {
     assert.equal(refusalPace(where(text)).retryMs, 0, text)
@@ -159,7 +139,8 @@ test('the pace of a refusal: its context field, else its hint, else none', () =>
 })
 
 test('the backoff doubles from the pace, within half the lease', () => {
-  assert.deepEqual([0, 1, 2, 3, 4, 10].map((n) => backoffCeiling(200, 3000, n, 30000)), [200, 400, 800, 1500, 1500, 1500])
-  assert.deepEqual([0, 1, 5, 20].map((n) => backoffCeiling(1000, 0, n, 30000)), [1000, 2000, 30000, 30000])
-  assert.equal(backoffCeiling(2000, 1000, 3, 30000), 2000) // never below the pace
+  assert.deepEqual([0, 1, 2, 3, 4, 10].map((n) => backoffCeiling(200, 3000, n)), [200, 400, 800, 1500, 1500, 1500])
+  // without a lease, at most 30 s
+  assert.deepEqual([0, 1, 5, 20, 1000].map((n) => backoffCeiling(1000, 0, n)), [1000, 2000, 30000, 30000, 30000])
+  assert.equal(backoffCeiling(2000, 1000, 3), 2000) // never below the pace
 })
