@@ -1,6 +1,7 @@
 package connbudget
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -20,30 +21,34 @@ func TestBackoffCeiling(t *testing.T) {
 	}
 }
 
-// The pace of a refusal, from the fields of the server's error (the real
-// drivers' errors are read in TestRefusedConnectsWaitForRoom).
-func TestStatedPace(t *testing.T) {
-	const hint11 = "Shrink the pools. Pools re-read their share every 1000 ms (connbudget.refresh_interval)."
+// whereError is an error with a context field, as *pq.Error and
+// *pgconn.PgError have.
+type whereError struct{ Where, Message string }
+
+func (e *whereError) Error() string { return e.Message }
+
+// The pace of a refusal, from the context field of the server's error, or
+// from its message (the real drivers' errors are read in
+// TestRefusedConnectsWaitForRoom).
+func TestRefusalPace(t *testing.T) {
 	for _, c := range []struct {
-		where, hint, message string
-		pace, lease          time.Duration
+		where, message string
+		pace, lease    time.Duration
 	}{
-		{"connbudget: retry_ms=200 lease_ms=3000 protocol=2", "", "", 200 * time.Millisecond, 3 * time.Second},
-		{"", hint11, "", time.Second, 0},
-		{"connbudget: retry_ms=300 lease_ms=900 protocol=2", hint11, "", 300 * time.Millisecond, 900 * time.Millisecond},
-		{"", "", "sorry, too many clients already", 0, 0},
-		{"", "", "FATAL: connbudget: retry_ms=40 lease_ms=1", 40 * time.Millisecond, 0},
-		{"connbudget: retry_ms=abc lease_ms=3000", "", "", 0, 3 * time.Second},
-		{"connbudget: retry_ms=5 protocol=2", "", "", 0, 0},
-		{"connbudget: retry_ms=99999999999 protocol=2", "", "", 0, 0},
-		{"connbudget: retry_ms=-200 protocol=2", "", "", 0, 0},
-		{"connbudget: retry_ms=200x lease_ms=1", "", "", 0, 0},
-		{"connbudget: retry_ms=+200", "", "", 0, 0},
-		{"", "Pools re-read their share every 1000 ms (something else).", "", 0, 0},
+		{"connbudget: retry_ms=200 lease_ms=3000 protocol=2", "", 200 * time.Millisecond, 3 * time.Second},
+		{"", "sorry, too many clients already", 0, 0},
+		{"", "FATAL: connbudget: retry_ms=40 lease_ms=1", 40 * time.Millisecond, 0},
+		{"connbudget: retry_ms=abc lease_ms=3000", "", 0, 3 * time.Second},
+		{"connbudget: retry_ms=5 protocol=2", "", 0, 0},
+		{"connbudget: retry_ms=99999999999 protocol=2", "", 0, 0},
+		{"connbudget: retry_ms=-200 protocol=2", "", 0, 0},
+		{"connbudget: retry_ms=200x lease_ms=1", "", 0, 0},
+		{"connbudget: retry_ms=+200", "", 0, 0},
+		{"connbudget: not_retry_ms=200", "", 0, 0},
 	} {
-		pace, lease := statedPace(c.where, c.hint, c.message)
-		if pace != c.pace || lease != c.lease {
-			t.Errorf("statedPace(%q, %q, %q) = %v, %v; want %v, %v", c.where, c.hint, c.message, pace, lease, c.pace, c.lease)
+		err := fmt.Errorf("wrapped: %w", &whereError{c.where, c.message})
+		if pace, lease := refusalPace(err); pace != c.pace || lease != c.lease {
+			t.Errorf("refusalPace(%q, %q) = %v, %v; want %v, %v", c.where, c.message, pace, lease, c.pace, c.lease)
 		}
 	}
 }

@@ -32,13 +32,13 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer budget.Close() // hands the share back, then closes db
-	expvar.Publish("connbudget", budget)
+	expvar.Publish("connbudget", expvar.Func(func() any { return budget.Stats() }))
 }
 
 // A pool on pgx's database/sql driver; the pod's id from the environment
 // (in Kubernetes, the downward API's metadata.name).
 func Example_pgx() {
-	budget, err := connbudget.New(connbudget.Options{ApplicationName: "api", PodEnv: "POD_NAME", MaxSize: 20})
+	budget, err := connbudget.New(connbudget.Options{ApplicationName: "api", Pod: os.Getenv("POD_NAME")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -53,6 +53,7 @@ func Example_pgx() {
 		log.Fatal(err)
 	}
 	db := sql.OpenDB(budget.Connector(connector))
+	db.SetMaxOpenConns(20)
 	if err := budget.Follow(db); err != nil {
 		log.Fatal(err)
 	}

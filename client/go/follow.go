@@ -4,37 +4,26 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// The protocol's queries (docs/protocol.md, sections 3 and 5).
-const (
-	shareSQL     = "SELECT set_config('connbudget.demand', $1, false), current_setting('connbudget.share')"
-	poolShareSQL = "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share($1::int)"
-	// how often a pool looks again for an extension it did not find
-	probeInterval = 30 * time.Second
-)
+// shareSQL is the protocol's query (docs/protocol.md, section 3).
+const shareSQL = "SELECT set_config('connbudget.demand', $1, false), current_setting('connbudget.share')"
 
-// jitter is d scaled by a factor drawn uniformly from [lo, hi] percent.
-func (b *Budget) jitterLocked(d time.Duration, lo, hi int) time.Duration {
-	pct := lo + b.rng.Intn(hi-lo+1)
-	return d / 100 * time.Duration(pct)
-}
+// probeInterval is how often a pool looks again for connbudget on a
+// server that has none.
+const probeInterval = 30 * time.Second
 
-// intervalLocked is the refresh interval: the configured one, else the
-// server's, else 1 s before the server said; 30 s where it has no
-// connbudget.
+// intervalLocked is the refresh interval: the server's (1 s before it
+// said), or 30 s where it has no connbudget.
 func (b *Budget) intervalLocked() time.Duration {
-	switch {
-	case b.opts.RefreshInterval > 0:
-		return b.opts.RefreshInterval
-	case b.status == statusNoExtension:
+	if b.st.Status == "no-extension" {
 		return probeInterval
-	case b.serverMS > 0:
-		return time.Duration(b.serverMS) * time.Millisecond
 	}
-	return time.Second
+	return time.Duration(b.serverMS) * time.Millisecond
 }
 
 // limitLocked is the most connections the pool may hold now: its share
@@ -43,28 +32,16 @@ func (b *Budget) intervalLocked() time.Duration {
 // limit"): with a share of 0 the pool holds one, and connects beyond it
 // are refused by the server and retried as backpressure.
 func (b *Budget) limitLocked() int {
-	var limit int
 	switch {
-	case b.status == statusNoExtension || b.status == statusOther:
-		limit = b.opts.FixedSize
-		if limit == 0 {
-			limit = b.userMax
+	case b.st.Status == "no-extension" || b.st.Status == "other":
+		if b.poolMax > 0 {
+			return b.poolMax
 		}
-		if limit == 0 {
-			limit = 10
-		}
-	case !b.haveSh:
-		limit = 1
-	default:
-		limit = b.sh.maxSize
-		if b.userMax > 0 && b.userMax < limit {
-			limit = b.userMax
-		}
+		return 10
+	case b.poolMax > 0:
+		return maxOf(minOf(b.st.Share, b.poolMax), 1)
 	}
-	if limit < 1 {
-		limit = 1
-	}
-	return limit
+	return maxOf(b.st.Share, 1)
 }
 
 // demandLocked is what the pool could use: the busiest moment (in use plus
@@ -74,349 +51,273 @@ func (b *Budget) limitLocked() int {
 // a busy moment has left the window, so a steady pool reports a steady
 // number.
 func (b *Budget) demandLocked() int {
-	busy := b.intervalPeak
-	for _, p := range b.peaks {
-		if p > busy {
-			busy = p
-		}
-	}
-	headroom := (busy*25 + 99) / 100
-	if headroom < 1 {
-		headroom = 1
-	}
-	demand := busy + headroom
-	if demand < b.opts.MinSize {
-		demand = b.opts.MinSize
-	}
-	if b.haveSh && demand < b.sh.minSize {
-		demand = b.sh.minSize
-	}
-	if b.userMax > 0 && demand > b.userMax {
-		demand = b.userMax
+	busy := maxOf(0, b.peaks[:]...)
+	demand := maxOf(busy+maxOf((busy*25+99)/100, 1), b.opts.MinSize, b.st.MinSize)
+	if b.poolMax > 0 {
+		return minOf(demand, b.poolMax)
 	}
 	return demand
 }
 
-// sampleLoop samples the pool's use and keeps its size, often: every
-// 100 ms, or 4 times per refresh interval when that is shorter.
-func (b *Budget) sampleLoop(ctx context.Context) {
+// run refreshes when it is time (docs/protocol.md, section 2): at once,
+// then when each refresh says; and samples the pool's use and keeps its
+// size, often: every 100 ms, 4 times per refresh interval when that is
+// shorter, and right after each refresh.
+func (b *Budget) run(ctx context.Context) {
 	defer b.done.Done()
-	for {
+	for next := time.Now(); ctx.Err() == nil; {
 		b.mu.Lock()
-		every := b.intervalLocked() / 4
+		every := minOf(b.intervalLocked()/4, 100*time.Millisecond, time.Until(next))
 		b.mu.Unlock()
-		if every > 100*time.Millisecond {
-			every = 100 * time.Millisecond
-		}
-		if every < 10*time.Millisecond {
-			every = 10 * time.Millisecond
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		}
-		b.sample()
-		b.resize()
+		if !time.Now().Before(next) {
+			next = time.Now().Add(b.refresh(ctx))
+		}
+		s, now := b.db.Stats(), time.Now()
+		b.mu.Lock()
+		b.sampleLocked(s, now)
+		b.mu.Unlock()
 	}
 }
 
-// sample notes how busy the pool is. database/sql does not show its
-// waiting callers, only how many waits ended and how long they took: the
-// waits that ended since the last sample, spread over its time, are the
-// callers that waited on average (at most one per wait).
-func (b *Budget) sample() {
-	s := b.db.Stats()
-	now := time.Now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// sampleLocked notes how busy the pool is, whose stats are s, and keeps
+// it within its limit. database/sql does not show its waiting callers,
+// only how many waits ended and how long they took: the waits that ended
+// since the last sample, spread over its time, are the callers that
+// waited on average (at least one, at most one per wait).
+//
+// database/sql closes idle connections beyond MaxIdleConns at once and,
+// while it holds more than MaxOpenConns, closes the ones that come back
+// instead of keeping them, so no caller fails because the pool shrank.
+// While it holds too many, only as many idle connections are kept as fit
+// beside those in use (none: 0 or less).
+func (b *Budget) sampleLocked(s sql.DBStats, now time.Time) {
 	waiters := 0
 	if n := s.WaitCount - b.prev.WaitCount; n > 0 {
-		dt := now.Sub(b.prevAt)
-		if dt <= 0 {
-			dt = time.Millisecond
-		}
-		waited := s.WaitDuration - b.prev.WaitDuration
-		waiters = int((waited + dt - 1) / dt)
-		if waiters < 1 {
-			waiters = 1
-		}
-		if int64(waiters) > n {
-			waiters = int(n)
-		}
+		waited, dt := s.WaitDuration-b.prev.WaitDuration, now.Sub(b.prevAt)+time.Nanosecond // never 0
+		waiters = int(minOf(maxOf(int64((waited+dt-1)/dt), 1), n))
 	}
-	if busy := s.InUse - b.holding + waiters; busy > b.intervalPeak {
-		b.intervalPeak = busy
+	if now.Sub(b.rotated) >= b.intervalLocked() {
+		b.now, b.rotated = (b.now+1)%len(b.peaks), now
+		b.peaks[b.now] = 0
 	}
-	// connections gone while the pool held more than its size: surplus
-	// closed (idle ones by SetMaxIdleConns, the others as they came back)
-	if limit := b.stats.Limit; b.prev.OpenConnections > limit && s.OpenConnections < b.prev.OpenConnections {
-		floor := s.OpenConnections
-		if floor < limit {
-			floor = limit
-		}
-		b.stats.ClosedSurplus += uint64(b.prev.OpenConnections - floor)
+	if busy := s.InUse + waiters; busy > b.peaks[b.now] {
+		b.peaks[b.now] = busy
 	}
 	b.prev, b.prevAt = s, now
-}
-
-// resize sets the pool to its limit. database/sql closes idle connections
-// beyond MaxIdleConns at once and, while it holds more than MaxOpenConns,
-// closes the ones that come back instead of keeping them, so no caller
-// fails because the pool shrank. While it holds too many, only as many
-// idle connections are kept as fit beside those in use.
-func (b *Budget) resize() {
-	b.resizeMu.Lock()
-	defer b.resizeMu.Unlock()
-	b.mu.Lock()
-	db, limit := b.db, b.limitLocked()
-	b.stats.Limit = limit
-	b.mu.Unlock()
-	if limit != b.appliedMax {
-		// SetMaxOpenConns lowers MaxIdleConns with it, never raises it
-		db.SetMaxOpenConns(limit)
-		b.appliedMax, b.appliedIdle = limit, -1
-	}
-	s := db.Stats()
-	idle := limit
-	if b.opts.MaxIdle > 0 && b.opts.MaxIdle < idle {
-		idle = b.opts.MaxIdle
-	}
-	if idle < b.opts.MinSize {
-		idle = b.opts.MinSize
-		if idle > limit {
-			idle = limit
-		}
-	}
-	if s.OpenConnections > limit && limit-s.InUse < idle {
+	limit, idle := b.limitLocked(), b.limitLocked()
+	if s.OpenConnections > limit {
 		idle = limit - s.InUse
-		if idle < 0 {
-			idle = 0
-		}
 	}
-	if idle != b.appliedIdle {
-		db.SetMaxIdleConns(idle)
-		b.appliedIdle = idle
+	if limit != s.MaxOpenConnections {
+		b.db.SetMaxOpenConns(limit) // which lowers MaxIdleConns with it, never raises it
 	}
-}
-
-// refreshLoop refreshes when it is time (docs/protocol.md, section 2): at
-// once, then when each refresh says.
-func (b *Budget) refreshLoop(ctx context.Context) {
-	defer b.done.Done()
-	for next := time.Duration(0); ; {
-		timer := time.NewTimer(next)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case <-timer.C:
-		}
-		next = b.refresh(ctx)
-	}
+	b.db.SetMaxIdleConns(idle)
 }
 
 // publishPeriod is how long the server takes to publish an allocation
 // that knows a changed demand: a tenth of the refresh interval, from 10 ms
 // to 1 s.
 func publishPeriod(interval time.Duration) time.Duration {
-	p := interval / 10
-	if p < 10*time.Millisecond {
-		p = 10 * time.Millisecond
-	}
-	if p > time.Second {
-		p = time.Second
-	}
-	return p
+	return minOf(maxOf(interval/10, 10*time.Millisecond), time.Second)
 }
 
 // refresh reports the demand and reads the share on one of the pool's own
-// connections, borrowed for at most one refresh interval (when none comes
-// free, the pool is saturated: this refresh is skipped and counted), and
-// resizes the pool. It returns the time until the next refresh.
+// connections, waiting at most one refresh interval for one (when none
+// comes free, the pool is saturated: this refresh is skipped and counted).
+// It returns the time until the next refresh.
 func (b *Budget) refresh(ctx context.Context) time.Duration {
 	b.mu.Lock()
 	interval, demand := b.intervalLocked(), b.demandLocked()
 	b.mu.Unlock()
+	sh, err := askShare(ctx, b.db, demand, interval)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ctx.Err() != nil {
+		return 0 // closing: whatever happened is not the server's answer
+	}
+	return b.takeLocked(sh, err, demand)
+}
 
+// askShare runs the protocol's query on a connection of db, waiting for
+// one for at most interval. err is what went wrong, or what was wrong with
+// the answer (errAnswer).
+func askShare(ctx context.Context, db *sql.DB, demand int, interval time.Duration) (share, error) {
 	borrow, cancel := context.WithTimeout(ctx, interval)
-	conn, err := b.db.Conn(borrow)
+	conn, err := db.Conn(borrow)
 	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
-			return 0
-		}
-		var refused *RefusedError
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &refused) && !refused.Permanent) {
-			b.stats.SkippedRefreshes++
-		} else {
-			b.failLocked("connect", "no connection to refresh the share with: %v", err)
-		}
-		return b.jitterLocked(interval, 90, 110)
+		return share{}, err
 	}
-	b.mu.Lock()
-	b.holding++
-	b.mu.Unlock()
+	defer conn.Close()
 	// not cancelled by Close: lib/pq closes the socket of a query whose
 	// context ends, and the pool would then fail to close it again
 	query, cancel := context.WithTimeout(context.Background(), interval+time.Second)
-	sh, protocol, err := askShare(query, conn, demand)
-	cancel()
-	conn.Close()
-
-	b.mu.Lock()
-	b.holding--
-	if ctx.Err() != nil {
-		b.mu.Unlock()
-		return 0 // closing: whatever the query did is not the server's answer
-	}
-	next := b.takeLocked(sh, protocol, sqlState(err), err, demand)
-	b.mu.Unlock()
-	b.resize()
-	return next
-}
-
-// askShare runs the protocol's query on conn: protocol 2, or 1 where the
-// server does not know 2 (connbudget 1.1 or older, or none). err is the
-// query's error or what was wrong with the answer (an *answerError).
-func askShare(ctx context.Context, conn *sql.Conn, demand int) (sh share, protocol int, err error) {
-	values, err := queryOneRow(ctx, conn, shareSQL, 2, strconv.Itoa(demand))
-	if err == nil {
-		if !values[1].Valid {
-			return sh, 2, badAnswer(badNull, "connbudget.share is NULL")
-		}
-		sh, err = parseShare(values[1].String)
-		return sh, 2, err
-	}
-	if state := sqlState(err); state != "42704" && state != "42602" {
-		return sh, 2, err
-	}
-	if values, err = queryOneRow(ctx, conn, poolShareSQL, 4, demand); err != nil {
-		return sh, 1, err
-	}
-	sh, err = parsePoolShare(values)
-	return sh, 1, err
-}
-
-// queryOneRow runs query and reads its answer, which must be one row of
-// ncol columns, as text.
-func queryOneRow(ctx context.Context, conn *sql.Conn, query string, ncol int, arg any) ([]sql.NullString, error) {
-	rows, err := conn.QueryContext(ctx, query, arg)
+	defer cancel()
+	rows, err := conn.QueryContext(query, shareSQL, strconv.Itoa(demand))
 	if err != nil {
-		return nil, err
+		return share{}, err
 	}
 	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	if len(cols) != ncol {
-		return nil, badAnswer(badShape, "the share query answered %d columns, not %d", len(cols), ncol)
-	}
-	values := make([]sql.NullString, ncol)
-	dest := make([]any, ncol)
-	for i := range values {
-		dest[i] = &values[i]
-	}
+	var set, text sql.NullString
 	n := 0
 	for ; rows.Next(); n++ {
-		if n == 0 {
-			if err := rows.Scan(dest...); err != nil {
-				return nil, badAnswer(badText, "the share query answered what is not text: %v", err)
-			}
+		if err := rows.Scan(&set, &text); err != nil {
+			return share{}, err
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return share{}, err
 	}
 	if n != 1 {
-		return nil, badAnswer(badShape, "the share query answered %d rows, not 1", n)
+		return share{}, fmt.Errorf("%w: the share query answered %d rows, not 1", errAnswer, n)
+	} else if !text.Valid {
+		return share{}, fmt.Errorf("%w: connbudget.share is NULL", errAnswer)
 	}
-	return values, nil
+	return parseShare(text.String)
 }
 
-// takeLocked takes in what a refresh found (err and its SQLSTATE state, or
-// a share sh in protocol protocol for demand) and returns the time until
-// the next refresh. An answer that is not one is an error, never a size:
-// the pool keeps its last good share (before one, a single connection).
-func (b *Budget) takeLocked(sh share, protocol int, state string, err error, demand int) time.Duration {
-	interval := b.intervalLocked()
-	var bad *answerError
-	switch {
-	case errors.As(err, &bad):
-		b.protocol = protocol
-		b.failLocked(bad.kind, "%v; ignored, the pool stays within %d connections", err, b.limitLocked())
-		return b.jitterLocked(interval, 90, 110)
-	case state == "42883" || state == "3F000" || state == "55000":
-		// no usable connbudget here: a fixed size, looked for again now and then
-		b.stats.Errors["no-extension"]++
-		if b.status != statusNoExtension {
-			b.status = statusNoExtension
-			b.opts.Logf("connbudget: the server has no usable connbudget extension (%v); pod %q of %q uses a fixed size of %d", err, b.pod, b.app, b.limitLocked())
-		}
-		b.protocol = 0
-		return b.jitterLocked(b.intervalLocked(), 90, 110)
+// takeLocked takes in what a refresh found (an error, or a share sh for
+// demand) and returns the time until the next refresh. An answer that is
+// not one is an error, never a size: the pool keeps its last good share
+// (before one, a single connection).
+func (b *Budget) takeLocked(sh share, err error, demand int) time.Duration {
+	lo, hi := 90, 110 // the next refresh, in percent of the interval
+	was, first := b.st.Status, b.st.Share < 0
+	if err == nil {
+		b.st.Status, b.st.Refreshes, b.lastBad = sh.status, b.st.Refreshes+1, nil
+	}
+	switch state := sqlState(err); {
+	case errors.Is(err, context.DeadlineExceeded) || state == "53300":
+		b.st.SkippedRefreshes++
+	case errors.Is(err, errAnswer):
+		b.failLocked(&b.st.Errors.Answer, "%v; ignored, the pool stays within %d connections", err, b.limitLocked())
+	case state == "42704" || state == "42602":
+		// no connbudget.share: no connbudget, or one older than 1.2 (no
+		// protocol 2). A fixed size, and a look again now and then.
+		b.st.Status = "no-extension"
+		b.failLocked(&b.st.Errors.NoExtension, "the server has no connbudget 1.2 or later (%v); the pool has a fixed size of %d", err, b.limitLocked())
 	case err != nil:
-		b.failLocked("query", "reading the share failed: %v", err)
-		return b.jitterLocked(interval, 90, 110)
-	}
-	b.protocol = protocol
-	b.stats.Refreshes++
-	b.lastBad = ""
-	switch sh.status {
-	case statusOther:
-		if b.status != statusOther {
-			b.opts.Logf("connbudget: the server does not govern pod %q of %q (no row in connbudget.application_limits, and connbudget.unconfigured_applications = other): a fixed size of %d", b.pod, b.app, b.limitLocked())
+		b.failLocked(&b.st.Errors.Query, "no share: %v", err)
+	case sh.status == "other" && was != "other":
+		b.logf("the server does not govern the pool (its application has no row in connbudget.application_limits): a fixed size of %d", b.limitLocked())
+	case sh.status == "refused":
+		// the rules changed under the pool: asked again in 10 intervals
+		if b.st.Errors.Refused++; was != "refused" {
+			b.logf("the server no longer gives the pool a share (%+.128q); it stays within %d connections", sh.text, b.limitLocked())
 		}
-		b.status = statusOther
-		return b.jitterLocked(interval, 90, 110)
-	case statusLeft:
-		// handed back on another connection of this pool session: the
-		// next report brings it back
-		b.status = statusLeft
-		return b.jitterLocked(interval, 90, 110)
-	case statusRefused:
-		b.stats.Errors["refused"]++
-		if b.status != statusRefused {
-			b.opts.Logf("connbudget: the server no longer gives pod %q of %q a share (%s %s); the pool stays within %d connections", b.pod, b.app, sh.sqlstate, sh.reason, b.limitLocked())
+		lo, hi = 1000, 1100
+	case sh.status == "ok":
+		changed := !first && demand != b.st.Demand
+		b.st.Share, b.st.MinSize, b.st.Budget = sh.maxSize, sh.minSize, sh.budget
+		b.st.Allocation, b.st.Pods, b.st.Demand, b.serverMS = sh.allocation, sh.pods, demand, sh.refreshMS
+		switch {
+		case changed:
+			// the answer is the allocation from before the new demand: ask
+			// again once the server has published one that knows it
+			return publishPeriod(b.intervalLocked())
+		case first:
+			// the second refresh at a random phase, so that pools started
+			// together do not refresh in step
+			lo, hi = 10, 100
+		case sh.maxSize == 0:
+			lo, hi = 100, 120
 		}
-		b.status = statusRefused
-		return b.jitterLocked(interval, 1000, 1100)
 	}
-	changed := b.reported && demand != b.lastDemand
-	first := !b.reported
-	b.status, b.sh, b.haveSh, b.serverMS = statusOK, sh, true, sh.refreshMS
-	b.lastDemand, b.reported = demand, true
-	interval = b.intervalLocked()
-	if now := time.Now(); now.Sub(b.rotated) >= interval/10*9 {
-		b.peaks[b.peakNext] = b.intervalPeak
-		b.peakNext = (b.peakNext + 1) % len(b.peaks)
-		b.intervalPeak = b.prev.InUse - b.holding
-		b.rotated = now
-	}
-	switch {
-	case changed:
-		// the answer is the allocation from before the new demand: ask
-		// again once the server has published one that knows it
-		return publishPeriod(interval)
-	case first:
-		// the second refresh at a random phase, so that pools started
-		// together do not refresh in step
-		return b.jitterLocked(interval, 10, 100)
-	case sh.maxSize == 0:
-		return b.jitterLocked(interval, 100, 120)
-	}
-	return b.jitterLocked(interval, 90, 110)
+	// (status left: handed back on another connection of this pool
+	// session; the next report brings it back.) The interval scaled by a
+	// factor drawn uniformly from [lo, hi] percent:
+	return b.intervalLocked() / 100 * time.Duration(lo+b.rng.Intn(hi-lo+1))
 }
 
-// failLocked counts an error of a kind and logs it, once until the kind
+// failLocked counts an error and logs it, once until the kind of error
 // changes or a good answer comes.
-func (b *Budget) failLocked(kind, format string, args ...any) {
-	b.stats.Errors[kind]++
-	if kind != b.lastBad {
-		b.opts.Logf("connbudget: pod %q of %q: "+format, append([]any{b.pod, b.app}, args...)...)
+func (b *Budget) failLocked(count *uint64, format string, args ...any) {
+	if *count++; count != b.lastBad {
+		b.logf(format, args...)
 	}
-	b.lastBad = kind
+	b.lastBad = count
+}
+
+// share is one answer of the server, checked.
+type share struct {
+	text, status                        string
+	maxSize, minSize, budget, refreshMS int
+	allocation, pods                    int // -1: not said
+}
+
+// errAnswer marks an answer that is not one: never a size.
+var errAnswer = errors.New("not a share")
+
+// badAnswer is the error of a share that is not one, which it shows
+// quoted, at most 128 characters of it, with anything but printable ASCII
+// escaped, so that an answer cannot forge or flood log lines.
+func badAnswer(text, format string, args ...any) error {
+	return fmt.Errorf("connbudget.share is %+.128q, %w: "+format, append([]any{text, errAnswer}, args...)...)
+}
+
+// parseNumber reads a number as every number from a server is read: the
+// whole of text a base-10 integer (digits after an optional '-'; no '+',
+// no space, nothing before or after) within [lo, hi].
+func parseNumber(text string, lo, hi int64) (int64, bool) {
+	v, err := strconv.ParseInt(text, 10, 64)
+	return v, err == nil && !strings.HasPrefix(text, "+") && v >= lo && v <= hi
+}
+
+// parseShare checks connbudget.share (docs/protocol.md, sections 4 and 9):
+// at most 4096 bytes of words key=value one space apart; words it does
+// not know are skipped; a known word twice, a word without '=', a number
+// that is not a complete integer in its range, an unknown status, or a
+// status "ok" without max_size, min_size, budget and refresh_ms in order,
+// is an error.
+func parseShare(text string) (share, error) {
+	sh := share{text: text, allocation: -1, pods: -1}
+	// the numbers and their ranges (section 4): sizes within the most
+	// backends PostgreSQL allows, intervals within the range of
+	// connbudget.refresh_interval
+	numbers := map[string]struct {
+		field  *int
+		lo, hi int64
+	}{"protocol": {nil, 2, 1000}, "max_size": {&sh.maxSize, 0, 262143}, "min_size": {&sh.minSize, 0, 262143},
+		"budget": {&sh.budget, 0, 262143}, "allocation": {&sh.allocation, 0, 262143}, "pods": {&sh.pods, 0, 1000000},
+		"refresh_ms": {&sh.refreshMS, 10, 3600000}}
+	seen := map[string]bool{}
+	for _, word := range strings.Split(text, " ") {
+		key, value, ok := strings.Cut(word, "=")
+		number, known := numbers[key]
+		switch {
+		case !ok || key == "" || len(text) > 4096:
+			return sh, badAnswer(text, "not words key=value")
+		case !known && key != "status":
+			continue // a later version's word
+		case seen[key]:
+			return sh, badAnswer(text, "%s twice", key)
+		}
+		seen[key] = true
+		v, ok := parseNumber(value, number.lo, number.hi)
+		switch {
+		case key == "status" && value != "ok" && value != "other" && value != "left" && value != "refused":
+			return sh, badAnswer(text, "no status this client knows")
+		case key == "status":
+			sh.status = value
+		case !ok:
+			return sh, badAnswer(text, "%s is not an integer in [%d, %d]", key, number.lo, number.hi)
+		case number.field != nil:
+			*number.field = int(v)
+		}
+	}
+	switch {
+	case sh.status == "":
+		return sh, badAnswer(text, "no status")
+	case sh.status != "ok":
+	case !seen["max_size"] || !seen["min_size"] || !seen["budget"] || !seen["refresh_ms"]:
+		return sh, badAnswer(text, "a share without max_size, min_size, budget and refresh_ms")
+	case sh.minSize > sh.maxSize || sh.maxSize > sh.budget:
+		return sh, badAnswer(text, "not min_size <= max_size <= budget")
+	}
+	return sh, nil
 }

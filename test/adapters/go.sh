@@ -7,8 +7,8 @@
 # down and up, closes idle surplus at once, never holds more than its share
 # while busy, hands it back on close, waits out 53300 refusals, is refused
 # at once with 42501, recovers from a server restart; hostile answers
-# made by the server itself, protocol 1, a share refused when the rules
-# change, a wrong password). The pools log in with a password
+# made by the server itself, a share refused when the rules change, a
+# wrong password). The pools log in with a password
 # (scram-sha-256), and a second cluster without connbudget, started here,
 # is the server without the extension.
 #
