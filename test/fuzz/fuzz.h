@@ -1,6 +1,7 @@
 /*
  * fuzz.h -- what every fuzz target of test/fuzz shares: reading numbers
- * and strings out of libFuzzer's bytes, and failing loudly.
+ * and strings out of libFuzzer's bytes, picking a check by the input's
+ * first byte, and failing loudly.
  *
  * A broken invariant prints what broke and aborts, so that libFuzzer saves
  * the input as a crash like any sanitizer report.  Reading past the end of
@@ -164,6 +165,55 @@ fz_tagged_text(const uint8_t *data, size_t size, char *tag, size_t *len)
 	memcpy(text, data + (size > 0), *len);
 	text[*len] = '\0';
 	return text;
+}
+
+/*
+ * One check of a target whose input is a tag and a text (fz_tagged_text):
+ * the first byte picks the check of that tag, any other runs every check
+ * in turn, in the order given.
+ */
+typedef struct FuzzCheck
+{
+	char		tag;
+	void		(*run) (const char *text, size_t len);
+} FuzzCheck;
+
+static inline int
+fz_run_tagged(const uint8_t *data, size_t size, const FuzzCheck *checks, size_t nchecks)
+{
+	size_t		len;
+	char		tag;
+	char	   *text = fz_tagged_text(data, size, &tag, &len);
+	int			ran = 0;
+
+	if (text == NULL)
+		return 0;
+	for (size_t i = 0; i < nchecks; i++)
+		if (checks[i].tag == tag)
+		{
+			checks[i].run(text, len);
+			ran = 1;
+		}
+	for (size_t i = 0; i < nchecks && !ran; i++)
+		checks[i].run(text, len);
+	free(text);
+	return 0;
+}
+
+/*
+ * What a quoting function wrote into out, a buffer of exactly outlen
+ * bytes: it fits, is terminated, is in double quotes and is printable.
+ */
+static inline void
+fz_check_quoted(const char *who, const char *out, size_t outlen)
+{
+	size_t		n = strnlen(out, outlen);
+
+	FZ_CHECK(n < outlen, "%s overruns %zu bytes", who, outlen);
+	FZ_CHECK(n >= 2 && out[0] == '"' && out[n - 1] == '"', "%s gives %s", who, out);
+	for (size_t i = 0; i < n; i++)
+		FZ_CHECK(out[i] >= 0x20 && out[i] < 0x7f, "%s lets byte 0x%02x through", who,
+				 (unsigned char) out[i]);
 }
 
 #endif							/* CONNBUDGET_FUZZ_H */

@@ -432,17 +432,25 @@ check_result(const Scenario *s, int32_t unconfigured_cap, int with_sessions, int
 		check_sessions(s, apps, total);
 }
 
+/* Where s has the application (pods: the pod) of that name, or -1. */
+static int
+named(const Scenario *s, int pods, const char *name)
+{
+	for (int i = 0; i < (pods ? s->npods : s->napps); i++)
+		if (strcmp(pods ? s->pods[i].id : s->apps[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
 /* x and y (the same items, perhaps in another order) got the same result. */
 static void
 check_same(const Scenario *x, const Scenario *y, const char *what)
 {
 	for (int a = 0; a < x->napps; a++)
 	{
-		int			b = 0;
+		int			b = named(y, 0, x->apps[a].name);
 
-		while (b < y->napps && strcmp(x->apps[a].name, y->apps[b].name) != 0)
-			b++;
-		FZ_CHECK(b < y->napps, "%s: application %s is missing", what, x->apps[a].name);
+		FZ_CHECK(b >= 0, "%s: application %s is missing", what, x->apps[a].name);
 		FZ_CHECK(x->apps[a].allocation == y->apps[b].allocation &&
 				 x->apps[a].guaranteed == y->apps[b].guaranteed &&
 				 x->apps[a].live_pods == y->apps[b].live_pods &&
@@ -454,11 +462,9 @@ check_same(const Scenario *x, const Scenario *y, const char *what)
 	}
 	for (int p = 0; p < x->npods; p++)
 	{
-		int			q = 0;
+		int			q = named(y, 1, x->pods[p].id);
 
-		while (q < y->npods && strcmp(x->pods[p].id, y->pods[q].id) != 0)
-			q++;
-		FZ_CHECK(q < y->npods, "%s: pod %s is missing", what, x->pods[p].id);
+		FZ_CHECK(q >= 0, "%s: pod %s is missing", what, x->pods[p].id);
 		FZ_CHECK(x->pods[p].share == y->pods[q].share &&
 				 x->pods[p].min_share == y->pods[q].min_share &&
 				 x->pods[p].demand == y->pods[q].demand,

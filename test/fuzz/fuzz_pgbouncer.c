@@ -62,57 +62,27 @@ static char fake_connection;
 static PGresult *fake_next;		/* the next result it gives, once */
 static int	fake_log_fd = -1;
 
-static int
-fake_PQsendQuery(PGconn *conn, const char *query)
-{
-	(void) conn;
-	(void) query;
-	return 1;
-}
-
-static int
-fake_PQsendQueryParams(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
-					   const char *const *paramValues, const int *paramLengths,
-					   const int *paramFormats, int resultFormat)
-{
-	(void) conn;
-	(void) command;
-	(void) nParams;
-	(void) paramTypes;
-	(void) paramValues;
-	(void) paramLengths;
-	(void) paramFormats;
-	(void) resultFormat;
-	return 1;
-}
-
-static int
-fake_PQflush(PGconn *conn)
-{
-	(void) conn;
-	return 0;
-}
-
-static int
-fake_PQisBusy(PGconn *conn)
-{
-	(void) conn;
-	return 0;
-}
-
-static int
-fake_PQconsumeInput(PGconn *conn)
-{
-	(void) conn;
-	return 1;
-}
-
-static int
-fake_PQsocket(const PGconn *conn)
-{
-	(void) conn;
-	return -1;
-}
+/*
+ * A call on the fake connection ignores its arguments and answers at once:
+ * a query is sent, nothing is pending, the connection is fine.  Only
+ * PQgetResult (below) gives what the input says.
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#define FAKE_CALL(type, call, params, answer) static type fake_##call params { return answer; }
+FAKE_CALL(int, PQsendQuery, (PGconn *conn, const char *query), 1)
+FAKE_CALL(int, PQsendQueryParams, (PGconn *conn, const char *command, int nParams,
+								   const Oid *paramTypes, const char *const *paramValues,
+								   const int *paramLengths, const int *paramFormats,
+								   int resultFormat), 1)
+FAKE_CALL(int, PQflush, (PGconn *conn), 0)
+FAKE_CALL(int, PQisBusy, (PGconn *conn), 0)
+FAKE_CALL(int, PQconsumeInput, (PGconn *conn), 1)
+FAKE_CALL(int, PQsocket, (const PGconn *conn), -1)
+FAKE_CALL(ConnStatusType, PQstatus, (const PGconn *conn), CONNECTION_OK)
+FAKE_CALL(void, PQfinish, (PGconn *conn), )
+FAKE_CALL(char *, PQerrorMessage, (const PGconn *conn), (char *) "")
+#pragma GCC diagnostic pop
 
 static PGresult *
 fake_PQgetResult(PGconn *conn)
@@ -122,26 +92,6 @@ fake_PQgetResult(PGconn *conn)
 	(void) conn;
 	fake_next = NULL;
 	return res;
-}
-
-static ConnStatusType
-fake_PQstatus(const PGconn *conn)
-{
-	(void) conn;
-	return CONNECTION_OK;
-}
-
-static void
-fake_PQfinish(PGconn *conn)
-{
-	(void) conn;
-}
-
-static char *
-fake_PQerrorMessage(const PGconn *conn)
-{
-	(void) conn;
-	return (char *) "";
 }
 
 #define PQsendQuery fake_PQsendQuery
@@ -182,94 +132,67 @@ only_chars(const char *v, size_t len, int upper)
 static int
 reference_share(const char *text, Share *s)
 {
-	static const struct
-	{
-		const char *key;
-		long long	lo,
-					hi;
-		size_t		at;
-	}			ints[] = {
-		{"max_size", 0, SHARE_MAX, offsetof(Share, max_size)},
-		{"min_size", 0, SHARE_MAX, offsetof(Share, min_size)},
-		{"budget", 0, SHARE_MAX, offsetof(Share, budget)},
-		{"refresh_ms", REFRESH_MIN_MS, REFRESH_MAX_MS, offsetof(Share, refresh_ms)},
-		{"allocation", 0, SHARE_MAX, offsetof(Share, allocation)},
-		{"pods", 0, SHARE_MAX, offsetof(Share, pods)},
-		{"protocol", 2, 1000, offsetof(Share, protocol)},
+	/* where each number goes, in fz_numbers' order */
+	int		   *numbers[FZ_NUMBERS] = {
+		&s->max_size, &s->min_size, &s->budget, &s->refresh_ms, &s->protocol, &s->allocation,
+		&s->pods,
 	};
-	static const char *const statuses[] = {"ok", "other", "left", "refused"};
-	const char *p = text;
 	int			compared = 1;
 	size_t		status_len = 0;
 	const char *status = NULL;
 
 	memset(s, 0, sizeof(*s));
-	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-		*(int *) ((char *) s + ints[i].at) = -1;
+	for (int i = 0; i < FZ_NUMBERS; i++)
+		*numbers[i] = -1;
 	s->status = -1;
-	if (strlen(text) > 1024)
-		return 0;				/* no share is that long */
-	if (*p == '\0')
-		return 0;
-	for (;;)
+	/* no share is longer than 1024 bytes */
+	for (FuzzWord word = fz_first_word(text, 1024); word.key; word = fz_next_word(&word))
 	{
-		const char *space = strchr(p, ' ');
-		size_t		len = space ? (size_t) (space - p) : strlen(p);
-		const char *eq = memchr(p, '=', len);
-		size_t		klen = eq ? (size_t) (eq - p) : 0;
-		const char *v = eq ? eq + 1 : NULL;
-		size_t		vlen = eq ? len - klen - 1 : 0;
-		int			known = 0;
+		const char *v = word.value;
+		size_t		vlen = word.vlen;
+		int			k;
 
-		if (!eq || klen == 0)
-			return 0;			/* not key=value (an empty word included) */
+		if (v == NULL)
+			return 0;			/* too long, or not key=value (an empty word included) */
 		/* a value longer than any known word's is wrong; an unknown word is ignored */
-		if (vlen >= 64 &&
-			((klen == 6 && (memcmp(p, "status", 6) == 0 || memcmp(p, "reason", 6) == 0)) ||
-			 (klen == 8 && memcmp(p, "sqlstate", 8) == 0)))
+		if (vlen >= 64 && (fz_key_is(&word, "status") || fz_key_is(&word, "reason") ||
+						   fz_key_is(&word, "sqlstate")))
 			return compared ? 0 : -1;
-		for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
-			if (klen == strlen(ints[i].key) && memcmp(p, ints[i].key, klen) == 0)
-			{
-				int		   *field = (int *) ((char *) s + ints[i].at);
-				long long	n = 0;
-				int			r = fz_integer(v, vlen, ints[i].lo, ints[i].hi, &n);
+		if ((k = fz_number_word(&word, FZ_NUMBERS)) >= 0)
+		{
+			long long	n = 0;
+			int			r = fz_integer(v, vlen, fz_numbers[k].lo, fz_numbers[k].hi, &n);
 
-				known = 1;
-				if (r < 0)
-					compared = 0;
-				else if (r == 0 || *field != -1)
-					return compared ? 0 : -1;
-				*field = (int) n;
-			}
-		if (!known && klen == 6 && memcmp(p, "status", 6) == 0)
+			if (r < 0)
+				compared = 0;
+			else if (r == 0 || *numbers[k] != -1)
+				return compared ? 0 : -1;
+			*numbers[k] = (int) n;
+		}
+		else if (fz_key_is(&word, "status"))
 		{
 			if (status || vlen == 0 || !only_chars(v, vlen, 0))
 				return compared ? 0 : -1;
 			status = v;
 			status_len = vlen;
 		}
-		else if (!known && klen == 8 && memcmp(p, "sqlstate", 8) == 0)
+		else if (fz_key_is(&word, "sqlstate"))
 		{
 			if (vlen != 5 || !only_chars(v, vlen, 1))
 				return compared ? 0 : -1;
 			memcpy(s->sqlstate, v, 5);
 			s->sqlstate[5] = '\0';
 		}
-		else if (!known && klen == 6 && memcmp(p, "reason", 6) == 0)
+		else if (fz_key_is(&word, "reason"))
 		{
 			if (vlen == 0 || vlen >= sizeof(s->reason) || !only_chars(v, vlen, 0))
 				return compared ? 0 : -1;
 			memcpy(s->reason, v, vlen);
 			s->reason[vlen] = '\0';
 		}
-		if (!space)
-			break;
-		p = space + 1;
 	}
-	for (int i = 0; i < 4 && status; i++)
-		if (status_len == strlen(statuses[i]) && memcmp(status, statuses[i], status_len) == 0)
-			s->status = i;
+	if (status)
+		s->status = fz_status(status, status_len);
 	if (s->status < 0)
 		return compared ? 0 : -1;
 	if ((s->status == ST_OK || s->status == ST_LEFT) &&
@@ -312,7 +235,7 @@ controller(int protocol)
 /* ---- the checks ---- */
 
 static void
-fuzz_share(const char *text)
+fuzz_share(const char *text, size_t len)
 {
 	Share		s,
 				want;
@@ -320,6 +243,7 @@ fuzz_share(const char *text)
 	int			r = parse_share(text, &s, why, sizeof(why));
 	int			expected = reference_share(text, &want);
 
+	(void) len;
 	if (r == 0)
 		check_accepted(&s);
 	else
@@ -360,12 +284,13 @@ stated_after(const char *msg, const char *mark)
 }
 
 static void
-fuzz_pace(const char *msg)
+fuzz_pace(const char *msg, size_t len)
 {
 	int			pace = refusal_pace_ms(msg);
 	long long	retry = stated_after(msg, "connbudget: retry_ms=");
 	long long	hint = stated_after(msg, "Pools re-read their share every ");
 
+	(void) len;
 	FZ_CHECK(pace == 0 || (pace >= REFRESH_MIN_MS && pace <= REFRESH_MAX_MS),
 			 "a stated pace of %d ms", pace);
 	if (retry >= REFRESH_MIN_MS && retry <= REFRESH_MAX_MS)
@@ -443,6 +368,18 @@ fuzz_answer(const char *table, size_t len, int protocol)
 	PQclear(res);
 }
 
+static void
+fuzz_answer_2(const char *table, size_t len)
+{
+	fuzz_answer(table, len, 2);
+}
+
+static void
+fuzz_answer_1(const char *table, size_t len)
+{
+	fuzz_answer(table, len, 1);
+}
+
 /* PQfnumber's column for a plain lower-case name, by hand. */
 static int
 column_named(const PGresult *res, const char *name)
@@ -453,6 +390,27 @@ column_named(const PGresult *res, const char *name)
 	return -1;
 }
 
+/*
+ * Run the controller's sample (sample_pools, sample_config) on res, which
+ * its admin_run() query gets and clears.  It must take the sample exactly
+ * when valid is 1 (-1: not compared).  True when it took a sample that is
+ * compared, whose values the caller then checks.
+ */
+static int
+sampled(Controller *c, PGresult *res, int (*sample) (Controller *), int valid, const char *what)
+{
+	int			r;
+
+	fake_next = res;
+	r = sample(c);
+	fake_next = NULL;
+	if (valid < 0)
+		return 0;
+	FZ_CHECK((r == 0) == (valid == 1), "%s %s, expected %s", what, r == 0 ? "taken" : "refused",
+			 valid ? "taken" : "refused");
+	return r == 0;
+}
+
 static void
 fuzz_pools(const char *table, size_t len)
 {
@@ -461,8 +419,7 @@ fuzz_pools(const char *table, size_t len)
 	PGresult   *res = make_result(table, len);
 	Controller *c = controller(2);
 	int			col[8],
-				valid = 1,
-				r;
+				valid = 1;
 	long long	busy = 0,
 				servers = 0,
 				waiting = 0;
@@ -494,14 +451,7 @@ fuzz_pools(const char *table, size_t len)
 	}
 	if (valid == 1 && (busy > COUNT_MAX || servers > COUNT_MAX))
 		valid = -1;				/* more than any PgBouncer has: taken or not, no overflow */
-	fake_next = res;			/* admin_run's query gets it, and clears it */
-	r = sample_pools(c);
-	fake_next = NULL;
-	if (valid < 0)
-		return;
-	FZ_CHECK((r == 0) == (valid == 1), "SHOW POOLS %s, expected %s", r == 0 ? "taken" : "refused",
-			 valid ? "taken" : "refused");
-	if (r == 0)
+	if (sampled(c, res, sample_pools, valid, "SHOW POOLS"))
 		FZ_CHECK(c->busy == busy && c->servers == servers && c->waiting == waiting,
 				 "SHOW POOLS read as busy %d, servers %d, waiting %d; it says %lld, %lld, %lld",
 				 c->busy, c->servers, c->waiting, busy, servers, waiting);
@@ -546,8 +496,7 @@ fuzz_config(const char *table, size_t len)
 	PGresult   *res = make_result(table, len);
 	Controller *c = controller(2);
 	int			key = column_named(res, "key"),
-				value = column_named(res, "value"),
-				r;
+				value = column_named(res, "value");
 	long long	pool_size = -1,
 				max_user = -1,
 				lifetime = -1;
@@ -575,14 +524,7 @@ fuzz_config(const char *table, size_t len)
 	}
 	if (valid == 1)
 		valid = pool_size >= 0 && max_user >= 0 && lifetime >= 0;
-	fake_next = res;
-	r = sample_config(c);
-	fake_next = NULL;
-	if (valid < 0)
-		return;
-	FZ_CHECK((r == 0) == (valid == 1), "SHOW CONFIG %s, expected %s", r == 0 ? "taken" : "refused",
-			 valid ? "taken" : "refused");
-	if (r == 0)
+	if (sampled(c, res, sample_config, valid, "SHOW CONFIG"))
 		FZ_CHECK(c->pool_size == pool_size && c->max_user == max_user &&
 				 c->lifetime_ms == lifetime && strcmp(c->lifetime, lifetime_text) == 0 && c->seen,
 				 "SHOW CONFIG read as pool size %d, max_user_connections %d, server_lifetime %s "
@@ -592,20 +534,18 @@ fuzz_config(const char *table, size_t len)
 }
 
 static void
-fuzz_text(const char *text)
+fuzz_text(const char *text, size_t len)
 {
+	(void) len;
 	/* small buffers, and those the controller passes (96) */
 	for (size_t outlen = 16; outlen <= 100; outlen = outlen == 40 ? 90 : outlen + 1)
 	{
 		char	   *out = malloc(outlen);
 		const char *q = quote(text, out, outlen);
-		size_t		n = strnlen(q, outlen);
+		size_t		n;
 
-		FZ_CHECK(q == out && n < outlen, "quote() overruns %zu bytes", outlen);
-		FZ_CHECK(n >= 2 && q[0] == '"' && q[n - 1] == '"', "quote() gives %s", q);
-		for (size_t i = 0; i < n; i++)
-			FZ_CHECK(q[i] >= 0x20 && q[i] < 0x7f, "quote() lets byte 0x%02x through",
-					 (unsigned char) q[i]);
+		FZ_CHECK(q == out, "quote() writes elsewhere than the buffer it is given");
+		fz_check_quoted("quote()", q, outlen);
 		q = one_line(text, out, outlen);
 		n = strnlen(q, outlen);
 		FZ_CHECK(n < outlen, "one_line() overruns %zu bytes", outlen);
@@ -627,48 +567,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+static const FuzzCheck checks[] = {
+	{'S', fuzz_share}, {'P', fuzz_pace}, {'R', fuzz_answer_2}, {'r', fuzz_answer_1},
+	{'O', fuzz_pools}, {'C', fuzz_config}, {'Q', fuzz_text},
+};
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	size_t		len;
-	char		what;
-	char	   *text = fz_tagged_text(data, size, &what, &len);
-
-	if (text == NULL)
-		return 0;
-	switch (what)
-	{
-		case 'S':
-			fuzz_share(text);
-			break;
-		case 'P':
-			fuzz_pace(text);
-			break;
-		case 'R':
-			fuzz_answer(text, len, 2);
-			break;
-		case 'r':
-			fuzz_answer(text, len, 1);
-			break;
-		case 'O':
-			fuzz_pools(text, len);
-			break;
-		case 'C':
-			fuzz_config(text, len);
-			break;
-		case 'Q':
-			fuzz_text(text);
-			break;
-		default:
-			fuzz_share(text);
-			fuzz_pace(text);
-			fuzz_answer(text, len, 2);
-			fuzz_answer(text, len, 1);
-			fuzz_pools(text, len);
-			fuzz_config(text, len);
-			fuzz_text(text);
-			break;
-	}
-	free(text);
-	return 0;
+	return fz_run_tagged(data, size, checks, sizeof(checks) / sizeof(checks[0]));
 }

@@ -1,7 +1,8 @@
 /*
  * fuzz_pgresult.h -- result tables for the fuzz targets of the clients:
  * a PGresult made from text (PQmakeEmptyPGresult, PQsetResultAttrs,
- * PQsetvalue), and integers read as the protocol writes them.
+ * PQsetvalue), and integers and a share's words read as the protocol
+ * writes them (docs/protocol.md), apart from the clients' code.
  *
  * A table is lines: the first the column names, separated by '|' (a name
  * starting with '#' is a binary column), each next line a row of values
@@ -153,6 +154,108 @@ fz_integer(const char *v, size_t len, long long lo, long long hi, long long *out
 		return 0;
 	*out = n;
 	return 1;
+}
+
+/*
+ * A share's words (docs/protocol.md, section 4) are "key=value", one space
+ * apart:
+ *
+ *	for (FuzzWord w = fz_first_word(text, maxlen); w.key; w = fz_next_word(&w))
+ *
+ * reads them in turn.  w.value is NULL when the word is not key=value (an
+ * empty word included), and for the first word of a text longer than
+ * maxlen bytes, which is no share.
+ */
+typedef struct FuzzWord
+{
+	const char *key;			/* NULL: no more words */
+	size_t		klen;
+	const char *value;
+	size_t		vlen;
+	const char *next;			/* where the next word starts; NULL: none */
+} FuzzWord;
+
+static inline FuzzWord
+fz_word_at(const char *p)
+{
+	FuzzWord	w = {p, 0, NULL, 0, NULL};
+	const char *space = strchr(p, ' ');
+	size_t		len = space ? (size_t) (space - p) : strlen(p);
+	const char *eq = memchr(p, '=', len);
+
+	if (eq && eq > p)
+	{
+		w.klen = (size_t) (eq - p);
+		w.value = eq + 1;
+		w.vlen = len - w.klen - 1;
+	}
+	w.next = space ? space + 1 : NULL;
+	return w;
+}
+
+static inline FuzzWord
+fz_first_word(const char *text, size_t maxlen)
+{
+	FuzzWord	too_long = {text, 0, NULL, 0, NULL};
+
+	return strlen(text) > maxlen ? too_long : fz_word_at(text);
+}
+
+static inline FuzzWord
+fz_next_word(const FuzzWord *w)
+{
+	FuzzWord	none = {NULL, 0, NULL, 0, NULL};
+
+	return w->next ? fz_word_at(w->next) : none;
+}
+
+static inline int
+fz_key_is(const FuzzWord *w, const char *key)
+{
+	return w->klen == strlen(key) && memcmp(w->key, key, w->klen) == 0;
+}
+
+/*
+ * The numbers a share gives and their ranges (docs/protocol.md, sections 4
+ * and 9), in this order.
+ */
+enum
+{
+	FZ_MAX_SIZE, FZ_MIN_SIZE, FZ_BUDGET, FZ_REFRESH_MS, FZ_PROTOCOL, FZ_ALLOCATION, FZ_PODS,
+	FZ_NUMBERS
+};
+
+static const struct
+{
+	const char *key;
+	long long	lo,
+				hi;
+}			fz_numbers[FZ_NUMBERS] = {
+	{"max_size", 0, 262143}, {"min_size", 0, 262143}, {"budget", 0, 262143},
+	{"refresh_ms", 10, 3600000}, {"protocol", 2, 1000}, {"allocation", 0, 262143},
+	{"pods", 0, 262143},
+};
+
+/* Which of the first n numbers the word gives (FZ_MAX_SIZE...), or -1. */
+static inline int
+fz_number_word(const FuzzWord *w, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (fz_key_is(w, fz_numbers[i].key))
+			return i;
+	return -1;
+}
+
+/* A status word's value: 0 ok, 1 other, 2 left, 3 refused, -1 none of these. */
+static inline int
+fz_status(const char *v, size_t vlen)
+{
+	static const char *const statuses[] = {"ok", "other", "left", "refused"};
+
+	for (int i = 0; i < 4; i++)
+		if (vlen == strlen(statuses[i]) && memcmp(v, statuses[i], vlen) == 0)
+			return i;
+	return -1;
 }
 
 #endif							/* CONNBUDGET_FUZZ_PGRESULT_H */

@@ -54,79 +54,65 @@ typedef struct ShareWords
 	long long	v[4];			/* max_size, min_size, budget, refresh_ms; -1: absent */
 } ShareWords;
 
-/* 1: valid (in *w), 0: not, -1: not compared. */
+/*
+ * 1: valid (in *w), 0: not, -1: not compared.  The words the pool knows:
+ * the numbers up to protocol (allocation and pods it ignores), then these.
+ */
+enum
+{
+	STATUS = FZ_PROTOCOL + 1, SQLSTATE, REASON, KNOWN
+};
+
 static int
 reference_words(const char *text, ShareWords *w)
 {
-	static const struct
-	{
-		const char *key;
-		long long	lo,
-					hi;
-	}			known[] = {
-		{"max_size", 0, 262143}, {"min_size", 0, 262143}, {"budget", 0, 262143},
-		{"refresh_ms", 10, 3600000}, {"status", 0, 0}, {"sqlstate", 0, 0},
-		{"reason", 0, 0}, {"protocol", 2, 1000},
-	};
-	static const char *const statuses[] = {"ok", "other", "left", "refused"};
-	int			seen[8] = {0};
+	int			seen[KNOWN] = {0};
 	int			compared = 1;
-	const char *p = text;
 
 	w->status = -1;
 	for (int i = 0; i < 4; i++)
 		w->v[i] = -1;
-	if (strlen(text) > 4096)
-		return 0;
-	if (*p == '\0')
-		return 0;
-	for (;;)
+	for (FuzzWord word = fz_first_word(text, 4096); word.key; word = fz_next_word(&word))
 	{
-		const char *space = strchr(p, ' ');
-		size_t		len = space ? (size_t) (space - p) : strlen(p);
-		const char *eq = memchr(p, '=', len);
-		size_t		klen = eq ? (size_t) (eq - p) : 0;
-		const char *v = eq ? eq + 1 : NULL;
-		size_t		vlen = eq ? len - klen - 1 : 0;
-		int			k = -1;
+		const char *v = word.value;
+		size_t		vlen = word.vlen;
+		int			k = fz_number_word(&word, FZ_PROTOCOL + 1);
 
-		if (!eq || klen == 0)
-			return 0;			/* not key=value (an empty word included) */
-		for (int i = 0; i < 8; i++)
-			if (klen == strlen(known[i].key) && memcmp(p, known[i].key, klen) == 0)
-				k = i;
+		if (v == NULL)
+			return 0;			/* too long, or not key=value (an empty word included) */
+		if (fz_key_is(&word, "status"))
+			k = STATUS;
+		else if (fz_key_is(&word, "sqlstate"))
+			k = SQLSTATE;
+		else if (fz_key_is(&word, "reason"))
+			k = REASON;
 		if (k >= 0 && vlen >= 48)
 			return compared ? 0 : -1;	/* no known word's value is this long */
 		else if (k >= 0)
 		{
 			if (seen[k]++)
 				return compared ? 0 : -1;	/* twice */
-			if (k < 4 || k == 7)
+			if (k <= FZ_PROTOCOL)
 			{
 				long long	n = 0;
-				int			r = fz_integer(v, vlen, known[k].lo, known[k].hi, &n);
+				int			r = fz_integer(v, vlen, fz_numbers[k].lo, fz_numbers[k].hi, &n);
 
-				if (r < 0 || (k == 7 && r == 0 && vlen == 1 && (v[0] == '0' || v[0] == '1')))
+				if (r < 0 || (k == FZ_PROTOCOL && r == 0 && vlen == 1 && (v[0] == '0' || v[0] == '1')))
 					compared = 0;
 				else if (r == 0)
 					return compared ? 0 : -1;
-				if (k < 4)
+				if (k < FZ_PROTOCOL)
 					w->v[k] = n;
 			}
-			else if (k == 4)
+			else if (k == STATUS)
 			{
-				for (int i = 0; i < 4; i++)
-					if (vlen == strlen(statuses[i]) && memcmp(v, statuses[i], vlen) == 0)
-						w->status = i;
+				w->status = fz_status(v, vlen);
 				if (w->status < 0)
 					return compared ? 0 : -1;
 			}
 			else
 				compared = 0;	/* sqlstate, reason: a bad one is ignored */
 		}
-		if (!space)
-			break;
-		p = space + 1;
 	}
 	if (w->status < 0)
 		return compared ? 0 : -1;
@@ -315,12 +301,13 @@ stated(const char *msg, const char *lead, const char *tail)
 }
 
 static void
-fuzz_pace(const char *msg)
+fuzz_pace(const char *msg, size_t len)
 {
 	int			pace = cbpool__stated_refresh_ms(msg);
 	long long	retry = stated(msg, "connbudget: retry_ms=", NULL);
 	long long	hint = stated(msg, "re-read their share every ", " ms (connbudget.refresh_interval)");
 
+	(void) len;
 	FZ_CHECK(pace == 0 || (pace >= 10 && pace <= 3600000), "a stated pace of %d ms", pace);
 	if (retry >= 0)
 		FZ_CHECK(pace == retry, "retry_ms=%lld read as %d", retry, pace);
@@ -337,25 +324,20 @@ fuzz_quote(const char *text, size_t len)
 	for (size_t outlen = 16; outlen <= 170; outlen = outlen == 40 ? 150 : outlen + 1)
 	{
 		char	   *out = malloc(outlen);
-		size_t		n;
 
 		cbpool__quote(text, (int) len, out, outlen);
-		n = strnlen(out, outlen);
-		FZ_CHECK(n < outlen, "cbpool__quote overruns %zu bytes", outlen);
-		FZ_CHECK(n >= 2 && out[0] == '"' && out[n - 1] == '"', "cbpool__quote gives %s", out);
-		for (size_t i = 0; i < n; i++)
-			FZ_CHECK(out[i] >= 0x20 && out[i] < 0x7f, "cbpool__quote lets byte 0x%02x through",
-					 (unsigned char) out[i]);
+		fz_check_quoted("cbpool__quote", out, outlen);
 		free(out);
 	}
 }
 
 static void
-fuzz_int(const char *text)
+fuzz_int(const char *text, size_t len)
 {
 	static const long long bounds[][2] = {{0, 262143}, {10, 3600000}, {0, LLONG_MAX},
 	{LLONG_MIN, LLONG_MAX}, {-5, 5}};
 
+	(void) len;
 	for (size_t b = 0; b < sizeof(bounds) / sizeof(bounds[0]); b++)
 	{
 		long long	got = 0,
@@ -391,48 +373,13 @@ fuzz_int(const char *text)
 	}
 }
 
+static const FuzzCheck checks[] = {
+	{'s', fuzz_share_text}, {'S', fuzz_share_table}, {'r', fuzz_pool_share},
+	{'H', fuzz_host_answer}, {'P', fuzz_pace}, {'Q', fuzz_quote}, {'I', fuzz_int},
+};
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	size_t		len;
-	char		what;
-	char	   *text = fz_tagged_text(data, size, &what, &len);
-
-	if (text == NULL)
-		return 0;
-	switch (what)
-	{
-		case 's':
-			fuzz_share_text(text, len);
-			break;
-		case 'S':
-			fuzz_share_table(text, len);
-			break;
-		case 'r':
-			fuzz_pool_share(text, len);
-			break;
-		case 'H':
-			fuzz_host_answer(text, len);
-			break;
-		case 'P':
-			fuzz_pace(text);
-			break;
-		case 'Q':
-			fuzz_quote(text, len);
-			break;
-		case 'I':
-			fuzz_int(text);
-			break;
-		default:
-			fuzz_share_text(text, len);
-			fuzz_share_table(text, len);
-			fuzz_pool_share(text, len);
-			fuzz_host_answer(text, len);
-			fuzz_pace(text);
-			fuzz_quote(text, len);
-			fuzz_int(text);
-			break;
-	}
-	free(text);
-	return 0;
+	return fz_run_tagged(data, size, checks, sizeof(checks) / sizeof(checks[0]));
 }

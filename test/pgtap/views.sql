@@ -18,36 +18,15 @@ SELECT plan(42);
 
 CREATE ROLE cb_viewer;
 
--- Poll a query until it returns "expected" (backends of earlier test files
--- exit asynchronously); returns what it saw last.
-CREATE FUNCTION pg_temp.wait_for(query text, expected text, timeout_s float8 DEFAULT 10)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    got text;
-    deadline timestamptz := clock_timestamp() + timeout_s * interval '1 second';
-BEGIN
-    LOOP
-        EXECUTE query INTO got;
-        IF got IS NOT DISTINCT FROM expected OR clock_timestamp() > deadline THEN
-            RETURN got;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
--- Open a governed connection of application "app" in pod "pod".
-CREATE FUNCTION pg_temp.pod_connect(name text, app text, pod text) RETURNS text
-LANGUAGE sql AS $$
-    SELECT dblink_connect(name,
-        format('host=127.0.0.1 port=%s dbname=postgres user=postgres application_name=%s options=''-c connbudget.pod=%s''',
-               current_setting('port'), app, pod))
-$$;
+-- pod_connect (a governed connection of application "app" in pod "pod"),
+-- pod_share and wait_for (backends of earlier test files exit
+-- asynchronously), shared with the regression tests
+\ir ../sql/helpers.psql
 
 -- ---- the budget row -------------------------------------------------------
 
 SELECT is(
-    pg_temp.wait_for('SELECT governed || ''/'' || pods FROM connbudget.budget', '0/0'),
+    wait_for('SELECT governed || ''/'' || pods FROM connbudget.budget', '0/0'),
     '0/0',
     'no governed connection or live pod is left over from other tests');
 
@@ -111,7 +90,7 @@ RESET ROLE;
 
 -- ---- a governed connection shows in the views --------------------------------
 
-SELECT is(pg_temp.pod_connect('cb_views_1', 'cb-views-app', 'p1'), 'OK',
+SELECT is(pod_connect('cb_views_1', 'cb-views-app', 'p1'), 'OK',
     'a governed connection (pod p1) opens');
 
 SELECT results_eq(
@@ -142,19 +121,13 @@ SELECT results_eq(
         AS t(max_size int, min_size int, allocation int, pods int, budget int, refresh_ms int)$$,
     $$VALUES (80, 0, 80, 1, 80, 1000)$$,
     'pool_share() of the only pod: the whole budget, no minimum, refresh_ms = connbudget.refresh_interval');
-SELECT results_eq(
-    $$SELECT * FROM dblink('cb_views_1', 'SELECT max_size FROM connbudget.pool_share(7)')
-        AS t(max_size int)$$,
-    ARRAY[80],
+SELECT is(pod_share('cb_views_1', 7), 80,
     'pool_share(7) returns the latest published share, computed before this report');
 SELECT results_eq(
     $$SELECT demand, share, lease_expires - last_seen FROM connbudget.pods WHERE pod = 'p1'$$,
     $$VALUES (7, 7, interval '3 seconds')$$,
     'pods shows the reported demand, the share it now gets, and a lease of connbudget.pod_ttl after the call');
-SELECT results_eq(
-    $$SELECT * FROM dblink('cb_views_1', 'SELECT max_size FROM connbudget.pool_share(7)')
-        AS t(max_size int)$$,
-    ARRAY[7],
+SELECT is(pod_share('cb_views_1', 7), 7,
     'once published, pool_share(7) returns the share bounded by the reported demand');
 SELECT results_eq(
     $$SELECT allocation, demand FROM connbudget.applications
@@ -169,7 +142,7 @@ SELECT throws_ok(
     'pool_share() refuses a negative demand');
 
 -- a second pod of the same application; "P0" sorts before "p1" byte-wise
-SELECT is(pg_temp.pod_connect('cb_views_2', 'cb-views-app', 'P0'), 'OK',
+SELECT is(pod_connect('cb_views_2', 'cb-views-app', 'P0'), 'OK',
     'a second governed connection (pod P0) opens');
 SELECT results_eq(
     $$SELECT pod, connections, share, demand FROM connbudget.pods$$,

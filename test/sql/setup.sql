@@ -23,16 +23,9 @@ SELECT extname, extversion, nspname
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 WHERE extname = 'connbudget';
 
--- Open a connection of application "app" in pod "pod" (NULL: no pod setting).
-CREATE FUNCTION pod_connect(name text, app text, pod text DEFAULT NULL,
-                            role text DEFAULT current_user, host text DEFAULT '127.0.0.1')
-RETURNS text LANGUAGE sql AS $$
-    SELECT dblink_connect(name,
-        format('host=%s port=%s dbname=%s user=%s application_name=%s %s',
-               host, current_setting('port'), current_database(), role, app,
-               CASE WHEN pod IS NULL THEN ''
-                    ELSE format('options=''-c connbudget.pod=%s''', pod) END))
-$$;
+-- pod_connect, pod_share and wait_for, which the pgTAP tests share (the
+-- path is from the Makefile's directory, where make installcheck runs)
+\i test/sql/helpers.psql
 
 -- Like pod_connect, but report a refusal as the server's message and detail
 -- (without the host and port libpq puts in front of them).
@@ -48,37 +41,11 @@ EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection THEN
 END
 $$;
 
--- Call pool_share() on that connection and return its max_size.
-CREATE FUNCTION pod_share(name text, demand int DEFAULT NULL) RETURNS int
-LANGUAGE sql AS $$
-    SELECT max_size FROM dblink(name,
-        format('SELECT max_size FROM connbudget.pool_share(%s)',
-               coalesce(demand::text, 'NULL'))) AS t(max_size int)
-$$;
-
 -- Report demand on each of these connections, as a pool does every refresh
 -- interval (NULL: no bound); returns how many reported.
 CREATE FUNCTION report(demand int, VARIADIC names text[]) RETURNS int
 LANGUAGE sql AS $$
     SELECT count(pod_share(n, demand))::int FROM unnest(names) n
-$$;
-
--- Poll a query until it returns "expected" (backends exit asynchronously
--- after a disconnect); returns what it saw last.
-CREATE FUNCTION wait_for(query text, expected text, timeout_s float8 DEFAULT 10)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    got text;
-    deadline timestamptz := clock_timestamp() + timeout_s * interval '1 second';
-BEGIN
-    LOOP
-        EXECUTE query INTO got;
-        IF got IS NOT DISTINCT FROM expected OR clock_timestamp() > deadline THEN
-            RETURN got;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
 $$;
 
 -- The tests share a budget of 80 on any server: connbudget.reserved_connections
