@@ -37,18 +37,7 @@ source "$src/test/lib/setup.sh"
 source "$src/bench/adapters/lib.sh"
 adapter_bench_as_postgres "$src/bench/adapters/go.sh" golang-go golang-github-lib-pq-dev golang-github-jackc-pgx-v4-dev
 
-work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/go-bench.XXXXXX")
-cleanup() {
-    [ -z "${own_cluster:-}" ] || cluster_destroy "$own_cluster"
-    chmod -R u+w "$work" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-adapter_bench_cluster "$src/bench/adapters/go.sh" "$work/cluster"
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION IF NOT EXISTS connbudget;
-SELECT 'CREATE ROLE cbgo LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cbgo') \gexec
-SQL
+adapter_bench_setup "$src/bench/adapters/go.sh" go cbgo
 
 # the adapter, and the benchmark beside it, in a GOPATH (no network)
 mkdir -p "$work/gopath/src/github.com/connbudget/connbudget/client/go" "$work/gopath/src/cbbench"

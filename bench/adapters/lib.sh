@@ -39,3 +39,26 @@ adapter_bench_cluster() {
     fi
     export PATH="$PG_BINDIR:$PATH"
 }
+
+# A scratch directory, work, removed on exit with the cluster the benchmark
+# started (if it started one); the cluster (adapter_bench_cluster); the
+# extension and the benchmark's login role.
+# Usage: adapter_bench_setup SCRIPT NAME ROLE
+adapter_bench_setup() {
+    work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/$2-bench.XXXXXX")
+    trap adapter_bench_cleanup EXIT
+    adapter_bench_cluster "$1" "$work/cluster"
+    psql -X -q -v ON_ERROR_STOP=1 -v role="$3" <<'SQL'
+CREATE EXTENSION IF NOT EXISTS connbudget;
+SELECT format('CREATE ROLE %I LOGIN', :'role')
+    WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+SQL
+}
+
+# shellcheck disable=SC2317 # called by the trap
+adapter_bench_cleanup() {
+    [ -z "${own_cluster:-}" ] || cluster_destroy "$own_cluster"
+    # a Go module cache is read-only
+    chmod -R u+w "$work" 2>/dev/null
+    rm -rf "$work"
+}

@@ -42,17 +42,7 @@ for tool in node npm; do
 done
 adapter_bench_as_postgres "$src/bench/adapters/node.sh"
 
-work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/node-bench.XXXXXX")
-cleanup() {
-    [ -z "${own_cluster:-}" ] || cluster_destroy "$own_cluster"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-adapter_bench_cluster "$src/bench/adapters/node.sh" "$work/cluster"
-psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION IF NOT EXISTS connbudget;
-SELECT 'CREATE ROLE cbnode LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cbnode') \gexec
-SQL
+adapter_bench_setup "$src/bench/adapters/node.sh" node cbnode
 
 # the adapter with its dependencies, and the benchmark beside it
 mkdir "$work/pkg"
