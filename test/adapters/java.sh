@@ -8,9 +8,10 @@
 # falls (never fewer than the new share on the way), never holds more than
 # its share while busy, hands it back on close, waits out 53300 refusals,
 # fails at once and without hammering on 42501, recovers from a server
-# restart, takes no hostile answer as a size, falls back to protocol 1 and,
-# without the extension, to a fixed size, logs in with a scram password,
-# and shows its numbers as an MXBean beside HikariCP's own).
+# restart, takes no hostile answer as a size, falls back to a fixed size
+# where the server speaks no protocol 2 or has no connbudget, logs in with
+# a scram password, and shows its numbers as an MXBean beside HikariCP's
+# own).
 #
 # cluster: max_connections=50 superuser_reserved_connections=3 connbudget.reserved_connections=7 connbudget.refresh_interval=200ms connbudget.pod_ttl=2000
 #
@@ -102,7 +103,7 @@ java.util.logging.SimpleFormatter.format = # %1\$tT.%1\$tL %4\$s %3\$s: %5\$s%6\
 EOF
 
 # CB_JAVA_TESTS=ServerTest#closeHandsTheShareBack runs one test (or class);
-# CB_JAVA_LOG=FINE shows every share, refused connect and skipped refresh
+# CB_JAVA_LOG=FINE shows every new share
 select=(--select-package org.connbudget.hikari)
 case ${CB_JAVA_TESTS:-} in
     "") ;;

@@ -1,40 +1,37 @@
 package org.connbudget.hikari;
 
 import com.zaxxer.hikari.HikariConfig;
-import com.zaxxer.hikari.HikariConfigMXBean;
 import com.zaxxer.hikari.HikariDataSource;
-import com.zaxxer.hikari.HikariPoolMXBean;
 import com.zaxxer.hikari.pool.HikariPool;
 import com.zaxxer.hikari.util.ConcurrentBag;
-import com.zaxxer.hikari.util.DriverDataSource;
 import com.zaxxer.hikari.util.PropertyElf;
+import java.io.IOException;
 import java.lang.management.ManagementFactory;
+import java.lang.reflect.AccessibleObject;
 import java.lang.reflect.Field;
 import java.lang.reflect.Method;
+import java.net.InetAddress;
+import java.security.SecureRandom;
 import java.sql.Connection;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
-import java.sql.SQLTransientConnectionException;
 import java.sql.Statement;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
-import java.util.Objects;
 import java.util.Properties;
 import java.util.TreeMap;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
-import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.LockSupport;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 import javax.management.ObjectName;
-import javax.sql.DataSource;
 import org.postgresql.core.BaseConnection;
 import org.postgresql.core.TransactionState;
 import org.postgresql.ds.common.BaseDataSource;
@@ -42,7 +39,7 @@ import org.postgresql.ds.common.BaseDataSource;
 /**
  * Sizes a HikariCP pool from its pod's share of the PostgreSQL server's
  * connection budget, as the connbudget extension computes it
- * (docs/protocol.md):
+ * (docs/protocol.md, protocol 2):
  *
  * <pre>{@code
  * HikariConfig config = new HikariConfig();
@@ -60,27 +57,38 @@ import org.postgresql.ds.common.BaseDataSource;
  */
 public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     private static final Logger LOG = Logger.getLogger("org.connbudget.hikari");
+    private static final SecureRandom RANDOM = new SecureRandom();
 
-    /** The protocol's queries (docs/protocol.md, sections 3 and 5). */
+    /** The protocol's query (docs/protocol.md, section 3). */
     static final String SHARE_SQL =
             "SELECT set_config('connbudget.demand', ?, false), current_setting('connbudget.share')";
-    static final String POOL_SHARE_SQL =
-            "SELECT max_size, min_size, budget, refresh_ms FROM connbudget.pool_share(?::int)";
-    /** How often a pool that speaks protocol 1 tries 2 again, and looks again for an extension it did not find. */
-    static final long PROBE_MS = 30000;
+    /** The status of a pool whose server speaks no protocol 2: a fixed size, looked at again every PROBE_MS. */
     static final String NO_EXTENSION = "no-extension";
-    /** pgjdbc sends ApplicationName at connect time, where the server reads
-        it, only for a server it may assume is 9.0 or later. */
-    static final String STARTUP_APPLICATION_NAME = "9.0";
-    static final int PEAK_WINDOW = 5;
+    static final long PROBE_MS = 30000;
 
-    /** How a pool joins the budget: its application, its pod, and what it does without a share. */
+    /** HikariCP's connections, and its way of closing one at once if it is idle, else when it is next
+        borrowed, as softEvictConnections() does all of them: not public, reached by reflection. */
+    private static final Field BAG;
+    private static final Method MARKED;
+    private static final Method SOFT_EVICT;
+
+    static {
+        try {
+            Class<?> entry = Class.forName("com.zaxxer.hikari.pool.PoolEntry", false, HikariPool.class.getClassLoader());
+            BAG = HikariPool.class.getDeclaredField("connectionBag");
+            MARKED = entry.getDeclaredMethod("isMarkedEvicted");
+            SOFT_EVICT = HikariPool.class.getDeclaredMethod("softEvictConnection", entry, String.class, boolean.class);
+            AccessibleObject.setAccessible(new AccessibleObject[] {BAG, MARKED, SOFT_EVICT}, true);
+        } catch (ReflectiveOperationException e) {
+            throw new IllegalStateException("connbudget: this HikariCP has no HikariPool.softEvictConnection()", e);
+        }
+    }
+
+    /** How a pool joins the budget: its application and its pod. */
     public static final class Options {
         String applicationName;
         String pod;
-        String podEnv;
         long refreshMs;
-        int fixedSize;
 
         private Options() {
         }
@@ -91,15 +99,10 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
             return this;
         }
 
-        /** The pod's id; by default the variable podEnv names, else HOSTNAME, else the host name. */
+        /** The pod's id; by default (or null) HOSTNAME, else the host name, the pod's name in Kubernetes;
+            with the downward API, pod(System.getenv("POD_NAME")). */
         public Options pod(String id) {
             this.pod = id;
-            return this;
-        }
-
-        /** An environment variable holding the pod's id (POD_NAME from the Kubernetes downward API, say). */
-        public Options podEnv(String variable) {
-            this.podEnv = variable;
             return this;
         }
 
@@ -108,45 +111,6 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
             this.refreshMs = interval.toMillis();
             return this;
         }
-
-        /** The size where the server has no connbudget or does not govern the pool; by default maximumPoolSize. */
-        public Options fixedSize(int size) {
-            this.fixedSize = size;
-            return this;
-        }
-    }
-
-    /** HikariCP's connections and its mark of one to close when next borrowed; null where this HikariCP
-        has them otherwise. */
-    private static final Field BAG;
-    private static final Field CONNECTION;
-    private static final Method MARK;
-    private static final Method MARKED;
-
-    static {
-        Field bag = null;
-        Field connection = null;
-        Method mark = null;
-        Method marked = null;
-        try {
-            Class<?> entry = Class.forName("com.zaxxer.hikari.pool.PoolEntry", false,
-                    HikariPool.class.getClassLoader());
-            bag = HikariPool.class.getDeclaredField("connectionBag");
-            connection = entry.getDeclaredField("connection");
-            mark = entry.getDeclaredMethod("markEvicted");
-            marked = entry.getDeclaredMethod("isMarkedEvicted");
-            bag.setAccessible(true);
-            connection.setAccessible(true);
-            mark.setAccessible(true);
-            marked.setAccessible(true);
-        } catch (ReflectiveOperationException | RuntimeException e) {
-            LOG.log(Level.FINE, "connbudget: this HikariCP evicts all connections above the pool's share", e);
-            mark = null;
-        }
-        BAG = bag;
-        CONNECTION = connection;
-        MARK = mark;
-        MARKED = marked;
     }
 
     /** New options; set at least the application name. */
@@ -156,86 +120,70 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
 
     /**
      * Gives the pool that config will make its identity and its handling of
-     * refusals; call it last, once the jdbcUrl (or the DataSource, or
-     * dataSourceClassName) and its properties are set. It adds
-     * ApplicationName (and assumeMinServerVersion=9.0 unless set, so that
-     * pgjdbc sends the name when it connects) and, after any options of
-     * yours, {@code -c connbudget.pod=<pod> -c connbudget.pool_session=<random>};
-     * checks the ids before anything connects; and makes the pool start
-     * with one connection. Your maximumPoolSize is the pool's own maximum
-     * and your minimumIdle, if you set one, its own minimum.
+     * refusals; call it last, once the jdbcUrl (or pgjdbc's DataSource, or
+     * dataSourceClassName) and its properties are set. The pool connects
+     * through pgjdbc's DataSource with ApplicationName (and
+     * assumeMinServerVersion=9.0 unless set, so that pgjdbc sends the name
+     * when it connects) and, after any options of yours,
+     * {@code -c connbudget.pod=<pod> -c connbudget.pool_session=<random>}.
+     * The ids are checked before anything connects; the pool starts with
+     * one connection. Your maximumPoolSize is the pool's own maximum and
+     * your minimumIdle, if you set one, its own minimum.
      *
      * @throws IllegalArgumentException for a missing or bad id, connection
      *     options with connbudget settings of their own, or a DataSource
      *     that is not pgjdbc's
      */
     public static void configure(HikariConfig config, Options options) {
-        Objects.requireNonNull(config, "config");
-        Objects.requireNonNull(options, "options");
         if (config.getDataSource() instanceof BudgetDataSource) {
             throw new IllegalStateException("connbudget: this HikariConfig is configured already; "
                     + "each pool needs a HikariConfig and a pool session of its own");
         }
-        Identity id = new Identity(options.applicationName,
-                options.pod != null ? options.pod : Identity.defaultPod(options.podEnv));
-        int max = config.getMaximumPoolSize();
-        int min = config.getMinimumIdle();
-        if (max < 1) {
-            max = min > 0 ? min : 10;  // HikariCP's own default
+        ConnBudget budget = new ConnBudget(options, config);
+        BudgetDataSource source = budget.source;
+        try {
+            connectAs(config, source);
+        } catch (Exception e) {
+            throw new IllegalArgumentException("connbudget: " + e.getMessage(), e);
         }
-        min = Math.min(Math.max(min, 0), max);
-        if (options.fixedSize < 0) {
-            throw new IllegalArgumentException("connbudget: a fixed size of " + options.fixedSize);
+        String own = source.getOptions() == null ? "" : source.getOptions().trim();
+        if (own.contains("connbudget.")) {
+            throw new IllegalArgumentException("connbudget: the connection's options already set connbudget "
+                    + "settings (" + Share.quote(own) + "); give the pod with ConnBudget.options().pod(...)");
         }
+        // the server splits options at spaces, a backslash taking the next byte as it is
+        source.setOptions((own.isEmpty() ? "" : own + " ") + "-c connbudget.pod="
+                + budget.pod.replace("\\", "\\\\").replace(" ", "\\ ") + " -c connbudget.pool_session=" + budget.session);
+        source.setApplicationName(budget.application);
+        if (source.getAssumeMinServerVersion() == null) {
+            source.setAssumeMinServerVersion("9.0");
+        }
+        config.setMaximumPoolSize(budget.userMax);
+        config.setMinimumIdle(1);
+        config.setDataSource(source);
+    }
 
-        DataSource driver;
-        Properties props = PropertyElf.copyProperties(config.getDataSourceProperties());
-        if (config.getDataSource() != null) {
-            if (!(config.getDataSource() instanceof BaseDataSource)) {
-                throw new IllegalArgumentException("connbudget: the pool's DataSource is not pgjdbc's, so it cannot "
-                        + "give the pool's identity; use a jdbcUrl or a PGSimpleDataSource");
-            }
-            BaseDataSource pg = (BaseDataSource) config.getDataSource();
-            pg.setApplicationName(id.application);
-            if (pg.getAssumeMinServerVersion() == null) {
-                pg.setAssumeMinServerVersion(STARTUP_APPLICATION_NAME);
-            }
-            pg.setOptions(id.mergeOptions(pg.getOptions()));
-            driver = config.getDataSource();
+    /** Makes source connect as config says: its jdbcUrl and dataSourceProperties, or its pgjdbc
+        DataSource, or its pgjdbc dataSourceClassName and dataSourceProperties. */
+    private static void connectAs(HikariConfig config, BudgetDataSource source) throws Exception {
+        Properties props = config.getDataSourceProperties();
+        if (config.getDataSource() instanceof BaseDataSource) {
+            source.initializeFrom((BaseDataSource) config.getDataSource());
+        } else if (config.getDataSource() != null) {
+            throw new IllegalArgumentException("the pool's DataSource is not pgjdbc's, so it cannot give the pool's "
+                    + "identity; use a jdbcUrl or a PGSimpleDataSource");
         } else if (config.getDataSourceClassName() != null) {
-            props.setProperty("applicationName", id.application);
-            props.setProperty("options", id.mergeOptions(props.getProperty("options")));
-            props.putIfAbsent("assumeMinServerVersion", STARTUP_APPLICATION_NAME);
-            try {
-                driver = Class.forName(config.getDataSourceClassName()).asSubclass(DataSource.class)
-                        .getDeclaredConstructor().newInstance();
-            } catch (ReflectiveOperationException | ClassCastException e) {
-                throw new IllegalArgumentException("connbudget: cannot make a " + config.getDataSourceClassName(), e);
-            }
-            PropertyElf.setTargetFromProperties(driver, props);
+            Class.forName(config.getDataSourceClassName()).asSubclass(BaseDataSource.class);  // pgjdbc's, or an error
+            PropertyElf.setTargetFromProperties(source, props);
             config.setDataSourceClassName(null);
         } else if (config.getJdbcUrl() != null) {
-            // pgjdbc takes a URL's parameters over its properties: the
-            // identity goes into the properties, after any options of the URL
-            String[] url = Identity.withoutIdentity(config.getJdbcUrl());
-            String own = props.getProperty("options");
-            String user = url[1] == null ? own : own == null ? url[1] : url[1] + " " + own;
-            props.remove("applicationName");
-            props.setProperty("ApplicationName", id.application);
-            props.setProperty("options", id.mergeOptions(user));
-            if (!url[0].contains("assumeMinServerVersion=")) {
-                props.putIfAbsent("assumeMinServerVersion", STARTUP_APPLICATION_NAME);
+            source.setUrl(config.getJdbcUrl());
+            for (String name : props.stringPropertyNames()) {
+                source.setProperty(name, props.getProperty(name));
             }
-            driver = new DriverDataSource(url[0], config.getDriverClassName(), props, config.getUsername(),
-                    config.getPassword());
         } else {
-            throw new IllegalArgumentException("connbudget: set the pool's jdbcUrl (or its DataSource) before "
-                    + "ConnBudget.configure()");
+            throw new IllegalArgumentException("set the pool's jdbcUrl (or its DataSource) before ConnBudget.configure()");
         }
-        config.setMaximumPoolSize(max);
-        config.setMinimumIdle(1);
-        config.setDataSource(new BudgetDataSource(driver, id, max, min,
-                options.fixedSize > 0 ? options.fixedSize : max, options.refreshMs, config.getConnectionTimeout()));
     }
 
     /**
@@ -248,280 +196,246 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         if (!(ds.getDataSource() instanceof BudgetDataSource)) {
             throw new IllegalArgumentException("connbudget: the pool's HikariConfig was not given to ConnBudget.configure()");
         }
-        BudgetDataSource source = (BudgetDataSource) ds.getDataSource();
-        HikariPoolMXBean pool = ds.getHikariPoolMXBean();
-        if (!(pool instanceof HikariPool)) {
+        if (!(ds.getHikariPoolMXBean() instanceof HikariPool)) {
             throw new IllegalStateException("connbudget: the pool has not started; make it with new HikariDataSource(config)");
         }
-        ConnBudget budget;
-        synchronized (source) {
-            if (source.budget != null) {
-                throw new IllegalStateException("connbudget: this pool follows its share already");
-            }
-            budget = new ConnBudget(ds, (HikariPool) pool, source);
-            source.connectWaitMs = ds.getConnectionTimeout();
-            source.budget = budget;
-        }
-        budget.start();
+        ConnBudget budget = ((BudgetDataSource) ds.getDataSource()).budget;
+        budget.start(ds, (HikariPool) ds.getHikariPoolMXBean());
         return budget;
     }
 
-    private final HikariDataSource ds;
-    private final HikariPool pool;
+    final String application;
+    final String pod;
+    final String session;
+    final String who;  // for log lines
+    final int userMax;
+    final int userMin;
+    final long connectTimeoutMs;
+    private final long configuredRefreshMs;
     private final BudgetDataSource source;
     private final ScheduledThreadPoolExecutor executor;
-    private final AtomicInteger ours = new AtomicInteger();  // connections the adapter borrows
-    private final AtomicReference<Handoff> handoff = new AtomicReference<>();  // a refresh waiting for one
+    private final AtomicBoolean refreshing = new AtomicBoolean();
+    private volatile HikariDataSource ds;
+    private volatile HikariPool pool;
     private volatile boolean closed;
+    private volatile long dueAt;  // when the next refresh is due, in System.nanoTime()
     private ObjectName mbean;
 
     // what the refreshes found, under this object's lock
     private String status = "starting";
     private Share share;
-    private int protocol;
-    private long probedAt;
     private int lastDemand = -1;
-    private int intervalPeak;
-    private final int[] peaks = new int[PEAK_WINDOW];
-    private int peakNext;
+    private final int[] peaks = new int[6];  // the busiest moments of this refresh interval and the five before
+    private int peakAt;
     private long rotatedAt;
     private String lastBad;
     private final Map<String, Long> errors = new TreeMap<>();
     private long refreshes;
     private long skipped;
     private long evictions;
-    private boolean evictingIdle;
-    private volatile int appliedMax;
-    private volatile int appliedMin;
 
-    private ConnBudget(HikariDataSource ds, HikariPool pool, BudgetDataSource source) {
-        this.ds = ds;
-        this.pool = pool;
-        this.source = source;
-        this.appliedMax = ds.getMaximumPoolSize();
-        this.appliedMin = ds.getMinimumIdle();
-        this.executor = new ScheduledThreadPoolExecutor(2, task -> {
-            Thread t = new Thread(task, "connbudget " + ds.getPoolName());
+    private ConnBudget(Options options, HikariConfig config) {
+        application = checkId("application name", options.applicationName);
+        pod = checkId("pod id", options.pod != null ? options.pod : hostName());
+        session = String.format("%016x", RANDOM.nextLong());
+        who = "pod " + Share.quote(pod) + " of " + Share.quote(application);
+        int min = config.getMinimumIdle();
+        userMax = config.getMaximumPoolSize() > 0 ? config.getMaximumPoolSize() : min > 0 ? min : 10;  // HikariCP's
+        userMin = Math.min(Math.max(min, 0), userMax);
+        configuredRefreshMs = options.refreshMs;
+        connectTimeoutMs = config.getConnectionTimeout();
+        source = new BudgetDataSource(this);
+        executor = new ScheduledThreadPoolExecutor(1, task -> {
+            Thread t = new Thread(task, "connbudget " + pod);
             t.setDaemon(true);
             return t;
         });
-        this.executor.setRemoveOnCancelPolicy(true);
     }
 
-    /** Starts sampling and refreshing; with setRegisterMbeans(true), registers the MXBean
+    /**
+     * id, if it can name an application, a pod or a pool session: 1 to 63
+     * bytes of printable ASCII. The server refuses any other pod or pool
+     * session id at connect time (22023), and would store an application
+     * name with other bytes replaced, so that it would not match its row
+     * in connbudget.application_limits.
+     */
+    static String checkId(String what, String id) {
+        if (id == null || !id.matches("[\\x20-\\x7e]{1,63}")) {
+            throw new IllegalArgumentException("connbudget: the " + what + " " + (id == null ? "is missing"
+                    : Share.quote(id) + " is not 1 to 63 bytes of printable ASCII"));
+        }
+        return id;
+    }
+
+    private static String hostName() {
+        String host = System.getenv("HOSTNAME");
+        try {
+            host = host == null || host.isEmpty() ? InetAddress.getLocalHost().getHostName() : host;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("connbudget: no pod id: none given and the host name is unknown", e);
+        }
+        return host.length() > 63 ? host.substring(0, 63) : host;
+    }
+
+    /** Starts following the share; with setRegisterMbeans(true), registers the MXBean
         org.connbudget:type=ConnBudget,pool="poolName" beside HikariCP's own. */
-    private void start() {
+    private synchronized void start(HikariDataSource ds, HikariPool pool) {
+        if (this.ds != null) {
+            throw new IllegalStateException("connbudget: this pool follows its share already");
+        }
+        this.ds = ds;
+        this.pool = pool;
         resize();
-        schedule(this::sample, 0);
-        schedule(this::refresh, 0);
+        dueAt = System.nanoTime();
+        executor.execute(this::tick);
         if (ds.isRegisterMbeans()) {
             try {
                 mbean = new ObjectName("org.connbudget:type=ConnBudget,pool=" + ObjectName.quote(ds.getPoolName()));
                 ManagementFactory.getPlatformMBeanServer().registerMBean(this, mbean);
             } catch (Exception e) {
                 LOG.log(Level.WARNING, "connbudget: the MXBean was not registered", e);
-                mbean = null;
             }
-        }
-    }
-
-    private void schedule(Runnable task, long delayMs) {
-        try {
-            executor.schedule(task, delayMs, TimeUnit.MILLISECONDS);
-        } catch (RejectedExecutionException e) {
-            // closing
         }
     }
 
     /** The refresh interval: the configured one, else the server's, else 1 s; 30 s without connbudget. */
     synchronized long intervalMs() {
-        if (source.configuredRefreshMs > 0) {
-            return source.configuredRefreshMs;
-        }
-        if (NO_EXTENSION.equals(status)) {
-            return PROBE_MS;
-        }
-        return share != null ? share.refreshMs : 1000;
+        return configuredRefreshMs > 0 ? configuredRefreshMs
+                : NO_EXTENSION.equals(status) ? PROBE_MS : share != null ? share.refreshMs : 1000;
     }
 
-    /** The pool's maximum now: its share within its own maximum; one before the first share; a fixed
-        size without a share. HikariCP cannot hold 0: with a share of 0 it holds one, and refusals of
+    /** The pool's maximum now: its share within its own maximum; one before the first share; its own
+        maximum without a share. HikariCP cannot hold 0: with a share of 0 it holds one, and refusals of
         more are backpressure. */
-    private synchronized int limitLocked() {
+    private synchronized int limit() {
         if (NO_EXTENSION.equals(status) || Share.OTHER.equals(status)) {
-            return Math.max(1, source.fixedSize);
+            return userMax;
         }
-        return share == null ? 1 : Math.max(1, Math.min(share.maxSize, source.userMax));
+        return share == null ? 1 : Math.max(1, Math.min(share.maxSize, userMax));
     }
 
-    /** The busiest moment (in use plus waiting) of this refresh interval and the 5 before, plus 25%
-        headroom (at least 1), at least the pool's minimum and min_size, at most its maximum. */
-    private synchronized int demandLocked() {
-        int busy = intervalPeak;
-        for (int p : peaks) {
-            busy = Math.max(busy, p);
-        }
-        int demand = Math.max(busy + Math.max(1, (busy * 25 + 99) / 100), source.userMin);
-        if (share != null) {
-            demand = Math.max(demand, share.minSize);
-        }
-        return Math.min(demand, source.userMax);
+    /** The connections the pool keeps open while idle: its own minimum, or its part of the
+        application's guaranteed minimum (min_size). */
+    private synchronized int least() {
+        return Math.max(userMin, share != null ? share.minSize : 0);
     }
 
-    /** Connections in use plus callers waiting for one, not counting the adapter's own borrows. */
-    private int busyNow() {
-        return Math.max(0, pool.getActiveConnections() + pool.getThreadsAwaitingConnection() - ours.get());
+    /** Does the pool still want the connection a refused connect was for? */
+    boolean wantsConnection() {
+        HikariDataSource d = ds;
+        return d == null || !closed && pool.getTotalConnections() < d.getMaximumPoolSize()
+                && (pool.getThreadsAwaitingConnection() > 0 || pool.getIdleConnections() < d.getMinimumIdle());
     }
 
-    /** Samples the pool's use and keeps its size, every 100 ms (or a quarter of a shorter interval). */
-    private void sample() {
+    /**
+     * Every 100 ms (or a quarter of a shorter interval), and when a refresh
+     * is due: samples the pool's use (connections in use plus callers
+     * waiting), keeps its size, and refreshes the share on one of the
+     * pool's idle connections, or on a new one while the pool may open one
+     * and no caller waits. In a busy pool the refresh runs instead on the
+     * next connection a caller gives back (returned): in HikariCP a caller
+     * that gives one back and asks again at once takes it again before a
+     * borrower waiting in line wakes. When none comes free within an
+     * interval, the refresh is skipped.
+     */
+    private void tick() {
         if (ds.isClosed()) {
             stop();  // closed without close(): nothing to follow any more
             return;
         }
         try {
-            int busy = busyNow();
-            synchronized (this) {
-                intervalPeak = Math.max(intervalPeak, busy);
+            sample(pool.getActiveConnections() + pool.getThreadsAwaitingConnection());
+            long late = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - dueAt);
+            boolean idle = pool.getIdleConnections() > 0;
+            if (late >= 0 && (idle || pool.getTotalConnections() < ds.getMaximumPoolSize()
+                    && pool.getThreadsAwaitingConnection() == 0)) {
+                try (Connection conn = pool.getConnection(idle ? 20 : 100)) {
+                    refreshIfDue(conn);
+                } catch (SQLException e) {
+                    // none free after all, or its connects refused: a caller may give one back
+                }
+            } else if (late > intervalMs() && refreshing.compareAndSet(false, true)) {
+                synchronized (this) {
+                    skipped++;
+                    dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(jitter(intervalMs(), 90, 110));
+                }
+                refreshing.set(false);
             }
-            resize();
+            resize();  // with the connection borrowed given back: it is not the surplus
         } catch (RuntimeException e) {
-            LOG.log(Level.WARNING, "connbudget: sampling the pool failed", e);
-        } finally {
-            if (!closed) {
-                schedule(this::sample, Math.max(10, Math.min(100, intervalMs() / 4)));
+            LOG.log(Level.WARNING, "connbudget: following the share failed", e);
+        }
+        long due = TimeUnit.NANOSECONDS.toMillis(dueAt - System.nanoTime());
+        if (!closed) {
+            executor.schedule(this::tick, Math.max(10, Math.min(due, Math.min(100, intervalMs() / 4))),
+                    TimeUnit.MILLISECONDS);
+        }
+    }
+
+    /** Keeps busy, the pool's use now, as the busiest moment of this refresh interval. */
+    private synchronized void sample(int busy) {
+        long now = System.nanoTime();
+        if (now - rotatedAt >= TimeUnit.MILLISECONDS.toNanos(intervalMs())) {
+            peakAt = (peakAt + 1) % peaks.length;
+            peaks[peakAt] = 0;
+            rotatedAt = now;
+        }
+        peaks[peakAt] = Math.max(peaks[peakAt], busy);
+    }
+
+    /** A caller gives raw, the driver's connection, back to the pool: a refresh that is due runs on it,
+        one round trip, if it is outside any transaction. */
+    void returned(Connection raw) {
+        if (dueAt - System.nanoTime() <= 0 && ((BaseConnection) raw).getTransactionState() == TransactionState.IDLE) {
+            refreshIfDue(raw);
+        }
+    }
+
+    private void refreshIfDue(Connection conn) {
+        if (pool != null && !closed && refreshing.compareAndSet(false, true)) {  // following, not closing
+            try {
+                if (dueAt - System.nanoTime() <= 0) {
+                    refresh(conn);
+                }
+            } finally {
+                refreshing.set(false);
             }
         }
     }
 
     /**
      * Sets maximumPoolSize to the limit and minimumIdle to what the pool may
-     * keep (HikariCP reads both at run time). HikariCP itself only stops
-     * opening connections beyond the maximum, so while it holds more,
-     * shrinkLocked() closes the surplus. HikariCP opens no new connection
-     * while it holds its maximum, so the pool falls to its limit and stays
-     * there.
+     * keep (HikariCP reads both at run time). HikariCP only stops opening
+     * connections beyond its maximum, so while it holds more, this closes
+     * the surplus and only the surplus, idle connections first: each is
+     * marked, and closed at once if it is idle, else when it is next
+     * borrowed after its caller gives it back. Marked connections count as
+     * closed already. HikariCP opens none while it holds its maximum.
      */
     private synchronized void resize() {
-        int limit = limitLocked();
-        int min = Math.min(Math.max(source.userMin, share != null ? share.minSize : 0), limit);
-        HikariConfigMXBean config = ds.getHikariConfigMXBean();
-        if (limit < appliedMax) {
-            config.setMinimumIdle(min);
-            config.setMaximumPoolSize(limit);
-        } else if (limit != appliedMax || min != appliedMin) {
-            config.setMaximumPoolSize(limit);
-            config.setMinimumIdle(min);
-        }
-        appliedMax = limit;
-        appliedMin = min;
-        if (!closed && pool.getTotalConnections() > limit) {
-            shrinkLocked();
-        }
-    }
-
-    /**
-     * Closes the surplus and only the surplus: idle connections at once
-     * (evictIdle), those in use as their callers give them back (retire).
-     * Without HikariCP's own mark of one connection (another HikariCP) it
-     * evicts them all, as softEvictConnections() does.
-     */
-    private void shrinkLocked() {
-        if (MARK == null) {
-            pool.softEvictConnections();
-            evictions++;
-        } else if (!evictingIdle && idleToClose()) {
-            evictingIdle = true;
-            schedule(this::evictIdle, 0);
-        }
-    }
-
-    /**
-     * A caller gives conn back (in HikariCP's close(), before HikariCP takes
-     * it back): while the pool holds more than its limit, and its idle
-     * connections do not make up for that, marks conn as
-     * softEvictConnections() marks them all, so that HikariCP closes it
-     * when it is next borrowed, before anyone uses it again; it opens none
-     * in its place while the pool holds its maximum. HikariCP's connections
-     * and that mark are not public.
-     */
-    void retire(Connection conn) {
-        if (MARK == null || closed || pool.getTotalConnections() <= appliedMax) {
+        int limit = limit();
+        ds.getHikariConfigMXBean().setMinimumIdle(Math.min(least(), limit));
+        ds.getHikariConfigMXBean().setMaximumPoolSize(limit);
+        if (closed || pool.getTotalConnections() <= limit) {
             return;
         }
-        synchronized (this) {
-            try {
-                if (pool.getTotalConnections() - marked(bag().values()) - pool.getIdleConnections() <= appliedMax) {
-                    return;
-                }
-                for (Object entry : bag().values(ConcurrentBag.IConcurrentBagEntry.STATE_IN_USE)) {
-                    if (CONNECTION.get(entry) == conn) {
-                        MARK.invoke(entry);
-                        evictions++;
-                        return;
-                    }
-                }
-            } catch (ReflectiveOperationException | RuntimeException e) {
-                LOG.log(Level.FINE, "connbudget: marking a connection to close failed", e);
-            }
-        }
-    }
-
-    private ConcurrentBag<?> bag() throws ReflectiveOperationException {
-        return (ConcurrentBag<?>) BAG.get(pool);
-    }
-
-    /** How many of entries are marked to be closed when next borrowed. */
-    private static int marked(List<?> entries) throws ReflectiveOperationException {
-        int n = 0;
-        for (Object entry : entries) {
-            n += (Boolean) MARKED.invoke(entry) ? 1 : 0;
-        }
-        return n;
-    }
-
-    /** Are there idle connections above the limit and not marked yet, or idle ones marked? */
-    private synchronized boolean idleToClose() {
         try {
-            return pool.getIdleConnections() > 0 && (pool.getTotalConnections() - marked(bag().values()) > appliedMax
-                    || marked(bag().values(ConcurrentBag.IConcurrentBagEntry.STATE_NOT_IN_USE)) > 0);
-        } catch (ReflectiveOperationException | RuntimeException e) {
-            return false;
-        }
-    }
-
-    /** Borrows idle connections while some are to close (idleToClose): closes each one above the limit
-        and not marked yet (evictConnection), and gives the others back once done; HikariCP closes a
-        marked one it draws, and draws another. */
-    private void evictIdle() {
-        List<Connection> kept = new ArrayList<>();
-        ours.incrementAndGet();
-        try {
-            while (!closed && idleToClose()) {
-                Connection conn = pool.getConnection(20);
-                synchronized (this) {
-                    if (pool.getTotalConnections() - marked(bag().values()) > appliedMax) {
-                        ds.evictConnection(conn);  // closed by HikariCP: its proxy is not given back
-                        evictions++;
-                        continue;
-                    }
-                }
-                kept.add(conn);
+            ConcurrentBag<?> bag = (ConcurrentBag<?>) BAG.get(pool);
+            List<Object> entries = new ArrayList<>(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_NOT_IN_USE));
+            entries.addAll(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_IN_USE));
+            int surplus = bag.size() - limit;
+            for (Object entry : entries) {
+                surplus -= (Boolean) MARKED.invoke(entry) ? 1 : 0;
             }
-        } catch (SQLException | ReflectiveOperationException | RuntimeException e) {
-            // none idle after all, or closing: the next sample looks again
-        } finally {
-            for (Connection conn : kept) {
-                try {
-                    conn.close();
-                } catch (SQLException e) {
-                    // HikariCP gives it back all the same
+            for (Object entry : entries) {
+                boolean marked = (Boolean) MARKED.invoke(entry);
+                if (marked || surplus-- > 0) {
+                    SOFT_EVICT.invoke(pool, entry, "(above the pool's share)", false);
+                    evictions += marked ? 0 : 1;
                 }
             }
-            ours.decrementAndGet();
-            synchronized (this) {
-                evictingIdle = false;
-            }
+        } catch (ReflectiveOperationException e) {
+            LOG.log(Level.WARNING, "connbudget: closing the surplus failed", e);
         }
     }
 
@@ -534,338 +448,126 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         return ms * (lo + ThreadLocalRandom.current().nextInt(hi - lo + 1)) / 100;
     }
 
-    /**
-     * Reports the demand and reads the share (docs/protocol.md, sections 2
-     * to 5) on one of the pool's own connections, and schedules the next
-     * refresh. While all are in use it runs on the next one a caller gives
-     * back, in that caller's close() (see onReturn): in HikariCP a caller
-     * that gives one back and asks again at once takes it again before a
-     * refresh waiting in line wakes. When none comes within an interval the
-     * refresh is skipped and counted.
-     */
-    private void refresh() {
-        long next;
+    /** The busiest moment of this refresh interval and the 5 before, plus 25% headroom (at least 1), at
+        least the pool's minimum and min_size, at most its maximum. */
+    private synchronized int demand() {
+        int busy = Arrays.stream(peaks).max().getAsInt();
+        return Math.min(Math.max(busy + Math.max(1, (busy * 25 + 99) / 100), least()), userMax);
+    }
+
+    /** Reports the demand and reads the share on conn (docs/protocol.md, sections 3 to 5). */
+    private void refresh(Connection conn) {
+        int demand = demand();
         try {
-            Handoff h;
-            synchronized (this) {
-                h = new Handoff(protocol == 1 && System.nanoTime() - probedAt < TimeUnit.MILLISECONDS.toNanos(PROBE_MS)
-                        ? 1 : 2, demandLocked(), intervalMs());
-            }
-            Answer answer = askOnPoolConnection(h, Math.max(h.interval, 100));
-            synchronized (this) {
-                if (answer == null) {
-                    skipped += h.failed ? 0 : 1;
-                    next = jitter(h.interval, 90, 110);
-                } else {
-                    next = take(answer, h.protocol == 2, h.demand);
-                }
-            }
-            resize();
-        } catch (RuntimeException e) {
-            LOG.log(Level.WARNING, "connbudget: refreshing the share failed", e);
-            next = jitter(intervalMs(), 90, 110);
-        }
-        if (!closed) {
-            schedule(this::refresh, next);
-        }
-    }
-
-    /** A refresh to be run: what to report, and, once run, the answer. */
-    private static final class Handoff {
-        final int protocol;
-        final int demand;
-        final long interval;
-        final CountDownLatch done = new CountDownLatch(1);
-        volatile Answer answer;
-        boolean failed;  // no connection, for another reason than a busy pool
-
-        Handoff(int protocol, int demand, long interval) {
-            this.protocol = protocol;
-            this.demand = demand;
-            this.interval = interval;
-        }
-    }
-
-    /**
-     * Runs the refresh on the first pool connection that comes within wait
-     * ms: one a caller gives back (onReturn); or one borrowed while one is
-     * idle, or, while no caller waits, a new one. Null when none came (or
-     * the borrow failed: then h.failed, counted as an error).
-     */
-    private Answer askOnPoolConnection(Handoff h, long wait) {
-        handoff.set(h);
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(wait);
-        try {
-            for (long left = wait; left > 0 && !closed && h.done.getCount() > 0;
-                    left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())) {
-                boolean idle = pool.getIdleConnections() > 0;
-                if (!idle && (pool.getTotalConnections() >= appliedMax || pool.getThreadsAwaitingConnection() > 0)) {
-                    h.done.await(Math.min(20, left), TimeUnit.MILLISECONDS);  // busy: wait for one given back
-                } else if (borrowAndAsk(h, idle ? Math.min(20, left) : left)) {
-                    break;
-                }
-            }
-            if (h.done.getCount() == 0 || handoff.compareAndSet(h, null)) {
-                return h.answer;  // run, or no connection came
-            }
-            h.done.await();  // a caller runs it right now
-        } catch (InterruptedException e) {
-            handoff.compareAndSet(h, null);
-            Thread.currentThread().interrupt();
-        }
-        return h.answer;
-    }
-
-    /** Borrows a connection for up to wait ms and runs h on it unless a caller took h first;
-        true when done with h: it ran, or the borrow failed for another reason than a busy pool. */
-    private boolean borrowAndAsk(Handoff h, long wait) {
-        ours.incrementAndGet();
-        try (Connection conn = pool.getConnection(wait)) {
-            if (handoff.compareAndSet(h, null)) {
-                h.answer = ask(conn, h.protocol, h.demand, h.interval);
-                h.done.countDown();
-                return true;
-            }
-            return false;
-        } catch (SQLException e) {
-            Throwable cause = e.getCause();
-            if (closed || e instanceof SQLTransientConnectionException && (cause == null
-                    || cause instanceof RefusedException && !((RefusedException) cause).isPermanent())) {
-                return false;  // a busy pool, or its connects refused with 53300: skipped
-            }
-            h.failed = true;
-            synchronized (this) {
-                if (cause instanceof RefusedException) {
-                    errors.merge("refused", 1L, Long::sum);  // logged where the connect was refused
-                } else {
-                    fail("connect", "no connection to refresh the share with: "
-                            + (cause != null ? cause.getMessage() : e.getMessage()));
-                }
-            }
-            return true;
-        } finally {
-            ours.decrementAndGet();
-        }
-    }
-
-    /** A caller gives conn back to the pool: a refresh that waits for a connection runs on it, one
-        round trip, if it is outside any transaction (else that refresh is skipped). */
-    void onReturn(Connection conn) {
-        Handoff h = handoff.get();
-        if (h == null || !handoff.compareAndSet(h, null)) {
-            return;
-        }
-        try {
-            if (!(conn instanceof BaseConnection)
-                    || ((BaseConnection) conn).getTransactionState() == TransactionState.IDLE) {
-                h.answer = ask(conn, h.protocol, h.demand, h.interval);
-            }
-        } catch (RuntimeException e) {
-            LOG.log(Level.WARNING, "connbudget: refreshing the share failed", e);
-        } finally {
-            h.done.countDown();
-        }
-    }
-
-    /** What a refresh found: a share, an answer that is not one, or an error. */
-    private static final class Answer {
-        int protocol;
-        Share share;
-        Share.Invalid invalid;
-        SQLException error;
-    }
-
-    /** Runs the protocol's query on conn: protocol 2, or 1 when told so or when the server does not know 2. */
-    private static Answer ask(Connection conn, int protocol, int demand, long interval) {
-        Answer a = new Answer();
-        a.protocol = protocol;
-        int timeout = (int) Math.min(5, Math.max(1, (interval + 999) / 1000));  // seconds
-        boolean autoCommit = true;
-        try {
-            autoCommit = conn.getAutoCommit();
-            if (protocol == 2) {
-                try {
-                    a.share = Share.parse(queryOneRow(conn, SHARE_SQL, 2, Integer.toString(demand), timeout)[1]);
-                } catch (SQLException e) {
-                    if (!"42704".equals(e.getSQLState()) && !"42602".equals(e.getSQLState())) {
-                        throw e;
-                    }
-                    if (!autoCommit) {
-                        conn.rollback();
-                    }
-                    a.protocol = 1;  // connbudget 1.1 or older, or none
-                }
-            }
-            if (a.protocol == 1) {
-                a.share = Share.parsePoolShare(queryOneRow(conn, POOL_SHARE_SQL, 4, demand, timeout));
-            }
+            take(Share.parse(ask(conn, demand)), demand);
         } catch (Share.Invalid e) {
-            a.invalid = e;
+            fail(e.kind, e.getMessage() + "; ignored, the pool stays within " + limit() + " connections");
         } catch (SQLException e) {
-            a.error = e;
+            if (!"42704".equals(e.getSQLState()) && !"42602".equals(e.getSQLState())) {
+                fail("query", "reading the share failed: " + e.getMessage());
+                return;
+            }
+            synchronized (this) {
+                status = NO_EXTENSION;  // connbudget.share unknown: no connbudget, or one older than 1.2
+            }
+            fail(NO_EXTENSION, "the server has no usable connbudget extension (1.2 or later: " + e.getMessage()
+                    + "): a fixed size of " + userMax);
+        }
+    }
+
+    /** The one row of the protocol's query; where conn is not in autocommit, in a transaction of its own,
+        as a report in a transaction that rolls back is undone. */
+    private String ask(Connection conn, int demand) throws SQLException, Share.Invalid {
+        boolean autoCommit = conn.getAutoCommit();
+        List<String> rows = new ArrayList<>();
+        try (PreparedStatement st = conn.prepareStatement(SHARE_SQL)) {
+            st.setQueryTimeout((int) Math.min(5, Math.max(1, (intervalMs() + 999) / 1000)));
+            st.setString(1, Integer.toString(demand));
+            ResultSet rs = st.executeQuery();
+            while (rs.next()) {
+                rows.add(rs.getString(2));
+            }
+        } catch (SQLException e) {
+            if (!autoCommit) {
+                conn.rollback();
+            }
+            throw e;
         }
         if (!autoCommit) {
-            // a report in a transaction that rolls back is undone
-            try {
-                if (a.error == null) {
-                    conn.commit();
-                } else {
-                    conn.rollback();
-                }
-            } catch (SQLException e) {
-                a.error = a.error != null ? a.error : e;
-            }
+            conn.commit();
         }
-        return a;
-    }
-
-    /** The one row of columns columns that query answers, as text. */
-    private static String[] queryOneRow(Connection conn, String query, int columns, Object demand, int timeout)
-            throws SQLException, Share.Invalid {
-        try (PreparedStatement st = conn.prepareStatement(query)) {
-            st.setQueryTimeout(timeout);
-            st.setObject(1, demand);
-            try (ResultSet rs = st.executeQuery()) {
-                int n = rs.getMetaData().getColumnCount();
-                if (n != columns) {
-                    throw new Share.Invalid(Share.BAD_SHAPE, "the share query answered " + n + " columns, not " + columns);
-                }
-                String[] row = new String[columns];
-                int rows = 0;
-                while (rs.next()) {
-                    if (rows++ == 0) {
-                        for (int i = 0; i < columns; i++) {
-                            row[i] = rs.getString(i + 1);
-                        }
-                    }
-                }
-                if (rows != 1) {
-                    throw new Share.Invalid(Share.BAD_SHAPE, "the share query answered " + rows + " rows, not 1");
-                }
-                return row;
-            }
+        if (rows.size() != 1) {
+            throw new Share.Invalid(Share.BAD_SHAPE, "the share query answered " + rows.size() + " rows, not 1");
         }
+        return rows.get(0);
     }
 
     /**
-     * Takes in what a refresh found and returns the time until the next one.
-     * An answer that is not one is an error, never a size: the pool keeps
-     * its last good share (before one, a single connection).
+     * Takes in an answer and sets when the next refresh is due
+     * (docs/protocol.md, sections 2 and 4): after a changed demand, once the
+     * server has published an allocation that knows it (the answer is the
+     * one from before it); the second refresh at a random moment, so that
+     * pools started together do not refresh in step; while the share is 0,
+     * no sooner than an interval; after a refusal, 10 intervals later.
      */
-    private long take(Answer a, boolean tried2, int demand) {
-        long now = System.nanoTime();
-        if (tried2) {
-            if (a.error == null || a.protocol == 1) {  // a failed query says nothing of the protocol
-                protocol = a.protocol;
-            }
-            probedAt = now;
-        }
-        long interval = intervalMs();
-        String who = "pod " + Share.quote(source.identity.pod) + " of " + Share.quote(source.identity.application);
-        if (a.invalid != null) {
-            fail(a.invalid.kind, a.invalid.getMessage() + "; ignored, the pool stays within " + limitLocked()
-                    + " connections");
-            return jitter(interval, 90, 110);
-        }
-        if (a.error != null) {
-            if (String.valueOf(a.error.getSQLState()).matches("42883|3F000|55000|42704|42602")) {
-                errors.merge(NO_EXTENSION, 1L, Long::sum);
-                if (!NO_EXTENSION.equals(status)) {
-                    status = NO_EXTENSION;
-                    LOG.log(Level.WARNING, "connbudget: the server has no usable connbudget extension ({0}); {1} uses "
-                            + "a fixed size of {2}", new Object[] {a.error.getMessage(), who, limitLocked()});
-                }
-                protocol = 0;
-                return jitter(intervalMs(), 90, 110);
-            }
-            fail("query", "reading the share failed: " + a.error.getMessage());
-            return jitter(interval, 90, 110);
-        }
+    private synchronized void take(Share sh, int demand) {
         refreshes++;
         lastBad = null;
-        Share sh = a.share;
-        if (!Share.OK.equals(sh.status)) {
-            if (Share.REFUSED.equals(sh.status)) {
-                errors.merge("refused", 1L, Long::sum);
+        long next = 0;
+        if (!sh.status.equals(status) && sh.status.matches("other|refused")) {
+            LOG.warning(sh.status.equals(Share.OTHER) ? "connbudget: the server does not govern " + who + ": a fixed "
+                    + "size of " + userMax : "connbudget: the server no longer gives " + who + " a share ("
+                    + sh.sqlstate + " " + sh.reason + "); the pool stays within " + limit());
+        }
+        if (sh.status.equals(Share.REFUSED)) {
+            errors.merge("refused", 1L, Long::sum);
+            next = jitter(intervalMs(), 1000, 1100);
+        }
+        if (sh.status.equals(Share.OK)) {
+            if (share == null || share.maxSize != sh.maxSize) {
+                LOG.log(Level.FINE, "connbudget: {0}: share {1} (demand {2})", new Object[] {who, sh.maxSize, demand});
             }
-            if (!sh.status.equals(status) && !Share.LEFT.equals(sh.status)) {
-                LOG.log(Level.WARNING, Share.OTHER.equals(sh.status)
-                        ? "connbudget: the server does not govern {0} (no row in connbudget.application_limits): "
-                                + "a fixed size of {3}"
-                        : "connbudget: the server no longer gives {0} a share ({1} {2}); the pool stays within {3}",
-                        new Object[] {who, sh.sqlstate, sh.reason, Share.OTHER.equals(sh.status)
-                                ? source.fixedSize : limitLocked()});
-            }
-            status = sh.status;  // left: handed back elsewhere in this session; the next report brings it back
-            return Share.REFUSED.equals(sh.status) ? jitter(interval, 1000, 1100) : jitter(interval, 90, 110);
+            int before = lastDemand;
+            share = sh;
+            lastDemand = demand;
+            next = before < 0 ? jitter(intervalMs(), 10, 100) : demand != before ? publishPeriodMs(intervalMs())
+                    : sh.maxSize == 0 ? jitter(intervalMs(), 100, 120) : 0;
         }
-        boolean first = lastDemand < 0;
-        boolean changed = !first && demand != lastDemand;
-        if (share == null || share.maxSize != sh.maxSize) {
-            LOG.log(Level.FINE, "connbudget: {0}: share {1} (demand {2})", new Object[] {who, sh.maxSize, demand});
-        }
-        status = Share.OK;
-        share = sh;
-        lastDemand = demand;
-        interval = intervalMs();
-        if (now - rotatedAt >= TimeUnit.MILLISECONDS.toNanos(interval) / 10 * 9) {
-            peaks[peakNext] = intervalPeak;
-            peakNext = (peakNext + 1) % PEAK_WINDOW;
-            intervalPeak = busyNow();
-            rotatedAt = now;
-        }
-        if (changed) {
-            // the answer is the allocation from before the new demand: ask
-            // again once the server has published one that knows it
-            return publishPeriodMs(interval);
-        }
-        if (first) {
-            return jitter(interval, 10, 100);  // pools started together do not refresh in step
-        }
-        return sh.maxSize == 0 ? jitter(interval, 100, 120) : jitter(interval, 90, 110);
+        status = sh.status;  // left: handed back elsewhere in this session; the next report brings it back
+        dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(next > 0 ? next : jitter(intervalMs(), 90, 110));
     }
 
-    /** Counts an error of a kind and logs it, once until the kind changes or a good answer comes. */
-    private void fail(String kind, String message) {
+    /** Counts an error of a kind and logs it, once until the kind changes or a good answer comes; the
+        pool keeps its last good share (before one, a single connection). */
+    private synchronized void fail(String kind, String message) {
         errors.merge(kind, 1L, Long::sum);
         if (!kind.equals(lastBad)) {
-            LOG.log(Level.WARNING, "connbudget: pod {0} of {1}: {2}", new Object[] {
-                    Share.quote(source.identity.pod), Share.quote(source.identity.application), message});
+            LOG.warning("connbudget: " + who + ": " + message);
         }
         lastBad = kind;
-    }
-
-    /** Does the pool still want the connection a refused connect was for? */
-    boolean wantsConnection() {
-        return !closed && !ds.isClosed() && pool.getTotalConnections() < appliedMax
-                && (pool.getThreadsAwaitingConnection() > 0 || pool.getIdleConnections() < appliedMin);
+        dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(jitter(intervalMs(), 90, 110));
     }
 
     /**
-     * Hands the share back ({@code SET connbudget.demand = 'leave'}; protocol
-     * 1: {@code connbudget.pool_share(0)}) on one of the pool's connections,
-     * so that the other pods are given it within a publish period instead of
-     * connbudget.pod_ttl later, then closes the pool.
+     * Hands the share back ({@code SET connbudget.demand = 'leave'}) on one
+     * of the pool's connections, so that the other pods are given it within
+     * a publish period instead of connbudget.pod_ttl later, then closes the
+     * pool.
      */
     @Override
     public void close() {
-        if (closed) {
+        if (!stop()) {
             return;
         }
-        stop();
-        try {
-            executor.awaitTermination(intervalMs() + 1000, TimeUnit.MILLISECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        while (!refreshing.compareAndSet(false, true)) {
+            LockSupport.parkNanos(1000000);  // a refresh runs: its report must not come after the leave
         }
-        int speaks;
-        synchronized (this) {
-            speaks = NO_EXTENSION.equals(status) || Share.OTHER.equals(status) ? 0 : protocol == 1 ? 1 : 2;
-        }
-        if (speaks != 0 && !ds.isClosed()) {
-            try (Connection conn = connectionToLeaveWith(); Statement st = conn.createStatement()) {
+        String was = getStatus();
+        if (!NO_EXTENSION.equals(was) && !Share.OTHER.equals(was)) {
+            try (Connection conn = pool.getConnection(Math.min(1000, ds.getConnectionTimeout()));
+                    Statement st = conn.createStatement()) {
                 st.setQueryTimeout(1);
-                st.execute(speaks == 2 ? "SET connbudget.demand = 'leave'" : "SELECT connbudget.pool_share(0)");
+                st.execute("SET connbudget.demand = 'leave'");
                 if (!conn.getAutoCommit()) {
                     conn.commit();
                 }
@@ -876,30 +578,21 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         ds.close();
     }
 
-    /** One of the pool's connections, or, when none comes free in a second, one opened for leaving. */
-    private Connection connectionToLeaveWith() throws SQLException {
-        try {
-            return pool.getConnection(Math.min(1000, ds.getConnectionTimeout()));
-        } catch (SQLException e) {
-            return source.connectOnce(ds.getUsername(), ds.getPassword());
-        }
-    }
-
-    /** Stops following the share and unregisters the MXBean. */
-    private synchronized void stop() {
-        if (executor.isShutdown()) {
-            return;
+    /** Stops following the share and unregisters the MXBean; false if stopped already. */
+    private synchronized boolean stop() {
+        if (closed) {
+            return false;
         }
         closed = true;
-        source.closed = true;
         executor.shutdownNow();
-        if (mbean != null) {
-            try {
+        try {
+            if (mbean != null) {
                 ManagementFactory.getPlatformMBeanServer().unregisterMBean(mbean);
-            } catch (Exception e) {
-                // gone already
             }
+        } catch (Exception e) {
+            // gone already
         }
+        return true;
     }
 
     @Override
@@ -909,22 +602,10 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     public synchronized int getShare() { return share != null ? share.maxSize : -1; }
 
     @Override
-    public synchronized int getMinSize() { return share != null ? share.minSize : -1; }
-
-    @Override
-    public synchronized int getBudget() { return share != null ? share.budget : -1; }
-
-    @Override
-    public synchronized int getAllocation() { return share != null ? share.allocation : -1; }
-
-    @Override
-    public synchronized int getPods() { return share != null ? share.pods : -1; }
-
-    @Override
     public long getRefreshMs() { return intervalMs(); }
 
     @Override
-    public int getLimit() { return appliedMax; }
+    public int getLimit() { return ds.getMaximumPoolSize(); }
 
     @Override
     public synchronized int getDemand() { return lastDemand; }
@@ -948,23 +629,16 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     public long getPermanentRefusals() { return source.permanentRefusals.get(); }
 
     @Override
-    public synchronized int getProtocol() { return protocol; }
+    public String getPod() { return pod; }
 
     @Override
-    public String getApplicationName() { return source.identity.application; }
-
-    @Override
-    public String getPod() { return source.identity.pod; }
-
-    @Override
-    public String getPoolSession() { return source.identity.session; }
+    public String getPoolSession() { return session; }
 
     @Override
     public String toString() {
-        return "ConnBudget{pod=" + Share.quote(getPod()) + ", status=" + getStatus() + ", share=" + getShare()
-                + ", minSize=" + getMinSize() + ", limit=" + getLimit() + ", demand=" + getDemand() + ", refreshes="
-                + getRefreshes() + ", skipped=" + getSkippedRefreshes() + ", errors=" + getErrors() + ", evictions="
-                + getEvictions() + ", refusedConnects=" + getRefusedConnects() + ", permanentRefusals="
-                + getPermanentRefusals() + "}";
+        return "ConnBudget{" + who + ", status=" + getStatus() + ", share=" + getShare() + ", limit=" + getLimit()
+                + ", demand=" + getDemand() + ", refreshes=" + getRefreshes() + ", skipped=" + getSkippedRefreshes()
+                + ", errors=" + getErrors() + ", evictions=" + getEvictions() + ", refusedConnects="
+                + getRefusedConnects() + ", permanentRefusals=" + getPermanentRefusals() + "}";
     }
 }

@@ -8,24 +8,13 @@ import java.util.Map;
  * {@code org.connbudget:type=ConnBudget,pool="<poolName>"}.
  */
 public interface ConnBudgetMXBean {
-    /** ok, other (not governed: a fixed size), left, refused (governed no
-        more), no-extension (a fixed size), or starting before the first answer. */
+    /** ok, other (not governed: a fixed size), left (handed back; the next
+        report brings it back), refused (governed no more), no-extension (a
+        fixed size), or starting before the first answer. */
     String getStatus();
 
     /** The share: the most connections the pool may hold (max_size); -1 before the first. */
     int getShare();
-
-    /** Its part of the application's guaranteed minimum (min_size); -1 before the first share. */
-    int getMinSize();
-
-    /** The server's budget that was shared; -1 before the first share. */
-    int getBudget();
-
-    /** The application's allocation, all its pods together; -1 if not said. */
-    int getAllocation();
-
-    /** The application's live pods; -1 if not said. */
-    int getPods();
 
     /** The refresh interval in force, in ms. */
     long getRefreshMs();
@@ -43,13 +32,12 @@ public interface ConnBudgetMXBean {
     long getSkippedRefreshes();
 
     /** Errors by kind: answer-shape, answer-null, answer-text, answer-range,
-        answer-order (an answer that is not one), query, connect, refused,
-        no-extension. */
+        answer-order (an answer that is not one), query (the query failed),
+        refused (status refused), no-extension (no connbudget 1.2 or later). */
     Map<String, Long> getErrors();
 
     /** Connections closed because the pool held more than its limit, one for each connection above
-        it: idle ones at once, the others marked as they come back (closed when next borrowed). Where
-        HikariCP's mark of one connection is not found, the times softEvictConnections() was called. */
+        it: idle ones at once, the others when next borrowed after they come back. */
     long getEvictions();
 
     /** Connects the server refused with 53300 (each retried). */
@@ -57,12 +45,6 @@ public interface ConnBudgetMXBean {
 
     /** Connects the server refused for good (42501, 53400). */
     long getPermanentRefusals();
-
-    /** The protocol the server speaks: 2, 1, or 0 when not known. */
-    int getProtocol();
-
-    /** The application name the pool gives. */
-    String getApplicationName();
 
     /** The pod id the pool gives. */
     String getPod();

@@ -17,28 +17,14 @@ public class RefusedException extends SQLException {
     private static final long serialVersionUID = 1L;
 
     private final boolean permanent;
-    private final int retryMs;
-    private final int leaseMs;
 
-    RefusedException(String message, SQLException cause, boolean permanent, int retryMs, int leaseMs) {
+    RefusedException(String message, SQLException cause, boolean permanent) {
         super(message, cause.getSQLState(), cause.getErrorCode(), cause);
         this.permanent = permanent;
-        this.retryMs = retryMs;
-        this.leaseMs = leaseMs;
     }
 
     /** True for 42501 and 53400: waiting will not help. */
     public boolean isPermanent() {
         return permanent;
-    }
-
-    /** The pace the server stated for a retry, in ms (0: none stated). */
-    public int getRetryMs() {
-        return retryMs;
-    }
-
-    /** How long the server keeps the pod's claim after the refusal, in ms (0: not stated). */
-    public int getLeaseMs() {
-        return leaseMs;
     }
 }

@@ -1,6 +1,5 @@
 package org.connbudget.hikari;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -12,40 +11,52 @@ import org.postgresql.ds.PGSimpleDataSource;
 
 /** Ids are checked before anything connects; the identity goes where pgjdbc takes it. */
 class IdentityTest {
+    /** A HikariConfig for url, with a maximumPoolSize of 12, configured for pod of application api. */
+    private static BudgetDataSource configured(String url, String pod) {
+        HikariConfig config = new HikariConfig();
+        config.setJdbcUrl(url);
+        config.setMaximumPoolSize(12);
+        ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod(pod));
+        return (BudgetDataSource) config.getDataSource();
+    }
+
     @Test
     void checksIds() {
-        assertEquals("web 7\\x'9", Identity.check("pod id", "web 7\\x'9"));
-        assertEquals("p".repeat(63), Identity.check("pod id", "p".repeat(63)));
+        assertEquals("web 7\\x'9", ConnBudget.checkId("pod id", "web 7\\x'9"));
+        assertEquals("p".repeat(63), ConnBudget.checkId("pod id", "p".repeat(63)));
         for (String bad : new String[] {null, "", "p".repeat(64), "caf\u00e9", "a\nb", "tab\there", "\u007f"}) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                    () -> Identity.check("pod id", bad));
+                    () -> ConnBudget.checkId("pod id", bad));
             assertTrue(e.getMessage().startsWith("connbudget: the pod id"), e.getMessage());
         }
     }
 
     @Test
     void escapesTheStartupOptions() {
-        Identity id = new Identity("api", "web 7\\x'9");
-        assertTrue(id.session.matches("[0-9a-f]{16}"), id.session);
-        assertEquals("-c connbudget.pod=web\\ 7\\\\x'9 -c connbudget.pool_session=" + id.session, id.startupOptions());
-        assertEquals("-c statement_timeout=5s " + id.startupOptions(), id.mergeOptions(" -c statement_timeout=5s "));
-        assertThrows(IllegalArgumentException.class, () -> id.mergeOptions("-c connbudget.pod=other"));
+        BudgetDataSource source = configured("jdbc:postgresql://127.0.0.1:1/shop", "web 7\\x'9");
+        String session = source.budget.getPoolSession();
+        assertTrue(session.matches("[0-9a-f]{16}"), session);
+        assertEquals("-c connbudget.pod=web\\ 7\\\\x'9 -c connbudget.pool_session=" + session, source.getOptions());
     }
 
     @Test
     void everyPoolIsASessionOfItsOwn() {
-        assertNotEquals(new Identity("api", "p").session, new Identity("api", "p").session);
+        assertNotEquals(configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.getPoolSession(),
+                configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.getPoolSession());
     }
 
+    /** The identity replaces the URL's ApplicationName and follows its options; the rest of the URL stays. */
     @Test
-    void takesTheIdentityOutOfTheUrl() {
-        assertArrayEquals(new String[] {"jdbc:postgresql://db/shop?sslmode=disable", "-c statement_timeout=5s"},
-                Identity.withoutIdentity("jdbc:postgresql://db/shop?options=-c%20statement_timeout%3D5s"
-                        + "&ApplicationName=old&sslmode=disable"));
-        assertArrayEquals(new String[] {"jdbc:postgresql://db/shop", null},
-                Identity.withoutIdentity("jdbc:postgresql://db/shop?applicationname=old"));
-        assertArrayEquals(new String[] {"jdbc:postgresql://db/shop", null},
-                Identity.withoutIdentity("jdbc:postgresql://db/shop"));
+    void takesTheIdentityIntoTheUrlsSettings() {
+        BudgetDataSource source = configured("jdbc:postgresql://db:6432/shop?options=-c%20statement_timeout%3D5s"
+                + "&ApplicationName=old&sslmode=disable", "web-1");
+        assertEquals("api", source.getApplicationName());
+        assertTrue(source.getOptions().startsWith("-c statement_timeout=5s -c connbudget.pod=web-1 "), source.getOptions());
+        assertEquals("disable", source.getSslmode());
+        assertEquals("db", source.getServerNames()[0]);
+        assertEquals(6432, source.getPortNumbers()[0]);
+        assertEquals("shop", source.getDatabaseName());
+        assertEquals("9.0", source.getAssumeMinServerVersion(), "pgjdbc sends ApplicationName when it connects");
     }
 
     @Test
@@ -53,37 +64,51 @@ class IdentityTest {
         HikariConfig config = new HikariConfig();
         config.setJdbcUrl("jdbc:postgresql://127.0.0.1:1/shop");
         config.setMaximumPoolSize(12);
+        config.addDataSourceProperty("options", "-c search_path=shop");
         ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod("web-1"));
         assertTrue(config.getDataSource() instanceof BudgetDataSource);
         BudgetDataSource source = (BudgetDataSource) config.getDataSource();
-        assertEquals(12, source.userMax);
-        assertEquals(0, source.userMin);
-        assertEquals(12, source.fixedSize);
+        assertEquals(12, source.budget.userMax);
+        assertEquals(0, source.budget.userMin);
         assertEquals(12, config.getMaximumPoolSize());
         assertEquals(1, config.getMinimumIdle(), "one connection until the first share");
+        assertTrue(source.getOptions().startsWith("-c search_path=shop -c connbudget.pod=web-1 "), source.getOptions());
         assertThrows(IllegalStateException.class,
                 () -> ConnBudget.configure(config, ConnBudget.options().applicationName("api")));
 
         HikariConfig defaults = new HikariConfig();
         defaults.setJdbcUrl("jdbc:postgresql://127.0.0.1:1/shop");
         defaults.setMinimumIdle(3);
-        ConnBudget.configure(defaults, ConnBudget.options().applicationName("api").pod("web-1").fixedSize(4));
+        ConnBudget.configure(defaults, ConnBudget.options().applicationName("api").pod("web-1"));
         source = (BudgetDataSource) defaults.getDataSource();
-        assertEquals(3, source.userMax, "HikariCP's maximum when only minimumIdle is set");
-        assertEquals(3, source.userMin);
-        assertEquals(4, source.fixedSize);
+        assertEquals(3, source.budget.userMax, "HikariCP's maximum when only minimumIdle is set");
+        assertEquals(3, source.budget.userMin);
     }
 
     @Test
     void givesAPgjdbcDataSourceItsIdentity() {
         PGSimpleDataSource pg = new PGSimpleDataSource();
+        pg.setServerNames(new String[] {"db"});
+        pg.setDatabaseName("shop");
         pg.setOptions("-c search_path=shop");
         HikariConfig config = new HikariConfig();
         config.setDataSource(pg);
         ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod("web-1"));
-        assertEquals("api", pg.getApplicationName());
-        assertTrue(pg.getOptions().startsWith("-c search_path=shop -c connbudget.pod=web-1 -c connbudget.pool_session="),
-                pg.getOptions());
+        BudgetDataSource source = (BudgetDataSource) config.getDataSource();
+        assertEquals("api", source.getApplicationName());
+        assertEquals("shop", source.getDatabaseName());
+        assertEquals("db", source.getServerNames()[0]);
+        assertTrue(source.getOptions().startsWith("-c search_path=shop -c connbudget.pod=web-1 -c connbudget.pool_session="),
+                source.getOptions());
+
+        HikariConfig byName = new HikariConfig();
+        byName.setDataSourceClassName(PGSimpleDataSource.class.getName());
+        byName.addDataSourceProperty("serverName", "db");
+        byName.addDataSourceProperty("databaseName", "shop");
+        ConnBudget.configure(byName, ConnBudget.options().applicationName("api").pod("web-1"));
+        source = (BudgetDataSource) byName.getDataSource();
+        assertEquals("shop", source.getDatabaseName());
+        assertEquals("api", source.getApplicationName());
     }
 
     @Test
@@ -99,5 +124,9 @@ class IdentityTest {
         theirs.setJdbcUrl("jdbc:postgresql://127.0.0.1:1/shop?options=-c%20connbudget.pod%3Dx");
         assertThrows(IllegalArgumentException.class,
                 () -> ConnBudget.configure(theirs, ConnBudget.options().applicationName("api").pod("p")));
+        HikariConfig other = new HikariConfig();
+        other.setDataSourceClassName("org.h2.jdbcx.JdbcDataSource");
+        assertThrows(IllegalArgumentException.class,
+                () -> ConnBudget.configure(other, ConnBudget.options().applicationName("api").pod("p")));
     }
 }

@@ -11,7 +11,6 @@ import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import com.zaxxer.hikari.HikariConfig;
-import com.zaxxer.hikari.HikariDataSource;
 import com.zaxxer.hikari.pool.HikariPool.PoolInitializationException;
 import java.nio.file.Path;
 import java.sql.Connection;
@@ -562,7 +561,8 @@ class ServerTest {
         search_path) answers what is not a share: each answer is an error of
         its kind, counted and logged once, never a size; the pool holds one
         connection on the server however busy it is. Then the server does
-        not know connbudget.share (42704): the pool speaks protocol 1. */
+        not know connbudget.share (42704, as connbudget 1.1): the pool takes
+        a fixed size, its own maximum, as without connbudget. */
     @Test
     void aHostileAnswerIsAnErrorNeverASize() throws Exception {
         Server.setLimit("hostile", 8, null);
@@ -579,7 +579,7 @@ class ServerTest {
             {"RETURN NEXT 'status=ok max_size=99999999 min_size=0 budget=99999999 refresh_ms=200';", Share.BAD_RANGE,
                 "max_size is out of range"},
             {"RETURN NEXT 'status=ok max_size=5 min_size=6 budget=10 refresh_ms=200';", Share.BAD_ORDER,
-                "min_size 6 above max_size 5"},
+                "not min_size <= max_size <= budget"},
             {"RETURN NEXT 'status=ok max_size=+5 min_size=0 budget=10 refresh_ms=200';", Share.BAD_TEXT,
                 "max_size is not an integer"},
             {"RETURN NEXT NULL;", Share.BAD_NULL, "is NULL"},
@@ -601,12 +601,13 @@ class ServerTest {
         assertEquals(1, most, "the pool held more than one connection without a share");
         assertEquals(0, p.budget.getRefreshes());
 
-        // a server that does not know connbudget.share: pool_share(), protocol 1
+        // a server that does not know connbudget.share: no protocol 2, a fixed size
         answer("RAISE EXCEPTION USING ERRCODE = '42704', MESSAGE = 'unrecognized configuration parameter';");
-        long spoke1 = within(3000, () -> p.budget.getProtocol() == 1 && p.budget.getShare() == 8
-                && p.connections() == 8);
-        System.out.printf("protocol 1: %s%n", p.budget);
-        assertTrue(spoke1 >= 0, "the pool did not follow its share from pool_share(): " + p.budget);
+        long fixed = within(3000, () -> ConnBudget.NO_EXTENSION.equals(p.budget.getStatus())
+                && p.budget.getLimit() == 10);
+        System.out.printf("without protocol 2: %s%n", p.budget);
+        assertTrue(fixed >= 0, "the pool did not take its fixed size: " + p.budget);
+        assertEquals(1, loggedWith("no usable connbudget extension"));
         assertEquals(0, p.failed.get(), p.failures());
     }
 

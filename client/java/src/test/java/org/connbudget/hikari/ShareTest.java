@@ -21,8 +21,6 @@ class ShareTest {
         assertEquals(1, sh.minSize);
         assertEquals(80, sh.budget);
         assertEquals(1000, sh.refreshMs);
-        assertEquals(10, sh.allocation);
-        assertEquals(2, sh.pods);
     }
 
     @Test
@@ -30,14 +28,13 @@ class ShareTest {
         Share sh = Share.parse("status=ok " + GOOD + " weight=3 zone=eu-west-1 note=" + "x".repeat(300)
                 + " protocol=7");
         assertEquals(5, sh.maxSize);
-        assertEquals(-1, sh.allocation);
     }
 
     @Test
     void readsTheOtherStatuses() throws Exception {
         assertEquals(Share.OTHER, Share.parse("protocol=2 status=other refresh_ms=200").status);
         Share left = Share.parse("status=left max_size=0 min_size=0 budget=40 refresh_ms=200");
-        assertEquals(Share.LEFT, left.status);
+        assertEquals("left", left.status);
         Share refused = Share.parse("status=refused sqlstate=42501 reason=pod_of_another_role");
         assertEquals(Share.REFUSED, refused.status);
         assertEquals("42501", refused.sqlstate);
@@ -77,7 +74,6 @@ class ShareTest {
         "status=ok max_size=5 min_size=1 budget=262144 refresh_ms=1000|answer-range",
         "status=ok max_size=5 min_size=1 budget=80 refresh_ms=9|answer-range",
         "status=ok max_size=5 min_size=1 budget=80 refresh_ms=3600001|answer-range",
-        "status=ok max_size=5 min_size=1 budget=80 refresh_ms=1000 pods=1000001|answer-range",
         "status=ok max_size=5 min_size=6 budget=80 refresh_ms=1000|answer-order",
         "status=ok max_size=81 min_size=1 budget=80 refresh_ms=1000|answer-order",
         "status=ok  max_size=5 min_size=1 budget=80 refresh_ms=1000|answer-text",
@@ -91,8 +87,7 @@ class ShareTest {
         "status=OK max_size=5 min_size=1 budget=80 refresh_ms=1000|answer-text",
         "status=bogus|answer-text",
         "status=|answer-text",
-        "protocol=1 status=ok max_size=5 min_size=1 budget=80 refresh_ms=1000|answer-text",
-        "protocol=two status=ok max_size=5 min_size=1 budget=80 refresh_ms=1000|answer-text",
+        "status=ok max_size=5 min_size=1 budget=80 refresh_ms=1000 zone=a zone=b|answer-shape",
     })
     void refusesWhatIsNotAnAnswer(String text, String kind) {
         Share.Invalid e = assertThrows(Share.Invalid.class, () -> Share.parse(text));
@@ -117,48 +112,18 @@ class ShareTest {
         assertTrue(Share.quote("y".repeat(1000)).length() < 80);
     }
 
+    /** The pace of a refusal and how long it keeps the pod's claim, from its context field. */
     @Test
-    void readsPoolShare() throws Exception {
-        Share sh = Share.parsePoolShare(new String[] {"4", "1", "40", "200"});
-        assertEquals(4, sh.maxSize);
-        assertEquals(1, sh.minSize);
-        assertEquals(40, sh.budget);
-        assertEquals(200, sh.refreshMs);
-    }
-
-    @ParameterizedTest(name = "[{index}] {4}: {0} {1} {2} {3}")
-    @CsvSource({
-        "4, 1, 40, ,       answer-null",
-        ", 1, 40, 200,     answer-null",
-        "4, 1, 40, 5,      answer-range",
-        "4, 1, 262144, 200, answer-range",
-        "' 4', 1, 40, 200, answer-text",
-        "4.5, 1, 40, 200,  answer-text",
-        "-4, 1, 40, 200,   answer-range",
-        "4, 5, 40, 200,    answer-order",
-        "41, 1, 40, 200,   answer-order",
-    })
-    void refusesWhatIsNotAPoolShare(String max, String min, String budget, String refresh, String kind) {
-        Share.Invalid e = assertThrows(Share.Invalid.class,
-                () -> Share.parsePoolShare(new String[] {max, min, budget, refresh}));
-        assertEquals(kind, e.kind, e.getMessage());
-        assertEquals(Share.BAD_SHAPE, assertThrows(Share.Invalid.class,
-                () -> Share.parsePoolShare(new String[] {"4", "1", "40"})).kind);
-    }
-
-    /** The pace of a refusal, from its context field or connbudget 1.1's hint. */
-    @Test
-    void readsThePaceOfARefusal() {
+    void readsTheContextOfARefusal() {
         String context = "connbudget: retry_ms=1000 lease_ms=3000 protocol=2";
-        assertEquals(1000, Share.statedMs(context, "connbudget: retry_ms=", " "));
-        assertEquals(3000, Share.statedMs(context, " lease_ms=", ""));
-        assertEquals(250, Share.statedMs("Shrink the pools. Pools re-read their share every 250 ms "
-                + "(connbudget.refresh_interval).", "Pools re-read their share every ", " ms"));
+        assertEquals(1000, Share.contextMs(context, "retry_ms"));
+        assertEquals(3000, Share.contextMs(context, "lease_ms"));
+        assertEquals(250, Share.contextMs("connbudget: lease_ms=3000 retry_ms=250\nmore context", "retry_ms"));
         for (String bad : new String[] {"connbudget: retry_ms=5 lease_ms=3000", "connbudget: retry_ms=99999999999 x",
             "connbudget: retry_ms=12x lease_ms=1", "connbudget: retry_ms=+100 lease_ms=1", "connbudget: retry_ms= 100",
-            "connbudget: retry_ms=3600001 lease_ms=1", "retry_ms=100", ""}) {
-            assertEquals(0, Share.statedMs(bad, "connbudget: retry_ms=", " "), bad);
+            "connbudget: retry_ms=3600001 lease_ms=1", "retry_ms=100", "the connbudget: retry_ms=100", ""}) {
+            assertEquals(0, Share.contextMs(bad, "retry_ms"), bad);
         }
-        assertEquals(0, Share.statedMs(null, "connbudget: retry_ms=", " "));
+        assertEquals(0, Share.contextMs(null, "retry_ms"));
     }
 }
