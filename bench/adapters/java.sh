@@ -38,17 +38,8 @@ source "$src/bench/adapters/lib.sh"
 adapter_bench_as_postgres "$src/bench/adapters/java.sh" default-jdk-headless libhikaricp-java libpostgresql-jdbc-java
 
 jars=/usr/share/java
-work=$(mktemp -d "${CB_WORK:-${TMPDIR:-/tmp}}/java-bench.XXXXXX")
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    [ -z "${own_cluster:-}" ] || cluster_destroy "$own_cluster"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-adapter_bench_cluster "$src/bench/adapters/java.sh" "$work/cluster"
+adapter_bench_setup "$src/bench/adapters/java.sh" java cbjava
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION IF NOT EXISTS connbudget;
-SELECT 'CREATE ROLE cbjava LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cbjava') \gexec
 INSERT INTO connbudget.application_limits (application_name, max_connections) VALUES ('bench', NULL), ('converge', 8)
     ON CONFLICT (application_name) DO UPDATE SET max_connections = excluded.max_connections;
 SQL
