@@ -165,13 +165,14 @@ class Budget:
         """The pool's getconn(), counting callers for the demand; fails at
         once with Refused while a permanent refusal holds and the pool has
         no connection to give."""
-        refusal = self._refusal_in_force()
+        refusal = self._refusal and self._refusal_in_force()
         with self._lock:
             if refusal and self._in_use == 0 and not self._pool._pool:
                 self._counts["requests_refused"] += 1
                 raise Refused(refusal)
             self._pending += 1
-            self._interval_peak = max(self._interval_peak, self._in_use + self._pending)
+            if self._in_use + self._pending > self._interval_peak:
+                self._interval_peak = self._in_use + self._pending
         conn = None
         try:
             conn = self._getconn(timeout)
