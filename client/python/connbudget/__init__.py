@@ -7,8 +7,23 @@ of the PostgreSQL server's connection budget.
         ...
 """
 
-from .pool import Budget, IdentityError, Refused, check_id, connect_kwargs, follow
+from .pool import (Budget, IdentityError, Refused, check_id, connect_kwargs, follow,
+                   new_pool_session)
+from .share import AnswerError, Refusal, Share, parse_refusal, parse_share
 
 __version__ = "0.1.0"
 
-__all__ = ["Budget", "IdentityError", "Refused", "check_id", "connect_kwargs", "follow"]
+__all__ = [
+    "AnswerError",
+    "Budget",
+    "IdentityError",
+    "Refusal",
+    "Refused",
+    "Share",
+    "check_id",
+    "connect_kwargs",
+    "follow",
+    "new_pool_session",
+    "parse_refusal",
+    "parse_share",
+]
