@@ -133,9 +133,13 @@ test_unresponsive_server(void)
 	conn = cbpool_acquire(pool, 5000);
 	cbpool_release(pool, conn);
 
-	/* every server process stops answering, as on a network partition */
-	snprintf(cmd, sizeof(cmd), "pkill -STOP -P $(head -1 '%s/data/postmaster.pid'); "
-			 "kill -STOP $(head -1 '%s/data/postmaster.pid')", cluster_dir(), cluster_dir());
+	/*
+	 * Every server process stops answering, as on a network partition.  The
+	 * postmaster stops first: a backend it forked for the pool's growth after
+	 * the children were listed would otherwise keep answering.
+	 */
+	snprintf(cmd, sizeof(cmd), "kill -STOP $(head -1 '%s/data/postmaster.pid') && "
+			 "pkill -STOP -P $(head -1 '%s/data/postmaster.pid')", cluster_dir(), cluster_dir());
 	if (system(cmd) != 0)
 		bail_out("could not stop the server");
 	t0 = now_seconds();
