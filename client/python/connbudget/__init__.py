@@ -7,23 +7,8 @@ of the PostgreSQL server's connection budget.
         ...
 """
 
-from .pool import (Budget, IdentityError, Refused, check_id, connect_kwargs, follow,
-                   new_pool_session)
-from .share import AnswerError, Refusal, Share, parse_refusal, parse_share
+from .pool import Budget, IdentityError, Refused, check_id, connect_kwargs, follow
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AnswerError",
-    "Budget",
-    "IdentityError",
-    "Refusal",
-    "Refused",
-    "Share",
-    "check_id",
-    "connect_kwargs",
-    "follow",
-    "new_pool_session",
-    "parse_refusal",
-    "parse_share",
-]
+__all__ = ["Budget", "IdentityError", "Refused", "check_id", "connect_kwargs", "follow"]

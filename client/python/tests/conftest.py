@@ -82,7 +82,7 @@ def budgets():
     is closed at the end of the test."""
     made = []
 
-    def make(app, pod, conninfo="", refresh_ms=None, user=None, **options):
+    def make(app, pod, conninfo="", user=None, **options):
         options.setdefault("min_size", 1)
         options.setdefault("max_size", 20)
         options.setdefault("timeout", 10)
@@ -91,7 +91,7 @@ def budgets():
             login["password"] = LOGIN_PASSWORD
         identity = connbudget.connect_kwargs(app, pod=pod, **login)
         pool = ConnectionPool(conninfo, kwargs=identity, open=False, **options)
-        budget = connbudget.follow(pool, refresh_ms=refresh_ms)
+        budget = connbudget.follow(pool)
         made.append(budget)
         return budget
 
