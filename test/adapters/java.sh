@@ -103,7 +103,7 @@ java.util.logging.SimpleFormatter.format = # %1\$tT.%1\$tL %4\$s %3\$s: %5\$s%6\
 EOF
 
 # CB_JAVA_TESTS=ServerTest#closeHandsTheShareBack runs one test (or class);
-# CB_JAVA_LOG=FINE shows every new share
+# CB_JAVA_LOG=FINE shows every share read
 select=(--select-package org.connbudget.hikari)
 case ${CB_JAVA_TESTS:-} in
     "") ;;

@@ -9,32 +9,27 @@ import java.io.IOException;
 import java.lang.management.ManagementFactory;
 import java.lang.reflect.AccessibleObject;
 import java.lang.reflect.Field;
+import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
 import java.net.InetAddress;
-import java.security.SecureRandom;
 import java.sql.Connection;
-import java.sql.PreparedStatement;
-import java.sql.ResultSet;
 import java.sql.SQLException;
-import java.sql.Statement;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 import java.util.Map;
-import java.util.Properties;
 import java.util.TreeMap;
-import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.UUID;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.locks.LockSupport;
-import java.util.logging.Level;
 import java.util.logging.Logger;
+import javax.management.JMException;
 import javax.management.ObjectName;
-import org.postgresql.core.BaseConnection;
-import org.postgresql.core.TransactionState;
+import org.postgresql.ds.PGSimpleDataSource;
 import org.postgresql.ds.common.BaseDataSource;
+import org.postgresql.util.PSQLException;
 
 /**
  * Sizes a HikariCP pool from its pod's share of the PostgreSQL server's
@@ -56,15 +51,12 @@ import org.postgresql.ds.common.BaseDataSource;
  * configure() is a pool session of its own.
  */
 public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
-    private static final Logger LOG = Logger.getLogger("org.connbudget.hikari");
-    private static final SecureRandom RANDOM = new SecureRandom();
+    static final Logger LOG = Logger.getLogger("org.connbudget.hikari");
 
     /** The protocol's query (docs/protocol.md, section 3). */
-    static final String SHARE_SQL =
-            "SELECT set_config('connbudget.demand', ?, false), current_setting('connbudget.share')";
-    /** The status of a pool whose server speaks no protocol 2: a fixed size, looked at again every PROBE_MS. */
+    static final String SHARE_SQL = "SELECT set_config('connbudget.demand', ?, false), current_setting('connbudget.share')";
+    /** The status of a pool whose server speaks no protocol 2: a fixed size, looked at again every 30 s. */
     static final String NO_EXTENSION = "no-extension";
-    static final long PROBE_MS = 30000;
 
     /** HikariCP's connections, and its way of closing one at once if it is idle, else when it is next
         borrowed, as softEvictConnections() does all of them: not public, reached by reflection. */
@@ -88,10 +80,6 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     public static final class Options {
         String applicationName;
         String pod;
-        long refreshMs;
-
-        private Options() {
-        }
 
         /** The application: its row in connbudget.application_limits. Required. */
         public Options applicationName(String name) {
@@ -103,12 +91,6 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
             with the downward API, pod(System.getenv("POD_NAME")). */
         public Options pod(String id) {
             this.pod = id;
-            return this;
-        }
-
-        /** Overrides the server's refresh interval (refresh_ms). */
-        public Options refreshInterval(Duration interval) {
-            this.refreshMs = interval.toMillis();
             return this;
         }
     }
@@ -131,30 +113,40 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * your minimumIdle, if you set one, its own minimum.
      *
      * @throws IllegalArgumentException for a missing or bad id, connection
-     *     options with connbudget settings of their own, or a DataSource
-     *     that is not pgjdbc's
+     *     options with connbudget settings of their own (as a config
+     *     configured already has), or a DataSource that is not pgjdbc's
      */
     public static void configure(HikariConfig config, Options options) {
-        if (config.getDataSource() instanceof BudgetDataSource) {
-            throw new IllegalStateException("connbudget: this HikariConfig is configured already; "
-                    + "each pool needs a HikariConfig and a pool session of its own");
-        }
         ConnBudget budget = new ConnBudget(options, config);
-        BudgetDataSource source = budget.source;
-        try {
-            connectAs(config, source);
+        Source source = budget.new Source();
+        try {  // connect as config says: its pgjdbc DataSource, dataSourceClassName or jdbcUrl, and their properties
+            var props = config.getDataSourceProperties();
+            if (config.getDataSource() instanceof BaseDataSource) {
+                source.initializeFrom((BaseDataSource) config.getDataSource());
+            } else if (config.getDataSource() == null && config.getDataSourceClassName() != null) {
+                Class.forName(config.getDataSourceClassName()).asSubclass(BaseDataSource.class);  // pgjdbc's, or an error
+                PropertyElf.setTargetFromProperties(source, props);
+                config.setDataSourceClassName(null);
+            } else if (config.getDataSource() == null && config.getJdbcUrl() != null) {
+                source.setUrl(config.getJdbcUrl());
+                for (String name : props.stringPropertyNames()) {
+                    source.setProperty(name, props.getProperty(name));
+                }
+            } else {
+                throw new IllegalArgumentException("give the pool a jdbcUrl or a pgjdbc DataSource first");
+            }
         } catch (Exception e) {
             throw new IllegalArgumentException("connbudget: " + e.getMessage(), e);
         }
         String own = source.getOptions() == null ? "" : source.getOptions().trim();
         if (own.contains("connbudget.")) {
-            throw new IllegalArgumentException("connbudget: the connection's options already set connbudget "
-                    + "settings (" + Share.quote(own) + "); give the pod with ConnBudget.options().pod(...)");
+            throw new IllegalArgumentException("connbudget: the connection's options set connbudget settings already ("
+                    + Share.quote(own) + "): configure a HikariConfig once, and give the pod with options().pod(...)");
         }
         // the server splits options at spaces, a backslash taking the next byte as it is
         source.setOptions((own.isEmpty() ? "" : own + " ") + "-c connbudget.pod="
                 + budget.pod.replace("\\", "\\\\").replace(" ", "\\ ") + " -c connbudget.pool_session=" + budget.session);
-        source.setApplicationName(budget.application);
+        source.setApplicationName(options.applicationName);
         if (source.getAssumeMinServerVersion() == null) {
             source.setAssumeMinServerVersion("9.0");
         }
@@ -163,93 +155,51 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         config.setDataSource(source);
     }
 
-    /** Makes source connect as config says: its jdbcUrl and dataSourceProperties, or its pgjdbc
-        DataSource, or its pgjdbc dataSourceClassName and dataSourceProperties. */
-    private static void connectAs(HikariConfig config, BudgetDataSource source) throws Exception {
-        Properties props = config.getDataSourceProperties();
-        if (config.getDataSource() instanceof BaseDataSource) {
-            source.initializeFrom((BaseDataSource) config.getDataSource());
-        } else if (config.getDataSource() != null) {
-            throw new IllegalArgumentException("the pool's DataSource is not pgjdbc's, so it cannot give the pool's "
-                    + "identity; use a jdbcUrl or a PGSimpleDataSource");
-        } else if (config.getDataSourceClassName() != null) {
-            Class.forName(config.getDataSourceClassName()).asSubclass(BaseDataSource.class);  // pgjdbc's, or an error
-            PropertyElf.setTargetFromProperties(source, props);
-            config.setDataSourceClassName(null);
-        } else if (config.getJdbcUrl() != null) {
-            source.setUrl(config.getJdbcUrl());
-            for (String name : props.stringPropertyNames()) {
-                source.setProperty(name, props.getProperty(name));
-            }
-        } else {
-            throw new IllegalArgumentException("set the pool's jdbcUrl (or its DataSource) before ConnBudget.configure()");
-        }
-    }
-
     /**
-     * Makes the pool ds follow its share, from now until {@link #close()}.
+     * Makes the pool ds follow its share, from now until {@link #close()};
+     * with setRegisterMbeans(true), registers the MXBean
+     * org.connbudget:type=ConnBudget,pool="poolName" beside HikariCP's own.
      *
-     * @throws IllegalArgumentException if ds was not made from a config given to {@link #configure}
-     * @throws IllegalStateException if the pool has not started, or follows its share already
+     * @throws IllegalArgumentException unless ds was made with new HikariDataSource(config) from a config
+     *     given to {@link #configure}
      */
     public static ConnBudget follow(HikariDataSource ds) {
-        if (!(ds.getDataSource() instanceof BudgetDataSource)) {
-            throw new IllegalArgumentException("connbudget: the pool's HikariConfig was not given to ConnBudget.configure()");
+        if (!(ds.getDataSource() instanceof Source) || !(ds.getHikariPoolMXBean() instanceof HikariPool)) {
+            throw new IllegalArgumentException("connbudget: follow() takes new HikariDataSource(a configure()d config)");
         }
-        if (!(ds.getHikariPoolMXBean() instanceof HikariPool)) {
-            throw new IllegalStateException("connbudget: the pool has not started; make it with new HikariDataSource(config)");
-        }
-        ConnBudget budget = ((BudgetDataSource) ds.getDataSource()).budget;
-        budget.start(ds, (HikariPool) ds.getHikariPoolMXBean());
-        return budget;
+        return ((Source) ds.getDataSource()).budget.start(ds);
     }
 
-    final String application;
     final String pod;
     final String session;
     final String who;  // for log lines
     final int userMax;
     final int userMin;
-    final long connectTimeoutMs;
-    private final long configuredRefreshMs;
-    private final BudgetDataSource source;
-    private final ScheduledThreadPoolExecutor executor;
+    private final long connectTimeoutMs;
     private final AtomicBoolean refreshing = new AtomicBoolean();
     private volatile HikariDataSource ds;
     private volatile HikariPool pool;
-    private volatile boolean closed;
-    private volatile long dueAt;  // when the next refresh is due, in System.nanoTime()
-    private ObjectName mbean;
+    private final AtomicBoolean closed = new AtomicBoolean();
+    private volatile long dueAt = System.nanoTime();  // when the next refresh is due: from follow() on
+    private volatile ObjectName mbean;
 
     // what the refreshes found, under this object's lock
     private String status = "starting";
     private Share share;
     private int lastDemand = -1;
-    private final int[] peaks = new int[6];  // the busiest moments of this refresh interval and the five before
-    private int peakAt;
+    private final int[] peaks = new int[6];  // the busiest moments of this refresh interval, then the five before
     private long rotatedAt;
     private String lastBad;
-    private final Map<String, Long> errors = new TreeMap<>();
-    private long refreshes;
-    private long skipped;
-    private long evictions;
+    private final Map<String, Long> counters = new TreeMap<>();
 
     private ConnBudget(Options options, HikariConfig config) {
-        application = checkId("application name", options.applicationName);
         pod = checkId("pod id", options.pod != null ? options.pod : hostName());
-        session = String.format("%016x", RANDOM.nextLong());
-        who = "pod " + Share.quote(pod) + " of " + Share.quote(application);
+        session = UUID.randomUUID().toString().replace("-", "").substring(0, 16);
+        who = "pod " + Share.quote(pod) + " of " + Share.quote(checkId("application name", options.applicationName));
         int min = config.getMinimumIdle();
         userMax = config.getMaximumPoolSize() > 0 ? config.getMaximumPoolSize() : min > 0 ? min : 10;  // HikariCP's
         userMin = Math.min(Math.max(min, 0), userMax);
-        configuredRefreshMs = options.refreshMs;
         connectTimeoutMs = config.getConnectionTimeout();
-        source = new BudgetDataSource(this);
-        executor = new ScheduledThreadPoolExecutor(1, task -> {
-            Thread t = new Thread(task, "connbudget " + pod);
-            t.setDaemon(true);
-            return t;
-        });
     }
 
     /**
@@ -268,50 +218,44 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     }
 
     private static String hostName() {
-        String host = System.getenv("HOSTNAME");
         try {
+            String host = System.getenv("HOSTNAME");
             host = host == null || host.isEmpty() ? InetAddress.getLocalHost().getHostName() : host;
+            return host.length() > 63 ? host.substring(0, 63) : host;
         } catch (IOException e) {
             throw new IllegalArgumentException("connbudget: no pod id: none given and the host name is unknown", e);
         }
-        return host.length() > 63 ? host.substring(0, 63) : host;
     }
 
-    /** Starts following the share; with setRegisterMbeans(true), registers the MXBean
-        org.connbudget:type=ConnBudget,pool="poolName" beside HikariCP's own. */
-    private synchronized void start(HikariDataSource ds, HikariPool pool) {
-        if (this.ds != null) {
-            throw new IllegalStateException("connbudget: this pool follows its share already");
-        }
-        this.ds = ds;
-        this.pool = pool;
+    private ConnBudget start(HikariDataSource ds) {
+        pool = (HikariPool) ds.getHikariPoolMXBean();
+        this.ds = ds;  // after pool: where ds is set, so is pool
         resize();
-        dueAt = System.nanoTime();
-        executor.execute(this::tick);
+        Thread follower = new Thread(this::followShare, "connbudget " + pod);
+        follower.setDaemon(true);
+        follower.start();
         if (ds.isRegisterMbeans()) {
             try {
                 mbean = new ObjectName("org.connbudget:type=ConnBudget,pool=" + ObjectName.quote(ds.getPoolName()));
                 ManagementFactory.getPlatformMBeanServer().registerMBean(this, mbean);
-            } catch (Exception e) {
-                LOG.log(Level.WARNING, "connbudget: the MXBean was not registered", e);
+            } catch (JMException e) {
+                LOG.warning("connbudget: the MXBean was not registered: " + e);
             }
         }
+        return this;
     }
 
-    /** The refresh interval: the configured one, else the server's, else 1 s; 30 s without connbudget. */
+    /** The refresh interval: the server's (1 s before it said), or 30 s where it has no connbudget. */
     synchronized long intervalMs() {
-        return configuredRefreshMs > 0 ? configuredRefreshMs
-                : NO_EXTENSION.equals(status) ? PROBE_MS : share != null ? share.refreshMs : 1000;
+        return NO_EXTENSION.equals(status) ? 30000 : share != null ? share.refreshMs : 1000;
     }
 
     /** The pool's maximum now: its share within its own maximum; one before the first share; its own
         maximum without a share. HikariCP cannot hold 0: with a share of 0 it holds one, and refusals of
         more are backpressure. */
     private synchronized int limit() {
-        if (NO_EXTENSION.equals(status) || Share.OTHER.equals(status)) {
-            return userMax;
-        }
-        return share == null ? 1 : Math.max(1, Math.min(share.maxSize, userMax));
+        return NO_EXTENSION.equals(status) || "other".equals(status) ? userMax
+                : share == null ? 1 : Math.max(1, Math.min(share.maxSize, userMax));
     }
 
     /** The connections the pool keeps open while idle: its own minimum, or its part of the
@@ -322,80 +266,61 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
 
     /** Does the pool still want the connection a refused connect was for? */
     boolean wantsConnection() {
-        HikariDataSource d = ds;
-        return d == null || !closed && pool.getTotalConnections() < d.getMaximumPoolSize()
-                && (pool.getThreadsAwaitingConnection() > 0 || pool.getIdleConnections() < d.getMinimumIdle());
+        return ds == null || !closed.get() && pool.getTotalConnections() < ds.getMaximumPoolSize()
+                && (pool.getThreadsAwaitingConnection() > 0 || pool.getIdleConnections() < ds.getMinimumIdle());
+    }
+
+    /** Counts one more of what name names (see {@link #getCounters()}); the count now. */
+    synchronized long count(String name) {
+        return counters.merge(name, 1L, Long::sum);
     }
 
     /**
-     * Every 100 ms (or a quarter of a shorter interval), and when a refresh
-     * is due: samples the pool's use (connections in use plus callers
-     * waiting), keeps its size, and refreshes the share on one of the
-     * pool's idle connections, or on a new one while the pool may open one
-     * and no caller waits. In a busy pool the refresh runs instead on the
-     * next connection a caller gives back (returned): in HikariCP a caller
-     * that gives one back and asks again at once takes it again before a
-     * borrower waiting in line wakes. When none comes free within an
-     * interval, the refresh is skipped.
+     * Every 100 ms (or a quarter of a shorter refresh interval), until
+     * close() or the pool's own close(): samples the pool's
+     * use (connections in use plus callers waiting), keeps its size, and
+     * borrows one of the pool's idle connections, or a new one while the
+     * pool may open one and no caller waits, for the refresh that runs as
+     * it is given back. In a busy pool the refresh runs on the next
+     * connection a caller gives back instead: in HikariCP a caller that
+     * gives one back and asks again at once takes it again before a
+     * borrower waiting in line wakes.
      */
-    private void tick() {
-        if (ds.isClosed()) {
-            stop();  // closed without close(): nothing to follow any more
-            return;
-        }
-        try {
+    private void followShare() {
+        while (!closed.get() && !ds.isClosed()) {
             sample(pool.getActiveConnections() + pool.getThreadsAwaitingConnection());
-            long late = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - dueAt);
-            boolean idle = pool.getIdleConnections() > 0;
-            if (late >= 0 && (idle || pool.getTotalConnections() < ds.getMaximumPoolSize()
-                    && pool.getThreadsAwaitingConnection() == 0)) {
-                try (Connection conn = pool.getConnection(idle ? 20 : 100)) {
-                    refreshIfDue(conn);
-                } catch (SQLException e) {
-                    // none free after all, or its connects refused: a caller may give one back
+            try {
+                if (dueAt - System.nanoTime() <= 0 && pool.getThreadsAwaitingConnection() == 0
+                        && (pool.getIdleConnections() > 0 || pool.getTotalConnections() < ds.getMaximumPoolSize())) {
+                    pool.getConnection(100).close();
                 }
-            } else if (late > intervalMs() && refreshing.compareAndSet(false, true)) {
-                synchronized (this) {
-                    skipped++;
-                    dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(jitter(intervalMs(), 90, 110));
-                }
-                refreshing.set(false);
+            } catch (SQLException e) {
+                // none free after all, or its connects refused: a caller may give one back
             }
             resize();  // with the connection borrowed given back: it is not the surplus
-        } catch (RuntimeException e) {
-            LOG.log(Level.WARNING, "connbudget: following the share failed", e);
+            LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(Math.max(10, Math.min(100, intervalMs() / 4))));
         }
-        long due = TimeUnit.NANOSECONDS.toMillis(dueAt - System.nanoTime());
-        if (!closed) {
-            executor.schedule(this::tick, Math.max(10, Math.min(due, Math.min(100, intervalMs() / 4))),
-                    TimeUnit.MILLISECONDS);
-        }
+        close();  // after the pool's own close(), only the MXBean is left to go
     }
 
     /** Keeps busy, the pool's use now, as the busiest moment of this refresh interval. */
     private synchronized void sample(int busy) {
         long now = System.nanoTime();
         if (now - rotatedAt >= TimeUnit.MILLISECONDS.toNanos(intervalMs())) {
-            peakAt = (peakAt + 1) % peaks.length;
-            peaks[peakAt] = 0;
+            System.arraycopy(peaks, 0, peaks, 1, peaks.length - 1);
+            peaks[0] = 0;
             rotatedAt = now;
         }
-        peaks[peakAt] = Math.max(peaks[peakAt], busy);
+        peaks[0] = Math.max(peaks[0], busy);
     }
 
-    /** A caller gives raw, the driver's connection, back to the pool: a refresh that is due runs on it,
-        one round trip, if it is outside any transaction. */
+    /** A connection comes back to the pool, raw the driver's, reset by HikariCP (which has rolled back what
+        its caller left open): a refresh that is due runs on it, one round trip, unless another runs. */
     void returned(Connection raw) {
-        if (dueAt - System.nanoTime() <= 0 && ((BaseConnection) raw).getTransactionState() == TransactionState.IDLE) {
-            refreshIfDue(raw);
-        }
-    }
-
-    private void refreshIfDue(Connection conn) {
-        if (pool != null && !closed && refreshing.compareAndSet(false, true)) {  // following, not closing
+        if (dueAt - System.nanoTime() <= 0 && pool != null && !closed.get() && refreshing.compareAndSet(false, true)) {
             try {
                 if (dueAt - System.nanoTime() <= 0) {
-                    refresh(conn);
+                    refresh(raw);
                 }
             } finally {
                 refreshing.set(false);
@@ -410,42 +335,36 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * the surplus and only the surplus, idle connections first: each is
      * marked, and closed at once if it is idle, else when it is next
      * borrowed after its caller gives it back. Marked connections count as
-     * closed already. HikariCP opens none while it holds its maximum.
+     * closed already (and are closed again in case they came back since).
      */
     private synchronized void resize() {
         int limit = limit();
         ds.getHikariConfigMXBean().setMinimumIdle(Math.min(least(), limit));
         ds.getHikariConfigMXBean().setMaximumPoolSize(limit);
-        if (closed || pool.getTotalConnections() <= limit) {
+        if (closed.get() || pool.getTotalConnections() <= limit) {
             return;
         }
         try {
             ConcurrentBag<?> bag = (ConcurrentBag<?>) BAG.get(pool);
-            List<Object> entries = new ArrayList<>(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_NOT_IN_USE));
-            entries.addAll(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_IN_USE));
-            int surplus = bag.size() - limit;
-            for (Object entry : entries) {
-                surplus -= (Boolean) MARKED.invoke(entry) ? 1 : 0;
-            }
+            var entries = new ArrayList<Object>(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_IN_USE));
+            entries.addAll(bag.values(ConcurrentBag.IConcurrentBagEntry.STATE_NOT_IN_USE));
+            int keep = limit - (bag.size() - entries.size());  // the others are being closed or opened
             for (Object entry : entries) {
                 boolean marked = (Boolean) MARKED.invoke(entry);
-                if (marked || surplus-- > 0) {
+                if (marked || keep-- <= 0) {
                     SOFT_EVICT.invoke(pool, entry, "(above the pool's share)", false);
-                    evictions += marked ? 0 : 1;
+                    counters.merge("evictions", marked ? 0L : 1L, Long::sum);  // a marked one came back: closed now
                 }
             }
         } catch (ReflectiveOperationException e) {
-            LOG.log(Level.WARNING, "connbudget: closing the surplus failed", e);
+            LOG.warning("connbudget: closing the surplus failed: " + e);
         }
     }
 
-    /** One publish period: a tenth of the refresh interval, 10 ms to 1 s. */
-    static long publishPeriodMs(long intervalMs) {
-        return Math.min(1000, Math.max(10, intervalMs / 10));
-    }
-
-    private static long jitter(long ms, int lo, int hi) {
-        return ms * (lo + ThreadLocalRandom.current().nextInt(hi - lo + 1)) / 100;
+    /** The next refresh, after an interval drawn from lo% to hi% of the refresh interval. */
+    private void dueIn(int lo, int hi) {
+        dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(
+                intervalMs() * (lo + ThreadLocalRandom.current().nextInt(hi - lo + 1)) / 100);
     }
 
     /** The busiest moment of this refresh interval and the 5 before, plus 25% headroom (at least 1), at
@@ -459,47 +378,33 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     private void refresh(Connection conn) {
         int demand = demand();
         try {
-            take(Share.parse(ask(conn, demand)), demand);
-        } catch (Share.Invalid e) {
-            fail(e.kind, e.getMessage() + "; ignored, the pool stays within " + limit() + " connections");
+            take(Share.parse(ask(conn, Integer.toString(demand))), demand);
+        } catch (IllegalArgumentException e) {
+            fail("bad-answer", e.getMessage() + "; ignored, the pool stays within " + limit() + " connections");
         } catch (SQLException e) {
-            if (!"42704".equals(e.getSQLState()) && !"42602".equals(e.getSQLState())) {
-                fail("query", "reading the share failed: " + e.getMessage());
-                return;
-            }
-            synchronized (this) {
-                status = NO_EXTENSION;  // connbudget.share unknown: no connbudget, or one older than 1.2
-            }
-            fail(NO_EXTENSION, "the server has no usable connbudget extension (1.2 or later: " + e.getMessage()
-                    + "): a fixed size of " + userMax);
+            // connbudget.share unknown (42704, 42602): no connbudget, or one older than 1.2
+            boolean none = "42704".equals(e.getSQLState()) || "42602".equals(e.getSQLState());
+            fail(none ? NO_EXTENSION : "query-failed", "no share (" + e.getMessage() + ")"
+                    + (none ? ": the server has no connbudget 1.2 or later, a fixed size of " + userMax : ""));
         }
     }
 
-    /** The one row of the protocol's query; where conn is not in autocommit, in a transaction of its own,
-        as a report in a transaction that rolls back is undone. */
-    private String ask(Connection conn, int demand) throws SQLException, Share.Invalid {
+    /** The one row of the protocol's query, in autocommit: a report in a transaction that rolls back is undone. */
+    private String ask(Connection conn, String demand) throws SQLException {
         boolean autoCommit = conn.getAutoCommit();
-        List<String> rows = new ArrayList<>();
-        try (PreparedStatement st = conn.prepareStatement(SHARE_SQL)) {
+        conn.setAutoCommit(true);
+        try (var st = conn.prepareStatement(SHARE_SQL)) {
             st.setQueryTimeout((int) Math.min(5, Math.max(1, (intervalMs() + 999) / 1000)));
-            st.setString(1, Integer.toString(demand));
-            ResultSet rs = st.executeQuery();
-            while (rs.next()) {
-                rows.add(rs.getString(2));
+            st.setString(1, demand);
+            var rs = st.executeQuery();
+            String text = rs.next() ? rs.getString(2) : null;
+            if (rs.getRow() != 1 || rs.next()) {
+                throw new IllegalArgumentException("the share query did not answer one row");
             }
-        } catch (SQLException e) {
-            if (!autoCommit) {
-                conn.rollback();
-            }
-            throw e;
+            return text;
+        } finally {
+            conn.setAutoCommit(autoCommit);
         }
-        if (!autoCommit) {
-            conn.commit();
-        }
-        if (rows.size() != 1) {
-            throw new Share.Invalid(Share.BAD_SHAPE, "the share query answered " + rows.size() + " rows, not 1");
-        }
-        return rows.get(0);
     }
 
     /**
@@ -509,136 +414,186 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * one from before it); the second refresh at a random moment, so that
      * pools started together do not refresh in step; while the share is 0,
      * no sooner than an interval; after a refusal, 10 intervals later.
+     * Status left: handed back elsewhere in this session; the next report
+     * brings it back.
      */
     private synchronized void take(Share sh, int demand) {
-        refreshes++;
+        count("refreshes");
         lastBad = null;
-        long next = 0;
         if (!sh.status.equals(status) && sh.status.matches("other|refused")) {
-            LOG.warning(sh.status.equals(Share.OTHER) ? "connbudget: the server does not govern " + who + ": a fixed "
-                    + "size of " + userMax : "connbudget: the server no longer gives " + who + " a share ("
-                    + sh.sqlstate + " " + sh.reason + "); the pool stays within " + limit());
+            LOG.warning("connbudget: " + who + ": no share (" + Share.quote(sh.text) + ")");
         }
-        if (sh.status.equals(Share.REFUSED)) {
-            errors.merge("refused", 1L, Long::sum);
-            next = jitter(intervalMs(), 1000, 1100);
-        }
-        if (sh.status.equals(Share.OK)) {
-            if (share == null || share.maxSize != sh.maxSize) {
-                LOG.log(Level.FINE, "connbudget: {0}: share {1} (demand {2})", new Object[] {who, sh.maxSize, demand});
-            }
-            int before = lastDemand;
+        int before = lastDemand;
+        status = sh.status;
+        boolean ok = sh.status.equals("ok");
+        if (ok) {
+            LOG.fine(() -> "connbudget: " + who + ": share " + sh.maxSize + " (demand " + demand + ")");
             share = sh;
             lastDemand = demand;
-            next = before < 0 ? jitter(intervalMs(), 10, 100) : demand != before ? publishPeriodMs(intervalMs())
-                    : sh.maxSize == 0 ? jitter(intervalMs(), 100, 120) : 0;
         }
-        status = sh.status;  // left: handed back elsewhere in this session; the next report brings it back
-        dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(next > 0 ? next : jitter(intervalMs(), 90, 110));
+        if (sh.status.equals("refused")) {
+            dueIn(1000, 1100);
+        } else if (ok && before < 0) {
+            dueIn(10, 100);
+        } else if (ok && demand != before) {
+            // one publish period: a tenth of the refresh interval, 10 ms to 1 s
+            dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Math.min(1000, Math.max(10, intervalMs() / 10)));
+        } else if (ok && sh.maxSize == 0) {
+            dueIn(100, 120);
+        } else {
+            dueIn(90, 110);
+        }
     }
 
     /** Counts an error of a kind and logs it, once until the kind changes or a good answer comes; the
         pool keeps its last good share (before one, a single connection). */
     private synchronized void fail(String kind, String message) {
-        errors.merge(kind, 1L, Long::sum);
+        count(kind);
+        status = kind.equals(NO_EXTENSION) ? NO_EXTENSION : status;
         if (!kind.equals(lastBad)) {
             LOG.warning("connbudget: " + who + ": " + message);
         }
         lastBad = kind;
-        dueAt = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(jitter(intervalMs(), 90, 110));
+        dueIn(90, 110);
     }
 
     /**
-     * Hands the share back ({@code SET connbudget.demand = 'leave'}) on one
+     * Hands the share back (a report of the demand 'leave') on one
      * of the pool's connections, so that the other pods are given it within
      * a publish period instead of connbudget.pod_ttl later, then closes the
-     * pool.
+     * pool and unregisters the MXBean.
      */
     @Override
     public void close() {
-        if (!stop()) {
+        if (closed.getAndSet(true)) {
             return;
         }
         while (!refreshing.compareAndSet(false, true)) {
             LockSupport.parkNanos(1000000);  // a refresh runs: its report must not come after the leave
         }
-        String was = getStatus();
-        if (!NO_EXTENSION.equals(was) && !Share.OTHER.equals(was)) {
-            try (Connection conn = pool.getConnection(Math.min(1000, ds.getConnectionTimeout()));
-                    Statement st = conn.createStatement()) {
-                st.setQueryTimeout(1);
-                st.execute("SET connbudget.demand = 'leave'");
-                if (!conn.getAutoCommit()) {
-                    conn.commit();
-                }
-            } catch (SQLException e) {
-                LOG.log(Level.FINE, "connbudget: handing the share back failed", e);
-            }
+        try (Connection conn = pool.getConnection(Math.min(1000, ds.getConnectionTimeout()))) {
+            ask(conn, "leave");
+        } catch (SQLException | IllegalArgumentException e) {
+            LOG.fine(() -> "connbudget: handing the share back failed: " + e);
         }
         ds.close();
-    }
-
-    /** Stops following the share and unregisters the MXBean; false if stopped already. */
-    private synchronized boolean stop() {
-        if (closed) {
-            return false;
-        }
-        closed = true;
-        executor.shutdownNow();
         try {
             if (mbean != null) {
                 ManagementFactory.getPlatformMBeanServer().unregisterMBean(mbean);
             }
-        } catch (Exception e) {
+        } catch (JMException e) {
             // gone already
         }
-        return true;
     }
 
-    @Override
+    /**
+     * The DataSource HikariCP connects through once configure() has set it:
+     * pgjdbc's own, with the pool's identity, and refusals handled as the
+     * protocol says (docs/protocol.md, section 6). HikariCP connects in its
+     * own threads (and once in its constructor) while callers wait in
+     * getConnection() for up to connectionTimeout; a connect refused with
+     * 53300 is retried here within that time, after a wait drawn from [0,
+     * retry_ms * 2^n] (full jitter), as long as the pool still wants the
+     * connection. 42501 and 53400 are permanent: thrown at once, and the same
+     * exception answers connects for 10 refresh intervals without asking the
+     * server.
+     */
+    final class Source extends PGSimpleDataSource {
+        private static final long serialVersionUID = 1L;
+        private transient volatile RefusedException permanent;  // answers connects until permanentUntil
+        private volatile long permanentUntil;
+
+        final transient ConnBudget budget = ConnBudget.this;
+
+        @Override
+        public Connection getConnection(String user, String password) throws SQLException {
+            long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(connectTimeoutMs);
+            for (int attempt = 0;; attempt++) {
+                RefusedException refused = permanent;
+                if (refused != null && System.nanoTime() - permanentUntil < 0) {
+                    throw refused;
+                }
+                try {
+                    return returnable(super.getConnection(user, password));
+                } catch (SQLException e) {
+                    if ("42501".equals(e.getSQLState()) || "53400".equals(e.getSQLState())) {
+                        refused = new RefusedException("connbudget: " + who + " is refused (" + e.getSQLState()
+                                + ", permanent: " + e.getMessage() + "); asked again in 10 refresh intervals", e);
+                        if (count("permanent-refusals") == 1) {
+                            LOG.warning(refused.getMessage());
+                        }
+                        permanentUntil = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(10 * intervalMs());
+                        permanent = refused;
+                        throw refused;
+                    }
+                    if (!"53300".equals(e.getSQLState())) {
+                        throw e;
+                    }
+                    if (count("refused-connects") == 1) {
+                        LOG.info("connbudget: " + who + ": connects refused with 53300 (backpressure), retried");
+                    }
+                    long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+                    if (left <= 0 || !wantsConnection() || Thread.currentThread().isInterrupted()) {
+                        throw new RefusedException("connbudget: " + who + ": refused (53300) until the pool gave up", e);
+                    }
+                    LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(Math.min(backoffMs(e, attempt), left)));
+                }
+            }
+        }
+
+        /**
+         * The driver's connection behind a proxy that passes every call on.
+         * HikariCP calls clearWarnings() on it whenever a caller gives it back,
+         * in the caller's thread, before anyone else may take it: there
+         * returned() runs a refresh that is due.
+         */
+        private Connection returnable(Connection conn) {
+            return (Connection) Proxy.newProxyInstance(getClass().getClassLoader(), new Class<?>[] {Connection.class},
+                    (proxy, method, args) -> {
+                        if (method.getName().equals("equals")) {
+                            return proxy == args[0];
+                        }
+                        if (method.getName().equals("clearWarnings")) {
+                            returned(conn);
+                        }
+                        try {
+                            return method.invoke(conn, args);
+                        } catch (InvocationTargetException e) {
+                            throw e.getCause();
+                        }
+                    });
+        }
+    }
+
+    /** The wait before the next attempt at a refused connect: full jitter over [0, retry_ms * 2^attempt], from
+        the pace the refusal states (else 1 s), at most twice that, and at most half the lease that keeps the
+        pod's claim: the other pods shrink at their next refresh. */
+    static long backoffMs(SQLException e, int attempt) {
+        String where = ((PSQLException) e).getServerErrorMessage().getWhere();  // 53300 comes from the server
+        int pace = Share.contextMs(where, "retry_ms", 1000);
+        long cap = Math.max(pace, Math.min(2L * pace, Share.contextMs(where, "lease_ms", 4 * pace) / 2));
+        return ThreadLocalRandom.current().nextLong(Math.min(cap, (long) pace << Math.min(attempt, 20)) + 1);
+    }
+
+    /** ok, other (not governed: a fixed size), left (handed back; the next report brings it back), refused
+        (governed no more), no-extension (a fixed size), or starting before the first answer. */
     public synchronized String getStatus() { return status; }
 
     @Override
     public synchronized int getShare() { return share != null ? share.maxSize : -1; }
 
-    @Override
-    public long getRefreshMs() { return intervalMs(); }
-
-    @Override
+    /** The pool's maximumPoolSize now: the share within the pool's own maximum. */
     public int getLimit() { return ds.getMaximumPoolSize(); }
 
     @Override
     public synchronized int getDemand() { return lastDemand; }
 
     @Override
-    public synchronized long getRefreshes() { return refreshes; }
-
-    @Override
-    public synchronized long getSkippedRefreshes() { return skipped; }
-
-    @Override
-    public synchronized Map<String, Long> getErrors() { return new TreeMap<>(errors); }
-
-    @Override
-    public synchronized long getEvictions() { return evictions; }
-
-    @Override
-    public long getRefusedConnects() { return source.refusedConnects.get(); }
-
-    @Override
-    public long getPermanentRefusals() { return source.permanentRefusals.get(); }
-
-    @Override
-    public String getPod() { return pod; }
-
-    @Override
-    public String getPoolSession() { return session; }
+    public synchronized Map<String, Long> getCounters() { return new TreeMap<>(counters); }
 
     @Override
     public String toString() {
         return "ConnBudget{" + who + ", status=" + getStatus() + ", share=" + getShare() + ", limit=" + getLimit()
-                + ", demand=" + getDemand() + ", refreshes=" + getRefreshes() + ", skipped=" + getSkippedRefreshes()
-                + ", errors=" + getErrors() + ", evictions=" + getEvictions() + ", refusedConnects="
-                + getRefusedConnects() + ", permanentRefusals=" + getPermanentRefusals() + "}";
+                + ", demand=" + getDemand() + ", " + getCounters() + "}";
     }
 }

@@ -16,15 +16,12 @@ import java.sql.SQLException;
 public class RefusedException extends SQLException {
     private static final long serialVersionUID = 1L;
 
-    private final boolean permanent;
-
-    RefusedException(String message, SQLException cause, boolean permanent) {
+    RefusedException(String message, SQLException cause) {
         super(message, cause.getSQLState(), cause.getErrorCode(), cause);
-        this.permanent = permanent;
     }
 
     /** True for 42501 and 53400: waiting will not help. */
     public boolean isPermanent() {
-        return permanent;
+        return !"53300".equals(getSQLState());
     }
 }

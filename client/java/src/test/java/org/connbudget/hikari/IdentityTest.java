@@ -12,12 +12,12 @@ import org.postgresql.ds.PGSimpleDataSource;
 /** Ids are checked before anything connects; the identity goes where pgjdbc takes it. */
 class IdentityTest {
     /** A HikariConfig for url, with a maximumPoolSize of 12, configured for pod of application api. */
-    private static BudgetDataSource configured(String url, String pod) {
+    private static ConnBudget.Source configured(String url, String pod) {
         HikariConfig config = new HikariConfig();
         config.setJdbcUrl(url);
         config.setMaximumPoolSize(12);
         ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod(pod));
-        return (BudgetDataSource) config.getDataSource();
+        return (ConnBudget.Source) config.getDataSource();
     }
 
     @Test
@@ -33,22 +33,22 @@ class IdentityTest {
 
     @Test
     void escapesTheStartupOptions() {
-        BudgetDataSource source = configured("jdbc:postgresql://127.0.0.1:1/shop", "web 7\\x'9");
-        String session = source.budget.getPoolSession();
+        ConnBudget.Source source = configured("jdbc:postgresql://127.0.0.1:1/shop", "web 7\\x'9");
+        String session = source.budget.session;
         assertTrue(session.matches("[0-9a-f]{16}"), session);
         assertEquals("-c connbudget.pod=web\\ 7\\\\x'9 -c connbudget.pool_session=" + session, source.getOptions());
     }
 
     @Test
     void everyPoolIsASessionOfItsOwn() {
-        assertNotEquals(configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.getPoolSession(),
-                configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.getPoolSession());
+        assertNotEquals(configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.session,
+                configured("jdbc:postgresql://127.0.0.1:1/shop", "p").budget.session);
     }
 
     /** The identity replaces the URL's ApplicationName and follows its options; the rest of the URL stays. */
     @Test
     void takesTheIdentityIntoTheUrlsSettings() {
-        BudgetDataSource source = configured("jdbc:postgresql://db:6432/shop?options=-c%20statement_timeout%3D5s"
+        ConnBudget.Source source = configured("jdbc:postgresql://db:6432/shop?options=-c%20statement_timeout%3D5s"
                 + "&ApplicationName=old&sslmode=disable", "web-1");
         assertEquals("api", source.getApplicationName());
         assertTrue(source.getOptions().startsWith("-c statement_timeout=5s -c connbudget.pod=web-1 "), source.getOptions());
@@ -66,21 +66,22 @@ class IdentityTest {
         config.setMaximumPoolSize(12);
         config.addDataSourceProperty("options", "-c search_path=shop");
         ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod("web-1"));
-        assertTrue(config.getDataSource() instanceof BudgetDataSource);
-        BudgetDataSource source = (BudgetDataSource) config.getDataSource();
+        assertTrue(config.getDataSource() instanceof ConnBudget.Source);
+        ConnBudget.Source source = (ConnBudget.Source) config.getDataSource();
         assertEquals(12, source.budget.userMax);
         assertEquals(0, source.budget.userMin);
         assertEquals(12, config.getMaximumPoolSize());
         assertEquals(1, config.getMinimumIdle(), "one connection until the first share");
         assertTrue(source.getOptions().startsWith("-c search_path=shop -c connbudget.pod=web-1 "), source.getOptions());
-        assertThrows(IllegalStateException.class,
+        IllegalArgumentException twice = assertThrows(IllegalArgumentException.class,
                 () -> ConnBudget.configure(config, ConnBudget.options().applicationName("api")));
+        assertTrue(twice.getMessage().contains("configure a HikariConfig once"), twice.getMessage());
 
         HikariConfig defaults = new HikariConfig();
         defaults.setJdbcUrl("jdbc:postgresql://127.0.0.1:1/shop");
         defaults.setMinimumIdle(3);
         ConnBudget.configure(defaults, ConnBudget.options().applicationName("api").pod("web-1"));
-        source = (BudgetDataSource) defaults.getDataSource();
+        source = (ConnBudget.Source) defaults.getDataSource();
         assertEquals(3, source.budget.userMax, "HikariCP's maximum when only minimumIdle is set");
         assertEquals(3, source.budget.userMin);
     }
@@ -94,7 +95,7 @@ class IdentityTest {
         HikariConfig config = new HikariConfig();
         config.setDataSource(pg);
         ConnBudget.configure(config, ConnBudget.options().applicationName("api").pod("web-1"));
-        BudgetDataSource source = (BudgetDataSource) config.getDataSource();
+        ConnBudget.Source source = (ConnBudget.Source) config.getDataSource();
         assertEquals("api", source.getApplicationName());
         assertEquals("shop", source.getDatabaseName());
         assertEquals("db", source.getServerNames()[0]);
@@ -106,7 +107,7 @@ class IdentityTest {
         byName.addDataSourceProperty("serverName", "db");
         byName.addDataSourceProperty("databaseName", "shop");
         ConnBudget.configure(byName, ConnBudget.options().applicationName("api").pod("web-1"));
-        source = (BudgetDataSource) byName.getDataSource();
+        source = (ConnBudget.Source) byName.getDataSource();
         assertEquals("shop", source.getDatabaseName());
         assertEquals("api", source.getApplicationName());
     }

@@ -26,10 +26,6 @@ final class Pod implements AutoCloseable {
     private boolean closed;
 
     Pod(String app, String pod, Consumer<HikariConfig> tweak) {
-        this(app, pod, tweak, o -> { });
-    }
-
-    Pod(String app, String pod, Consumer<HikariConfig> tweak, Consumer<ConnBudget.Options> choose) {
         this.app = app;
         this.pod = pod;
         HikariConfig config = new HikariConfig();
@@ -39,9 +35,7 @@ final class Pod implements AutoCloseable {
         config.setMaximumPoolSize(10);
         config.setConnectionTimeout(10000);
         tweak.accept(config);
-        ConnBudget.Options options = ConnBudget.options().applicationName(app).pod(pod);
-        choose.accept(options);
-        ConnBudget.configure(config, options);
+        ConnBudget.configure(config, ConnBudget.options().applicationName(app).pod(pod));
         ds = new HikariDataSource(config);
         budget = ConnBudget.follow(ds);
     }
@@ -92,6 +86,11 @@ final class Pod implements AutoCloseable {
 
     int connections() {
         return onServer()[0];
+    }
+
+    /** One of the adapter's counters, 0 until it has counted. */
+    long count(String name) {
+        return budget.getCounters().getOrDefault(name, 0L);
     }
 
     String failures() {
