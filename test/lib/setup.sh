@@ -16,7 +16,7 @@ command -v npm >/dev/null || CB_PACKAGES_ADAPTERS="$CB_PACKAGES_ADAPTERS nodejs 
 CB_PACKAGES_BUILD="build-essential postgresql-15 postgresql-client-15 postgresql-server-dev-15 libpq-dev libkrb5-dev"
 CB_PACKAGES_TEST="$CB_PACKAGES_BUILD postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl perl prometheus-postgres-exporter prometheus curl python3 python3-yaml git pgbouncer iproute2 clang libclang-rt-14-dev libfuzzer-14-dev debhelper postgresql-server-dev-all lintian help2man $CB_PACKAGES_ADAPTERS"
 CB_PACKAGES_DEMO="$CB_PACKAGES_BUILD gnuplot-nox"
-CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer clang libclang-rt-14-dev libfuzzer-14-dev $CB_PACKAGES_ADAPTERS"
+CB_PACKAGES_BENCH="$CB_PACKAGES_BUILD gnuplot-nox pgbouncer time clang libclang-rt-14-dev libfuzzer-14-dev $CB_PACKAGES_ADAPTERS"
 
 # Install the packages that are missing (as root; with sudo otherwise).
 cb_install_packages() {
