@@ -3,9 +3,11 @@
 #
 #   (a) overhead: a pg.Pool of 8 connections that follows a steady share
 #       of 8 against the same pool without the adapter (both open side by
-#       side, warmed up), a `SELECT 1` loop with 8 workers (pool.query), in
-#       rotated order (with/without, then without/with, ...); the median of
-#       the pairs' ratios (goal: at least 0.97);
+#       side, warmed up), a `SELECT 1` loop with 8 workers (pool.query)
+#       that switch between the two pools every 0.25 s in the order ABBA...
+#       (each run starting with the other pool), so that the machine's other
+#       work falls on both alike; the median of the runs' ratios (goal: at
+#       least 0.97);
 #   (b) convergence, in refresh intervals: a pod busy at the application's
 #       cap of 8, a second pod joins (how long the first stays above its
 #       share, and until both hold 4), then leaves (until the first holds
@@ -109,8 +111,41 @@ async function rate (pool, ms) {
   return q
 }
 
-// Both pools open side by side, warmed up; then pairs of runs, in rotated
-// order, so that a machine whose load drifts weighs on both alike.
+// The same 8 workers run SELECT 1 through one pool, then the other, in
+// slices of SLICE ms in the order ABBA... (first = 0: the adapter's pool
+// first), so that whatever else the machine does falls on both alike:
+// queries per second through each.
+const SLICE = 250
+async function compare (pools, ms, first) {
+  const counts = [0, 0]
+  const spent = [0, 0]
+  let current = first
+  let counting = false
+  let stop = false
+  const workers = Array.from({ length: 8 }, async () => {
+    while (!stop) {
+      const k = current
+      await pools[k].pool.query('SELECT 1')
+      if (counting && k === current) {
+        counts[k]++
+      }
+    }
+  })
+  await sleep(300)
+  counting = true
+  for (let slice = 0; slice < Math.round((2 * ms) / SLICE); slice++) {
+    current = first ^ (slice % 4 === 1 || slice % 4 === 2 ? 1 : 0)
+    const start = process.hrtime.bigint()
+    await sleep(SLICE)
+    spent[current] += Number(process.hrtime.bigint() - start) / 1e9
+  }
+  stop = true
+  await Promise.all(workers)
+  return [counts[0] / spent[0], counts[1] / spent[1]]
+}
+
+// Both pools open side by side and warmed up; then the runs, each starting
+// with the other pool.
 async function overhead (runs, ms) {
   const ws = []
   const wos = []
@@ -119,24 +154,11 @@ async function overhead (runs, ms) {
   const plain = await open('bench-node-b', false, true)
   await rate(followed.pool, 500)
   await rate(plain.pool, 500)
-  const measure = async ({ pool, budget }) => {
-    const q = await rate(pool, ms)
-    if (budget) {
-      const s = budget.stats()
-      if (s.share < 8 || s.limit !== 8) {
-        throw new Error(`the share was not steady at 8: ${JSON.stringify(s)}`)
-      }
-    }
-    return q
-  }
   for (let i = 0; i < runs; i++) {
-    let w, wo
-    if (i % 2 === 0) {
-      w = await measure(followed)
-      wo = await measure(plain)
-    } else {
-      wo = await measure(plain)
-      w = await measure(followed)
+    const [w, wo] = await compare([followed, plain], ms, i % 2)
+    const s = followed.budget.stats()
+    if (s.share < 8 || s.limit !== 8) {
+      throw new Error(`the share was not steady at 8: ${JSON.stringify(s)}`)
     }
     console.log(`run ${i + 1}: with the adapter ${w.toFixed(0)} q/s, without ${wo.toFixed(0)} q/s, ratio ${(w / wo).toFixed(3)}`)
     ws.push(w)
