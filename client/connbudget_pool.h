@@ -522,7 +522,8 @@
 
    cbpool_acquire_until() and cbpool_run_opts.deadline_us take an absolute
    deadline on cbpool_clock_us().  cbpool_run() starts no attempt (first or
-   retry) once the deadline has passed (CBPOOL_ETIMEOUT), waits for a
+   retry) once the deadline has passed (CBPOOL_ETIMEOUT; an attempt whose
+   BEGIN comes back after it is rolled back before fn runs), waits for a
    connection no longer than the deadline, and sends the time left with
    BEGIN as SET LOCAL statement_timeout, so the server gives up no later
    than the caller; each later statement of fn through cbpool_tx_exec() or
@@ -5203,6 +5204,13 @@ static int cbpool__run(const cbpool__run_source *src, cbpool_tx_fn fn, void *arg
         if (cbpool_tx_check(&tx, res)) {
             PQclear(res);
             res = NULL;
+            if (deadline_ns && cbpool__run_ms_left(deadline_ns) == 0) {
+                /* the deadline passed while BEGIN was on its way: fn is not started */
+                PQclear(PQexec(tx.conn, "ROLLBACK"));
+                cbpool_release(pool, tx.conn);
+                opts->attempts = attempt - 1;
+                return CBPOOL_ETIMEOUT;
+            }
             before_fn = 0;
             fn_rc = fn(&tx, arg);
             if (fn_rc == 0 && tx.expired) {
