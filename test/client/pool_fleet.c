@@ -43,7 +43,15 @@ fleet_config(const char *app, const char *pod)
 	return cfg;
 }
 
-/* ---- governed connections, sampled on the server ---- */
+/*
+ * ---- governed connections, sampled on the server ----
+ *
+ * A backend gives its slot back in its last exit callback, microseconds
+ * before it leaves pg_stat_activity (docs/enforcement.md), so a sample can
+ * list one that a new connection has already replaced.  A count above the
+ * highest so far is taken only if a second sample 20 ms later confirms it:
+ * an exiting backend is gone by then, a connection over the budget is not.
+ */
 
 typedef struct Sampler
 {
@@ -61,11 +69,21 @@ sampler_main(void *arg)
 
 	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
 	{
-		long		governed = pg_long(conn, "SELECT count(*) FROM pg_stat_activity "
-									   "WHERE usename = 'fleet' AND backend_type = 'client backend'");
+		const char *count = "SELECT count(*) FROM pg_stat_activity "
+			"WHERE usename = 'fleet' AND backend_type = 'client backend'";
+		long		governed = pg_long(conn, count);
 
 		if (governed > s->max_governed)
-			s->max_governed = governed;
+		{
+			long		again;
+
+			sleep_ms(20);
+			again = pg_long(conn, count);
+			if (again < governed)
+				governed = again;
+			if (governed > s->max_governed)
+				s->max_governed = governed;
+		}
 		s->samples++;
 		sleep_ms(10);
 	}
