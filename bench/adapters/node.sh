@@ -4,10 +4,10 @@
 #   (a) overhead: a pg.Pool of 8 connections that follows a steady share
 #       of 8 against the same pool without the adapter (both open side by
 #       side, warmed up), a `SELECT 1` loop with 8 workers (pool.query)
-#       that switch between the two pools every 0.25 s in the order ABBA...
-#       (each run starting with the other pool), so that the machine's other
-#       work falls on both alike; the median of the runs' ratios (goal: at
-#       least 0.97);
+#       that switch between the two pools after every 25 queries each (a few
+#       milliseconds), in the order ABBA... (each run starting with the
+#       other pool), so that the machine's other work falls on both alike;
+#       the median of the runs' ratios (goal: at least 0.97);
 #   (b) convergence, in refresh intervals: a pod busy at the application's
 #       cap of 8, a second pod joins (how long the first stays above its
 #       share, and until both hold 4), then leaves (until the first holds
@@ -112,38 +112,29 @@ async function rate (pool, ms) {
 }
 
 // The same 8 workers run SELECT 1 through one pool, then the other, in
-// slices of SLICE ms in the order ABBA... (first = 0: the adapter's pool
-// first), so that whatever else the machine does falls on both alike:
-// queries per second through each.
-const SLICE = 250
+// short slices of PER_SLICE queries each (a few milliseconds), in the
+// order ABBA... (first = 0: the adapter's pool first), each slice ending
+// when all 8 have done theirs, so that whatever else the machine does falls
+// on both alike and each pool's cost falls on its own slices (the workers
+// share one event loop): queries per second through each.
+const PER_SLICE = 25
 async function compare (pools, ms, first) {
   const counts = [0, 0]
   const spent = [0, 0]
-  let current = first
-  let counting = false
-  let stop = false
-  const workers = Array.from({ length: 8 }, async () => {
-    while (!stop) {
-      const k = current
-      await pools[k].pool.query('SELECT 1')
-      if (counting && k === current) {
-        counts[k]++
-      }
+  const slice = async (pool) => {
+    for (let q = 0; q < PER_SLICE; q++) {
+      await pool.query('SELECT 1')
     }
-  })
-  await sleep(300)
-  counting = true
-  for (let slice = 0; slice < Math.round((2 * ms) / SLICE); slice++) {
-    current = first ^ (slice % 4 === 1 || slice % 4 === 2 ? 1 : 0)
-    const start = process.hrtime.bigint()
-    await sleep(SLICE)
-    spent[current] += Number(process.hrtime.bigint() - start) / 1e9
   }
-  stop = true
-  await Promise.all(workers)
+  for (let s = 0; spent[0] + spent[1] < (2 * ms) / 1000; s++) {
+    const k = first ^ (s % 4 === 1 || s % 4 === 2 ? 1 : 0)
+    const start = process.hrtime.bigint()
+    await Promise.all(Array.from({ length: 8 }, () => slice(pools[k].pool)))
+    spent[k] += Number(process.hrtime.bigint() - start) / 1e9
+    counts[k] += 8 * PER_SLICE
+  }
   return [counts[0] / spent[0], counts[1] / spent[1]]
 }
-
 // Both pools open side by side and warmed up; then the runs, each starting
 // with the other pool.
 async function overhead (runs, ms) {
