@@ -111,6 +111,9 @@
        connection the answer came on.  A share the server withdrew
        (status "refused": the pod's role lost the application) is logged
        once as an error ("share-refused") and the pool keeps what it had.
+       A 53300 refusal whose stated pace is not such a number is logged
+       ("pace-invalid") and counted in budget_errors the same way, and the
+       pool keeps its own pace.
    It identifies itself at connect time with application_name and
    connbudget.pod (options='-c connbudget.pod=<pod>').  The call is made on
    a connection idle for a while, or else by the next thread that releases
@@ -465,7 +468,8 @@
    barged acquires per hand-off and a low p50 mean threads mostly keep
    their connections; a p99 near the acquire timeout means the pool is too
    small for its threads.  budget_errors counts pool_share() calls that
-   failed or answered nonsense, host_check_errors the same for a cluster
+   failed or answered nonsense (and refusals stating a pace that is not
+   one), host_check_errors the same for a cluster
    host's role and lag check.  connects_refused counts 53300 refusals
    (backpressure), refusals_permanent the 42501 and 53400 ones (see
    PERMANENT REFUSALS).
@@ -4289,6 +4293,22 @@ static int cbpool__stated_refresh_ms(const char *text)
                                            " ms (connbudget.refresh_interval)");
 }
 
+/* Does text state a pace after lead (and before tail, as in
+   cbpool__stated_number) that is not one: "abc", a sign, a number out of
+   range or too long?  Then 1, and the word after lead, quoted, into out
+   (at least 16 bytes).  0 when it states none there (PostgreSQL's own
+   53300 refusals, connbudget 1.0) or a pace that reads. */
+static int cbpool__stated_bad(const char *text, const char *lead, const char *tail,
+                              char *out, size_t outlen)
+{
+    const char *at = text ? strstr(text, lead) : NULL;
+    if (!at || cbpool__stated_number(text, lead, tail))
+        return 0;
+    at += strlen(lead);
+    cbpool__quote(at, (int)strcspn(at, " \n"), out, outlen);
+    return 1;
+}
+
 /* How a connect failed (cbpool__connect_outcome). */
 #define CBPOOL__CONNECT_FAILED 0        /* by a server that is there: a failed
                                            login, a missing database, ... */
@@ -4315,10 +4335,11 @@ static void cbpool__connect_failed(cbpool *pool, PGconn *pg, const char *why,
     char line[256];
     const char *text = why ? why : (pg ? PQerrorMessage(pg) : "out of memory");
     int outcome = cbpool__connect_outcome(text);
-    cbpool__msg msg, bmsg;
+    cbpool__msg msg, bmsg, pmsg;
 
     msg.id = NULL;
     bmsg.id = NULL;
+    pmsg.id = NULL;
     cbpool__first_line(text, line, sizeof line);
     if (pool->fast.observe)
         cbpool__on_connect(pool, NULL, started_ns, line);
@@ -4347,8 +4368,23 @@ static void cbpool__connect_failed(cbpool *pool, PGconn *pg, const char *why,
     CBPOOL__COUNT(pool, connect_failures);
     if (outcome == CBPOOL__CONNECT_BACKPRESSURE) {
         /* backpressure, not an outage: back off and re-read the share */
+        char stated[48];
         CBPOOL__COUNT(pool, connects_refused);
         cbpool__share_due_locked(pool, 0);
+        /* a pace it reads (no refresh_ms of its own) that is not one is a
+           bad answer like a bad share: not taken, counted, said once per
+           run of failed connects */
+        if (pool->cfg.refresh_ms == 0 &&
+            (cbpool__stated_bad(text, "connbudget: retry_ms=", NULL, stated, sizeof stated) ||
+             cbpool__stated_bad(text, "re-read their share every ",
+                                " ms (connbudget.refresh_interval)", stated, sizeof stated))) {
+            CBPOOL__COUNT(pool, budget_errors);
+            if (pool->breaker.failures == 0)
+                cbpool__format(&pmsg, CBPOOL_LOG_WARN, "pace-invalid",
+                               "a refusal (53300) states its pace as %s, not a number of ms "
+                               "from %d to %d; not taken", stated, CBPOOL__REFRESH_MIN_MS,
+                               CBPOOL__REFRESH_MAX_MS);
+        }
     }
     cbpool__breaker_backoff_locked(pool, outcome, text);
     if (outcome == CBPOOL__CONNECT_REFUSED)
@@ -4365,6 +4401,8 @@ static void cbpool__connect_failed(cbpool *pool, PGconn *pg, const char *why,
     cbpool__emit(pool, &msg);
     if (bmsg.id)
         cbpool__emit(pool, &bmsg);
+    if (pmsg.id)
+        cbpool__emit(pool, &pmsg);
     if (pg)
         PQfinish(pg);
 }

@@ -22,6 +22,13 @@
  *   max_size, max_size above budget, a budget beyond MAX_BACKENDS,
  *   refresh_ms 0, 5 and 99999999, a binary value, a NUL or a newline
  *   inside;
+ * - a huge share, well formed (max_size, min_size and budget 2000), for
+ *   both protocols: believed, and the pool's own max_size of 4 is all that
+ *   bounds it: never more than 4 connections;
+ * - connects the relay refuses with 53300, stating their pace as
+ *   retry_ms=abc, 99999999999 or -250: not taken, each counted in
+ *   budget_errors, said once as a warning ("pace-invalid") over a run of
+ *   refusals; a 53300 that states no pace (PostgreSQL's own) is no error;
  * - a cluster host's role and lag check.
  *
  * Each time the pool neither crashes nor takes a size from the answer (its
@@ -291,6 +298,9 @@ typedef struct Relay
 	const Failure *failure[Q_KINDS];	/* or this error, before answer */
 	int			rewritten[Q_KINDS];
 	int			passed[Q_KINDS];	/* answers passed on as they were */
+	const Failure *refusal;		/* connects refused with this FATAL
+								   instead of relayed; NULL: relayed */
+	int			refused;		/* connects refused so */
 } Relay;
 
 static Relay relay;
@@ -640,11 +650,73 @@ relay_from(RelayPair *p, int from, Buf *in, void (*messages) (RelayPair *), int 
 	return 1;
 }
 
+/*
+ * Refuse a connect as a server does: read the client's startup message,
+ * then answer a FATAL ErrorResponse with f's SQLSTATE, a message and, if
+ * f->message is set, it as the context field (where connbudget states the
+ * pace to retry at).
+ */
+static void
+relay_refuse(int client, const Failure *f)
+{
+	Buf			in = {0},
+				out = {0};
+	size_t		at;
+
+	for (;;)
+	{
+		char		buf[1024];
+		uint32_t	len = 0;
+		ssize_t		n;
+
+		if (in.len >= 4)
+		{
+			memcpy(&len, in.data, 4);
+			if (in.len >= ntohl(len))
+				break;
+		}
+		n = read(client, buf, sizeof(buf));
+		if (n <= 0)
+		{
+			free(in.data);
+			return;
+		}
+		buf_put(&in, buf, (size_t) n);
+	}
+	at = msg_begin(&out, 'E');
+	buf_put(&out, "S", 1);
+	buf_str(&out, "FATAL");
+	buf_put(&out, "V", 1);
+	buf_str(&out, "FATAL");
+	buf_put(&out, "C", 1);
+	buf_str(&out, f->sqlstate);
+	buf_put(&out, "M", 1);
+	buf_str(&out, "too many connections for application \"paced\"");
+	if (f->message)
+	{
+		buf_put(&out, "W", 1);
+		buf_str(&out, f->message);
+	}
+	buf_put(&out, "", 1);
+	msg_end(&out, at);
+	if (write_all(client, out.data, out.len))
+		__atomic_fetch_add(&relay.refused, 1, __ATOMIC_RELEASE);
+	free(in.data);
+	free(out.data);
+}
+
 static void
 relay_serve(TcpRelay *tcp, int client, int server)
 {
-	RelayPair  *p = calloc(1, sizeof(RelayPair));
+	const Failure *refusal = __atomic_load_n(&relay.refusal, __ATOMIC_ACQUIRE);
+	RelayPair  *p;
 
+	if (refusal)
+	{
+		relay_refuse(client, refusal);
+		return;
+	}
+	p = calloc(1, sizeof(RelayPair));
 	if (!p)
 		bail_out("relay: out of memory");
 	while (!__atomic_load_n(&tcp->stop, __ATOMIC_RELAXED))
@@ -686,6 +758,20 @@ static void
 relay_fail(int kind, const Failure *f)
 {
 	__atomic_store_n(&relay.failure[kind], f, __ATOMIC_RELEASE);
+}
+
+/* From now on, the relay refuses every connect with f (NULL: relays
+   them). */
+static void
+relay_refuse_connects(const Failure *f)
+{
+	__atomic_store_n(&relay.refusal, f, __ATOMIC_RELEASE);
+}
+
+static int
+relay_refused(void)
+{
+	return __atomic_load_n(&relay.refused, __ATOMIC_ACQUIRE);
 }
 
 /* How many answers of this kind the relay rewrote, or passed on. */
@@ -947,6 +1033,49 @@ test_parser(void)
 			   "a whole number of ms from 10 to 3600000 ending its word, or none (%d texts, each "
 			   "at the very end of its buffer, one cut right after \"retry_ms=2\")", ncontexts);
 		is_int(cbpool__stated_refresh_ms(NULL), 0, "and no text states no pace");
+	}
+
+	{
+		/* a pace stated but not read is a bad answer; none stated is not */
+		static const struct
+		{
+			const char *text;
+			const char *bad;	/* the word quoted, or NULL: not bad */
+		}			paces[] = {
+			{"FATAL:  53300: sorry, too many clients already", NULL},
+			{"FATAL:  53300: too many connections for role \"mallory\"", NULL},
+			{"CONTEXT:  connbudget: retry_ms=250 protocol=2", NULL},
+			{"HINT:  Pools re-read their share every 250 ms (connbudget.refresh_interval).", NULL},
+			{"CONTEXT:  connbudget: retry_ms=abc protocol=2", "\"abc\""},
+			{"CONTEXT:  connbudget: retry_ms=99999999999 protocol=2", "\"99999999999\""},
+			{"CONTEXT:  connbudget: retry_ms=-250 protocol=2", "\"-250\""},
+			{"CONTEXT:  connbudget: retry_ms=5\n", "\"5\""},
+			{"CONTEXT:  connbudget: retry_ms=", "\"\""},
+			{"HINT:  Pools re-read their share every abc ms (connbudget.refresh_interval).",
+			"\"abc\""},
+		};
+		int			wrong = 0;
+
+		for (size_t i = 0; i < sizeof(paces) / sizeof(paces[0]); i++)
+		{
+			char	   *text = exact(paces[i].text);
+			char		word[48] = "";
+			int			bad = cbpool__stated_bad(text, "connbudget: retry_ms=", NULL, word,
+												 sizeof(word)) ||
+				cbpool__stated_bad(text, "re-read their share every ",
+								   " ms (connbudget.refresh_interval)", word, sizeof(word));
+
+			if (bad != (paces[i].bad != NULL) || (bad && strcmp(word, paces[i].bad) != 0))
+			{
+				diag("cbpool__stated_bad(\"%s\") = %d, %s; expected %s", paces[i].text, bad, word,
+					 paces[i].bad ? paces[i].bad : "none");
+				wrong++;
+			}
+			free(text);
+		}
+		is_int(wrong, 0, "a pace stated in a form that does not read (\"abc\", out of range, a "
+			   "sign) is told apart from none stated, as in PostgreSQL's own 53300 (%d texts)",
+			   (int) (sizeof(paces) / sizeof(paces[0])));
 	}
 
 	{
@@ -1355,6 +1484,166 @@ test_protocol1(PGconn *admin)
 	relay_fail(Q_SHARE2, NULL);
 }
 
+/* ---- a huge share, well formed ---- */
+
+/* the pool's own max_size against it */
+#define CAP 4
+
+static const Answer huge1 = {.name = "huge", .ncols = 4, .nrows = 1,
+.v = {{"2000", "2000", "2000", "100"}}};
+static const Answer huge2 = {.name = "huge",
+P2("protocol=2 status=ok max_size=2000 min_size=2000 allocation=2000 pods=1 budget=2000 "
+   "refresh_ms=100")};
+
+/*
+ * A share of 2000 with a min_size of 2000 (within MAX_BACKENDS, in order):
+ * well formed, so the pool believes it, and only its own max_size stands
+ * between it and 2000 connections.  With max_size 4 it never opens more
+ * than 4, over 20 such answers.
+ */
+static void
+huge_share(PGconn *admin, int protocol)
+{
+	const char *app = protocol == 2 ? "huge2" : "huge1";
+	cbpool_config cfg = test_config(app, protocol == 2 ? "pod-huge2" : "pod-huge1");
+	int			kind = protocol == 2 ? Q_SHARE2 : Q_SHARE1;
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	Watch		w;
+	int			from,
+				okay;
+
+	if (protocol == 1)
+		relay_fail(Q_SHARE2, &unknown_share);
+	relay_set(kind, protocol == 2 ? &huge2 : &huge1);
+	cfg.conninfo = tcp_relay_conninfo(&relay.tcp);
+	cfg.max_size = CAP;
+	cfg.min_idle = 1;
+	log_reset();
+	from = rewritten(kind);
+	pool = open_or_bail(&cfg);
+	okay = wait_stat(pool, s.share == 2000 && s.total == CAP, 10000);
+	ok(okay, "protocol %d, a share of max_size 2000, min_size 2000, budget 2000: well formed, "
+	   "believed (share %d), and the pool fills its max_size of %d (total %d)", protocol,
+	   s.share, CAP, s.total);
+	w = watch_until(pool, admin, app, 0, kind, from + 20, 10000);
+	s = stats_of(pool);
+	ok(w.reached && w.total_hi <= CAP && w.size_hi <= CAP && w.backends_hi <= CAP &&
+	   s.connects <= CAP,
+	   "over 20 such answers it never holds more than its max_size of %d: connections at most "
+	   "%d, max_size at most %d, the server's backends at most %ld, %llu connects in all",
+	   CAP, w.total_hi, w.size_hi, w.backends_hi, (unsigned long long) s.connects);
+	ok(logged("budget-invalid", NULL) == 0 && s.budget_errors == 0,
+	   "and counts no error: the answer is well formed (%llu budget errors)",
+	   (unsigned long long) s.budget_errors);
+	cbpool_close(pool);
+	relay_set(kind, NULL);
+	relay_fail(Q_SHARE2, NULL);
+	pg_wait_for(admin, backends_sql(app), 0, 10000);
+}
+
+static void
+test_huge_share(PGconn *admin)
+{
+	huge_share(admin, 2);
+	huge_share(admin, 1);
+}
+
+/* ---- a refusal's stated pace ---- */
+
+static const Failure pace_abc = {"53300", "connbudget: retry_ms=abc lease_ms=3000 protocol=2"};
+static const Failure pace_huge = {"53300", "connbudget: retry_ms=99999999999 lease_ms=3000 protocol=2"};
+static const Failure pace_negative = {"53300", "connbudget: retry_ms=-250 lease_ms=3000 protocol=2"};
+static const Failure pace_none = {"53300", NULL};
+
+/*
+ * The pool holds 3 connections (a share of 3); the relay then refuses
+ * every connect with 53300 and the share becomes 4, so the pool tries to
+ * open a fourth, again and again.  A refusal whose context states its
+ * pace as something that is not a number of ms in range: not taken,
+ * counted in budget_errors at every refusal, said once as a warning
+ * ("pace-invalid") over the run of refusals.  A refusal that states no
+ * pace (PostgreSQL's own) is no error.
+ */
+static int
+refused_run(cbpool *pool, PGconn *admin, const Failure *f, const char *what, const char *word)
+{
+	cbpool_stats_t s;
+	uint64_t	errors,
+				refusals;
+	int			warnings = logged("pace-invalid", NULL),
+				from,
+				okay;
+	char		text[16384],
+				want[256];
+
+	relay_set(Q_SHARE2, &good2_3);
+	okay = wait_stat(pool, s.share == 3 && s.total == 3 && s.connecting == 0, 10000);
+	pg_wait_for(admin, backends_sql("paced"), 3, 10000);
+	s = stats_of(pool);
+	errors = s.budget_errors;
+	refusals = s.connects_refused;
+	from = relay_refused();
+	relay_refuse_connects(f);
+	relay_set(Q_SHARE2, &good2_4);
+	wait_until((void) 0, relay_refused() >= from + 4, 10000);
+	okay = okay && wait_stat(pool, s.connects_refused >= refusals + 4, 5000);
+	relay_refuse_connects(NULL);
+	s = stats_of(pool);
+	ok(okay, "%s: the relay refuses the pool's connects with 53300 (%llu refused)", what,
+	   (unsigned long long) (s.connects_refused - refusals));
+	if (word)
+	{
+		char		said[128];
+
+		snprintf(said, sizeof(said), "a refusal (53300) states its pace as %s, not a number of ms "
+				 "from 10 to 3600000; not taken", word);
+		ok(logged_at("pace-invalid", said, CBPOOL_LOG_WARN) == 1 &&
+		   logged("pace-invalid", NULL) == warnings + 1,
+		   "%s: said once, as a warning (pace-invalid), over %llu refusals: %s", what,
+		   (unsigned long long) (s.connects_refused - refusals), said);
+		ok(s.budget_errors - errors == s.connects_refused - refusals,
+		   "%s: every one counted in budget_errors (+%llu for %llu refusals)", what,
+		   (unsigned long long) (s.budget_errors - errors),
+		   (unsigned long long) (s.connects_refused - refusals));
+		cbpool_prometheus(pool, text, sizeof(text));
+		snprintf(want, sizeof(want),
+				 "cbpool_budget_errors_total{application=\"paced\",pod=\"pod-paced\"} %llu\n",
+				 (unsigned long long) s.budget_errors);
+		ok(strstr(text, want) != NULL, "%s: and in budget_errors_total", what);
+	}
+	else
+		ok(logged("pace-invalid", NULL) == warnings && s.budget_errors == errors,
+		   "%s: no error (budget_errors +%llu)", what,
+		   (unsigned long long) (s.budget_errors - errors));
+	okay = wait_stat(pool, s.total == GOOD && s.share == GOOD, 10000);
+	ok(okay, "%s: once the relay lets connects through, the pool grows to its share of %d "
+	   "(total %d)", what, GOOD, s.total);
+	return okay;
+}
+
+static void
+test_stated_pace(PGconn *admin)
+{
+	cbpool_config cfg = test_config("paced", "pod-paced");
+	cbpool	   *pool;
+
+	relay_set(Q_SHARE2, &good2_3);
+	cfg.conninfo = tcp_relay_conninfo(&relay.tcp);
+	cfg.max_size = FIXED;
+	cfg.min_idle = FIXED;
+	log_reset();
+	pool = open_or_bail(&cfg);
+	refused_run(pool, admin, &pace_none, "a 53300 that states no pace", NULL);
+	refused_run(pool, admin, &pace_abc, "retry_ms=abc", "\"abc\"");
+	refused_run(pool, admin, &pace_huge, "retry_ms=99999999999", "\"99999999999\"");
+	refused_run(pool, admin, &pace_negative, "retry_ms=-250", "\"-250\"");
+	ok(pool_serves(pool, 5000), "the pool serves");
+	cbpool_close(pool);
+	relay_set(Q_SHARE2, NULL);
+	pg_wait_for(admin, backends_sql("paced"), 0, 10000);
+}
+
 /* ---- someone else's connbudget.pool_share() ---- */
 
 /* Replace the squatter's function at once (in one transaction, so that the
@@ -1713,6 +2002,8 @@ main(void)
 	relay_start();
 	test_protocol2(admin);
 	test_protocol1(admin);
+	test_huge_share(admin);
+	test_stated_pace(admin);
 	test_hostile_host_checks();
 	tcp_relay_stop(&relay.tcp);
 	test_squat_ignored(admin);

@@ -32,7 +32,9 @@
  *   P  a refusal's message: cbpool__stated_refresh_ms is 0 or from 10 to
  *      3600000, and is the pace the message states when it states one
  *      plainly ("connbudget: retry_ms=N" ending a word, else 1.1's hint
- *      "... re-read their share every N ms (connbudget.refresh_interval)").
+ *      "... re-read their share every N ms (connbudget.refresh_interval)"),
+ *      and cbpool__stated_bad says a stated retry_ms is bad exactly when it
+ *      is not read.
  *   Q  cbpool__quote with output buffers of 16 to 40 and 150 to 170 bytes
  *      (the pool's are 160), allocated exactly: what it writes fits, is
  *      terminated, quoted and printable.
@@ -315,6 +317,16 @@ fuzz_pace(const char *msg, size_t len)
 		FZ_CHECK(pace == hint, "the hint's %lld ms read as %d", hint, pace);
 	else if (!strstr(msg, "connbudget: retry_ms=") && !strstr(msg, "re-read their share every "))
 		FZ_CHECK(pace == 0, "a pace of %d ms where none is stated", pace);
+	{
+		char		word[48];
+		int			bad = cbpool__stated_bad(msg, "connbudget: retry_ms=", NULL, word, sizeof word);
+
+		/* a stated retry_ms is either read or said to be bad, never both */
+		FZ_CHECK(!bad || retry < 0, "retry_ms=%lld read, and also said to be bad (%s)", retry, word);
+		FZ_CHECK(bad || retry >= 0 || !strstr(msg, "connbudget: retry_ms="),
+				 "retry_ms= stated, neither read nor said to be bad");
+		FZ_CHECK(!bad || memchr(word, '\0', sizeof word) != NULL, "the bad word is not terminated");
+	}
 }
 
 static void

@@ -14,10 +14,17 @@
  *                       is never read
  *   a given-away schema a schema or table that a non-superuser came to own
  *                       is not trusted; ALTER EXTENSION UPDATE refuses it
- *   wrong column types  the extension's table altered to wrong types (only
- *                       a superuser can): no crash, one clear log line,
- *                       connections behave as for a missing table, and a
- *                       change to the table is an error that says why
+ *   not a member        a superuser's table connbudget.application_limits
+ *                       that is not a member of the extension (ALTER
+ *                       EXTENSION ... DROP TABLE): not read, and the loader
+ *                       says why; read again once it is a member again
+ *   wrong column types  the extension's table altered to a wrong type (only
+ *                       a superuser can), one column at a time, so that the
+ *                       check of each is reached (roles text[], not name[],
+ *                       too): no crash, one clear log line naming the column
+ *                       and its type, connections behave as for a missing
+ *                       table, and a change to the table is an error that
+ *                       says why
  *   values the table's constraints forbid (constraints dropped): those rows
  *                       are left out, with one log line
  *
@@ -236,6 +243,52 @@ test_given_away(void)
 	no_crash("giving the schema and the table away", log_from);
 }
 
+/* ---- a table of the right name that is not the extension's ---- */
+
+/* The extension as it creates itself, with alice_app capped at 2, read. */
+static void
+fresh_limits(void)
+{
+	pg_exec(admin, "DROP EXTENSION connbudget");
+	pg_exec(admin, "CREATE EXTENSION connbudget");
+	pg_exec(admin, "INSERT INTO connbudget.application_limits VALUES ('alice_app', 0, 2, 1, '{alice}')");
+	reload_limits();
+}
+
+static void
+test_not_a_member(void)
+{
+	char		st[6];
+	long		log_from;
+
+	fresh_limits();
+	is_int(admitted("alice", "alice_app", 3, st), 2, "before: alice_app is capped at 2");
+	log_from = server_log_size();
+	pg_exec(admin, "ALTER EXTENSION connbudget DROP TABLE connbudget.application_limits");
+	is_int(pg_long(admin, "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+				   "JOIN pg_roles r ON r.oid = c.relowner WHERE n.nspname = 'connbudget' "
+				   "AND c.relname = 'application_limits' AND r.rolsuper"), 1,
+		   "a table connbudget.application_limits that a superuser owns, in the extension's schema, "
+		   "no longer a member of the extension");
+	reload_limits();
+	ok(server_log_contains(log_from, "the table application_limits in the extension's schema is not the "
+						   "extension's own"),
+	   "the loader says it is not the extension's own");
+	is_int(admitted("alice", "alice_app", 3, st), 3,
+		   "its rows are not in force: alice_app is uncapped, as without a table");
+	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.applications WHERE application_name = 'alice_app' "
+				   "AND max_connections IS NOT NULL"), 0,
+		   "and connbudget.applications shows no limit of alice_app");
+
+	log_from = server_log_size();
+	pg_exec(admin, "ALTER EXTENSION connbudget ADD TABLE connbudget.application_limits");
+	reload_limits();
+	ok(server_log_contains(log_from, "is read as it is again"),
+	   "a member again (ALTER EXTENSION ... ADD TABLE), the loader reads it again");
+	is_int(admitted("alice", "alice_app", 3, st), 2, "and alice_app is capped at 2 again");
+	no_crash("a table of the right name that is not the extension's", log_from);
+}
+
 /* ---- wrong column types and values the constraints forbid ---- */
 
 static void
@@ -243,39 +296,51 @@ test_wrong_types(void)
 {
 	char		st[6],
 				msg[2048];
-	long		log_from = server_log_size();
-	const char *alter[] = {
-		"ALTER TABLE connbudget.application_limits ALTER COLUMN application_name TYPE int USING length(application_name)",
-		"ALTER TABLE connbudget.application_limits ALTER COLUMN min_connections TYPE text",
-		"ALTER TABLE connbudget.application_limits ALTER COLUMN max_connections TYPE bigint",
-		"ALTER TABLE connbudget.application_limits ALTER COLUMN weight TYPE numeric",
-		"ALTER TABLE connbudget.application_limits ALTER COLUMN roles TYPE text[]",
+	long		log_from;
+	static const struct
+	{
+		const char *alter;
+		const char *logged;
+	}			columns[] = {
+		{"ALTER COLUMN application_name TYPE int USING length(application_name)",
+		"column application_name is of type integer, not text"},
+		{"ALTER COLUMN min_connections TYPE text", "column min_connections is of type text, not integer"},
+		{"ALTER COLUMN max_connections TYPE bigint", "column max_connections is of type bigint, not integer"},
+		{"ALTER COLUMN weight TYPE numeric", "column weight is of type numeric, not integer"},
+		{"ALTER COLUMN roles TYPE text[]", "column roles is of type text[], not name[]"},
 	};
 
-	pg_exec(admin, "DO $$ DECLARE c record; BEGIN FOR c IN SELECT conname FROM pg_constraint "
-			"WHERE conrelid = 'connbudget.application_limits'::regclass AND contype = 'c' LOOP "
-			"EXECUTE format('ALTER TABLE connbudget.application_limits DROP CONSTRAINT %I', c.conname); "
-			"END LOOP; END $$");
-	pg_exec(admin, alter[0]);
-	for (int round = 0; round < 3; round++)
-		reload_limits();
-	is_int(server_log_count(log_from, "column application_name is of type integer, not text"), 1,
-		   "application_name of type integer: the loader says so in the log, once over three reloads");
-	is_int(admitted("alice", "alice_app", 3, st), 3, "connections behave as without a table: alice_app is uncapped");
-	is_str(pg_exec_error(admin, "INSERT INTO connbudget.application_limits (application_name) VALUES (7)",
-						 msg, sizeof(msg)), "55000",
-		   "a change to the table is an error");
-	ok(strstr(msg, "column application_name is of type integer, not text") != NULL, "that says why: %s", msg);
-
-	for (int i = 1; i < 5; i++)
-		pg_exec(admin, alter[i]);
-	reload_limits();
-	no_crash("every column of the wrong type", log_from);
+	/* each column alone, so that the check of every one is reached */
+	for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++)
 	{
-		PGconn	   *a = connect_as("alice", "alice_app", NULL, st, msg, sizeof(msg));
+		char		sql[512];
+		const char *logged = columns[i].logged;
 
-		ok(a != NULL, "logins still work%s%s", a ? "" : ": ", a ? "" : msg);
-		PQfinish(a);
+		fresh_limits();
+		log_from = server_log_size();
+		pg_exec(admin, "DO $$ DECLARE c record; BEGIN FOR c IN SELECT conname FROM pg_constraint "
+				"WHERE conrelid = 'connbudget.application_limits'::regclass AND contype = 'c' LOOP "
+				"EXECUTE format('ALTER TABLE connbudget.application_limits DROP CONSTRAINT %I', c.conname); "
+				"END LOOP; END $$");
+		snprintf(sql, sizeof(sql), "ALTER TABLE connbudget.application_limits %s", columns[i].alter);
+		pg_exec(admin, sql);
+		for (int round = 0; round < 3; round++)
+			reload_limits();
+		is_int(server_log_count(log_from, logged), 1,
+			   "%s: the loader says so in the log, once over three reloads", logged);
+		is_int(admitted("alice", "alice_app", 3, st), 3,
+			   "%s: connections behave as without a table: alice_app is uncapped", logged);
+		is_str(pg_exec_error(admin, "UPDATE connbudget.application_limits SET min_connections = min_connections",
+							 msg, sizeof(msg)), "55000",
+			   "%s: a change to the table is an error", logged);
+		ok(strstr(msg, logged) != NULL, "that says why: %s", msg);
+		{
+			PGconn	   *a = connect_as("alice", "alice_app", NULL, st, msg, sizeof(msg));
+
+			ok(a != NULL, "%s: logins still work%s%s", logged, a ? "" : ": ", a ? "" : msg);
+			PQfinish(a);
+		}
+		no_crash(logged, log_from);
 	}
 
 	/* back as the extension made it, then values its constraints forbid */
@@ -316,6 +381,7 @@ main(void)
 	test_limits_lock();
 	test_schema_squatting();
 	test_given_away();
+	test_not_a_member();
 	test_wrong_types();
 
 	PQfinish(admin);

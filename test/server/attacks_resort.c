@@ -23,6 +23,12 @@
  *                              (max_pods_per_role), and she and alice do not
  *                              end up in one pod where her report of 0
  *                              would empty alice's share
+ *   govern, then refuse        her pod of an application without a row,
+ *                              governed under unconfigured_applications =
+ *                              govern, is gone once it is set to refuse:
+ *                              her connection is "other", her pool_share()
+ *                              refused with 42501, connbudget.share says
+ *                              status=refused
  *   toggled roles under connects  while newapp's roles flip between alice
  *                              alone and alice with mallory, mallory
  *                              connects in a loop: once it stays alice's,
@@ -280,6 +286,61 @@ test_other_then_govern(void)
 	after("other, then govern");
 }
 
+/* ---- govern, then refuse ---- */
+
+static void
+test_govern_then_refuse(void)
+{
+	char		st[6];
+	PGconn	   *m;
+	long		other_before;
+	PGresult   *res;
+
+	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods", 0, 5000), 0,
+		   "no pod is left from before");
+	pg_exec(admin, "ALTER SYSTEM SET connbudget.unconfigured_applications = 'govern'");
+	settle();
+	m = must_connect("mallory", "norow", "m-4");
+	is_int(settled_share(m, "3", 3), 3,
+		   "under unconfigured_applications = govern, mallory's pod of norow (no row) gets a share");
+	is_int(count("SELECT count(*) FROM connbudget.pods WHERE application_name = 'norow'"), 1,
+		   "and is a pod of norow");
+	is_int(count("SELECT connections FROM connbudget.applications WHERE application_name = 'norow'"), 1,
+		   "norow counts her connection");
+	pg_exec(m, "SET connbudget.demand = 3");
+	ok(strstr(pg_value(m, "SHOW connbudget.share"), "status=ok") != NULL,
+	   "connbudget.share with a demand set says status=ok");
+	other_before = count("SELECT other FROM connbudget.budget");
+
+	pg_exec(admin, "ALTER SYSTEM SET connbudget.unconfigured_applications = 'refuse'");
+	settle();
+	is_int(pg_wait_for(admin, "SELECT count(*) FROM connbudget.pods WHERE application_name = 'norow'", 0, 3000),
+		   0, "once it is set to refuse, her pod of norow is gone");
+	is_int(count("SELECT coalesce((SELECT connections FROM connbudget.applications "
+				 "WHERE application_name = 'norow'), 0)"), 0,
+		   "norow counts none of her connections");
+	is_int(count("SELECT other FROM connbudget.budget") - other_before, 1,
+		   "her connection is counted as other");
+	is_int(count("SELECT count(*) FROM pg_stat_activity WHERE usename = 'mallory' AND application_name = 'norow'"),
+		   1, "and is still open");
+	is_int(share_of(m, "3", st), -1, "her pool_share() is refused");
+	is_str(st, "42501", "with 42501");
+	res = PQexec(m, "SELECT connbudget.pool_share(3)");
+	ok(strstr(PQresultErrorMessage(res), "application \"norow\" has no row in connbudget.application_limits") != NULL,
+	   "saying why: %s", PQresultErrorMessage(res));
+	PQclear(res);
+	pg_exec(m, "SET connbudget.demand = 3");
+	is_str(pg_value(m, "SHOW connbudget.share"),
+		   "protocol=2 status=refused sqlstate=42501 reason=unconfigured_refused refresh_ms=100",
+		   "connbudget.share with a demand set says refused, with the SQLSTATE and the reason");
+	is_int(count("SELECT count(*) FROM connbudget.pods WHERE application_name = 'norow'"), 0,
+		   "and her reports bring no pod back");
+	PQfinish(m);
+	pg_exec(admin, "ALTER SYSTEM RESET connbudget.unconfigured_applications");
+	settle();
+	after("govern, then refuse");
+}
+
 /* ---- toggled roles under connects ---- */
 
 static void
@@ -406,6 +467,7 @@ main(void)
 	test_roles_changed();
 	test_membership_revoked();
 	test_other_then_govern();
+	test_govern_then_refuse();
 	test_toggled_roles();
 	test_joined_address();
 
