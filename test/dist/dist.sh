@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # dist.sh -- the PGXN release: META.json follows the PGXN meta spec and
-# agrees with the control file, and make dist produces a zip that holds it,
+# agrees with the control file, debian/changelog's newest entry is the same
+# upstream version, and make dist produces a zip that holds it,
 # from which the extension builds.  Prints TAP.  CB_SRC is the checkout
 # (test/run passes it), which make dist archives with git.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 # shellcheck source=../lib/tap.sh
 source test/lib/tap.sh
 work=$(mktemp -d "${CB_WORK:-/tmp}/dist.XXXXXX")
@@ -40,10 +41,20 @@ sys.exit(1 if problems else 0)
 PY
 ok $? "META.json follows the PGXN meta spec and says version $version.0$(sed 's/^/; /' "$work/meta.out" | tr -d '\n')"
 
+# ---- debian/changelog ----
+# the newest entry's version, without its epoch and Debian revision, is the
+# release's: META.json's, and the control file's as x.y.0
+deb_version=$(sed -n '1s/^connbudget (\([^)]*\)) .*/\1/p' debian/changelog)
+deb_upstream=${deb_version#*:}
+deb_upstream=${deb_upstream%-*}
+meta_version=$(python3 -c 'import json; print(json.load(open("META.json")).get("version", ""))' 2>/dev/null)
+ok "$([ -n "$deb_upstream" ] && [ "$deb_upstream" = "$meta_version" ] && [ "$deb_upstream" = "$version.0" ]
+    echo $?)" "debian/changelog's upstream version (${deb_upstream:-none: its first line is not \"connbudget (VERSION) ...\"}) is META.json's ($meta_version) and default_version $version's ($version.0)"
+
 # ---- make dist ----
-if [ -z "${CB_SRC:-}" ] || ! git -C "$CB_SRC" rev-parse --git-dir >/dev/null 2>&1 &&
+if [ -z "${CB_SRC:-}" ] || { ! git -C "$CB_SRC" rev-parse --git-dir >/dev/null 2>&1 &&
     ! GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*' \
-        git -C "$CB_SRC" rev-parse --git-dir >/dev/null 2>&1; then
+        git -C "$CB_SRC" rev-parse --git-dir >/dev/null 2>&1; }; then
     echo "ok $((n + 1)) # SKIP make dist: not run from a git checkout"
     n=$((n + 1))
 else
