@@ -5,10 +5,10 @@
 #   (a) overhead: a `SELECT 1` loop in as many threads as the pool has
 #       connections (4), through a pool with the adapter at a steady share
 #       of 4 and through the same pool without it; in each run the threads
-#       switch pools every 0.25 s in rotated order (ABBA..., the runs
-#       starting with one and the other in turn), so that the machine's
-#       other work falls on both alike; the median of the runs' ratios
-#       (goal: at least 0.97);
+#       switch pools, all together, after every 25 queries each, in rotated
+#       order (ABBA..., the runs starting with one and the other in turn),
+#       so that the machine's other work falls on both alike; the median of
+#       the runs' ratios (goal: at least 0.97);
 #   (b) convergence, in refresh intervals (goal: within 2): a second pod
 #       joins a busy first one (application capped at 8, both with 8 busy
 #       threads): from the second's report of its threads' demand until the
@@ -107,13 +107,15 @@ def held(app, pod):
     return tuple(row) if row else (0, None)
 
 
-SLICE = 0.25     # seconds the threads run on one pool before they switch
+PER_SLICE = 25   # queries each thread runs on one pool before they all switch
 
 
 def compare(run):
     """(with, without) queries per second: the same threads run SELECT 1
-    through one pool, then the other, in slices in the order ABBA..., so
-    that whatever else the machine does falls on both alike."""
+    through one pool, then the other, in short slices (PER_SLICE queries
+    each, all threads together) in the order ABBA..., so that whatever else
+    the machine does falls on both alike, and each pool's cost, which holds
+    the GIL its threads share, falls on its own slices."""
     pools = []
     for with_adapter in (True, False):
         pod = "%s-%d" % ("with" if with_adapter else "without", run)
@@ -127,34 +129,38 @@ def compare(run):
         else:
             pool.open(wait=True)
         pools.append(pool)
-    current = [pools[0]]
-    counts = [[0, 0] for _ in range(THREADS)]
+    current = [None]
+    barrier = threading.Barrier(THREADS + 1)
 
-    def work(i):
+    def work():
         while True:
+            barrier.wait()          # a slice starts
             pool = current[0]
             if pool is None:
                 return
-            with pool.connection() as conn:
-                conn.execute("SELECT 1")
-            counts[i][pools.index(pool)] += 1
+            for _ in range(PER_SLICE):
+                with pool.connection() as conn:
+                    conn.execute("SELECT 1")
+            barrier.wait()          # and ends when every thread has done its part
 
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    workers = [threading.Thread(target=work) for _ in range(THREADS)]
     for w in workers:
         w.start()
     done, spent, cpu = [0, 0], [0.0, 0.0], [0.0, 0.0]
     first = run % 2                 # runs start with the adapter, then without, ...
-    for k in range(int(2 * SECONDS / SLICE)):
+    k = 0
+    while spent[0] + spent[1] < 2 * SECONDS:
         which = first ^ (k % 4 in (1, 2))
         current[0] = pools[which]
-        time.sleep(0.02)            # queries still running on the other pool end
-        before, start = sum(c[which] for c in counts), time.monotonic()
-        cpu_start = time.process_time()
-        time.sleep(SLICE)
-        done[which] += sum(c[which] for c in counts) - before
+        start, cpu_start = time.monotonic(), time.process_time()
+        barrier.wait()
+        barrier.wait()
         spent[which] += time.monotonic() - start
         cpu[which] += time.process_time() - cpu_start
+        done[which] += THREADS * PER_SLICE
+        k += 1
     current[0] = None
+    barrier.wait()
     for w in workers:
         w.join()
     stats = budget.stats()
@@ -190,9 +196,9 @@ for run in range(RUNS):
                                             with_cpu, without_cpu), flush=True)
 say("**Overhead** (`SELECT 1` in %d threads through a pool of %d connections, the adapter at "
     "a steady share of %d; in each run the same threads switch between the pool with the "
-    "adapter and the pool without it every %g s, in the order ABBA..., %g s on each): "
-    "median ratio **%.3f** (goal: at least 0.97)."
-    % (THREADS, THREADS, THREADS, SLICE, SECONDS, statistics.median(ratios)))
+    "adapter and the pool without it, all together, after every %d queries each, in the "
+    "order ABBA..., %g s on each): median ratio **%.3f** (goal: at least 0.97)."
+    % (THREADS, THREADS, THREADS, PER_SLICE, SECONDS, statistics.median(ratios)))
 say()
 say("The client's CPU time per query (the adapter's cost is all on the client: its wrappers "
     "of getconn and putconn, and one refresh per interval), medians: %.1f us with the "

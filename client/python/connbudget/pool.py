@@ -119,7 +119,12 @@ class Budget:
         self._status = "starting"
         self._said: Optional[str] = None        # the last trouble logged, said once
         # callers' connections, callers waiting, and their busiest moment
-        self._in_use = self._pending = self._interval_peak = 0
+        # the callers holding a connection and those waiting for one, one
+        # item each: a deque's append and pop are atomic, so callers never
+        # wait for each other here
+        self._held: collections.deque = collections.deque()
+        self._waiting: collections.deque = collections.deque()
+        self._interval_peak = 0
         self._peaks: collections.deque = collections.deque(maxlen=PEAK_WINDOW)
         self._rotated = time.monotonic()
         self._last_demand: Optional[int] = None     # the last reported
@@ -166,32 +171,29 @@ class Budget:
         once with Refused while a permanent refusal holds and the pool has
         no connection to give."""
         refusal = self._refusal and self._refusal_in_force()
-        with self._lock:
-            if refusal and self._in_use == 0 and not self._pool._pool:
-                self._counts["requests_refused"] += 1
-                raise Refused(refusal)
-            self._pending += 1
-            if self._in_use + self._pending > self._interval_peak:
-                self._interval_peak = self._in_use + self._pending
-        conn = None
+        if refusal and not self._held and not self._pool._pool:
+            self._count("requests_refused")
+            raise Refused(refusal)
+        self._waiting.append(None)
+        busy = len(self._held) + len(self._waiting)
+        if busy > self._interval_peak:      # a sample: a lost race loses little
+            self._interval_peak = busy
         try:
             conn = self._getconn(timeout)
-            return conn
         except Refused:
             self._count("requests_refused")
             raise
         finally:
-            with self._lock:
-                self._pending -= 1
-                if conn is not None:
-                    self._in_use += 1
+            self._waiting.pop()
+        self._held.append(None)
+        return conn
 
     def putconn(self, conn: psycopg.Connection) -> None:
         """The pool's putconn(); a connection beyond the pool's size is
         closed instead of kept."""
         self._give_back(conn)
-        with self._lock:
-            self._in_use -= 1
+        if self._held:
+            self._held.pop()
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         pool, surplus = self._pool, False
@@ -229,7 +231,7 @@ class Budget:
                 min_size=getattr(share, "min_size", None), budget=getattr(share, "budget", None),
                 refresh_ms=self._refresh_ms, pool_min=self._pool.min_size,
                 pool_max=self._pool.max_size, demand=self._last_demand,
-                in_use=self._in_use, waiting=self._pending,
+                in_use=len(self._held), waiting=len(self._waiting),
                 **{name: self._counts[name] for name in COUNTERS},
                 errors={key[7:]: n for key, n in self._counts.items() if key[:7] == "errors_"})
 
@@ -312,7 +314,7 @@ class Budget:
         would only be refused."""
         pool = self._pool
         with self._lock:
-            if not (self._pending > 0 and self._refusal_in_force() is None
+            if not (self._waiting and self._refusal_in_force() is None
                     and pool._nconns < self._user_max
                     and (self._status == "starting" or self._status == "ok"
                          and 0 < self._share.max_size == self._reflected)):
@@ -406,13 +408,13 @@ class Budget:
         self._last_demand = demand
         if now - self._rotated >= self._refresh_ms * 0.0009:
             self._peaks.append(self._interval_peak)
-            self._interval_peak = self._in_use + self._pending
+            self._interval_peak = len(self._held) + len(self._waiting)
             self._rotated = now
 
     def _demand_locked(self) -> int:
         """The busiest moment of this interval and the five before, plus
         headroom, within the pool's own bounds (section 3)."""
-        busy = max(self._interval_peak, self._in_use + self._pending, *self._peaks, 0)
+        busy = max(self._interval_peak, len(self._held) + len(self._waiting), *self._peaks, 0)
         demand = busy + max(1, (busy * HEADROOM_PCT + 99) // 100)
         floor = self._share.min_size if self._share else 0
         return min(max(demand, self._user_min, floor), self._user_max)
@@ -493,7 +495,7 @@ class Budget:
         # callers waiting while the pool holds nothing would wait in vain
         pool, waiting = self._pool, []
         with pool._lock:
-            if self._in_use == 0 and not pool._pool:
+            if not self._held and not pool._pool:
                 waiting = list(pool._waiting)
                 pool._waiting.clear()
         for caller in waiting:
