@@ -26,7 +26,15 @@
    one of the pod's, in its anonymous pool session, and its reports are the
    pod's.  So PgBouncer may hold share - 1, and the demand reported is
    PgBouncer's + 1.  A --server naming a pod or a pool session, or without
-   an application_name, is refused.
+   an application_name, is refused.  What cannot be refused is checked:
+   the share says how many connections the server counts in the pod
+   (connections=, connbudget 1.2), which must be at least PgBouncer's server
+   connections that were up both just before and just after it was read
+   (SHOW SERVERS, by backend pid and connect time) plus this one.  Fewer,
+   3 refreshes in a row, means they are counted in another pod or
+   application (the controller runs elsewhere, or the [databases] entry
+   gives another role or application_name): warned once until it is right,
+   and the metrics say so.  The sizing does not change.
 
    DEMAND.  Busy = sv_active + cl_waiting + sv_login over the pools of every
    database but "pgbouncer"; the demand is the busiest sample of this refresh
@@ -284,6 +292,7 @@ enum { ST_OK, ST_OTHER, ST_LEFT, ST_REFUSED };
 typedef struct Share {
     int status;
     int max_size, min_size, budget, refresh_ms, allocation, pods, protocol; /* -1: not said */
+    int connections;            /* the pod's governed connections, -1: not said (before 1.2) */
     char sqlstate[6];
     char reason[64];
 } Share;
@@ -313,7 +322,8 @@ static int parse_share(const char *text, Share *s, char *why, size_t whylen)
         {"refresh_ms", REFRESH_MIN_MS, REFRESH_MAX_MS, offsetof(Share, refresh_ms)},
         {"allocation", 0, SHARE_MAX, offsetof(Share, allocation)},
         {"pods", 0, SHARE_MAX, offsetof(Share, pods)},
-        {"protocol", 2, 1000, offsetof(Share, protocol)}};
+        {"protocol", 2, 1000, offsetof(Share, protocol)},
+        {"connections", 0, SHARE_MAX, offsetof(Share, connections)}};
     static const char *const statuses[] = {"ok", "other", "left", "refused"};
     char status[16] = "", q[96], q2[96];
     const char *p = text;
@@ -406,12 +416,13 @@ static int parse_share(const char *text, Share *s, char *why, size_t whylen)
 enum Kind {
     K_SERVER_UNREACHABLE, K_SERVER_REFUSED, K_REFUSED_PERMANENT, K_SHARE_QUERY, K_SHARE_INVALID,
     K_NOT_GOVERNED, K_NO_EXTENSION, K_ADMIN_UNREACHABLE, K_ADMIN_QUERY, K_ADMIN_INVALID,
-    K_ADMIN_SET, NKINDS
+    K_ADMIN_SET, K_IDENTITY_MISMATCH, NKINDS
 };
 
 static const char *const kind_names[NKINDS] = {
     "server_unreachable", "server_refused", "refused_permanent", "share_query", "share_invalid",
-    "not_governed", "no_extension", "admin_unreachable", "admin_query", "admin_invalid", "admin_set"};
+    "not_governed", "no_extension", "admin_unreachable", "admin_query", "admin_invalid", "admin_set",
+    "identity_mismatch"};
 
 static const char *const kind_recovered[NKINDS] = {
     "PostgreSQL is reachable again", "PostgreSQL admits the controller again",
@@ -419,16 +430,16 @@ static const char *const kind_recovered[NKINDS] = {
     "the server's share is valid again", "the application is governed now",
     "connbudget answers now", "PgBouncer's admin console is reachable again",
     "PgBouncer's admin console answers again", "PgBouncer's answers are valid again",
-    "PgBouncer accepts SET again"};
+    "PgBouncer accepts SET again", "the server counts PgBouncer's server connections in this pod again"};
 
 typedef struct Metrics {
-    int share, pool_size, demand, server_connections, clients_waiting; /* -1: unknown */
-    int server_up, admin_up;
+    int share, pool_size, demand, server_connections, clients_waiting, pod_connections; /* -1: unknown */
+    int identity_mismatch, server_up, admin_up;
     unsigned long refreshes, size_changes, shrinks, reapplied, errors[NKINDS];
 } Metrics;
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
-static Metrics metrics = {-1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, {0}};
+static Metrics metrics = {-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, {0}};
 
 #define METRIC_SET(field, value) \
     do { pthread_mutex_lock(&metrics_lock); metrics.field = (value); pthread_mutex_unlock(&metrics_lock); } while (0)
@@ -476,6 +487,8 @@ typedef struct Controller {
     bool users_said;
     char warned_db[16][NAME_LEN];
     int nwarned_db;
+
+    int identity_short;         /* refreshes in a row the pod's count was short */
 
     bool failing[NKINDS];
 } Controller;
@@ -814,7 +827,7 @@ static int read_answer(const Controller *c, PGresult *res, Share *s, char *why, 
     }
     memset(s, 0, sizeof *s);
     s->status = ST_OK;
-    s->allocation = s->pods = -1;
+    s->allocation = s->pods = s->connections = -1;
     for (int i = 0; i < 4; i++) {
         long long v;
         if (strcmp(PQfname(res, i), cols[i]) != 0 || PQfformat(res, i) != 0 || PQgetisnull(res, 0, i) ||
@@ -886,17 +899,74 @@ static bool take_share(Controller *c, const Share *s, int demand)
     return false;
 }
 
+static int servers_snapshot(Controller *c, uint64_t **keys);   /* PgBouncer's side, below */
+
+static int compare_keys(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The identity check: PgBouncer's server connections that were up both
+   before and after the share was read were counted by the server at that
+   moment, in this pod if PgBouncer is where the controller is; the pod's
+   connections= then includes them and this controller's own.  Fewer, 3
+   refreshes in a row, is a wrong identity: said once, until it is right. */
+static void check_identity(Controller *c, uint64_t *before, int nbefore, uint64_t *after,
+                           int nafter, int counted)
+{
+    int held = 0;
+    char q[96];
+
+    if (nbefore > 1)
+        qsort(before, (size_t)nbefore, sizeof *before, compare_keys);
+    if (nafter > 1)
+        qsort(after, (size_t)nafter, sizeof *after, compare_keys);
+    for (int i = 0, j = 0; i < nbefore && j < nafter;) {
+        if (before[i] == after[j])
+            held++;
+        if (before[i] <= after[j])
+            i++;
+        else
+            j++;
+    }
+    if (counted >= held + 1) {
+        if (c->failing[K_IDENTITY_MISMATCH])
+            logmsg(LOG_INFO, "%s (%d connections, PgBouncer's %d server connections and this "
+                   "controller's among them)", kind_recovered[K_IDENTITY_MISMATCH], counted, held);
+        c->failing[K_IDENTITY_MISMATCH] = false;
+        c->identity_short = 0;
+        METRIC_SET(identity_mismatch, 0);
+        return;
+    }
+    if (++c->identity_short < 3)
+        return;
+    fail(c, K_IDENTITY_MISMATCH, LOG_WARNING, "the server counts %d connections in this pod, fewer "
+         "than PgBouncer's %d server connections plus this controller's (%d refreshes in a row): "
+         "PgBouncer's connections are counted in another pod or application, so the share read "
+         "here does not govern them; run the controller from PgBouncer's address (the same "
+         "Kubernetes pod or network namespace), and give PgBouncer's [databases] entries this "
+         "controller's role and application_name %s", counted, held, c->identity_short,
+         quote(PQparameterStatus(c->server, "application_name"), q, sizeof q));
+    METRIC_SET(identity_mismatch, 1);
+}
+
 /* Report the demand and read the share: one round trip. */
 static void refresh(Controller *c)
 {
     char demand_text[16], why[512];
     const char *params[1] = {demand_text};
-    int demand = demand_now(c), interval, handled = -1;
+    int demand = demand_now(c), interval, handled = -1, nbefore = -1, nafter = -1;
     bool changed = demand != c->reported_demand;
+    uint64_t *before = NULL, *after = NULL;
     PGresult *res;
     Share share;
 
     snprintf(demand_text, sizeof demand_text, "%d", demand);
+    /* PgBouncer's server connections just before the share is read, and
+       just after (below), for the identity check */
+    if (c->protocol == 2 && c->admin)
+        nbefore = servers_snapshot(c, &before);
     res = run(c->server, c->protocol == 2
               ? "SELECT pg_catalog.set_config('connbudget.demand', $1, false), "
                 "pg_catalog.current_setting('connbudget.share')"
@@ -909,6 +979,7 @@ static void refresh(Controller *c)
         else
             handled = share_error(c, res);
         PQclear(res);
+        free(before);
         if (handled != 0)
             server_drop(c, 1000, BACKOFF_MAX_MS);
         return;
@@ -926,6 +997,12 @@ static void refresh(Controller *c)
         c->next_refresh = now_ms() + jitter_ms(interval, 90, 110);
     } else {
         recovered(c, K_SHARE_INVALID);
+        METRIC_SET(pod_connections, share.connections);
+        if (nbefore >= 0 && share.status == ST_OK && share.connections >= 0 && c->admin &&
+            (nafter = servers_snapshot(c, &after)) >= 0)
+            check_identity(c, before, nbefore, after, nafter, share.connections);
+        else
+            c->identity_short = 0;      /* no check this time: the next 3 in a row decide */
         if (!take_share(c, &share, demand)) {
             interval = refresh_ms_or_default(c);    /* the pace of docs/protocol.md, section 2 */
             c->next_refresh = now_ms() + (c->refreshes == 1 ? jitter_ms(interval, 10, 100)
@@ -935,6 +1012,8 @@ static void refresh(Controller *c)
         }
     }
     PQclear(res);
+    free(before);
+    free(after);
 }
 
 /* Hand the pod's share back before exiting (docs/protocol.md, section 7). */
@@ -1019,6 +1098,44 @@ static int column(Controller *c, PGresult *res, const char *what, const char *na
         return -1;
     }
     return col;
+}
+
+/* SHOW SERVERS: one key per server connection that is past its login
+   (PgBouncer has its backend's pid, which the server sends after admitting
+   and counting it): the pid and a hash of connect_time, so that a closed
+   connection and a new one are never taken for each other.  The count,
+   with the keys in *keys (freed by the caller), or -1 (said). */
+static int servers_snapshot(Controller *c, uint64_t **keys)
+{
+    static const char *const names[] = {"database", "remote_pid", "connect_time"};
+    int col[3], n = 0;
+    PGresult *res = admin_run(c, "SHOW SERVERS", true, K_ADMIN_QUERY);
+
+    *keys = NULL;
+    if (!res)
+        return -1;
+    for (int i = 0; i < 3; i++)
+        if ((col[i] = column(c, res, "SHOW SERVERS", names[i])) < 0) {
+            PQclear(res);
+            return -1;
+        }
+    if (PQntuples(res) > 0 && !(*keys = malloc((size_t)PQntuples(res) * sizeof **keys))) {
+        PQclear(res);
+        return -1;
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+        uint32_t hash = 2166136261u;
+        long long pid;
+
+        if (strcmp(PQgetvalue(res, row, col[0]), "pgbouncer") == 0 ||
+            parse_int(PQgetvalue(res, row, col[1]), 1, INT_MAX, &pid) != 0)
+            continue;                   /* logging in, or not a server */
+        for (const char *p = PQgetvalue(res, row, col[2]); *p; p++)
+            hash = (hash ^ (unsigned char)*p) * 16777619u;
+        (*keys)[n++] = (uint64_t)pid << 32 | hash;
+    }
+    PQclear(res);
+    return n;
 }
 
 /* SHOW POOLS: busy, server connections, waiting clients, validated. */
@@ -1298,7 +1415,10 @@ static int format_metrics(char *out, size_t outlen)
         {"pool_size", "PgBouncer's default_pool_size as last seen."},
         {"demand", "The demand last reported, this controller's connection included."},
         {"server_connections", "PgBouncer's server connections (SHOW POOLS)."},
-        {"clients_waiting", "PgBouncer's clients waiting for a server connection."}};
+        {"clients_waiting", "PgBouncer's clients waiting for a server connection."},
+        {"pod_connections", "The governed connections the server counts in this pod (connections= of the share)."},
+        {"identity_mismatch", "1 while the server counts fewer connections in this pod than PgBouncer's "
+         "server connections plus this controller's: they are not governed by the share read here."}};
     static const char *const counters[][2] = {
         {"refreshes_total", "Reports of the demand answered with a share."},
         {"size_changes_total", "Changes of PgBouncer's pool size."},
@@ -1311,13 +1431,14 @@ static int format_metrics(char *out, size_t outlen)
     pthread_mutex_lock(&metrics_lock);
     m = metrics;
     pthread_mutex_unlock(&metrics_lock);
-    int gauge_values[] = {m.share, m.pool_size, m.demand, m.server_connections, m.clients_waiting};
+    int gauge_values[] = {m.share, m.pool_size, m.demand, m.server_connections, m.clients_waiting,
+                          m.pod_connections, m.identity_mismatch};
     unsigned long counter_values[] = {m.refreshes, m.size_changes, m.shrinks, m.reapplied};
 
 #define EMIT(...) \
     if ((w = snprintf(out + n, outlen - n, __VA_ARGS__)) > 0 && (size_t)w < outlen - n) \
         n += (size_t)w
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         EMIT("# HELP connbudget_pgbouncer_%s %s\n# TYPE connbudget_pgbouncer_%s gauge\n", gauges[i][0],
              gauges[i][1], gauges[i][0]);
         if (gauge_values[i] < 0) {

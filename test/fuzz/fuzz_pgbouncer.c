@@ -135,7 +135,7 @@ reference_share(const char *text, Share *s)
 	/* where each number goes, in fz_numbers' order */
 	int		   *numbers[FZ_NUMBERS] = {
 		&s->max_size, &s->min_size, &s->budget, &s->refresh_ms, &s->protocol, &s->allocation,
-		&s->pods,
+		&s->pods, &s->connections,
 	};
 	int			compared = 1;
 	size_t		status_len = 0;
@@ -257,6 +257,7 @@ fuzz_share(const char *text, size_t len)
 				 s.min_size == want.min_size && s.budget == want.budget &&
 				 s.refresh_ms == want.refresh_ms && s.allocation == want.allocation &&
 				 s.pods == want.pods && s.protocol == want.protocol &&
+				 s.connections == want.connections &&
 				 strcmp(s.sqlstate, want.sqlstate) == 0 && strcmp(s.reason, want.reason) == 0,
 				 "the share \"%.200s\" is read otherwise than the protocol says", text);
 }

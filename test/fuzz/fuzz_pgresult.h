@@ -222,7 +222,7 @@ fz_key_is(const FuzzWord *w, const char *key)
 enum
 {
 	FZ_MAX_SIZE, FZ_MIN_SIZE, FZ_BUDGET, FZ_REFRESH_MS, FZ_PROTOCOL, FZ_ALLOCATION, FZ_PODS,
-	FZ_NUMBERS
+	FZ_CONNECTIONS, FZ_NUMBERS
 };
 
 static const struct
@@ -233,7 +233,7 @@ static const struct
 }			fz_numbers[FZ_NUMBERS] = {
 	{"max_size", 0, 262143}, {"min_size", 0, 262143}, {"budget", 0, 262143},
 	{"refresh_ms", 10, 3600000}, {"protocol", 2, 1000}, {"allocation", 0, 262143},
-	{"pods", 0, 262143},
+	{"pods", 0, 262143}, {"connections", 0, 262143},
 };
 
 /* Which of the first n numbers the word gives (FZ_MAX_SIZE...), or -1. */

@@ -93,16 +93,16 @@ controller_alive(int i)
 	return pid > 0 && kill(pid, 0) == 0;
 }
 
-/* Lines of controller i's log containing text. */
+/* Lines of the log $CB_FLEET_DIR/name containing text (0 if none). */
 static inline int
-log_count(int i, const char *text)
+log_file_count(const char *name, const char *text)
 {
 	char		path[512],
 				line[4096];
 	FILE	   *f;
 	int			n = 0;
 
-	snprintf(path, sizeof(path), "%s/c%d.log", fleet_dir, i);
+	snprintf(path, sizeof(path), "%s/%s", fleet_dir, name);
 	f = fopen(path, "r");
 	if (f == NULL)
 		return 0;
@@ -110,6 +110,16 @@ log_count(int i, const char *text)
 		n += strstr(line, text) != NULL;
 	fclose(f);
 	return n;
+}
+
+/* Lines of controller i's log containing text. */
+static inline int
+log_count(int i, const char *text)
+{
+	char		name[32];
+
+	snprintf(name, sizeof(name), "c%d.log", i);
+	return log_file_count(name, text);
 }
 
 /* Wait until controller i's log has at least n lines with text. */
@@ -121,6 +131,17 @@ wait_log(int i, const char *text, int n, int timeout_ms)
 	while (log_count(i, text) < n && now_seconds() < deadline)
 		sleep_ms(20);
 	return log_count(i, text) >= n;
+}
+
+/* Wait until the log $CB_FLEET_DIR/name has a line with text. */
+static inline int
+wait_log_file(const char *name, const char *text, int timeout_ms)
+{
+	double		deadline = now_seconds() + timeout_ms / 1000.0;
+
+	while (log_file_count(name, text) < 1 && now_seconds() < deadline)
+		sleep_ms(20);
+	return log_file_count(name, text) >= 1;
 }
 
 /* ---- PgBouncer ---- */
@@ -310,16 +331,15 @@ wait_shares(const int want[NPODS + 1], int timeout_ms)
 
 /* ---- metrics ---- */
 
+/* GET path from the metrics listener at ip:9127 into out: 0, else -1. */
 static inline int
-http_get(int i, const char *path, char *out, size_t outlen)
+http_get_from(const char *ip, const char *path, char *out, size_t outlen)
 {
 	struct sockaddr_in addr;
-	char		ip[32],
-				req[256];
+	char		req[256];
 	size_t		got = 0;
 	int			fd = socket(AF_INET, SOCK_STREAM, 0);
 
-	snprintf(ip, sizeof(ip), "%s.%d.2", net, i);
 	memset(&addr, 0, sizeof(addr));
 	addr.sin_family = AF_INET;
 	addr.sin_port = htons(9127);
@@ -350,6 +370,16 @@ http_get(int i, const char *path, char *out, size_t outlen)
 	return 0;
 }
 
+/* GET path from controller i's metrics listener (NET.I.2:9127). */
+static inline int
+http_get(int i, const char *path, char *out, size_t outlen)
+{
+	char		ip[32];
+
+	snprintf(ip, sizeof(ip), "%s.%d.2", net, i);
+	return http_get_from(ip, path, out, outlen);
+}
+
 /* ---- pgbench through a PgBouncer ---- */
 
 typedef struct Bench
@@ -361,16 +391,17 @@ typedef struct Bench
 
 static int	bench_seq = 0;
 
+/* pgbench through PgBouncer i's [databases] entry dbname. */
 static inline void
-bench_start(Bench *b, int i, int clients, int seconds)
+bench_start_db(Bench *b, int i, const char *dbname, int clients, int seconds)
 {
 	char		cmd[2048];
 
 	snprintf(b->out, sizeof(b->out), "%s/pgbench.%d.%d.out", fleet_dir, i, ++bench_seq);
 	snprintf(cmd, sizeof(cmd),
 			 "PGAPPNAME=api exec pgbench -n -M extended -c %d -j 2 -T %d -f '%s/sleep.sql' "
-			 "-h %s.%d.2 -p 6432 -U app appdb >'%s' 2>&1",
-			 clients, seconds, fleet_dir, net, i, b->out);
+			 "-h %s.%d.2 -p 6432 -U app %s >'%s' 2>&1",
+			 clients, seconds, fleet_dir, net, i, dbname, b->out);
 	fflush(stdout);
 	b->pid = fork();
 	if (b->pid < 0)
@@ -381,6 +412,12 @@ bench_start(Bench *b, int i, int clients, int seconds)
 		_exit(127);
 	}
 	b->status = -1;
+}
+
+static inline void
+bench_start(Bench *b, int i, int clients, int seconds)
+{
+	bench_start_db(b, i, "appdb", clients, seconds);
 }
 
 static inline int

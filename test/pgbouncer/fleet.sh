@@ -23,11 +23,17 @@
 #   controller-stop I [SIG]  signal it (TERM), wait up to 10 s, print its
 #                            exit status
 #
+# With CB_FLEET_FROM=host, controller-start and controller-stop run the
+# controller of PgBouncer I from the wrong place on purpose: in the host's
+# namespace, reaching PostgreSQL on NET.I.1 (so its pod is NET.I.1, not its
+# PgBouncer's NET.I.2), serving metrics on NET.I.1:9127, its files hI.*.
+#
 # Environment: CB_FLEET_DIR (a directory the postgres user can enter),
 # and for bouncer-start/controller-start the fleet.env written by net-up
 # plus CB_FLEET_PGPORT (PostgreSQL's port) and CB_FLEET_CONTROLLER (the
 # binary; CB_FLEET_CONTROLLER_BIN overrides it for one start).  The fleet
-# serves application "api" of role "app" in database "appdb".
+# serves application "api" of role "app" in database "appdb", through two
+# [databases] entries of PgBouncer (appdb and appdb2: two pools, one role).
 
 fleet_env() {
     # shellcheck disable=SC1091
@@ -107,6 +113,7 @@ fleet_bouncer_start() {
     {
         echo "[databases]"
         echo "appdb = host=$CB_FLEET_NET.$i.1 port=$CB_FLEET_PGPORT dbname=appdb user=app application_name=api"
+        echo "appdb2 = host=$CB_FLEET_NET.$i.1 port=$CB_FLEET_PGPORT dbname=appdb user=app application_name=api"
         echo "[pgbouncer]"
         echo "listen_addr = $CB_FLEET_NET.$i.2"
         echo "listen_port = 6432"
@@ -150,47 +157,66 @@ fleet_bouncer_stop() {
     rm -f "$CB_FLEET_DIR/b$i/pgbouncer.pid" "$CB_FLEET_DIR/b$i/.s.PGSQL.6432"
 }
 
+# The prefix of controller I's files: cI, or hI from the host (CB_FLEET_FROM).
+fleet_controller_name() {
+    if [ "${CB_FLEET_FROM:-}" = host ]; then echo "h$1"; else echo "c$1"; fi
+}
+
+# Run a command as postgres in the host's namespace (exec'd, like fleet_in_ns).
+fleet_in_host() {
+    exec setpriv --reuid=postgres --regid=postgres --init-groups -- env HOME=/tmp "$@"
+}
+
 fleet_controller_start() {
-    local i=$1 bin n
+    local i=$1 bin n name run=fleet_in_ns where=$1 listen
     shift
     fleet_env
     bin=${CB_FLEET_CONTROLLER_BIN:-$CB_FLEET_CONTROLLER}
-    rm -f "$CB_FLEET_DIR/c$i.status" "$CB_FLEET_DIR/c$i.pid"
+    name=$(fleet_controller_name "$i")
+    listen="$CB_FLEET_NET.$i.2:9127"
+    if [ "${CB_FLEET_FROM:-}" = host ]; then
+        run=fleet_in_host
+        where=
+        listen="$CB_FLEET_NET.$i.1:9127"
+    fi
+    rm -f "$CB_FLEET_DIR/$name.status" "$CB_FLEET_DIR/$name.pid"
     # each run logs afresh; the runs before keep their logs as cI.log.N
-    if [ -f "$CB_FLEET_DIR/c$i.log" ]; then
+    if [ -f "$CB_FLEET_DIR/$name.log" ]; then
         n=1
-        while [ -f "$CB_FLEET_DIR/c$i.log.$n" ]; do n=$((n + 1)); done
-        mv "$CB_FLEET_DIR/c$i.log" "$CB_FLEET_DIR/c$i.log.$n"
+        while [ -f "$CB_FLEET_DIR/$name.log.$n" ]; do n=$((n + 1)); done
+        mv "$CB_FLEET_DIR/$name.log" "$CB_FLEET_DIR/$name.log.$n"
     fi
     # a subshell waits for the controller and keeps its exit status
     (
-        fleet_in_ns "$i" "$bin" \
+        # shellcheck disable=SC2086 # $where is the namespace's number, or nothing
+        $run $where "$bin" \
             --server "host=$CB_FLEET_NET.$i.1 port=$CB_FLEET_PGPORT dbname=appdb user=app application_name=api" \
             --admin "host=$CB_FLEET_DIR/b$i port=6432 dbname=pgbouncer user=pgbouncer" \
-            --metrics-listen "$CB_FLEET_NET.$i.2:9127" "$@" >>"$CB_FLEET_DIR/c$i.log" 2>&1 &
-        echo $! >"$CB_FLEET_DIR/c$i.pid"
+            --metrics-listen "$listen" "$@" >>"$CB_FLEET_DIR/$name.log" 2>&1 &
+        echo $! >"$CB_FLEET_DIR/$name.pid"
         wait $!
-        echo $? >"$CB_FLEET_DIR/c$i.status"
+        echo $? >"$CB_FLEET_DIR/$name.status"
     ) </dev/null >/dev/null 2>&1 &
     for _ in $(seq 100); do
-        [ -s "$CB_FLEET_DIR/c$i.pid" ] && return 0
+        [ -s "$CB_FLEET_DIR/$name.pid" ] && return 0
         sleep 0.02
     done
-    echo "fleet.sh: controller $i did not start" >&2
+    echo "fleet.sh: controller $name did not start" >&2
     return 1
 }
 
 fleet_controller_stop() {
-    local i=$1 sig=${2:-TERM} pid
+    local i=$1 sig=${2:-TERM} pid name
     fleet_env
-    pid=$(cat "$CB_FLEET_DIR/c$i.pid" 2>/dev/null) || { echo none; return 0; }
+    name=$(fleet_controller_name "$i")
+    pid=$(cat "$CB_FLEET_DIR/$name.pid" 2>/dev/null) || { echo none; return 0; }
     kill "-$sig" "$pid" 2>/dev/null
     for _ in $(seq 200); do
-        [ -s "$CB_FLEET_DIR/c$i.status" ] && break
+        [ -s "$CB_FLEET_DIR/$name.status" ] && break
         sleep 0.05
     done
-    rm -f "$CB_FLEET_DIR/c$i.pid"
-    cat "$CB_FLEET_DIR/c$i.status" 2>/dev/null || echo running
+    rm -f "$CB_FLEET_DIR/$name.pid"
+    cat "$CB_FLEET_DIR/$name.status" 2>/dev/null || echo running
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

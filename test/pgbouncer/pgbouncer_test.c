@@ -20,7 +20,13 @@
  *      publish period and a refresh interval, far sooner than pod_ttl;
  *   5. PgBouncer restarted and reloaded under the controller, an admin
  *      console that refuses SET or is down, a share of 0, bad arguments:
- *      clear log lines, no crash, PgBouncer keeps serving.
+ *      clear log lines, no crash, PgBouncer keeps serving;
+ *   6. a PgBouncer with two pools (two [databases] entries, one role),
+ *      loaded through both: together they stay within the pod's share;
+ *   7. a controller run from the wrong address (the host's namespace, not
+ *      its PgBouncer's): the server counts PgBouncer's connections in
+ *      another pod, and the controller says so (log, metrics) until they
+ *      are gone; the controllers of 1 to 6, rightly placed, never said it.
  */
 #include "fleet.h"
 
@@ -28,6 +34,10 @@
 #define REFRESH_MS 500
 #define POD_TTL_MS 3000
 #define PUBLISH_MS 50			/* refresh_ms / 10 */
+
+/* the identity check's warning, and its line once right again */
+#define MISMATCH_SAID "connections in this pod, fewer than PgBouncer's"
+#define MISMATCH_GONE "the server counts PgBouncer's server connections in this pod again"
 
 /* ---- the checks ---- */
 
@@ -129,6 +139,11 @@ test_cap_and_shares(void)
 	   strstr(metrics, "\nconnbudget_pgbouncer_up{connection=\"admin\"} 1\n") &&
 	   strstr(metrics, "connbudget_pgbouncer_errors_total{kind=\"share_invalid\"} 0"),
 	   "GET /metrics says share 4, pool size 3, both connections up, no invalid share");
+	ok(strstr(metrics, "\nconnbudget_pgbouncer_identity_mismatch 0\n") &&
+	   strstr(metrics, "connbudget_pgbouncer_errors_total{kind=\"identity_mismatch\"} 0") &&
+	   strstr(metrics, "\nconnbudget_pgbouncer_pod_connections ") &&
+	   !strstr(metrics, "\nconnbudget_pgbouncer_pod_connections NaN"),
+	   "and the pod's connections as the server counts them, with no identity mismatch");
 	if (!strstr(metrics, "connbudget_pgbouncer_share 4"))
 		diag("%.600s", metrics);
 	http_get(1, "/", metrics, sizeof(metrics));
@@ -377,6 +392,134 @@ test_bad_input(void)
 	ok(pods[1].share >= 2, "pod 1's share is %d again", pods[1].share);
 }
 
+/* 6. Two pools in one PgBouncer (appdb and appdb2, one role): within the share together. */
+static void
+test_two_pools(void)
+{
+	Bench		b[2];
+	Pod			pods[NPODS + 1];
+	double		start = now_seconds();
+	int			settled_samples = 0,
+				over_share = 0,
+				max_held = 0,
+				max_total = 0;
+	char		why[1024],
+				first_over[256] = "";
+
+	/* 6 + 6 clients: each pool alone fits the pool size, both together do not */
+	bench_start_db(&b[0], 1, "appdb", 6, 6);
+	bench_start_db(&b[1], 1, "appdb2", 6, 6);
+	while (!bench_done(&b[0]) || !bench_done(&b[1]))
+	{
+		int			total = read_pods(pods);
+		double		t = now_seconds() - start;
+
+		if (total > max_total)
+			max_total = total;
+		/* settled: 2 s (4 refresh intervals) after the load began */
+		if (t > 2.0 && pods[1].live)
+		{
+			settled_samples++;
+			if (pods[1].backends > max_held)
+				max_held = pods[1].backends;
+			if (pods[1].backends > pods[1].share && !over_share++)
+				snprintf(first_over, sizeof(first_over), "; %d with a share of %d at %.1f s",
+						 pods[1].backends, pods[1].share, t);
+		}
+		sleep_ms(100);
+	}
+	read_pods(pods);
+	diag("two pools: at most %d server connections of pod 1 (its controller's included), %d of api's pods",
+		 max_held, max_total);
+	ok(over_share == 0 && settled_samples > 20,
+	   "PgBouncer 1 loaded through two [databases] entries: its server connections together, with its "
+	   "controller's, stayed within the pod's share at every one of %d samples (at most %d%s)",
+	   settled_samples, max_held, first_over);
+	ok(max_held - 1 > 6, "both pools held server connections at once: %d, more than one pool's 6 clients use",
+	   max_held - 1);
+	ok(max_total <= CAP, "api's cap of %d held (at most %d)", CAP, max_total);
+	for (int k = 0; k < 2; k++)
+		ok(bench_wait(&b[k], why, sizeof(why)) > 0, "pgbench through %s: no failed transaction %s",
+		   k == 0 ? "appdb" : "appdb2", why);
+}
+
+/* How many server connections the warning said PgBouncer held, and the server counted. */
+static int
+mismatch_numbers(const char *log, int *counted, int *held)
+{
+	char		path[512],
+				line[4096];
+	FILE	   *f;
+	int			found = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", fleet_dir, log);
+	f = fopen(path, "r");
+	while (f && !found && fgets(line, sizeof(line), f))
+	{
+		const char *p = strstr(line, "the server counts ");
+
+		found = p && strstr(line, MISMATCH_SAID) &&
+			sscanf(p, "the server counts %d connections in this pod, fewer than PgBouncer's %d",
+				   counted, held) == 2;
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* 7. A controller from the wrong address: said, counted, and said again when gone. */
+static void
+test_wrong_address(void)
+{
+	Bench		b;
+	char		metrics[16384] = "",
+				ip[32],
+				why[1024];
+	int			counted = -1,
+				held = -1,
+				found;
+	long		n;
+
+	snprintf(ip, sizeof(ip), "%s.3.1", net);
+	if (fleet("bouncer-start 3") != 0 ||
+		shell("CB_FLEET_FROM=host bash '%s' controller-start 3", getenv("CB_FLEET_SH")) != 0)
+		bail_out("pod 3 did not start with a controller from the host");
+	ok(wait_log_file("h3.log", "joined the budget", 10000),
+	   "a controller of PgBouncer 3 run from the host's namespace (its pod %s, not PgBouncer's %s.3.2) joined the budget",
+	   ip, net);
+	ok(query_through(3, 10000), "PgBouncer 3 answers: it holds a server connection, in the pod of its own address");
+	bench_start(&b, 3, 4, 5);
+	ok(wait_log_file("h3.log", MISMATCH_SAID, 6000),
+	   "under load the controller warns that the server counts fewer connections in its pod than PgBouncer holds");
+	found = mismatch_numbers("h3.log", &counted, &held);
+	ok(found && held >= 1 && counted < held + 1,
+	   "the warning names both numbers: the server counts %d, PgBouncer holds %d (plus the controller)",
+	   counted, held);
+	is_int(log_file_count("h3.log", "run the controller from PgBouncer's address"), 1,
+		   "and says what to check, once");
+	http_get_from(ip, "/metrics", metrics, sizeof(metrics));
+	ok(strstr(metrics, "\nconnbudget_pgbouncer_identity_mismatch 1\n") &&
+	   !strstr(metrics, "connbudget_pgbouncer_errors_total{kind=\"identity_mismatch\"} 0\n") &&
+	   strstr(metrics, "connbudget_pgbouncer_errors_total{kind=\"identity_mismatch\"} "),
+	   "GET /metrics: connbudget_pgbouncer_identity_mismatch 1 and errors_total{kind=\"identity_mismatch\"} counting");
+	if (!strstr(metrics, "identity_mismatch 1"))
+		diag("%.1200s", metrics);
+	n = bench_wait(&b, why, sizeof(why));
+	diag("pgbench through PgBouncer 3 meanwhile: %ld transactions %s", n, why);
+
+	/* PgBouncer's server connections gone: nothing is miscounted any more */
+	ok(admin_command(3, "KILL appdb") && admin_command(3, "RESUME appdb"),
+	   "PgBouncer 3's server connections closed (KILL appdb, RESUME appdb)");
+	ok(wait_log_file("h3.log", MISMATCH_GONE, 4000),
+	   "the controller logs that the count is right again");
+	http_get_from(ip, "/metrics", metrics, sizeof(metrics));
+	ok(strstr(metrics, "\nconnbudget_pgbouncer_identity_mismatch 0\n") != NULL,
+	   "and connbudget_pgbouncer_identity_mismatch is 0 again");
+	is_int(shell("CB_FLEET_FROM=host bash '%s' controller-stop 3 | grep -qx 0", getenv("CB_FLEET_SH")), 0,
+		   "the controller from the host exits 0");
+	fleet("bouncer-stop 3");
+}
+
 /* 5. Bad arguments: exit 2 and say why. */
 static void
 test_bad_arguments(void)
@@ -425,6 +568,34 @@ test_bad_arguments(void)
 	is_int(shell("%s | grep -q CONNBUDGET_SERVER", cmd), 0, "--help lists the options and their environment variables");
 }
 
+/* Identity warnings in the logs of the controllers run from their PgBouncer's address. */
+static int
+rightly_placed_mismatches(void)
+{
+	char		name[32];
+	int			n = 0,
+				logs = 0;
+
+	for (int i = 1; i <= NPODS; i++)
+		for (int run = 0; run < 100; run++)
+		{
+			struct stat st;
+			char		path[600];
+
+			if (run == 0)
+				snprintf(name, sizeof(name), "c%d.log", i);
+			else
+				snprintf(name, sizeof(name), "c%d.log.%d", i, run);
+			snprintf(path, sizeof(path), "%s/%s", fleet_dir, name);
+			if (stat(path, &st) != 0)
+				continue;
+			logs++;
+			n += log_file_count(name, MISMATCH_SAID) + log_file_count(name, MISMATCH_GONE);
+		}
+	diag("%d logs of rightly placed controllers read", logs);
+	return logs >= NPODS + 2 ? n : -1;
+}
+
 /* Run one part of the test, and say how long it took. */
 static void
 timed(const char *part, void (*run) (void))
@@ -444,11 +615,15 @@ main(void)
 	timed("2. split by demand", test_split_by_demand);
 	timed("3-4. kill, join, leave", test_kill_join_leave);
 	timed("5. bad input", test_bad_input);
+	timed("6. two pools", test_two_pools);
+	timed("7. wrong address", test_wrong_address);
 	test_bad_arguments();
 
 	/* the controllers end cleanly: no leak (LeakSanitizer), no race (ThreadSanitizer) */
 	is_int(controller_stop(1, "TERM"), 0, "controller 1 (AddressSanitizer) exits 0 on SIGTERM: no leak, no error");
 	is_int(controller_stop(2, "TERM"), 0, "controller 2 (ThreadSanitizer) exits 0 on SIGTERM: no race reported");
+	is_int(rightly_placed_mismatches(), 0,
+		   "no controller run from its PgBouncer's address ever warned of an identity mismatch (c1, c2, every c3 run)");
 	PQfinish(db);
 	return done_testing();
 }
