@@ -2,21 +2,32 @@
 # exporter.sh -- connbudget's numbers in Prometheus, for real: Debian's
 # postgres_exporter with monitoring/postgres_exporter.yml against a
 # throwaway cluster on loopback, scraped and compared with the views; the
-# pod example's --metrics-port endpoint scraped with curl; and the example
-# alert rules under promtool.  Prints TAP; test/run runs it through prove.
+# pod example's --metrics-port endpoint scraped with curl; Debian's
+# PgBouncer in front of the cluster with connbudget-pgbouncer beside it
+# and a little load through it; and the example alert rules under promtool.
+# Prints TAP; test/run runs it through prove.
 #
 # Checked: the budget, each application's allocation, connections, demand,
 # cap and refused count, and each pod's share and connections are exported
 # with the views' values, each with its help text and type, and no client
-# address is; the pod example serves its pool's metrics; Debian's
-# Prometheus scrapes both and every panel of monitoring/grafana-dashboard.json
-# returns plausible series (test/monitoring/panels.py, itself clean under
-# flake8); promtool test rules passes test/monitoring/alerts_test.yml and
+# address is; the pod example serves its pool's metrics; the controller
+# serves its own, with the share the server publishes for PgBouncer's pod
+# and the pool size it set.  Debian's Prometheus scrapes all three with
+# monitoring/recording.yml and alerts.yml loaded, and every panel of
+# monitoring/grafana-dashboard.json returns plausible series, every
+# recording rule returns series and every alert evaluates against the real
+# metrics (test/monitoring/panels.py, itself clean under flake8).  A second
+# Prometheus scrapes the exporter's series as CloudNativePG's exporter
+# publishes them (cnpg_ prefixed, a target label pod naming the instance),
+# served as a file, through the metricRelabelings of docs/kubernetes.md's
+# PodMonitor: the same panels, rules and alerts must find them there too.
+# promtool test rules passes test/monitoring/alerts_test.yml and
 # recording_test.yml.
 #
-# Budget: 60 - 0 - 10 = 50.  "api" is capped at 3.
+# Budget: 60 - 0 - 10 = 50.  "api" is capped at 3; "shop" reaches the
+# server through PgBouncer.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 # shellcheck source=../lib/cluster.sh
 source test/lib/cluster.sh
 
@@ -33,6 +44,18 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+
+# the pod example and the PgBouncer controller build while the cluster starts
+bin="$work/bin"
+mkdir -p "$bin"
+libdir=$("${PG_CONFIG:-pg_config}" --libdir)
+pgflags=(-I"$("${PG_CONFIG:-pg_config}" --includedir)" -L"$libdir" "-Wl,-rpath,$libdir" -lpq -pthread)
+cc -std=c11 -O2 -Wall -Wextra -Werror client/examples/pod.c -Iclient "${pgflags[@]}" \
+    -o "$bin/pod" >"$work/pod-build.log" 2>&1 &
+build_pod=$!
+cc -std=c11 -O1 client/pgbouncer/connbudget_pgbouncer.c "${pgflags[@]}" \
+    -o "$bin/connbudget-pgbouncer" >"$work/controller-build.log" 2>&1 &
+build_controller=$!
 
 cluster_create "$dir" max_connections=60 superuser_reserved_connections=0 \
     connbudget.reserved_connections=10 connbudget.refresh_interval=200ms \
@@ -129,11 +152,7 @@ ok "$([ "$(grep -c '^connbudget_application_refused_total' "$metrics")" -ge 1 ] 
 # ---- the pod example's own metrics ----
 
 mport=$(cluster_free_port)
-bin="$work/bin"
-mkdir -p "$bin"
-cc -std=c11 -O2 -Wall -Wextra -Werror client/examples/pod.c -Iclient \
-    -I"$("${PG_CONFIG:-pg_config}" --includedir)" -L"$("${PG_CONFIG:-pg_config}" --libdir)" \
-    -Wl,-rpath,"$("${PG_CONFIG:-pg_config}" --libdir)" -lpq -pthread -o "$bin/pod"
+wait "$build_pod" || sed 's/^/# /' "$work/pod-build.log"
 echo 3 >"$work/load"
 "$bin/pod" --metrics-port "$mport" web web-1 4 "$work/load" "$work/status" \
     "host=127.0.0.1 port=$PGPORT user=postgres dbname=postgres" >"$work/pod.log" 2>&1 &
@@ -162,7 +181,78 @@ ok "$(check grep -q '^# TYPE cbpool_acquired_total counter' "$podm")" "its count
 ok "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/other" | grep -q 404; echo $?)" \
     "any other path is 404"
 
-# ---- the dashboard, every panel against Prometheus ----
+# ---- PgBouncer, with connbudget-pgbouncer beside it ----
+
+# application "shop" reaches the server only through PgBouncer, whose
+# server connections (from 127.0.0.1, with no pod id) are its pod's; the
+# controller reads that pod's share and sizes PgBouncer's pool
+psql -X -q -v ON_ERROR_STOP=1 -c "CREATE ROLE shopuser LOGIN" \
+    -c "INSERT INTO connbudget.application_limits (application_name) VALUES ('shop')" >/dev/null
+bport=$(cluster_free_port)
+mkdir -p "$work/run"
+printf '"shopuser" ""\n"pgbouncer" ""\n' >"$work/userlist.txt"
+cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+shop = host=127.0.0.1 port=$PGPORT dbname=postgres user=shopuser application_name=shop
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir = $work/run
+auth_type = trust
+auth_file = $work/userlist.txt
+admin_users = pgbouncer
+pool_mode = transaction
+default_pool_size = 1
+server_login_retry = 1
+ignore_startup_parameters = extra_float_digits,options
+EOF
+pgbouncer "$work/pgbouncer.ini" >"$work/pgbouncer.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+    [ -S "$work/run/.s.PGSQL.$bport" ] && break
+    sleep 0.05
+done
+ok "$([ -S "$work/run/.s.PGSQL.$bport" ]; echo $?)" "Debian's PgBouncer listens on 127.0.0.1:$bport in front of the cluster"
+[ -S "$work/run/.s.PGSQL.$bport" ] || sed 's/^/# /' "$work/pgbouncer.log"
+cport=$(cluster_free_port)
+wait "$build_controller" || sed 's/^/# /' "$work/controller-build.log"
+"$bin/connbudget-pgbouncer" \
+    --server "host=127.0.0.1 port=$PGPORT dbname=postgres user=shopuser application_name=shop" \
+    --admin "host=$work/run port=$bport dbname=pgbouncer user=pgbouncer" \
+    --metrics-listen "127.0.0.1:$cport" >"$work/controller.log" 2>&1 &
+pids+=($!)
+# a little load: three clients, one short transaction after another
+echo 'SELECT pg_sleep(0.02);' >"$work/shop.sql"
+PGAPPNAME=shop pgbench -n -h 127.0.0.1 -p "$bport" -U shopuser -c 3 -T 600 -f "$work/shop.sql" shop \
+    >"$work/pgbench.log" 2>&1 &
+pids+=($!)
+cm="$work/controller-metrics.txt"
+# the controller's numbers and the server's agree once a refresh has passed
+# since the last change: scrape until they do
+pgshare="" srvshare="" poolsize="" setsize=""
+for _ in $(seq 100); do
+    if curl -sf "http://127.0.0.1:$cport/metrics" -o "$cm"; then
+        pgshare=$(awk '$1 == "connbudget_pgbouncer_share" { print $2 }' "$cm")
+        poolsize=$(awk '$1 == "connbudget_pgbouncer_pool_size" { print $2 }' "$cm")
+        srvshare=$(sql "SELECT share FROM connbudget.pods WHERE application_name = 'shop'")
+        setsize=$(psql -X -Atq -h "$work/run" -p "$bport" -U pgbouncer pgbouncer -c "SHOW CONFIG" 2>/dev/null |
+            awk -F'|' '$1 == "default_pool_size" { print $2 }')
+        [ "$(same "$pgshare" "$srvshare")" = 0 ] && [ "$(same "$poolsize" "$setsize")" = 0 ] &&
+            [ "$(same "$poolsize" "$((${srvshare:-0} - 1))")" = 0 ] &&
+            grep -q '^connbudget_pgbouncer_server_connections [1-9]' "$cm" && break
+    fi
+    sleep 0.2
+done
+ok "$(check grep -q '^connbudget_pgbouncer_up{connection="admin"} 1' "$cm")" \
+    "connbudget-pgbouncer --metrics-listen 127.0.0.1:$cport serves its metrics, both its connections up"
+ok "$(same "$pgshare" "$srvshare")" \
+    "connbudget_pgbouncer_share is the share the server publishes for PgBouncer's pod ($pgshare, server $srvshare)"
+ok "$([ "$(same "$poolsize" "$setsize")" = 0 ] && [ "$(same "$poolsize" "$((${srvshare:-0} - 1))")" = 0 ]; echo $?)" \
+    "connbudget_pgbouncer_pool_size is PgBouncer's default_pool_size, the share less the controller's connection ($poolsize, PgBouncer $setsize)"
+[ "$(same "$poolsize" "$setsize")" = 0 ] || tail -5 "$work/controller.log" | sed 's/^/# /'
+
+# ---- the dashboard and the rules, against Prometheus ----
 
 # api keeps being refused (its cap is full), so that refusals have a rate
 ( while :; do
@@ -171,49 +261,118 @@ ok "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/other" | g
       sleep 0.3
   done ) &
 pids+=($!)
-pport=$(cluster_free_port)
-cat >"$work/prometheus.yml" <<EOF
+# CloudNativePG's exporter runs the same queries and prefixes every metric
+# with cnpg_; the PodMonitor's target carries a label pod (the instance),
+# so Prometheus renames connbudget's own pod label exported_pod.  The
+# exporter's series so prefixed, beside a metric of CloudNativePG's own,
+# are served as a file, written again every second so that counters move.
+mkdir -p "$work/cnpg"
+( while :; do
+      if curl -sf "http://127.0.0.1:$eport/metrics" -o "$work/cnpg/scrape"; then
+          { sed -n 's/^\(# [A-Z]* \)\{0,1\}connbudget_/\1cnpg_connbudget_/p' "$work/cnpg/scrape"
+            printf '# HELP cnpg_collector_up 1 if PostgreSQL is up, 0 otherwise.\n'
+            printf '# TYPE cnpg_collector_up gauge\ncnpg_collector_up{cluster="db"} 1\n'
+          } >"$work/cnpg/metrics.new" && mv "$work/cnpg/metrics.new" "$work/cnpg/metrics"
+      fi
+      sleep 1
+  done ) &
+pids+=($!)
+fport=$(cluster_free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$work/cnpg" "$fport" >"$work/http.log" 2>&1 &
+pids+=($!)
+# the PodMonitor's metricRelabelings, as docs/kubernetes.md gives them, in
+# the scrape configuration the Prometheus Operator makes of them
+relabel=$(awk '/^      metricRelabelings:$/ { on = 1; next } on && /^```/ { exit } on { print substr($0, 3) }' \
+    docs/kubernetes.md | sed 's/sourceLabels:/source_labels:/; s/targetLabel:/target_label:/')
+ok "$([ "$(grep -c '^      - ' <<<"$relabel")" = 4 ]; echo $?)" \
+    "docs/kubernetes.md's PodMonitor has its 4 metricRelabelings, taken as metric_relabel_configs"
+# prometheus_config JOBS: a configuration scraping the pod and the
+# controller beside JOBS, with the example rules loaded
+prometheus_config() {
+    cat <<EOF
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
+rule_files:
+  - $PWD/monitoring/recording.yml
+  - $PWD/monitoring/alerts.yml
 scrape_configs:
-  - job_name: postgres
-    static_configs:
-      - targets: ['127.0.0.1:$eport']
+$1
   - job_name: pods
     static_configs:
       - targets: ['127.0.0.1:$mport']
+  - job_name: pgbouncer
+    static_configs:
+      - targets: ['127.0.0.1:$cport']
 EOF
+}
+pport=$(cluster_free_port)
+prometheus_config "  - job_name: postgres
+    static_configs:
+      - targets: ['127.0.0.1:$eport']" >"$work/prometheus.yml"
+qport=$(cluster_free_port)
+prometheus_config "  - job_name: cnpg
+    static_configs:
+      - targets: ['127.0.0.1:$fport']
+        labels:
+          namespace: default
+          pod: db-1
+          container: postgres
+    metric_relabel_configs:
+$relabel" >"$work/prometheus-cnpg.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
     --web.listen-address="127.0.0.1:$pport" >"$work/prometheus.log" 2>&1 &
 pids+=($!)
-# the number of series a query returns
+prometheus --config.file="$work/prometheus-cnpg.yml" --storage.tsdb.path="$work/tsdb-cnpg" \
+    --web.listen-address="127.0.0.1:$qport" >"$work/prometheus-cnpg.log" 2>&1 &
+pids+=($!)
+# promql PORT QUERY: the number of series the query returns
 promql() {
-    curl -sf "http://127.0.0.1:$pport/api/v1/query" --data-urlencode "query=$1" |
+    curl -sf "http://127.0.0.1:$1/api/v1/query" --data-urlencode "query=$2" |
         python3 -c 'import json, sys; print(len(json.load(sys.stdin)["data"]["result"]))' 2>/dev/null
 }
-# both targets up, and enough samples for a rate of api's refusals
-ready=1
+# ready PORT: the three targets up, enough samples for the rates, and the
+# rules evaluated on them
+ready() {
+    [ "$(promql "$1" 'up == 1')" = 3 ] &&
+        [ "$(promql "$1" 'rate(connbudget_application_refused_total{application_name="api"}[30s]) > 0')" = 1 ] &&
+        [ "$(promql "$1" 'count_over_time(cbpool_share[1m]) >= 5')" = 1 ] &&
+        [ "$(promql "$1" 'count_over_time(connbudget_pgbouncer_refreshes_total[1m]) >= 5')" = 1 ] &&
+        [ "$(promql "$1" 'connbudget_application:refused:rate5m_per_minute > 0')" = 1 ] &&
+        [ "$(promql "$1" 'ALERTS{alertname="ConnbudgetApplicationRefused",alertstate="firing"}')" = 1 ]
+}
+ready_p=1 ready_q=1
 for _ in $(seq 150); do
-    if [ "$(promql 'up == 1')" = 2 ] &&
-       [ "$(promql 'rate(connbudget_application_refused_total{application_name="api"}[30s]) > 0')" = 1 ] &&
-       [ "$(promql 'count_over_time(cbpool_share[1m]) >= 5')" = 1 ]; then
-        ready=0
-        break
-    fi
+    [ $ready_p = 0 ] || { ready "$pport" && ready_p=0; }
+    [ $ready_q = 0 ] || { ready "$qport" && ready_q=0; }
+    [ $ready_p = 0 ] && [ $ready_q = 0 ] && break
     sleep 0.2
 done
-ok $ready "Debian's Prometheus on 127.0.0.1:$pport scrapes postgres_exporter and the pod every second"
-[ $ready = 0 ] || tail -5 "$work/prometheus.log" | sed 's/^/# /'
-python3 test/monitoring/panels.py "http://127.0.0.1:$pport" monitoring/grafana-dashboard.json \
-    $((n + 1)) >"$work/panels.tap" 2>&1
-panels_status=$?
-cat "$work/panels.tap"
-n=$((n + $(grep -Ec '^(not )?ok ' "$work/panels.tap")))
-failures=$((failures + $(grep -c '^not ok ' "$work/panels.tap")))
-if [ $panels_status != 0 ] && [ "$(grep -c '^not ok ' "$work/panels.tap")" = 0 ]; then
-    ok 1 "test/monitoring/panels.py ran to its end"
-fi
+ok $ready_p "Debian's Prometheus on 127.0.0.1:$pport scrapes postgres_exporter, the pod and the controller every second, with the rules loaded"
+[ $ready_p = 0 ] || tail -5 "$work/prometheus.log" | sed 's/^/# /'
+ok $ready_q "a second one on 127.0.0.1:$qport scrapes the CloudNativePG-style file through the PodMonitor's relabelings, the pod and the controller"
+[ $ready_q = 0 ] || tail -5 "$work/prometheus-cnpg.log" | sed 's/^/# /'
+ok "$([ "$(promql "$qport" 'connbudget_pod_share{job="cnpg",application_name="api",pod="api-1",cnpg_instance="db-1"}')" = 1 ]; echo $?)" \
+    "relabelled: connbudget_pod_share without its prefix, pod the budget's pod (api-1), cnpg_instance the instance (db-1)"
+ok "$([ "$(promql "$qport" '{__name__=~"cnpg_connbudget_.+"} or {exported_pod!=""}')" = 0 ]; echo $?)" \
+    "no series keeps the cnpg_ prefix or a label exported_pod"
+ok "$([ "$(promql "$qport" 'connbudget_budget_connections{job="cnpg",pod="db-1"}')" = 1 ] &&
+      [ "$(promql "$qport" 'cnpg_collector_up{job="cnpg",pod="db-1"}')" = 1 ]; echo $?)" \
+    "the server's own series keep the instance's pod label; CloudNativePG's own metrics keep their names"
+# run_panels PORT [WHERE]: panels.py's TAP, numbered on from here
+run_panels() {
+    python3 test/monitoring/panels.py "http://127.0.0.1:$1" monitoring/grafana-dashboard.json \
+        $((n + 1)) ${2:+"$2"} >"$work/panels.tap" 2>&1
+    local panels_status=$?
+    cat "$work/panels.tap"
+    n=$((n + $(grep -Ec '^(not )?ok ' "$work/panels.tap")))
+    failures=$((failures + $(grep -c '^not ok ' "$work/panels.tap")))
+    if [ $panels_status != 0 ] && [ "$(grep -c '^not ok ' "$work/panels.tap")" = 0 ]; then
+        ok 1 "test/monitoring/panels.py ran to its end"
+    fi
+}
+run_panels "$pport"
+run_panels "$qport" "relabelled from CloudNativePG's names"
 /usr/bin/python3 -m flake8 test/monitoring/*.py >"$work/flake8.out" 2>&1
 ok $? "flake8 (the tree's .flake8) reports nothing in test/monitoring/*.py"
 sed 's/^/#   /' "$work/flake8.out"

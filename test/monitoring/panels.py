@@ -1,23 +1,32 @@
 #!/usr/bin/python3
-"""Every panel of monitoring/grafana-dashboard.json against a real Prometheus.
+"""Every panel of monitoring/grafana-dashboard.json, and every rule of
+monitoring/recording.yml and alerts.yml, against a real Prometheus.
 
-    panels.py PROMETHEUS_URL DASHBOARD FIRST_TEST_NUMBER
+    panels.py PROMETHEUS_URL DASHBOARD FIRST_TEST_NUMBER [WHERE]
 
 Evaluates each panel's PromQL through Prometheus' HTTP API, as Grafana
 would with the variables at their defaults ($application: all), and checks
-that it returns series with plausible values for the fleet dashboard.sh
+that it returns series with plausible values for the fleet exporter.sh
 runs: a budget of 50, application "api" capped at 3 and refused, "web" a
-pod with a pool serving its own metrics.  Every panel must have a check
-here, so a new panel, or a renamed metric, fails until it is looked at.
-Prints TAP lines numbered from FIRST_TEST_NUMBER; exits 1 if any failed.
+pod with a pool serving its own metrics, "shop" behind a PgBouncer sized by
+connbudget-pgbouncer.  Then every rule Prometheus loaded (GET
+/api/v1/rules): each must be healthy, each recording rule's series must be
+there with plausible values, and each alert's expression, its comparison
+made a "bool" one, must return series, so that a name or label the real
+metrics lack fails.  Every panel and every rule must have a check here, so
+a new one, or a renamed metric, fails until it is looked at.  Prints TAP
+lines numbered from FIRST_TEST_NUMBER, WHERE (if given) said after each;
+exits 1 if any failed.
 """
 import json
 import math
+import re
 import sys
 import urllib.parse
 import urllib.request
 
 url, path, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+where = " (%s)" % sys.argv[4] if len(sys.argv) > 4 else ""
 n = first - 1
 failures = 0
 
@@ -25,7 +34,7 @@ failures = 0
 def ok(passed, description, diag=None):
     global n, failures
     n += 1
-    print(("ok" if passed else "not ok") + " %d - %s" % (n, description))
+    print(("ok" if passed else "not ok") + " %d - %s%s" % (n, description, where))
     if not passed:
         failures += 1
         if diag:
@@ -47,6 +56,9 @@ def query(expr):
 def series(samples, **labels):
     return [v for m, v in samples if all(m.get(k) == w for k, w in labels.items())]
 
+
+# the controller's failures that this test's setup must never see
+reached = ("server_unreachable", "admin_unreachable", "not_governed", "no_extension")
 
 # What each panel must show, per target (refId A, B, ...): a function of the
 # samples that is true when they are plausible, and what it means.
@@ -112,6 +124,60 @@ checks = {
         "A": (lambda s: series(s, pod="web-1") and series(s, pod="web-1")[0] >= 0, "waiters"),
         "B": (lambda s: series(s, pod="web-1") == [0], "web-1 refused nothing"),
     },
+    # one controller, its PgBouncer under three clients
+    "PgBouncer pool size vs share": {
+        "A": (lambda s: len(s) == 1 and 1 <= s[0][1] <= 49, "a pool size of 1 to 49"),
+        "B": (lambda s: len(s) == 1 and 2 <= s[0][1] <= 50, "a share of 2 to 50"),
+    },
+    "PgBouncer demand and connections": {
+        "A": (lambda s: len(s) == 1 and s[0][1] >= 1, "a demand, the controller's included"),
+        "B": (lambda s: len(s) == 1 and 1 <= s[0][1] <= 49, "server connections under load"),
+        "C": (lambda s: len(s) == 1 and s[0][1] >= 2,
+              "the server counts PgBouncer's and the controller's in the pod"),
+    },
+    "PgBouncer clients waiting": {
+        "A": (lambda s: len(s) == 1 and 0 <= s[0][1] <= 3, "0 to the 3 clients"),
+    },
+    "Controller connections": {
+        "A": (lambda s: series(s, connection="server") == [1] and
+              series(s, connection="admin") == [1], "server and admin up"),
+    },
+    "PgBouncer identity": {"A": (lambda s: series(s) == [0], "no mismatch")},
+    "Controller errors per minute": {
+        "A": (lambda s: len(s) >= 11 and all(v >= 0 for _, v in s) and
+              all(series(s, kind=k) == [0] for k in reached),
+              "every kind; the server, the console and connbudget reached, shop governed"),
+    },
+    "Controller refreshes and resizes per minute": {
+        "A": (lambda s: len(s) == 1 and s[0][1] > 0, "refreshes"),
+        "B": (lambda s: len(s) == 1 and s[0][1] >= 0, "size changes"),
+        "C": (lambda s: len(s) == 1 and s[0][1] >= 0, "shrinks"),
+        "D": (lambda s: len(s) == 1 and s[0][1] >= 0, "sizes set again"),
+    },
+}
+
+# What each rule must give: a recording rule's series, an alert's expression
+# with its comparison made "bool" (1 where the alert's condition holds, 0
+# where it does not), and the state the alert must be in.
+rule_checks = {
+    "connbudget:budget_in_use:ratio": (
+        lambda s: len(s) == 1 and 0 < s[0][1] <= 1, "a ratio above 0 and at most 1"),
+    "connbudget_application:refused:rate5m_per_minute": (
+        lambda s: series(s, application_name="api") and series(s, application_name="api")[0] > 0,
+        "api refused more than 0 a minute"),
+    "connbudget_application:headroom:connections": (
+        lambda s: series(s, application_name="api") and
+        -3 <= series(s, application_name="api")[0] <= 0 and series(s, application_name="shop"),
+        "api's allocation less its 3 connections; shop's too"),
+    "cbpool_application:acquire_wait_p99:max_seconds": (
+        lambda s: series(s, application="web") and 0 <= series(s, application="web")[0] < 60,
+        "web's pool waits seconds"),
+    "ConnbudgetApplicationRefused": (
+        lambda s: series(s, application_name="api") == [1], "holds for api", "firing"),
+    "ConnbudgetBudgetLow": (lambda s: series(s) == [0], "does not hold: 50 is free enough",
+                            "inactive"),
+    "ConnbudgetPoolCircuitOpen": (lambda s: series(s, pod="web-1") == [0],
+                                  "does not hold for web-1", "inactive"),
 }
 
 with open(path) as f:
@@ -149,5 +215,31 @@ for panel in panels:
         ok(fine and bool(check(samples)),
            "panel \"%s\" %s returns series: %s" % (title, target["refId"], meaning),
            error or "expr: %s\nsamples: %s" % (target["expr"], samples))
+
+with urllib.request.urlopen(url + "/api/v1/rules", timeout=10) as r:
+    rules = [rule for group in json.load(r)["data"]["groups"] for rule in group["rules"]]
+ok(set(rule_checks) <= {r["name"] for r in rules},
+   "Prometheus loaded the %d rules: %s" % (len(rules), ", ".join(r["name"] for r in rules)))
+for rule in rules:
+    name = rule["name"]
+    ok(name in rule_checks, "rule %s is checked here" % name)
+    ok(rule["health"] == "ok", "rule %s is healthy" % name, rule.get("lastError"))
+    check, meaning, *state = rule_checks.get(name, (lambda s: False, "no check"))
+    if rule["type"] == "recording":
+        expr = name
+    else:
+        expr = re.sub(r"\s(==|!=|>=|<=|>|<)\s", r" \1 bool ", rule["query"], count=1)
+    try:
+        samples = query(expr)
+        error = None
+    except Exception as e:  # noqa: BLE001 -- any failure is the test's
+        samples, error = [], e
+    fine = bool(samples) and all(math.isfinite(v) for _, v in samples)
+    ok(fine and bool(check(samples)),
+       "%s rule %s returns series on the real metrics: %s" % (rule["type"], name, meaning),
+       error or "expr: %s\nsamples: %s" % (expr, samples))
+    if state:
+        ok(rule.get("state") == state[0], "alert %s is %s" % (name, state[0]),
+           "state: %s" % rule.get("state"))
 
 sys.exit(1 if failures else 0)
