@@ -393,7 +393,13 @@ class Budget {
       return this._jitter(90, 110)
     }
     this._noteConnectError(error)
-    if (error.code === '53300') return (refusalPace(error).retryMs || this._refreshMs) * (0.9 + Math.random() * 0.2)
+    if (error.code === '53300') {
+      // at a size of its own (no share to go by), a pool the server holds
+      // below it keeps to what it has, so the next refresh waits for one of
+      // its connections instead of asking for a new one to be refused
+      if (this._fixed) this.pool.options.max = Math.max(1, Math.min(this.pool.options.max, this.pool.totalCount))
+      return (refusalPace(error).retryMs || this._refreshMs) * (0.9 + Math.random() * 0.2)
+    }
     return this._refusal ? this._refusal.until - clock() : this._jitter(90, 110)
   }
 
