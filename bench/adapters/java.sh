@@ -3,10 +3,10 @@
 #
 #   (a) overhead: a HikariCP pool of 8 connections that follows a steady
 #       share of 8 (its minimumIdle is 8) against the same pool without the
-#       adapter, both open all along, a `SELECT 1` loop with 8 threads on
-#       one of them at a time, in rotated order (with/without, then
-#       without/with, ...); the median of the pairs' ratios (goal: at
-#       least 0.97);
+#       adapter, both open all along, a `SELECT 1` loop with 8 threads
+#       that switch pools, all together, after every 25 queries each, in
+#       the order ABBA... (the runs starting with one and the other in
+#       turn); the median of the runs' ratios (goal: at least 0.97);
 #   (b) convergence, in refresh intervals: a pod busy at the application's
 #       cap of 8 (12 threads), a second pod joins (how long the first stays
 #       above its share on the server, and until both hold 4), then leaves
@@ -61,6 +61,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
+import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import org.connbudget.hikari.ConnBudget;
@@ -128,6 +129,67 @@ public class Bench {
     static final com.sun.management.OperatingSystemMXBean OS =
             (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
     static double cpuPerQuery;  // of the last rate(): the JVM's CPU time per query, in microseconds
+
+    static final int PER_SLICE = 25;  // queries each thread runs on one pool before they all switch
+    static final double[] cpuPer = new double[2];  // of the last compare(): the JVM's CPU per query, in microseconds
+
+    /**
+     * The same 8 threads run SELECT 1 through one pool, then the other, in short slices (PER_SLICE queries
+     * each, all threads together) in the order ABBA..., starting with pools[first], for ms on each, so that
+     * whatever else the machine does falls on both alike: queries per second through each.
+     */
+    static double[] compare(HikariDataSource[] pools, long ms, int first) throws Exception {
+        HikariDataSource[] current = new HikariDataSource[1];
+        CyclicBarrier barrier = new CyclicBarrier(9);
+        List<Thread> threads = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            Thread t = new Thread(() -> {
+                try {
+                    while (true) {
+                        barrier.await();  // a slice starts
+                        HikariDataSource ds = current[0];
+                        if (ds == null) {
+                            return;
+                        }
+                        for (int q = 0; q < PER_SLICE; q++) {
+                            try (Connection c = ds.getConnection(); Statement st = c.createStatement();
+                                    ResultSet rs = st.executeQuery("SELECT 1")) {
+                                rs.next();
+                            }
+                        }
+                        barrier.await();  // and ends when every thread has done its part
+                    }
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            t.start();
+            threads.add(t);
+        }
+        long[] spent = new long[2];
+        long[] cpu = new long[2];
+        long[] done = new long[2];
+        for (int s = 0; spent[0] + spent[1] < 2 * ms * 1_000_000L; s++) {
+            int k = first ^ (s % 4 == 1 || s % 4 == 2 ? 1 : 0);
+            current[0] = pools[k];
+            long t0 = System.nanoTime();
+            long c0 = OS.getProcessCpuTime();
+            barrier.await();
+            barrier.await();
+            spent[k] += System.nanoTime() - t0;
+            cpu[k] += OS.getProcessCpuTime() - c0;
+            done[k] += 8 * PER_SLICE;
+        }
+        current[0] = null;
+        barrier.await();
+        for (Thread t : threads) {
+            t.join();
+        }
+        for (int k = 0; k < 2; k++) {
+            cpuPer[k] = cpu[k] / 1e3 / done[k];
+        }
+        return new double[] {done[0] / (spent[0] / 1e9), done[1] / (spent[1] / 1e9)};
+    }
 
     /** SELECT 1 in 8 threads for a warm-up and then ms; queries per second. */
     static double rate(HikariDataSource ds, long ms) throws InterruptedException {
@@ -224,19 +286,11 @@ public class Bench {
         List<Double> cpuWith = new ArrayList<>();
         List<Double> cpuWithout = new ArrayList<>();
         for (int i = 0; i < runs; i++) {
-            double w;
-            double wo;
-            if (i % 2 == 0) {
-                w = rate(following, seconds * 1000L);
-                cpuWith.add(cpuPerQuery);
-                wo = rate(plain, seconds * 1000L);
-                cpuWithout.add(cpuPerQuery);
-            } else {
-                wo = rate(plain, seconds * 1000L);
-                cpuWithout.add(cpuPerQuery);
-                w = rate(following, seconds * 1000L);
-                cpuWith.add(cpuPerQuery);
-            }
+            double[] q = compare(new HikariDataSource[] {following, plain}, seconds * 1000L, i % 2);
+            double w = q[0];
+            double wo = q[1];
+            cpuWith.add(cpuPer[0]);
+            cpuWithout.add(cpuPer[1]);
             System.out.printf("run %d: with the adapter %.0f q/s (%.1f us CPU per query in the JVM), without %.0f q/s "
                     + "(%.1f us), ratio %.3f%n", i + 1, w, cpuWith.get(i), wo, cpuWithout.get(i), w / wo);
             with.add(w);
