@@ -276,8 +276,8 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     }
 
     /**
-     * Every 100 ms (or a quarter of a shorter refresh interval), until
-     * close() or the pool's own close(): samples the pool's
+     * Every 100 ms (or a quarter of a shorter refresh interval), and when a
+     * refresh is due, until close() or the pool's own close(): samples the pool's
      * use (connections in use plus callers waiting), keeps its size, and
      * borrows one of the pool's idle connections, or a new one while the
      * pool may open one and no caller waits, for the refresh that runs as
@@ -298,7 +298,11 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
                 // none free after all, or its connects refused: a caller may give one back
             }
             resize();  // with the connection borrowed given back: it is not the surplus
-            LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(Math.max(10, Math.min(100, intervalMs() / 4))));
+            // the next sample, or the next refresh if it falls due sooner (one due already waits for
+            // a connection: the next sample)
+            long period = TimeUnit.MILLISECONDS.toNanos(Math.max(10, Math.min(100, intervalMs() / 4)));
+            long due = dueAt - System.nanoTime();
+            LockSupport.parkNanos(due > 0 ? Math.min(period, due) : period);
         }
         close();  // after the pool's own close(), only the MXBean is left to go
     }
