@@ -50,8 +50,8 @@
 
    SHRINKING.  PgBouncer closes idle servers above its size within a third
    of a second, but under load a released server goes straight to a waiting
-   client.  Still above the size a refresh interval after lowering it (half
-   of one while clients wait: then the janitor cannot help), the
+   client.  Still above the size a refresh interval after lowering it (one
+   sample period while clients wait: then the janitor cannot help), the
    controller lowers server_lifetime (2 x sample period x target, at least
    200 ms) until the pool is down to its size, then sets it back (also on
    exit): PgBouncer closes older servers at the end of their transactions,
@@ -1365,9 +1365,10 @@ static void shrink(Controller *c)
         c->lowered_at = 0;
         return;
     }
-    /* clients waiting: the janitor cannot help, so half an interval is enough */
+    /* clients waiting: the janitor cannot help, so one sample (still above,
+       still waiting) is enough */
     if (c->pool_size != c->target ||
-        now_ms() - c->lowered_at < refresh_ms_or_default(c) / (c->waiting > 0 ? 2 : 1))
+        now_ms() - c->lowered_at < (c->waiting > 0 ? sample_period_ms(c) : refresh_ms_or_default(c)))
         return;
     if (lifetime < 200)
         lifetime = 200;
