@@ -5,19 +5,19 @@
 #
 #   bash bench/pgbouncer.sh [RESULTS.md]
 #
-#   (a) overhead: `pgbench -S -n -M extended` through one PgBouncer with its
-#       controller and through the same PgBouncer without it, at a steady
-#       share larger than pgbench's clients (--min-size 8, 4 clients), in
-#       rotated order (with/without, then without/with, ...), each run
-#       after the same 1 s pause; the median of the runs' ratios (goal: at
-#       least 0.98);
+#   (a) overhead: bench/pgbouncer_overhead.c, 4 clients running
+#       pgbench -S's query through one PgBouncer sized by its controller
+#       (--min-size 8, a steady pool of 8), while the run is cut into
+#       blocks of 250 ms in which the controller runs (SIGCONT) or is
+#       stopped (SIGSTOP), ABBA; the median of the quads' ratios over
+#       every run (goal: at least 0.98), and the controller's CPU time;
 #   (b) convergence of three replicas on join, demand change and leave, in
 #       refresh intervals (goal: within 2), with test/pgbouncer/converge.c.
 #
 # Prints everything and, given a file, writes the results there as markdown.
-# Environment: CB_BENCH_RUNS (runs of (a), default 9), CB_BENCH_SECONDS
-# (seconds per pgbench run, default 5), CB_BENCH_ROUNDS (rounds of (b),
-# default 3), CB_NO_BUILD=1 (use the extension as installed), PG_CONFIG,
+# Environment: CB_BENCH_RUNS (runs of (a), default 5), CB_BENCH_SECONDS
+# (seconds per run of (a), default 60), CB_BENCH_BLOCK_MS (default 250),
+# CB_BENCH_ROUNDS (rounds of (b), default 5), CB_NO_BUILD=1 (use the extension as installed), PG_CONFIG,
 # CB_KEEP=1 (keep the scratch directory).
 set -euo pipefail
 
@@ -32,9 +32,10 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 results_file=${1:-}
-runs=${CB_BENCH_RUNS:-9}
-seconds=${CB_BENCH_SECONDS:-5}
-rounds=${CB_BENCH_ROUNDS:-3}
+runs=${CB_BENCH_RUNS:-5}
+seconds=${CB_BENCH_SECONDS:-60}
+block_ms=${CB_BENCH_BLOCK_MS:-250}
+rounds=${CB_BENCH_ROUNDS:-5}
 
 cb_install_packages $CB_PACKAGES_BENCH iproute2
 if [ -z "${CB_NO_BUILD:-}" ]; then
@@ -60,13 +61,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== building connbudget-pgbouncer and the convergence program (-O2)"
+echo "== building connbudget-pgbouncer and the benchmark programs (-O2)"
 mkdir -p "$work/bin"
 ldflags=(-L"$PG_LIBDIR" -Wl,-rpath,"$PG_LIBDIR" -lpq -pthread)
 gcc -std=c11 -O2 -Wall -Wextra -Werror -I"$PG_INCLUDE" -o "$work/bin/connbudget-pgbouncer" \
     "$src/client/pgbouncer/connbudget_pgbouncer.c" "${ldflags[@]}"
 gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I"$PG_INCLUDE" -I"$src/test/lib" -o "$work/bin/converge" \
     "$src/test/pgbouncer/converge.c" "${ldflags[@]}"
+gcc -std=gnu11 -O2 -Wall -Wextra -Werror -I"$PG_INCLUDE" -o "$work/bin/pgbouncer_overhead" \
+    "$src/bench/pgbouncer_overhead.c" "${ldflags[@]}"
 chmod 755 "$work/bin" "$work/bin"/*
 
 echo "== three pods: network namespaces, a cluster"
@@ -92,62 +95,45 @@ admin() {
     psql -X -q -At -h "$work/b1" -p 6432 -U pgbouncer pgbouncer -c "$1"
 }
 
-# tps of one pgbench run through PgBouncer 1, or 0 if it failed
-tps() {
-    local out
-    out=$(PGAPPNAME=api pgbench -S -n -M extended -c 4 -j 2 -T "$seconds" \
-        -h "$CB_FLEET_NET.1.2" -p 6432 -U app appdb 2>&1) || { echo "$out" | tail -3 >&2; echo 0; return; }
-    echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
-}
-
 median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2];
                                          else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-with_controller() {
-    fleet_controller_start 1 --min-size 8 >/dev/null
-    for _ in $(seq 100); do
-        [ "$(admin 'SHOW CONFIG' | awk -F'|' '$1 == "default_pool_size" { print $2 }')" = 8 ] && break
-        sleep 0.1
-    done
-    sleep 1
-    tps
-    fleet_controller_stop 1 TERM >/dev/null
-}
-
-without_controller() {
-    admin "SET default_pool_size = 8" >/dev/null
-    admin "SET max_user_connections = 0" >/dev/null
-    sleep 1
-    tps
-}
-
 echo
-echo "== (a) pgbench -S -n -M extended -c 4 -j 2 -T $seconds through one PgBouncer (pool 8), with and without its controller"
+echo "== (a) 4 clients through one PgBouncer (pool 8): its controller running or stopped, blocks of $block_ms ms, ABBA"
 fleet_bouncer_start 1 default_pool_size=8 >/dev/null
-PGAPPNAME=api pgbench -S -n -M extended -c 4 -j 2 -T 2 -h "$CB_FLEET_NET.1.2" -p 6432 -U app appdb >/dev/null 2>&1 || true
-table_a="| run | order | with the controller (tps) | without (tps) | ratio |
-|---|---|---|---|---|"
-ratios=()
-for run in $(seq "$runs"); do
-    if [ $((run % 2)) = 1 ]; then
-        with=$(with_controller)
-        without=$(without_controller)
-        order="with, without"
-    else
-        without=$(without_controller)
-        with=$(with_controller)
-        order="without, with"
-    fi
-    ratio=$(awk -v a="$with" -v b="$without" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print 0 }')
-    ratios+=("$ratio")
-    printf 'run %d (%s): with %.0f tps, without %.0f tps, ratio %s\n' "$run" "$order" "$with" "$without" "$ratio"
-    table_a="$table_a
-| $run | $order | $(printf '%.0f' "$with") | $(printf '%.0f' "$without") | $ratio |"
+fleet_controller_start 1 --min-size 8 >/dev/null
+for _ in $(seq 100); do
+    [ "$(admin 'SHOW CONFIG' | awk -F'|' '$1 == "default_pool_size" { print $2 }')" = 8 ] && break
+    sleep 0.1
 done
-median_ratio=$(printf '%s\n' "${ratios[@]}" | median)
-echo "median ratio (with / without): $median_ratio (goal: at least 0.98)"
+controller_pid=$(cat "$work/$(fleet_controller_name 1).pid")
+rows=$(psql -X -At -U app -d appdb -c "SELECT count(*) FROM pgbench_accounts")
+table_a="| run | quads | with the controller (q/s) | stopped (q/s) | median quad ratio (quartiles) | ratio of the totals | controller's CPU while it runs |
+|---|---:|---:|---:|---|---:|---:|"
+: >"$work/quads"
+for run in $(seq "$runs"); do
+    out="$work/overhead.$run"
+    "$work/bin/pgbouncer_overhead" "host=$CB_FLEET_NET.1.2 port=6432 dbname=appdb user=app application_name=api" \
+        "$controller_pid" "$seconds" "$block_ms" 4 "$rows" >"$out"
+    grep '^quad ' "$out" | sed -n 's/.*ratio \([0-9.]*\)$/\1/p' >>"$work/quads"
+    r() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$out"; }
+    printf 'run %d: %s quads, with %s q/s, stopped %s q/s, median quad ratio %s (%s to %s), totals %s, controller CPU %.2f%%\n' \
+        "$run" "$(r quads)" "$(r with_qps)" "$(r without_qps)" "$(r median)" "$(r q1)" "$(r q3)" "$(r totals)" \
+        "$(awk -v c="$(r controller_cpu)" 'BEGIN { print 100 * c }')"
+    table_a="$table_a
+| $run | $(r quads) | $(r with_qps) | $(r without_qps) | $(r median) ($(r q1) to $(r q3)) | $(r totals) | $(awk -v c="$(r controller_cpu)" 'BEGIN { printf "%.2f%%", 100 * c }') |"
+done
+[ "$(fleet_controller_stop 1 TERM)" = 0 ] || echo "the controller did not stop cleanly: $(tail -3 "$work/$(fleet_controller_name 1).log")"
+quads=$(wc -l <"$work/quads")
+median_ratio=$(median <"$work/quads")
+# a 95% confidence interval of the median, distribution-free: the order
+# statistics at n/2 -+ 1.96 sqrt(n)/2 (the binomial's normal approximation)
+read -r ci_lo ci_hi < <(sort -g "$work/quads" | awk '{ v[NR] = $1 } END {
+    d = 1.96 * sqrt(NR) / 2; lo = int(NR / 2 - d); hi = int(NR / 2 + d + 1)
+    if (lo < 1) lo = 1; if (hi > NR) hi = NR; print v[lo], v[hi] }')
+echo "median ratio over $quads quads (running / stopped): $median_ratio, 95% confidence interval $ci_lo to $ci_hi (goal: at least 0.98)"
 fleet_bouncer_stop 1
 
 echo
@@ -165,9 +151,12 @@ if [ -n "$results_file" ]; then
             "$("$PG_CONFIG" --version | awk '{ print $2 }'), $(pgbouncer -V 2>/dev/null | head -1 | sed 's/^PgBouncer /PgBouncer /');" \
             "each PgBouncer and its controller in a network namespace of its own."
         echo
-        echo "**Overhead** (pgbench -S -n -M extended, 4 clients, ${seconds} s per run, transaction pooling," \
-            "pool size 8 either way, the controller sampling every 100 ms): median ratio" \
-            "**$median_ratio** (goal: at least 0.98)."
+        echo "**Overhead** (\`bench/pgbouncer_overhead.c\`: pgbench -S's query, extended protocol, 4 clients" \
+            "through one PgBouncer in transaction pooling with a pool of 8 that its controller keeps" \
+            "(--min-size 8); $runs runs of $seconds s cut into blocks of $block_ms ms in which the controller" \
+            "runs or is stopped with SIGSTOP, in the order ABBA; each quad's ratio is its running blocks'" \
+            "queries per second over its stopped blocks'): median ratio over $quads quads" \
+            "**$median_ratio** (95% confidence interval of the median: $ci_lo to $ci_hi; goal: at least 0.98)."
         echo
         echo "$table_a"
         echo
