@@ -519,6 +519,13 @@ connbudget_allocator_main(Datum main_arg pg_attribute_unused())
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * A worker ignores SIGHUP from its fork until the handler above is set,
+	 * so a reload signalled in between would be lost until the next one:
+	 * read the configuration files once now.
+	 */
+	ProcessConfigFile(PGC_SIGHUP);
+
 	before_shmem_exit(cb_allocator_exit, (Datum) 0);
 	cb_publish_settings();
 	cb_allocator_attach(MyLatch);

@@ -150,6 +150,13 @@ connbudget_loader_main(Datum main_arg pg_attribute_unused())
 	pqsignal(SIGTERM, die);		/* while loading; see below */
 	BackgroundWorkerUnblockSignals();
 
+	/*
+	 * A worker ignores SIGHUP from its fork until the handler above is set,
+	 * so a reload signalled in between would be lost until the next one:
+	 * read the configuration files once now.
+	 */
+	ProcessConfigFile(PGC_SIGHUP);
+
 	cb_set_loader_latch(MyLatch);
 
 	BackgroundWorkerInitializeConnection(cb_database, NULL, 0);
