@@ -2177,6 +2177,43 @@ settle(int k, int count, int strict)
 	}
 }
 
+/*
+ * Which pods of application app hold more than their share now, for a
+ * violation past its grace period: "; above their share: POD (CONNECTIONS
+ * of SHARE, demand DEMAND, lease LEASE_MS ms left), ..." in out, or "".
+ */
+static void
+over_share(const char *app, char *out, size_t len)
+{
+	char		sql[512];
+	PGresult   *res;
+	size_t		used = 0;
+
+	out[0] = '\0';
+	snprintf(sql, sizeof(sql),
+			 "SELECT pod, connections, share, coalesce(demand::text, 'none'), "
+			 "coalesce((extract(epoch FROM lease_expires - clock_timestamp()) * 1000)::bigint::text, 'no') "
+			 "FROM connbudget.pods WHERE application_name = '%s' AND connections > share "
+			 "ORDER BY connections - share DESC LIMIT 5", app);
+	res = query(&mon, MONITOR_APP, sql);
+	if (res == NULL)
+		return;
+	for (int r = 0; r < PQntuples(res) && used < len; r++)
+	{
+		int			n = snprintf(out + used, len - used, "%s%s (%s of %s, demand %s, lease %s ms left)",
+								 r == 0 ? "; above their share: " : ", ", PQgetvalue(res, r, 0),
+								 PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), PQgetvalue(res, r, 3),
+								 PQgetvalue(res, r, 4));
+
+		if (n < 0)
+			break;
+		used += (size_t) n;
+	}
+	if (PQntuples(res) == 0)
+		snprintf(out, len, "; no pod above its share");
+	PQclear(res);
+}
+
 static void
 monitor_sample(void)
 {
@@ -2247,10 +2284,14 @@ monitor_sample(void)
 		checks++;
 		if (conns > cap_hi)
 		{
+			char		holders[512] = "";
+
 			bound_note(why, sizeof(why), &cap_h[a], cap_hi, g);
-			violation("connbudget.applications: %s has %d connections, cap %d (%s); the view's max_connections is %s",
+			if (strncmp(why, "strict", 6) == 0)
+				over_share(apps[a].name, holders, sizeof(holders));
+			violation("connbudget.applications: %s has %d connections, cap %d (%s); the view's max_connections is %s%s",
 					  apps[a].name, conns, cap_hi, why,
-					  PQgetisnull(ra, i, 1) ? "NULL" : PQgetvalue(ra, i, 1));
+					  PQgetisnull(ra, i, 1) ? "NULL" : PQgetvalue(ra, i, 1), holders);
 		}
 	}
 
@@ -2781,7 +2822,7 @@ set_setting(const char *name, int value, const char *confirm_sql, long want)
 		sleep_ms(20);
 	}
 	failure("%s was not in force 10 s after pg_reload_conf() (%ld, expected %ld)", sql, got, want);
-	return true;
+	return false;				/* the bounds keep what is in force */
 }
 
 static void
