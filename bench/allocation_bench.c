@@ -29,15 +29,6 @@ new_demands(CbAllocSession *sessions, int n)
 		sessions[s].demand = rnd_below(10) == 0 ? CB_UNBOUNDED : (int) (1 + rnd_below(12));
 }
 
-static int
-compare_double(const void *a, const void *b)
-{
-	double		x = *(const double *) a,
-				y = *(const double *) b;
-
-	return x < y ? -1 : x > y;
-}
-
 int
 main(int argc, char **argv)
 {

@@ -131,15 +131,6 @@ total(Client *clients, int n)
 	return sum;
 }
 
-static int
-by_value(const void *a, const void *b)
-{
-	double		x = *(const double *) a,
-				y = *(const double *) b;
-
-	return (x > y) - (x < y);
-}
-
 /* The q-quantile of the sorted v[0..n-1], interpolated. */
 static double
 quantile(const double *v, int n, double q)
@@ -263,7 +254,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 
-	qsort(ratios, quads, sizeof(double), by_value);
+	qsort(ratios, quads, sizeof(double), compare_double);
 	printf("result quads %d\n", quads);
 	printf("result median %.4f\n", quantile(ratios, quads, 0.5));
 	printf("result q1 %.4f\n", quantile(ratios, quads, 0.25));
