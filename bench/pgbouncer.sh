@@ -113,12 +113,13 @@ rows=$(psql -X -At -U app -d appdb -c "SELECT count(*) FROM pgbench_accounts")
 table_a="| run | quads | with the controller (q/s) | stopped (q/s) | median quad ratio (quartiles) | ratio of the totals | controller's CPU while it runs |
 |---|---:|---:|---:|---|---:|---:|"
 : >"$work/quads"
+# r KEY: the value of the "result KEY VALUE" line of this run's output
+r() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$out"; }
 for run in $(seq "$runs"); do
     out="$work/overhead.$run"
     "$work/bin/pgbouncer_overhead" "host=$CB_FLEET_NET.1.2 port=6432 dbname=appdb user=app application_name=api" \
         "$controller_pid" "$seconds" "$block_ms" 4 "$rows" >"$out"
     grep '^quad ' "$out" | sed -n 's/.*ratio \([0-9.]*\)$/\1/p' >>"$work/quads"
-    r() { awk -v k="$1" '$1 == "result" && $2 == k { print $3 }' "$out"; }
     printf 'run %d: %s quads, with %s q/s, stopped %s q/s, median quad ratio %s (%s to %s), totals %s, controller CPU %.2f%%\n' \
         "$run" "$(r quads)" "$(r with_qps)" "$(r without_qps)" "$(r median)" "$(r q1)" "$(r q3)" "$(r totals)" \
         "$(awk -v c="$(r controller_cpu)" 'BEGIN { print 100 * c }')"
