@@ -403,7 +403,7 @@ churn_main(void *arg)
 
 		if (c == NULL)
 			continue;
-		(*admitted)++;
+		__atomic_fetch_add(admitted, 1, __ATOMIC_RELAXED);
 		/* left open: the exit aborts it, and drops the table's files */
 		PQclear(PQexec(c, "BEGIN; CREATE TEMP TABLE t AS SELECT g FROM generate_series(1, 20000) g; "
 					   "CREATE INDEX ON t (g)"));
@@ -438,6 +438,7 @@ test_counted_until_gone(void)
 	long		admitted[6] = {0},
 				most[2][2] = {{0, 0}, {0, 0}},
 				total = 0;
+	double		start;
 
 	pg_exec(admin, "INSERT INTO connbudget.application_limits VALUES ('churn', 0, 8, 1, NULL)");
 	churn_stop = 0;
@@ -445,8 +446,17 @@ test_counted_until_gone(void)
 		pthread_create(&samplers[i], NULL, sample_main, most[i]);
 	for (int i = 0; i < 6; i++)
 		pthread_create(&churners[i], NULL, churn_main, &admitted[i]);
-	sleep_ms(4000);
+	/* at least 4 s, and until more than 20 connects (a sanitizer build is slow), at most 60 s */
+	start = now_seconds();
+	do
+	{
+		sleep_ms(100);
+		total = 0;
+		for (int i = 0; i < 6; i++)
+			total += __atomic_load_n(&admitted[i], __ATOMIC_RELAXED);
+	} while (now_seconds() - start < 60 && (now_seconds() - start < 4 || total <= 20));
 	churn_stop = 1;
+	total = 0;
 	for (int i = 0; i < 6; i++)
 	{
 		pthread_join(churners[i], NULL);
@@ -454,8 +464,8 @@ test_counted_until_gone(void)
 	}
 	for (int i = 0; i < 2; i++)
 		pthread_join(samplers[i], NULL);
-	ok(total > 20, "6 threads over a cap of 8 connected %ld times in 4 s, each exit dropping a temporary table",
-	   total);
+	ok(total > 20, "6 threads over a cap of 8 connected %ld times in %.1f s, each exit dropping a temporary table",
+	   total, now_seconds() - start);
 	ok(most[0][0] <= 8 && most[1][0] <= 8,
 	   "no sample of pg_stat_activity (%ld) saw more of its backends than the cap: at most %ld",
 	   most[0][1] + most[1][1], most[0][0] > most[1][0] ? most[0][0] : most[1][0]);
