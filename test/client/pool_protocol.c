@@ -76,14 +76,15 @@ busy_share_settled(cbpool *pool, PGconn **conn, int want, int timeout_ms)
 	return s.share;
 }
 
-/* Hold n connections of the pool, so that it demands them. */
+/* Hold n connections of the pool, so that it demands them, each acquire waiting
+   up to timeout_ms (a pool grows to them as its share does). */
 static int
-hold(cbpool *pool, PGconn **conns, int n)
+hold(cbpool *pool, PGconn **conns, int n, int timeout_ms)
 {
 	int			got = 0;
 
 	for (int i = 0; i < n; i++)
-		if ((conns[i] = cbpool_acquire(pool, 3000)) != NULL)
+		if ((conns[i] = cbpool_acquire(pool, timeout_ms)) != NULL)
 			got++;
 	return got;
 }
@@ -117,7 +118,7 @@ main(void)
 		   "the share connbudget.pods shows for it in the extension's database (%d)", s.share);
 	is_int(s.extension, 1, "its statistics say it follows a budget");
 	is_int(logged_at("no-extension", NULL, -1), 0, "and it never logged that there is no extension");
-	is_int(hold(a, held_a, 6), 6, "it hands out 6 connections");
+	is_int(hold(a, held_a, 6, 10000), 6, "it hands out 6 connections");
 	is_int(pg_wait_for(admin, "SELECT CASE WHEN (SELECT demand FROM connbudget.pods WHERE pod = 'pod-a') >= 6 "
 					   "THEN 1 ELSE 0 END", 1, 5000), 1,
 		   "its demand (at least the 6 in use) shows in connbudget.pods of the extension's database");
@@ -127,7 +128,7 @@ main(void)
 		bail_out("cbpool_open: %s", err);
 	ok(cbpool_wait_ready(b, 10000) == 0, "a second pool in database warehouse connects");
 	/* b wants more than the cap leaves it: its waiters count in its demand */
-	ok(hold(b, held_b, 14) >= 10, "and hands out what the cap leaves it while the first holds 6");
+	ok(hold(b, held_b, 14, 3000) >= 10, "and hands out what the cap leaves it while the first holds 6");
 	ok(cbpool_acquire(b, 300) == NULL, "a caller beyond waits in vain: the cap is full");
 	cbpool_stats(b, &s);
 	is_int(s.share + pool_share_settled(a, 8, 0) <= 20, 1,
