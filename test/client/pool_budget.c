@@ -170,7 +170,10 @@ main(void)
 	/* a third pod joins: 10 each, the first two shrink as they release */
 	pid_c = start_pod("pod-c");
 	took = wait_pods(c.share == 10, 10);
-	ok(took >= 0, "pod-c joins: the shares become 10");
+	ok(took >= 0, "pod-c joins: the shares become 10 (%.1f s)", took);
+	if (took < 0)
+		diag("pod-a %d/%d, pod-b %d/%d, pod-c %d/%d (connections/share; -1: not in the pods view)",
+			 a.connections, a.share, b.connections, b.share, c.connections, c.share);
 	took = wait_pods(a.connections <= 10 && b.connections <= 10, 10);
 	ok(took >= 0 && took <= 2.0 * REFRESH_MS / 1000 + 1.0,
 	   "pod-a and pod-b shrink to 10 within two refresh intervals (+1 s slack) "

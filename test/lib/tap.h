@@ -2,8 +2,9 @@
  * tap.h -- a minimal Test Anything Protocol emitter for the C tests.
  *
  * Output is read by prove(1).  Every check prints "ok N - name" or
- * "not ok N - name" plus a diagnostic; done_testing() prints the plan and
- * returns the exit status.  Thread-safe: checks may run on any thread.
+ * "not ok N - name" plus diagnostics on stderr, which prove shows;
+ * done_testing() prints the plan and returns the exit status.
+ * Thread-safe: checks may run on any thread.
  */
 #ifndef CONNBUDGET_TEST_TAP_H
 #define CONNBUDGET_TEST_TAP_H
@@ -17,6 +18,7 @@
 static pthread_mutex_t tap_lock = PTHREAD_MUTEX_INITIALIZER;
 static int	tap_run = 0;
 static int	tap_failed = 0;
+static int	tap_last_passed = 1;
 
 static inline int
 tap_ok(int pass, const char *file, int line, const char *fmt, ...)
@@ -27,30 +29,38 @@ tap_ok(int pass, const char *file, int line, const char *fmt, ...)
 	tap_run++;
 	if (!pass)
 		tap_failed++;
+	tap_last_passed = pass;
 	printf("%sok %d - ", pass ? "" : "not ", tap_run);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
 	printf("\n");
-	if (!pass)
-		printf("#   Failed at %s line %d\n", file, line);
 	fflush(stdout);
+	/* a failure's diagnostics go to stderr, which prove shows */
+	if (!pass)
+		fprintf(stderr, "#   Failed at %s line %d\n", file, line);
 	pthread_mutex_unlock(&tap_lock);
 	return pass;
 }
 
+/*
+ * A diagnostic line: after a failed check on stderr, which prove shows
+ * beside its "not ok"; otherwise on stdout, which prove -v shows.
+ */
 static inline void
 tap_diag(const char *fmt, ...)
 {
 	va_list		ap;
+	FILE	   *out;
 
 	pthread_mutex_lock(&tap_lock);
-	printf("# ");
+	out = tap_last_passed ? stdout : stderr;
+	fprintf(out, "# ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vfprintf(out, fmt, ap);
 	va_end(ap);
-	printf("\n");
-	fflush(stdout);
+	fprintf(out, "\n");
+	fflush(out);
 	pthread_mutex_unlock(&tap_lock);
 }
 
