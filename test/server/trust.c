@@ -241,6 +241,12 @@ test_foreign_pod(void)
 
 	if (!web)
 		bail_out("webuser: %s", msg);
+	/*
+	 * webuser's report of 4 must outlast the connections below, each of
+	 * which proves a password: a report older than pod_ttl counts as the
+	 * pod's connections, not as its demand
+	 */
+	long_leases(1);
 	pg_long(web, "SELECT max_size FROM connbudget.pool_share(4)");
 	/* the views show what the allocator published: its 4 first */
 	pg_wait_for(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'shared-1'", 4, 10000);
@@ -271,6 +277,7 @@ test_foreign_pod(void)
 		   "her reports of 1000000 and 0 leave webuser's pod's demand at its 4");
 	PQfinish(mine);
 	PQfinish(web);
+	long_leases(0);
 	after_attack("joining another role's pod and reporting demand");
 }
 
