@@ -182,6 +182,7 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     private final AtomicBoolean closed = new AtomicBoolean();
     private volatile long dueAt = System.nanoTime();  // when the next refresh is due: from follow() on
     private volatile ObjectName mbean;
+    private volatile Thread follower;
 
     // what the refreshes found, under this object's lock
     private String status = "starting";
@@ -231,7 +232,7 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         pool = (HikariPool) ds.getHikariPoolMXBean();
         this.ds = ds;  // after pool: where ds is set, so is pool
         resize();
-        Thread follower = new Thread(this::followShare, "connbudget " + pod);
+        follower = new Thread(this::followShare, "connbudget " + pod);
         follower.setDaemon(true);
         follower.start();
         if (ds.isRegisterMbeans()) {
@@ -276,8 +277,9 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
     }
 
     /**
-     * Every 100 ms (or a quarter of a shorter refresh interval), and when a
-     * refresh is due, until close() or the pool's own close(): samples the pool's
+     * Every 100 ms (or a quarter of a shorter refresh interval), when a
+     * refresh is due, and when a refresh lowers the pool's maximum below
+     * what it holds, until close() or the pool's own close(): samples the pool's
      * use (connections in use plus callers waiting), keeps its size, and
      * borrows one of the pool's idle connections, or a new one while the
      * pool may open one and no caller waits, for the refresh that runs as
@@ -434,6 +436,9 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
             LOG.fine(() -> "connbudget: " + who + ": share " + sh.maxSize + " (demand " + demand + ")");
             share = sh;
             lastDemand = demand;
+            if (pool != null && pool.getTotalConnections() > limit() && follower != null) {
+                LockSupport.unpark(follower);  // the surplus goes now, not at the next sample
+            }
         }
         if (sh.status.equals("refused")) {
             dueIn(1000, 1100);
