@@ -39,7 +39,9 @@
    DEMAND.  Busy = sv_active + cl_waiting + sv_login over the pools of every
    database but "pgbouncer"; the demand is the busiest sample of this refresh
    interval and the 5 before, plus --headroom-pct (at least 1), within
-   [--min-size, --max-size], plus 1 for the controller.
+   [--min-size, --max-size], plus 1 for the controller.  It is reported at
+   every refresh, and at once when clients wait and it rose above both the
+   last report and the share (at most once per refresh interval).
 
    SIZE.  share - 1 within [max(1, --min-size), --max-size], never 0 (1.18
    queues the clients of a pool of 0; 1.24 reads 0 as unlimited): a share of
@@ -435,11 +437,11 @@ static const char *const kind_recovered[NKINDS] = {
 typedef struct Metrics {
     int share, pool_size, demand, server_connections, clients_waiting, pod_connections; /* -1: unknown */
     int identity_mismatch, server_up, admin_up;
-    unsigned long refreshes, size_changes, shrinks, reapplied, errors[NKINDS];
+    unsigned long refreshes, size_changes, shrinks, reapplied, rises_reported, errors[NKINDS];
 } Metrics;
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
-static Metrics metrics = {-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, {0}};
+static Metrics metrics = {-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, {0}};
 
 #define METRIC_SET(field, value) \
     do { pthread_mutex_lock(&metrics_lock); metrics.field = (value); pthread_mutex_unlock(&metrics_lock); } while (0)
@@ -461,6 +463,7 @@ typedef struct Controller {
     PGconn *server;
     int protocol;               /* 2, or 1 for connbudget 1.0 and 1.1 */
     int64_t server_retry_at, next_refresh;
+    int64_t refreshed_at, rise_reported_at; /* the last refresh; the last one brought forward */
     int server_attempts, refreshes, refresh_ms;
 
     PGconn *admin;
@@ -989,6 +992,7 @@ static void refresh(Controller *c)
     METRIC_ADD(refreshes);
     METRIC_SET(demand, demand);
     c->reported_demand = demand;
+    c->refreshed_at = now_ms();
     c->refreshes++;
     interval = refresh_ms_or_default(c);
     if (read_answer(c, res, &share, why, sizeof why) != 0) {
@@ -1387,6 +1391,28 @@ static void shrink(Controller *c)
     METRIC_ADD(shrinks);
 }
 
+/* Clients wait and the demand rose above both the last report and the
+   share: the next refresh is now, not up to an interval later (docs/protocol.md,
+   section 2), at most once per refresh interval and no sooner than a publish
+   period after the last refresh. */
+static void report_rise(Controller *c)
+{
+    int64_t now = now_ms();
+    int interval = refresh_ms_or_default(c), demand;
+
+    if (!c->server || !c->have_share || c->waiting <= 0 || c->reported_demand < 0 || c->next_refresh <= now ||
+        now - c->rise_reported_at < interval || now - c->refreshed_at < publish_period_ms(interval))
+        return;
+    demand = demand_now(c);
+    if (demand <= c->reported_demand || demand <= c->share)
+        return;
+    logmsg(LOG_DEBUG, "%d clients waiting: the demand of %d (reported %d, share %d) is reported now",
+           c->waiting, demand, c->reported_demand, c->share);
+    c->rise_reported_at = now;
+    c->next_refresh = now;
+    METRIC_ADD(rises_reported);
+}
+
 /* One sample: SHOW POOLS and SHOW CONFIG (a reset is seen within a sample),
    then what follows from them. */
 static void sample(Controller *c)
@@ -1402,6 +1428,7 @@ static void sample(Controller *c)
     }
     apply(c);
     shrink(c);
+    report_rise(c);
 }
 
 /* ---- the metrics listener: one thread, one scraper at a time, deadlines ---- */
@@ -1424,7 +1451,9 @@ static int format_metrics(char *out, size_t outlen)
         {"refreshes_total", "Reports of the demand answered with a share."},
         {"size_changes_total", "Changes of PgBouncer's pool size."},
         {"shrinks_total", "Times server_lifetime was lowered to shrink PgBouncer under load."},
-        {"reapplied_total", "Sizes set again after PgBouncer reset them."}};
+        {"reapplied_total", "Sizes set again after PgBouncer reset them."},
+        {"rises_reported_total", "Refreshes brought forward: clients waited and the demand rose above the last "
+         "report and the share."}};
     Metrics m;
     size_t n = 0;
     int w;
@@ -1434,7 +1463,7 @@ static int format_metrics(char *out, size_t outlen)
     pthread_mutex_unlock(&metrics_lock);
     int gauge_values[] = {m.share, m.pool_size, m.demand, m.server_connections, m.clients_waiting,
                           m.pod_connections, m.identity_mismatch};
-    unsigned long counter_values[] = {m.refreshes, m.size_changes, m.shrinks, m.reapplied};
+    unsigned long counter_values[] = {m.refreshes, m.size_changes, m.shrinks, m.reapplied, m.rises_reported};
 
 #define EMIT(...) \
     if ((w = snprintf(out + n, outlen - n, __VA_ARGS__)) > 0 && (size_t)w < outlen - n) \
@@ -1452,7 +1481,7 @@ static int format_metrics(char *out, size_t outlen)
          "PgBouncer's admin console (admin) is up.\n# TYPE connbudget_pgbouncer_up gauge\n"
          "connbudget_pgbouncer_up{connection=\"server\"} %d\n"
          "connbudget_pgbouncer_up{connection=\"admin\"} %d\n", m.server_up, m.admin_up);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         EMIT("# HELP connbudget_pgbouncer_%s %s\n# TYPE connbudget_pgbouncer_%s counter\n"
              "connbudget_pgbouncer_%s %lu\n", counters[i][0], counters[i][1], counters[i][0],
              counters[i][0], counter_values[i]);

@@ -273,6 +273,17 @@ test_kill_join_leave(void)
 	   "with its clients, its share grows to 4 and the others shrink to theirs within 4 refresh intervals (%.0f ms)",
 	   loaded_at);
 	ok(bench_wait(&b3, why, sizeof(why)) > 0, "no pgbench transaction through the started PgBouncer failed %s", why);
+	{
+		char		m[16384] = "";
+		const char *at;
+		long		rises = -1;
+
+		http_get(3, "/metrics", m, sizeof(m));
+		if ((at = strstr(m, "\nconnbudget_pgbouncer_rises_reported_total ")) != NULL)
+			rises = atol(at + strlen("\nconnbudget_pgbouncer_rises_reported_total "));
+		ok(rises >= 1, "with clients waiting, its controller reported the risen demand at once, not at its "
+		   "next refresh (rises_reported_total %ld)", rises);
+	}
 
 	/* 4. SIGTERM: the controller leaves, its PgBouncer stops with it */
 	ms = wait_shares(loaded, 3000);
