@@ -4,18 +4,6 @@
 # calls it for each server and client test (prove --exec).
 set -uo pipefail
 test_bin=$1
-# CB_WAIT_BUILT: TEST is being built meanwhile; wait for TEST.built (or
-# TEST.unbuilt: the build failed, its errors are in the suite's output)
-if [ -n "${CB_WAIT_BUILT:-}" ]; then
-    for _ in $(seq 6000); do
-        [ ! -e "$test_bin.built" ] && [ ! -e "$test_bin.unbuilt" ] || break
-        sleep 0.2
-    done
-    if [ ! -e "$test_bin.built" ]; then
-        echo "Bail out! $(basename "$test_bin") was not built"
-        exit 1
-    fi
-fi
 # shellcheck source=cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
