@@ -267,7 +267,7 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
 
     /** Does the pool still want the connection a refused connect was for? */
     boolean wantsConnection() {
-        return ds == null || !closed.get() && pool.getTotalConnections() < ds.getMaximumPoolSize()
+        return ds == null || !closed.get() && pool.getTotalConnections() < Math.min(limit(), ds.getMaximumPoolSize())
                 && (pool.getThreadsAwaitingConnection() > 0 || pool.getIdleConnections() < ds.getMinimumIdle());
     }
 
@@ -503,7 +503,8 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * getConnection() for up to connectionTimeout; a connect refused with
      * 53300 is retried here within that time, after a wait drawn from [0,
      * retry_ms * 2^n] (full jitter), as long as the pool still wants the
-     * connection. 42501 and 53400 are permanent: thrown at once, and the same
+     * connection (asked again after each wait: a share that fell meanwhile
+     * ends the retries, rather than a connection above it). 42501 and 53400 are permanent: thrown at once, and the same
      * exception answers connects for 10 refresh intervals without asking the
      * server.
      */
@@ -517,10 +518,17 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
         @Override
         public Connection getConnection(String user, String password) throws SQLException {
             long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(connectTimeoutMs);
+            SQLException backpressure = null;  // the last 53300 refusal
             for (int attempt = 0;; attempt++) {
                 RefusedException refused = permanent;
                 if (refused != null && System.nanoTime() - permanentUntil < 0) {
                     throw refused;
+                }
+                // after a wait: the share may have fallen meanwhile, and a connection the pool has no
+                // room for any more would stand above it until the next resize closes it
+                if (backpressure != null && !wantsConnection()) {
+                    throw new RefusedException("connbudget: " + who + ": refused (53300) until the pool no longer "
+                            + "wanted the connection", backpressure);
                 }
                 try {
                     return returnable(super.getConnection(user, password));
@@ -538,6 +546,7 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
                     if (!"53300".equals(e.getSQLState())) {
                         throw e;
                     }
+                    backpressure = e;
                     if (count("refused-connects") == 1) {
                         LOG.info("connbudget: " + who + ": connects refused with 53300 (backpressure), retried");
                     }
