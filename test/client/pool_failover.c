@@ -108,7 +108,7 @@ sampler_main(void *arg)
 			long		governed = atol(PQgetvalue(res, 0, 0));
 			long		budget = atol(PQgetvalue(res, 0, 1));
 
-			s->samples++;
+			__atomic_add_fetch(&s->samples, 1, __ATOMIC_RELAXED);
 			if (governed > budget)
 				s->over++;
 			if (governed > s->max_governed)
@@ -184,6 +184,10 @@ main(void)
 		pthread_create(&writers[i].thread, NULL, writer_main, &writers[i]);
 	}
 	sleep_ms(1500);
+	/* both servers sampled under the load before the failover (a loaded
+	   machine may take longer to connect the samplers) */
+	wait_until(, __atomic_load_n(&samplers[0].samples, __ATOMIC_RELAXED) > 20 &&
+			   __atomic_load_n(&samplers[1].samples, __ATOMIC_RELAXED) > 20, 20000);
 	for (int i = 0; i < THREADS; i++)
 		written_before += __atomic_load_n(&writers[i].written, __ATOMIC_RELAXED);
 	ok(written_before > 100, "8 threads write through the pool (%ld rows)", written_before);
