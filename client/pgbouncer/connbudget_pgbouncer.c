@@ -1468,7 +1468,7 @@ static int format_metrics(char *out, size_t outlen)
 #define EMIT(...) \
     if ((w = snprintf(out + n, outlen - n, __VA_ARGS__)) > 0 && (size_t)w < outlen - n) \
         n += (size_t)w
-    for (int i = 0; i < 7; i++) {
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++) {
         EMIT("# HELP connbudget_pgbouncer_%s %s\n# TYPE connbudget_pgbouncer_%s gauge\n", gauges[i][0],
              gauges[i][1], gauges[i][0]);
         if (gauge_values[i] < 0) {
@@ -1481,7 +1481,7 @@ static int format_metrics(char *out, size_t outlen)
          "PgBouncer's admin console (admin) is up.\n# TYPE connbudget_pgbouncer_up gauge\n"
          "connbudget_pgbouncer_up{connection=\"server\"} %d\n"
          "connbudget_pgbouncer_up{connection=\"admin\"} %d\n", m.server_up, m.admin_up);
-    for (int i = 0; i < 5; i++) {
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         EMIT("# HELP connbudget_pgbouncer_%s %s\n# TYPE connbudget_pgbouncer_%s counter\n"
              "connbudget_pgbouncer_%s %lu\n", counters[i][0], counters[i][1], counters[i][0],
              counters[i][0], counter_values[i]);

@@ -504,9 +504,9 @@ public final class ConnBudget implements AutoCloseable, ConnBudgetMXBean {
      * 53300 is retried here within that time, after a wait drawn from [0,
      * retry_ms * 2^n] (full jitter), as long as the pool still wants the
      * connection (asked again after each wait: a share that fell meanwhile
-     * ends the retries, rather than a connection above it). 42501 and 53400 are permanent: thrown at once, and the same
-     * exception answers connects for 10 refresh intervals without asking the
-     * server.
+     * ends the retries, rather than a connection above it). 42501 and 53400
+     * are permanent: thrown at once, and the same exception answers connects
+     * for 10 refresh intervals without asking the server.
      */
     final class Source extends PGSimpleDataSource {
         private static final long serialVersionUID = 1L;
