@@ -1207,6 +1207,38 @@ backends_sql(const char *app)
 }
 
 /*
+ * Wait (up to 10 s) until the server has the pool's n connections of the
+ * application and no more, and they stay so for 300 ms; the count last
+ * seen.  A connect the pool abandoned when its share fell (it started it
+ * toward a larger size) may still reach the server: the relay has passed
+ * its startup message on, and the server logs it in and lets it go once
+ * it finds the other end closed.  So first the relay's pairs come down to
+ * n, then the server's backends.
+ */
+static long
+settle_backends(PGconn *admin, const char *app, long n)
+{
+	double		deadline = now_seconds() + 10;
+	double		since = 0;
+	long		got = -1;
+
+	while (__atomic_load_n(&relay.tcp.pairs, __ATOMIC_ACQUIRE) > n && now_seconds() < deadline)
+		sleep_ms(10);
+	while (now_seconds() < deadline)
+	{
+		got = pg_long(admin, backends_sql(app));
+		if (got != n)
+			since = 0;
+		else if (since == 0)
+			since = now_seconds();
+		else if (now_seconds() - since >= 0.3)
+			break;
+		sleep_ms(10);
+	}
+	return got;
+}
+
+/*
  * From here on the relay answers the queries of this kind for the server:
  * first good3, a share of 3, to see that a rewritten answer (what, in the
  * test's words) reaches the pool, then good, a share of GOOD, which the
@@ -1234,7 +1266,7 @@ hostile_answers(cbpool *pool, PGconn *admin, const char *app, const char *pod, i
 	relay_set(kind, good);
 	okay = wait_stat(pool, s.share == GOOD && s.max_size == GOOD && s.total == GOOD &&
 					 s.connecting == 0, 10000);
-	backends = pg_wait_for(admin, backends_sql(app), GOOD, 10000);
+	backends = settle_backends(admin, app, GOOD);
 	ok(okay && backends == GOOD,
 	   "with a good answer of %d the pool holds %d connections (share %d, total %d, "
 	   "%d connecting; the server's backends %ld)", GOOD, GOOD, s.share, s.total,
@@ -1370,7 +1402,7 @@ test_protocol2(PGconn *admin)
 						 s.total == GOOD && s.connecting == 0, 5000);
 		ok(okay, "a share after it governs the pool again (extension %d, share %d, max_size %d, "
 		   "total %d, %d connecting)", s.extension, s.share, s.max_size, s.total, s.connecting);
-		is_int(pg_wait_for(admin, backends_sql("hostile"), GOOD, 10000), GOOD,
+		is_int(settle_backends(admin, "hostile", GOOD), GOOD,
 			   "and the server's backends of the application are %d again", GOOD);
 		s = stats_of(pool);
 		ok(s.connects == (uint64_t) s.total + closed_of(&s),

@@ -168,6 +168,9 @@ test_outage(void)
 	__atomic_store_n(&circuit_opened_us, cbpool_clock_us(), __ATOMIC_RELEASE);
 	ok(okay, "the circuit opens once the server is gone (state %d)", s.breaker_state);
 	opened_after = ms_since(stopped_at);
+	/* the pool says so once it has let go of its lock, a moment after the
+	   state changed */
+	wait_until((void) 0, logged_first("breaker-open") > 0, 5000);
 	diag("opened %.0f ms after the server stopped", opened_after);
 	diag("%llu connects failed before it opened (5 in a row open it; more were under way)",
 		 (unsigned long long) (s.connect_failures - failures_before));
