@@ -51,6 +51,6 @@ export CONNBUDGET_TEST_ROLE=connbudget_py CONNBUDGET_TEST_PASSWORD PYTHONDONTWRI
 # connbudget.so, which Python would import as "connbudget"
 cd client/python || exit 1
 status=0
-$python -m pytest -p no:cacheprovider -q -o log_level=WARNING tests || status=1
+$python -m pytest -p no:cacheprovider -q -o log_level=WARNING ${CB_PYTEST_ARGS:-tests} || status=1
 $python -m flake8 . && echo "ok: flake8 client/python" || status=1
 exit $status

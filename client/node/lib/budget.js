@@ -74,6 +74,7 @@ class Budget {
     this._said = new Set() // what was logged since the last good share: said once
     this._refusal = null // a permanent refusal in force: { cause, until }
     this._internal = 0 // the adapter's own borrows, waiting or held
+    this._handoff = null // a refresh waiting for the next connection given back
     this._cycling = 0 // of them, those taking a connection to close it or hand it over
     this._backoffs = new Set() // requests waiting out a 53300: what wakes them
     this._closing = false
@@ -163,7 +164,7 @@ class Budget {
     }
     this._connect((error, client, release) => {
       if (!error) {
-        client.release = (reason) => this._giveBack(release, reason)
+        client.release = (reason) => this._giveBack(release, reason, client)
         return callback(undefined, client, client.release)
       }
       if (PERMANENT.has(error.code)) {
@@ -199,11 +200,17 @@ class Budget {
 
   // A connection comes back: closed instead while the pool is above its
   // share (pg-pool destroys a client released with a truthy argument).
-  _giveBack (release, error) {
+  // A refresh waiting for a connection takes it first.
+  _giveBack (release, error, client) {
     const pool = this.pool
     if (!error && !pool.ending && pool.totalCount > pool.options.max) {
       this._counts.surplusClosed++
       return release(true)
+    }
+    if (!error && client && this._handoff && !pool.ending) {
+      const take = this._handoff
+      this._handoff = null
+      return take(client, release)
     }
     return release(error)
   }
@@ -324,7 +331,7 @@ class Budget {
     }
     let lease
     try {
-      lease = await this._borrow()
+      lease = await this._borrowFirst()
     } catch (error) {
       return this._borrowFailed(error)
     }
@@ -382,6 +389,41 @@ class Budget {
         }
       })
     }))
+  }
+
+  // A connection for the refresh: when every one is in a caller's hands
+  // and requests wait, the next one a caller gives back, before any of
+  // them (in pg-pool's queue the refresh would wait for every request
+  // ahead of it, and learn that its share fell that much later); when none
+  // comes back within an interval, or otherwise, as _borrow().
+  _borrowFirst () {
+    const pool = this.pool
+    if (pool.idleCount > 0 || pool.waitingCount === 0 || pool.totalCount === 0 || this._handoff) {
+      return this._borrow()
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        if (this._handoff !== take) return
+        this._handoff = null
+        resolve(this._borrow())
+      }, Math.min(this._refreshMs, 5000))
+      timer.unref()
+      const take = (client, release) => {
+        clearTimeout(timer)
+        this._internal++
+        const ignore = () => {}
+        client.on('error', ignore)
+        resolve({
+          client,
+          release: (reason) => {
+            client.removeListener('error', ignore)
+            this._internal--
+            this._giveBack(release, reason)
+          }
+        })
+      }
+      this._handoff = take
+    })
   }
 
   // The refresh found no connection: a saturated pool (pg-pool's

@@ -242,6 +242,34 @@ test('idle connections beyond a smaller share close at once, while others are in
   }
 })
 
+test('with requests queued five deep for each connection, the refresh goes first and the pool follows its share down', { skip }, async (t) => {
+  await setLimit('queued', 8)
+  const a = new TestPod('queued', 'queued-a')
+  let b = null
+  try {
+    // each request holds its connection 50 ms: in pg-pool's queue a
+    // refresh would wait about as long as an interval
+    a.work(40, 'SELECT pg_sleep(0.05)')
+    assert.ok(await within(5000, async () => ((await a.onServer()) || {}).connections === 8) >= 0,
+      `pod a alone: ${JSON.stringify(await a.onServer())}, want the application's cap of 8`)
+    const skipped = a.budget.stats().refreshesSkipped
+    b = new TestPod('queued', 'queued-b')
+    b.work(12, 'SELECT pg_sleep(0.005)')
+    const longest = await overShare(a, 2000)
+    const row = await a.onServer()
+    t.diagnostic(`pod b joined: pod a above its share for at most ${longest} ms (${(longest / INTERVAL).toFixed(1)} ` +
+      `refresh intervals); now ${JSON.stringify(row)}`)
+    assert.ok(longest <= 2 * INTERVAL, `pod a held more than its share for ${longest} ms`)
+    assert.deepEqual(row, { connections: 4, share: 4 })
+    assert.equal(a.budget.stats().refreshesSkipped, skipped, 'no refresh was skipped for want of a connection')
+    a.noFailures()
+    b.noFailures()
+  } finally {
+    await (b && b.close())
+    await a.close()
+  }
+})
+
 test('2. it never holds more than its share while its workers keep the pool busy', { skip }, async (t) => {
   await setLimit('busy', 6)
   const a = new TestPod('busy', 'busy-a')

@@ -19,6 +19,7 @@ import time
 from typing import Any, Dict, Optional, Tuple, Union
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
@@ -131,6 +132,7 @@ class Budget:
         self._reflected: Optional[int] = None       # the demand the share knows
         self._refusal: Optional[Refusal] = None     # the last permanent refusal
         self._refused_at = 0.0
+        self._handoff: Optional[_Handoff] = None     # a refresh waiting for a connection
         self._counts: collections.Counter = collections.Counter()   # and "errors_<kind>"
         self._popped: collections.Counter = collections.Counter()   # at the last pop_stats
 
@@ -197,12 +199,21 @@ class Budget:
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         pool, surplus = self._pool, False
-        # read without the pool's lock first: a surplus is rare
+        # read without the pool's lock first: a surplus and a refresh
+        # waiting for a connection are rare
         if pool._nconns > pool._max_size and getattr(conn, "_pool", None) is pool:
             with pool._lock:
                 surplus = pool._nconns > pool._max_size and not pool.closed
                 if surplus:
                     pool._nconns -= 1
+        elif (self._handoff is not None and getattr(conn, "_pool", None) is pool
+              and conn.info.transaction_status == TransactionStatus.IDLE):
+            with pool._lock:
+                slot, self._handoff = self._handoff, None
+                if slot is not None:
+                    slot.conn = conn        # the refresh gives it back after
+                    slot.given.set()
+                    return
         if not surplus:
             return self._putconn(conn)
         conn._pool = None
@@ -277,7 +288,7 @@ class Budget:
         own = False
         try:
             # one of the pool's own connections, waiting at most an interval
-            conn = self._getconn(timeout=min(max(self._refresh_ms / 1000, 0.1), 5.0))
+            conn = self._borrow(min(max(self._refresh_ms / 1000, 0.1), 5.0))
         except PoolTimeout:
             # saturated: every connection is held longer than that
             conn, own = self._connect_for_refresh(), True
@@ -303,6 +314,35 @@ class Budget:
             # ask again as soon as there are new ones
             self._pool.check()
             self._next = time.monotonic() + self._refresh_ms / 10000
+
+    def _borrow(self, timeout: float) -> psycopg.Connection:
+        """A connection of the pool's to report on: an idle one, or else the
+        next one a caller gives back, before any caller waiting for one
+        takes it (a saturated pool would otherwise put its report behind
+        every waiting caller's query, and learn that its share fell that
+        much later).  PoolTimeout if none came back within timeout."""
+        pool = self._pool
+        slot = _Handoff()
+        with pool._lock:
+            if pool._pool:
+                conn = pool._pool.popleft()
+                pool._nconns_min = min(pool._nconns_min, len(pool._pool))
+                conn._pool = pool
+                return conn
+            if pool.closed or not self._held:
+                slot = None
+            else:
+                self._handoff = slot
+        if slot is None:
+            # nothing to wait for: the pool's own getconn opens one
+            return self._getconn(timeout=timeout)
+        slot.given.wait(timeout)
+        with pool._lock:
+            self._handoff = None
+            conn = slot.conn
+        if conn is None:
+            raise PoolTimeout("no connection came back within %.1f s" % timeout)
+        return conn
 
     def _connect_for_refresh(self) -> Optional[psycopg.Connection]:
         """A saturated pool whose callers wait, and whose share is what it
@@ -529,6 +569,14 @@ class Budget:
             self._status = "left"
         except psycopg.Error as error:      # no connection to leave on, or it failed
             logger.info("connbudget: the share was not handed back: %s", error)
+
+
+class _Handoff:
+    """A connection given back by a caller, straight to the refresh."""
+
+    def __init__(self) -> None:
+        self.conn: Optional[psycopg.Connection] = None
+        self.given = threading.Event()
 
 
 def _refusal_aware(base: type, budget: Budget) -> type:

@@ -74,6 +74,33 @@ def test_follows_its_share_down_and_up(admin, application, budgets, workers, rep
     assert after.get("requests_num", 0) < popped["requests_num"]
 
 
+def test_a_pool_with_callers_queued_learns_first_that_its_share_fell(
+        admin, application, budgets, workers, reporting_pods, refresh_s):
+    # five callers for each connection, each holding it 50 ms: a refresh
+    # queued behind them would wait longer than an interval for its turn
+    app = application(max_connections=8)
+    budget = budgets(app, "a")
+    busy = workers(budget._pool, 40, query="SELECT pg_sleep(0.05)")
+    wait_until(lambda: pod(admin, app, "a") == (8, 8), 10 * refresh_s + 2,
+               show=lambda: pods(admin, app))
+    skipped = budget.stats()["refreshes_skipped"]
+    other = reporting_pods(app, "b", demand=8)
+    joined = time.monotonic()
+    wait_until(lambda: pod(admin, app, "a")[1] == 4, 2 * refresh_s,
+               show=lambda: pods(admin, app))
+    # the next refresh takes the next connection a caller gives back, and
+    # the pool is within its new share one query later
+    wait_until(lambda: pod(admin, app, "a")[0] <= 4,
+               2 * refresh_s + SLACK_S - (time.monotonic() - joined),
+               show=lambda: (pods(admin, app), budget.stats()))
+    assert budget.stats()["refreshes_skipped"] == skipped
+    other.leave()
+    wait_until(lambda: pod(admin, app, "a") == (8, 8), 2 * refresh_s + SLACK_S + CONNECT_S,
+               show=lambda: pods(admin, app))
+    assert busy.errors == []
+    assert budget.stats()["refreshes_skipped"] == skipped
+
+
 def test_never_holds_more_than_its_share_while_busy(admin, application, budgets, workers,
                                                     reporting_pods, refresh_s):
     app = application(max_connections=8)
