@@ -167,9 +167,12 @@ main(void)
 	}
 	is_int(over_share, 0, "over 2 s (%ld samples), neither pod held more than its share", window);
 
-	/* a third pod joins: 10 each, the first two shrink as they release */
+	/* a third pod joins: 10 each, the first two shrink as they release
+	   (its first connect, a backend's start on a busy machine, may run
+	   out its 5 s and be tried again: how soon it joins is not what is
+	   measured here, how soon the others shrink after it is) */
 	pid_c = start_pod("pod-c");
-	took = wait_pods(c.share == 10, 10);
+	took = wait_pods(c.share == 10, 30);
 	ok(took >= 0, "pod-c joins: the shares become 10 (%.1f s)", took);
 	if (took < 0)
 		diag("pod-a %d/%d, pod-b %d/%d, pod-c %d/%d (connections/share; -1: not in the pods view)",
