@@ -6,7 +6,19 @@
 #ifndef CONNBUDGET_TEST_CLIENT_COMMON_H
 #define CONNBUDGET_TEST_CLIENT_COMMON_H
 
+/* memmem(), pipe2() and the like, whether or not the implementation (which
+   asks for them) is compiled in */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+/* A test that looks inside the pool (its cbpool__ names) defines
+   CBPOOL_TEST_INTERNALS and compiles the implementation in; the others
+   link the one object of it test/run builds for each sanitizer, as a
+   program of several files would. */
+#ifdef CBPOOL_TEST_INTERNALS
 #define CBPOOL_IMPLEMENTATION
+#endif
 #include "../../client/connbudget_pool.h"
 
 #include "../lib/pgtest.h"

@@ -6,6 +6,7 @@
  *
  * cluster: max_connections=60 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.refresh_interval=100
  */
+#define CBPOOL_TEST_INTERNALS	/* white box: the implementation compiled in */
 #include "common.h"
 
 static PGconn *admin;
@@ -167,8 +168,8 @@ test_without_thread(void)
 	cbpool_close(pool);
 }
 
-/* How many acquires went through the lock-free fast path (white box: the
-   tests include the implementation). */
+/* How many acquires went through the lock-free fast path (white box: this
+   test compiles the implementation in). */
 static uint64_t
 fast_acquires(cbpool *pool)
 {

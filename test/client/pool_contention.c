@@ -9,6 +9,7 @@
  *
  * cluster: max_connections=60 superuser_reserved_connections=3 connbudget.reserved_connections=10 connbudget.refresh_interval=100
  */
+#define CBPOOL_TEST_INTERNALS	/* white box: the implementation compiled in */
 #include "common.h"
 
 #define THREADS 32

@@ -47,6 +47,7 @@
  *
  * cluster: connbudget.refresh_interval=100
  */
+#define CBPOOL_TEST_INTERNALS	/* white box: the implementation compiled in */
 #include "common.h"
 
 #include <limits.h>
