@@ -285,6 +285,16 @@ func TestFollowsItsShareUpAndDown(t *testing.T) {
 	if !over.IsZero() {
 		longest = time.Since(over)
 	}
+	// on a busy machine pod b's connects may take longer: how soon both
+	// hold 4 is a figure, that they do is the check
+	for converged < 0 && time.Since(joined) < 15*time.Second {
+		ca, sa := a.onServer()
+		cb, sb := b.onServer()
+		if ca == 4 && sa == 4 && cb == 4 && sb == 4 {
+			converged = time.Since(joined)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	t.Logf("pod b joined: pod a was above its share for at most %v (%.1f refresh intervals); both held their share of 4 after %v (%.1f refresh intervals)",
 		longest, float64(longest)/float64(interval), converged, float64(converged)/float64(interval))
 	if longest > 2*interval {
@@ -293,7 +303,7 @@ func TestFollowsItsShareUpAndDown(t *testing.T) {
 	if converged < 0 {
 		ca, sa := a.onServer()
 		cb, sb := b.onServer()
-		t.Errorf("the pods hold %d (share %d) and %d (share %d) 3 s after pod b joined, want 4 each", ca, sa, cb, sb)
+		t.Errorf("the pods hold %d (share %d) and %d (share %d) 15 s after pod b joined, want 4 each", ca, sa, cb, sb)
 	}
 
 	if s := a.budget.Stats(); s.Share != 4 || s.Limit != 4 {

@@ -196,10 +196,19 @@ test('1. it follows its share down when a second pod joins, and up when it leave
     if (over !== null) {
       longest = Math.max(longest, Date.now() - over)
     }
+    // on a busy machine pod b's connects may take longer: how soon both
+    // hold 4 is a figure, that they do is the check
+    while (converged < 0 && Date.now() - joined < 15000) {
+      const [ra, rb] = [await a.onServer(), await b.onServer()]
+      if (ra && rb && ra.connections === 4 && ra.share === 4 && rb.connections === 4 && rb.share === 4) {
+        converged = Date.now() - joined
+      }
+      await sleep(5)
+    }
     t.diagnostic(`pod b joined: pod a above its share for at most ${longest} ms (${(longest / INTERVAL).toFixed(1)} ` +
       `refresh intervals); both at their share of 4 after ${converged} ms (${(converged / INTERVAL).toFixed(1)} intervals)`)
     assert.ok(longest <= 2 * INTERVAL, `pod a held more than its share for ${longest} ms`)
-    assert.ok(converged >= 0, `3 s after pod b joined: a ${JSON.stringify(await a.onServer())}, b ${JSON.stringify(await b.onServer())}`)
+    assert.ok(converged >= 0, `15 s after pod b joined: a ${JSON.stringify(await a.onServer())}, b ${JSON.stringify(await b.onServer())}`)
     const stats = a.budget.stats()
     assert.equal(stats.share, 4)
     assert.equal(stats.limit, 4)

@@ -167,6 +167,16 @@ class ServerTest {
         if (over >= 0) {
             longest = Math.max(longest, (System.nanoTime() - over) / 1000000);
         }
+        // on a busy machine pod b's connects may take longer: how soon both
+        // hold 4 is a figure, that they do is the check
+        while (converged < 0 && System.nanoTime() - joined < 15_000_000_000L) {
+            int[] sa = a.onServer();
+            int[] sb = b.onServer();
+            if (sa[0] == 4 && sa[1] == 4 && sb[0] == 4 && sb[1] == 4) {
+                converged = (System.nanoTime() - joined) / 1000000;
+            }
+            Server.sleep(5);
+        }
         System.out.printf("pod b joined: pod a above its share for at most %d ms (%.1f intervals); both at 4 after "
                 + "%d ms (%.1f intervals)%n", longest, intervals(longest), converged, intervals(converged));
         assertTrue(longest <= 2 * INTERVAL, "pod a held more than its share for " + longest + " ms, want at most 2 "
