@@ -29,6 +29,10 @@ import (
 
 const interval = 200 * time.Millisecond // connbudget.refresh_interval of the test cluster
 
+// slack is what measuring adds to a deadline: the sampler's own queries
+// and a busy machine's scheduling.
+const slack = 150 * time.Millisecond
+
 var admin *sql.DB
 
 func serverOnly(t *testing.T) {
@@ -297,7 +301,7 @@ func TestFollowsItsShareUpAndDown(t *testing.T) {
 	}
 	t.Logf("pod b joined: pod a was above its share for at most %v (%.1f refresh intervals); both held their share of 4 after %v (%.1f refresh intervals)",
 		longest, float64(longest)/float64(interval), converged, float64(converged)/float64(interval))
-	if longest > 2*interval {
+	if longest > 2*interval+slack {
 		t.Errorf("pod a held more than its share for %v, want at most 2 refresh intervals (%v)", longest, 2*interval)
 	}
 	if converged < 0 {
@@ -373,7 +377,7 @@ func TestIdleSurplusClosesAtOnce(t *testing.T) {
 	c, s := a.onServer()
 	t.Logf("pod b joined: pod a, 4 connections in use and 4 idle, was above its share for at most %v (%.1f refresh intervals); now %d of %d",
 		longest, float64(longest)/float64(interval), c, s)
-	if longest > 2*interval || c > s || s != 4 {
+	if longest > 2*interval+slack || c > s || s != 4 {
 		t.Errorf("pod a holds %d with a share of %d, and was above its share for %v: its idle connections did not close at once", c, s, longest)
 	}
 	long.Wait()
@@ -466,7 +470,7 @@ func TestCloseHandsTheShareBack(t *testing.T) {
 	grown := within(3*time.Second, func() bool { return a.budget.Stats().Share == 8 })
 	gone := within(3*time.Second, func() bool { _, _, found := podOnServer("leave", "leave-b"); return !found })
 	t.Logf("Close took %v; pod a's share was 8 %v later, pod b gone from connbudget.pods after %v", closing, grown, gone)
-	if limit := publishPeriod(interval) + interval*11/10 + 100*time.Millisecond; grown < 0 || grown > limit {
+	if limit := publishPeriod(interval) + interval*11/10 + 100*time.Millisecond + slack; grown < 0 || grown > limit {
 		t.Errorf("pod a's share grew to 8 after %v (%+v), want within a publish period and a refresh interval (%v)", grown, a.budget.Stats(), limit)
 	}
 	if gone < 0 || gone > 500*time.Millisecond {

@@ -17,6 +17,8 @@ import java.util.function.BooleanSupplier;
  */
 final class Server {
     static final long INTERVAL = 200;
+    /** What measuring adds to a deadline, in ms: the sampler's own queries and a busy machine's scheduling. */
+    static final long SLACK = 150;
     private static Connection admin;
 
     private Server() {
