@@ -42,10 +42,8 @@ cluster_free_port() {
 cluster_initdb() {
     local dir=$1 template
     if [ -z "${CB_WORK:-}" ] || [ ! -w "$CB_WORK" ]; then
-        "$PG_BINDIR/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
-            --locale=C.UTF-8 --no-sync >"$dir/initdb.log" 2>&1 ||
-            { cat "$dir/initdb.log" >&2; return 1; }
-        return 0
+        cluster_run_initdb "$dir"
+        return
     fi
     template="$CB_WORK/initdb.$(echo "$PG_BINDIR" | cksum | cut -d' ' -f1)"
     (
@@ -53,13 +51,17 @@ cluster_initdb() {
         if [ ! -f "$template/done" ]; then
             rm -rf "$template"
             mkdir -p "$template"
-            "$PG_BINDIR/initdb" -D "$template/data" -U postgres -A trust -E UTF8 \
-                --locale=C.UTF-8 --no-sync >"$template/initdb.log" 2>&1 ||
-                { cat "$template/initdb.log" >&2; exit 1; }
-            touch "$template/done"
+            cluster_run_initdb "$template" && touch "$template/done"
         fi
     ) 9>>"$CB_WORK/initdb.lock" || return 1
     cp -a "$template/data" "$dir/data"
+}
+
+# initdb itself, into DIR/data (its output in DIR/initdb.log).
+cluster_run_initdb() {
+    "$PG_BINDIR/initdb" -D "$1/data" -U postgres -A trust -E UTF8 \
+        --locale=C.UTF-8 --no-sync >"$1/initdb.log" 2>&1 ||
+        { cat "$1/initdb.log" >&2; return 1; }
 }
 
 cluster_create() {

@@ -378,17 +378,23 @@ class Budget {
         this._internal--
         return reject(error)
       }
-      const ignore = () => {}
-      client.on('error', ignore)
-      resolve({
-        client,
-        release: (reason) => {
-          client.removeListener('error', ignore)
-          this._internal--
-          this._giveBack(release, reason)
-        }
-      })
+      resolve(this._lease(client, release))
     }))
+  }
+
+  // A client held for the adapter's own use (counted in _internal), and
+  // how to give it back: pg-pool's release for it, through _giveBack().
+  _lease (client, release) {
+    const ignore = () => {}
+    client.on('error', ignore)
+    return {
+      client,
+      release: (reason) => {
+        client.removeListener('error', ignore)
+        this._internal--
+        this._giveBack(release, reason)
+      }
+    }
   }
 
   // A connection for the refresh: when every one is in a caller's hands
@@ -411,16 +417,7 @@ class Budget {
       const take = (client, release) => {
         clearTimeout(timer)
         this._internal++
-        const ignore = () => {}
-        client.on('error', ignore)
-        resolve({
-          client,
-          release: (reason) => {
-            client.removeListener('error', ignore)
-            this._internal--
-            this._giveBack(release, reason)
-          }
-        })
+        resolve(this._lease(client, release))
       }
       this._handoff = take
     })
