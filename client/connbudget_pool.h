@@ -1553,6 +1553,9 @@ typedef struct cbpool__member {
    histogram's total is the number of acquires). */
 typedef struct cbpool__stats {
     cbpool_stats_t counts;
+    /* the per-record counters of connections that left the pool, folded in
+       when they are unlinked (under the lock) */
+    uint64_t gone_fast, gone_barged, gone_moved;
     uint64_t wait_us_max;
     uint64_t hist[CBPOOL__HIST_BUCKETS];
 } cbpool__stats;
@@ -2266,6 +2269,9 @@ CBPOOL_DEF const char *cbpool_strerror(cbpool_error e)
     return "unknown error";
 }
 
+/* A connection leaves the pool; with the lock.  Its record's counters go
+   to the pool's, so that they are counted while the record is in neither
+   list (being closed, or reused for a connect under way). */
 static void cbpool__slots_unlink_locked(cbpool *pool, cbpool__conn *c)
 {
     cbpool__conn **p = &pool->slots.conns;
@@ -2274,6 +2280,11 @@ static void cbpool__slots_unlink_locked(cbpool *pool, cbpool__conn *c)
     if (*p)
         *p = c->next;
     pool->slots.total--;
+    pool->stats.gone_fast += __atomic_exchange_n(&c->fast_acquires, (uint64_t)0,
+                                                 __ATOMIC_RELAXED);
+    pool->stats.gone_barged += __atomic_exchange_n(&c->barged_acquires, (uint64_t)0,
+                                                   __ATOMIC_RELAXED);
+    pool->stats.gone_moved += __atomic_exchange_n(&c->moved, (uint64_t)0, __ATOMIC_RELAXED);
 }
 
 static cbpool__conn *cbpool__slots_find_locked(cbpool *pool, PGconn *pg)
@@ -2315,7 +2326,7 @@ static void cbpool__slots_destroy(cbpool *pool, cbpool__conn *c)
 }
 
 /* A record for a new connection: a spare one, or a new one (NULL if out of
-   memory).  The fast-acquire count stays with the record. */
+   memory). */
 static cbpool__conn *cbpool__slots_new_conn(cbpool *pool)
 {
     cbpool__conn *c;
@@ -5369,20 +5380,22 @@ static void cbpool__stats_record_wait(cbpool *pool, int64_t waited_ns)
 
 CBPOOL_DEF void cbpool_stats(cbpool *pool, cbpool_stats_t *out)
 {
-    uint64_t fast = 0, barged = 0, moved = 0;
+    uint64_t fast, barged, moved;
     cbpool__conn *c;
-    int kept, list;
+    int kept;
     if (!pool || !out)
         return;
     cbpool__lock(pool);
     kept = cbpool__fast_drain_locked(pool, CBPOOL__RECLAIM_STALE);
-    /* the per-record counters, of open connections and of spare records */
-    for (list = 0; list < 2; list++)
-        for (c = list ? pool->slots.spare : pool->slots.conns; c; c = c->next) {
-            fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
-            barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
-            moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
-        }
+    /* the per-record counters: of open connections, and of those gone */
+    fast = pool->stats.gone_fast;
+    barged = pool->stats.gone_barged;
+    moved = pool->stats.gone_moved;
+    for (c = pool->slots.conns; c; c = c->next) {
+        fast += __atomic_load_n(&c->fast_acquires, __ATOMIC_RELAXED);
+        barged += __atomic_load_n(&c->barged_acquires, __ATOMIC_RELAXED);
+        moved += __atomic_load_n(&c->moved, __ATOMIC_RELAXED);
+    }
     *out = pool->stats.counts;
     out->barged_acquires = barged;
     out->handoffs_moved = moved;

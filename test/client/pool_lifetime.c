@@ -119,8 +119,58 @@ test_leaks(void)
 	cbpool_close(pool);
 }
 
+/* An on_close hook that holds the closing thread until "closing" is reset. */
+static int	closing;
+
+static void
+hold_close(void *user, PGconn *conn, cbpool_close_reason reason, uint64_t held_us)
+{
+	(void) user;
+	(void) conn;
+	(void) held_us;
+	if (reason != CBPOOL_CLOSE_LIFETIME)
+		return;
+	__atomic_store_n(&closing, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < 1000 && __atomic_load_n(&closing, __ATOMIC_ACQUIRE); i++)
+		sleep_ms(10);
+}
+
+static void
+test_counts_outlive_connections(void)
+{
+	cbpool_config cfg = test_config("basic", "pod-counts");
+	cbpool	   *pool;
+	cbpool_stats_t s;
+	uint64_t	before;
+	int			served = 0;
+
+	cfg.max_size = 1;
+	cfg.max_lifetime_ms = 1000;
+	cfg.lifetime_jitter_pct = 0;
+	cfg.hooks.on_close = hold_close;
+	pool = open_or_bail(&cfg);
+	for (int i = 0; i < 200; i++)
+		served += pool_serves(pool, 5000);
+	is_int(served, 200, "200 acquires on one connection");
+	before = stats_of(pool).acquired;
+	ok(before >= 200, "the pool counted them (%llu)", (unsigned long long) before);
+
+	/* the connection retires, and its close is held in the hook */
+	ok(wait_until((void) 0, __atomic_load_n(&closing, __ATOMIC_ACQUIRE), 5000),
+	   "the connection retires (max_lifetime_ms 1000) and its close is held");
+	s = stats_of(pool);
+	is_int((long) s.acquired, (long) before,
+		   "while it closes, the acquires made on it are still counted");
+	__atomic_store_n(&closing, 0, __ATOMIC_RELEASE);
+	ok(pool_serves(pool, 10000), "then the pool serves again");
+	s = stats_of(pool);
+	is_int((long) s.acquired, (long) before + 1, "and counts on from there");
+	cbpool_close(pool);
+}
+
 int
 main(void)
 {
-	return run_tests(&admin, (test_fn[]) {test_lifetime_and_idle, test_leaks, NULL});
+	return run_tests(&admin, (test_fn[]) {test_lifetime_and_idle, test_leaks,
+										  test_counts_outlive_connections, NULL});
 }
