@@ -124,6 +124,12 @@ class TestPod {
     return onServer(this.app, this.pod)
   }
 
+  // How long it took until the pod held n connections on the server
+  // (within ms), or -1.
+  holds (n, ms) {
+    return within(ms, async () => ((await this.onServer()) || {}).connections === n)
+  }
+
   noFailures () {
     assert.equal(this.failed, 0, `${this.pod}: ${this.failed} of ${this.failed + this.done} requests failed, ` +
       `the last with: ${this.last && this.last.message}`)
@@ -168,7 +174,7 @@ test('1. it follows its share down when a second pod joins, and up when it leave
   let b = null
   try {
     a.work(12, 'SELECT pg_sleep(0.005)')
-    assert.ok(await within(5000, async () => ((await a.onServer()) || {}).connections === 8) >= 0,
+    assert.ok(await a.holds(8, 5000) >= 0,
       `pod a alone: ${JSON.stringify(await a.onServer())}, want the application's cap of 8`)
 
     // from pod b's first connect on: every time pod a holds more than its
@@ -216,7 +222,7 @@ test('1. it follows its share down when a second pod joins, and up when it leave
     assert.ok(stats.surplusClosed >= 4, JSON.stringify(stats))
 
     await b.close()
-    const took = await within(5000, async () => ((await a.onServer()) || {}).connections === 8)
+    const took = await a.holds(8, 5000)
     t.diagnostic(`pod b left: pod a holds 8 again after ${took} ms (${(took / INTERVAL).toFixed(1)} refresh intervals)`)
     assert.ok(took >= 0 && took <= 3 * INTERVAL + SLACK, `pod a: ${JSON.stringify(await a.onServer())} ${took} ms after pod b left`)
     a.noFailures()
@@ -233,7 +239,7 @@ test('idle connections beyond a smaller share close at once, while others are in
   let b = null
   try {
     a.work(10, 'SELECT pg_sleep(0.01)')
-    assert.ok(await within(5000, async () => ((await a.onServer()) || {}).connections === 8) >= 0)
+    assert.ok(await a.holds(8, 5000) >= 0)
     await a.stopWork()
     // 4 connections in use for 2 s, 4 idle
     const long = Array.from({ length: 4 }, () => a.pool.query('SELECT pg_sleep(2)'))
@@ -260,7 +266,7 @@ test('with requests queued five deep for each connection, the refresh goes first
     // each request holds its connection 50 ms: in pg-pool's queue a
     // refresh would wait about as long as an interval
     a.work(40, 'SELECT pg_sleep(0.05)')
-    assert.ok(await within(5000, async () => ((await a.onServer()) || {}).connections === 8) >= 0,
+    assert.ok(await a.holds(8, 5000) >= 0,
       `pod a alone: ${JSON.stringify(await a.onServer())}, want the application's cap of 8`)
     const skipped = a.budget.stats().refreshesSkipped
     b = new TestPod('queued', 'queued-b')
@@ -355,7 +361,7 @@ test('3. close frees its share: the other pod grows within a publish period and 
     const limit = PUBLISH + INTERVAL * 1.1 + 100 + SLACK
     assert.ok(grown >= 0 && grown <= limit, `pod a's share grew to 8 after ${grown} ms, want within ${limit} ms`)
     assert.ok(gone >= 0 && gone <= 500, `pod b still in connbudget.pods ${gone} ms after close (its lease is 2 s)`)
-    assert.ok(await within(3000, async () => ((await a.onServer()) || {}).connections === 8) >= 0,
+    assert.ok(await a.holds(8, 3000) >= 0,
       'pod a never held its new share of 8')
     a.noFailures()
     b.noFailures()
@@ -512,7 +518,7 @@ test('a server without connbudget.share (older than 1.2): the pool\'s own size, 
     const stats = p.budget.stats()
     assert.equal(stats.share, 2)
     assert.equal(stats.limit, 2)
-    assert.ok(await within(3000, async () => ((await p.onServer()) || {}).connections === 2) >= 0)
+    assert.ok(await p.holds(2, 3000) >= 0)
     const warned = p.logged.filter((line) => line.startsWith('warn:'))
     assert.equal(warned.length, 1, warned.join('\n'))
     assert.match(warned[0], /no usable connbudget extension \(unrecognized configuration parameter "connbudget.shxre"\)/)

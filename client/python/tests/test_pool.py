@@ -26,6 +26,19 @@ SLACK_S = 0.15
 CONNECT_S = 2.0
 
 
+def second_pod_joins(admin, app, reporting_pods, refresh_s, show=None):
+    """Pod b joins with a demand of 8: within two refresh intervals pod a
+    holds no more than its new share, 4 of 8.  Returns pod b."""
+    show = show or (lambda: pods(admin, app))
+    other = reporting_pods(app, "b", demand=8)
+    joined = time.monotonic()
+    wait_until(lambda: pod(admin, app, "a")[1] == 4, 2 * refresh_s,
+               show=lambda: pods(admin, app))
+    wait_until(lambda: pod(admin, app, "a")[0] <= 4,
+               2 * refresh_s + SLACK_S - (time.monotonic() - joined), show=show)
+    return other
+
+
 def test_follows_its_share_down_and_up(admin, application, budgets, workers, reporting_pods,
                                        refresh_s):
     app = application(max_connections=8)
@@ -35,15 +48,8 @@ def test_follows_its_share_down_and_up(admin, application, budgets, workers, rep
     wait_until(lambda: pod(admin, app, "a") == (8, 8), 10 * refresh_s + 2,
                show=lambda: pods(admin, app))
 
-    # a second pod joins: within two refresh intervals the first holds no
-    # more than its new share, 4 of 8
-    other = reporting_pods(app, "b", demand=8)
-    joined = time.monotonic()
-    wait_until(lambda: pod(admin, app, "a")[1] == 4, 2 * refresh_s,
-               show=lambda: pods(admin, app))
-    wait_until(lambda: pod(admin, app, "a")[0] <= 4,
-               2 * refresh_s + SLACK_S - (time.monotonic() - joined),
-               show=lambda: pods(admin, app))
+    # a second pod joins
+    other = second_pod_joins(admin, app, reporting_pods, refresh_s)
     assert budget.stats()["share"] == 4
     assert budget._pool.max_size == 4
     assert budget._pool.get_stats()["connbudget_share"] == 4    # in the pool's own stats
@@ -84,15 +90,10 @@ def test_a_pool_with_callers_queued_learns_first_that_its_share_fell(
     wait_until(lambda: pod(admin, app, "a") == (8, 8), 10 * refresh_s + 2,
                show=lambda: pods(admin, app))
     skipped = budget.stats()["refreshes_skipped"]
-    other = reporting_pods(app, "b", demand=8)
-    joined = time.monotonic()
-    wait_until(lambda: pod(admin, app, "a")[1] == 4, 2 * refresh_s,
-               show=lambda: pods(admin, app))
-    # the next refresh takes the next connection a caller gives back, and
-    # the pool is within its new share one query later
-    wait_until(lambda: pod(admin, app, "a")[0] <= 4,
-               2 * refresh_s + SLACK_S - (time.monotonic() - joined),
-               show=lambda: (pods(admin, app), budget.stats()))
+    # a second pod joins: the next refresh takes the next connection a
+    # caller gives back, and the pool is within its new share one query later
+    other = second_pod_joins(admin, app, reporting_pods, refresh_s,
+                             show=lambda: (pods(admin, app), budget.stats()))
     assert budget.stats()["refreshes_skipped"] == skipped
     other.leave()
     wait_until(lambda: pod(admin, app, "a") == (8, 8), 2 * refresh_s + SLACK_S + CONNECT_S,
