@@ -9,6 +9,8 @@
  */
 #include "common.h"
 
+#include <sys/ioctl.h>
+
 #define THREADS 8
 
 static cbpool *pool;
@@ -265,7 +267,19 @@ relay_serve(TcpRelay *tcp, int client, int server)
 			if (n > 0 && write(client, buf, n) == n)
 			{
 				if (memmem(buf, n, "57P01", 6))
+				{
+					/* relayed once the client's side holds it: until the
+					   client's kernel acks the bytes, they may still be
+					   on their way over loopback */
+					int			unacked = 1;
+
+					for (int i = 0; i < 1000 && unacked > 0; i++)
+						if (ioctl(client, TIOCOUTQ, &unacked) != 0)
+							unacked = 0;
+						else if (unacked > 0)
+							sleep_ms(1);
 					__atomic_store_n(&relay.fatal_relayed, 1, __ATOMIC_RELEASE);
+				}
 				continue;
 			}
 			if (quitting)
@@ -310,9 +324,17 @@ test_fatal_before_eof(void)
 	ok(__atomic_load_n(&relay.fatal_relayed, __ATOMIC_ACQUIRE) && lingering,
 	   "an idle connection's backend is terminated; its FATAL has arrived, its EOF not yet "
 	   "(the acquire took %.3f s)", now_seconds() - t0);
-	ok(conn != NULL && query_works(conn) &&
-	   pg_long(conn, "SELECT pg_backend_pid()") != pid,
-	   "the pool does not hand it out: the next acquire gets a new backend");
+	{
+		int			works = conn != NULL && query_works(conn);
+		long		now_pid = works ? pg_long(conn, "SELECT pg_backend_pid()") : 0;
+
+		ok(works && now_pid != pid,
+		   "the pool does not hand it out: the next acquire gets a new backend");
+		if (!works || now_pid == pid)
+			diag("acquire: %s; the query %s; backend %ld, the terminated one %ld",
+				 conn ? "a connection" : cbpool_strerror(cbpool_last_error()),
+				 works ? "worked" : "failed", now_pid, pid);
+	}
 	cbpool_release(pool, conn);
 	cbpool_close(pool);
 	/* a lingering pair sees let_go within 10 ms */
