@@ -9,6 +9,7 @@
 #ifndef CONNBUDGET_TEST_PGTEST_H
 #define CONNBUDGET_TEST_PGTEST_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -312,6 +313,54 @@ cluster_dir(void)
 	if (dir == NULL)
 		bail_out("CB_CLUSTER_DIR is not set: run this test through test/run");
 	return dir;
+}
+
+/*
+ * The pid of the test cluster's postmaster child whose process title
+ * starts with title ("postgres: connbudget allocator"), or 0.
+ */
+static inline long
+postmaster_child(const char *title)
+{
+	char		path[1100],
+				line[512];
+	long		postmaster,
+				found = 0;
+	FILE	   *f;
+	DIR		   *proc;
+	struct dirent *e;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", cluster_dir());
+	if ((f = fopen(path, "r")) == NULL || fgets(line, sizeof(line), f) == NULL)
+		bail_out("cannot read %s", path);
+	fclose(f);
+	postmaster = atol(line);
+	if ((proc = opendir("/proc")) == NULL)
+		bail_out("cannot read /proc");
+	while (!found && (e = readdir(proc)) != NULL)
+	{
+		long		ppid = 0;
+		size_t		n;
+
+		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		if (fgets(line, sizeof(line), f) && strrchr(line, ')'))
+			sscanf(strrchr(line, ')') + 2, "%*c %ld", &ppid);
+		fclose(f);
+		if (ppid != postmaster)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		n = fread(line, 1, sizeof(line) - 1, f);
+		line[n] = '\0';
+		fclose(f);
+		if (strncmp(line, title, strlen(title)) == 0)
+			found = atol(e->d_name);
+	}
+	closedir(proc);
+	return found;
 }
 
 /*

@@ -6,7 +6,6 @@
  *
  * cluster: max_connections=50 superuser_reserved_connections=3
  */
-#include <dirent.h>
 #include <stdbool.h>
 
 #include "../lib/pgtest.h"
@@ -65,50 +64,6 @@ test_first_connection_after_restart(void)
 	}
 }
 
-/* Is one of the postmaster's children's process title this one? */
-static bool
-postmaster_child_titled(const char *title)
-{
-	char		path[1100],
-				line[512];
-	long		postmaster;
-	bool		found = false;
-	FILE	   *f;
-	DIR		   *proc;
-	struct dirent *e;
-
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", cluster_dir());
-	if ((f = fopen(path, "r")) == NULL || fgets(line, sizeof(line), f) == NULL)
-		bail_out("cannot read %s", path);
-	fclose(f);
-	postmaster = atol(line);
-	if ((proc = opendir("/proc")) == NULL)
-		bail_out("cannot read /proc");
-	while (!found && (e = readdir(proc)) != NULL)
-	{
-		long		ppid = 0;
-		size_t		n;
-
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		if (fgets(line, sizeof(line), f) && strrchr(line, ')'))
-			sscanf(strrchr(line, ')') + 2, "%*c %ld", &ppid);
-		fclose(f);
-		if (ppid != postmaster)
-			continue;
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
-		if ((f = fopen(path, "r")) == NULL)
-			continue;
-		n = fread(line, 1, sizeof(line) - 1, f);
-		line[n] = '\0';
-		fclose(f);
-		found = strncmp(line, title, strlen(title)) == 0;
-	}
-	closedir(proc);
-	return found;
-}
-
 static void
 test_counters_after_restart(PGconn **admin)
 {
@@ -118,7 +73,7 @@ test_counters_after_restart(PGconn **admin)
 					"WHERE backend_type LIKE 'connbudget%'"),
 		   "connbudget limits loader", "the limits loader is named as what it is");
 	/* the allocator has no database, so pg_stat_activity does not list it */
-	ok(postmaster_child_titled("postgres: connbudget allocator"),
+	ok(postmaster_child("postgres: connbudget allocator") > 0,
 	   "and so is the allocator, in the process list");
 	PQfinish(*admin);
 	log_from = server_log_size();
