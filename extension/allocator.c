@@ -21,7 +21,9 @@
  * pool_share() records the caller's demand and heartbeat with atomic
  * stores and returns its part of the latest snapshot: it never recomputes
  * and takes no lock.  A changed demand is reflected in the published
- * shares within one publish period.  Only a session's first report (or its
+ * shares within one publish period (later when the allocator waits for a
+ * CPU; every share says which of the session's demands it answers, see
+ * docs/protocol.md).  Only a session's first report (or its
  * first after its report went stale) waits for the publication that
  * includes it, at most a period, so that a new pool learns a share that
  * knows about it.  The views wait the same way for the inputs of the
@@ -326,6 +328,7 @@ cb_write_publication(CbPublisher *p, uint64 input_gen, int32 budget,
 		out->pubno = pubno;
 		out->share = p->sessions[i].share;
 		out->min_share = p->sessions[i].min_share;
+		out->demand = p->sessions[i].demand;
 	}
 	pub->pubno = pubno;
 	pub->input_gen = input_gen;

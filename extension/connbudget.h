@@ -198,6 +198,9 @@ typedef struct CbShare
 	int32		pods;
 	int32		budget;
 	int32		refresh_ms;
+	int32		demand;			/* the session's demand the share was computed
+								 * for: >= 0, CB_UNBOUNDED, or CB_NO_REPORT when
+								 * no publication had the session in time */
 } CbShare;
 
 /* Snapshot rows for the views. */

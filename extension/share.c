@@ -159,6 +159,7 @@ cb_read_share(int32 session_slot, uint32 session_inc, CbShare *share)
 			pa.incarnation == app_inc && pa.pubno == pub->pubno;
 		share->max_size = ps.share;
 		share->min_size = ps.min_share;
+		share->demand = ps.demand;
 		share->allocation = pa.allocation;
 		share->pods = pa.live_pods;
 		share->budget = pub->budget;
@@ -300,6 +301,7 @@ cb_read_own_share(int32 slot, uint32 incarnation, bool wait, CbShare *share)
 	share->pods = 1;
 	share->budget = Max(share->max_size, cb_configured_budget());
 	share->refresh_ms = cb_publish_period_ms();
+	share->demand = CB_NO_REPORT;
 }
 
 /*
@@ -350,6 +352,7 @@ cb_share_text(void)
 	CbShare		share;
 	CbVerdict	verdict;
 	bool		demoted = false;
+	int			len;
 
 	if (cb_shared == NULL || !IsUnderPostmaster ||
 		(MyBackendType != B_BACKEND && !IsParallelWorker()))
@@ -377,11 +380,17 @@ cb_share_text(void)
 	cb_report_unpublished = false;
 	if (cb_left)
 		share.max_size = share.min_size = 0;	/* what a pool that left may hold */
-	snprintf(text, sizeof(text),
-			 "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d connections=%d",
-			 CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
-			 share.allocation, share.pods, share.budget, share.refresh_ms,
-			 cb_pods[cb_sessions[slot].pod].connections);
+	len = snprintf(text, sizeof(text),
+				   "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d connections=%d",
+				   CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
+				   share.allocation, share.pods, share.budget, share.refresh_ms,
+				   cb_pods[cb_sessions[slot].pod].connections);
+	/* which report the share answers: a pool that just reported another
+	   demand learns that the server has not published it yet */
+	if (share.demand >= 0)
+		snprintf(text + len, sizeof(text) - len, " demand=%d", share.demand);
+	else if (share.demand == CB_UNBOUNDED)
+		snprintf(text + len, sizeof(text) - len, " demand=unbounded");
 	return text;
 }
 

@@ -217,6 +217,7 @@ typedef struct CbPubSession
 	uint32		pubno;
 	int32		share;
 	int32		min_share;
+	int32		demand;			/* what it was computed for; CB_UNBOUNDED */
 } CbPubSession;
 
 typedef struct CbPublication

@@ -14,7 +14,8 @@
  * against pod_ttl for one that just closes; values of connbudget.demand
  * that are not one, and a read-only connbudget.share; the share read in a
  * parallel worker is its leader's; the pace a 53300 refusal states in its
- * context field.
+ * context field; the demand each share answers, which lags a changed
+ * report for as long as the allocator does not publish (stopped here).
  *
  * Budget: 50 - 3 - 7 = 40.
  *
@@ -348,6 +349,65 @@ test_refusal_pace(void)
 	pg_exec(admin, "DELETE FROM connbudget.application_limits WHERE application_name = 'capped'");
 }
 
+/* ---- which demand a share answers ---- */
+
+/* The share's demand word, or "(none)". */
+static const char *
+answered(const Share *s, char *out, size_t len)
+{
+	return share_word(s->text, "demand", out, len) ? out : "(none)";
+}
+
+static void
+test_answered_demand(void)
+{
+	PGconn	   *c = pod_in("shop", "api", "api-9", NULL);
+	Share		s;
+	char		word[32];
+	double		end;
+	long		allocator;
+
+	report(c, "5", &s);
+	is_str(answered(&s, word, sizeof(word)), "5",
+		   "the share of a first report says it answers that demand: %s", s.text);
+
+	/* the allocator stopped: nothing is published */
+	allocator = postmaster_child("postgres: connbudget allocator");
+	if (allocator <= 0)
+		bail_out("the allocator is not running");
+	kill((pid_t) allocator, SIGSTOP);
+	report(c, "7", &s);
+	is_str(answered(&s, word, sizeof(word)), "5",
+		   "while the server has not published a changed demand of 7, the share says it answers 5");
+	sleep_ms(200);				/* ten publish periods */
+	report(c, "7", &s);
+	is_str(answered(&s, word, sizeof(word)), "5",
+		   "and goes on saying so for as long as nothing is published: %s", s.text);
+	kill((pid_t) allocator, SIGCONT);
+
+	end = now_seconds() + 3;
+	do
+	{
+		report(c, "7", &s);
+		if (strcmp(answered(&s, word, sizeof(word)), "7") == 0)
+			break;
+		sleep_ms(10);
+	} while (now_seconds() < end);
+	is_str(answered(&s, word, sizeof(word)), "7", "once published, it says 7");
+	ok(s.max_size >= 0 && s.max_size <= 7, "and its share is within that demand (%ld)", s.max_size);
+
+	end = now_seconds() + 3;
+	do
+	{
+		report(c, "unbounded", &s);
+		if (strcmp(answered(&s, word, sizeof(word)), "unbounded") == 0)
+			break;
+		sleep_ms(10);
+	} while (now_seconds() < end);
+	is_str(answered(&s, word, sizeof(word)), "unbounded", "an unbounded demand is answered as such");
+	PQfinish(c);
+}
+
 int
 main(void)
 {
@@ -360,6 +420,7 @@ main(void)
 
 	test_every_database();
 	test_demand_settings();
+	test_answered_demand();
 	test_statuses();
 	test_leave();
 	test_parallel();
