@@ -1107,6 +1107,12 @@ extern "C" {
    max_connections; no refresh interval outside the range of the setting
    connbudget.refresh_interval; no share text longer than SHARE_MAX. */
 #define CBPOOL__MAX_BACKENDS 262143
+#define CBPOOL__MAX_DEMAND 1000000     /* the most connbudget.demand takes */
+#define CBPOOL__STALE_ASKS 8           /* quick asks after stale answers */
+/* The demand a share answers, when it is no number: the server did not
+   say (protocol 1), or it was unbounded. */
+#define CBPOOL__DEMAND_UNSAID (-1)
+#define CBPOOL__DEMAND_UNBOUNDED (-2)
 #define CBPOOL__REFRESH_MIN_MS 10
 #define CBPOOL__REFRESH_MAX_MS 3600000
 #define CBPOOL__SHARE_MAX 4096         /* the longest share read (about 100 bytes today) */
@@ -1478,6 +1484,8 @@ typedef struct cbpool__share {
     int floor;                  /* connections kept */
     int last_demand;            /* reported at the last refresh */
     int reflected_demand;       /* the demand the current share knows about */
+    int stale_answers;          /* answers in a row that did not know the
+                                   demand just reported */
     int reported;               /* a refresh has succeeded */
     int protocol;               /* the protocol the server speaks: 2
                                    (connbudget.demand/share), 1
@@ -3700,12 +3708,13 @@ static int cbpool__check_share_order(const long long v[4], const char *what, cha
  * range of connbudget.refresh_interval?  0 and the four values in v; else
  * what was wrong: a code (see CBPOOL__BAD_TEXT), told in why.
  */
-static int cbpool__check_share(const PGresult *res, long long v[4], char *why, size_t whylen)
+static int cbpool__check_share(const PGresult *res, long long v[5], char *why, size_t whylen)
 {
     static const char *const names[4] = {"max_size", "min_size", "budget", "refresh_ms"};
     static const char what[] = "connbudget.pool_share()";
     int i, bad = cbpool__one_row(res, 4, what, why, whylen);
 
+    v[4] = CBPOOL__DEMAND_UNSAID;   /* protocol 1 does not say */
     if (bad)
         return bad;
     for (i = 0; i < 4; i++) {
@@ -3731,10 +3740,13 @@ static int cbpool__check_share(const PGresult *res, long long v[4], char *why, s
  * and in order?  Words not known are skipped, whatever their length
  * (later versions add words); a word twice, a word without '=', a value
  * that is not what its key takes, are not an answer.  CBPOOL__SHARE_MAX
- * bytes at most.  0, *status and the four values in v (and for
- * "refused" its sqlstate and reason in detail); else what was wrong.
+ * bytes at most.  0, *status and the four values in v, with in v[4] the
+ * demand the share answers (the "demand" word: a number from 0 to
+ * 1000000, CBPOOL__DEMAND_UNBOUNDED, or CBPOOL__DEMAND_UNSAID without
+ * one), and for "refused" its sqlstate and reason in detail; else what
+ * was wrong.
  */
-static int cbpool__check_share_words(const PGresult *res, long long v[4], int *status,
+static int cbpool__check_share_words(const PGresult *res, long long v[5], int *status,
                                      char *detail, size_t detaillen, char *why,
                                      size_t whylen)
 {
@@ -3760,6 +3772,7 @@ static int cbpool__check_share_words(const PGresult *res, long long v[4], int *s
         return CBPOOL__BAD_FORMAT * 16;
     }
     *status = -1;
+    v[4] = CBPOOL__DEMAND_UNSAID;
     for (p = text; *p;) {
         size_t n = strcspn(p, " "), k;
         const char *eq = (const char *)memchr(p, '=', n);
@@ -3780,7 +3793,8 @@ static int cbpool__check_share_words(const PGresult *res, long long v[4], int *s
             for (i = 0; i < 4 && strcmp(word, names[i]) != 0; i++)
                 ;
             if (i < 4 || strcmp(word, "status") == 0 || strcmp(word, "sqlstate") == 0 ||
-                strcmp(word, "reason") == 0 || strcmp(word, "protocol") == 0) {
+                strcmp(word, "reason") == 0 || strcmp(word, "protocol") == 0 ||
+                strcmp(word, "demand") == 0) {
                 snprintf(why, whylen, "%s is %s: %s has a value of %zu bytes", what, quoted, word,
                          n - k - 1);
                 return CBPOOL__BAD_TEXT * 16 + 8;
@@ -3821,6 +3835,16 @@ static int cbpool__check_share_words(const PGresult *res, long long v[4], int *s
             if (cbpool__parse_int(value, 2, 1000, &number) != 0) {
                 snprintf(why, whylen, "%s is %s: protocol is not a version", what, quoted);
                 return CBPOOL__BAD_TEXT * 16 + 7;
+            }
+        } else if (strcmp(word, "demand") == 0) {
+            bit = 1 << 8;
+            if (strcmp(value, "unbounded") == 0)
+                v[4] = CBPOOL__DEMAND_UNBOUNDED;
+            else if ((bad = cbpool__parse_int(value, 0, CBPOOL__MAX_DEMAND, &v[4])) != 0) {
+                snprintf(why, whylen, "%s is %s: demand %s", what, quoted,
+                         bad == CBPOOL__BAD_TEXT ? "is neither an integer nor unbounded"
+                                                 : "is out of range");
+                return bad * 16 + 9;
             }
         } else if (field >= 0) {
             bad = cbpool__parse_int(value, field == 3 ? CBPOOL__REFRESH_MIN_MS : 0,
@@ -3884,7 +3908,8 @@ typedef struct cbpool__share_answer {
     int answered;               /* a result, not an error */
     int bad;                    /* not an answer: a CBPOOL__BAD_* code */
     int status;                 /* protocol 2: CBPOOL__SHARE_* */
-    long long values[4];        /* max_size, min_size, budget, refresh_ms */
+    long long values[5];        /* max_size, min_size, budget, refresh_ms, and
+                                   the demand the share answers */
     char why[320];              /* what was wrong (bad) */
     char detail[48];            /* status refused: sqlstate and reason */
     int demand;                 /* the demand reported */
@@ -3949,6 +3974,7 @@ static void cbpool__share_take_size_locked(cbpool *pool, const cbpool__share_ans
 {
     int share = (int)a->values[0];
     int was = pool->share.size;
+    long long answers = a->values[4];
     int changed = pool->share.reported && a->demand != pool->share.last_demand;
     pool->share.size = share;
     pool->share.server_min = (int)a->values[1];
@@ -3965,9 +3991,21 @@ static void cbpool__share_take_size_locked(cbpool *pool, const cbpool__share_ans
         cbpool__format(msg, CBPOOL_LOG_DEBUG, "share-changed",
                        "share changed from %d to %d", was, share);
     /* The share answers the latest published allocation, which knows
-       the demand reported here only one publish period later (a first
-       report waits for it).  After a change, ask again that soon. */
-    pool->share.reflected_demand = changed ? pool->share.last_demand : a->demand;
+       the demand reported here a publish period later, or later still on
+       a busy server (a first report waits for it).  The server says which
+       demand it answers; without that (protocol 1) a demand is taken as
+       known from the report after it on.  Until the answer knows the
+       demand just reported, ask again a publish period later, up to
+       CBPOOL__STALE_ASKS times in a row (then at the usual pace: a
+       server that never catches up is not asked every 10 ms). */
+    if (answers != CBPOOL__DEMAND_UNSAID) {
+        pool->share.reflected_demand = answers >= 0 ? (int)answers : -1;
+        changed = answers != a->demand;
+        pool->share.stale_answers = changed ? pool->share.stale_answers + 1 : 0;
+        if (pool->share.stale_answers > CBPOOL__STALE_ASKS)
+            changed = 0;
+    } else
+        pool->share.reflected_demand = changed ? pool->share.last_demand : a->demand;
     if (changed)
         /* the server's publish period: refresh_ms / 10, within 10 ms..1 s */
         pool->share.next_ns = now + (int64_t)(pool->share.refresh_ms >= 10000 ? 1000

@@ -10,7 +10,9 @@
  * database shows for it, and its demand shows there; two pools of one
  * application in two databases split its cap; one closes and the other has
  * the whole cap within a publish period and a refresh interval (pod_ttl
- * is 5 s); the pool never logs that there is no extension.
+ * is 5 s); the pool never logs that there is no extension; a pool whose
+ * one caller holds every connection still grows when the server publishes
+ * its demand late (the allocator stopped for a second).
  *
  * Budget: 60 - 3 - 7 = 50.
  *
@@ -89,6 +91,79 @@ hold(cbpool *pool, PGconn **conns, int n, int timeout_ms)
 	return got;
 }
 
+/* Let a stopped process go on after ms, from a thread of its own. */
+typedef struct Resume
+{
+	long		pid;
+	int			ms;
+} Resume;
+
+static void *
+resume_main(void *arg)
+{
+	Resume	   *r = arg;
+
+	sleep_ms(r->ms);
+	kill((pid_t) r->pid, SIGCONT);
+	return NULL;
+}
+
+/*
+ * A changed demand is in the shares the server publishes a publish period
+ * later, or later still on a busy server; an answer read before that is
+ * the share of the demand reported before.  A pool whose callers hold
+ * every connection has none given back to ask again on: it must not take
+ * that older share for the server's word on the demand it just reported,
+ * or it never opens the connection it would ask again with, and its
+ * callers wait for ever.  The allocator is stopped for a second (SIGSTOP)
+ * to hold publication back as a loaded server does.
+ */
+static void
+test_stale_answer(void)
+{
+	cbpool_config cfg = test_config("stale", "pod-stale");
+	cbpool	   *pool;
+	PGconn	   *conns[8] = {0};
+	Resume		resume = {0, 1000};
+	pthread_t	thread;
+	cbpool_stats_t s;
+	double		t0;
+	int			held = 0,
+				got = 0;
+
+	cfg.max_size = 8;
+	pool = open_or_bail(&cfg);
+	conns[held++] = cbpool_acquire(pool, 5000);
+	sleep_ms(600);				/* three refresh intervals: the share settles */
+	cbpool_stats(pool, &s);
+	while (held < 6 && s.in_use < s.share && (conns[held] = cbpool_acquire(pool, 1000)) != NULL)
+	{
+		held++;
+		cbpool_stats(pool, &s);
+	}
+	ok(conns[0] && s.share >= 1 && s.share <= 4 && s.total == s.share && s.in_use == s.total,
+	   "its one caller takes every connection of its share (share %d, total %d, in use %d)",
+	   s.share, s.total, s.in_use);
+
+	resume.pid = postmaster_child("postgres: connbudget allocator");
+	if (resume.pid <= 0)
+		bail_out("the allocator is not running");
+	kill((pid_t) resume.pid, SIGSTOP);
+	pthread_create(&thread, NULL, resume_main, &resume);
+	t0 = now_seconds();
+	for (int i = 0; i < 2; i++)
+		if ((conns[held + i] = cbpool_acquire(pool, 8000)) != NULL)
+			got++;
+	pthread_join(thread, NULL);
+	cbpool_stats(pool, &s);
+	is_int(got, 2, "with publication held back for a second, the caller still gets 2 more "
+		   "connections (after %.1f s; share %d, total %d)", now_seconds() - t0, s.share, s.total);
+	for (int i = 0; i < 8; i++)
+		if (conns[i])
+			cbpool_release(pool, conns[i]);
+	cbpool_close(pool);
+}
+
 int
 main(void)
 {
@@ -157,6 +232,8 @@ main(void)
 		if (held_b[i])
 			cbpool_release(b, held_b[i]);
 	cbpool_close(b);
+
+	test_stale_answer();
 	PQfinish(admin);
 	return done_testing();
 }

@@ -53,6 +53,7 @@ typedef struct ShareWords
 {
 	int			status;			/* 0 ok, 1 other, 2 left, 3 refused */
 	long long	v[4];			/* max_size, min_size, budget, refresh_ms; -1: absent */
+	long long	demand;			/* the demand it answers; -1 absent, -2 unbounded */
 } ShareWords;
 
 /*
@@ -61,7 +62,7 @@ typedef struct ShareWords
  */
 enum
 {
-	STATUS = FZ_PROTOCOL + 1, SQLSTATE, REASON, KNOWN
+	STATUS = FZ_PROTOCOL + 1, SQLSTATE, REASON, DEMAND, KNOWN
 };
 
 static int
@@ -71,6 +72,7 @@ reference_words(const char *text, ShareWords *w)
 	int			compared = 1;
 
 	w->status = -1;
+	w->demand = -1;
 	for (int i = 0; i < 4; i++)
 		w->v[i] = -1;
 	for (FuzzWord word = fz_first_word(text, 4096); word.key; word = fz_next_word(&word))
@@ -87,6 +89,8 @@ reference_words(const char *text, ShareWords *w)
 			k = SQLSTATE;
 		else if (fz_key_is(&word, "reason"))
 			k = REASON;
+		else if (fz_key_is(&word, "demand"))
+			k = DEMAND;
 		if (k >= 0 && vlen >= 48)
 			return compared ? 0 : -1;	/* no known word's value is this long */
 		else if (k >= 0)
@@ -104,6 +108,18 @@ reference_words(const char *text, ShareWords *w)
 					return compared ? 0 : -1;
 				if (k < FZ_PROTOCOL)
 					w->v[k] = n;
+			}
+			else if (k == DEMAND)
+			{
+				int			r = vlen == 9 && memcmp(v, "unbounded", 9) == 0 ? 1 :
+					fz_integer(v, vlen, 0, 1000000, &w->demand);
+
+				if (r < 0)
+					compared = 0;
+				else if (r == 0)
+					return compared ? 0 : -1;
+				else if (vlen == 9 && memcmp(v, "unbounded", 9) == 0)
+					w->demand = -2;
 			}
 			else if (k == STATUS)
 			{
@@ -127,7 +143,7 @@ reference_words(const char *text, ShareWords *w)
 static void
 check_words(PGresult *res)
 {
-	long long	v[4] = {-1, -1, -1, -1};
+	long long	v[5] = {-1, -1, -1, -1, -7};
 	int			status = -7;
 	char		detail[64] = "",
 				why[512] = "";
@@ -135,7 +151,7 @@ check_words(PGresult *res)
 												sizeof(why));
 	int			want = PQntuples(res) == 1 && PQnfields(res) == 2 && !PQgetisnull(res, 0, 1) &&
 		PQfformat(res, 1) == 0 && (size_t) PQgetlength(res, 0, 1) == strlen(PQgetvalue(res, 0, 1));
-	ShareWords	w = {-1, {-1, -1, -1, -1}};
+	ShareWords	w = {-1, {-1, -1, -1, -1}, -1};
 
 	if (want)
 		want = reference_words(PQgetvalue(res, 0, 1), &w);
@@ -161,6 +177,7 @@ check_words(PGresult *res)
 		FZ_CHECK(status == w.status, "status %d read as %d", w.status, status);
 		for (int i = 0; i < 4 && status == CBPOOL__SHARE_OK; i++)
 			FZ_CHECK(v[i] == w.v[i], "word %d says %lld, read as %lld", i, w.v[i], v[i]);
+		FZ_CHECK(v[4] == w.demand, "demand says %lld, read as %lld", w.demand, v[4]);
 	}
 }
 
@@ -200,7 +217,7 @@ static void
 fuzz_pool_share(const char *table, size_t len)
 {
 	PGresult   *res = make_result(table, len);
-	long long	v[4],
+	long long	v[5],
 				want[4] = {0};
 	char		why[512] = "";
 	int			bad = cbpool__check_share(res, v, why, sizeof(why));
