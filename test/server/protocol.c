@@ -358,13 +358,28 @@ answered(const Share *s, char *out, size_t len)
 	return share_word(s->text, "demand", out, len) ? out : "(none)";
 }
 
+/* Report demand until the share says it answers it, for up to 3 s. */
+static void
+report_until_answered(PGconn *conn, const char *demand, Share *s)
+{
+	double		end = now_seconds() + 3;
+	char		word[32];
+
+	do
+	{
+		report(conn, demand, s);
+		if (strcmp(answered(s, word, sizeof(word)), demand) == 0)
+			break;
+		sleep_ms(10);
+	} while (now_seconds() < end);
+}
+
 static void
 test_answered_demand(void)
 {
 	PGconn	   *c = pod_in("shop", "api", "api-9", NULL);
 	Share		s;
 	char		word[32];
-	double		end;
 	long		allocator;
 
 	report(c, "5", &s);
@@ -385,25 +400,11 @@ test_answered_demand(void)
 		   "and goes on saying so for as long as nothing is published: %s", s.text);
 	kill((pid_t) allocator, SIGCONT);
 
-	end = now_seconds() + 3;
-	do
-	{
-		report(c, "7", &s);
-		if (strcmp(answered(&s, word, sizeof(word)), "7") == 0)
-			break;
-		sleep_ms(10);
-	} while (now_seconds() < end);
+	report_until_answered(c, "7", &s);
 	is_str(answered(&s, word, sizeof(word)), "7", "once published, it says 7");
 	ok(s.max_size >= 0 && s.max_size <= 7, "and its share is within that demand (%ld)", s.max_size);
 
-	end = now_seconds() + 3;
-	do
-	{
-		report(c, "unbounded", &s);
-		if (strcmp(answered(&s, word, sizeof(word)), "unbounded") == 0)
-			break;
-		sleep_ms(10);
-	} while (now_seconds() < end);
+	report_until_answered(c, "unbounded", &s);
 	is_str(answered(&s, word, sizeof(word)), "unbounded", "an unbounded demand is answered as such");
 	PQfinish(c);
 }
