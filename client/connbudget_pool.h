@@ -3975,7 +3975,7 @@ static void cbpool__share_take_size_locked(cbpool *pool, const cbpool__share_ans
     int share = (int)a->values[0];
     int was = pool->share.size;
     long long answers = a->values[4];
-    int changed = pool->share.reported && a->demand != pool->share.last_demand;
+    int ask_soon;
     pool->share.size = share;
     pool->share.server_min = (int)a->values[1];
     pool->share.budget = (int)a->values[2];
@@ -3999,14 +3999,15 @@ static void cbpool__share_take_size_locked(cbpool *pool, const cbpool__share_ans
        CBPOOL__STALE_ASKS times in a row (then at the usual pace: a
        server that never catches up is not asked every 10 ms). */
     if (answers != CBPOOL__DEMAND_UNSAID) {
+        int late = answers != a->demand;
         pool->share.reflected_demand = answers >= 0 ? (int)answers : -1;
-        changed = answers != a->demand;
-        pool->share.stale_answers = changed ? pool->share.stale_answers + 1 : 0;
-        if (pool->share.stale_answers > CBPOOL__STALE_ASKS)
-            changed = 0;
-    } else
-        pool->share.reflected_demand = changed ? pool->share.last_demand : a->demand;
-    if (changed)
+        pool->share.stale_answers = late ? pool->share.stale_answers + 1 : 0;
+        ask_soon = late && pool->share.stale_answers <= CBPOOL__STALE_ASKS;
+    } else {
+        ask_soon = pool->share.reported && a->demand != pool->share.last_demand;
+        pool->share.reflected_demand = ask_soon ? pool->share.last_demand : a->demand;
+    }
+    if (ask_soon)
         /* the server's publish period: refresh_ms / 10, within 10 ms..1 s */
         pool->share.next_ns = now + (int64_t)(pool->share.refresh_ms >= 10000 ? 1000
                                               : pool->share.refresh_ms >= 100

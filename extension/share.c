@@ -352,7 +352,7 @@ cb_share_text(void)
 	CbShare		share;
 	CbVerdict	verdict;
 	bool		demoted = false;
-	int			len;
+	char		demand[32] = "";
 
 	if (cb_shared == NULL || !IsUnderPostmaster ||
 		(MyBackendType != B_BACKEND && !IsParallelWorker()))
@@ -380,17 +380,17 @@ cb_share_text(void)
 	cb_report_unpublished = false;
 	if (cb_left)
 		share.max_size = share.min_size = 0;	/* what a pool that left may hold */
-	len = snprintf(text, sizeof(text),
-				   "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d connections=%d",
-				   CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
-				   share.allocation, share.pods, share.budget, share.refresh_ms,
-				   cb_pods[cb_sessions[slot].pod].connections);
 	/* which report the share answers: a pool that just reported another
 	   demand learns that the server has not published it yet */
 	if (share.demand >= 0)
-		snprintf(text + len, sizeof(text) - len, " demand=%d", share.demand);
+		snprintf(demand, sizeof(demand), " demand=%d", share.demand);
 	else if (share.demand == CB_UNBOUNDED)
-		snprintf(text + len, sizeof(text) - len, " demand=unbounded");
+		strlcpy(demand, " demand=unbounded", sizeof(demand));
+	snprintf(text, sizeof(text),
+			 "protocol=%d status=%s max_size=%d min_size=%d allocation=%d pods=%d budget=%d refresh_ms=%d connections=%d%s",
+			 CB_PROTOCOL_VERSION, cb_left ? "left" : "ok", share.max_size, share.min_size,
+			 share.allocation, share.pods, share.budget, share.refresh_ms,
+			 cb_pods[cb_sessions[slot].pod].connections, demand);
 	return text;
 }
 
