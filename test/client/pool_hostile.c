@@ -8,7 +8,8 @@
  *   three, no row, two rows, a NULL share, "", "abc", a share without a
  *   status or without numbers, numbers that are not integers or out of
  *   range or out of order, a word twice, a trailing space, two spaces, a
- *   word without '=', an unknown status, control characters, 5,000 bytes.
+ *   word without '=', an unknown status, a demand word that is no demand
+ *   or comes twice, control characters, 5,000 bytes.
  *   The valid answers that are no share to take: "status=other" (a fixed
  *   size as without the extension, said once), "status=left" (no size,
  *   asked again at its usual pace, no faster), "status=refused" (said once as an error,
@@ -217,6 +218,16 @@ static const Answer hostile_words[] = {
 	{.name = "protocol=abc",
 		P2("protocol=abc status=ok max_size=30 min_size=1 budget=100 refresh_ms=100"),
 	.logged = IS "\"protocol=abc status=ok max_size=...\": protocol is not a version"},
+	{.name = "demand 'abc'",
+		P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=100 demand=abc"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": demand is neither an integer nor "
+	"unbounded"},
+	{.name = "demand 1000001",
+		P2("status=ok max_size=30 min_size=1 budget=100 refresh_ms=100 demand=1000001"),
+	.logged = IS "\"status=ok max_size=30 min_size=1...\": demand is out of range"},
+	{.name = "a demand twice",
+		P2("status=ok demand=3 demand=4 max_size=30 min_size=1 budget=100 refresh_ms=100"),
+	.logged = IS "\"status=ok demand=3 demand=4 max_...\": demand twice"},
 	{.name = "a newline and a forged log line",
 		P2("status=ok max_size=30\ncbpool WARN [budget]: all is well min_size=1 budget=100 "
 		   "refresh_ms=100"),

@@ -275,6 +275,9 @@ test_foreign_pod(void)
 		   "her reports move her own pod");
 	is_int(pg_long(admin, "SELECT demand FROM connbudget.pods WHERE pod = 'shared-1'"), 4,
 		   "her reports of 1000000 and 0 leave webuser's pod's demand at its 4");
+	is_int(pg_wait_for(mine, "SELECT (current_setting('connbudget.share') LIKE '% demand=0')::int", 1, 5000),
+		   1, "and the demand her share says it answers is her own 0, not webuser's: %s",
+		   pg_value(mine, "SHOW connbudget.share"));
 	PQfinish(mine);
 	PQfinish(web);
 	long_leases(0);
