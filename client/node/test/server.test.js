@@ -130,6 +130,13 @@ class TestPod {
     return within(ms, async () => ((await this.onServer()) || {}).connections === n)
   }
 
+  // Fails the test unless the pod comes to hold n connections within ms,
+  // saying what it held instead.
+  async mustHold (n, ms, what) {
+    assert.ok(await this.holds(n, ms) >= 0,
+      `${this.pod}: ${what}; on the server: ${JSON.stringify(await this.onServer())}`)
+  }
+
   noFailures () {
     assert.equal(this.failed, 0, `${this.pod}: ${this.failed} of ${this.failed + this.done} requests failed, ` +
       `the last with: ${this.last && this.last.message}`)
@@ -174,8 +181,7 @@ test('1. it follows its share down when a second pod joins, and up when it leave
   let b = null
   try {
     a.work(12, 'SELECT pg_sleep(0.005)')
-    assert.ok(await a.holds(8, 5000) >= 0,
-      `pod a alone: ${JSON.stringify(await a.onServer())}, want the application's cap of 8`)
+    await a.mustHold(8, 5000, "alone, it never held the application's cap of 8")
 
     // from pod b's first connect on: every time pod a holds more than its
     // share on the server, it is back within it in 2 refresh intervals
@@ -239,7 +245,7 @@ test('idle connections beyond a smaller share close at once, while others are in
   let b = null
   try {
     a.work(10, 'SELECT pg_sleep(0.01)')
-    assert.ok(await a.holds(8, 5000) >= 0)
+    await a.mustHold(8, 5000, "alone, it never held the application's cap of 8")
     await a.stopWork()
     // 4 connections in use for 2 s, 4 idle
     const long = Array.from({ length: 4 }, () => a.pool.query('SELECT pg_sleep(2)'))
@@ -266,8 +272,7 @@ test('with requests queued five deep for each connection, the refresh goes first
     // each request holds its connection 50 ms: in pg-pool's queue a
     // refresh would wait about as long as an interval
     a.work(40, 'SELECT pg_sleep(0.05)')
-    assert.ok(await a.holds(8, 5000) >= 0,
-      `pod a alone: ${JSON.stringify(await a.onServer())}, want the application's cap of 8`)
+    await a.mustHold(8, 5000, "alone, it never held the application's cap of 8")
     const skipped = a.budget.stats().refreshesSkipped
     b = new TestPod('queued', 'queued-b')
     b.work(12, 'SELECT pg_sleep(0.005)')
@@ -361,8 +366,7 @@ test('3. close frees its share: the other pod grows within a publish period and 
     const limit = PUBLISH + INTERVAL * 1.1 + 100 + SLACK
     assert.ok(grown >= 0 && grown <= limit, `pod a's share grew to 8 after ${grown} ms, want within ${limit} ms`)
     assert.ok(gone >= 0 && gone <= 500, `pod b still in connbudget.pods ${gone} ms after close (its lease is 2 s)`)
-    assert.ok(await a.holds(8, 3000) >= 0,
-      'pod a never held its new share of 8')
+    await a.mustHold(8, 3000, 'it never held its new share of 8')
     a.noFailures()
     b.noFailures()
   } finally {
@@ -518,7 +522,7 @@ test('a server without connbudget.share (older than 1.2): the pool\'s own size, 
     const stats = p.budget.stats()
     assert.equal(stats.share, 2)
     assert.equal(stats.limit, 2)
-    assert.ok(await p.holds(2, 3000) >= 0)
+    await p.mustHold(2, 3000, 'it never held its share of 2')
     const warned = p.logged.filter((line) => line.startsWith('warn:'))
     assert.equal(warned.length, 1, warned.join('\n'))
     assert.match(warned[0], /no usable connbudget extension \(unrecognized configuration parameter "connbudget.shxre"\)/)
